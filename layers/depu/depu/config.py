@@ -1,0 +1,79 @@
+"""Runtime settings, read once from the environment that template.yaml (or the local stack) sets.
+
+Secrets are not settings: only the *names* of secrets live here; their values are fetched through
+Powertools Parameters (see ``depu.secrets``) so they never sit in environment variables or logs.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    stage: str
+    bot_username: str
+    telegram_api_base: str
+    telegram_bot_token_secret: str
+    telegram_webhook_secret: str
+    chain_rpc_url: str
+    starter_credits: int
+    public_api_url: str
+    users_table: str
+    ledger_table: str
+    jobs_table: str
+    agents_table: str
+    tokens_table: str
+    forks_table: str
+    journal_table: str
+    chain_table: str
+    idempotency_table: str
+    job_queue_url: str
+    notify_queue_url: str
+    fork_task_queue_url: str
+    export_queue_url: str
+    artifacts_bucket: str
+    fork_create_state_machine_arn: str
+    fork_sync_state_machine_arn: str
+    fork_delete_state_machine_arn: str
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        return cls(
+            stage=_env("STAGE", "local"),
+            bot_username=_env("BOT_USERNAME", "DePUDevBot"),
+            telegram_api_base=_env("TELEGRAM_API_BASE", "https://api.telegram.org").rstrip("/"),
+            telegram_bot_token_secret=_env("TELEGRAM_BOT_TOKEN_SECRET", "depu/local/telegram-bot-token"),
+            telegram_webhook_secret=_env("TELEGRAM_WEBHOOK_SECRET", "depu/local/telegram-webhook-secret"),
+            chain_rpc_url=_env("CHAIN_RPC_URL", "http://127.0.0.1:8545"),
+            starter_credits=int(_env("STARTER_CREDITS", "1000")),
+            public_api_url=_env("PUBLIC_API_URL", "http://127.0.0.1:3000").rstrip("/"),
+            users_table=_env("USERS_TABLE", "depu-UsersTable"),
+            ledger_table=_env("LEDGER_TABLE", "depu-LedgerTable"),
+            jobs_table=_env("JOBS_TABLE", "depu-JobsTable"),
+            agents_table=_env("AGENTS_TABLE", "depu-AgentsTable"),
+            tokens_table=_env("TOKENS_TABLE", "depu-TokensTable"),
+            forks_table=_env("FORKS_TABLE", "depu-ForksTable"),
+            journal_table=_env("JOURNAL_TABLE", "depu-JournalTable"),
+            chain_table=_env("CHAIN_TABLE", "depu-ChainTable"),
+            idempotency_table=_env("IDEMPOTENCY_TABLE", "depu-IdempotencyTable"),
+            job_queue_url=_env("JOB_QUEUE_URL"),
+            notify_queue_url=_env("NOTIFY_QUEUE_URL"),
+            fork_task_queue_url=_env("FORK_TASK_QUEUE_URL"),
+            export_queue_url=_env("EXPORT_QUEUE_URL"),
+            artifacts_bucket=_env("ARTIFACTS_BUCKET", "depu-artifactsbucket"),
+            fork_create_state_machine_arn=_env("FORK_CREATE_STATE_MACHINE_ARN"),
+            fork_sync_state_machine_arn=_env("FORK_SYNC_STATE_MACHINE_ARN"),
+            fork_delete_state_machine_arn=_env("FORK_DELETE_STATE_MACHINE_ARN"),
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings. Tests that change the environment call ``get_settings.cache_clear()``."""
+    return Settings.from_env()

@@ -1,0 +1,252 @@
+"""Read template.yaml and resolve it into concrete local resources.
+
+The local stack and the tests never declare a table, queue, route, schedule or state machine of their own:
+they ask this module, so local and cloud cannot drift.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_PATH = ROOT / "template.yaml"
+REGION = "us-east-1"
+ACCOUNT_ID = "123456789012"
+LOCAL_PREFIX = "depu"
+LOCAL_STAGE = "local"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML loader that turns CloudFormation short tags (!Ref, !GetAtt, ...) into their long form."""
+
+
+def _construct_tag(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _construct_tag)
+
+
+@lru_cache(maxsize=4)
+def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as handle:
+        return yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+
+
+@dataclass
+class Route:
+    """One API Gateway route of a function, as SAM declares it."""
+
+    function: str
+    path: str
+    method: str
+    pattern: re.Pattern[str] = field(repr=False)
+
+    def match(self, method: str, path: str) -> dict[str, str] | None:
+        if self.method not in ("ANY", method.upper()):
+            return None
+        found = self.pattern.fullmatch(path)
+        return found.groupdict() if found else None
+
+
+def _route_pattern(path: str) -> re.Pattern[str]:
+    regex = ""
+    for part in re.split(r"(\{[^}]+\})", path):
+        if part.startswith("{") and part.endswith("+}"):
+            regex += f"(?P<{part[1:-2]}>.+)"
+        elif part.startswith("{"):
+            regex += f"(?P<{part[1:-1]}>[^/]+)"
+        else:
+            regex += re.escape(part)
+    return re.compile(regex)
+
+
+@dataclass
+class Function:
+    logical_id: str
+    code_dir: Path
+    handler: str
+    timeout: int
+    environment: dict[str, str]
+    routes: list[Route]
+    queues: list[tuple[str, int]]  # (queue logical id, batch size)
+    schedules: list[float]  # periods in seconds
+
+
+class LocalTemplate:
+    """template.yaml with every intrinsic resolved to the names the local stack uses."""
+
+    def __init__(self, parameters: dict[str, str] | None = None, path: Path = TEMPLATE_PATH):
+        self.raw = load_template(path)
+        self.resources: dict[str, dict[str, Any]] = self.raw["Resources"]
+        self.parameters = {name: str(spec.get("Default", "")) for name, spec in self.raw.get("Parameters", {}).items()}
+        self.parameters["Stage"] = LOCAL_STAGE
+        self.parameters.update(parameters or {})
+
+    # ------------------------------------------------------------------ names
+    def physical_name(self, logical_id: str) -> str:
+        kind = self.resources[logical_id]["Type"]
+        props = self.resources[logical_id].get("Properties", {})
+        if kind == "AWS::SecretsManager::Secret" and "Name" in props:
+            return self.resolve(props["Name"])
+        if kind == "AWS::S3::Bucket":
+            return f"{LOCAL_PREFIX}-{logical_id}".lower()
+        return f"{LOCAL_PREFIX}-{logical_id}"
+
+    def queue_url(self, logical_id: str, endpoint: str) -> str:
+        return f"{endpoint.rstrip('/')}/{ACCOUNT_ID}/{self.physical_name(logical_id)}"
+
+    def arn(self, logical_id: str) -> str:
+        kind = self.resources[logical_id]["Type"]
+        name = self.physical_name(logical_id)
+        if kind == "AWS::SQS::Queue":
+            return f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}"
+        if kind == "AWS::DynamoDB::Table":
+            return f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}"
+        if kind == "AWS::S3::Bucket":
+            return f"arn:aws:s3:::{name}"
+        if kind in ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine"):
+            return f"arn:aws:states:{REGION}:{ACCOUNT_ID}:stateMachine:{name}"
+        if kind == "AWS::SecretsManager::Secret":
+            return name  # Secrets Manager accepts the name wherever it takes an ARN
+        if kind == "AWS::Serverless::Function":
+            return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
+        return name
+
+    # ------------------------------------------------------------------ intrinsics
+    def resolve(self, value: Any, endpoint: str = "http://127.0.0.1:5000") -> Any:
+        if isinstance(value, list):
+            return [self.resolve(item, endpoint) for item in value]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            (key, arg), = value.items()
+            if key == "Ref":
+                return self._ref(arg, endpoint)
+            if key == "Fn::GetAtt":
+                return self._get_att(arg[0], arg[1], endpoint)
+            if key == "Fn::Sub":
+                return self._sub(arg, endpoint)
+            if key == "Fn::If":
+                condition, when_true, when_false = arg
+                return self.resolve(when_true if self.condition(condition) else when_false, endpoint)
+            if key == "Fn::Join":
+                return arg[0].join(str(self.resolve(item, endpoint)) for item in arg[1])
+        return {key: self.resolve(item, endpoint) for key, item in value.items()}
+
+    def condition(self, name: str) -> bool:
+        return bool(self._evaluate(self.raw.get("Conditions", {})[name]))
+
+    def _evaluate(self, expr: Any) -> Any:
+        if isinstance(expr, dict) and len(expr) == 1:
+            (key, arg), = expr.items()
+            if key == "Fn::Equals":
+                return self._evaluate(arg[0]) == self._evaluate(arg[1])
+            if key == "Fn::Not":
+                return not self._evaluate(arg[0])
+            if key == "Condition":
+                return self.condition(arg)
+        return self.resolve(expr)
+
+    def _ref(self, name: str, endpoint: str) -> str:
+        if name in self.parameters:
+            return self.parameters[name]
+        if name == "AWS::Region":
+            return REGION
+        if name == "AWS::AccountId":
+            return ACCOUNT_ID
+        kind = self.resources[name]["Type"]
+        if kind == "AWS::SQS::Queue":
+            return self.queue_url(name, endpoint)
+        if kind in ("AWS::Serverless::StateMachine", "AWS::SNS::Topic", "AWS::SecretsManager::Secret"):
+            return self.arn(name)
+        return self.physical_name(name)
+
+    def _get_att(self, name: str, attribute: str, endpoint: str) -> str:
+        if attribute == "Arn":
+            return self.arn(name)
+        if attribute in ("QueueName", "Name"):
+            return self.physical_name(name)
+        if attribute == "QueueUrl":
+            return self.queue_url(name, endpoint)
+        raise KeyError(f"unsupported attribute {name}.{attribute}")
+
+    def _sub(self, arg: Any, endpoint: str) -> str:
+        text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+
+        def replace(match: re.Match[str]) -> str:
+            token = match.group(1)
+            if token in variables:
+                return str(self.resolve(variables[token], endpoint))
+            if "." in token:
+                name, attribute = token.split(".", 1)
+                return self._get_att(name, attribute, endpoint)
+            return str(self._ref(token, endpoint))
+
+        return re.sub(r"\$\{([^}!]+)\}", replace, text)
+
+    # ------------------------------------------------------------------ views
+    def of_type(self, *kinds: str) -> dict[str, dict[str, Any]]:
+        return {lid: res for lid, res in self.resources.items() if res["Type"] in kinds}
+
+    def environment(self, endpoint: str = "http://127.0.0.1:5000", function: str | None = None) -> dict[str, str]:
+        """Environment variables a function sees: Globals merged with its own, all resolved."""
+        env = dict(self.raw.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {}))
+        if function:
+            env.update(self.resources[function].get("Properties", {}).get("Environment", {}).get("Variables", {}))
+        return {key: str(self.resolve(value, endpoint)) for key, value in env.items()}
+
+    def functions(self, endpoint: str = "http://127.0.0.1:5000") -> dict[str, Function]:
+        globals_ = self.raw.get("Globals", {}).get("Function", {})
+        result = {}
+        for logical_id, resource in self.of_type("AWS::Serverless::Function").items():
+            props = resource["Properties"]
+            routes, queues, schedules = [], [], []
+            for event in props.get("Events", {}).values():
+                event_props = event.get("Properties", {})
+                if event["Type"] == "Api":
+                    path, method = event_props["Path"], event_props["Method"].upper()
+                    routes.append(Route(logical_id, path, method, _route_pattern(path)))
+                elif event["Type"] == "SQS":
+                    queue_arn = event_props["Queue"]
+                    queue_id = queue_arn["Fn::GetAtt"][0]
+                    queues.append((queue_id, int(event_props.get("BatchSize", 10))))
+                elif event["Type"] in ("Schedule", "ScheduleV2"):
+                    schedules.append(parse_rate(event_props.get("Schedule") or event_props["ScheduleExpression"]))
+            result[logical_id] = Function(
+                logical_id=logical_id,
+                code_dir=ROOT / props["CodeUri"],
+                handler=props.get("Handler", globals_.get("Handler", "app.lambda_handler")),
+                timeout=int(props.get("Timeout", globals_.get("Timeout", 30))),
+                environment=self.environment(endpoint, logical_id),
+                routes=routes,
+                queues=queues,
+                schedules=schedules,
+            )
+        return result
+
+    def routes(self) -> list[Route]:
+        return [route for function in self.functions().values() for route in function.routes]
+
+
+def parse_rate(expression: str) -> float:
+    """Seconds between runs of an EventBridge ``rate(N unit)`` expression."""
+    found = re.fullmatch(r"rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)", expression.strip())
+    if not found:
+        raise ValueError(f"only rate() schedules run locally, got {expression!r}")
+    amount, unit = int(found.group(1)), found.group(2).rstrip("s")
+    return amount * {"minute": 60, "hour": 3600, "day": 86400}[unit]
