@@ -1,0 +1,4 @@
+"""Feature modules whose handlers register in ``depu.bot.registry``. Each helper adds its module here."""
+FEATURES: tuple[str, ...] = (
+    "depu.bot.basics",
+)
