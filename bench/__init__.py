@@ -1,0 +1,1 @@
+"""DePU's benchmarks: each module prints a table comparing DePU with the reference tool in the same run."""
