@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+SAM_VENV := .venv-sam
+SAM_STAMP := $(SAM_VENV)/.installed
+export SAM_CLI_TELEMETRY := 0
 
 .PHONY: up chat test lint bench deps clean
 
@@ -17,6 +20,11 @@ $(STAMP): requirements-dev.txt layers/depu/requirements.txt agent/requirements.t
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
+$(SAM_STAMP):
+	test -d $(SAM_VENV) || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet aws-sam-cli
+	touch $(SAM_STAMP)
+
 $(NODE_STAMP): package.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
@@ -27,15 +35,15 @@ up: deps  ## the whole system on this machine: moto, anvil, the API on :3000, wo
 chat: deps  ## talk to the bot from this terminal (needs `make up` running)
 	$(PY) -m local chat
 
-test: deps  ## every test, against moto, anvil and torch on CPU
+test: deps lint  ## every test, against moto, anvil and torch on CPU, after the template checks
 	$(PY) -m pytest -n 2 --dist loadgroup
-	$(VENV)/bin/cfn-lint template.yaml
 
-lint: deps
+lint: deps $(SAM_STAMP)  ## template.yaml must pass cfn-lint and `sam validate --lint`
 	$(VENV)/bin/cfn-lint template.yaml
+	AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint --template template.yaml
 
 bench: deps  ## every benchmark, one table
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) node_modules .local
+	rm -rf $(VENV) $(SAM_VENV) node_modules .local
