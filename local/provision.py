@@ -90,7 +90,7 @@ def _state_machines(template: LocalTemplate, endpoint: str) -> None:
     for logical_id, resource in template.of_type("AWS::Serverless::StateMachine").items():
         name = template.physical_name(logical_id)
         props = resource["Properties"]
-        definition_path = ROOT / props["DefinitionUri"]
+        definition_path = getattr(template, "root", ROOT) / props["DefinitionUri"]
         if name in existing or not definition_path.exists():
             continue
         definition = definition_path.read_text(encoding="utf-8")

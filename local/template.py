@@ -85,6 +85,10 @@ class Function:
     routes: list[Route]
     queues: list[tuple[str, int]]  # (queue logical id, batch size)
     schedules: list[float]  # periods in seconds
+    memory_size: int = 128
+    reserved_concurrency: int | None = None
+    # queues whose event source mapping has FunctionResponseTypes [ReportBatchItemFailures]
+    partial_batch_queues: set[str] = field(default_factory=set)
 
 
 class LocalTemplate:
@@ -92,6 +96,7 @@ class LocalTemplate:
 
     def __init__(self, parameters: dict[str, str] | None = None, path: Path = TEMPLATE_PATH):
         self.raw = load_template(path)
+        self.root = path.parent  # CodeUri and DefinitionUri are relative to the template's folder
         self.resources: dict[str, dict[str, Any]] = self.raw["Resources"]
         self.parameters = {name: str(spec.get("Default", "")) for name, spec in self.raw.get("Parameters", {}).items()}
         self.parameters["Stage"] = LOCAL_STAGE
@@ -216,6 +221,7 @@ class LocalTemplate:
         for logical_id, resource in self.of_type("AWS::Serverless::Function").items():
             props = resource["Properties"]
             routes, queues, schedules = [], [], []
+            partial_batch_queues: set[str] = set()
             for event in props.get("Events", {}).values():
                 event_props = event.get("Properties", {})
                 if event["Type"] == "Api":
@@ -225,17 +231,24 @@ class LocalTemplate:
                     queue_arn = event_props["Queue"]
                     queue_id = queue_arn["Fn::GetAtt"][0]
                     queues.append((queue_id, int(event_props.get("BatchSize", 10))))
+                    if "ReportBatchItemFailures" in event_props.get("FunctionResponseTypes", []):
+                        partial_batch_queues.add(queue_id)
                 elif event["Type"] in ("Schedule", "ScheduleV2"):
                     schedules.append(parse_rate(event_props.get("Schedule") or event_props["ScheduleExpression"]))
             result[logical_id] = Function(
                 logical_id=logical_id,
-                code_dir=ROOT / props["CodeUri"],
+                code_dir=self.root / props["CodeUri"],
                 handler=props.get("Handler", globals_.get("Handler", "app.lambda_handler")),
                 timeout=int(props.get("Timeout", globals_.get("Timeout", 30))),
                 environment=self.environment(endpoint, logical_id),
                 routes=routes,
                 queues=queues,
                 schedules=schedules,
+                memory_size=int(props.get("MemorySize", globals_.get("MemorySize", 128))),
+                reserved_concurrency=(
+                    int(props["ReservedConcurrentExecutions"]) if "ReservedConcurrentExecutions" in props else None
+                ),
+                partial_batch_queues=partial_batch_queues,
             )
         return result
 
