@@ -15,7 +15,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from depu.bot.features import FEATURES
+from depu.bot import features as feature_list
 from depu.bot.registry import Incoming, Keyboard, Registry, registry
 from depu.errors import UserError
 from depu.telegram.text import escape
@@ -30,12 +30,14 @@ _loaded = False
 _load_lock = threading.Lock()
 
 
-def load_features(features: tuple[str, ...] = FEATURES) -> Registry:
-    """Import every feature module once, so their commands are registered."""
+def load_features() -> Registry:
+    """Import every feature module named in ``depu.bot.features.FEATURES`` once, so their handlers are
+    registered. An import error propagates: the webhook fails loudly (and alarms) instead of answering
+    with half its commands missing."""
     global _loaded
     with _load_lock:
         if not _loaded:
-            for name in features:
+            for name in feature_list.FEATURES:
                 importlib.import_module(name)
             _loaded = True
     return registry

@@ -20,9 +20,11 @@ import requests
 
 from depu.bot.registry import Button
 from depu.config import get_settings
+from depu.telegram import redact
 from depu.telegram.text import CAPTION_LIMIT, split_message
 
 log = logging.getLogger(__name__)
+redact.install()  # urllib3 would log the token-bearing URL at DEBUG
 
 # most of a Lambda's 30 s: waiting longer for Telegram is better done by the queue's retry
 DEFAULT_MAX_SLEEP = 10.0
@@ -70,6 +72,8 @@ def inline_keyboard(rows: Sequence[Sequence[ButtonLike]] | None) -> dict[str, An
             button = item if isinstance(item, Button) else Button(**item)  # validates data <= 64 bytes
             if button.data is not None:
                 converted.append({"text": button.text, "callback_data": button.data})
+            elif button.web_app_url is not None:
+                converted.append({"text": button.text, "web_app": {"url": button.web_app_url}})  # type: ignore[dict-item]
             else:
                 converted.append({"text": button.text, "url": str(button.url)})
         if converted:
