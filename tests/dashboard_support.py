@@ -1,0 +1,149 @@
+"""Helpers shared by the dashboard tests: invoke the real dashboard Lambda with API Gateway proxy events,
+sign launch data the way Telegram does, and seed users and jobs through their real models."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+HANDLER_PATH = ROOT / "functions" / "dashboard_api" / "app.py"
+_module = None
+
+
+class FakeContext:
+    function_name = "depu-DashboardApiFunction"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:depu-DashboardApiFunction"
+    log_group_name = "/aws/lambda/depu-DashboardApiFunction"
+    log_stream_name = "test"
+
+    def __init__(self) -> None:
+        self.aws_request_id = str(uuid.uuid4())
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def handler_module():
+    global _module
+    if _module is None:
+        spec = importlib.util.spec_from_file_location("depu_test_dashboard_api_app", HANDLER_PATH)
+        assert spec and spec.loader
+        _module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(_module)
+    return _module
+
+
+def proxy_event(method: str, raw_path: str, *, headers: dict[str, str] | None = None, body: str | None = None) -> dict[str, Any]:
+    """An API Gateway REST proxy event (payload 1.0) for the ``/dashboard/{proxy+}`` resource."""
+    split = urlsplit(raw_path)
+    query = dict(parse_qsl(split.query, keep_blank_values=True)) or None
+    headers = dict(headers or {})
+    return {
+        "resource": "/dashboard/{proxy+}",
+        "path": split.path,
+        "httpMethod": method,
+        "headers": headers or None,
+        "multiValueHeaders": {key: [value] for key, value in headers.items()} or None,
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": {key: [value] for key, value in (query or {}).items()} or None,
+        "pathParameters": {"proxy": split.path.removeprefix("/dashboard/")},
+        "stageVariables": None,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "test",
+            "resourcePath": "/dashboard/{proxy+}",
+            "httpMethod": method,
+            "requestId": str(uuid.uuid4()),
+            "path": f"/local{split.path}",
+            "stage": "local",
+            "identity": {"sourceIp": "127.0.0.1", "userAgent": "pytest"},
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }
+
+
+def invoke(method: str, raw_path: str, *, token: str | None = None, json_body: Any = None,
+           headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """Call the dashboard Lambda; returns its proxy response with ``json`` added when the body is JSON."""
+    all_headers = dict(headers or {})
+    if token:
+        all_headers["Authorization"] = f"Bearer {token}"
+    body = None
+    if json_body is not None:
+        all_headers["Content-Type"] = "application/json"
+        body = json_body if isinstance(json_body, str) else json.dumps(json_body)
+    response = handler_module().lambda_handler(proxy_event(method, raw_path, headers=all_headers, body=body), FakeContext())
+    headers_out = dict(response.get("headers") or {})
+    for name, values in (response.get("multiValueHeaders") or {}).items():
+        headers_out.setdefault(name, values[-1])
+    response["headers"] = headers_out
+    content_type = headers_out.get("Content-Type", "")
+    if content_type.startswith("application/json") and response.get("body"):
+        response["json"] = json.loads(response["body"])
+    return response
+
+
+def telegram_user(user_id: int, first_name: str = "Ada") -> dict[str, Any]:
+    return {"id": user_id, "first_name": first_name, "username": f"user{user_id}", "language_code": "en"}
+
+
+def seed_profile(user_id: int, first_name: str = "Ada") -> None:
+    from depu.profiles import ensure_profile
+
+    ensure_profile(user_id, first_name=first_name, username=f"user{user_id}")
+
+
+def seed_running_job(user_id: int, job_id: str, metrics: dict[str, Any] | None = None) -> Any:
+    """A running job saved through the jobs model, with the latest GPU metrics an agent heartbeat writes."""
+    from depu.jobs.models import Job
+
+    now = int(time.time())
+    job = Job(
+        job_id,
+        user_id=user_id,
+        chat_id=user_id,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        status="running",
+        lease_expires_at=now + 120,
+        agent_id="agent-test",
+        gpu_class="A100-80GB",
+        workload="matmul",
+        params={},
+        time_limit_s=600,
+        price_per_hour=1000,
+        max_cost=200,
+        hold_id=f"job-{job_id}",
+        gpu_index=0,
+        started_at=now - 30,
+        progress=0.4,
+        metrics=metrics,
+    )
+    job.save()
+    return job
+
+
+def set_job_metrics(job_id: str, metrics: dict[str, Any]) -> None:
+    """What an agent heartbeat does to a running job: replace its latest GPU metrics."""
+    from depu.jobs.models import Job
+
+    Job(job_id).update(actions=[Job.metrics.set(metrics)])
+
+
+def gpu_metrics(util: float, temp: float = 60, power: float = 250, used_mb: float = 40960, total_mb: float = 81920) -> dict[str, Any]:
+    return {
+        "gpu_index": 0,
+        "utilization_pct": util,
+        "memory_used_mb": used_mb,
+        "memory_total_mb": total_mb,
+        "temperature_c": temp,
+        "power_w": power,
+    }

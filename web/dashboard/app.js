@@ -1,0 +1,361 @@
+/* DePU live dashboard: sign in the Telegram way, then poll the overview and draw it.
+ *
+ * Sign-in order: Telegram's launch data (inside Telegram), else a one-time code from the bot's browser link,
+ * else a session kept from earlier in this tab. The session token lives in sessionStorage only (this tab).
+ * Live updates are polling (API Gateway REST cannot push): every few seconds, paused while the tab is hidden.
+ * All user data is put into the page with textContent, never as HTML.
+ */
+(function () {
+  "use strict";
+
+  var STORAGE_KEY = "depu.dashboard.session";
+  var HISTORY_LIMIT = 300;
+  var tg = window.DepuTelegram;
+  var charts = window.DepuCharts;
+  var query = new URLSearchParams(window.location.search);
+  var pollMs = Math.min(60000, Math.max(1000, Number(query.get("poll")) || 5000));
+  var apiBase = (function () {
+    var path = window.location.pathname;
+    var at = path.lastIndexOf("/dashboard/app");
+    return (at >= 0 ? path.slice(0, at) : "") + "/dashboard";
+  })();
+  var session = null;
+  var timer = null;
+  var polls = 0;
+  var jobHistory = {};
+  var THEME = {
+    bg_color: "--bg", text_color: "--text", hint_color: "--hint", link_color: "--link",
+    button_color: "--button", button_text_color: "--button-text", secondary_bg_color: "--card",
+    section_bg_color: "--card", accent_text_color: "--accent", destructive_text_color: "--danger"
+  };
+
+  function $(id) { return document.getElementById(id); }
+
+  function element(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function setState(state) { document.body.dataset.state = state; }
+
+  // ------------------------------------------------------------------ theme
+  function applyTheme(params) {
+    var root = document.documentElement.style;
+    var applied = 0;
+    Object.keys(THEME).forEach(function (key) {
+      var value = params && params[key];
+      if (typeof value === "string" && /^#[0-9a-fA-F]{3,8}$/.test(value)) {
+        root.setProperty(THEME[key], value);
+        applied += 1;
+      }
+    });
+    if (params && typeof params.button_color === "string" && /^#[0-9a-fA-F]{3,8}$/.test(params.button_color)) {
+      root.setProperty("--series-1", params.button_color);
+    }
+    if (applied) document.body.dataset.theme = "telegram";
+  }
+
+  // ------------------------------------------------------------------ messages
+  function showError(message) {
+    var box = $("error");
+    box.textContent = message;
+    box.hidden = !message;
+  }
+
+  function showSignin(message) {
+    $("loading").hidden = true;
+    $("dashboard").hidden = true;
+    $("live").hidden = true;
+    $("signout").hidden = true;
+    $("signin").hidden = false;
+    if (message) showError(message);
+    setState(message ? "error" : "signin");
+  }
+
+  // ------------------------------------------------------------------ API
+  function api(method, path, body) {
+    var headers = { "Accept": "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (session) headers["Authorization"] = "Bearer " + session.token;
+    return fetch(apiBase + path, {
+      method: method,
+      headers: headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: "no-store",
+      credentials: "omit"
+    }).then(function (response) {
+      if (response.status === 204) return { status: 204, data: {} };
+      return response.json().catch(function () { return {}; }).then(function (data) {
+        return { status: response.status, data: data };
+      });
+    });
+  }
+
+  function openSession(body) {
+    return api("POST", "/session", body).then(function (answer) {
+      if (answer.status !== 201 || !answer.data.token) {
+        throw new Error(answer.data.error || "Sign-in failed (" + answer.status + ")");
+      }
+      session = { token: answer.data.token, expires_at: answer.data.expires_at, user: answer.data.user || {} };
+      try { sessionStorage.setItem(STORAGE_KEY, JSON.stringify(session)); } catch (e) { /* private mode */ }
+      return session;
+    });
+  }
+
+  function storedSession() {
+    try {
+      var saved = JSON.parse(sessionStorage.getItem(STORAGE_KEY) || "null");
+      if (saved && saved.token && saved.expires_at * 1000 > Date.now()) return saved;
+    } catch (e) { /* nothing kept */ }
+    return null;
+  }
+
+  function forgetSession() {
+    session = null;
+    try { sessionStorage.removeItem(STORAGE_KEY); } catch (e) { /* nothing kept */ }
+  }
+
+  function signIn() {
+    if (tg.initData) return openSession({ init_data: tg.initData });
+    if (tg.loginCode) {
+      var code = tg.loginCode;
+      tg.forgetLoginCode();
+      return openSession({ login_code: code });
+    }
+    if (tg.loginError) return Promise.reject(new Error("This login link is not valid; ask the bot for a new one with /webapp."));
+    var saved = storedSession();
+    if (saved) {
+      session = saved;
+      return Promise.resolve(saved);
+    }
+    return Promise.resolve(null);
+  }
+
+  // ------------------------------------------------------------------ polling
+  function poll() {
+    clearTimeout(timer);
+    if (!session) return;
+    api("GET", "/overview").then(function (answer) {
+      if (answer.status === 401) {
+        forgetSession();
+        if (tg.initData) return openSession({ init_data: tg.initData }).then(poll);
+        showSignin(answer.data.error || "Your dashboard session ended; open the dashboard again from the bot.");
+        return null;
+      }
+      if (answer.status !== 200) throw new Error(answer.data.error || "The dashboard is unavailable (" + answer.status + ")");
+      polls += 1;
+      document.body.dataset.polls = String(polls);
+      showError("");
+      render(answer.data);
+      schedule();
+      return null;
+    }).catch(function (error) {
+      $("live").hidden = true;
+      showError((error && error.message) || "Connection lost; retrying.");
+      schedule();
+    });
+  }
+
+  function schedule() {
+    clearTimeout(timer);
+    if (session && !document.hidden) timer = setTimeout(poll, pollMs);
+  }
+
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden && session) poll();
+  });
+
+  // ------------------------------------------------------------------ rendering
+  function render(data) {
+    $("loading").hidden = true;
+    $("signin").hidden = true;
+    $("dashboard").hidden = false;
+    $("live").hidden = false;
+    $("signout").hidden = false;
+    var user = session.user || {};
+    $("who").textContent = user.first_name || (user.username ? "@" + user.username : "user " + data.user_id);
+    renderCredits(data.credits || {});
+    renderJobs(data.jobs || {}, data.generated_at);
+    renderForks(data.forks || {});
+    renderWatches(data.watches || {});
+    renderChain(data.chain || {});
+    $("updated").textContent = "Updated " + new Date(data.generated_at * 1000).toLocaleTimeString() + " · every " + pollMs / 1000 + " s";
+    setState("ready");
+  }
+
+  function empty(container, section, text) {
+    container.replaceChildren(element("p", "empty", section.state === "unavailable" ? "Unavailable right now." : text));
+  }
+
+  function renderCredits(section) {
+    var box = $("credits");
+    if (section.state !== "ok") return empty(box, section, "None yet: send /start to the bot.");
+    box.replaceChildren.apply(box, [["available", "Available"], ["held", "Held by jobs"], ["earned", "Earned"]].map(function (pair) {
+      var stat = element("div", "stat");
+      stat.append(element("div", "value", charts.formatNumber(section[pair[0]] || 0)), element("div", "label", pair[1]));
+      stat.dataset.field = pair[0];
+      return stat;
+    }));
+  }
+
+  function remember(job, now) {
+    var kept = jobHistory[job.job_id] || (jobHistory[job.job_id] = {});
+    (job.samples || []).forEach(function (sample) {
+      var t = sample.t || now;
+      kept[t] = sample;
+    });
+    var times = Object.keys(kept).map(Number).sort(function (a, b) { return a - b; });
+    times.slice(0, Math.max(0, times.length - HISTORY_LIMIT)).forEach(function (t) { delete kept[t]; });
+    return times.slice(-HISTORY_LIMIT).map(function (t) { return Object.assign({ t: t }, kept[t]); });
+  }
+
+  function latest(samples, key) {
+    for (var i = samples.length - 1; i >= 0; i--) if (samples[i][key] !== null && samples[i][key] !== undefined) return samples[i][key];
+    return null;
+  }
+
+  function legend(samples, items) {
+    var box = element("div", "legend");
+    items.forEach(function (item) {
+      var value = latest(samples, item.key);
+      var key = element("span", "key " + item.css, item.label + " " + (value === null ? "–" : charts.formatNumber(value) + item.unit));
+      key.dataset.metric = item.key;
+      box.append(key);
+    });
+    return box;
+  }
+
+  function renderJobs(section, now) {
+    var box = $("jobs");
+    if (section.state !== "ok" || !(section.items || []).length) return empty(box, section, "None yet: rent a GPU with /rent_gpu.");
+    box.replaceChildren.apply(box, section.items.map(function (job) {
+      var samples = remember(job, now);
+      var card = element("div", "job");
+      card.dataset.jobId = job.job_id;
+      var head = element("div", "job-head");
+      head.append(element("span", "id", job.job_id.slice(0, 12)), element("span", "badge", job.status));
+      if (job.gpu_class) head.append(element("span", "hint", job.gpu_class));
+      if (job.workload) head.append(element("span", "hint", job.workload));
+      card.append(head);
+      if (job.progress !== null && job.progress !== undefined) {
+        var bar = element("div", "progress");
+        var fill = element("div");
+        fill.style.width = Math.max(0, Math.min(100, Number(job.progress) <= 1 ? Number(job.progress) * 100 : Number(job.progress))) + "%";
+        bar.append(fill);
+        card.append(bar);
+      }
+      if (job.message) card.append(element("div", "hint", job.message));
+      if (!samples.length) {
+        card.append(element("p", "empty", "No GPU metrics yet."));
+        return card;
+      }
+      var wrap = element("div", "charts");
+      var first = element("div");
+      var usage = element("canvas", "chart job-chart");
+      usage.dataset.chart = "usage";
+      first.append(legend(samples, [
+        { key: "util", label: "GPU", unit: "%", css: "s1" },
+        { key: "mem", label: "Memory", unit: "%", css: "s2" }
+      ]), usage);
+      var second = element("div");
+      var heat = element("canvas", "chart job-chart");
+      heat.dataset.chart = "thermal";
+      second.append(legend(samples, [
+        { key: "temp", label: "Temp", unit: "°C", css: "s3" },
+        { key: "power", label: "Power", unit: " W", css: "s4" }
+      ]), heat);
+      wrap.append(first, second);
+      card.append(wrap);
+      // draw once the canvases are in the document (they need their laid-out size)
+      requestAnimationFrame(function () {
+        usage.dataset.points = String(charts.line(usage, { yMax: 100, unit: "%", series: [
+          { color: "--series-1", points: samples.map(function (s) { return [s.t, s.util]; }) },
+          { color: "--series-2", points: samples.map(function (s) { return [s.t, s.mem]; }) }
+        ] }));
+        heat.dataset.points = String(charts.line(heat, { series: [
+          { color: "--series-3", points: samples.map(function (s) { return [s.t, s.temp]; }) },
+          { color: "--series-4", points: samples.map(function (s) { return [s.t, s.power]; }) }
+        ] }));
+      });
+      return card;
+    }));
+  }
+
+  function rows(items, describe) {
+    var list = element("ul", "rows");
+    items.forEach(function (item) {
+      var pair = describe(item);
+      var row = element("li");
+      row.append(element("span", "mono", pair[0]), element("span", "", pair[1]));
+      list.append(row);
+    });
+    return list;
+  }
+
+  function barChart(canvasId, container, section, text, labels, series, describe, items) {
+    var canvas = $(canvasId);
+    if (section.state !== "ok" || !items.length) {
+      canvas.hidden = true;
+      return empty(container, section, text);
+    }
+    canvas.hidden = false;
+    container.replaceChildren(rows(items, describe));
+    requestAnimationFrame(function () {
+      canvas.dataset.points = String(charts.bars(canvas, { labels: labels, series: series }));
+    });
+  }
+
+  function renderForks(section) {
+    var items = section.items || [];
+    barChart("forks-chart", $("forks"), section, "None yet: create one with /fork.",
+      items.map(function (f) { return f.name; }),
+      [{ color: "--series-1", values: items.map(function (f) { return Number(f.lag_blocks) || 0; }) }],
+      function (f) { return [f.name + " · " + (f.status || ""), f.lag_blocks === null || f.lag_blocks === undefined ? "lag unknown" : charts.formatNumber(f.lag_blocks) + " blocks behind"]; },
+      items);
+  }
+
+  function renderWatches(section) {
+    var items = section.items || [];
+    barChart("watches-chart", $("watches"), section, "None yet: watch an address with /watch.",
+      items.map(function (w) { return w.label || w.address.slice(0, 8); }),
+      [{ color: "--series-2", values: items.map(function (w) { return Number(w.inflow) || 0; }) },
+       { color: "--series-4", values: items.map(function (w) { return Number(w.outflow) || 0; }) }],
+      function (w) { return [w.label || w.address, "in " + charts.formatNumber(w.inflow) + " · out " + charts.formatNumber(w.outflow)]; },
+      items);
+  }
+
+  function renderChain(section) {
+    var blocks = section.blocks || [];
+    barChart("chain-chart", $("chain"), section, "None yet: the chain indexer has not run.",
+      blocks.map(function (b) { return String(b.number).slice(-4); }),
+      [{ color: "--series-1", values: blocks.map(function (b) { return Number(b.tx_count) || 0; }) }],
+      function (b) { return ["block " + b.number, b.tx_count + " txs · " + b.transfers + " transfers"]; },
+      blocks.slice(-5).reverse());
+  }
+
+  // ------------------------------------------------------------------ start
+  function start() {
+    applyTheme(tg.themeParams);
+    tg.onThemeChanged(applyTheme);
+    tg.ready();
+    $("signout").addEventListener("click", function () {
+      var ending = session;
+      clearTimeout(timer);
+      if (ending) api("DELETE", "/session");
+      forgetSession();
+      showSignin("");
+    });
+    window.addEventListener("resize", function () { if (session) poll(); });
+    signIn().then(function (opened) {
+      if (!opened) return showSignin("");
+      return poll();
+    }).catch(function (error) {
+      forgetSession();
+      showSignin((error && error.message) || "Sign-in failed.");
+    });
+  }
+
+  start();
+})();
