@@ -18,15 +18,17 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Button:
-    """An inline keyboard button: either callback ``data`` (<= 64 bytes) or a ``url``."""
+    """An inline keyboard button: callback ``data`` (<= 64 bytes), a ``url``, or a ``web_app_url`` (opens a
+    Telegram Mini App; Telegram allows those in private chats only)."""
 
     text: str
     data: str | None = None
     url: str | None = None
+    web_app_url: str | None = None
 
     def __post_init__(self) -> None:
-        if (self.data is None) == (self.url is None):
-            raise ValueError("a button has exactly one of data or url")
+        if sum(value is not None for value in (self.data, self.url, self.web_app_url)) != 1:
+            raise ValueError("a button has exactly one of data, url or web_app_url")
         if self.data is not None and len(self.data.encode()) > 64:
             raise ValueError(f"callback data over 64 bytes: {self.data!r}")
 
