@@ -1,0 +1,191 @@
+"""The whole local system, started and stopped as one: what ``python -m local up`` runs.
+
+Order matters: moto first (everything stores there), then the template's resources, the local chain (its URL
+is a template parameter), the Telegram stand-in and the runtime (their URLs are parameters too), then the
+webhook is registered through the Bot API like ``setWebhook`` in production, and last the agent, which
+needs the API. Stopping goes in reverse.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from local import agent_launcher
+from local.moto_server import MotoServer
+from local.provision import provision
+from local.runtime import LocalRuntime, RuntimeOptions
+from local.secrets_store import LocalSecrets
+from local.telegram_standin import TelegramStandIn
+from local.template import ROOT, LocalTemplate
+
+log = logging.getLogger("depu.local")
+
+STATE_DIR = ROOT / ".local"
+STACK_FILE = STATE_DIR / "stack.json"
+
+
+@dataclass
+class StackOptions:
+    api_port: int = 3000
+    moto_port: int = 5000
+    standin_port: int = 8081
+    chain_port: int = 8545
+    fast_schedules: float | None = None
+    chain: bool = True
+    agent: bool = True
+    state_dir: Path = STATE_DIR
+    aws_endpoint: str | None = None  # an already running moto (tests); None starts one
+    extra_environment: dict[str, str] = field(default_factory=dict)
+
+
+class LocalStack:
+    def __init__(self, secrets: LocalSecrets, options: StackOptions | None = None):
+        self.secrets = secrets
+        self.options = options or StackOptions()
+        self.moto: MotoServer | None = None
+        self.chain: Any = None
+        self.standin: TelegramStandIn | None = None
+        self.runtime: LocalRuntime | None = None
+        self.agent: agent_launcher.AgentProcess | None = None
+        self.chain_url = f"http://127.0.0.1:{self.options.chain_port}"
+        self.notes: list[str] = []
+
+    @property
+    def aws_endpoint(self) -> str:
+        return self.options.aws_endpoint or (self.moto.endpoint if self.moto else "")
+
+    def start(self) -> "LocalStack":
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        options = self.options
+        if not options.aws_endpoint:
+            self.moto = MotoServer(options.moto_port).start()
+        if options.chain:
+            self._start_chain()
+        else:
+            self.notes.append("local chain: off (--no-chain)")
+        self.standin = TelegramStandIn(self.secrets.bot_token, port=options.standin_port).start()
+        api_url = f"http://127.0.0.1:{options.api_port}"
+        template = LocalTemplate(parameters={
+            "PublicApiUrl": api_url,
+            "TelegramApiBase": self.standin.api_base,
+            "ChainRpcUrl": self.chain_url,
+        })
+        self.standin.bot_username = template.parameters["BotUsername"]
+        provision(template, self.aws_endpoint, bot_token=self.secrets.bot_token,
+                  webhook_secret=self.secrets.webhook_secret)
+        self.runtime = LocalRuntime(template, self.aws_endpoint, RuntimeOptions(
+            port=options.api_port, fast_schedules=options.fast_schedules,
+            extra_environment=options.extra_environment,
+        )).start()
+        self._register_webhook()
+        if options.agent:
+            self._start_agent()
+        else:
+            self.notes.append("local agent: off (--no-agent)")
+        self._write_stack_file()
+
+    def _start_chain(self) -> None:
+        try:
+            from local.devchain import DevChain
+        except ImportError:
+            self.notes.append("local chain: skipped (local/devchain.py not available)")
+            return
+        log_path = self.options.state_dir / "logs" / "anvil.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.chain = DevChain(self.options.chain_port, block_time=2.0, log_path=log_path).start()
+        except (OSError, RuntimeError, TimeoutError) as error:
+            self.notes.append(f"local chain: failed to start ({error}); see {log_path}")
+            return
+        self.chain_url = self.chain.rpc_url
+        try:
+            self.chain.deploy_defaults()
+            self.chain.activity(rounds=5)
+            self.notes.append(f"local chain: {self.chain_url} (chain id {self.chain.chain_id}, DePU test tokens)")
+        except Exception as error:  # noqa: BLE001 - a bare chain is still useful for forks
+            self.notes.append(f"local chain: {self.chain_url} without test contracts ({type(error).__name__})")
+
+    def _register_webhook(self) -> None:
+        """The same call scripts/setup_bot.py makes against Telegram in production."""
+        assert self.standin and self.runtime
+        response = requests.post(
+            f"{self.standin.api_base}/bot{self.secrets.bot_token}/setWebhook",
+            json={"url": f"{self.runtime.url}/telegram/webhook", "secret_token": self.secrets.webhook_secret,
+                  "allowed_updates": ["message", "callback_query"]},
+            timeout=10,
+        )
+        response.raise_for_status()
+
+    def _start_agent(self) -> None:
+        assert self.runtime
+        if "AgentApiFunction" in self.runtime.skipped:
+            self.notes.append("local agent: skipped (functions/agent_api/app.py not written yet)")
+            return
+        try:
+            self.agent = agent_launcher.start_local_agent(self.runtime.url, self.options.state_dir)
+        except Exception as error:  # noqa: BLE001 - the rest of the stack is still useful
+            log.exception("local agent could not start")
+            self.notes.append(f"local agent: failed to start ({type(error).__name__}); see the log above")
+            return
+        self.notes.append(f"local agent: running, log in {self.agent.log_path}" if self.agent
+                          else "local agent: skipped (agent/depu_agent/__main__.py not written yet)")
+
+    def _write_stack_file(self) -> None:
+        """Where everything listens, for `make chat` and `python -m local status` (no secrets in here)."""
+        self.options.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.options.state_dir / "stack.json").write_text(json.dumps(self.urls(), indent=1), encoding="utf-8")
+
+    def urls(self) -> dict[str, Any]:
+        return {
+            "api_url": self.runtime.url if self.runtime else None,
+            "standin_url": self.standin.url if self.standin else None,
+            "aws_endpoint": self.aws_endpoint,
+            "chain_url": self.chain_url if self.chain else None,
+            "agent_pid": self.agent.process.pid if self.agent else None,
+            "pid": os.getpid(),
+        }
+
+    def banner(self) -> str:
+        assert self.runtime and self.standin
+        lines = [
+            "",
+            "DePU is running locally",
+            f"  API (template.yaml routes)  {self.runtime.url}   {len(self.runtime.routes)} routes",
+            f"  AWS (moto)                  {self.aws_endpoint}",
+            f"  Telegram stand-in           {self.standin.url}   webhook -> {self.runtime.url}/telegram/webhook",
+            *(f"  {note}" for note in self.notes),
+        ]
+        if self.runtime.skipped:
+            lines.append(f"  not written yet: {', '.join(sorted(self.runtime.skipped))}")
+        lines += ["", "Run `make chat` in another terminal to talk to the bot. Ctrl-C stops everything.", ""]
+        return "\n".join(lines)
+
+    def stop(self) -> None:
+        for name, part in (("agent", self.agent), ("runtime", self.runtime), ("stand-in", self.standin),
+                           ("chain", self.chain), ("moto", self.moto)):
+            if part is None:
+                continue
+            try:
+                part.stop()
+            except Exception:  # noqa: BLE001 - keep stopping the rest
+                log.exception("stopping the %s failed", name)
+        self.agent = self.runtime = self.standin = self.chain = self.moto = None
+        stack_file = self.options.state_dir / "stack.json"
+        try:
+            if json.loads(stack_file.read_text(encoding="utf-8")).get("pid") == os.getpid():
+                stack_file.unlink()
+        except (OSError, ValueError):
+            pass

@@ -1,0 +1,111 @@
+"""`python -m local up`'s pieces, wired from template.yaml itself: the real webhook route and function, the
+stack's start and stop, and the local secrets file."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+
+import boto3
+import pytest
+import requests
+
+from local.moto_server import free_port
+from local.runtime import LocalRuntime, RuntimeOptions
+from local.secrets_store import LocalSecrets, load_or_create
+from local.stack import LocalStack, StackOptions
+from local.telegram_standin import TelegramStandIn
+from local.template import ROOT, LocalTemplate
+from tests.conftest import TEST_BOT_TOKEN, TEST_WEBHOOK_SECRET
+
+WEBHOOK_APP = ROOT / "functions" / "telegram_webhook" / "app.py"
+NOTIFIER_APP = ROOT / "functions" / "notifier" / "app.py"
+
+
+@pytest.mark.skipif(not WEBHOOK_APP.exists(), reason="functions/telegram_webhook/app.py is not written yet")
+def test_telegram_updates_reach_the_real_webhook_function_through_the_templates_route(aws):
+    standin = TelegramStandIn(TEST_BOT_TOKEN, port=free_port()).start()
+    api_port = free_port()
+    template = LocalTemplate(parameters={"TelegramApiBase": standin.api_base,
+                                         "PublicApiUrl": f"http://127.0.0.1:{api_port}"})
+    runtime = LocalRuntime(template, aws.endpoint, RuntimeOptions(port=api_port)).start()
+    try:
+        assert any(route.path == "/telegram/webhook" and route.function == "TelegramWebhookFunction"
+                   for route in runtime.routes)
+        # without Telegram's secret header the function itself turns the request away
+        forged = requests.post(f"{runtime.url}/telegram/webhook", json={"update_id": 1}, timeout=30)
+        assert forged.status_code not in (404, 501, 502) and 400 <= forged.status_code < 500
+
+        requests.post(f"{standin.url}/bot{TEST_BOT_TOKEN}/setWebhook",
+                      json={"url": f"{runtime.url}/telegram/webhook", "secret_token": TEST_WEBHOOK_SECRET},
+                      timeout=10).raise_for_status()
+        delivery = standin.send_user_message(4242001, None, "/start")
+        assert delivery.status == 200
+        reply = standin.wait_for_bot_message(4242001, timeout=15)
+        assert reply.text.strip()
+    finally:
+        runtime.stop()
+        standin.stop()
+
+
+@pytest.mark.skipif(not NOTIFIER_APP.exists(), reason="functions/notifier/app.py is not written yet")
+def test_the_notify_queue_is_polled_and_delivered_to_the_chat_by_the_real_notifier(aws):
+    from depu.notify import Notice, enqueue
+
+    standin = TelegramStandIn(TEST_BOT_TOKEN, port=free_port()).start()
+    template = LocalTemplate(parameters={"TelegramApiBase": standin.api_base})
+    runtime = LocalRuntime(template, aws.endpoint, RuntimeOptions(port=free_port())).start()
+    try:
+        enqueue(Notice(chat_id=4242002, text="Job <b>finished</b> &amp; paid",
+                       buttons=[[{"text": "Logs", "data": "job:logs:1"}]]))
+        delivered = standin.wait_for_bot_message(4242002, timeout=15)
+        assert delivered.text == "Job finished & paid"
+        assert delivered.button_data() == ["job:logs:1"]
+    finally:
+        runtime.stop()
+        standin.stop()
+    notify = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=template.queue_url("NotifyQueue", aws.endpoint), AttributeNames=["All"])["Attributes"]
+    assert notify["ApproximateNumberOfMessages"] == "0" and notify["ApproximateNumberOfMessagesNotVisible"] == "0"
+
+
+def test_the_stack_starts_from_the_template_registers_the_webhook_and_stops(aws, tmp_path):
+    secrets = LocalSecrets(bot_token="1234:stack-test-token-value", webhook_secret="stack-test-webhook-secret")
+    options = StackOptions(api_port=free_port(), standin_port=free_port(), aws_endpoint=aws.endpoint,
+                           chain=False, agent=False, state_dir=tmp_path)
+    stack = LocalStack(secrets, options).start()
+    try:
+        assert stack.standin.webhook_url == f"{stack.runtime.url}/telegram/webhook"
+        assert len(stack.runtime.routes) == len(LocalTemplate().routes())
+        # the functions see the local URLs through the template's parameters
+        assert os.environ["TELEGRAM_API_BASE"] == stack.standin.url
+        assert os.environ["PUBLIC_API_URL"] == stack.runtime.url
+        stack_file = (tmp_path / "stack.json").read_text()
+        assert json.loads(stack_file)["standin_url"] == stack.standin.url
+        assert secrets.bot_token not in stack_file and secrets.webhook_secret not in stack_file
+        assert secrets.bot_token not in stack.banner() and secrets.webhook_secret not in stack.banner()
+        assert "make chat" in stack.banner()
+        state = requests.get(f"{stack.standin.url}/_standin/state", timeout=10).json()
+        assert state["webhook_registered"] and secrets.webhook_secret not in json.dumps(state)
+        ports = [stack.runtime.url, stack.standin.url]
+    finally:
+        stack.stop()
+    assert not (tmp_path / "stack.json").exists()
+    for url in ports:
+        host, port = url.removeprefix("http://").split(":")
+        with pytest.raises(OSError):
+            socket.create_connection((host, int(port)), timeout=1)
+
+
+def test_local_secrets_are_random_private_reused_and_never_shown(tmp_path):
+    path = tmp_path / "secrets.json"
+    first = load_or_create(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_or_create(path) == first
+    assert first.bot_token.split(":")[0].isdigit() and len(first.webhook_secret) >= 40
+    assert load_or_create(tmp_path / "other.json") != first
+    assert first.bot_token not in repr(first) and first.webhook_secret not in repr(first)
+    path.chmod(0o644)
+    with pytest.raises(PermissionError):
+        load_or_create(path)
