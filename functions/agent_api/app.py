@@ -1,0 +1,202 @@
+"""Agent API: the REST API provider agents pull work from (docs/agent-api.openapi.yaml describes it).
+
+Every route but register needs ``Authorization: Bearer <agent_token>``; without a valid one the answer is 401
+and nothing is read or written. An agent sees only its own jobs (another's answers 404, like a missing one);
+an illegal move answers 409 with the job's current state.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from depu.agents import registry, tokens
+from depu.agents.registry import Agent, RegistrationError
+from depu.forks.host_api import fork_router
+from depu.jobs import lifecycle, work
+from depu.jobs.leases import HEARTBEAT_SECONDS, LEASE_SECONDS
+
+logger = Logger()
+tracer = Tracer()
+app = APIGatewayRestResolver()
+app.include_router(fork_router)  # fork hosts: /agent/forks/... (depu.forks.host_api)
+
+MAX_BODY_BYTES = 256 * 1024
+INSTALL_SCRIPT_CANDIDATES = (
+    Path(__file__).resolve().parent / "install.sh",  # bundled at build time
+    Path(__file__).resolve().parents[2] / "agent" / "install.sh",  # the repository (local stack)
+)
+
+
+class Unauthorized(Exception):
+    pass
+
+
+def _json(status: int, body: dict[str, Any] | None) -> Response:
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=json.dumps(body) if body is not None else "",
+    )
+
+
+def _body() -> dict[str, Any]:
+    raw = app.current_event.body or ""
+    if len(raw) > MAX_BODY_BYTES:
+        raise work.BadRequest("body too large")
+    try:
+        body = json.loads(raw) if raw else {}
+    except ValueError as error:
+        raise work.BadRequest("body is not JSON") from error
+    if not isinstance(body, dict):
+        raise work.BadRequest("body must be a JSON object")
+    return body
+
+
+def _bearer() -> str | None:
+    header = app.current_event.get_header_value("Authorization", default_value="", case_sensitive=False) or ""
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _agent() -> Agent:
+    agent_id = tokens.agent_for_token(_bearer())
+    agent = registry.get_agent(agent_id) if agent_id else None
+    if agent is None:
+        raise Unauthorized()
+    return agent
+
+
+@app.exception_handler(Unauthorized)
+def _unauthorized(_: Unauthorized) -> Response:
+    return _json(401, {"error": "unauthorized"})
+
+
+@app.exception_handler(work.NotFound)
+def _not_found(_: work.NotFound) -> Response:
+    return _json(404, {"error": "not found"})
+
+
+@app.exception_handler(lifecycle.Conflict)
+def _conflict(error: lifecycle.Conflict) -> Response:
+    return _json(409, {"error": "conflict", "state": error.current})
+
+
+@app.exception_handler(work.BadRequest)
+@app.exception_handler(RegistrationError)
+def _bad_request(error: ValueError) -> Response:
+    return _json(400, {"error": str(error)})
+
+
+@app.post("/agent/register")
+def register() -> Response:
+    body = _body()
+    registration = registry.register(
+        body.get("provider_token") if isinstance(body.get("provider_token"), str) else None,
+        name=body.get("name"),
+        gpus=body.get("gpus", []),
+        capabilities=body.get("capabilities") if isinstance(body.get("capabilities"), list) else [],
+        benchmark=body.get("benchmark") if isinstance(body.get("benchmark"), dict) else {},
+        version=body.get("version") if isinstance(body.get("version"), str) else None,
+        fork_rpc_base_url=body.get("fork_rpc_base_url") if isinstance(body.get("fork_rpc_base_url"), str) else None,
+    )
+    if registration is None:
+        raise Unauthorized()
+    logger.info("agent registered", extra={"agent_id": registration.agent_id, "gpu_class": registration.gpu_class,
+                                            "verified": registration.verified})
+    return _json(
+        201,
+        {
+            "agent_id": registration.agent_id,
+            "agent_token": registration.agent_token,
+            "heartbeat_seconds": HEARTBEAT_SECONDS,
+            "lease_seconds": LEASE_SECONDS,
+            "gpu_class": registration.gpu_class,
+            "verified": registration.verified,
+            "verdict": registration.verdict,
+        },
+    )
+
+
+@app.post("/agent/heartbeat")
+def heartbeat() -> Response:
+    agent = _agent()
+    body = _body()
+    cancel = work.heartbeat(agent, body.get("metrics"), body.get("running_jobs"), body.get("free_gpus"))
+    return _json(200, {"cancel": cancel, "lease_seconds": LEASE_SECONDS, "heartbeat_seconds": HEARTBEAT_SECONDS})
+
+
+@app.post("/agent/claim")
+def claim() -> Response:
+    agent = _agent()
+    body = _body()
+    offer = work.claim(agent, body.get("free_gpus"), body.get("wait_seconds", 0))
+    if offer is None:
+        return Response(status_code=204, content_type=content_types.APPLICATION_JSON, body="")
+    logger.info("claimed", extra={"agent_id": agent.agent_id, "job_id": offer.job.job_id})
+    return _json(200, {"job": offer.as_dict(), "lease_seconds": LEASE_SECONDS})
+
+
+@app.post("/agent/jobs/<job_id>/progress")
+def progress(job_id: str) -> Response:
+    agent = _agent()
+    body = _body()
+    job = work.progress(agent, job_id, body.get("progress", 0), body.get("message"), body.get("metrics"))
+    return _json(200, {"state": job.status})
+
+
+@app.post("/agent/jobs/<job_id>/logs")
+def logs(job_id: str) -> Response:
+    agent = _agent()
+    body = _body()
+    accepted = work.append_logs(agent, job_id, body.get("seq"), body.get("lines"))
+    return _json(200, {"accepted": accepted})
+
+
+@app.post("/agent/jobs/<job_id>/artifacts")
+def artifacts(job_id: str) -> Response:
+    agent = _agent()
+    body = _body()
+    return _json(200, work.artifact_upload(agent, job_id, body.get("name"), body.get("size")))
+
+
+@app.post("/agent/jobs/<job_id>/complete")
+def complete(job_id: str) -> Response:
+    agent = _agent()
+    body = _body()
+    job = work.complete(agent, job_id, body.get("result", {}), body.get("artifacts", []))
+    return _json(200, {"state": job.status, "charged": int(job.charged or 0)})
+
+
+@app.post("/agent/jobs/<job_id>/fail")
+def fail(job_id: str) -> Response:
+    agent = _agent()
+    body = _body()
+    job = work.fail(agent, job_id, body.get("error"), body.get("retryable", False))
+    return _json(200, {"state": job.status})
+
+
+@app.post("/agent/release")
+def release() -> Response:
+    agent = _agent()
+    body = _body()
+    return _json(200, {"released": work.release(agent, body.get("job_ids"))})
+
+
+@app.get("/agent/install.sh")
+def install_script() -> Response:
+    for path in INSTALL_SCRIPT_CANDIDATES:
+        if path.is_file():
+            return Response(status_code=200, content_type="text/x-shellscript", body=path.read_text())
+    return _json(404, {"error": "not found"})
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,1 @@
+"""Provider agents: registration, tokens, verification, the catalogue of GPU classes and the matcher."""

@@ -1,0 +1,77 @@
+"""The GPU classes on offer right now, with their price per hour and how many machines serve them.
+
+Prices are credits per hour (1 credit = 0.001 USD) for one GPU of the class; a class we have no list price
+for is priced by its memory. Listing scans the (small) agents table once, filtering on last_seen_at, since a
+menu must show classes nobody configured in advance.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from depu.agents.registry import CPU_CLASS, Agent
+from depu.jobs.leases import ONLINE_SECONDS
+
+PRICE_PER_HOUR: dict[str, int] = {
+    "h200-141gb": 3500,
+    "h100-80gb": 2500,
+    "a100-80gb": 1600,
+    "a100-40gb": 1200,
+    "l40s-48gb": 900,
+    "a10g-24gb": 600,
+    "l4-24gb": 450,
+    "rtx4090-24gb": 400,
+    "rtx3090-24gb": 250,
+    "t4-16gb": 200,
+    CPU_CLASS: 30,
+}
+PRICE_PER_GB_HOUR = 25
+MIN_GPU_PRICE = 100
+
+
+def price_per_hour(gpu_class: str) -> int:
+    if gpu_class in PRICE_PER_HOUR:
+        return PRICE_PER_HOUR[gpu_class]
+    try:
+        memory_gb = int(gpu_class.rsplit("-", 1)[1].removesuffix("gb"))
+    except (IndexError, ValueError):
+        memory_gb = 0
+    return max(MIN_GPU_PRICE, math.ceil(memory_gb * PRICE_PER_GB_HOUR))
+
+
+def describe(gpu_class: str) -> str:
+    """'h100-80gb' -> 'H100 80GB'; 'cpu' -> 'CPU (no GPU)'."""
+    if gpu_class == CPU_CLASS:
+        return "CPU (no GPU)"
+    model, _, memory = gpu_class.rpartition("-")
+    return f"{model.upper()} {memory.upper()}".strip()
+
+
+@dataclass(frozen=True)
+class Offer:
+    gpu_class: str
+    label: str
+    price_per_hour: int
+    agents_online: int
+    gpus_free: int
+
+
+def offers(now: float | None = None) -> list[Offer]:
+    """Classes with at least one verified agent online, most expensive (most capable) first."""
+    now = now or time.time()
+    online: dict[str, list[Agent]] = {}
+    for agent in Agent.scan(Agent.last_seen_at >= int(now - ONLINE_SECONDS)):
+        if agent.verified:
+            online.setdefault(agent.gpu_class, []).append(agent)
+    found = [
+        Offer(
+            gpu_class,
+            describe(gpu_class),
+            price_per_hour(gpu_class),
+            len(agents),
+            sum(max(0, int(a.gpu_count) - int(a.busy or 0)) for a in agents),
+        )
+        for gpu_class, agents in online.items()
+    ]
+    return sorted(found, key=lambda offer: (-offer.price_per_hour, offer.gpu_class))

@@ -1,0 +1,212 @@
+"""Agents: what a provider's machine declared at registration, and what its heartbeats tell us since.
+
+An agent serves one GPU class (the class of its first GPU, or ``cpu`` without one). ``busy`` counts the jobs
+assigned to or running on it; it changes only inside the job lifecycle's transactions, so it cannot drift from
+the jobs themselves, and the matcher never offers an agent more jobs than it has GPUs.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    JSONAttribute,
+    ListAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+)
+from pynamodb.exceptions import DoesNotExist
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from depu.agents import tokens
+from depu.agents.verification import BenchmarkVerdict, judge_benchmark
+from depu.config import get_settings
+
+CPU_CLASS = "cpu"
+MAX_GPUS_PER_AGENT = 16
+_VENDOR_WORDS = {"nvidia", "geforce", "tesla", "quadro", "corporation", "graphics"}
+_MEMORY_SIZES_GB = (2, 4, 6, 8, 10, 11, 12, 16, 20, 24, 32, 40, 48, 64, 80, 94, 96, 141, 192)
+_NAME_NOISE = re.compile(r"\b(pcie|sxm\d?|hbm\d?e?|nvl|\d+\s*gb)\b", re.IGNORECASE)
+
+
+class AgentsByProvider(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by_provider"
+        projection = AllProjection()
+
+    provider_id = NumberAttribute(hash_key=True)
+
+
+class AgentsByGpuClass(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by_gpu_class"
+        projection = AllProjection()
+
+    gpu_class = UnicodeAttribute(hash_key=True)
+    last_seen_at = NumberAttribute(range_key=True)
+
+
+class Agent(Model):
+    class Meta:
+        table_name = get_settings().agents_table
+
+    agent_id = UnicodeAttribute(hash_key=True)
+    provider_id = NumberAttribute()
+    gpu_class = UnicodeAttribute()
+    last_seen_at = NumberAttribute()
+    registered_at = NumberAttribute()
+    name = UnicodeAttribute()
+    gpus = JSONAttribute(default=list)
+    gpu_count = NumberAttribute()
+    capabilities = ListAttribute(of=UnicodeAttribute, default=list)
+    benchmark = JSONAttribute(default=dict)
+    benchmark_score = NumberAttribute(default=0)
+    verified = BooleanAttribute(default=False)
+    verdict = UnicodeAttribute(null=True)
+    version = UnicodeAttribute(null=True)
+    fork_rpc_base_url = UnicodeAttribute(null=True)
+    busy = NumberAttribute(default=0)
+    free_gpus = ListAttribute(of=NumberAttribute, default=list)
+    metrics = JSONAttribute(null=True)
+    jobs_done = NumberAttribute(default=0)
+
+    by_provider = AgentsByProvider()
+    by_gpu_class = AgentsByGpuClass()
+
+    @property
+    def load(self) -> float:
+        """Share of this agent's GPUs that are assigned or running a job."""
+        return float(self.busy or 0) / max(int(self.gpu_count or 1), 1)
+
+
+def _memory_gb(memory_mb: float) -> int:
+    """The marketed memory size nearest (by ratio) to what NVML reports, e.g. 81559 MiB -> 80."""
+    gb = max(float(memory_mb), 1.0) / 1024
+    return min(_MEMORY_SIZES_GB, key=lambda size: abs(math.log(size / gb)))
+
+
+def gpu_class_of(name: str, memory_mb: float) -> str:
+    """A stable key for a GPU model and memory size: 'NVIDIA H100 80GB HBM3', 81559 -> 'h100-80gb'."""
+    words = [word for word in re.split(r"[^a-z0-9]+", _NAME_NOISE.sub(" ", name.lower())) if word]
+    model = "".join(word for word in words if word not in _VENDOR_WORDS) or "gpu"
+    return f"{model[:24]}-{_memory_gb(memory_mb)}gb"
+
+
+@dataclass(frozen=True)
+class Registration:
+    agent_id: str
+    agent_token: str
+    gpu_class: str
+    verified: bool
+    verdict: str
+
+
+class RegistrationError(ValueError):
+    """The registration request is malformed (a clear 400, not a 500)."""
+
+
+def _validate_gpus(gpus: Any) -> list[dict[str, Any]]:
+    if not isinstance(gpus, list) or len(gpus) > MAX_GPUS_PER_AGENT:
+        raise RegistrationError(f"gpus must be a list of at most {MAX_GPUS_PER_AGENT} GPUs")
+    clean = []
+    for gpu in gpus:
+        if not isinstance(gpu, dict) or not isinstance(gpu.get("name"), str):
+            raise RegistrationError("each gpu needs at least a name and memory_mb")
+        try:
+            memory_mb = float(gpu.get("memory_mb"))
+            index = int(gpu.get("index", len(clean)))
+        except (TypeError, ValueError) as error:
+            raise RegistrationError("gpu index and memory_mb must be numbers") from error
+        if memory_mb <= 0:
+            raise RegistrationError("gpu memory_mb must be positive")
+        clean.append(
+            {
+                "index": index,
+                "uuid": str(gpu.get("uuid", ""))[:64],
+                "name": gpu["name"][:80],
+                "memory_mb": memory_mb,
+                "driver": str(gpu.get("driver", ""))[:32],
+                "cuda_capability": str(gpu.get("cuda_capability", ""))[:16],
+            }
+        )
+    return clean
+
+
+def register(
+    provider_token: str | None,
+    *,
+    name: str,
+    gpus: Any,
+    capabilities: list[str] | None,
+    benchmark: dict[str, Any] | None,
+    version: str | None,
+    fork_rpc_base_url: str | None = None,
+) -> Registration | None:
+    """Register a machine for the provider that owns ``provider_token``; None if the token is not valid."""
+    provider_id = tokens.provider_for_enrolment(provider_token)
+    if provider_id is None:
+        return None
+    if not isinstance(name, str) or not name.strip():
+        raise RegistrationError("name is required")
+    clean_gpus = _validate_gpus(gpus)
+    gpu_class = gpu_class_of(clean_gpus[0]["name"], clean_gpus[0]["memory_mb"]) if clean_gpus else CPU_CLASS
+    verdict: BenchmarkVerdict = judge_benchmark(clean_gpus[0]["name"] if clean_gpus else None, benchmark or {})
+    now = int(time.time())
+    agent_id = "ag_" + uuid.uuid4().hex[:20]
+    Agent(
+        agent_id,
+        provider_id=provider_id,
+        gpu_class=gpu_class,
+        last_seen_at=now,
+        registered_at=now,
+        name=name.strip()[:64],
+        gpus=clean_gpus,
+        gpu_count=max(len(clean_gpus), 1),
+        capabilities=[str(c)[:32] for c in (capabilities or [])][:8],
+        benchmark=dict(benchmark or {}),
+        benchmark_score=verdict.score,
+        verified=verdict.verified,
+        verdict=verdict.reason,
+        version=str(version or "")[:32] or None,
+        fork_rpc_base_url=fork_rpc_base_url or None,
+        busy=0,
+        free_gpus=[gpu["index"] for gpu in clean_gpus] or [0],
+    ).save(condition=Agent.agent_id.does_not_exist())
+    token = tokens.issue_agent_token(agent_id, provider_id)
+    return Registration(agent_id, token, gpu_class, verdict.verified, verdict.reason)
+
+
+def get_agent(agent_id: str) -> Agent | None:
+    try:
+        return Agent.get(agent_id)
+    except DoesNotExist:
+        return None
+
+
+def record_heartbeat(agent_id: str, metrics: Any, free_gpus: list[int]) -> None:
+    """Mark the agent alive and keep its latest metrics (one UpdateItem)."""
+    agent = Agent(agent_id)
+    agent.update(
+        actions=[
+            Agent.last_seen_at.set(int(time.time())),
+            Agent.metrics.set(metrics if isinstance(metrics, list) else []),
+            Agent.free_gpus.set([int(index) for index in free_gpus][:MAX_GPUS_PER_AGENT]),
+        ],
+        condition=Agent.agent_id.exists(),
+    )
+
+
+def agents_of_provider(provider_id: int) -> list[Agent]:
+    return list(Agent.by_provider.query(provider_id))
+
+
+def is_online(agent: Agent, now: float | None = None) -> bool:
+    from depu.jobs.leases import ONLINE_SECONDS
+
+    return (now or time.time()) - float(agent.last_seen_at) <= ONLINE_SECONDS

@@ -1,0 +1,1 @@
+"""GPU rental jobs: their model, lifecycle, leases, metering and workloads."""

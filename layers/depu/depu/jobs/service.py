@@ -1,0 +1,166 @@
+"""The user's side of jobs: submit (hold the most it can cost, store, enqueue), cancel, list; and what happens
+after a job moves (settle and tell the user at the end, re-enqueue on a retry).
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import boto3
+
+from depu import credits
+from depu.agents.catalogue import price_per_hour
+from depu.config import get_settings
+from depu.errors import UserError
+from depu.jobs import lifecycle, messages, metering, storage, workloads
+from depu.jobs.leases import MAX_QUEUE_SECONDS
+from depu.jobs.models import Job
+
+JOBS_LISTED = 10
+
+
+def new_job_id() -> str:
+    return "j" + uuid.uuid4().hex[:12]
+
+
+def enqueue(job_id: str, delay_seconds: int = 0) -> None:
+    """Put the job on the matcher's queue (SQS keeps it until an agent fits)."""
+    boto3.client("sqs").send_message(
+        QueueUrl=get_settings().job_queue_url,
+        MessageBody=json.dumps({"job_id": job_id}),
+        DelaySeconds=max(0, min(int(delay_seconds), 900)),
+    )
+
+
+def submit(
+    user_id: int,
+    chat_id: int,
+    *,
+    gpu_class: str,
+    workload: str,
+    params: dict[str, Any],
+    time_limit_s: int,
+    script: bytes | None = None,
+    job_id: str | None = None,
+) -> Job:
+    """Validate, hold the maximum cost, save the job queued and enqueue it. Raises ``UserError`` for
+    anything the user can fix (including too few credits); on any failure after the hold, the hold is
+    released, so nothing is lost."""
+    clean = workloads.validate(workload, params)
+    limit = workloads.validate_time_limit(time_limit_s)
+    if workload == "script":
+        if not script:
+            raise UserError("The script file is empty.")
+        if len(script) > workloads.MAX_SCRIPT_BYTES:
+            raise UserError(f"The script must be at most {workloads.MAX_SCRIPT_BYTES // 1024} KiB.")
+    price = price_per_hour(gpu_class)
+    most = metering.max_cost(price, limit)
+    job_id = job_id or new_job_id()
+    hold_id = f"job-{job_id}"
+    try:
+        credits.hold(user_id, most, hold_id)
+    except credits.InsufficientCredits as error:
+        raise UserError(
+            f"This job can cost up to <b>{most}</b> credits and you have <b>{error.available or 0}</b> available. "
+            "Choose a shorter time limit or a cheaper class."
+        ) from error
+    except credits.UnknownAccount as error:
+        raise UserError("Send /start first to open your profile.") from error
+    try:
+        job = Job(
+            job_id,
+            user_id=user_id,
+            chat_id=chat_id,
+            created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            status=lifecycle.QUEUED,
+            lease_expires_at=int(time.time()) + MAX_QUEUE_SECONDS,
+            gpu_class=gpu_class,
+            workload=workload,
+            params=clean,
+            time_limit_s=limit,
+            price_per_hour=price,
+            max_cost=most,
+            hold_id=hold_id,
+            attempt=0,
+            failed_agents=[],
+        )
+        if script is not None:
+            job.script_key = storage.script_key(job_id)
+            storage.put(job.script_key, script, "text/x-python")
+        job.save(condition=Job.job_id.does_not_exist())
+        enqueue(job_id)
+    except Exception:
+        _abandon(job_id, user_id, hold_id)
+        raise
+    return job
+
+
+def _abandon(job_id: str, user_id: int, hold_id: str) -> None:
+    """Undo a half-made submit: no job left queued without a message, no credits left held."""
+    try:
+        job = Job.get(job_id, consistent_read=True)
+        if job.status == lifecycle.QUEUED:
+            lifecycle.cancel(job, user_id)
+    except Job.DoesNotExist:
+        pass
+    credits.release(user_id, hold_id)
+
+
+def set_progress_message(job_id: str, message_id: int | None) -> None:
+    if message_id is not None:
+        Job(job_id).update(actions=[Job.progress_message_id.set(int(message_id))], condition=Job.job_id.exists())
+
+
+def user_job(user_id: int, job_id: str) -> Job | None:
+    """The job if it is this user's; None otherwise (another user's job is indistinguishable from none)."""
+    if not isinstance(job_id, str) or not job_id or len(job_id) > 40:
+        return None
+    try:
+        job = Job.get(job_id, consistent_read=True)
+    except Job.DoesNotExist:
+        return None
+    return job if int(job.user_id) == int(user_id) else None
+
+
+def user_jobs(user_id: int, limit: int = JOBS_LISTED) -> list[Job]:
+    return list(Job.by_user.query(int(user_id), scan_index_forward=False, limit=limit))
+
+
+def cancel(user_id: int, job_id: str) -> Job:
+    job = user_job(user_id, job_id)
+    if job is None:
+        raise UserError("No such job of yours. /jobs lists them.")
+    try:
+        lifecycle.cancel(job, user_id)
+    except lifecycle.Conflict as error:
+        raise UserError(f"Job <code>{job.job_id}</code> is already {error.current}.") from error
+    finish(job)
+    return job
+
+
+def finish(job: Job) -> None:
+    """After a terminal move: settle the credits exactly once, then tell the user."""
+    metering.settle(job)
+    messages.announce_end(job)
+
+
+def requeued(job: Job, *, announce: bool) -> None:
+    """After a move back to the queue: give the matcher the job again; tell the user if it was a retry."""
+    enqueue(job.job_id)
+    if announce:
+        messages.announce_retry(job)
+    else:
+        messages.maybe_update_progress(job, force=True)
+
+
+def after_move(job: Job, *, retry: bool = False) -> None:
+    """Route the side effects of whatever state ``job`` just moved to."""
+    if job.status in lifecycle.TERMINAL:
+        finish(job)
+    elif job.status == lifecycle.QUEUED:
+        requeued(job, announce=retry)
+    else:
+        messages.maybe_update_progress(job, force=True)

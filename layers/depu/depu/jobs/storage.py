@@ -1,0 +1,76 @@
+"""Where a job's files live in the artifacts bucket, and short-lived presigned links to them.
+
+jobs/<job_id>/script.py            the user's script (read by the agent through a presigned GET)
+jobs/<job_id>/logs/<seq>.log       every log chunk, as sent (the full log; the job item keeps a tail)
+jobs/<job_id>/artifacts/<name>     files the agent uploaded through a presigned PUT
+"""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from depu.config import get_settings
+
+MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
+UPLOAD_URL_SECONDS = 3600
+SCRIPT_URL_SECONDS = 3600
+DOWNLOAD_URL_SECONDS = 24 * 3600
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@lru_cache(maxsize=1)
+def _s3() -> Any:
+    return boto3.client("s3", config=Config(signature_version="s3v4"))
+
+
+def script_key(job_id: str) -> str:
+    return f"jobs/{job_id}/script.py"
+
+
+def log_key(job_id: str, seq: int) -> str:
+    return f"jobs/{job_id}/logs/{seq:08d}.log"
+
+
+def artifact_prefix(job_id: str) -> str:
+    return f"jobs/{job_id}/artifacts/"
+
+
+def safe_name(name: str) -> str:
+    cleaned = _SAFE_NAME.sub("_", name).strip("._")[:100]
+    return cleaned or "artifact"
+
+
+def put(key: str, body: bytes, content_type: str = "application/octet-stream") -> None:
+    _s3().put_object(Bucket=get_settings().artifacts_bucket, Key=key, Body=body, ContentType=content_type)
+
+
+def get(key: str) -> bytes:
+    return _s3().get_object(Bucket=get_settings().artifacts_bucket, Key=key)["Body"].read()
+
+
+def exists(key: str) -> bool:
+    try:
+        _s3().head_object(Bucket=get_settings().artifacts_bucket, Key=key)
+    except _s3().exceptions.ClientError:
+        return False
+    return True
+
+
+def upload_url(key: str, size: int) -> str:
+    """A presigned PUT that accepts exactly ``size`` bytes (Content-Length is part of the signature)."""
+    return _s3().generate_presigned_url(
+        "put_object",
+        Params={"Bucket": get_settings().artifacts_bucket, "Key": key, "ContentLength": size},
+        ExpiresIn=UPLOAD_URL_SECONDS,
+    )
+
+
+def download_url(key: str, seconds: int = DOWNLOAD_URL_SECONDS, filename: str | None = None) -> str:
+    params: dict[str, Any] = {"Bucket": get_settings().artifacts_bucket, "Key": key}
+    if filename:
+        params["ResponseContentDisposition"] = f'attachment; filename="{safe_name(filename)}"'
+    return _s3().generate_presigned_url("get_object", Params=params, ExpiresIn=seconds)

@@ -1,0 +1,308 @@
+"""The agent's side of jobs: heartbeat, claim, progress, logs, artifacts, complete, fail, release.
+
+An agent sees only its own jobs: any job that is not (or no longer) in its hands is reported as not found,
+exactly like a job that does not exist. Calls that move a job go through ``lifecycle`` and answer
+``Conflict`` (409, with the current state) when the move is not legal any more.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pynamodb.exceptions import UpdateError
+
+from depu.agents import registry
+from depu.agents.registry import Agent
+from depu.jobs import lifecycle, messages, service, storage
+from depu.jobs.leases import CLAIM_POLL_INTERVAL_SECONDS, CLAIM_WAIT_SECONDS, MAX_QUEUE_SECONDS, TIME_LIMIT_GRACE_SECONDS
+from depu.jobs.models import Job
+
+MAX_JOBS_PER_CALL = 64
+MAX_LOG_LINES = 500
+MAX_LOG_LINE_CHARS = 2000
+LOG_TAIL_KEPT = 50
+MAX_RESULT_BYTES = 32 * 1024
+MAX_MESSAGE_CHARS = 500
+STEAL_AFTER_SECONDS = 5
+
+
+class NotFound(Exception):
+    """Not this agent's job (or no such job)."""
+
+
+class BadRequest(ValueError):
+    """The request is malformed; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What a successful claim hands the agent."""
+
+    job: Job
+    script_url: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "job_id": self.job.job_id,
+            "workload": self.job.workload,
+            "params": self.job.params or {},
+            "time_limit_s": int(self.job.time_limit_s),
+            "gpu_index": int(self.job.gpu_index) if self.job.gpu_index is not None else 0,
+            "attempt": int(self.job.attempt),
+            "gpu_class": self.job.gpu_class,
+        }
+        if self.script_url:
+            body["script_url"] = self.script_url
+        return body
+
+
+def _indices(values: Any, what: str) -> list[int]:
+    if values is None:
+        return []
+    if not isinstance(values, list) or len(values) > MAX_JOBS_PER_CALL:
+        raise BadRequest(f"{what} must be a list of at most {MAX_JOBS_PER_CALL} items")
+    try:
+        return [int(value) for value in values if not isinstance(value, bool)]
+    except (TypeError, ValueError) as error:
+        raise BadRequest(f"{what} must hold integers") from error
+
+
+def _job_ids(values: Any, what: str) -> list[str]:
+    if values is None:
+        return []
+    if not isinstance(values, list) or len(values) > MAX_JOBS_PER_CALL or not all(isinstance(v, str) for v in values):
+        raise BadRequest(f"{what} must be a list of at most {MAX_JOBS_PER_CALL} job ids")
+    return [value for value in values if 0 < len(value) <= 40]
+
+
+def own_job(agent_id: str, job_id: str) -> Job:
+    """The job if this agent holds it (or held it when it ended); NotFound otherwise."""
+    if not isinstance(job_id, str) or not 0 < len(job_id) <= 40:
+        raise NotFound(job_id)
+    try:
+        job = Job.get(job_id, consistent_read=True)
+    except Job.DoesNotExist as error:
+        raise NotFound(job_id) from error
+    if job.agent_id != agent_id:
+        raise NotFound(job_id)
+    return job
+
+
+# ---------------------------------------------------------------- heartbeat
+
+
+def heartbeat(agent: Agent, metrics: Any, running_jobs: Any, free_gpus: Any) -> list[str]:
+    """Renew the leases of the listed jobs this agent runs; returns the ids it must stop (cancelled by the
+    user, taken back after a lost lease, over their time limit, or never its own)."""
+    running_ids = _job_ids(running_jobs, "running_jobs")
+    metrics_list = metrics if isinstance(metrics, list) else []
+    registry.record_heartbeat(agent.agent_id, metrics_list[:16], _indices(free_gpus, "free_gpus"))
+    by_gpu = {
+        int(item["gpu_index"]): item for item in metrics_list[:16] if isinstance(item, dict) and "gpu_index" in item
+    }
+    cancel: list[str] = []
+    now = time.time()
+    for job_id in running_ids:
+        try:
+            job = own_job(agent.agent_id, job_id)
+        except NotFound:
+            cancel.append(job_id)
+            continue
+        if job.status != lifecycle.RUNNING:
+            cancel.append(job_id)
+            continue
+        if job.started_at is not None and now > float(job.started_at) + int(job.time_limit_s) + TIME_LIMIT_GRACE_SECONDS:
+            try:
+                lifecycle.overran(job, agent.agent_id)
+                service.after_move(job)
+            except lifecycle.Conflict:
+                pass
+            cancel.append(job_id)
+            continue
+        if not lifecycle.renew_lease(job, agent.agent_id):
+            cancel.append(job_id)
+            continue
+        gpu_metrics = by_gpu.get(int(job.gpu_index)) if job.gpu_index is not None else None
+        if gpu_metrics is not None:
+            job.update(actions=[Job.metrics.set(gpu_metrics)])
+            messages.maybe_update_progress(job)
+    return cancel
+
+
+# ---------------------------------------------------------------- claim
+
+
+def _used_gpus(agent_id: str) -> set[int]:
+    return {
+        int(job.gpu_index)
+        for job in Job.by_agent.query(agent_id, Job.status == lifecycle.RUNNING)
+        if job.gpu_index is not None
+    }
+
+
+def _steal(agent: Agent, now: int) -> Job | None:
+    """Take a job that has waited in the queue a few seconds for this agent's class (the matcher found
+    nobody, and SQS is backing off): an idle, fitting agent should not wait for the redelivery."""
+    if not agent.verified:
+        return None
+    newest = now + MAX_QUEUE_SECONDS - STEAL_AFTER_SECONDS
+    for job in Job.by_status.query(lifecycle.QUEUED, Job.lease_expires_at.between(now, newest), limit=25):
+        if job.gpu_class != agent.gpu_class or agent.agent_id in (job.failed_agents or []):
+            continue
+        try:
+            return lifecycle.assign(job, agent)
+        except lifecycle.AgentFull:
+            return None
+        except lifecycle.Conflict:
+            continue
+    return None
+
+
+def _claim_once(agent: Agent, free: list[int]) -> Offer | None:
+    used = _used_gpus(agent.agent_id)
+    choices = [index for index in free if index not in used]
+    if not choices:
+        return None
+    offered = list(Job.by_agent.query(agent.agent_id, Job.status == lifecycle.ASSIGNED, consistent_read=False))
+    if not offered:
+        stolen = _steal(agent, int(time.time()))
+        offered = [stolen] if stolen else []
+    for job in offered:
+        try:
+            lifecycle.claim(job, agent.agent_id, choices[0])
+        except lifecycle.Conflict:
+            continue
+        script_url = storage.download_url(job.script_key, seconds=storage.SCRIPT_URL_SECONDS) if job.script_key else None
+        messages.maybe_update_progress(job, force=True)
+        return Offer(job, script_url)
+    return None
+
+
+def claim(agent: Agent, free_gpus: Any, wait_seconds: Any, *, sleep=time.sleep) -> Offer | None:
+    """Long poll: the next job assigned to this agent for one of its free GPUs, within ``wait_seconds``."""
+    free = _indices(free_gpus, "free_gpus")
+    try:
+        wait = max(0.0, min(float(wait_seconds or 0), CLAIM_WAIT_SECONDS))
+    except (TypeError, ValueError) as error:
+        raise BadRequest("wait_seconds must be a number") from error
+    registry.record_heartbeat(agent.agent_id, agent.metrics or [], free)
+    deadline = time.monotonic() + wait
+    while True:
+        offer = _claim_once(agent, free)
+        if offer is not None or time.monotonic() + CLAIM_POLL_INTERVAL_SECONDS > deadline:
+            return offer
+        sleep(CLAIM_POLL_INTERVAL_SECONDS)
+
+
+# ---------------------------------------------------------------- reports
+
+
+def _running(agent_id: str, job_id: str, wanted: str) -> Job:
+    job = own_job(agent_id, job_id)
+    if job.status != lifecycle.RUNNING:
+        raise lifecycle.Conflict(job.job_id, job.status, wanted)
+    return job
+
+
+def progress(agent: Agent, job_id: str, fraction: Any, message: Any, metrics: Any = None) -> Job:
+    job = _running(agent.agent_id, job_id, lifecycle.RUNNING)
+    try:
+        value = max(0.0, min(1.0, float(fraction)))
+    except (TypeError, ValueError) as error:
+        raise BadRequest("progress must be a number between 0 and 1") from error
+    actions = [Job.progress.set(value), Job.message.set(str(message or "")[:MAX_MESSAGE_CHARS] or None)]
+    if isinstance(metrics, dict):
+        actions.append(Job.metrics.set(metrics))
+    try:
+        job.update(actions=actions, condition=(Job.status == lifecycle.RUNNING) & (Job.agent_id == agent.agent_id))
+    except UpdateError as error:
+        job.refresh(consistent_read=True)
+        raise lifecycle.Conflict(job.job_id, job.status, lifecycle.RUNNING) from error
+    messages.maybe_update_progress(job)
+    return job
+
+
+def append_logs(agent: Agent, job_id: str, seq: Any, lines: Any) -> bool:
+    """Store one numbered chunk; True if new, False for a repeat (retries are safe). The full log goes to S3
+    (one object per chunk); the job keeps the last LOG_TAIL_KEPT lines for the chat."""
+    job = own_job(agent.agent_id, job_id)
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 10_000_000:
+        raise BadRequest("seq must be an integer from 0")
+    if not isinstance(lines, list) or len(lines) > MAX_LOG_LINES:
+        raise BadRequest(f"lines must be a list of at most {MAX_LOG_LINES} strings")
+    clean = [str(line)[:MAX_LOG_LINE_CHARS] for line in lines]
+    storage.put(storage.log_key(job.job_id, seq), "\n".join(clean).encode(), "text/plain; charset=utf-8")
+    if seq <= int(job.log_seq_max if job.log_seq_max is not None else -1):
+        return False
+    tail = ((job.logs_tail or []) + clean)[-LOG_TAIL_KEPT:]
+    try:
+        job.update(
+            actions=[Job.logs_tail.set(tail), Job.log_seq_max.set(seq)],
+            condition=(Job.log_seq_max < seq) | Job.log_seq_max.does_not_exist(),
+        )
+    except UpdateError:
+        return False  # a concurrent retry of this or a later chunk got there first
+    return True
+
+
+def artifact_upload(agent: Agent, job_id: str, name: Any, size: Any) -> dict[str, str]:
+    job = _running(agent.agent_id, job_id, lifecycle.RUNNING)
+    if not isinstance(name, str) or not name.strip():
+        raise BadRequest("name is required")
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= storage.MAX_ARTIFACT_BYTES:
+        raise BadRequest(f"size must be 1..{storage.MAX_ARTIFACT_BYTES} bytes")
+    key = storage.artifact_prefix(job.job_id) + storage.safe_name(name)
+    return {"upload_url": storage.upload_url(key, size), "key": key}
+
+
+def complete(agent: Agent, job_id: str, result: Any, artifacts: Any) -> Job:
+    """Finish the job. A retry after success (the agent did not see our answer) settles again, which the
+    ledger makes a no-op, and answers the same: the user is charged once."""
+    job = own_job(agent.agent_id, job_id)
+    if job.status == lifecycle.SUCCEEDED:
+        if not job.settled:
+            service.finish(job)
+        return job
+    if not isinstance(result, dict) or len(json.dumps(result, default=str)) > MAX_RESULT_BYTES:
+        raise BadRequest(f"result must be a JSON object under {MAX_RESULT_BYTES // 1024} KiB")
+    prefix = storage.artifact_prefix(job.job_id)
+    keys = _job_ids_or_keys(artifacts)
+    if any(not key.startswith(prefix) for key in keys):
+        raise BadRequest(f"artifact keys must start with {prefix}")
+    lifecycle.complete(job, agent.agent_id, result, keys)
+    registry.Agent(agent.agent_id).update(actions=[Agent.jobs_done.add(1)])
+    service.finish(job)
+    return job
+
+
+def _job_ids_or_keys(values: Any) -> list[str]:
+    if values is None:
+        return []
+    if not isinstance(values, list) or len(values) > 50 or not all(isinstance(v, str) and len(v) < 300 for v in values):
+        raise BadRequest("artifacts must be a list of at most 50 keys")
+    return values
+
+
+def fail(agent: Agent, job_id: str, error: Any, retryable: Any) -> Job:
+    job = own_job(agent.agent_id, job_id)
+    if job.status == lifecycle.FAILED:
+        return job
+    lifecycle.fail(job, agent.agent_id, str(error or "failed")[:2000], bool(retryable))
+    service.after_move(job, retry=True)
+    return job
+
+
+def release(agent: Agent, job_ids: Any) -> list[str]:
+    """Graceful shutdown: hand back assigned or running jobs; returns the ids actually requeued."""
+    released = []
+    for job_id in _job_ids(job_ids, "job_ids"):
+        try:
+            job = own_job(agent.agent_id, job_id)
+            lifecycle.release(job, agent.agent_id)
+        except (NotFound, lifecycle.Conflict):
+            continue
+        service.after_move(job)
+        released.append(job_id)
+    return released

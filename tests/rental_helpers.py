@@ -1,0 +1,164 @@
+"""Helpers for GPU rental tests (and the agent's end-to-end test): enrol a provider, register an agent, call
+the agent API's real handler, submit a job as a user, and run the matcher and lease reaper the way Lambda
+would (SQS messages received from moto, processed, deleted unless reported as failures)."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+
+from telegram_harness import FakeLambdaContext, api_event, load_function
+
+PROVIDER_ID = 7001
+USER_ID = 8001
+
+GPU_H100 = {"index": 0, "uuid": "GPU-h100-0", "name": "NVIDIA H100 80GB HBM3", "memory_mb": 81559,
+            "driver": "550.54", "cuda_capability": "9.0"}
+H100_BENCHMARK = {"device": "cuda:0", "fp32_tflops": 48.0, "bf16_tflops": 600.0, "mem_bandwidth_gbs": 2900.0,
+                  "verified": True}
+CPU_BENCHMARK = {"device": "cpu", "fp32_tflops": 0.4, "bf16_tflops": 0.1, "mem_bandwidth_gbs": 20.0, "verified": True}
+
+
+class AgentApi:
+    """The real AgentApiFunction handler, called with API Gateway proxy events."""
+
+    def __init__(self) -> None:
+        self.module = load_function("agent_api")
+
+    def call(self, path: str, body: Any = None, token: str | None = None, method: str = "POST") -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        raw = body if isinstance(body, str) or body is None else json.dumps(body)
+        response = self.module.lambda_handler(api_event(path, raw, headers, method), FakeLambdaContext())
+        text = response.get("body") or ""
+        try:
+            parsed = json.loads(text) if text else None
+        except ValueError:
+            parsed = text
+        return response["statusCode"], parsed
+
+
+def ensure_user(user_id: int = USER_ID, credits: int | None = None) -> None:
+    """A profile with the starter credits (plus ``credits`` more if given)."""
+    from depu import credits as ledger
+    from depu.profiles import ensure_profile
+
+    ensure_profile(user_id, first_name=f"user{user_id}")
+    if credits:
+        ledger.grant(user_id, credits, f"test-topup-{user_id}-{credits}", "test top-up")
+
+
+def enrol_provider(provider_id: int = PROVIDER_ID) -> str:
+    """A provider enrolment token, as /provider would issue."""
+    from depu.agents.tokens import issue_enrolment_token
+
+    ensure_user(provider_id)
+    return issue_enrolment_token(provider_id)
+
+
+def register_agent(
+    api: AgentApi,
+    provider_token: str,
+    *,
+    name: str = "rig",
+    gpus: list[dict[str, Any]] | None = None,
+    benchmark: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Register through the real API; returns its 201 body (agent_id, agent_token, ...)."""
+    status, body = api.call(
+        "/agent/register",
+        {
+            "provider_token": provider_token,
+            "name": name,
+            "gpus": [GPU_H100] if gpus is None else gpus,
+            "capabilities": ["gpu"] if gpus is None or gpus else [],
+            "benchmark": H100_BENCHMARK if benchmark is None else benchmark,
+            "version": "test",
+        },
+    )
+    assert status == 201, body
+    return body
+
+
+def submit_job(
+    user_id: int = USER_ID,
+    *,
+    gpu_class: str = "h100-80gb",
+    workload: str = "benchmark",
+    params: dict[str, Any] | None = None,
+    time_limit_s: int = 300,
+    script: bytes | None = None,
+):
+    """Submit as the user would through /rent_gpu (holds credits, saves, enqueues); returns the Job."""
+    from depu.jobs import service
+
+    return service.submit(
+        user_id, user_id, gpu_class=gpu_class, workload=workload, params=params or {}, time_limit_s=time_limit_s,
+        script=script,
+    )
+
+
+def job_queue_url() -> str:
+    from depu.config import get_settings
+
+    return get_settings().job_queue_url
+
+
+def run_matcher(max_messages: int = 10) -> dict[str, Any]:
+    """Receive visible JobQueue messages and run the real matcher handler on them, deleting the ones it did
+    not report as failures (what Lambda's SQS event source does)."""
+    sqs = boto3.client("sqs")
+    received = sqs.receive_message(
+        QueueUrl=job_queue_url(), MaxNumberOfMessages=max_messages, AttributeNames=["All"], WaitTimeSeconds=0
+    ).get("Messages", [])
+    if not received:
+        return {"batchItemFailures": [], "received": 0}
+    event = {
+        "Records": [
+            {
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": message.get("Attributes", {}),
+                "messageAttributes": {},
+                "md5OfBody": message.get("MD5OfBody", ""),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:depu-JobQueue",
+                "awsRegion": "us-east-1",
+            }
+            for message in received
+        ]
+    }
+    matcher = load_function("matcher")
+    result = matcher.lambda_handler(event, FakeLambdaContext())
+    failed = {item["itemIdentifier"] for item in result["batchItemFailures"]}
+    for message in received:
+        if message["MessageId"] not in failed:
+            sqs.delete_message(QueueUrl=job_queue_url(), ReceiptHandle=message["ReceiptHandle"])
+    return {**result, "received": len(received)}
+
+
+def run_reaper(now: int | None = None) -> dict[str, list[str]]:
+    """The reaper's sweep at ``now`` (defaults to the real clock); the handler itself for the real clock."""
+    if now is None:
+        return load_function("lease_reaper").lambda_handler({}, FakeLambdaContext())
+    from dataclasses import asdict
+
+    from depu.jobs import reaper
+
+    return asdict(reaper.sweep(now))
+
+
+def notices() -> list[dict[str, Any]]:
+    """Every message waiting on the notify queue (removed as read)."""
+    from depu.config import get_settings
+
+    sqs = boto3.client("sqs")
+    found = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=get_settings().notify_queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        if not batch:
+            return found
+        for message in batch:
+            found.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=get_settings().notify_queue_url, ReceiptHandle=message["ReceiptHandle"])

@@ -1,0 +1,240 @@
+"""Leases, retries, cancel and metering end to end through the real agent API, matcher and reaper handlers."""
+from __future__ import annotations
+
+import time
+
+from rental_helpers import (
+    GPU_H100,
+    H100_BENCHMARK,
+    PROVIDER_ID,
+    USER_ID,
+    AgentApi,
+    enrol_provider,
+    ensure_user,
+    notices,
+    register_agent,
+    run_matcher,
+    run_reaper,
+    submit_job,
+)
+
+from depu import credits
+from depu.jobs.leases import MAX_ATTEMPTS, MAX_QUEUE_SECONDS, OFFER_SECONDS
+from depu.jobs.models import Job
+
+
+def _claim(api: AgentApi, agent: dict) -> dict | None:
+    status, body = api.call("/agent/claim", {"free_gpus": [0], "wait_seconds": 0}, agent["agent_token"])
+    assert status in (200, 204), body
+    return body["job"] if status == 200 else None
+
+
+def _alive(api: AgentApi, *agents: dict) -> None:
+    for agent in agents:
+        api.call("/agent/heartbeat", {"running_jobs": [], "free_gpus": [0]}, agent["agent_token"])
+
+
+def _lease_runs_out(job_id: str) -> int:
+    """The moment just after the job's current lease (what the reaper will see a minute later)."""
+    return int(Job.get(job_id, consistent_read=True).lease_expires_at) + 1
+
+
+def test_matcher_prefers_the_faster_idle_agent_then_balances_load(aws):
+    api = AgentApi()
+    ensure_user(USER_ID, credits=10_000)
+    token = enrol_provider()
+    slow = register_agent(api, token, name="slow", benchmark={**H100_BENCHMARK, "fp32_tflops": 30.0})
+    fast = register_agent(api, token, name="fast", benchmark={**H100_BENCHMARK, "fp32_tflops": 55.0})
+    two_gpu = register_agent(api, token, name="two", gpus=[GPU_H100, {**GPU_H100, "index": 1, "uuid": "GPU-1"}],
+                             benchmark={**H100_BENCHMARK, "fp32_tflops": 60.0})
+    first = submit_job()
+    run_matcher()
+    assert Job.get(first.job_id).agent_id == two_gpu["agent_id"]  # idle and fastest
+    second = submit_job()
+    run_matcher()
+    assert Job.get(second.job_id).agent_id == fast["agent_id"]  # "two" is half busy now: idle fast one next
+    third = submit_job()
+    run_matcher()
+    assert Job.get(third.job_id).agent_id == slow["agent_id"]  # balance: every machine gets work
+    fourth = submit_job()
+    run_matcher()
+    assert Job.get(fourth.job_id).agent_id == two_gpu["agent_id"]  # its second GPU
+    fifth = submit_job()
+    result = run_matcher()
+    assert Job.get(fifth.job_id).status == "queued" and len(result["batchItemFailures"]) == 1  # all full
+
+
+def test_silent_agent_loses_the_job_to_another_agent_and_the_user_pays_once(aws):
+    api = AgentApi()
+    ensure_user(USER_ID, credits=10_000)
+    token = enrol_provider()
+    first = register_agent(api, token, name="first", benchmark={**H100_BENCHMARK, "fp32_tflops": 55.0})
+    job = submit_job()
+    run_matcher()
+    offer = _claim(api, first)
+    assert offer and offer["attempt"] == 1
+    second = register_agent(api, enrol_provider(7002), name="second")
+
+    # "first" stops heartbeating for its job (it still answers for itself, so it is online and faster)
+    _alive(api, first)
+    swept = run_reaper(_lease_runs_out(job.job_id))
+    assert swept["retried"] == [job.job_id]
+    told = [n for n in notices() if "lost its provider" in n["text"]]
+    assert len(told) == 1 and told[0]["chat_id"] == USER_ID
+
+    # the job goes to the second agent, never back to the one it was lost on
+    run_matcher()
+    stored = Job.get(job.job_id)
+    assert stored.agent_id == second["agent_id"] and stored.failed_agents == [first["agent_id"]]
+    assert _claim(api, first) is None
+    retry = _claim(api, second)
+    assert retry["job_id"] == job.job_id and retry["attempt"] == 2
+
+    # the silent agent wakes up: its job is no longer its own
+    status, body = api.call("/agent/heartbeat", {"running_jobs": [job.job_id]}, first["agent_token"])
+    assert body["cancel"] == [job.job_id]
+    assert api.call(f"/agent/jobs/{job.job_id}/complete", {"result": {}}, first["agent_token"])[0] == 404
+
+    Job(job.job_id).update(actions=[Job.started_at.set(int(time.time()) - 120)])  # the retry ran 120 s
+    status, done = api.call(f"/agent/jobs/{job.job_id}/complete", {"result": {"ok": 1}}, second["agent_token"])
+    assert status == 200 and done["state"] == "succeeded"
+    expected = -(-2500 * 120 // 3600)  # per second at 2500 credits/h, rounded up: 84
+    assert done["charged"] in (expected, expected + 1)  # the clock may tick a second during the test
+    assert credits.balance(USER_ID).credits == 11_000 - done["charged"] and credits.balance(USER_ID).held == 0
+    assert credits.balance(7002).earned == done["charged"]
+    assert credits.balance(PROVIDER_ID).earned == 0  # the lost attempt earns nothing
+
+
+def test_after_max_attempts_the_job_fails_the_user_is_told_and_nothing_is_charged(aws):
+    api = AgentApi()
+    ensure_user(USER_ID)
+    agents = [register_agent(api, enrol_provider(7100 + i), name=f"a{i}") for i in range(MAX_ATTEMPTS + 1)]
+    job = submit_job()
+    assert credits.balance(USER_ID).held > 0
+    owners = []
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        _alive(api, *agents)
+        run_matcher()
+        owner = next(a for a in agents if a["agent_id"] == Job.get(job.job_id).agent_id)
+        assert owner["agent_id"] not in owners  # a new agent every time
+        assert _claim(api, owner)["attempt"] == attempt
+        owners.append(owner["agent_id"])
+        run_reaper(_lease_runs_out(job.job_id))
+    stored = Job.get(job.job_id)
+    assert stored.status == "failed" and "agent lost" in stored.error and stored.charged == 0
+    assert credits.balance(USER_ID) == credits.Balance(1000, 0, 0)
+    summary = [n for n in notices() if n.get("dedupe_key") == f"job-end:{job.job_id}"]
+    assert len(summary) == 1 and "failed" in summary[0]["text"]
+    run_matcher()
+    assert Job.get(job.job_id).status == "failed"  # final: nobody can take it again
+
+
+def test_unclaimed_offer_returns_to_the_queue_and_unmatched_jobs_expire(aws):
+    api = AgentApi()
+    ensure_user(USER_ID)
+    agent = register_agent(api, enrol_provider())
+    job = submit_job()
+    run_matcher()
+    assert Job.get(job.job_id).status == "assigned"
+    assert run_reaper(int(time.time()) + OFFER_SECONDS + 1)["offers_returned"] == [job.job_id]
+    assert Job.get(job.job_id).status == "queued" and Job.get(job.job_id).failed_agents == []
+
+    lonely = submit_job(gpu_class="t4-16gb")  # nobody serves this class
+    assert len(run_matcher()["batchItemFailures"]) >= 1
+    swept = run_reaper(int(time.time()) + MAX_QUEUE_SECONDS + 1)
+    assert lonely.job_id in swept["expired"]
+    assert Job.get(lonely.job_id).status == "expired" and Job.get(lonely.job_id).charged == 0
+    assert credits.balance(USER_ID).held == 0 and credits.balance(USER_ID).credits == 1000
+    del agent
+
+
+def test_cancel_reaches_the_agent_on_its_next_heartbeat_and_charges_only_time_used(aws):
+    api = AgentApi()
+    ensure_user(USER_ID, credits=10_000)
+    agent = register_agent(api, enrol_provider())
+    job = submit_job(time_limit_s=3600)
+    run_matcher()
+    _claim(api, agent)
+    Job(job.job_id).update(actions=[Job.started_at.set(int(time.time()) - 36)])
+    from depu.jobs import service
+
+    service.cancel(USER_ID, job.job_id)
+    status, body = api.call("/agent/heartbeat", {"running_jobs": [job.job_id], "free_gpus": []}, agent["agent_token"])
+    assert body["cancel"] == [job.job_id]
+    assert api.call(f"/agent/jobs/{job.job_id}/complete", {"result": {}}, agent["agent_token"]) == (
+        409, {"error": "conflict", "state": "cancelled"})
+    stored = Job.get(job.job_id)
+    assert stored.charged in (25, 26)  # 36-37 s at 2500/h, not the 2500 held
+    assert credits.balance(USER_ID).held == 0
+    # the agent's GPU is free again
+    next_job = submit_job()
+    run_matcher()
+    assert Job.get(next_job.job_id).agent_id == agent["agent_id"]
+
+
+def test_graceful_release_requeues_without_counting_an_attempt(aws):
+    api = AgentApi()
+    ensure_user(USER_ID)
+    agent = register_agent(api, enrol_provider())
+    job = submit_job()
+    run_matcher()
+    _claim(api, agent)
+    status, body = api.call("/agent/release", {"job_ids": [job.job_id, "jnotmine"]}, agent["agent_token"])
+    assert (status, body) == (200, {"released": [job.job_id]})
+    stored = Job.get(job.job_id)
+    assert stored.status == "queued" and stored.attempt == 0 and stored.failed_agents == []
+    run_matcher()
+    assert _claim(api, agent)["attempt"] == 1  # the same agent may take it again after a restart
+
+
+def test_retryable_failure_moves_on_final_failure_charges_the_time_used(aws):
+    api = AgentApi()
+    ensure_user(USER_ID)
+    a = register_agent(api, enrol_provider(), name="a", benchmark={**H100_BENCHMARK, "fp32_tflops": 99.0})
+    b = register_agent(api, enrol_provider(7002), name="b")
+    job = submit_job()
+    run_matcher()
+    _claim(api, a)
+    assert api.call(f"/agent/jobs/{job.job_id}/fail", {"error": "CUDA OOM", "retryable": True}, a["agent_token"]) == (
+        200, {"state": "queued"})
+    run_matcher()
+    assert Job.get(job.job_id).agent_id == b["agent_id"]
+    _claim(api, b)
+    Job(job.job_id).update(actions=[Job.started_at.set(int(time.time()) - 72)])
+    assert api.call(f"/agent/jobs/{job.job_id}/fail", {"error": "SyntaxError", "retryable": False}, b["agent_token"]) == (
+        200, {"state": "failed"})
+    stored = Job.get(job.job_id)
+    assert stored.charged in (50, 51) and credits.balance(7002).earned == stored.charged
+    assert credits.balance(PROVIDER_ID).earned == 0
+
+
+def test_a_job_past_its_time_limit_is_stopped_by_the_cloud(aws):
+    api = AgentApi()
+    ensure_user(USER_ID)
+    agent = register_agent(api, enrol_provider())
+    job = submit_job(time_limit_s=300)
+    run_matcher()
+    _claim(api, agent)
+    Job(job.job_id).update(actions=[Job.started_at.set(int(time.time()) - 400)])
+    body = api.call("/agent/heartbeat", {"running_jobs": [job.job_id]}, agent["agent_token"])[1]
+    assert body["cancel"] == [job.job_id]
+    stored = Job.get(job.job_id)
+    assert stored.status == "failed" and stored.error == "time limit exceeded"
+    assert stored.charged == stored.max_cost == 209  # the whole limit, never more than was held
+
+
+def test_unsettled_ends_are_settled_by_the_sweep(aws):
+    api = AgentApi()
+    ensure_user(USER_ID)
+    agent = register_agent(api, enrol_provider())
+    job = submit_job()
+    run_matcher()
+    _claim(api, agent)
+    from depu.jobs import lifecycle
+
+    lifecycle.complete(Job.get(job.job_id), agent["agent_id"], {}, [])  # the Lambda died before settling
+    assert credits.balance(USER_ID).held > 0
+    swept = run_reaper(int(time.time()) + 120)
+    assert swept["settled"] == [job.job_id]
+    assert credits.balance(USER_ID).held == 0 and Job.get(job.job_id).settled
+    assert run_reaper(int(time.time()) + 120)["settled"] == []
