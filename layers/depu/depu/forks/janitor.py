@@ -1,0 +1,81 @@
+"""Housekeeping the fork janitor runs every minute: expiry warnings, expiry, and rebuilding forks whose host
+went silent (the host is a cache: a fork is its base plus its journal, so another host can rebuild it)."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from pynamodb.exceptions import UpdateError
+
+from depu.forks import service
+from depu.forks.models import ACTIVE, ALIVE, DELETING, SYNCING, PROVISIONING, Fork
+from depu.notify import Notice, enqueue
+
+log = logging.getLogger(__name__)
+
+HOST_SILENT_S = 90
+
+
+@dataclass
+class Sweep:
+    warned: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
+    rebuilt: list[str] = field(default_factory=list)
+
+
+def sweep(now: float | None = None) -> Sweep:
+    now = time.time() if now is None else now
+    done = Sweep()
+    for fork in Fork.scan(Fork.status.is_in(*ALIVE)):
+        if fork.expires_at <= now:
+            _expire(fork, done)
+        elif fork.expires_at - service.WARN_BEFORE_S <= now and not fork.warned:
+            _warn(fork, now, done)
+        if fork.status in (ACTIVE, SYNCING) and fork.expires_at > now and _host_silent(fork, now):
+            _rebuild(fork, done)
+    return done
+
+
+def _expire(fork: Fork, done: Sweep) -> None:
+    service.tokens.revoke(fork.rpc_token_hash)
+    service.start_delete(fork, "reached the end of its lifetime and was deleted")
+    done.expired.append(fork.fork_id)
+
+
+def _warn(fork: Fork, now: float, done: Sweep) -> None:
+    try:
+        fork.update(actions=[Fork.warned.set(True)], condition=Fork.warned == False)  # noqa: E712 - attribute condition
+    except UpdateError:
+        return
+    minutes = max(1, int((fork.expires_at - now) // 60))
+    enqueue(Notice(int(fork.chat_id), f"Shadow fork <b>{fork.fork_id}</b> expires in {minutes} minutes and will then be deleted.",
+                   buttons=[[{"text": "Open fork", "data": f"sf:i:{fork.fork_id}"}]], dedupe_key=f"fork-expiry:{fork.fork_id}"))
+    done.warned.append(fork.fork_id)
+
+
+def _host_silent(fork: Fork, now: float) -> bool:
+    if not fork.host_agent_id:
+        return False
+    from depu.agents.registry import get_agent  # the agents feature owns that table; read-only here
+
+    agent = get_agent(fork.host_agent_id)
+    return agent is None or float(agent.last_seen_at or 0) < now - HOST_SILENT_S
+
+
+def _rebuild(fork: Fork, done: Sweep) -> None:
+    """Hand the fork to the create state machine again, at its current base, with its journal."""
+    try:
+        fork.update(
+            actions=[Fork.status.set(PROVISIONING), Fork.rebuilds.add(1), Fork.host_rpc_url.remove(), Fork.lock_until.set(0)],
+            condition=(Fork.status == fork.status) & (Fork.host_agent_id == fork.host_agent_id),
+        )
+    except UpdateError:
+        return  # someone else moved it first
+    log.info("rebuilding fork %s: its host went silent", fork.fork_id)
+    service.start_create(fork, str(int(fork.base_block)), "was rebuilt on another host after its host went silent; your journal was replayed",
+                         name=f"{fork.fork_id}-rebuild-{int(fork.rebuilds)}")
+    done.rebuilt.append(fork.fork_id)
+
+
+__all__ = ["sweep", "DELETING"]

@@ -1,0 +1,206 @@
+"""The fork-host task protocol, between the state machines' task-token messages and the hosts that do them.
+
+A state machine puts ``{task, fork_id, block, task_token}`` on ForkTaskQueue and waits. A fork host claims it
+through the agent API (``claim``): the API keeps the task token on the fork (``pending_task``) and gives the
+host only a task id, the base and the journal. The host answers with ``finish``, which turns the host's raw
+replay report into the fork's new base and its conflicts and calls SendTaskSuccess/SendTaskFailure. A host
+that dies mid-task leaves the message to reappear after the queue's visibility timeout for another host; the
+state machine's timeout ends the wait if none comes.
+"""
+from __future__ import annotations
+
+import html
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+
+from depu.config import get_settings
+from depu.forks import journal, outcomes
+from depu.forks.models import ACTIVE, DELETED, DELETING, FAILED, PROVISIONING, SYNCING, Fork
+
+log = logging.getLogger(__name__)
+
+PROVISION, REBASE, STOP = "provision", "rebase", "stop"
+MAX_CLAIM_WAIT_S = 20
+HOST_FAILED_ERROR = "ForkHostFailed"
+GONE_ERROR = "ForkGone"
+
+
+class TaskNotFound(Exception):
+    """No such task, or it belongs to another host (both answer 404: a host learns nothing of others)."""
+
+
+class TaskExpired(Exception):
+    """The state machine stopped waiting (timed out or finished): the host should drop what it built."""
+
+
+class BadReport(ValueError):
+    """The host's report is malformed."""
+
+
+@dataclass
+class ClaimedTask:
+    task_id: str
+    kind: str
+    fork_id: str
+    block: str
+    journal: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task_id": self.task_id, "kind": self.kind, "fork_id": self.fork_id, "block": self.block, "journal": self.journal}
+
+
+def _sqs():
+    return boto3.client("sqs")
+
+
+def _sfn():
+    return boto3.client("stepfunctions")
+
+
+def to_stop(agent_id: str, running: list[str]) -> list[str]:
+    """Which of the forks a host runs it should stop: gone, failed, or now served by another host."""
+    stop = []
+    for fork_id in running[:100]:
+        try:
+            fork = Fork.get(str(fork_id))
+        except Fork.DoesNotExist:
+            stop.append(fork_id)
+            continue
+        if fork.status in (DELETED, DELETING, FAILED) or (fork.status == ACTIVE and fork.host_agent_id != agent_id):
+            stop.append(fork_id)
+    return stop
+
+
+def claim(agent_id: str, wait_seconds: float) -> ClaimedTask | None:
+    """Long-poll ForkTaskQueue for one task this host can do now, or None."""
+    settings = get_settings()
+    wait = max(0, min(int(wait_seconds), MAX_CLAIM_WAIT_S))
+    answer = _sqs().receive_message(QueueUrl=settings.fork_task_queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=wait)
+    for message in answer.get("Messages", []):
+        task = _assign(agent_id, message)
+        if task:
+            return task
+    return None
+
+
+def _assign(agent_id: str, message: dict[str, Any]) -> ClaimedTask | None:
+    settings = get_settings()
+    try:
+        body = json.loads(message["Body"])
+        kind, fork_id, token = body["task"], body["fork_id"], body["task_token"]
+    except (ValueError, KeyError, TypeError):
+        log.error("dropping a malformed fork task message")
+        _sqs().delete_message(QueueUrl=settings.fork_task_queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return None
+    try:
+        fork = Fork.get(fork_id, consistent_read=True)
+    except Fork.DoesNotExist:
+        fork = None
+    expected = {PROVISION: (PROVISIONING,), REBASE: (SYNCING,), STOP: None}.get(kind, ())
+    if fork is None or (expected is not None and fork.status not in expected):
+        _fail(token, GONE_ERROR, f"the fork is {fork.status if fork else 'missing'}")
+        _sqs().delete_message(QueueUrl=settings.fork_task_queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return None
+    task_id = f"{fork_id}.{uuid.uuid4().hex[:12]}"
+    pending = {"task_id": task_id, "kind": kind, "agent_id": agent_id, "token": token, "receipt": message["ReceiptHandle"]}
+    fork.update(actions=[Fork.pending_task.set(pending)])
+    block = str(body.get("block") or "latest")
+    entries = []
+    if kind in (PROVISION, REBASE):
+        entries = [{"seq": int(e.seq), "method": e.method, "params": e.params} for e in journal.entries(fork_id)]
+    return ClaimedTask(task_id, kind, fork_id, block, entries)
+
+
+def finish(agent_id: str, task_id: str, report: dict[str, Any], allowed_url_host: str | None = None) -> dict[str, Any]:
+    """Record a host's answer to a task and resume the waiting state machine; returns what it was told."""
+    fork_id = task_id.split(".", 1)[0]
+    try:
+        fork = Fork.get(fork_id, consistent_read=True)
+    except Fork.DoesNotExist:
+        raise TaskNotFound() from None
+    pending = fork.pending_task or {}
+    if pending.get("task_id") != task_id or pending.get("agent_id") != agent_id:
+        raise TaskNotFound()
+    token = pending["token"]
+    if not report.get("ok"):
+        reason = html.escape(str(report.get("error") or "the host could not do it"))[:300]
+        _fail(token, HOST_FAILED_ERROR, reason)
+        output: dict[str, Any] = {"failed": reason}
+    elif pending["kind"] == STOP:
+        output = {"stopped": bool(report.get("stopped", True))}
+        _succeed(token, output)
+    else:
+        output = _replayed(fork, agent_id, report, allowed_url_host)
+        _succeed(token, output)
+    _done(fork, task_id, pending.get("receipt"))
+    return output
+
+
+def _replayed(fork: Fork, agent_id: str, report: dict[str, Any], allowed_url_host: str | None) -> dict[str, Any]:
+    rpc_url = str(report.get("rpc_url") or "")
+    parts = urlsplit(rpc_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.hostname.startswith("169.254."):
+        raise BadReport("rpc_url must be an http(s) URL of the host")
+    if allowed_url_host and parts.hostname != allowed_url_host:
+        raise BadReport("rpc_url must be on the host's declared fork address")
+    try:
+        base_block = int(report["base_block"])
+        chain_id = int(report["chain_id"])
+        replay = {int(item["seq"]): item for item in report.get("entries", [])}
+        snapshots = {str(int(seq)): value for seq, value in (report.get("snapshots") or {}).items()}
+    except (KeyError, TypeError, ValueError) as error:
+        raise BadReport(f"malformed report: {error}") from None
+    conflicts, changed = [], {}
+    for entry in journal.entries(fork.fork_id):
+        replayed = replay.get(int(entry.seq))
+        if replayed is None:
+            conflicts.append({"seq": int(entry.seq), "method": entry.method, "reason": "was not replayed"})
+            continue
+        outcome = outcomes.of_report(replayed)
+        reason = outcomes.differs(entry.method, entry.outcome, outcome)
+        if reason:
+            conflicts.append({"seq": int(entry.seq), "method": entry.method, "reason": reason})
+            changed[int(entry.seq)] = outcome
+    journal.update_outcomes(fork.fork_id, changed)
+    fork.update(actions=[Fork.host_snapshots.set(snapshots)])
+    return {
+        "host_agent_id": agent_id,
+        "rpc_url": rpc_url,
+        "base_block": str(base_block),
+        "chain_id": str(chain_id),
+        "replayed": str(len(replay)),
+        "conflict_count": str(len(conflicts)),
+        "conflicts_json": json.dumps(conflicts),
+        "conflicts_text": outcomes.conflicts_text(conflicts),
+    }
+
+
+def _done(fork: Fork, task_id: str, receipt: str | None) -> None:
+    fork.update(actions=[Fork.pending_task.remove()])
+    if receipt:
+        try:
+            _sqs().delete_message(QueueUrl=get_settings().fork_task_queue_url, ReceiptHandle=receipt)
+        except Exception:  # noqa: BLE001 - the message may have become visible again; its token is spent
+            log.info("fork task message already gone")
+
+
+def _succeed(token: str, output: dict[str, Any]) -> None:
+    client = _sfn()
+    try:
+        client.send_task_success(taskToken=token, output=json.dumps(output))
+    except (client.exceptions.TaskTimedOut, client.exceptions.InvalidToken, client.exceptions.TaskDoesNotExist):
+        raise TaskExpired() from None
+
+
+def _fail(token: str, error: str, cause: str) -> None:
+    client = _sfn()
+    try:
+        client.send_task_failure(taskToken=token, error=error, cause=cause)
+    except (client.exceptions.TaskTimedOut, client.exceptions.InvalidToken, client.exceptions.TaskDoesNotExist):
+        log.info("fork task already finished")

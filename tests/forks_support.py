@@ -1,0 +1,157 @@
+"""Shared pieces of the shadow-fork tests: anvil processes, an HTTP front for the template's real handlers,
+fork-host agents registered through the agents feature, and readers for the notify queue and executions."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable
+
+import boto3
+import requests
+
+from local.moto_server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+ANVIL = str(ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil")
+
+
+class Anvil:
+    """A plain anvil on 127.0.0.1 (a stand-in mainnet, or a fork host's process in unit tests)."""
+
+    def __init__(self, *args: str, block_time: float | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [ANVIL, "--host", "127.0.0.1", "--port", str(self.port), "--quiet", *args]
+        if block_time:
+            command += ["--block-time", str(block_time)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                self.rpc("eth_chainId")
+                return
+            except requests.RequestException:
+                time.sleep(0.05)
+        self.stop()
+        raise TimeoutError("anvil did not start")
+
+    def rpc(self, method: str, *params: Any) -> Any:
+        answer = requests.post(self.url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}, timeout=10).json()
+        if "error" in answer:
+            raise RuntimeError(answer["error"])
+        return answer["result"]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+
+
+class ApiFront:
+    """127.0.0.1 HTTP server that routes requests to template.yaml's functions with the local runtime's
+    routing and API Gateway events (``LocalRuntime.handle_http``), without its queue pollers and schedules:
+    the tests read the notify queue themselves."""
+
+    def __init__(self, endpoint: str):
+        from local.runtime import LocalRuntime
+        from local.template import LocalTemplate
+
+        runtime = LocalRuntime(LocalTemplate(), endpoint)
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 - stdlib name
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, headers, payload = runtime.handle_http("POST", self.path, list(self.headers.items()), body, "127.0.0.1")
+                self.send_response(status)
+                for name, value in headers:
+                    if name.lower() not in ("content-length", "connection"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def register_fork_host(name: str, provider_id: int = 900) -> tuple[str, str]:
+    """A fork-host agent registered through the agents feature; returns (agent_id, agent_token)."""
+    from depu.agents import registry, tokens
+
+    enrolment = tokens.issue_enrolment_token(provider_id)
+    registration = registry.register(
+        enrolment, name=name, gpus=[], capabilities=["fork_host"], benchmark={}, version="test",
+        fork_rpc_base_url="http://127.0.0.1",
+    )
+    assert registration is not None
+    return registration.agent_id, registration.agent_token
+
+
+def notices(timeout: float = 0.0) -> list[dict[str, Any]]:
+    """Drain the notify queue (the notices the back end asked to deliver)."""
+    from depu.config import get_settings
+
+    sqs = boto3.client("sqs")
+    found, deadline = [], time.monotonic() + timeout
+    while True:
+        answer = sqs.receive_message(QueueUrl=get_settings().notify_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        for message in answer.get("Messages", []):
+            found.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=get_settings().notify_queue_url, ReceiptHandle=message["ReceiptHandle"])
+        if answer.get("Messages"):
+            continue
+        if found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.2)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def execution_status(arn: str) -> str:
+    return boto3.client("stepfunctions").describe_execution(executionArn=arn)["status"]
+
+
+def wait_execution(arn: str, timeout: float = 30.0) -> str:
+    return wait_for(lambda: (s := execution_status(arn)) != "RUNNING" and s, timeout, f"execution {arn}")
+
+
+def rpc_event(token: str, body: str | bytes) -> dict[str, Any]:
+    """An API Gateway proxy event for POST /rpc/{token}."""
+    text = body.decode() if isinstance(body, bytes) else body
+    return {
+        "resource": "/rpc/{token}", "path": f"/rpc/{token}", "httpMethod": "POST",
+        "headers": {"Content-Type": "application/json"}, "multiValueHeaders": {}, "queryStringParameters": None,
+        "multiValueQueryStringParameters": None, "pathParameters": {"token": token}, "stageVariables": None,
+        "requestContext": {"resourcePath": "/rpc/{token}", "httpMethod": "POST", "stage": "local", "requestId": "test",
+                           "identity": {"sourceIp": "127.0.0.1"}},
+        "body": text, "isBase64Encoded": False,
+    }
