@@ -102,19 +102,38 @@ def ensure_profile(
         starter,
     )
     if not created:
-        actions = [
+        refresh_identity(user_id, first_name, username, language_code)
+        if starter:
+            credits.grant(user_id, starter, credits.STARTER_ENTRY, "Welcome credits")
+    profile = get_profile(user_id)
+    assert profile is not None  # created or updated above
+    return profile, created
+
+
+def refresh_identity(
+    user_id: int, first_name: str = "", username: str | None = None, language_code: str | None = None
+) -> Profile:
+    """Store the name, @username and language Telegram reports now (users rename themselves)."""
+    now = utcnow()
+    profile = Profile(user_id)
+    profile.update(
+        actions=[
             Profile.first_name.set(first_name) if first_name else Profile.first_name.remove(),
             Profile.username.set(username) if username else Profile.username.remove(),
             Profile.language_code.set(language_code) if language_code else Profile.language_code.remove(),
             Profile.updated_at.set(now),
             Profile.created_at.set(Profile.created_at | now),
         ]
-        Profile(user_id).update(actions=actions)
-        if starter:
-            credits.grant(user_id, starter, credits.STARTER_ENTRY, "Welcome credits")
-    profile = get_profile(user_id)
-    assert profile is not None  # created or updated above
-    return profile, created
+    )
+    return profile
+
+
+def identity_changed(profile: Profile, first_name: str, username: str | None, language_code: str | None) -> bool:
+    return (profile.first_name, profile.username, profile.language_code) != (
+        first_name or None,
+        username or None,
+        language_code or None,
+    )
 
 
 def record_start(user_id: int, referral: str | None = None) -> None:
