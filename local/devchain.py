@@ -142,6 +142,7 @@ class DevChain:
         self.extra_args = list(extra_args or [])
         self.rpc_url = f"http://127.0.0.1:{self.port}"
         self.tokens: dict[str, Token] = {}
+        self.history: list[Transfer] = []  # every transfer made through this object, mints included
         self._process: subprocess.Popen | None = None
         self._log_file = None
         self._w3: Web3 | None = None
@@ -246,8 +247,11 @@ class DevChain:
         return self.rpc("evm_snapshot")
 
     def revert(self, snapshot_id: str) -> None:
+        """Return to a snapshot; transfers in blocks above the new head leave ``history``."""
         if not self.rpc("evm_revert", snapshot_id):
             raise RuntimeError(f"anvil refused to revert to snapshot {snapshot_id}")
+        head = self.block_number()
+        self.history = [t for t in self.history if t.block_number is None or t.block_number <= head]
 
     def begin_block(self) -> None:
         """Queue the following transactions into one block (automine off until ``end_block``)."""
@@ -264,6 +268,9 @@ class DevChain:
     # ------------------------------------------------------------------ contracts
     def deploy(self, artifact: str, *args: Any, sender: str | None = None) -> str:
         """Deploy contracts/build/<artifact>.json with constructor ``args``; returns its checksummed address."""
+        return self._deploy(artifact, *args, sender=sender)["contractAddress"]
+
+    def _deploy(self, artifact: str, *args: Any, sender: str | None = None) -> dict[str, Any]:
         compiled = load_artifact(artifact)
         contract = self.w3.eth.contract(abi=compiled["abi"], bytecode=compiled["bytecode"])
         tx_hash = contract.constructor(*args).transact({"from": sender or self.accounts[0], "gas": 3_000_000})
@@ -272,12 +279,18 @@ class DevChain:
         receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
         if receipt["status"] != 1:
             raise RuntimeError(f"deploying {artifact} failed")
-        return receipt["contractAddress"]
+        return dict(receipt)
 
     def deploy_token(self, name: str, symbol: str, decimals: int, supply: int, key: str | None = None) -> Token:
         """A standard ERC-20 with ``supply`` base units minted to account 0 (a Transfer from 0x0)."""
-        address = self.deploy("DepuToken", name, symbol, decimals, supply)
+        receipt = self._deploy("DepuToken", name, symbol, decimals, supply)
+        address = receipt["contractAddress"]
         token = Token(address, "erc20", symbol, decimals)
+        mint_log = receipt["logs"][0]
+        self.history.append(Transfer(
+            "erc20", ZERO_ADDRESS, self.accounts[0], supply, token=address, block_number=receipt["blockNumber"],
+            block_hash="0x" + bytes(receipt["blockHash"]).hex(), tx_hash="0x" + bytes(receipt["transactionHash"]).hex(),
+            tx_index=receipt["transactionIndex"], log_index=mint_log["logIndex"]))
         self.tokens[key or symbol] = token
         return token
 
@@ -294,8 +307,8 @@ class DevChain:
     def deploy_defaults(self) -> dict[str, Token]:
         """DePU's standard test set: DUSD (18 decimals), USDD (6 decimals), the collectible and OddToken.
 
-        The minting Transfers (from 0x0) happen here and are not in ``activity()``'s ground truth; callers
-        that index from block 0 get them from ``mint_transfers()``."""
+        The minting Transfers (from 0x0) happen here: they are in ``history`` but not in what
+        ``activity()`` returns."""
         self.deploy_token("DePU Dollar", "DUSD", 18, 10**9 * 10**18)
         self.deploy_token("USD DePU", "USDD", 6, 10**9 * 10**6)
         self.deploy_collectible()
@@ -337,12 +350,12 @@ class DevChain:
 
     def mint_nft(self, token: Token, sender: str, recipient: str, token_id: int, rng: random.Random | None = None) -> str:
         data = self._contract(token).encode_abi("mint", args=[recipient, token_id])
-        fact = Transfer("nft", ZERO_ADDRESS, recipient, None, token=token.address, token_id=token_id)
+        fact = Transfer("nft", ZERO_ADDRESS, recipient, None, token=token.address, token_id=token_id, shape="nft")
         return self._send({"from": sender, "to": token.address, "data": data, **self._fees(rng)}, [fact])
 
     def move_nft(self, token: Token, owner: str, recipient: str, token_id: int, rng: random.Random | None = None) -> str:
         data = self._contract(token).encode_abi("transferFrom", args=[owner, recipient, token_id])
-        fact = Transfer("nft", owner, recipient, None, token=token.address, token_id=token_id)
+        fact = Transfer("nft", owner, recipient, None, token=token.address, token_id=token_id, shape="nft")
         return self._send({"from": owner, "to": token.address, "data": data, **self._fees(rng)}, [fact])
 
     def emit_odd(self, token: Token, kind: int, sender: str, recipient: str, value: int, rng: random.Random | None = None) -> str:
@@ -374,6 +387,7 @@ class DevChain:
                 fact.tx_index = int(receipt["transactionIndex"], 16)
                 fact.log_index = None if fact.kind == "native" else next(log_positions)
                 settled.append(fact)
+        self.history.extend(settled)
         return settled
 
     def activity(self, rounds: int = 10, seed: int = 7, per_block: int = 6) -> list[Transfer]:
