@@ -1,4 +1,5 @@
 """Feature modules whose handlers register in ``depu.bot.registry``. Each helper adds its module here."""
 FEATURES: tuple[str, ...] = (
     "depu.bot.basics",
+    "depu.bot.rental",
 )

@@ -1,0 +1,383 @@
+"""``/rent_gpu``, ``/jobs``, ``/cancel`` and ``/provider``: renting GPU time and offering it.
+
+The rent flow is an explicit conversation ("rent") with named steps, each answered by a button or, for the
+two inputs a button cannot carry, a typed URL or a document:
+
+    class -> workload -> [epochs -> dataset | script] -> limit -> confirm -> submitting
+
+Callback data is ``rg:1:<step>:<value>`` (``depu.conversation.encode``); the flow's state lives on the
+profile, so a button from an abandoned or finished flow is answered, never misread. Submitting moves the
+flow to ``submitting`` first (a conditional write), so a double-tapped Submit starts one job.
+"""
+from __future__ import annotations
+
+import html
+import time
+
+from depu import conversation, credits
+from depu.agents import catalogue, registry as agents
+from depu.agents.tokens import ENROLMENT_TTL_SECONDS, issue_enrolment_token
+from depu.bot.registry import Button, Chat, Incoming, Keyboard, callback, command, document, text
+from depu.config import get_settings
+from depu.errors import UserError
+from depu.jobs import lifecycle, messages, service, workloads
+from depu.jobs.metering import max_cost
+from depu.jobs.models import Job
+from depu.profiles import ensure_profile, profile_section
+
+FLOW = "rent"
+PREFIX = "rg"
+JOB_PREFIX = messages.CANCEL_PREFIX
+EPOCH_CHOICES = (1, 3, 10)
+WORKLOAD_LABELS = {
+    "benchmark": "Benchmark (TFLOP/s, bandwidth)",
+    "train": "Train a small model",
+    "script": "Run my Python script",
+}
+
+
+def _button(label: str, *parts: object) -> Button:
+    return Button(label, data=conversation.encode(PREFIX, *parts))
+
+
+def _minutes(seconds: int) -> str:
+    return f"{seconds // 3600} h" if seconds % 3600 == 0 else f"{seconds // 60} min"
+
+
+def _profile(incoming: Incoming) -> None:
+    ensure_profile(incoming.user_id, incoming.first_name, incoming.username, incoming.language_code)
+
+
+def _show(chat: Chat, incoming: Incoming, body: str, buttons: Keyboard | None = None) -> None:
+    """Edit the menu message a button belongs to; send a new one after typed input or a document."""
+    if incoming.callback_id is not None and incoming.message_id is not None:
+        chat.edit(incoming.message_id, body, buttons)
+    else:
+        chat.reply(body, buttons)
+
+
+# ---------------------------------------------------------------- /rent_gpu
+
+
+@command("rent_gpu", "Rent GPU time from a provider")
+def rent_gpu(incoming: Incoming, chat: Chat) -> None:
+    _profile(incoming)
+    offers = catalogue.offers()
+    if not offers:
+        conversation.clear(incoming.user_id, FLOW)
+        chat.reply("No provider is online right now. Try again in a while, or offer your own machine with /provider.")
+        return
+    conversation.start(incoming.user_id, FLOW, "class")
+    rows = [
+        [_button(f"{offer.label} · {offer.agents_online} online · {offer.price_per_hour} cr/h", "c", offer.gpu_class)]
+        for offer in offers[:8]
+    ]
+    rows.append([_button("Cancel", "x")])
+    chat.reply("<b>Rent a GPU</b>\nChoose a class (price per hour of GPU time, billed per second):", rows)
+
+
+def _workload_menu(chat: Chat, incoming: Incoming, gpu_class: str) -> None:
+    rows = [[_button(label, "w", name)] for name, label in WORKLOAD_LABELS.items()]
+    rows.append([_button("Cancel", "x")])
+    _show(chat, incoming, f"<b>{html.escape(catalogue.describe(gpu_class))}</b>\nWhat should it run?", rows)
+
+
+def _limit_menu(chat: Chat, incoming: Incoming, gpu_class: str, note: str = "") -> None:
+    price = catalogue.price_per_hour(gpu_class)
+    rows = [
+        [_button(f"{_minutes(seconds)} · at most {max_cost(price, seconds)} credits", "t", seconds)]
+        for seconds in workloads.TIME_LIMIT_CHOICES
+    ]
+    rows.append([_button("Cancel", "x")])
+    _show(chat, incoming, (note + "\n\n" if note else "") + "Time limit? The job stops when it is reached.", rows)
+
+
+def _summary(data: dict) -> str:
+    gpu_class, workload, limit = data["gpu_class"], data["workload"], int(data["time_limit_s"])
+    price = catalogue.price_per_hour(gpu_class)
+    details = ""
+    if workload == "train":
+        details = f" · {int(data['epochs'])} epochs on {html.escape(data['dataset'])}"
+    elif workload == "script":
+        details = f" · <code>{html.escape(data['file_name'])}</code>"
+    return (
+        f"<b>{html.escape(catalogue.describe(gpu_class))}</b> · {workload}{details}\n"
+        f"Time limit {_minutes(limit)} at {price} credits/h.\n"
+        f"It costs at most <b>{max_cost(price, limit)}</b> credits; you pay only for the seconds it runs."
+    )
+
+
+def _confirm(chat: Chat, incoming: Incoming, data: dict) -> None:
+    balance = credits.balance(incoming.user_id)
+    rows = [[_button("Submit", "ok"), _button("Cancel", "x")]]
+    _show(chat, incoming, _summary(data) + f"\nYou have {balance.credits} credits available.", rows)
+
+
+def _params(data: dict) -> dict:
+    if data["workload"] == "train":
+        return {"epochs": data["epochs"], "dataset": data["dataset"]}
+    if data["workload"] == "script":
+        return {"file_name": data["file_name"], "file_size": data["file_size"]}
+    return {}
+
+
+def _submit(incoming: Incoming, chat: Chat, data: dict) -> None:
+    script = None
+    if data["workload"] == "script":
+        from depu.telegram.client import bot_api
+
+        script = bot_api().download_file(data["file_id"], max_bytes=workloads.MAX_SCRIPT_BYTES)
+    try:
+        job = service.submit(
+            incoming.user_id,
+            incoming.chat_id,
+            gpu_class=data["gpu_class"],
+            workload=data["workload"],
+            params=_params(data),
+            time_limit_s=int(data["time_limit_s"]),
+            script=script,
+        )
+    except UserError as error:
+        conversation.advance(incoming.user_id, "limit", flow=FLOW)
+        chat.answer_callback()
+        _limit_menu(chat, incoming, data["gpu_class"], note=error.message)
+        return
+    conversation.clear(incoming.user_id, FLOW)
+    chat.answer_callback("Submitted")
+    _show(chat, incoming, _summary(data) + "\n\nSubmitted. Follow it below, or with /jobs.")
+    message_id = chat.reply(messages.status_text(job), [[Button("Cancel job", data=messages.cancel_button(job.job_id)["data"])]])
+    service.set_progress_message(job.job_id, message_id)
+
+
+@callback(PREFIX)
+def rent_step(incoming: Incoming, chat: Chat) -> None:
+    try:
+        _, parts = conversation.decode(incoming.callback_data or "")
+    except conversation.CallbackDataError:
+        chat.answer_callback("This button has expired. Send /rent_gpu again.")
+        return
+    step, value = (parts + ["", ""])[:2]
+    if step == "x":
+        conversation.clear(incoming.user_id, FLOW)
+        chat.answer_callback()
+        _show(chat, incoming, "Cancelled. Nothing was charged.")
+        return
+    flow = conversation.load(incoming.user_id)
+    if flow is None or flow.flow != FLOW:
+        chat.answer_callback("This menu has expired. Send /rent_gpu again.")
+        return
+    data = flow.data
+    try:
+        if step == "c" and flow.step == "class":
+            if value not in {offer.gpu_class for offer in catalogue.offers()}:
+                chat.answer_callback("That class is not online any more. Send /rent_gpu again.", alert=True)
+                return
+            conversation.advance(incoming.user_id, "workload", {"gpu_class": value}, flow=FLOW)
+            chat.answer_callback()
+            _workload_menu(chat, incoming, value)
+        elif step == "w" and flow.step == "workload" and value in workloads.WORKLOADS:
+            chat.answer_callback()
+            if value == "benchmark":
+                conversation.advance(incoming.user_id, "limit", {"workload": value}, flow=FLOW)
+                _limit_menu(chat, incoming, data["gpu_class"])
+            elif value == "train":
+                conversation.advance(incoming.user_id, "epochs", {"workload": value}, flow=FLOW)
+                rows = [[_button(f"{n} epoch{'s' if n > 1 else ''}", "e", n) for n in EPOCH_CHOICES]]
+                _show(chat, incoming, "How many epochs?", rows)
+            else:
+                conversation.advance(incoming.user_id, "script", {"workload": value}, flow=FLOW)
+                _show(chat, incoming, f"Send your <b>.py</b> file as a document (at most "
+                                      f"{workloads.MAX_SCRIPT_BYTES // 1024} KiB). Files it writes to "
+                                      "<code>outputs/</code> come back to you.")
+        elif step == "e" and flow.step == "epochs" and value.isdigit() and int(value) in EPOCH_CHOICES:
+            conversation.advance(incoming.user_id, "dataset", {"epochs": int(value)}, flow=FLOW)
+            chat.answer_callback()
+            _show(chat, incoming, "Which dataset? Tap <b>Synthetic</b> or send an https:// URL of a CSV file.",
+                  [[_button("Synthetic", "d", "synthetic")]])
+        elif step == "d" and flow.step == "dataset" and value == "synthetic":
+            conversation.advance(incoming.user_id, "limit", {"dataset": "synthetic"}, flow=FLOW)
+            chat.answer_callback()
+            _limit_menu(chat, incoming, data["gpu_class"])
+        elif step == "t" and flow.step == "limit" and value.isdigit() and int(value) in workloads.TIME_LIMIT_CHOICES:
+            advanced = conversation.advance(incoming.user_id, "confirm", {"time_limit_s": int(value)}, flow=FLOW)
+            chat.answer_callback()
+            _confirm(chat, incoming, advanced.data)
+        elif step == "ok" and flow.step == "confirm":
+            conversation.advance(incoming.user_id, "submitting", flow=FLOW)
+            _submit(incoming, chat, data)
+        else:
+            chat.answer_callback("That step is done already.")
+    except conversation.ConversationChanged:
+        chat.answer_callback("Already done.")
+
+
+@text
+def rent_dataset_url(incoming: Incoming, chat: Chat) -> bool:
+    flow = conversation.load(incoming.user_id)
+    if flow is None or flow.flow != FLOW or flow.step != "dataset" or incoming.command is not None:
+        return False
+    url = workloads.validate_dataset(incoming.text.strip())
+    conversation.advance(incoming.user_id, "limit", {"dataset": url}, flow=FLOW)
+    _limit_menu(chat, incoming, flow.data["gpu_class"])
+    return True
+
+
+@document
+def rent_script(incoming: Incoming, chat: Chat) -> bool:
+    flow = conversation.load(incoming.user_id)
+    if flow is None or flow.flow != FLOW or flow.step != "script" or incoming.document is None:
+        return False
+    doc = incoming.document
+    workloads.validate_script_file(doc.file_name, doc.file_size)
+    conversation.advance(
+        incoming.user_id,
+        "limit",
+        {"file_id": doc.file_id, "file_name": doc.file_name[:100], "file_size": int(doc.file_size or 0)},
+        flow=FLOW,
+    )
+    _limit_menu(chat, incoming, flow.data["gpu_class"], note=f"Got <code>{html.escape(doc.file_name)}</code>.")
+    return True
+
+
+# ---------------------------------------------------------------- /jobs and /cancel
+
+
+def _job_line(job: Job) -> str:
+    cost = f"{int(job.charged)} cr" if job.charged is not None else f"≤{int(job.max_cost)} cr"
+    return (
+        f"<code>{job.job_id}</code> · {html.escape(catalogue.describe(job.gpu_class))} · {job.workload} · "
+        f"<b>{job.status}</b> · {cost}"
+    )
+
+
+@command("jobs", "Your GPU jobs")
+def list_jobs(incoming: Incoming, chat: Chat) -> None:
+    jobs = service.user_jobs(incoming.user_id)
+    if not jobs:
+        chat.reply("You have no jobs yet. Start one with /rent_gpu.")
+        return
+    rows = [
+        [Button(f"Cancel {job.job_id}", data=messages.cancel_button(job.job_id)["data"])]
+        for job in jobs
+        if job.status in lifecycle.ACTIVE
+    ][:5]
+    chat.reply("<b>Your jobs</b> (newest first)\n" + "\n".join(_job_line(job) for job in jobs), rows or None)
+
+
+def _cancel(incoming: Incoming, chat: Chat, job_id: str) -> None:
+    job = service.cancel(incoming.user_id, job_id)
+    chat.answer_callback("Cancelled")
+    chat.reply(f"🛑 Job <code>{job.job_id}</code> cancelled; the provider stops it within seconds. "
+               "You pay only for the seconds it ran.")
+
+
+@command("cancel", "Cancel one of your jobs: /cancel <job id>")
+def cancel_job(incoming: Incoming, chat: Chat) -> None:
+    job_id = incoming.args.split()[0] if incoming.args.split() else ""
+    if not job_id:
+        list_jobs(incoming, chat)
+        return
+    _cancel(incoming, chat, job_id)
+
+
+@callback(JOB_PREFIX)
+def job_button(incoming: Incoming, chat: Chat) -> None:
+    try:
+        _, parts = conversation.decode(incoming.callback_data or "")
+    except conversation.CallbackDataError:
+        chat.answer_callback("This button has expired.")
+        return
+    if len(parts) == 2 and parts[0] == "c":
+        try:
+            _cancel(incoming, chat, parts[1])
+        except UserError as error:
+            chat.answer_callback(html.unescape(_strip_tags(error.message)), alert=True)
+        return
+    chat.answer_callback("This button has expired.")
+
+
+def _strip_tags(value: str) -> str:
+    import re
+
+    return re.sub(r"<[^>]+>", "", value)
+
+
+# ---------------------------------------------------------------- /provider
+
+
+def install_command(token: str) -> str:
+    base = get_settings().public_api_url
+    return f"curl -fsSL {base}/agent/install.sh | bash -s -- --token {token} --api {base}"
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172800:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} d"
+
+
+def _agent_earnings(agent_id: str) -> tuple[int, int]:
+    """(jobs finished, credits earned) from the agent's jobs."""
+    done, earned = 0, 0
+    for job in Job.by_agent.query(agent_id, filter_condition=Job.status.is_in(*lifecycle.TERMINAL)):
+        done += 1
+        earned += int(job.provider_earned or 0)
+    return done, earned
+
+
+def _agent_line(agent, now: float) -> str:
+    online = agents.is_online(agent, now)
+    gpus = agent.gpus or []
+    hardware = f"{len(gpus)}× {html.escape(gpus[0]['name'])}" if gpus else "CPU only"
+    state = f"🟢 online, up {_ago(now - float(agent.registered_at))}" if online else (
+        f"⚪ offline, last seen {_ago(now - float(agent.last_seen_at))} ago")
+    verified = "verified" if agent.verified else f"unverified ({html.escape(agent.verdict or '')})"
+    done, earned = _agent_earnings(agent.agent_id)
+    return (f"• <b>{html.escape(agent.name)}</b> — {hardware} · {verified}\n"
+            f"  {state} · busy {int(agent.busy or 0)}/{int(agent.gpu_count)} · {done} jobs · {earned} credits earned")
+
+
+@command("provider", "Offer your GPU machine and see your earnings")
+def provider(incoming: Incoming, chat: Chat) -> None:
+    if incoming.chat_type != "private":
+        chat.reply("Send /provider to me in a private chat: it shows a secret install token.")
+        return
+    _profile(incoming)
+    token = issue_enrolment_token(incoming.user_id)
+    now = time.time()
+    mine = sorted(agents.agents_of_provider(incoming.user_id), key=lambda agent: -float(agent.last_seen_at))
+    lines = [
+        "<b>Offer your machine</b>",
+        f"Run this on a Linux machine with an NVIDIA GPU (valid {ENROLMENT_TTL_SECONDS // 3600} h, "
+        "reusable for several machines; keep it secret):",
+        f"<pre>{html.escape(install_command(token))}</pre>",
+        "You earn what renters pay for each second your GPU runs their jobs.",
+    ]
+    if mine:
+        lines.append("\n<b>Your machines</b>")
+        lines.extend(_agent_line(agent, now) for agent in mine[:10])
+    lines.append(f"\nTotal earned: <b>{credits.balance(incoming.user_id).earned}</b> credits.")
+    chat.reply("\n".join(lines))
+
+
+# ---------------------------------------------------------------- /profile section
+
+
+@profile_section(30, "GPU rentals")
+def rentals_section(user_id: int) -> str:
+    jobs = service.user_jobs(user_id, limit=50)
+    mine = agents.agents_of_provider(user_id)
+    if not jobs and not mine:
+        return "No rentals yet. Try /rent_gpu, or offer your GPU with /provider."
+    active = sum(1 for job in jobs if job.status in lifecycle.ACTIVE)
+    spent = sum(int(job.charged or 0) for job in jobs)
+    parts = [f"{len(jobs)} recent jobs, {active} active, {spent} credits spent."]
+    if mine:
+        online = sum(1 for agent in mine if agents.is_online(agent))
+        parts.append(f"Provider: {len(mine)} machines ({online} online), {credits.balance(user_id).earned} credits earned.")
+    return " ".join(parts)

@@ -1,0 +1,231 @@
+"""/rent_gpu, /jobs, /cancel and /provider driven with Incoming and a recording Chat against moto."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pytest
+
+from conftest import TEST_BOT_TOKEN
+from depu.bot.registry import Document, Incoming
+from depu.errors import UserError
+from rental_helpers import CPU_BENCHMARK, USER_ID, AgentApi, ensure_user, register_agent
+from telegram_fake_api import FakeTelegram
+
+
+@dataclass
+class Chat:
+    """``registry.Chat`` that records new messages, edits and callback answers on one timeline, so a test
+    reads what the user sees now (``text``) and presses buttons by label (``button``)."""
+
+    sent: list[tuple[int, str, list]] = field(default_factory=list)
+    timeline: list[tuple[str, list]] = field(default_factory=list)
+    answers: list[tuple[str | None, bool]] = field(default_factory=list)
+
+    def reply(self, text: str, buttons=None) -> int:
+        assert text.strip()
+        self.sent.append((500 + len(self.sent), text, buttons or []))
+        self.timeline.append((text, buttons or []))
+        return self.sent[-1][0]
+
+    def edit(self, message_id: int, text: str, buttons=None) -> None:
+        self.timeline.append((text, buttons or []))
+
+    def answer_callback(self, text: str | None = None, alert: bool = False) -> None:
+        self.answers.append((text, alert))
+
+    def send_photo(self, *args, **kwargs) -> None:
+        raise AssertionError("no photos here")
+
+    def send_document(self, *args, **kwargs) -> None:
+        raise AssertionError("no documents here")
+
+    @property
+    def text(self) -> str:
+        return self.timeline[-1][0]
+
+    def button(self, label_part: str) -> str:
+        buttons = [b for row in self.timeline[-1][1] for b in row]
+        for button in buttons:
+            if label_part in button.text:
+                return button.data
+        raise AssertionError(f"no button {label_part!r} in {[b.text for b in buttons]}")
+
+
+def command(name: str, args: str = "", user_id: int = USER_ID, chat_type: str = "private") -> Incoming:
+    return Incoming(update_id=1, user_id=user_id, chat_id=user_id, chat_type=chat_type, text=f"/{name} {args}".strip(),
+                    command=name, args=args, message_id=5, first_name="Ada")
+
+
+def press(data: str, user_id: int = USER_ID) -> Incoming:
+    return Incoming(update_id=2, user_id=user_id, chat_id=user_id, chat_type="private", callback_id="cb",
+                    callback_data=data, message_id=9, first_name="Ada")
+
+
+def typed(text: str, user_id: int = USER_ID) -> Incoming:
+    return Incoming(update_id=3, user_id=user_id, chat_id=user_id, chat_type="private", text=text, message_id=6)
+
+
+def sent_document(name: str, size: int, file_id: str = "file-1", user_id: int = USER_ID) -> Incoming:
+    return Incoming(update_id=4, user_id=user_id, chat_id=user_id, chat_type="private", message_id=7,
+                    document=Document(file_id=file_id, file_name=name, mime_type="text/x-python", file_size=size))
+
+
+@pytest.fixture
+def bot(aws):
+    from depu.bot import rental
+
+    return rental
+
+
+@pytest.fixture
+def cpu_agent(aws):
+    from depu.agents.tokens import issue_enrolment_token
+
+    ensure_user(7001)
+    return register_agent(AgentApi(), issue_enrolment_token(7001), name="laptop", gpus=[], benchmark=CPU_BENCHMARK)
+
+
+def test_rent_gpu_with_nobody_online_says_so(bot):
+    chat = Chat()
+    bot.rent_gpu(command("rent_gpu"), chat)
+    assert "No provider is online" in chat.text
+
+
+def test_train_flow_holds_the_maximum_and_sends_one_progress_message(bot, cpu_agent):
+    from depu import credits
+    from depu.jobs.models import Job
+
+    chat = Chat()
+    bot.rent_gpu(command("rent_gpu"), chat)
+    assert "CPU (no GPU) · 1 online · 30 cr/h" in chat.timeline[-1][1][0][0].text
+    bot.rent_step(press(chat.button("CPU")), chat)
+    bot.rent_step(press(chat.button("Train")), chat)
+    bot.rent_step(press(chat.button("3 epochs")), chat)
+    assert "dataset" in chat.text
+    with pytest.raises(UserError):
+        bot.rent_dataset_url(typed("ftp://example.com/data.csv"), chat)  # clear error, flow kept
+    assert bot.rent_dataset_url(typed("https://example.com/data.csv"), chat) is True
+    bot.rent_step(press(chat.button("1 h")), chat)
+    assert "at most <b>30</b> credits" in chat.text and "1000 credits available" in chat.text
+    ok = chat.button("Submit")
+    bot.rent_step(press(ok), chat)
+    bot.rent_step(press(ok), chat)  # double tap: still one job
+
+    jobs = list(Job.by_user.query(USER_ID))
+    assert len(jobs) == 1
+    job = jobs[0]
+    assert (job.gpu_class, job.workload, job.time_limit_s) == ("cpu", "train", 3600)
+    assert job.params == {"epochs": 3, "dataset": "https://example.com/data.csv"}
+    assert credits.balance(USER_ID) == credits.Balance(970, 30, 0)
+    progress = [item for item in chat.sent if job.job_id in item[1]]
+    assert len(progress) == 1 and job.progress_message_id == progress[0][0]
+    assert progress[0][2][0][0].data.startswith("rj:1:c:")
+
+
+def test_too_expensive_choice_is_refused_and_nothing_is_held(bot, aws):
+    from depu import credits
+    from depu.agents.tokens import issue_enrolment_token
+    from depu.jobs.models import Job
+
+    ensure_user(7001)
+    register_agent(AgentApi(), issue_enrolment_token(7001))  # an H100 at 2500 credits/h
+    chat = Chat()
+    bot.rent_gpu(command("rent_gpu"), chat)
+    bot.rent_step(press(chat.button("H100 80GB")), chat)
+    bot.rent_step(press(chat.button("Benchmark")), chat)
+    bot.rent_step(press(chat.button("1 h")), chat)
+    bot.rent_step(press(chat.button("Submit")), chat)
+    assert "can cost up to <b>2500</b>" in chat.text and "1000</b> available" in chat.text
+    assert list(Job.by_user.query(USER_ID)) == []
+    assert credits.balance(USER_ID) == credits.Balance(1000, 0, 0)
+    bot.rent_step(press(chat.button("5 min")), chat)  # a shorter limit fits
+    bot.rent_step(press(chat.button("Submit")), chat)
+    assert len(list(Job.by_user.query(USER_ID))) == 1
+
+
+def test_script_flow_stores_the_file_and_the_agent_gets_a_presigned_url(bot, cpu_agent, monkeypatch):
+    import requests
+
+    from depu.config import get_settings
+    from depu.telegram.client import bot_api
+    from rental_helpers import run_matcher
+
+    telegram = FakeTelegram(TEST_BOT_TOKEN).start()
+    try:
+        monkeypatch.setenv("TELEGRAM_API_BASE", telegram.base_url)
+        get_settings.cache_clear()
+        bot_api.cache_clear()
+        telegram.add_file("file-1", "documents/train.py", b"print('hello from the user')\n")
+        chat = Chat()
+        bot.rent_gpu(command("rent_gpu"), chat)
+        bot.rent_step(press(chat.button("CPU")), chat)
+        bot.rent_step(press(chat.button("script")), chat)
+        with pytest.raises(UserError):
+            bot.rent_script(sent_document("notes.txt", 10), chat)
+        with pytest.raises(UserError):
+            bot.rent_script(sent_document("huge.py", 5 * 1024 * 1024), chat)
+        assert bot.rent_script(sent_document("train.py", 29), chat) is True
+        bot.rent_step(press(chat.button("5 min")), chat)
+        bot.rent_step(press(chat.button("Submit")), chat)
+    finally:
+        telegram.stop()
+        bot_api.cache_clear()
+    run_matcher()
+    api = AgentApi()
+    status, body = api.call("/agent/claim", {"free_gpus": [0], "wait_seconds": 0}, cpu_agent["agent_token"])
+    assert status == 200 and body["job"]["workload"] == "script"
+    assert requests.get(body["job"]["script_url"], timeout=10).content == b"print('hello from the user')\n"
+
+
+def test_documents_outside_the_script_step_are_not_taken(bot, cpu_agent):
+    ensure_user(USER_ID)
+    assert bot.rent_script(sent_document("train.py", 10), Chat()) is False
+    assert bot.rent_dataset_url(typed("https://example.com"), Chat()) is False
+
+
+def test_jobs_lists_only_mine_and_cancel_works_only_on_mine(bot, cpu_agent):
+    from rental_helpers import submit_job
+
+    ensure_user(USER_ID)
+    ensure_user(USER_ID + 1)
+    mine = submit_job(USER_ID, gpu_class="cpu")
+    theirs = submit_job(USER_ID + 1, gpu_class="cpu")
+    chat = Chat()
+    bot.list_jobs(command("jobs"), chat)
+    assert mine.job_id in chat.text and theirs.job_id not in chat.text
+    with pytest.raises(UserError):
+        bot.cancel_job(command("cancel", theirs.job_id), chat)
+    bot.job_button(press(chat.button(f"Cancel {mine.job_id}")), chat)
+    assert "cancelled" in chat.text
+    from depu.jobs.models import Job
+
+    assert Job.get(mine.job_id).status == "cancelled" and Job.get(theirs.job_id).status == "queued"
+    with pytest.raises(UserError, match="already cancelled"):
+        bot.cancel_job(command("cancel", mine.job_id), chat)
+
+
+def test_provider_gives_a_working_install_token_and_lists_machines(bot):
+    chat = Chat()
+    bot.provider(command("provider", user_id=7001), chat)
+    token = re.search(r"--token (\S+)", chat.text).group(1)
+    assert "/agent/install.sh | bash -s --" in chat.text
+    registered = register_agent(AgentApi(), token, name="basement-rig")
+    chat = Chat()
+    bot.provider(command("provider", user_id=7001), chat)
+    assert "basement-rig" in chat.text and "H100" in chat.text and "verified" in chat.text and "online" in chat.text
+    assert registered["agent_token"] not in chat.text
+    group = Chat()
+    bot.provider(command("provider", user_id=7001, chat_type="group"), group)
+    assert "private chat" in group.text and "--token" not in group.text
+
+
+def test_profile_section(bot, cpu_agent):
+    from depu.profiles import render_sections
+    from rental_helpers import submit_job
+
+    ensure_user(USER_ID)
+    submit_job(USER_ID, gpu_class="cpu")
+    sections = dict(render_sections(USER_ID))
+    assert "1 recent jobs, 1 active" in sections["GPU rentals"]
+    assert "1 machines (1 online)" in dict(render_sections(7001))["GPU rentals"]
