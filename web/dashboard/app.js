@@ -208,7 +208,7 @@
     });
     var times = Object.keys(kept).map(Number).sort(function (a, b) { return a - b; });
     times.slice(0, Math.max(0, times.length - HISTORY_LIMIT)).forEach(function (t) { delete kept[t]; });
-    return times.slice(-HISTORY_LIMIT).map(function (t) { return Object.assign({ t: t }, kept[t]); });
+    return times.slice(-HISTORY_LIMIT).map(function (t) { return Object.assign({}, kept[t], { t: t }); });
   }
 
   function latest(samples, key) {
@@ -347,7 +347,11 @@
       forgetSession();
       showSignin("");
     });
-    window.addEventListener("resize", function () { if (session) poll(); });
+      var resizing = null;
+    window.addEventListener("resize", function () {
+      clearTimeout(resizing);
+      resizing = setTimeout(function () { if (session) poll(); }, 300);
+    });
     signIn().then(function (opened) {
       if (!opened) return showSignin("");
       return poll();
