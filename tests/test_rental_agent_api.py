@@ -138,3 +138,48 @@ def test_full_run_progress_logs_artifact_complete_and_charge_once(aws):
     assert credits.balance(7001).earned == charged
     summary = [n for n in notices() if n.get("dedupe_key") == f"job-end:{job.job_id}"]
     assert len(summary) >= 1 and "fp32_tflops" in summary[0]["text"] and "weights.pt" in summary[0]["text"]
+
+
+# ---------------------------------------------------------------- the published contract
+
+import re  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+import yaml  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+SPEC = yaml.safe_load((Path(__file__).resolve().parent.parent / "docs" / "agent-api.openapi.yaml").read_text())
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=12,
+)
+FIELDS = ["provider_token", "name", "gpus", "benchmark", "metrics", "running_jobs", "free_gpus", "wait_seconds",
+          "progress", "message", "seq", "lines", "size", "result", "artifacts", "error", "retryable", "job_ids"]
+BODIES = st.dictionaries(st.sampled_from(FIELDS), JSON_VALUES, max_size=5) | JSON_VALUES
+
+
+def test_every_documented_route_is_served_and_every_served_route_documented():
+    source = Path(AgentApi().module.__file__).read_text()
+    served = set(re.findall(r'@app\.post\("([^"]+)"\)', source))
+    assert served == {path.replace("{job_id}", "<job_id>") for path in SPEC["paths"]}
+
+
+@pytest.fixture
+def running(aws):
+    """An agent token and the id of a job it is running."""
+    api, agent, job, offer = _running_job(aws)
+    return agent["agent_token"], job.job_id
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(sorted(SPEC["paths"])), body=BODIES, own_job=st.booleans())
+def test_any_body_gets_a_documented_answer_never_a_500(running, path, body, own_job):
+    token, job_id = running
+    concrete = path.replace("{job_id}", job_id if own_job else "jfuzz")
+    status, answer = AgentApi().call(concrete, body, None if path == "/agent/register" else token)
+    documented = {int(code) for code in SPEC["paths"][path]["post"]["responses"]}
+    assert status in documented, (path, body, status, answer)

@@ -121,10 +121,10 @@ def _validate_gpus(gpus: Any) -> list[dict[str, Any]]:
         try:
             memory_mb = float(gpu.get("memory_mb"))
             index = int(gpu.get("index", len(clean)))
-        except (TypeError, ValueError) as error:
+        except (TypeError, ValueError, OverflowError) as error:
             raise RegistrationError("gpu index and memory_mb must be numbers") from error
-        if memory_mb <= 0:
-            raise RegistrationError("gpu memory_mb must be positive")
+        if not (0 < memory_mb < 10_000_000) or not 0 <= index < 64:
+            raise RegistrationError("gpu memory_mb must be a positive size in MiB and index 0..63")
         clean.append(
             {
                 "index": index,
@@ -135,6 +135,16 @@ def _validate_gpus(gpus: Any) -> list[dict[str, Any]]:
                 "cuda_capability": str(gpu.get("cuda_capability", ""))[:16],
             }
         )
+    return clean
+
+
+def _clean_benchmark(benchmark: dict[str, Any]) -> dict[str, Any]:
+    """The benchmark fields we use, nothing else an agent may have sent."""
+    clean: dict[str, Any] = {"device": str(benchmark.get("device", ""))[:40], "verified": benchmark.get("verified") is True}
+    for name in ("fp32_tflops", "bf16_tflops", "mem_bandwidth_gbs"):
+        value = benchmark.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            clean[name] = float(value)
     return clean
 
 
@@ -169,12 +179,12 @@ def register(
         gpus=clean_gpus,
         gpu_count=max(len(clean_gpus), 1),
         capabilities=[str(c)[:32] for c in (capabilities or [])][:8],
-        benchmark=dict(benchmark or {}),
+        benchmark=_clean_benchmark(benchmark or {}),
         benchmark_score=verdict.score,
         verified=verdict.verified,
         verdict=verdict.reason,
         version=str(version or "")[:32] or None,
-        fork_rpc_base_url=fork_rpc_base_url or None,
+        fork_rpc_base_url=(fork_rpc_base_url or '')[:300] or None,
         busy=0,
         free_gpus=[gpu["index"] for gpu in clean_gpus] or [0],
     ).save(condition=Agent.agent_id.does_not_exist())

@@ -7,6 +7,7 @@ exactly like a job that does not exist. Calls that move a job go through ``lifec
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -63,10 +64,27 @@ def _indices(values: Any, what: str) -> list[int]:
         return []
     if not isinstance(values, list) or len(values) > MAX_JOBS_PER_CALL:
         raise BadRequest(f"{what} must be a list of at most {MAX_JOBS_PER_CALL} items")
-    try:
-        return [int(value) for value in values if not isinstance(value, bool)]
-    except (TypeError, ValueError) as error:
-        raise BadRequest(f"{what} must hold integers") from error
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_JOBS_PER_CALL for v in values):
+        raise BadRequest(f"{what} must hold GPU indices from 0 to {MAX_JOBS_PER_CALL - 1}")
+    return list(values)
+
+
+_METRIC_FIELDS = ("utilization_pct", "memory_used_mb", "memory_total_mb", "temperature_c", "power_w")
+
+
+def clean_metrics(item: Any) -> dict[str, float] | None:
+    """Only the known numeric NVML readings of one GPU (whatever else an agent sends is dropped)."""
+    if not isinstance(item, dict):
+        return None
+    clean: dict[str, float] = {}
+    index = item.get("gpu_index")
+    if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < MAX_JOBS_PER_CALL:
+        clean["gpu_index"] = index
+    for name in _METRIC_FIELDS:
+        value = item.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            clean[name] = float(value)
+    return clean
 
 
 def _job_ids(values: Any, what: str) -> list[str]:
@@ -97,11 +115,9 @@ def heartbeat(agent: Agent, metrics: Any, running_jobs: Any, free_gpus: Any) -> 
     """Renew the leases of the listed jobs this agent runs; returns the ids it must stop (cancelled by the
     user, taken back after a lost lease, over their time limit, or never its own)."""
     running_ids = _job_ids(running_jobs, "running_jobs")
-    metrics_list = metrics if isinstance(metrics, list) else []
-    registry.record_heartbeat(agent.agent_id, metrics_list[:16], _indices(free_gpus, "free_gpus"))
-    by_gpu = {
-        int(item["gpu_index"]): item for item in metrics_list[:16] if isinstance(item, dict) and "gpu_index" in item
-    }
+    metrics_list = [m for m in map(clean_metrics, metrics[:16] if isinstance(metrics, list) else []) if m]
+    registry.record_heartbeat(agent.agent_id, metrics_list, _indices(free_gpus, "free_gpus"))
+    by_gpu = {item["gpu_index"]: item for item in metrics_list if "gpu_index" in item}
     cancel: list[str] = []
     now = time.time()
     for job_id in running_ids:
@@ -183,10 +199,9 @@ def _claim_once(agent: Agent, free: list[int]) -> Offer | None:
 def claim(agent: Agent, free_gpus: Any, wait_seconds: Any, *, sleep=time.sleep) -> Offer | None:
     """Long poll: the next job assigned to this agent for one of its free GPUs, within ``wait_seconds``."""
     free = _indices(free_gpus, "free_gpus")
-    try:
-        wait = max(0.0, min(float(wait_seconds or 0), CLAIM_WAIT_SECONDS))
-    except (TypeError, ValueError) as error:
-        raise BadRequest("wait_seconds must be a number") from error
+    if isinstance(wait_seconds, bool) or not isinstance(wait_seconds, (int, float)) or not 0 <= wait_seconds <= 3600:
+        raise BadRequest(f"wait_seconds must be a number of seconds (at most {CLAIM_WAIT_SECONDS} are used)")
+    wait = min(float(wait_seconds), CLAIM_WAIT_SECONDS)
     registry.record_heartbeat(agent.agent_id, agent.metrics or [], free)
     deadline = time.monotonic() + wait
     while True:
@@ -208,13 +223,12 @@ def _running(agent_id: str, job_id: str, wanted: str) -> Job:
 
 def progress(agent: Agent, job_id: str, fraction: Any, message: Any, metrics: Any = None) -> Job:
     job = _running(agent.agent_id, job_id, lifecycle.RUNNING)
-    try:
-        value = max(0.0, min(1.0, float(fraction)))
-    except (TypeError, ValueError) as error:
-        raise BadRequest("progress must be a number between 0 and 1") from error
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+        raise BadRequest("progress must be a number between 0 and 1")
+    value = float(fraction)
     actions = [Job.progress.set(value), Job.message.set(str(message or "")[:MAX_MESSAGE_CHARS] or None)]
     if isinstance(metrics, dict):
-        actions.append(Job.metrics.set(metrics))
+        actions.append(Job.metrics.set(clean_metrics(metrics)))
     try:
         job.update(actions=actions, condition=(Job.status == lifecycle.RUNNING) & (Job.agent_id == agent.agent_id))
     except UpdateError as error:
