@@ -29,8 +29,8 @@ $(NODE_STAMP): package.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
-up: deps  ## the whole system on this machine: moto, anvil, the API on :3000, workers, an agent, the bot stand-in
-	$(PY) -m local up
+up: deps  ## the whole system on this machine: moto, anvil, the API on :3000, workers, an agent, the bot stand-in (UP_ARGS="--fast-schedules --no-agent ...")
+	$(PY) -m local up $(UP_ARGS)
 
 chat: deps  ## talk to the bot from this terminal (needs `make up` running)
 	$(PY) -m local chat

@@ -38,23 +38,25 @@ def up(argv: list[str]) -> int:
         chain_port=args.chain_port, fast_schedules=args.fast_schedules,
         chain=not args.no_chain, agent=not args.no_agent,
     )
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the stack as cleanly as Ctrl-C
     stack = LocalStack(load_or_create(), options)
     try:
         stack.start()
         print(stack.banner(), flush=True)
-        while not stopping.wait(0.5):
-            pass
+        threading.Event().wait()
     except KeyboardInterrupt:
         pass
     except OSError as error:
-        print(f"cannot start the local stack: {error} (is another `make up` running?)", file=sys.stderr)
+        print(f"cannot start the local stack: {error}", file=sys.stderr)
         return 1
     finally:
         print("stopping...", flush=True)
         stack.stop()
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def status(argv: list[str]) -> int:

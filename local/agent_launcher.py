@@ -20,7 +20,7 @@ from pathlib import Path
 
 from local.template import ROOT
 
-log = logging.getLogger("depu.local.agent")
+log = logging.getLogger("local.agent")
 
 AGENT_DIR = ROOT / "agent"
 LOCAL_PROVIDER_ID = 4242000  # the local provider's Telegram user id (the chat CLI's user is 4242001)

@@ -174,6 +174,19 @@ class ChatSession:
     def stop(self) -> None:
         self._stop.set()
 
+    def wait_until_ready(self, limit: float) -> dict[str, Any]:
+        """The stand-in's state once the bot's webhook is registered (`make up` may still be starting)."""
+        deadline = time.monotonic() + limit
+        told = False
+        while True:
+            state = self.http.get(f"{self.standin}/_standin/state", timeout=5).json()
+            if state["webhook_registered"] or time.monotonic() > deadline:
+                return state
+            if not told:
+                print("(waiting for the bot to start...)", file=sys.stderr, flush=True)
+                told = True
+            time.sleep(0.3)
+
 
 def _stack_setting(name: str) -> str | None:
     try:
@@ -196,12 +209,11 @@ def main(argv: list[str] | None = None) -> int:
 
     session = ChatSession(args.standin, args.user_id, args.name, args.downloads)
     try:
-        session.http.get(f"{session.standin}/_standin/state", timeout=5).raise_for_status()
-        # skip history: only what happens from now on is shown
-        session.after = int(session.http.get(f"{session.standin}/_standin/state", timeout=5).json()["last_event"])
+        state = session.wait_until_ready(args.reply_timeout)
     except requests.RequestException:
         print(f"cannot reach the Telegram stand-in at {session.standin}: run `make up` first", file=sys.stderr)
         return 2
+    session.after = int(state["last_event"])  # skip history: only what happens from now on is shown
 
     interactive = sys.stdin.isatty()
     if interactive:

@@ -36,7 +36,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from local.template import ACCOUNT_ID, REGION, ROOT, Function, LocalTemplate, Route
 
-log = logging.getLogger("depu.local.runtime")
+log = logging.getLogger("local.runtime")
 
 LAMBDA_PAYLOAD_LIMIT = 6 * 1024 * 1024  # synchronous invocation payload limit; API Gateway's own is 10 MB
 API_GATEWAY_TIMEOUT = 29.0  # API Gateway's integration timeout, whatever the function's Timeout says
@@ -155,9 +155,6 @@ def _load_handler(spec: Function, source: Path) -> Callable[[dict[str, Any], Any
     unique = f"depu_local_fn_{spec.logical_id}_{module_name.replace('.', '_')}"
     code_dir = str(spec.code_dir)
     with _import_lock:
-        for layer in LAYER_PATHS:
-            if str(layer) not in sys.path:
-                sys.path.append(str(layer))
         before = set(sys.modules)
         sys.path.insert(0, code_dir)
         try:
@@ -204,8 +201,7 @@ def proxy_event(
     for name, value in query_pairs:
         query[name] = value
         multi_query.setdefault(name, []).append(value)
-    content_type = next((value for name, value in header_pairs if name.lower() == "content-type"), "")
-    text_body, is_base64 = _event_body(body, content_type)
+    text_body, is_base64 = _event_body(body)
     now = datetime.now(timezone.utc)
     request_id = str(uuid.uuid4())
     user_agent = next((value for name, value in header_pairs if name.lower() == "user-agent"), None)
@@ -252,7 +248,7 @@ def proxy_event(
     }
 
 
-def _event_body(body: bytes, content_type: str) -> tuple[str | None, bool]:
+def _event_body(body: bytes) -> tuple[str | None, bool]:
     """Text bodies pass as text; bytes that are not UTF-8 are base64-encoded (as with binary media types)."""
     if not body:
         return None, False
@@ -319,6 +315,9 @@ class LocalRuntime:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "LocalRuntime":
+        for layer in LAYER_PATHS:  # what Lambda's layer gives every function: ``import depu``
+            if str(layer) not in sys.path:
+                sys.path.append(str(layer))
         self._apply_environment()
         self._server = ThreadingHTTPServer((self.options.host, self.options.port), _make_request_handler(self))
         self._server.daemon_threads = True

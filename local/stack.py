@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from local.secrets_store import LocalSecrets
 from local.telegram_standin import TelegramStandIn
 from local.template import ROOT, LocalTemplate
 
-log = logging.getLogger("depu.local")
+log = logging.getLogger("local.stack")
 
 STATE_DIR = ROOT / ".local"
 STACK_FILE = STATE_DIR / "stack.json"
@@ -70,6 +71,9 @@ class LocalStack:
 
     def _start(self) -> None:
         options = self.options
+        _check_ports_free({"API": options.api_port, "Telegram stand-in": options.standin_port,
+                           **({} if options.aws_endpoint else {"moto": options.moto_port}),
+                           **({"chain": options.chain_port} if options.chain else {})})
         if not options.aws_endpoint:
             self.moto = MotoServer(options.moto_port).start()
         if options.chain:
@@ -106,17 +110,25 @@ class LocalStack:
         log_path = self.options.state_dir / "logs" / "anvil.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.chain = DevChain(self.options.chain_port, block_time=2.0, log_path=log_path).start()
+            self.chain = DevChain(self.options.chain_port, log_path=log_path).start()
         except (OSError, RuntimeError, TimeoutError) as error:
             self.notes.append(f"local chain: failed to start ({error}); see {log_path}")
             return
         self.chain_url = self.chain.rpc_url
+        self.notes.append(f"local chain: {self.chain_url} (chain id {self.chain.chain_id}); "
+                          "DePU's test tokens and some activity are being added in the background")
+        threading.Thread(target=self._seed_chain, name="depu-local-chain-seed", daemon=True).start()
+
+    def _seed_chain(self) -> None:
+        """Deploy the test tokens and make known activity, so analytics has something to show."""
+        chain = self.chain
         try:
-            self.chain.deploy_defaults()
-            self.chain.activity(rounds=5)
-            self.notes.append(f"local chain: {self.chain_url} (chain id {self.chain.chain_id}, DePU test tokens)")
-        except Exception as error:  # noqa: BLE001 - a bare chain is still useful for forks
-            self.notes.append(f"local chain: {self.chain_url} without test contracts ({type(error).__name__})")
+            chain.deploy_defaults()
+            chain.activity(rounds=5)
+            log.info("local chain seeded: head block %d", chain.block_number())
+        except Exception as error:  # noqa: BLE001 - a bare chain still serves forks
+            if self.chain is chain:
+                log.warning("local chain has no test contracts: %s", error)
 
     def _register_webhook(self) -> None:
         """The same call scripts/setup_bot.py makes against Telegram in production."""
@@ -189,3 +201,17 @@ class LocalStack:
                 stack_file.unlink()
         except (OSError, ValueError):
             pass
+
+
+def _check_ports_free(ports: dict[str, int]) -> None:
+    """Fail before starting anything (moto's server thread would otherwise wait forever on a taken port)."""
+    import socket
+
+    for name, port in ports.items():
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is fine
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                raise OSError(f"port {port} for the {name} is in use (another `make up`? see `--help` for "
+                              "other ports)") from None

@@ -33,7 +33,7 @@ import requests
 
 from local.telegram_html import EntityError, parse_html, utf16_length
 
-log = logging.getLogger("depu.local.telegram")
+log = logging.getLogger("local.telegram")
 
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
@@ -337,12 +337,18 @@ class TelegramStandIn:
         return message
 
     def _deliver(self, payload: dict[str, Any]) -> Delivery:
-        update = {"update_id": next(self._update_ids), **payload}
         with self._lock:
-            url, secret = self.webhook_url, self._webhook_secret
-            if not url:
+            update = {"update_id": next(self._update_ids), **payload}
+            if not self.webhook_url:
                 self._pending_updates.append(update)
                 return Delivery(update["update_id"], None)
+        return self._post_update(update)
+
+    def _post_update(self, update: dict[str, Any]) -> Delivery:
+        with self._lock:
+            url, secret = self.webhook_url, self._webhook_secret
+        if not url:
+            return Delivery(update["update_id"], None)
         headers = {"Content-Type": "application/json"}
         if secret:
             headers["X-Telegram-Bot-Api-Secret-Token"] = secret
@@ -491,7 +497,16 @@ class TelegramStandIn:
         self._webhook_secret = str(secret) if secret and url else None
         if _truthy(params.get("drop_pending_updates")):
             self._pending_updates.clear()
+        if self.webhook_url and self._pending_updates:
+            # Telegram keeps updates until a webhook exists, then delivers them in order
+            pending, self._pending_updates = self._pending_updates, []
+            threading.Thread(target=self._deliver_pending, args=(pending,), name="depu-local-telegram-pending",
+                             daemon=True).start()
         return True
+
+    def _deliver_pending(self, updates: list[dict[str, Any]]) -> None:
+        for update in updates:
+            self._post_update(update)
 
     def _api_deletewebhook(self, params: dict[str, Any]) -> bool:
         self.webhook_url, self._webhook_secret = None, None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -240,3 +241,19 @@ def test_html_rendering_for_the_terminal():
         parse_html("&nbsp;")
     assert to_plain_text('<a href="https://x.io/a?b=1&amp;c=2">docs</a>', "HTML") == "docs (https://x.io/a?b=1&c=2)"
     assert to_plain_text("<b>as is</b>", None) == "<b>as is</b>"
+
+
+def test_updates_wait_for_a_webhook_and_are_then_delivered_in_order(standin):
+    early = [standin.send_user_message(CHAT, None, text) for text in ("first", "second")]
+    assert [delivery.status for delivery in early] == [None, None]
+    recorder = WebhookRecorder()
+    try:
+        assert api(standin, "setWebhook", url=recorder.url).ok
+        deadline = time.monotonic() + 5
+        while len(recorder.requests) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [update["message"]["text"] for _, update in recorder.requests] == ["first", "second"]
+        assert [update["update_id"] for _, update in recorder.requests] == [d.update_id for d in early]
+        assert "X-Telegram-Bot-Api-Secret-Token" not in recorder.requests[0][0]  # none was set
+    finally:
+        recorder.close()
