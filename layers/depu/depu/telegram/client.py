@@ -128,14 +128,13 @@ class BotApi:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 if files:
-                    form = {key: json.dumps(value) if isinstance(value, (dict, list)) else str(value)
-                            for key, value in payload.items()}
+                    form = {key: _form_value(value) for key, value in payload.items()}
                     response = self.session.post(url, data=form, files=files, timeout=self.timeout)
                 else:
                     response = self.session.post(url, json=payload, timeout=self.timeout)
             except requests.RequestException as exc:
                 # the exception text contains the URL, hence the token: keep only a redacted summary
-                last_error = TelegramError(method, f"network error: {self._redact(type(exc).__name__)}")
+                last_error = TelegramError(method, f"network error: {type(exc).__name__}")
                 wait = self._backoff(attempt)
                 log.warning("telegram %s network error (attempt %d), retrying in %.1fs", method, attempt, wait)
                 if attempt < self.max_attempts:
@@ -343,6 +342,11 @@ class BotApi:
 
     def get_webhook_info(self) -> dict[str, Any]:
         return dict(self.call("getWebhookInfo") or {})
+
+
+def _form_value(value: Any) -> str:
+    """A multipart field as the Bot API reads it: JSON for objects and booleans, text for the rest."""
+    return json.dumps(value) if isinstance(value, (dict, list, bool)) else str(value)
 
 
 def _number(value: Any, default: float) -> float:
