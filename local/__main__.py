@@ -4,14 +4,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 import requests
 
 from local import chat as chat_cli
-from local.stack import STACK_FILE, LocalStack, StackOptions
+from local.stack import STACK_FILE, STATE_DIR, LocalStack, StackOptions
 
 
 def up(argv: list[str]) -> int:
@@ -20,10 +22,15 @@ def up(argv: list[str]) -> int:
     parser.add_argument("--moto-port", type=int, default=5000)
     parser.add_argument("--standin-port", type=int, default=8081)
     parser.add_argument("--chain-port", type=int, default=8545)
-    parser.add_argument("--fast-schedules", type=float, nargs="?", const=5.0, default=None, metavar="SECONDS",
-                        help="run every schedule each SECONDS (default 5) instead of the template's rate")
+    parser.add_argument("--fast-schedules", type=float, nargs="?", const=5.0, metavar="SECONDS",
+                        default=float(os.environ["DEPU_FAST_SCHEDULES"]) if os.environ.get("DEPU_FAST_SCHEDULES")
+                        else None,
+                        help="run every schedule each SECONDS (default 5) instead of the template's rate "
+                             "(or set DEPU_FAST_SCHEDULES=SECONDS)")
     parser.add_argument("--no-chain", action="store_true", help="do not start the local chain (anvil)")
     parser.add_argument("--no-agent", action="store_true", help="do not start a local provider agent")
+    parser.add_argument("--state-dir", type=Path, default=STATE_DIR,
+                        help="where secrets, logs, downloads and stack.json live (default .local)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -36,10 +43,10 @@ def up(argv: list[str]) -> int:
     options = StackOptions(
         api_port=args.api_port, moto_port=args.moto_port, standin_port=args.standin_port,
         chain_port=args.chain_port, fast_schedules=args.fast_schedules,
-        chain=not args.no_chain, agent=not args.no_agent,
+        chain=not args.no_chain, agent=not args.no_agent, state_dir=args.state_dir,
     )
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the stack as cleanly as Ctrl-C
-    stack = LocalStack(load_or_create(), options)
+    stack = LocalStack(load_or_create(args.state_dir / "secrets.json"), options)
     try:
         stack.start()
         print(stack.banner(), flush=True)

@@ -190,6 +190,12 @@ def proxy_event(
 ) -> dict[str, Any]:
     """An API Gateway REST proxy integration event (payload format 1.0) for one HTTP request."""
     split = urlsplit(raw_path)
+    present = {name.lower() for name, _ in header_pairs}
+    # what API Gateway adds in front of every integration
+    header_pairs = header_pairs + [(name, value) for name, value in (
+        ("X-Forwarded-For", source_ip), ("X-Forwarded-Proto", "http"),
+        ("X-Amzn-Trace-Id", f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}"),
+    ) if name.lower() not in present]
     query_pairs = parse_qsl(split.query, keep_blank_values=True)
     headers: dict[str, str] = {}
     multi_headers: dict[str, list[str]] = {}
@@ -549,7 +555,11 @@ def _make_request_handler(runtime: LocalRuntime) -> type[BaseHTTPRequestHandler]
             if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                 self.close_connection = True
                 return self._send(*_json_response(411, {"message": "Length Required"}))
-            size = int(length or 0)
+            try:
+                size = int(length or 0)
+            except ValueError:
+                self.close_connection = True
+                return self._send(*_json_response(400, {"message": "Invalid Content-Length"}))
             if size > LAMBDA_PAYLOAD_LIMIT:
                 self.close_connection = True  # the unread body must not be parsed as the next request
                 return self._send(*_json_response(413, {"message": "Request Entity Too Large"}))

@@ -109,3 +109,49 @@ def test_local_secrets_are_random_private_reused_and_never_shown(tmp_path):
     path.chmod(0o644)
     with pytest.raises(PermissionError):
         load_or_create(path)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.skipif(not WEBHOOK_APP.exists(), reason="functions/telegram_webhook/app.py is not written yet")
+def test_python_m_local_up_then_chat_then_sigterm(tmp_path):
+    """The one command, as a user runs it: `up` in one process, `chat` in another, then stop."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    ports = {"--api-port": free_port(), "--moto-port": free_port(), "--standin-port": free_port()}
+    command = [sys.executable, "-m", "local", "up", "--no-chain", "--no-agent", "--state-dir", str(tmp_path)]
+    for flag, port in ports.items():
+        command += [flag, str(port)]
+    errors = open(tmp_path / "up.err", "w")
+    up = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=errors, text=True)
+    banner: list[str] = []
+    reader = threading.Thread(target=lambda: banner.extend(up.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not any("Ctrl-C stops everything" in line for line in banner):
+            assert up.poll() is None and time.monotonic() < deadline, (tmp_path / "up.err").read_text()[-2000:]
+            time.sleep(0.2)
+        standin = f"http://127.0.0.1:{ports['--standin-port']}"
+        chat = subprocess.run([sys.executable, "-m", "local", "chat", "--standin", standin, "--user-id", "4242003",
+                               "--downloads", str(tmp_path / "dl"), "--quiet-seconds", "1"],
+                              input="/start\n", capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert chat.returncode == 0, chat.stderr
+        assert "bot: " in chat.stdout and "[1] " in chat.stdout, chat.stdout
+        assert json.loads((tmp_path / "stack.json").read_text())["standin_url"] == standin
+    finally:
+        up.send_signal(signal.SIGTERM)
+        code = up.wait(timeout=30)
+        errors.close()
+        reader.join(timeout=5)
+    assert code == 0
+    assert not (tmp_path / "stack.json").exists()
+    secrets = json.loads((tmp_path / "secrets.json").read_text())
+    assert stat.S_IMODE((tmp_path / "secrets.json").stat().st_mode) == 0o600
+    output = "".join(banner) + (tmp_path / "up.err").read_text()
+    assert secrets["bot_token"] not in output and secrets["webhook_secret"] not in output
+    assert secrets["bot_token"].split(":")[1] not in output
