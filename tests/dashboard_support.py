@@ -147,3 +147,46 @@ def gpu_metrics(util: float, temp: float = 60, power: float = 250, used_mb: floa
         "temperature_c": temp,
         "power_w": power,
     }
+
+
+# ------------------------------------------------------------------------------------------- chain, forks
+def seed_chain(head: int, blocks: int = 12, *, now: int | None = None) -> None:
+    """Indexed blocks and the indexer's checkpoint, written with the indexer's own header and checkpoint code."""
+    from depu.chain import indexer, store
+
+    now = int(time.time()) if now is None else now
+    for offset in range(blocks):
+        number = head - blocks + 1 + offset
+        raw = {"number": hex(number), "hash": f"0x{number:064x}", "parentHash": f"0x{number - 1:064x}",
+               "timestamp": hex(now - 12 * (head - number)), "gasUsed": hex(1_000_000 * (1 + offset % 5)),
+               "gasLimit": hex(30_000_000), "baseFeePerGas": hex(10**9),
+               "transactions": [{"gasPrice": hex(2 * 10**9)} for _ in range(3 + offset)]}
+        header = indexer.block_header(raw, [])
+        store.table().put_item(Item={"pk": store.BLOCKS, "sk": store.block_key(number), **header, "status": "done"})
+    indexer.save_checkpoint(indexer.Checkpoint(head, f"0x{head:064x}"), None)
+
+
+def seed_fork(user_id: int, fork_id: str, base_block: int, status: str = "active") -> None:
+    from depu.forks.models import Fork
+
+    created = datetime.now(timezone.utc).isoformat()
+    Fork(fork_id, user_id=user_id, chat_id=user_id, created_at=created, status=status, base_block=base_block,
+         expires_at=int(time.time()) + 3600, last_synced_at=created).save()
+
+
+def seed_watch_with_flows(user_id: int, address: str, *, received_wei: int, sent_wei: int, block: int,
+                          now: int | None = None) -> None:
+    """A /watch on ``address`` plus one block's native transfers into and out of it, aggregated by the
+    analytics code the indexer runs."""
+    from decimal import Decimal
+
+    from depu.analytics import aggregates, watches
+
+    assert watches.add(user_id, user_id, address, Decimal(0))
+    now = int(time.time()) if now is None else now
+    other = "0x" + "ab" * 20
+    rows = [
+        {"shape": "native", "asset": "eth", "sender": other, "recipient": address, "amount": str(received_wei)},
+        {"shape": "native", "asset": "eth", "sender": address, "recipient": other, "amount": str(sent_wei)},
+    ]
+    aggregates.apply_block(block, aggregates.block_deltas(rows, now))

@@ -20,7 +20,16 @@ import pytest
 from depu.dashboard import initdata, sessions
 from local.moto_server import free_port
 from tests.conftest import TEST_BOT_TOKEN
-from tests.dashboard_support import gpu_metrics, seed_profile, seed_running_job, set_job_metrics, telegram_user
+from tests.dashboard_support import (
+    gpu_metrics,
+    seed_chain,
+    seed_fork,
+    seed_profile,
+    seed_running_job,
+    seed_watch_with_flows,
+    set_job_metrics,
+    telegram_user,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / ".local" / "screenshots"
@@ -28,7 +37,7 @@ DRIVER = ROOT / "tests" / "dashboard_browser.mjs"
 USER_ID, OTHER_ID = 5150, 6160
 THEME = {"bg_color": "#0f1b2d", "text_color": "#f0f4f8", "hint_color": "#7d8fa3", "button_color": "#e0528a",
          "button_text_color": "#ffffff", "secondary_bg_color": "#1b2a40"}
-LIVE_UTILISATION = [41, 55, 62, 78, 86, 93]  # what the "agent" reports while the page is open; 93 last
+LIVE_UTILISATION = [41, 55, 62, 70, 78, 86, 90, 93]  # what the "agent" reports while the page is open; 93 last
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -78,7 +87,7 @@ def agent_heartbeats(job_id: str, stop: threading.Event) -> threading.Thread:
 
     def beat() -> None:
         for util in LIVE_UTILISATION:
-            if stop.wait(0.8):
+            if stop.wait(1.0):
                 return
             set_job_metrics(job_id, gpu_metrics(util, temp=50 + util // 4, power=150 + util * 2))
 
@@ -93,6 +102,11 @@ def test_dashboard_in_headless_chromium(browser_ready, local_api, tmp_path):
     seed_running_job(USER_ID, "job-grace-live", gpu_metrics(30, temp=52, power=160))
     seed_running_job(OTHER_ID, "job-mallory-secret", gpu_metrics(99))
     now = int(time.time())
+    seed_chain(head=21_000_030, blocks=20, now=now)
+    seed_fork(USER_ID, "fork-grace-1", base_block=21_000_000)
+    seed_fork(USER_ID, "fork-grace-2", base_block=21_000_024)
+    seed_watch_with_flows(USER_ID, "0x" + "5a" * 20, received_wei=4 * 10**18, sent_wei=15 * 10**17,
+                          block=21_000_029, now=now)
     valid = initdata.build(telegram_user(USER_ID, "Grace"), TEST_BOT_TOKEN, auth_date=now - 5)
     tampered = initdata.build(telegram_user(USER_ID, "Grace"), TEST_BOT_TOKEN, auth_date=now - 5).replace(
         quote(f'"id":{USER_ID}', safe=""), quote(f'"id":{OTHER_ID}', safe=""))
@@ -146,6 +160,13 @@ def test_dashboard_in_headless_chromium(browser_ready, local_api, tmp_path):
     for canvas, keys in ((usage, ("s1", "s2")), (thermal, ("s3", "s4"))):
         assert all(canvas[key + "Span"] > 0.5 for key in keys), canvas  # lines run across the time axis
     assert usage["width"] >= 600  # sized for the device pixel ratio (2x a ~340 px wide card)
+
+    # forks' lag, the watched address's flows and the chain's activity are drawn as bars
+    by_id = {canvas["id"]: canvas for canvas in telegram["canvases"] if canvas["id"]}
+    assert by_id["forks-chart"]["points"] == 2 and by_id["forks-chart"]["s1"] > 50
+    assert by_id["watches-chart"]["points"] == 2
+    assert by_id["watches-chart"]["s2"] > 50 and by_id["watches-chart"]["s4"] > 50  # in and out bars
+    assert by_id["chain-chart"]["points"] == 20 and by_id["chain-chart"]["s1"] > 50
 
     # usable on a phone: nothing wider than the 390 px viewport, no errors, nothing fetched from elsewhere
     assert telegram["viewportWidth"] == 390 and telegram["scrollWidth"] <= 390

@@ -307,12 +307,23 @@
     });
   }
 
+  function ago(seconds) {
+    if (!seconds) return "";
+    var delta = Math.max(0, Date.now() / 1000 - seconds);
+    if (delta < 90) return Math.round(delta) + " s ago";
+    if (delta < 5400) return Math.round(delta / 60) + " min ago";
+    return Math.round(delta / 3600) + " h ago";
+  }
+
   function renderForks(section) {
     var items = section.items || [];
     barChart("forks-chart", $("forks"), section, "None yet: create one with /fork.",
       items.map(function (f) { return f.name; }),
       [{ color: "--series-1", values: items.map(function (f) { return Number(f.lag_blocks) || 0; }) }],
-      function (f) { return [f.name + " · " + (f.status || ""), f.lag_blocks === null || f.lag_blocks === undefined ? "lag unknown" : charts.formatNumber(f.lag_blocks) + " blocks behind"]; },
+      function (f) {
+        var lag = f.lag_blocks === null || f.lag_blocks === undefined ? "lag unknown" : charts.formatNumber(f.lag_blocks) + " blocks behind";
+        return [f.name + " · " + (f.status || ""), lag + (f.synced_at ? " · synced " + ago(f.synced_at) : "")];
+      },
       items);
   }
 
@@ -322,7 +333,10 @@
       items.map(function (w) { return w.label || w.address.slice(0, 8); }),
       [{ color: "--series-2", values: items.map(function (w) { return Number(w.inflow) || 0; }) },
        { color: "--series-4", values: items.map(function (w) { return Number(w.outflow) || 0; }) }],
-      function (w) { return [w.label || w.address, "in " + charts.formatNumber(w.inflow) + " · out " + charts.formatNumber(w.outflow)]; },
+      function (w) {
+        var unit = w.unit ? " " + w.unit : "";
+        return [w.label || w.address, "in " + charts.formatNumber(w.inflow) + unit + " · out " + charts.formatNumber(w.outflow) + unit];
+      },
       items);
   }
 

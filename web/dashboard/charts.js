@@ -45,6 +45,7 @@
     if (abs >= 1e6) return (value / 1e6).toFixed(1) + "M";
     if (abs >= 1e4) return (value / 1e3).toFixed(0) + "k";
     if (abs >= 100 || Number.isInteger(value)) return String(Math.round(value));
+    if (abs < 1) return String(Number(value.toPrecision(2)));
     return value.toFixed(1);
   }
 

@@ -162,110 +162,118 @@ def _one_sample(entry: Any, gpu_index: Any, fallback_t: float | None) -> dict[st
 
 # ------------------------------------------------------------------------------------------- forks
 def forks_section(user_id: int) -> Section:
+    """The user's live forks and how far each lags behind mainnet: the indexed chain head minus the block
+    the fork was last built or synced at (``base_block``), plus the time since its last sync."""
     try:
-        from depu.forks import models as fork_models  # type: ignore[attr-defined]
+        from depu.forks.models import ALIVE, Fork
     except ImportError:
         return {"state": "none"}
-    model = getattr(fork_models, "Fork", None)
-    if model is None or not hasattr(model, "by_user"):
-        return {"state": "none"}
-    forks = [fork.attribute_values for fork in model.by_user.query(int(user_id), scan_index_forward=False, limit=MAX_FORKS)]
+    head = _chain_head()
     items = []
-    for fork in forks:
-        if int(fork.get("user_id", -1)) != int(user_id) or fork.get("status") in ("deleted",):
+    for fork in Fork.by_user.query(int(user_id), scan_index_forward=False, limit=MAX_FORKS * 3):
+        if int(fork.user_id) != int(user_id) or fork.status not in ALIVE:
             continue
-        fork_block = _first(fork, ("head_block", "block_number", "fork_block", "latest_block", "synced_block"))
-        mainnet = _first(fork, ("mainnet_block", "upstream_block", "mainnet_head"))
-        lag = _first(fork, ("lag_blocks", "lag"))
-        if lag is None and fork_block is not None and mainnet is not None:
-            lag = max(0, mainnet - fork_block)
+        base = _number(fork.base_block)
+        synced = _iso_seconds(fork.last_synced_at) or _iso_seconds(fork.created_at)
         items.append({
-            "fork_id": str(fork.get("fork_id", "")),
-            "name": fork.get("name") or fork.get("label") or str(fork.get("fork_id", ""))[:8],
-            "status": fork.get("status"),
-            "block": fork_block,
-            "mainnet_block": mainnet,
-            "lag_blocks": lag,
+            "fork_id": str(fork.fork_id),
+            "name": str(fork.fork_id) if len(str(fork.fork_id)) <= 16 else str(fork.fork_id)[:10] + "…",
+            "status": fork.status,
+            "block": base,
+            "mainnet_block": head,
+            "lag_blocks": max(0, head - base) if head is not None and base is not None else None,
+            "synced_at": synced,
+            "auto_sync": bool(fork.auto_sync),
         })
-    return {"state": "ok" if items else "none", "items": items}
+        if len(items) >= MAX_FORKS:
+            break
+    return {"state": "ok" if items else "none", "items": items, "mainnet_block": head}
+
+
+def _iso_seconds(value: Any) -> float | None:
+    if not value:
+        return None
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 # ------------------------------------------------------------------------------------------- watches
-def watches_section(user_id: int) -> Section:
-    reader = _optional_function(
-        ("depu.analytics.watches", "list_watches"),
-        ("depu.analytics.watch", "list_watches"),
-        ("depu.analytics", "list_watches"),
-    )
-    if reader is None:
+WEI_PER_ETH = 10**18
+FLOW_WINDOW_HOURS = 24
+
+
+def watches_section(user_id: int, *, now: float | None = None) -> Section:
+    """The user's watched addresses with their ETH flows over the last day, from the indexer's hourly
+    ``ADR#<address> FLOW#eth#<hour>`` aggregates."""
+    try:
+        from depu.analytics import watches
+        from depu.chain import store
+    except ImportError:
         return {"state": "none"}
+    current = int(time.time() if now is None else now)
+    since = current - current % 3600 - (FLOW_WINDOW_HOURS - 1) * 3600
     items = []
-    for watch in list(reader(int(user_id)))[:MAX_WATCHES]:
-        view = _as_dict(watch)
-        if "user_id" in view and int(view["user_id"]) != int(user_id):
-            continue
+    for watch in watches.of_user(int(user_id))[:MAX_WATCHES]:
+        address = str(watch["sk"]).lower()
+        inflow = outflow = transfers = 0
+        for flow in store.prefix(f"ADR#{address}", f"FLOW#{store.NATIVE}#"):
+            hour = int(str(flow["sk"]).rsplit("#", 1)[-1])
+            if hour < since:
+                continue
+            inflow += int(flow.get("in", 0))
+            outflow += int(flow.get("out", 0))
+            transfers += int(flow.get("n_in", 0)) + int(flow.get("n_out", 0))
         items.append({
-            "address": str(view.get("address", "")),
-            "label": view.get("label") or view.get("name"),
-            "inflow": _number(view.get("inflow") or view.get("in")) or 0,
-            "outflow": _number(view.get("outflow") or view.get("out")) or 0,
-            "transfers": _number(view.get("transfers") or view.get("count")) or 0,
+            "address": address,
+            "label": address[:6] + "…" + address[-4:],
+            "inflow": round(inflow / WEI_PER_ETH, 6),
+            "outflow": round(outflow / WEI_PER_ETH, 6),
+            "transfers": transfers,
+            "unit": "ETH",
         })
-    return {"state": "ok" if items else "none", "items": items}
+    return {"state": "ok" if items else "none", "items": items, "window_hours": FLOW_WINDOW_HOURS}
 
 
 # ------------------------------------------------------------------------------------------- chain
 def chain_section(_user_id: int) -> Section:
-    """Recent blocks (public chain data, the same for every user)."""
-    reader = _optional_function(
-        ("depu.analytics.blocks", "recent_blocks"),
-        ("depu.analytics.store", "recent_blocks"),
-        ("depu.analytics", "recent_blocks"),
-    )
-    if reader is None:
+    """The newest indexed blocks (public chain data, the same for every user)."""
+    try:
+        from depu.chain import store
+    except ImportError:
         return {"state": "none"}
     blocks = []
-    for block in list(reader(MAX_BLOCKS))[-MAX_BLOCKS:]:
-        view = _as_dict(block)
-        number = _first(view, ("number", "block_number", "block"))
-        if number is None:
-            continue
+    for block in store.query_all(store.BLOCKS, reverse=True, limit=MAX_BLOCKS + 5):
+        if block.get("status", "done") != "done":
+            continue  # being applied or rolled back right now
         blocks.append({
-            "number": int(number),
-            "t": _first(view, ("timestamp", "t", "time")),
-            "tx_count": _first(view, ("tx_count", "transactions", "txs")) or 0,
-            "transfers": _first(view, ("transfers", "transfer_count")) or 0,
-            "gas_used": _first(view, ("gas_used", "gas")) or 0,
+            "number": int(block["number"]),
+            "t": _number(block.get("timestamp")),
+            "tx_count": int(block.get("tx_count", 0)),
+            "transfers": int(block.get("transfer_count", 0)) + int(block.get("native_count", 0)),
+            "gas_used": int(block.get("gas_used", 0)),
+            "gas_limit": int(block.get("gas_limit", 0)),
         })
+        if len(blocks) >= MAX_BLOCKS:
+            break
     blocks.sort(key=lambda block: block["number"])
-    return {"state": "ok" if blocks else "none", "blocks": blocks, "head": blocks[-1]["number"] if blocks else None}
+    return {"state": "ok" if blocks else "none", "blocks": blocks, "head": _chain_head()}
+
+
+def _chain_head() -> int | None:
+    """Mainnet's head as far as the indexer has followed it (its checkpoint)."""
+    try:
+        from depu.chain import store
+    except ImportError:
+        return None
+    checkpoint = store.get(store.CHAIN, store.CHECKPOINT)
+    return int(checkpoint["number"]) if checkpoint else None
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def _optional_function(*candidates: tuple[str, str]) -> Callable[..., Any] | None:
-    import importlib
-
-    for module_name, attribute in candidates:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        found = getattr(module, attribute, None)
-        if callable(found):
-            return found
-    return None
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    if isinstance(value, Mapping):
-        return dict(value)
-    if hasattr(value, "attribute_values"):
-        return dict(value.attribute_values)
-    if hasattr(value, "__dict__"):
-        return {key: item for key, item in vars(value).items() if not key.startswith("_")}
-    return {}
-
-
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
