@@ -39,7 +39,7 @@ THEME = {"bg_color": "#0f1b2d", "text_color": "#f0f4f8", "hint_color": "#7d8fa3"
          "button_text_color": "#ffffff", "secondary_bg_color": "#1b2a40"}
 LIVE_UTILISATION = [41, 55, 62, 70, 78, 86, 90, 93]  # what the "agent" reports while the page is open; 93 last
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # a first run installs Chromium
 
 
 @pytest.fixture(scope="module")
