@@ -46,14 +46,14 @@ class RecordingChat:
 
 def message(user_id: int = 11, command: str | None = None, args: str = "", **extra) -> Incoming:
     text = f"/{command} {args}".strip() if command else extra.pop("text", "")
-    fields = dict(first_name="Ada", username="ada", language_code="en")
+    fields = dict(first_name="Ada", username="ada", language_code="en", chat_type="private")
     fields.update(extra)
-    return Incoming(update_id=1, user_id=user_id, chat_id=user_id, chat_type="private", text=text,
-                    command=command, args=args, message_id=5, **fields)
+    return Incoming(update_id=1, user_id=user_id, chat_id=user_id, text=text, command=command, args=args,
+                    message_id=5, **fields)
 
 
-def press(data: str, user_id: int = 11) -> Incoming:
-    return Incoming(update_id=2, user_id=user_id, chat_id=user_id, chat_type="private", callback_id="cb-1",
+def press(data: str, user_id: int = 11, chat_type: str = "private") -> Incoming:
+    return Incoming(update_id=2, user_id=user_id, chat_id=user_id, chat_type=chat_type, callback_id="cb-1",
                     callback_data=data, message_id=9, first_name="Ada")
 
 
@@ -193,9 +193,11 @@ def test_menu_button_profile_and_coming_soon(bot, monkeypatch):
 
 
 @pytest.mark.parametrize("data", ["menu:0:rent", "menu:1:nope", "menu:1", "menu"])
-def test_menu_button_refuses_stale_or_unknown_buttons(bot, data):
+def test_menu_button_refuses_stale_or_unknown_buttons(data):
+    from depu.bot import basics
+
     chat = RecordingChat()
-    bot.menu_button(press(data), chat)
+    basics.menu_button(press(data), chat)  # refused before any storage is touched
     assert chat.replies == []
     assert len(chat.answers) == 1 and chat.answers[0][1] is True and "/start" in chat.answers[0][0]
 
@@ -273,3 +275,13 @@ def test_start_and_menu_through_the_webhook(webhook):
     assert _post(function, press_update)["statusCode"] == 200
     assert "<b>Your profile</b>" in telegram.calls_of("sendMessage")[-1].params["text"]
     assert [call.params["callback_query_id"] for call in telegram.calls_of("answerCallbackQuery")] == ["cbq-3"]
+
+
+def test_profile_is_never_shown_in_a_group(bot):
+    chat = RecordingChat()
+    bot.start(message(command="start"), chat)
+    in_group = message(command="profile", chat_type="supergroup")
+    bot.profile_command(in_group, chat)
+    assert "private chat" in chat.text and "credits ($" not in chat.text and "<code>11</code>" not in chat.text
+    bot.menu_button(press("menu:1:profile", chat_type="group"), chat)
+    assert "private chat" in chat.text and "Available:" not in chat.text

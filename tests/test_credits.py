@@ -57,15 +57,17 @@ def test_grant_to_unknown_user_changes_nothing(ledger):
     assert credits.history(404) == []  # the entry was in the cancelled transaction
 
 
-@pytest.mark.parametrize("amount", [0, -5, 1.5, True, "3"])
-def test_amounts_must_be_positive_integers(ledger, amount):
+def test_amounts_must_be_positive_integers(ledger):
     credits, profiles = ledger
     profiles.ensure_profile(1, "Ada")
+    for amount in (0, -5, 1.5, True, "3"):
+        with pytest.raises(ValueError):
+            credits.grant(1, amount, "grant#bad", "bad")
+        with pytest.raises(ValueError):
+            credits.hold(1, amount, "job-bad")
     with pytest.raises(ValueError):
-        credits.grant(1, amount, "grant#bad", "bad")
-    with pytest.raises(ValueError):
-        credits.hold(1, amount, "job-bad")
-    assert credits.history(1)[0].entry_id == credits.STARTER_ENTRY
+        credits.settle(1, "job-bad", -1, provider_id=None, job_id="job-bad")
+    assert [entry.entry_id for entry in credits.history(1)] == [credits.STARTER_ENTRY]
 
 
 def test_hold_insufficient_raises_and_changes_nothing(ledger):
@@ -216,7 +218,8 @@ _operation = st.one_of(
 )
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.slow
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations=st.lists(_operation, min_size=1, max_size=10))
 def test_ledger_invariants_hold_for_any_sequence(ledger, operations):
     """Random grant/hold/settle/release sequences (ids repeat on purpose: retries and double taps) keep
@@ -283,6 +286,6 @@ def test_ledger_invariants_hold_for_any_sequence(ledger, operations):
         assert now.credits >= 0 and now.held >= 0
         assert (now.credits, now.held) == (expected_credits, expected_held)
         assert now.credits + now.held + charged == granted
-        assert credits.balance(provider_id).earned == charged
 
+    assert credits.balance(provider_id).earned == charged
     assert _replayed_balance(credits, user_id) == (expected_credits, expected_held, charged)

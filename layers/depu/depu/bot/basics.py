@@ -121,6 +121,15 @@ def help_command(incoming: Incoming, chat: Chat) -> None:
 
 @command("profile", "Your identity, credits and activity")
 def profile_command(incoming: Incoming, chat: Chat) -> None:
+    if incoming.chat_type != "private":
+        # Balances and activity are the user's own business: never shown to a whole group.
+        bot = get_settings().bot_username
+        chat.reply(
+            "Your profile shows your credits and activity, so I only show it in our private chat: "
+            "send /profile there.",
+            [[Button("Open a private chat", url=f"https://t.me/{bot}")]],
+        )
+        return
     profile = profile_of(incoming)
     chat.reply(render_profile(profile))
 
