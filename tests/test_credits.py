@@ -159,6 +159,9 @@ def test_provider_without_profile_is_credited_and_later_gets_starter_once(ledger
     credits.hold(1, 100, "job-1")
     credits.settle(1, "job-1", 40, provider_id=77, job_id="job-1")
     assert credits.balance(77) == credits.Balance(0, 0, 40)
+    with pytest.raises(credits.InsufficientCredits) as raised:  # earnings are not spendable credits
+        credits.hold(77, 1, "job-x")
+    assert raised.value.available == 0
 
     profile, created = profiles.ensure_profile(77, "Late provider")
     assert created is False  # the row existed (earnings), but it is completed and granted once

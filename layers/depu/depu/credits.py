@@ -232,7 +232,7 @@ def hold(user_id: int, amount: int, hold_id: str) -> None:
         profile = _profile_or_none(user_id)
         if profile is None:
             raise UnknownAccount(f"user {user_id} has no profile")
-        raise InsufficientCredits(user_id, amount, int(profile.credits))
+        raise InsufficientCredits(user_id, amount, int(profile.credits or 0))
 
 
 def settle(user_id: int, hold_id: str, charge: int, *, provider_id: int | None, job_id: str) -> int:
