@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 FORWARD_TIMEOUT_S = 30.0
 FORK_CACHE_SECONDS = 1.0
+RECEIPT_WAIT_S = 5.0
 
 
 @dataclass
@@ -136,8 +137,7 @@ class ForkProxy:
                 return answer  # the fork did not change: nothing to journal
             value = answer.get("result")
             if method in outcomes.TX_METHODS:
-                receipt = self._forward(current.host_rpc_url, "eth_getTransactionReceipt", [value], 0).get("result")
-                outcome = outcomes.of_receipt(receipt)
+                outcome = outcomes.of_receipt(self._receipt(current.host_rpc_url, value))
             else:
                 outcome = outcomes.of_result(value)
             journal.record(fork.fork_id, seq, method, params, outcome)
@@ -167,6 +167,15 @@ class ForkProxy:
             return answer
         finally:
             journal.end_write(fork.fork_id, lease, changed)
+
+    def _receipt(self, url: str | None, tx_hash: Any) -> dict[str, Any] | None:
+        """The transaction's receipt: anvil answers the hash before its automine block is sealed."""
+        deadline = time.monotonic() + RECEIPT_WAIT_S
+        while True:
+            receipt = self._forward(url, "eth_getTransactionReceipt", [tx_hash], 0).get("result")
+            if receipt or time.monotonic() > deadline:
+                return receipt
+            time.sleep(0.02)
 
     def _forward(self, url: str | None, method: str, params: list[Any], request_id: Any) -> dict[str, Any]:
         if not url:

@@ -1,0 +1,247 @@
+"""The fork host: runs DePU shadow forks as anvil processes on this machine.
+
+The agent starts ``ForkHost(api, config).run(stop_event)`` in a thread when "fork_host" is among its
+capabilities. The loop long-polls ``POST /agent/forks/claim`` (telling the API which forks it runs, and
+stopping those the API says are no longer its own), and does one task at a time:
+
+- provision: start anvil forked from the upstream chain at the task's block, replay the fork's journal in
+  order, report each entry's outcome, the snapshot ids anvil gave, and the RPC URL;
+- rebase: the same at the upstream's current head, on a fresh anvil; once the API accepts the report the new
+  anvil replaces the old one, which is stopped after a short grace period so in-flight reads finish;
+- stop: stop the fork's anvil.
+
+The host keeps no state a restart needs: a fork is its base plus its journal, which the API holds.
+
+Settings come from the agent config when it has them, else from the environment:
+``fork_upstream_url`` / DEPU_FORK_UPSTREAM_URL (the mainnet JSON-RPC anvil forks from; the host's own, never
+sent by the API), ``fork_rpc_base_url`` (how the DePU proxy reaches this machine, default http://127.0.0.1),
+``fork_anvil_path`` / DEPU_FORK_ANVIL (the anvil binary), ``fork_max_forks`` (default 8).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import requests
+
+log = logging.getLogger(__name__)
+
+CLAIM_WAIT_SECONDS = 10.0
+START_TIMEOUT_SECONDS = 30.0
+SWAP_GRACE_SECONDS = 5.0
+ERROR_BACKOFF_SECONDS = 2.0
+TX_METHODS = frozenset({"eth_sendRawTransaction", "eth_sendTransaction"})
+_REPO_ANVIL = Path(__file__).resolve().parents[2] / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+
+
+class Api(Protocol):
+    def post(self, path: str, json: dict | None = None, timeout: float | None = None) -> tuple[int, dict]: ...
+
+
+def _setting(config: Any, name: str, env: str, default: str = "") -> str:
+    return str(getattr(config, name, "") or os.environ.get(env, "") or default)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class AnvilFork:
+    """One anvil process forked from ``upstream`` at ``block``."""
+
+    def __init__(self, binary: str, upstream: str, block: int, bind_host: str, public_base: str):
+        self.block = block
+        self.port = _free_port(bind_host)
+        self.local_url = f"http://{bind_host}:{self.port}"
+        self.rpc_url = f"{public_base.rstrip('/')}:{self.port}"
+        self._session = requests.Session()
+        self.process = subprocess.Popen(
+            [binary, "--fork-url", upstream, "--fork-block-number", str(block), "--host", bind_host,
+             "--port", str(self.port), "--no-rate-limit", "--quiet"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"anvil exited with status {self.process.returncode}")
+            try:
+                self.call("eth_chainId", [])
+                return
+            except (requests.RequestException, RuntimeError):
+                time.sleep(0.05)
+        raise TimeoutError("anvil did not answer in time")
+
+    def call(self, method: str, params: list[Any]) -> dict[str, Any]:
+        """The raw JSON-RPC answer (``result`` or ``error``)."""
+        answer = self._session.post(self.local_url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}, timeout=60)
+        return answer.json()
+
+    def value(self, method: str, params: list[Any]) -> Any:
+        answer = self.call(method, params)
+        if "error" in answer:
+            raise RuntimeError(f"{method}: {answer['error'].get('message')}")
+        return answer["result"]
+
+    def receipt(self, tx_hash: str, timeout: float = 5.0) -> dict[str, Any] | None:
+        """anvil answers a transaction's hash before its automine block is sealed: wait for the receipt."""
+        deadline = time.monotonic() + timeout
+        while True:
+            receipt = self.value("eth_getTransactionReceipt", [tx_hash])
+            if receipt or time.monotonic() > deadline:
+                return receipt
+            time.sleep(0.02)
+
+    def replay(self, journal: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Apply the journal in order; returns each entry's raw outcome and the snapshot ids anvil gave."""
+        reports, snapshots = [], {}
+        for entry in journal:
+            method, params, seq = entry["method"], entry.get("params") or [], int(entry["seq"])
+            answer = self.call(method, params)
+            if "error" in answer:
+                reports.append({"seq": seq, "error": answer["error"]})
+                continue
+            if method in TX_METHODS:
+                receipt = self.receipt(answer["result"])
+                reports.append({"seq": seq, "receipt": receipt})
+                continue
+            if method == "evm_snapshot":
+                snapshots[str(seq)] = answer["result"]
+            reports.append({"seq": seq, "result": answer.get("result")})
+        return reports, snapshots
+
+    def stop(self) -> None:
+        self._session.close()
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                return
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+
+
+class ForkHost:
+    def __init__(self, api: Api, config: Any = None):
+        self.api = api
+        self.upstream = _setting(config, "fork_upstream_url", "DEPU_FORK_UPSTREAM_URL")
+        public_base = _setting(config, "fork_rpc_base_url", "DEPU_FORK_RPC_BASE_URL", "http://127.0.0.1")
+        self.public_base = public_base.rstrip("/")
+        self.bind_host = urlsplit(self.public_base).hostname or "127.0.0.1"
+        self.binary = _setting(config, "fork_anvil_path", "DEPU_FORK_ANVIL") or shutil.which("anvil") or str(_REPO_ANVIL)
+        self.max_forks = int(getattr(config, "fork_max_forks", 0) or 8)
+        self.claim_wait = min(float(getattr(config, "claim_wait_seconds", CLAIM_WAIT_SECONDS) or CLAIM_WAIT_SECONDS), 20.0)
+        self.forks: dict[str, AnvilFork] = {}
+        self._lock = threading.Lock()
+        self._retiring: list[tuple[threading.Timer, AnvilFork]] = []
+
+    # ------------------------------------------------------------------ loop
+    def run(self, stop_event: threading.Event) -> None:
+        if not self.upstream:
+            log.error("fork host disabled: no fork_upstream_url / DEPU_FORK_UPSTREAM_URL configured")
+            return
+        try:
+            while not stop_event.is_set():
+                try:
+                    self.step()
+                except Exception:  # noqa: BLE001 - the loop outlives one bad answer or a network blip
+                    log.exception("fork host step failed")
+                    stop_event.wait(ERROR_BACKOFF_SECONDS)
+        finally:
+            self.shutdown()
+
+    def step(self) -> bool:
+        """One claim round; True if a task was done."""
+        wait = self.claim_wait if len(self.forks) < self.max_forks else 0
+        status, body = self.api.post("/agent/forks/claim", {"wait": wait, "running": sorted(self.forks)}, timeout=wait + 15)
+        if status != 200:
+            raise RuntimeError(f"claim answered {status}")
+        for fork_id in body.get("stop") or []:
+            self._drop(fork_id)
+        task = body.get("task")
+        if not task:
+            return False
+        self.handle(task)
+        return True
+
+    def handle(self, task: dict[str, Any]) -> None:
+        kind, fork_id, task_id = task["kind"], task["fork_id"], task["task_id"]
+        log.info("fork task %s for %s", kind, fork_id)
+        if kind == "stop":
+            stopped = self._drop(fork_id)
+            self._report(task_id, {"ok": True, "stopped": stopped})
+            return
+        try:
+            anvil, report = self._build(task)
+        except Exception as error:  # noqa: BLE001 - reported to the state machine, which decides
+            log.warning("fork %s: %s failed: %s", fork_id, kind, error)
+            self._report(task_id, {"ok": False, "error": f"{kind} failed: {error}"[:300]})
+            return
+        status = self._report(task_id, report)
+        if status != 200:
+            anvil.stop()  # the state machine gave up waiting, or rejected the report
+            return
+        with self._lock:
+            old = self.forks.get(fork_id)
+            self.forks[fork_id] = anvil
+        if old is not None:
+            timer = threading.Timer(SWAP_GRACE_SECONDS, old.stop)
+            timer.daemon = True
+            timer.start()
+            self._retiring.append((timer, old))
+
+    def _build(self, task: dict[str, Any]) -> tuple[AnvilFork, dict[str, Any]]:
+        block = task.get("block") or "latest"
+        number = self._upstream_head() if block == "latest" else int(block)
+        anvil = AnvilFork(self.binary, self.upstream, number, self.bind_host, self.public_base)
+        try:
+            anvil.wait_ready()
+            entries, snapshots = anvil.replay(task.get("journal") or [])
+            chain_id = int(anvil.value("eth_chainId", []), 16)
+        except Exception:
+            anvil.stop()
+            raise
+        report = {"ok": True, "rpc_url": anvil.rpc_url, "base_block": number, "chain_id": chain_id,
+                  "entries": entries, "snapshots": snapshots}
+        return anvil, report
+
+    def _upstream_head(self) -> int:
+        answer = requests.post(self.upstream, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}, timeout=10)
+        return int(answer.json()["result"], 16)
+
+    def _report(self, task_id: str, report: dict[str, Any]) -> int:
+        status, _body = self.api.post(f"/agent/forks/tasks/{task_id}/result", report, timeout=30)
+        return status
+
+    def _drop(self, fork_id: str) -> bool:
+        with self._lock:
+            anvil = self.forks.pop(fork_id, None)
+        if anvil is None:
+            return False
+        anvil.stop()
+        return True
+
+    def shutdown(self) -> None:
+        with self._lock:
+            forks, self.forks = list(self.forks.values()), {}
+        for timer, old in self._retiring:
+            timer.cancel()
+            forks.append(old)
+        self._retiring.clear()
+        for anvil in forks:
+            anvil.stop()

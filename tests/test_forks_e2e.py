@@ -1,0 +1,170 @@
+"""Shadow forks end to end on the local stack's pieces: a local "mainnet" (local.devchain, anvil with DePU's
+contracts and transfer activity), moto running the real state machines, the template's real agent API and
+fork RPC handlers behind a local HTTP front, real fork hosts (agent/depu_agent/forkhost.py) running anvil,
+and web3.py talking to the fork through its RPC URL."""
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+import requests
+from eth_account import Account
+from web3 import Web3
+
+from depu.config import get_settings
+from depu.forks import janitor, proxy, service
+from depu.forks.models import Fork
+from depu_agent.api import ApiClient
+from depu_agent.forkhost import ForkHost
+from forks_support import ApiFront, notices, register_fork_host, wait_execution, wait_for
+from local.devchain import DevChain
+
+pytestmark = pytest.mark.e2e
+USER = 4242
+RECIPIENT = "0x000000000000000000000000000000000000dEaD"
+
+
+@pytest.fixture
+def mainnet():
+    chain = DevChain().start()
+    try:
+        chain.deploy_defaults()
+        chain.activity(rounds=2)
+        yield chain
+    finally:
+        chain.stop()
+
+
+@pytest.fixture
+def stack(aws, mainnet, monkeypatch):
+    front = ApiFront(aws.endpoint)
+    monkeypatch.setenv("PUBLIC_API_URL", front.url)
+    monkeypatch.setenv("CHAIN_RPC_URL", mainnet.rpc_url)
+    get_settings.cache_clear()
+    monkeypatch.setattr(service, "PROVISION_TIMEOUT_S", 60)
+    monkeypatch.setattr(service, "REBASE_TIMEOUT_S", 60)
+    monkeypatch.setattr(service, "STOP_TIMEOUT_S", 20)
+    monkeypatch.setattr(proxy, "FORK_CACHE_SECONDS", 0)
+    hosts: list[tuple[threading.Event, threading.Thread, ForkHost]] = []
+
+    def start_host(name: str, upstream: str | None = None) -> ForkHost:
+        _agent_id, token = register_fork_host(name)
+        config = SimpleNamespace(fork_upstream_url=upstream or mainnet.rpc_url, fork_rpc_base_url="http://127.0.0.1", claim_wait_seconds=1)
+        host = ForkHost(ApiClient(front.url, token, attempts=2), config)
+        stop = threading.Event()
+        thread = threading.Thread(target=host.run, args=(stop,), daemon=True)
+        thread.start()
+        hosts.append((stop, thread, host))
+        return host
+
+    def stop_host(host: ForkHost) -> None:
+        for stop, thread, candidate in hosts:
+            if candidate is host:
+                stop.set()
+                thread.join(timeout=30)
+
+    try:
+        yield SimpleNamespace(front=front, start_host=start_host, stop_host=stop_host, mainnet=mainnet)
+    finally:
+        for stop, _thread, _host in hosts:
+            stop.set()
+        for _stop, thread, host in hosts:
+            thread.join(timeout=30)
+            host.shutdown()
+        front.stop()
+
+
+def wait_status(fork_id: str, status: str, timeout: float = 60) -> Fork:
+    return wait_for(lambda: (f := Fork.get(fork_id, consistent_read=True)).status == status and f, timeout, f"fork {status}")
+
+
+def test_create_use_sync_and_delete_a_fork_through_its_rpc_url(stack):
+    host = stack.start_host("host-a")
+    started = time.monotonic()
+    created = service.create_fork(USER, USER, "latest")
+    fork = wait_status(created.fork.fork_id, "active")
+    w3 = Web3(Web3.HTTPProvider(created.rpc_url, request_kwargs={"timeout": 30}))
+    assert w3.eth.chain_id == 1
+    creation_s = time.monotonic() - started
+    assert f"<b>{fork.fork_id}</b> is ready at block {fork.base_block}" in notices(10)[0]["text"]
+    assert fork.base_block == stack.mainnet.block_number()
+
+    # the user funds a fresh account (gas-free, through the bot's service) and sends a signed transaction
+    user = Account.create()
+    service.fund(USER, fork.fork_id, user.address, "10")
+    assert w3.eth.get_balance(user.address) == 10 * 10**18
+    tx = {"to": RECIPIENT, "value": 10**18, "nonce": 0, "gas": 21000, "chainId": 1,
+          "maxFeePerGas": w3.eth.gas_price * 3, "maxPriorityFeePerGas": 1}
+    tx_hash = w3.eth.send_raw_transaction(user.sign_transaction(tx).raw_transaction)
+    assert w3.eth.get_transaction_receipt(tx_hash)["status"] == 1
+    recipient_before = w3.eth.get_balance(RECIPIENT)
+    mainnet_recipient = stack.mainnet.w3.eth.get_balance(RECIPIENT)
+    assert recipient_before == mainnet_recipient + 10**18
+
+    # mainnet moves on (contract transfers and ETH sends), the fork syncs onto its head
+    stack.mainnet.activity(rounds=3, seed=11)
+    stack.mainnet.send_eth(stack.mainnet.accounts[1], RECIPIENT, 7)
+    head = stack.mainnet.block_number()
+    assert head > fork.base_block
+    service.sync_now(USER, fork.fork_id)
+    synced = wait_for(lambda: (f := Fork.get(fork.fork_id)).status == "active" and f.base_block >= head and f, 60, "sync")
+    assert synced.conflict_count == 0, synced.conflicts
+    assert "now follows block" in notices(10)[0]["text"]
+    # the fork's head follows mainnet, mainnet's new activity is visible, and the user's changes are still there
+    assert w3.eth.block_number >= head
+    assert w3.eth.get_balance(RECIPIENT) == mainnet_recipient + 7 + 10**18
+    assert w3.eth.get_balance(user.address) == 10 * 10**18 - 10**18 - 21000 * w3.eth.get_transaction_receipt(tx_hash)["effectiveGasPrice"]
+    assert service.info(USER, fork.fork_id).journal_size == 2
+    wait_for(lambda: len(host.forks) == 1, 10, "old anvil retired")
+
+    # delete: the URL stops answering at once, the host stops the fork's anvil, the user is told
+    old_host_url = Fork.get(fork.fork_id).host_rpc_url
+    service.delete_fork(USER, fork.fork_id)
+    answer = requests.post(created.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}, timeout=10)
+    assert answer.status_code == 401 and answer.json()["error"]["code"] == -32001
+    wait_status(fork.fork_id, "deleted", 30)
+    assert "no longer answers" in notices(10)[0]["text"]
+    wait_for(lambda: not host.forks, 20, "host stopped the fork")
+    with pytest.raises(requests.ConnectionError):
+        requests.post(old_host_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}, timeout=5)
+    print(f"\nfork creation to first RPC answer: {creation_s:.2f} s")
+
+
+def test_a_fork_whose_host_dies_comes_back_on_another_host_with_its_journal(stack):
+    first = stack.start_host("host-a")
+    created = service.create_fork(USER, USER, "latest")
+    fork = wait_status(created.fork.fork_id, "active")
+    notices(10)
+    w3 = Web3(Web3.HTTPProvider(created.rpc_url, request_kwargs={"timeout": 30}))
+    user = Account.create()
+    service.fund(USER, fork.fork_id, user.address, "5")
+    signed = user.sign_transaction({"to": RECIPIENT, "value": 2 * 10**18, "nonce": 0, "gas": 21000, "chainId": 1,
+                                    "maxFeePerGas": w3.eth.gas_price * 3, "maxPriorityFeePerGas": 1})
+    w3.eth.send_raw_transaction(signed.raw_transaction)
+    expected_recipient = w3.eth.get_balance(RECIPIENT)
+
+    stack.stop_host(first)  # host A goes away with its anvil; nobody tells the API
+    assert not first.forks
+    second = stack.start_host("host-b")
+    swept = janitor.sweep(now=time.time() + janitor.HOST_SILENT_S + 5)  # A's last heartbeat is now too old
+    assert swept.rebuilt == [fork.fork_id]
+    rebuilt = wait_status(fork.fork_id, "active", 60)
+    assert rebuilt.host_agent_id != fork.host_agent_id and rebuilt.base_block == fork.base_block
+    assert "rebuilt on another host" in notices(10)[0]["text"]
+    assert list(second.forks) == [fork.fork_id]
+    # same URL, same base, the journal replayed: the funding and the transaction are there
+    assert w3.eth.get_balance(RECIPIENT) == expected_recipient
+    assert w3.eth.get_transaction_count(user.address) == 1
+
+
+def test_a_host_that_cannot_fork_ends_the_creation_failed_and_the_user_is_told(stack):
+    stack.start_host("host-broken", upstream="http://127.0.0.1:9")  # its upstream chain does not answer
+    created = service.create_fork(USER, USER, "latest")
+    failed = wait_status(created.fork.fork_id, "failed", 60)
+    assert failed.failure == "ForkHostFailed"
+    assert wait_execution(failed.create_execution, 30) == "FAILED"
+    assert "could not be started (ForkHostFailed)" in notices(10)[0]["text"]
+    answer = requests.post(created.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=10)
+    assert answer.status_code == 404
