@@ -255,6 +255,16 @@ def test_logs_never_contain_secrets(webhook, telegram, recorder, caplog, capsys)
         assert secret not in caplog.text and secret not in output.out and secret not in output.err
 
 
+def test_a_feature_that_fails_to_import_fails_loudly_and_keeps_the_update(webhook, telegram, recorder, monkeypatch) -> None:
+    monkeypatch.setattr(features, "FEATURES", ("depu.bot.no_such_feature",))
+    with pytest.raises(ModuleNotFoundError):
+        invoke(webhook, message_update(70, "/tping"))  # a Lambda error: Telegram retries, the alarm fires
+    assert idempotency_items() == []  # not marked done, so the retry after the fix is processed
+    monkeypatch.setattr(features, "FEATURES", ())
+    assert invoke(webhook, message_update(70, "/tping"))["statusCode"] == 200
+    assert recorder.calls == [("ping", "")]
+
+
 # ---------------------------------------------------------------- the real feature set
 @pytest.mark.skipif(importlib.util.find_spec("depu.bot.basics") is None, reason="depu.bot.basics not written yet")
 def test_real_features_answer_help_in_a_group(webhook, telegram, monkeypatch) -> None:
