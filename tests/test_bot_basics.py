@@ -182,7 +182,7 @@ def test_menu_button_opens_the_feature_command(bot, monkeypatch):
 def test_menu_button_profile_and_coming_soon(bot, monkeypatch):
     from depu.bot.registry import registry
 
-    for name in ("fork", "shadow_fork", "forks"):
+    for name in bot.MENU_TARGETS["fork"]:
         monkeypatch.delitem(registry.commands, name, raising=False)
     chat = RecordingChat()
     bot.menu_button(press("menu:1:fork"), chat)

@@ -29,8 +29,8 @@ MENU_PREFIX = "menu"
 # What each onboarding button opens: the first of these commands that a feature registered.
 MENU_TARGETS: dict[str, tuple[str, ...]] = {
     "rent": ("rent_gpu", "rent"),
-    "fork": ("fork", "shadow_fork", "forks"),
-    "analytics": ("analytics",),
+    "fork": ("fork", "forks", "shadow_fork", "new_fork"),
+    "analytics": ("analytics", "dashboard", "stats"),
     "profile": ("profile",),
     "help": ("help",),
 }
