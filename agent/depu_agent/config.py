@@ -1,0 +1,180 @@
+"""The agent's settings: one file (JSON, or INI with an ``[agent]`` section) plus ``DEPU_AGENT_*`` overrides.
+
+Timings are named values here, not numbers scattered through the loop, so a reader (and a test that wants a
+short grace period) finds every interval in one place. The agent token is never in this file: it lives in its
+own file with mode 600, so the config can be shown or shared without leaking it.
+"""
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import json
+import os
+import socket
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_PREFIX = "DEPU_AGENT_"
+
+
+class ConfigError(ValueError):
+    """The config file or an override is malformed; the message says which setting."""
+
+
+@dataclass
+class AgentConfig:
+    api_url: str = "http://127.0.0.1:3000"
+    name: str = field(default_factory=socket.gethostname)
+    agent_token_file: str = ""
+    work_dir: str = ""
+    gpus: str = "all"
+    capabilities: list[str] = field(default_factory=lambda: ["gpu"])
+    fork_rpc_base_url: str = ""
+
+    # Protocol intervals (the API may override heartbeat_seconds and lease_seconds at register/heartbeat).
+    heartbeat_seconds: float = 10.0
+    lease_seconds: float = 60.0
+    claim_wait_seconds: float = 20.0
+    log_interval_seconds: float = 1.0
+    progress_interval_seconds: float = 1.0
+    request_timeout_seconds: float = 15.0
+    backoff_initial_seconds: float = 1.0
+    backoff_max_seconds: float = 30.0
+    api_attempts: int = 5
+    log_batch_attempts: int = 10
+    cancel_grace_seconds: float = 10.0
+    shutdown_flush_seconds: float = 15.0
+
+    # Start-up verification (catches a GPU that is not what it claims to be).
+    verify: bool = True
+
+    # Isolation of user scripts.
+    docker: str = "auto"  # auto | always | never
+    docker_image: str = "pytorch/pytorch:latest"
+    sandbox_user: str = "nobody"
+    sandbox_python: str = ""
+    script_memory_mb: int = 4096
+    script_max_files: int = 256
+    script_max_processes: int = 512
+    script_max_file_mb: int = 512
+    script_max_bytes: int = 1_000_000
+    max_output_bytes: int = 4_000_000
+    max_artifact_mb: int = 256
+    max_log_line_chars: int = 2000
+
+    config_path: str = ""
+
+    def __post_init__(self) -> None:
+        base = Path(self.config_path).parent if self.config_path else Path.cwd()
+        if not self.agent_token_file:
+            self.agent_token_file = str(base / "agent_token")
+        if not self.work_dir:
+            self.work_dir = str(base / "work")
+        self.api_url = self.api_url.rstrip("/")
+        if self.docker not in {"auto", "always", "never"}:
+            raise ConfigError("docker must be one of auto, always, never")
+
+    # ------------------------------------------------------------------ token file
+    def read_token(self) -> str | None:
+        path = Path(self.agent_token_file)
+        if not path.exists():
+            return None
+        token = path.read_text(encoding="utf-8").strip()
+        return token or None
+
+    def write_token(self, token: str) -> None:
+        """Write the token readable by this user only (created 600, never world-readable for a moment)."""
+        path = Path(self.agent_token_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(token + "\n")
+        os.chmod(path.with_suffix(".tmp"), stat.S_IRUSR | stat.S_IWUSR)
+        os.replace(path.with_suffix(".tmp"), path)
+
+    def shared_gpu_indices(self, available: list[int]) -> list[int]:
+        if self.gpus.strip().lower() in {"", "all"}:
+            return list(available)
+        wanted = [int(part) for part in self.gpus.replace(" ", "").split(",") if part]
+        missing = [index for index in wanted if index not in available]
+        if missing:
+            raise ConfigError(f"gpus lists {missing}, which this machine does not have (it has {available})")
+        return wanted
+
+    # ------------------------------------------------------------------ persistence
+    def to_file_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data.pop("config_path")
+        return data
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(self.to_file_dict(), handle, indent=2, sort_keys=True)
+            handle.write("\n")
+
+
+def _coerce(name: str, kind: type | str, raw) -> object:
+    try:
+        if kind in (list[str], "list[str]"):
+            if isinstance(raw, list):
+                return [str(item) for item in raw]
+            return [part.strip() for part in str(raw).split(",") if part.strip()]
+        if kind in (bool, "bool"):
+            if isinstance(raw, bool):
+                return raw
+            value = str(raw).strip().lower()
+            if value not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                raise ValueError(raw)
+            return value in {"1", "true", "yes", "on"}
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name!r}: cannot read {raw!r} as {kind}") from exc
+
+
+def _read_file(path: Path) -> dict:
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: invalid JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a JSON object")
+        return data
+    parser = configparser.ConfigParser()
+    try:
+        parser.read_string(text)
+    except configparser.Error as exc:
+        raise ConfigError(f"{path}: invalid INI ({exc})") from exc
+    if not parser.has_section("agent"):
+        raise ConfigError(f"{path}: needs an [agent] section")
+    return dict(parser.items("agent"))
+
+
+def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None, **overrides) -> AgentConfig:
+    """Settings from the file at ``path`` (optional), then ``DEPU_AGENT_<NAME>`` variables, then ``overrides``."""
+    environ = os.environ if environ is None else environ
+    fields = {item.name: item.type for item in dataclasses.fields(AgentConfig)}
+    values: dict[str, object] = {}
+    if path is not None and Path(path).exists():
+        for key, raw in _read_file(Path(path)).items():
+            if key not in fields:
+                raise ConfigError(f"unknown setting {key!r} in {path}")
+            values[key] = _coerce(key, fields[key], raw)
+    for key, kind in fields.items():
+        env_name = ENV_PREFIX + key.upper()
+        if env_name in environ:
+            values[key] = _coerce(key, kind, environ[env_name])
+    for key, raw in overrides.items():
+        if raw is not None:
+            values[key] = _coerce(key, fields[key], raw)
+    values["config_path"] = str(path) if path is not None else ""
+    return AgentConfig(**values)

@@ -1,0 +1,260 @@
+"""The agent's protocol with the DePU API, in one place.
+
+States:  STARTING -> REGISTERING (only without a token) -> SERVING -> DRAINING -> STOPPED
+Threads: heartbeat (every heartbeat_seconds: metrics, running jobs, free GPUs; obeys cancels and renews
+         leases), claim loop (long-polls /agent/claim whenever a shared GPU is idle), one per running job,
+         the outbox sender (final reports, retried until the API takes them), and the fork host if enabled.
+Timings: every interval is a named setting in config.AgentConfig.
+
+A 401 anywhere means this agent's token is no longer valid: it stops claiming and exits with EXIT_REJECTED.
+SIGTERM/SIGINT: stop claiming, stop running jobs (SIGTERM, grace, SIGKILL), release them to the cloud so they
+run elsewhere, flush the outbox for up to shutdown_flush_seconds, exit.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+from . import __version__, gpus, verify_runner
+from .api import AgentRejected, ApiClient, ApiUnavailable, Backoff
+from .job import JobRun
+from .outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_REJECTED, EXIT_NOT_REGISTERED, EXIT_UNVERIFIED = 0, 3, 4, 5
+
+
+class Agent:
+    def __init__(self, config, api: ApiClient | None = None):
+        self.config = config
+        self.stop = threading.Event()      # stop claiming, wind down
+        self.hard_stop = threading.Event()  # abandon retries (after the shutdown flush deadline)
+        self.rejected = threading.Event()
+        self.api = api or ApiClient(
+            config.api_url, token=config.read_token(), timeout=config.request_timeout_seconds,
+            attempts=config.api_attempts,
+            backoff=Backoff(config.backoff_initial_seconds, config.backoff_max_seconds), stop=self.hard_stop,
+        )
+        self.outbox = Outbox(Path(config.work_dir) / "outbox", self.api)
+        self.devices = {gpu.index: gpu for gpu in gpus.discover()}
+        self.shared = config.shared_gpu_indices(sorted(self.devices))
+        self.jobs: dict[int, JobRun] = {}  # gpu index -> running job
+        self.lock = threading.Lock()
+        self.slot_freed = threading.Event()
+        self.heartbeat_seconds = config.heartbeat_seconds
+        self.lease_seconds = config.lease_seconds
+        self.state = "STARTING"
+        self.threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ entry
+    def run(self) -> int:
+        if not self.api.has_token:
+            log.error("no agent token at %s: run `depu-agent register` first", self.config.agent_token_file)
+            return EXIT_NOT_REGISTERED
+        Path(self.config.work_dir).mkdir(parents=True, exist_ok=True)
+        self.state = "SERVING"
+        log.info("serving GPUs %s as %r (agent %s)", self.shared, self.config.name, __version__)
+        self._start_thread(self._heartbeat_loop, "heartbeat")
+        self._start_thread(lambda: self.outbox.run(self.hard_stop, fatal=self.rejected), "outbox")
+        self._start_fork_host()
+        try:
+            self._claim_loop()
+        except AgentRejected as exc:
+            log.error("%s: stopping", exc)
+            self.rejected.set()
+        self._drain()
+        return EXIT_REJECTED if self.rejected.is_set() else EXIT_OK
+
+    def install_signal_handlers(self) -> None:
+        def request_stop(signum, _frame):
+            log.info("signal %s: shutting down gracefully", signal.Signals(signum).name)
+            self.stop.set()
+            self.slot_freed.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+
+    def _start_thread(self, target, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _start_fork_host(self) -> None:
+        if "fork_host" not in self.config.capabilities:
+            return
+        if importlib.util.find_spec("depu_agent.forkhost") is None:
+            log.warning("fork_host capability set but this agent has no fork host module")
+            return
+        from .forkhost import ForkHost
+
+        host = ForkHost(self.api, self.config)
+        self._start_thread(lambda: host.run(self.stop), "fork-host")
+
+    # ------------------------------------------------------------------ slots
+    def free_gpus(self) -> list[int]:
+        with self.lock:
+            return [index for index in self.shared if index not in self.jobs]
+
+    def running_job_ids(self) -> list[str]:
+        with self.lock:
+            running = [run.job_id for run in self.jobs.values()]
+        return running + [job_id for job_id in self.outbox.pending_job_ids() if job_id not in running]
+
+    # ------------------------------------------------------------------ heartbeat
+    def _heartbeat_loop(self) -> None:
+        while not self.stop.is_set() and not self.rejected.is_set():
+            started = time.monotonic()
+            try:
+                self.heartbeat()
+            except AgentRejected:
+                log.error("heartbeat rejected: this agent's token is no longer valid")
+                self.rejected.set()
+                self.stop.set()
+                self.slot_freed.set()
+                return
+            except ApiUnavailable as exc:
+                log.warning("heartbeat failed (%s); running jobs continue", exc)
+            self.stop.wait(max(0.0, self.heartbeat_seconds - (time.monotonic() - started)))
+
+    def heartbeat(self) -> dict:
+        body = {
+            "metrics": gpus.metrics(self.shared),
+            "running_jobs": self.running_job_ids(),
+            "free_gpus": self.free_gpus(),
+        }
+        status, answer = self.api.post("/agent/heartbeat", body, attempts=2)
+        if status >= 300:
+            log.warning("heartbeat answered %s", status)
+            return answer
+        for job_id in answer.get("cancel") or []:
+            self.cancel(str(job_id))
+        if answer.get("lease_seconds"):
+            self.lease_seconds = float(answer["lease_seconds"])
+        return answer
+
+    def cancel(self, job_id: str) -> None:
+        with self.lock:
+            runs = [run for run in self.jobs.values() if run.job_id == job_id]
+        for run in runs:
+            log.info("job %s cancelled by the cloud", job_id)
+            run.stop.request("cancelled")
+
+    # ------------------------------------------------------------------ claiming
+    def _claim_loop(self) -> None:
+        failures = 0
+        backoff = Backoff(self.config.backoff_initial_seconds, self.config.backoff_max_seconds)
+        while not self.stop.is_set() and not self.rejected.is_set():
+            free = self.free_gpus()
+            if not free:
+                self.slot_freed.wait(1.0)
+                self.slot_freed.clear()
+                continue
+            wait = min(20.0, self.config.claim_wait_seconds)
+            try:
+                status, answer = self.api.post(
+                    "/agent/claim", {"free_gpus": free, "wait_seconds": wait},
+                    timeout=wait + self.config.request_timeout_seconds, attempts=1,
+                )
+            except ApiUnavailable as exc:
+                failures += 1
+                delay = backoff.delay(min(failures, 10))
+                log.warning("claim failed (%s); next try in %.1f s", exc, delay)
+                self.stop.wait(delay)
+                continue
+            failures = 0
+            if status == 200 and answer.get("job"):
+                self._accept(answer["job"])
+            elif status not in (200, 204):
+                log.warning("claim answered %s: %s", status, answer)
+                self.stop.wait(backoff.delay(3))
+
+    def _accept(self, job: dict) -> None:
+        job_id = str(job.get("job_id"))
+        index = int(job.get("gpu_index", self.free_gpus()[0] if self.free_gpus() else -1))
+        if self.stop.is_set() or index not in self.shared or index in self.jobs:
+            log.warning("handing back job %s (gpu %s not available here or shutting down)", job_id, index)
+            self.outbox.put(job_id, "release", {"job_ids": [job_id]})
+            return
+        run = JobRun(job, self.devices[index], self.config, self.api, self.outbox)
+        with self.lock:
+            self.jobs[index] = run
+        log.info("job %s (%s, attempt %s) on GPU %s", job_id, run.workload, job.get("attempt"), index)
+        thread = threading.Thread(target=self._run_job, args=(index, run), name=f"job-{job_id[:8]}", daemon=True)
+        thread.start()
+
+    def _run_job(self, index: int, run: JobRun) -> None:
+        try:
+            run.run()
+        finally:
+            with self.lock:
+                self.jobs.pop(index, None)
+            self.slot_freed.set()
+
+    # ------------------------------------------------------------------ shutdown
+    def _drain(self) -> None:
+        self.state = "DRAINING"
+        self.stop.set()
+        with self.lock:
+            runs = list(self.jobs.values())
+        for run in runs:
+            run.stop.request("shutdown")
+        deadline = time.monotonic() + self.config.cancel_grace_seconds + self.config.shutdown_flush_seconds
+        while time.monotonic() < deadline:
+            with self.lock:
+                if not self.jobs:
+                    break
+            time.sleep(0.1)
+        if not self.rejected.is_set():
+            while time.monotonic() < deadline:
+                try:
+                    if self.outbox.flush():
+                        break
+                except AgentRejected:
+                    break
+                time.sleep(0.5)
+        self.hard_stop.set()
+        self.state = "STOPPED"
+        left = self.outbox.pending_job_ids()
+        if left:
+            log.warning("reports for jobs %s not delivered; they are kept and sent at next start", left)
+        log.info("stopped")
+
+
+def register(config, provider_token: str, api: ApiClient | None = None) -> dict:
+    """Discover and verify the GPUs, register with the provider token, store the agent token (mode 600)."""
+    api = api or ApiClient(config.api_url, timeout=config.request_timeout_seconds, attempts=config.api_attempts)
+    devices = gpus.discover()
+    shared = config.shared_gpu_indices([gpu.index for gpu in devices])
+    offered = [gpu for gpu in devices if gpu.index in shared]
+    benchmark = verify_runner.verify_devices(offered, config) if config.verify else {
+        "device": verify_runner.torch_device_of(offered[0]), "fp32_tflops": None, "bf16_tflops": None, "mem_bandwidth_gbs": None,
+        "verified": False}
+    body = {
+        "provider_token": provider_token,
+        "name": config.name,
+        # a CPU-only machine offers no GPU: the cloud files it under the "cpu" class
+        "gpus": [gpu.as_dict() for gpu in offered if not gpu.is_cpu],
+        "capabilities": list(config.capabilities),
+        "benchmark": benchmark,
+        "version": __version__,
+    }
+    if config.fork_rpc_base_url:
+        body["fork_rpc_base_url"] = config.fork_rpc_base_url
+    status, answer = api.post("/agent/register", body)
+    if status != 201 or not answer.get("agent_token"):
+        raise RegistrationFailed(f"register answered HTTP {status}: {answer.get('error') or answer.get('message') or answer}")
+    config.write_token(answer["agent_token"])
+    if answer.get("heartbeat_seconds"):  # the cloud's value is the longest gap it tolerates
+        config.heartbeat_seconds = min(config.heartbeat_seconds, float(answer["heartbeat_seconds"]))
+    if answer.get("lease_seconds"):
+        config.lease_seconds = float(answer["lease_seconds"])
+    return {"agent_id": answer.get("agent_id"), "benchmark": benchmark, "gpus": body["gpus"]}
+
+
+class RegistrationFailed(RuntimeError):
+    pass

@@ -1,0 +1,273 @@
+"""How a renter's own Python file runs on a provider's machine without reaching the agent's credentials.
+
+Two ways, best first:
+- Docker, when ``docker info`` works: the script runs in a container with only its GPU (``--gpus device=N``),
+  no network, a memory and process cap, and only its own working directory mounted.
+- Otherwise a restricted subprocess: a fresh empty working directory, an environment holding only PATH, locale
+  and CUDA variables (never the agent token), resource limits (address space, open files, processes, file
+  size, CPU seconds, no core dumps), its own session, and, when the agent may switch users (root or
+  CAP_SETUID), a different unprivileged user, so the agent's token file (mode 600) cannot be read.
+
+Known limit: an agent that runs as an ordinary user without CAP_SETUID runs scripts as itself; then the token
+file is readable by the script. install.sh avoids that by giving the service CAP_SETUID/CAP_SETGID and a
+separate sandbox user. The agent logs a warning at start when it is in that situation.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import pwd
+import resource
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CAP_SETUID_BIT = 7
+ENV_PASSTHROUGH_PREFIXES = ("CUDA_", "NVIDIA_", "LD_LIBRARY_PATH")
+OUTPUTS_DIR = "outputs"
+SCRIPT_NAME = "script.py"
+
+
+@functools.lru_cache(maxsize=1)
+def docker_available() -> bool:
+    if not shutil.which("docker"):
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def can_switch_user() -> bool:
+    if os.geteuid() == 0:
+        return True
+    try:
+        with open("/proc/self/status", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_SETUID_BIT & 1)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+@dataclass(frozen=True)
+class SandboxUser:
+    uid: int
+    gid: int
+    name: str
+
+
+def sandbox_user(name: str) -> SandboxUser | None:
+    """The user scripts run as, or None when the agent cannot switch users (documented limit)."""
+    if not can_switch_user():
+        return None
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        log.warning("sandbox user %r does not exist: scripts would run as the agent's user", name)
+        return None
+    if entry.pw_uid == os.geteuid():
+        return None
+    return SandboxUser(entry.pw_uid, entry.pw_gid, name)
+
+
+@functools.lru_cache(maxsize=8)
+def interpreter_for(user: SandboxUser | None, configured: str = "") -> tuple[str, str | None]:
+    """(python executable, PYTHONPATH or None) that ``user`` can run with torch importable.
+
+    The agent's own interpreter may live where the sandbox user cannot reach it (a venv whose base Python is
+    under /root); then a system Python of the same version with the venv's site-packages on PYTHONPATH works.
+    """
+    site_packages = sysconfig.get_paths()["purelib"]
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    candidates = [configured] if configured else [sys.executable, f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"]
+    for candidate in candidates:
+        if not candidate or not os.path.exists(candidate):
+            continue
+        pythonpath = None if candidate == sys.executable else site_packages
+        if user is None or _runs_as(user, candidate, pythonpath):
+            return candidate, pythonpath
+    raise RuntimeError(
+        f"no Python interpreter the sandbox user can run (tried {candidates}); set sandbox_python in the config"
+    )
+
+
+def _runs_as(user: SandboxUser, python: str, pythonpath: str | None) -> bool:
+    env = {"PATH": "/usr/bin:/bin"}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    try:
+        done = subprocess.run(
+            [python, "-c", "import json"], env=env, cwd="/", user=user.uid, group=user.gid, extra_groups=[],
+            capture_output=True, timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
+
+
+@dataclass
+class Limits:
+    time_limit_s: float
+    memory_mb: int | None  # None: no address-space limit (CUDA reserves huge virtual ranges)
+    max_files: int
+    max_processes: int | None
+    max_file_mb: int
+
+    def apply(self) -> None:
+        """Runs in the child between fork and exec; only setrlimit calls, nothing that takes locks."""
+        cpu = int(self.time_limit_s) + 30
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.max_files, self.max_files))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (self.max_file_mb * 1024 * 1024,) * 2)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if self.memory_mb is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (self.memory_mb * 1024 * 1024,) * 2)
+        if self.max_processes is not None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (self.max_processes, self.max_processes))
+
+
+@dataclass
+class SandboxPlan:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    preexec_fn: Callable[[], None] | None
+    user: SandboxUser | None
+    kind: str  # docker | restricted
+    outputs: Path
+    cleanup: list[list[str]] = field(default_factory=list)
+
+
+def scrubbed_environment(visible_devices: str, home: str) -> dict[str, str]:
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": home,
+        "TMPDIR": os.path.join(home, "tmp"),
+        "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONNOUSERSITE": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    for key, value in os.environ.items():
+        if key.startswith(ENV_PASSTHROUGH_PREFIXES):
+            env[key] = value
+    env["CUDA_VISIBLE_DEVICES"] = visible_devices
+    return env
+
+
+def make_workspace(root: str | None, user: SandboxUser | None, script: bytes) -> Path:
+    """A fresh directory only the sandbox user can enter, holding the script and an empty outputs/."""
+    workspace = Path(tempfile.mkdtemp(prefix="depu-job-", dir=root))
+    (workspace / OUTPUTS_DIR).mkdir()
+    (workspace / "tmp").mkdir()
+    (workspace / SCRIPT_NAME).write_bytes(script)
+    for path in (workspace, workspace / OUTPUTS_DIR, workspace / "tmp", workspace / SCRIPT_NAME):
+        if user is not None:
+            os.chown(path, user.uid, user.gid)
+        os.chmod(path, 0o700 if path.is_dir() else 0o600)
+    return workspace
+
+
+def plan_script(
+    *,
+    job_id: str,
+    script: bytes,
+    gpu_index: int,
+    on_cpu: bool,
+    time_limit_s: float,
+    config,
+    use_docker: bool | None = None,
+) -> SandboxPlan:
+    use_docker = (config.docker == "always" or (config.docker == "auto" and docker_available())) \
+        if use_docker is None else use_docker
+    if use_docker:
+        return _docker_plan(job_id, script, gpu_index, on_cpu, config)
+    user = sandbox_user(config.sandbox_user)
+    python, pythonpath = interpreter_for(user, config.sandbox_python)
+    workspace = make_workspace(None, user, script)
+    env = scrubbed_environment("" if on_cpu else str(gpu_index), str(workspace))
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    limits = Limits(
+        time_limit_s=time_limit_s,
+        memory_mb=config.script_memory_mb if on_cpu else None,
+        max_files=config.script_max_files,
+        max_processes=config.script_max_processes if user is not None else None,
+        max_file_mb=config.script_max_file_mb,
+    )
+    return SandboxPlan(
+        argv=[python, "-s", SCRIPT_NAME],
+        env=env,
+        cwd=str(workspace),
+        preexec_fn=limits.apply,
+        user=user,
+        kind="restricted",
+        outputs=workspace / OUTPUTS_DIR,
+    )
+
+
+def _docker_plan(job_id: str, script: bytes, gpu_index: int, on_cpu: bool, config) -> SandboxPlan:
+    workspace = make_workspace(None, None, script)
+    os.chmod(workspace, 0o777)  # the container's user id is not the agent's
+    os.chmod(workspace / OUTPUTS_DIR, 0o777)
+    os.chmod(workspace / SCRIPT_NAME, 0o644)
+    container = f"depu-job-{job_id}"[:60]
+    argv = [
+        "docker", "run", "--rm", "--name", container,
+        "--network", "none",
+        "--memory", f"{config.script_memory_mb}m",
+        "--pids-limit", str(config.script_max_processes),
+        "--ulimit", f"nofile={config.script_max_files}:{config.script_max_files}",
+        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "--user", "65534:65534",
+        "-e", "PYTHONUNBUFFERED=1", "-e", "HOME=/work",
+        "-v", f"{workspace}:/work", "-w", "/work",
+    ]
+    if not on_cpu:
+        argv += ["--gpus", f"device={gpu_index}"]
+    argv += [config.docker_image, "python", SCRIPT_NAME]
+    return SandboxPlan(
+        argv=argv,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        cwd=str(workspace),
+        preexec_fn=None,
+        user=None,
+        kind="docker",
+        outputs=workspace / OUTPUTS_DIR,
+        cleanup=[["docker", "rm", "-f", container]],
+    )
+
+
+def collect_outputs(plan: SandboxPlan, max_total_bytes: int) -> list[Path]:
+    """Regular files the script wrote to outputs/: never a symlink or a hard link to something else (which
+    could point at the token file), never more than ``max_total_bytes`` together."""
+    chosen, total = [], 0
+    if not plan.outputs.is_dir():
+        return chosen
+    for path in sorted(plan.outputs.iterdir()):
+        info = os.lstat(path)
+        if not path.is_file() or path.is_symlink() or info.st_nlink != 1:
+            continue
+        if plan.user is not None and info.st_uid != plan.user.uid:
+            continue
+        if total + info.st_size > max_total_bytes:
+            break
+        total += info.st_size
+        chosen.append(path)
+    return chosen
+
+
+def remove_workspace(plan: SandboxPlan) -> None:
+    for command in plan.cleanup:
+        subprocess.run(command, capture_output=True, timeout=30, check=False)
+    shutil.rmtree(plan.cwd, ignore_errors=True)

@@ -1,0 +1,200 @@
+"""One claimed job, from start to its final report: runs the workload in a child pinned to its GPU, relays
+logs and progress, enforces the time limit and stop requests, and leaves exactly one report in the outbox.
+
+Outcomes and their reports:
+  result event            -> complete (artifacts uploaded first)
+  error event             -> fail, retryable as the workload said
+  no event, bad exit      -> fail, retryable (the machine, not the job, is suspect)
+  time limit reached      -> fail, not retryable
+  shutdown                -> release (handed back, retried elsewhere)
+  cancelled / lost        -> nothing: the cloud already decided
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from . import isolation
+from .gpus import Gpu
+from .logship import JobChannel
+from .runner import EVENTS_FD, ChildProcess, Outcome, StopRequest
+
+log = logging.getLogger(__name__)
+AGENT_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+CHILD_WORKLOADS = ("benchmark", "train")
+
+
+@dataclass
+class Report:
+    action: str | None  # complete | fail | release | None
+    body: dict
+    uploads: list[dict]
+
+
+class JobRun:
+    def __init__(self, job: dict, gpu: Gpu, config, api, outbox):
+        self.job = job
+        self.job_id = str(job["job_id"])
+        self.workload = str(job.get("workload", ""))
+        self.params = job.get("params") or {}
+        self.time_limit_s = float(job.get("time_limit_s") or 3600)
+        self.gpu = gpu
+        self.config = config
+        self.api = api
+        self.outbox = outbox
+        self.stop = StopRequest()
+        self.result: dict | None = None
+        self.artifacts: list[str] = []
+        self.error: dict | None = None
+        self.outcome: Outcome | None = None
+        self.report: Report | None = None
+        self.directory = Path(config.work_dir) / "jobs" / f"{self.job_id}-a{job.get('attempt', 0)}"
+
+    # ------------------------------------------------------------------ lifecycle
+    def run(self) -> Report:
+        channel = JobChannel(
+            self.api, self.job_id, self.config.log_interval_seconds, self.config.log_batch_attempts,
+            on_gone=lambda: self.stop.request("lost"),
+        ).start()
+        self.channel = channel
+        channel.set_progress(0.0, f"started on {self.gpu.name}")
+        try:
+            if self.stop.is_set():
+                self.report = Report("release", {"job_ids": [self.job_id]}, [])
+            elif self.workload in CHILD_WORKLOADS:
+                self.report = self._run_child_workload(channel)
+            elif self.workload == "script":
+                self.report = self._run_script(channel)
+            else:
+                self.report = Report("fail", {"error": f"unknown workload {self.workload!r}", "retryable": False}, [])
+        except Exception as exc:  # an agent-side problem: let another provider try
+            log.exception("job %s failed inside the agent", self.job_id)
+            self.report = Report("fail", {"error": f"agent error: {type(exc).__name__}", "retryable": True}, [])
+        finally:
+            channel.close()
+        if self.report.action:
+            self.outbox.put(self.job_id, self.report.action, self.report.body, self.report.uploads)
+        log.info("job %s finished: %s", self.job_id, self.report.action or (self.outcome and self.outcome.reason))
+        return self.report
+
+    # ------------------------------------------------------------------ workloads
+    def _visible_devices(self) -> str:
+        return "" if self.gpu.is_cpu else self.gpu.uuid
+
+    def _run_child_workload(self, channel: JobChannel) -> Report:
+        out_dir = self.directory / "out"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        job_file = self.directory / "job.json"
+        job_file.write_text(json.dumps({"workload": self.workload, "params": self.params}), encoding="utf-8")
+        env = isolation.scrubbed_environment(self._visible_devices(), str(self.directory))
+        env["PYTHONPATH"] = AGENT_PACKAGE_ROOT
+        os.makedirs(env["TMPDIR"], exist_ok=True)
+        child = ChildProcess(
+            [sys.executable, "-m", "depu_agent.workloads.run", "--job", str(job_file), "--out", str(out_dir),
+             "--events-fd", EVENTS_FD],
+            env=env, cwd=str(self.directory), on_line=channel.add_line,
+            on_event=lambda event: self._on_event(event, channel),
+            max_output_bytes=self.config.max_output_bytes, max_line_chars=self.config.max_log_line_chars,
+        ).start()
+        self.outcome = child.wait(self.time_limit_s, self.stop, self.config.cancel_grace_seconds)
+        interrupted = self._interrupted_report()
+        if interrupted:
+            return interrupted
+        if self.result is not None:
+            uploads = [{"name": name, "path": str(out_dir / name)} for name in self.artifacts
+                       if (out_dir / name).is_file()]
+            return Report("complete", {"result": self._with_run_facts(self.result)}, uploads)
+        if self.error is not None:
+            return Report("fail", {"error": self.error["error"], "retryable": bool(self.error["retryable"])}, [])
+        return Report("fail", {"error": f"workload process exited with status {self.outcome.returncode}",
+                               "retryable": True}, [])
+
+    def _run_script(self, channel: JobChannel) -> Report:
+        try:
+            source = self._script_source()
+        except ValueError as exc:
+            return Report("fail", {"error": str(exc), "retryable": False}, [])
+        plan = isolation.plan_script(
+            job_id=self.job_id, script=source, gpu_index=self.gpu.index, on_cpu=self.gpu.is_cpu,
+            time_limit_s=self.time_limit_s, config=self.config,
+        )
+        channel.add_line(f"[depu] running your script in a {plan.kind} sandbox")
+        try:
+            child = ChildProcess(
+                plan.argv, env=plan.env, cwd=plan.cwd, on_line=channel.add_line, preexec_fn=plan.preexec_fn,
+                user=plan.user.uid if plan.user else None, group=plan.user.gid if plan.user else None,
+                max_output_bytes=self.config.max_output_bytes, max_line_chars=self.config.max_log_line_chars,
+            ).start()
+            self.outcome = child.wait(self.time_limit_s, self.stop, self.config.cancel_grace_seconds)
+            interrupted = self._interrupted_report()
+            if interrupted:
+                return interrupted
+            if self.outcome.returncode != 0:
+                return Report("fail", {"error": f"your script exited with status {self.outcome.returncode}",
+                                       "retryable": False}, [])
+            kept = self.directory / "out"
+            kept.mkdir(parents=True, exist_ok=True)
+            uploads = []
+            for path in isolation.collect_outputs(plan, self.config.max_artifact_mb * 1024 * 1024):
+                target = kept / path.name
+                shutil.copyfile(path, target, follow_symlinks=False)
+                uploads.append({"name": path.name, "path": str(target)})
+            result = {"exit_code": 0, "output_files": [item["name"] for item in uploads], "sandbox": plan.kind}
+            return Report("complete", {"result": self._with_run_facts(result)}, uploads)
+        finally:
+            isolation.remove_workspace(plan)
+
+    def _script_source(self) -> bytes:
+        limit = self.config.script_max_bytes
+        if self.job.get("script_url"):
+            try:
+                with requests.get(self.job["script_url"], stream=True, timeout=30) as response:
+                    response.raise_for_status()
+                    data = response.raw.read(limit + 1, decode_content=True)
+            except requests.RequestException as exc:
+                raise RuntimeError(f"could not fetch the script ({type(exc).__name__})") from exc
+        elif isinstance(self.params.get("source"), str):
+            data = self.params["source"].encode("utf-8")
+        else:
+            raise ValueError("a script job needs script_url or params.source")
+        if len(data) > limit:
+            raise ValueError(f"the script is larger than {limit} bytes")
+        return data
+
+    # ------------------------------------------------------------------ helpers
+    def _on_event(self, event: dict, channel: JobChannel) -> None:
+        kind = event.get("type")
+        if kind == "progress":
+            channel.set_progress(float(event.get("progress", 0.0)), str(event.get("message", "")),
+                                 event.get("metrics"))
+        elif kind == "result" and isinstance(event.get("result"), dict):
+            self.result = event["result"]
+            self.artifacts = [Path(str(name)).name for name in event.get("artifacts", [])]
+        elif kind == "error":
+            self.error = {"error": str(event.get("error", "workload failed"))[:500],
+                          "retryable": bool(event.get("retryable", False))}
+
+    def _interrupted_report(self) -> Report | None:
+        reason = self.outcome.reason if self.outcome else "exited"
+        if reason == "timeout":
+            return Report("fail", {"error": f"time limit of {self.time_limit_s:g} s reached", "retryable": False}, [])
+        if reason == "shutdown":
+            return Report("release", {"job_ids": [self.job_id]}, [])
+        if reason in ("cancelled", "lost"):
+            return Report(None, {}, [])
+        return None
+
+    def _with_run_facts(self, result: dict) -> dict:
+        facts = dict(result)
+        facts["duration_s"] = self.outcome.duration_s if self.outcome else None
+        facts["gpu"] = self.gpu.name
+        if self.outcome and self.outcome.output_truncated:
+            facts["output_truncated"] = True
+        return facts

@@ -1,0 +1,211 @@
+"""GPU rental end to end: the real agent process against the real cloud side.
+
+The cloud runs in this process exactly as the local stack runs it (``local.runtime.LocalRuntime``: the API
+routes of template.yaml invoke the real handlers, an SQS poller feeds the real matcher), backed by moto. The
+agent is a separate ``python -m depu_agent`` process that registers with a provider's enrolment token, claims
+over HTTP and runs real torch on this machine's CPU.
+"""
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import boto3
+import pytest
+import torch
+
+from agent_process import AgentProcess, descendants_of, wait_for
+from local.moto_server import free_port
+from rental_helpers import USER_ID, enrol_provider, ensure_user, submit_job
+
+pytestmark = pytest.mark.e2e
+
+SLOW_SCRIPT = b"""
+import time, torch
+torch.manual_seed(0)
+total = 0.0
+for step in range(STEPS):
+    total += float(torch.randn(64, 64).matmul(torch.randn(64, 64)).sum())
+    print(f"step {step}", flush=True)
+    time.sleep(0.5)
+open("outputs/total.txt", "w").write(repr(total))
+print("done", flush=True)
+"""
+
+
+def slow_script(steps: int) -> bytes:
+    return SLOW_SCRIPT.replace(b"STEPS", str(steps).encode())
+
+
+@pytest.fixture
+def cloud(aws):
+    from local.runtime import LocalRuntime, RuntimeOptions
+    from local.template import LocalTemplate
+
+    runtime = LocalRuntime(LocalTemplate(), aws.endpoint, RuntimeOptions(port=free_port(), poll_wait_seconds=1))
+    # Lambda never runs two invocations in one container at once, and the handler's module-level Powertools
+    # resolver relies on that (it keeps the current event on itself); the in-process runtime shares one
+    # module between its HTTP threads, so agent API calls are serialised here as one container would be.
+    runtime.functions["AgentApiFunction"]._slots = threading.BoundedSemaphore(1)
+    runtime.start()
+    try:
+        yield runtime
+    finally:
+        runtime.stop()
+
+
+@pytest.fixture
+def agents(cloud, tmp_path):
+    started: list[AgentProcess] = []
+
+    def start(name: str, **kwargs) -> AgentProcess:
+        if "agent_token" not in kwargs and "enrolment_token" not in kwargs:
+            kwargs["enrolment_token"] = enrol_provider()
+        process = AgentProcess(cloud.url, tmp_path / name, name, **kwargs)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def finished(job_id: str, timeout: float):
+    """The job once it is terminal and settled (settlement follows the state change)."""
+    return wait_for(lambda: (j := job_of(job_id)).status in ("succeeded", "failed", "cancelled") and j.settled and j,
+                    timeout, what=f"job {job_id} to finish and settle")
+
+
+def job_of(job_id: str):
+    from depu.jobs.models import Job
+
+    return Job.get(job_id, consistent_read=True)
+
+
+def settles_for(job) -> list:
+    from depu import credits
+
+    return [entry for entry in credits.history(USER_ID, limit=100)
+            if entry.kind == "settle" and job.hold_id in entry.entry_id]
+
+
+def test_user_rents_agent_trains_real_model_and_user_is_charged_once(agents):
+    from depu import credits
+    from depu.jobs import metering, storage
+
+    ensure_user(USER_ID)
+    before = credits.balance(USER_ID)
+    agent = agents("rig-a")
+    agent.wait_registered()
+    job = submit_job(USER_ID, gpu_class="cpu", workload="train", params={"epochs": 8, "dataset": "synthetic"},
+                     time_limit_s=120)
+
+    done = finished(job.job_id, 90)
+    assert done.status == "succeeded", (done.error, agent.log_text()[-2000:])
+    result = done.result
+    assert result["epochs"] == 8 and len(result["losses"]) == 8
+    assert result["losses"][-1] < result["losses"][0] * 0.7  # it really learned
+    assert result["val_accuracy"] > 0.8
+    assert done.logs_tail, "the job's log lines reached the cloud"
+
+    # the weights came back as an artifact the user can load
+    [key] = done.artifacts
+    saved = torch.load(io.BytesIO(storage.get(key)), weights_only=True)
+    assert saved["inputs"] == 2 and saved["classes"] == 2
+    assert any(tensor.shape[0] == saved["hidden"] for tensor in saved["state_dict"].values())
+
+    # charged exactly once, per second of GPU time, hold released
+    assert done.settled and done.charged == metering.cost_of(int(done.price_per_hour), done.billed_seconds)
+    assert len(settles_for(done)) == 1
+    after = credits.balance(USER_ID)
+    assert after.held == before.held == 0
+    assert after.credits == before.credits - done.charged
+    metering.settle(job_of(job.job_id))  # a retried settlement changes nothing
+    assert credits.balance(USER_ID).credits == after.credits and len(settles_for(done)) == 1
+
+
+def test_agent_killed_mid_job_lease_expires_second_agent_completes_charged_once(agents):
+    from depu import credits
+    from depu.jobs import reaper
+    from depu.jobs.leases import LEASE_SECONDS
+
+    ensure_user(USER_ID)
+    before = credits.balance(USER_ID)
+    first = agents("rig-first")
+    first.wait_registered()
+    job = submit_job(USER_ID, gpu_class="cpu", workload="script", params={"file_name": "slow.py", "file_size": 300},
+                     script=slow_script(10), time_limit_s=120)
+    wait_for(lambda: job_of(job.job_id).status == "running" and any("step 1" in line for line in
+             job_of(job.job_id).logs_tail or []), 60, what="the first agent to be mid-job")
+    first_agent_id = job_of(job.job_id).agent_id
+    first.kill_hard()
+
+    second = agents("rig-second")
+    second.wait_registered()
+    # the silent agent's lease runs out: the reaper's sweep at a time past it takes the job back
+    sweep = reaper.sweep(int(time.time()) + LEASE_SECONDS + 5)
+    assert job.job_id in sweep.retried
+
+    done = finished(job.job_id, 90)
+    assert done.status == "succeeded", (done.error, second.log_text()[-2000:])
+    assert done.agent_id != first_agent_id and first_agent_id in done.failed_agents
+    assert done.attempt >= 2
+    assert done.result["exit_code"] == 0 and done.result["output_files"] == ["total.txt"]
+    assert len(settles_for(done)) == 1
+    assert credits.balance(USER_ID).credits == before.credits - done.charged
+    assert done.billed_seconds <= done.result["duration_s"] + 5  # only the attempt that ran to the end
+
+
+def test_cancel_reaches_the_agent_within_seconds(agents):
+    from depu import credits
+    from depu.jobs import service
+
+    ensure_user(USER_ID)
+    agent = agents("rig-cancel")
+    agent.wait_registered()
+    job = submit_job(USER_ID, gpu_class="cpu", workload="script", params={"file_name": "long.py", "file_size": 300},
+                     script=slow_script(200), time_limit_s=300)
+    wait_for(lambda: any("step 0" in line for line in job_of(job.job_id).logs_tail or []), 60,
+             what="the script to run")
+    script_pids = wait_for(lambda: [pid for pid in descendants_of(agent.pid)
+                                    if b"script.py" in _cmdline(pid)], 10, what="the script process")
+
+    cancelled_at = time.monotonic()
+    service.cancel(USER_ID, job.job_id)
+    wait_for(lambda: not any(_alive(pid) for pid in script_pids), 15, interval=0.1,
+             what="the script process to stop")
+    reached_in = time.monotonic() - cancelled_at
+    assert reached_in < 8, reached_in  # heartbeat (1 s) + SIGTERM; the script needs no SIGKILL
+    assert f"job {job.job_id} cancelled by the cloud" in agent.log_text()
+    done = finished(job.job_id, 10)
+    assert done.status == "cancelled"
+    assert credits.balance(USER_ID).held == 0
+    assert agent.process.poll() is None  # the agent itself carries on
+
+
+def test_agent_with_wrong_token_gets_401_and_sees_no_jobs(agents):
+    ensure_user(USER_ID)
+    job = submit_job(USER_ID, gpu_class="cpu", workload="benchmark", time_limit_s=60)
+    impostor = agents("rig-impostor", agent_token="not-a-real-token-" + "x" * 20)
+    impostor.process.wait(timeout=30)
+    assert impostor.process.returncode == 3
+    assert "rejected this agent's token (401)" in impostor.log_text()
+    still = job_of(job.job_id)
+    assert still.status == "queued" and still.agent_id is None
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read()
+    except OSError:
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
