@@ -155,6 +155,24 @@ def test_a_retried_update_is_processed_once(webhook, telegram, recorder) -> None
         "inline_keyboard": [[{"text": "Again", "callback_data": "tping:again"}]]}
 
 
+def test_a_retry_arriving_while_the_first_is_still_running_gets_409(webhook, telegram, recorder) -> None:
+    update = message_update(4343, "/tslow")
+    nested: list[int] = []
+
+    def slow(incoming, chat) -> None:
+        recorder.calls.append(("slow", None))
+        nested.append(invoke(webhook, update)["statusCode"])  # Telegram's retry while we are still working
+
+    registry.command("tslow", "test slow", menu=False)(slow)
+    try:
+        assert invoke(webhook, update)["statusCode"] == 200
+    finally:
+        registry.commands.pop("tslow", None)
+    assert nested == [409]  # "try again later": by then the stored outcome answers it
+    assert recorder.calls == [("slow", None)]
+    assert invoke(webhook, update)["statusCode"] == 200 and recorder.calls == [("slow", None)]
+
+
 def test_distinct_updates_are_each_processed(webhook, telegram, recorder) -> None:
     for update_id in (10, 11, 12):
         assert invoke(webhook, message_update(update_id, f"/tping {update_id}"))["statusCode"] == 200
