@@ -191,3 +191,43 @@ def test_dashboard_in_headless_chromium(browser_ready, local_api, tmp_path):
     assert injected_seen["background"] == "rgb(18, 52, 86)"
 
     assert phone_shot.stat().st_size > 10_000 and refused_shot.stat().st_size > 5_000
+
+
+def test_bot_link_opens_the_dashboard_in_a_browser(browser_ready, aws, tmp_path):
+    """The whole path a browser user takes, on the local stack: /webapp in the chat (Telegram stand-in ->
+    webhook function -> the bot's handler) gives a one-time link; Chromium opens it and signs in once."""
+    from depu.telegram.client import BotApi, bot_api
+    from local.runtime import LocalRuntime, RuntimeOptions
+    from local.telegram_standin import LocalUser, TelegramStandIn
+    from local.template import LocalTemplate
+    from tests.conftest import TEST_WEBHOOK_SECRET
+
+    standin = TelegramStandIn(TEST_BOT_TOKEN, port=0).start()
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}"
+    runtime = LocalRuntime(LocalTemplate(), aws.endpoint, RuntimeOptions(
+        port=port, extra_environment={"TELEGRAM_API_BASE": standin.api_base, "PUBLIC_API_URL": api_url})).start()
+    bot_api.cache_clear()
+    try:
+        BotApi(token=TEST_BOT_TOKEN, base_url=standin.api_base).set_webhook(
+            f"{api_url}/telegram/webhook", TEST_WEBHOOK_SECRET)
+        user = LocalUser(USER_ID, first_name="Grace")
+        assert standin.send_user_message(user, text="/start").status == 200
+        assert standin.send_user_message(user, text="/webapp").status == 200
+        reply = standin.messages(USER_ID)[-1]
+        links = [button["url"] for row in reply.buttons for button in row if "url" in button]
+        assert len(links) == 1 and links[0].startswith(f"{api_url}/dashboard/login?code="), reply.buttons
+        assert "works once" in reply.text
+
+        seen = drive(tmp_path, [
+            {"name": "from-bot", "url": links[0], "screenshot": str(SCREENSHOTS / "dashboard-from-bot.png")},
+            {"name": "from-bot-again", "url": links[0], "waitFor": "error"},
+        ])
+    finally:
+        runtime.stop()
+        standin.stop()
+        bot_api.cache_clear()
+
+    assert seen["from-bot"]["state"] == "ready" and seen["from-bot"]["who"] == "Grace"
+    assert seen["from-bot"]["credits"].startswith("1000")  # /start's starter credits, read back live
+    assert "already used" in seen["from-bot-again"]["error"]
