@@ -166,6 +166,16 @@ def test_telegram_failure_is_a_batch_item_failure_and_the_retry_delivers(notifie
     assert [text for _, text in sent(telegram)].count("first") == 3  # two failed attempts, one success
 
 
+def test_a_failed_notice_holds_back_the_rest_of_its_chat_in_order(notifier, telegram) -> None:
+    telegram.fail_next("sendMessage", 500, {"ok": False, "error_code": 500, "description": "Internal"}, times=2)
+    event = sqs_event([notice(1, "job running"), notice(2, "other chat"), notice(1, "job finished")])
+    ids = [record["messageId"] for record in event["Records"]]
+    assert run(notifier, [], event) == [ids[0], ids[2]]  # "finished" must not overtake "running"
+    assert sent(telegram)[-1] == (2, "other chat")
+    assert run(notifier, [], {"Records": [event["Records"][0], event["Records"][2]]}) == []
+    assert sent(telegram)[-2:] == [(1, "job running"), (1, "job finished")]
+
+
 def test_repeats_are_dropped_by_dedupe_key(notifier, telegram) -> None:
     bodies = [notice(1, "job 9 finished", dedupe_key="job-9-finished")] * 2
     assert run(notifier, bodies) == []
@@ -202,10 +212,14 @@ def test_a_slot_further_away_than_allowed_goes_back_to_the_queue(notifier, teleg
 def test_429_penalizes_the_chat(notifier, telegram, fake_time) -> None:
     telegram.fail_next("sendMessage", 429, {"ok": False, "error_code": 429, "description": "Too Many Requests",
                                             "parameters": {"retry_after": 40}})
-    event = sqs_event([notice(1, "a"), notice(1, "b"), notice(3, "c")])
-    failures = run(notifier, [], event)
-    assert failures == [event["Records"][0]["messageId"], event["Records"][1]["messageId"]]
-    assert [text for _, text in sent(telegram)] == ["a", "c"]  # "b" never reached Telegram
+    event = sqs_event([notice(1, "a"), notice(3, "c")])
+    assert run(notifier, [], event) == [event["Records"][0]["messageId"]]
+    assert [text for _, text in sent(telegram)] == ["a", "c"]
+    # the next invocation respects Telegram's 40 s for chat 1 without asking Telegram again
+    later = sqs_event([notice(1, "b")])
+    assert run(notifier, [], later) == [later["Records"][0]["messageId"]]
+    assert [text for _, text in sent(telegram)] == ["a", "c"]
+    assert notifier.limiter.reserve(1, max_wait=100) == pytest.approx(40, abs=0.5)
 
 
 def test_edits_and_vanished_edit_targets(notifier, telegram) -> None:

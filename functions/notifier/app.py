@@ -38,7 +38,12 @@ DEDUPE_SECONDS = 24 * 3600
 
 idempotency_config = IdempotencyConfig(event_key_jmespath="key", raise_on_no_idempotency_key=True,
                                        expires_after_seconds=DEDUPE_SECONDS)
-_invocation: dict[str, Any] = {"context": None, "waited": 0.0}
+_invocation: dict[str, Any] = {"context": None, "waited": 0.0, "held_chats": set()}
+
+
+class HeldBack(Exception):
+    """An earlier notice for the same chat failed in this batch: keep this one back too, so the chat's
+    messages are not delivered out of order (a stale progress edit after the final result, say)."""
 
 
 @lru_cache(maxsize=1)
@@ -95,8 +100,14 @@ def record_handler(record: SQSRecord) -> dict[str, Any]:
     notice = Notice.from_json(record.body)  # an unreadable notice fails here and ends in the DLQ
     if not isinstance(notice.chat_id, int) or isinstance(notice.chat_id, bool) or not isinstance(notice.text, str):
         raise ValueError("a notice needs an integer chat_id and a text")
+    if notice.chat_id in _invocation["held_chats"]:
+        raise HeldBack(f"an earlier notice for chat {notice.chat_id} failed in this batch")
     key = f"dedupe:{notice.dedupe_key}" if notice.dedupe_key else f"sqs:{record.message_id}"
-    result = _send_once()(delivery={"key": key, "body": record.body})
+    try:
+        result = _send_once()(delivery={"key": key, "body": record.body})
+    except Exception:
+        _invocation["held_chats"].add(notice.chat_id)
+        raise
     logger.info("notice delivered", extra={"chat_id": notice.chat_id, "message_id": result.get("message_id")})
     return result
 
@@ -105,5 +116,5 @@ def record_handler(record: SQSRecord) -> dict[str, Any]:
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     idempotency_config.register_lambda_context(context)
-    _invocation.update(context=context, waited=0.0)
+    _invocation.update(context=context, waited=0.0, held_chats=set())
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
