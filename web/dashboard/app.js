@@ -296,11 +296,11 @@
 
   function barChart(canvasId, container, section, text, labels, series, describe, items) {
     var canvas = $(canvasId);
-    if (section.state !== "ok" || !items.length) {
-      canvas.hidden = true;
-      return empty(container, section, text);
-    }
-    canvas.hidden = false;
+    var key = canvas.parentNode.querySelector(".legend");
+    var shown = section.state === "ok" && items.length > 0;
+    canvas.hidden = !shown;
+    if (key) key.hidden = !shown;
+    if (!shown) return empty(container, section, text);
     container.replaceChildren(rows(items, describe));
     requestAnimationFrame(function () {
       canvas.dataset.points = String(charts.bars(canvas, { labels: labels, series: series }));
