@@ -5,6 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# parallel test workers may call this at once: one installs, the others wait and then find it done
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"${TMPDIR:-/tmp}/depu-install-browser.lock"
+    flock -w 900 9
+fi
+
 if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" != "0" ]; then
         echo "install_browser: chromium is missing and installing it needs root" >&2
@@ -13,7 +19,7 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "install_browser: installing chromium (Debian package)" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+    apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
 fi
 
 if [ ! -f node_modules/playwright-core/package.json ]; then
