@@ -58,7 +58,7 @@ def test_create_records_the_host_and_tells_the_user(fast):
     assert wait_execution(fork.create_execution) == "SUCCEEDED"
     [notice] = notices(5)
     assert notice["chat_id"] == USER and f"<b>{fork.fork_id}</b> is ready at block 100" in notice["text"]
-    assert notice["buttons"] == [[{"text": "Open fork", "data": f"sf:i:{fork.fork_id}"}]]
+    assert notice["buttons"] == [[{"text": "Open fork", "data": f"sf:1:i:{fork.fork_id}"}]]
     assert fork.pending_task is None
 
 

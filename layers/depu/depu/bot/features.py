@@ -3,4 +3,5 @@ FEATURES: tuple[str, ...] = (
     "depu.bot.basics",
     "depu.bot.dashboard_link",
     "depu.bot.rental",
+    "depu.bot.forks",
 )

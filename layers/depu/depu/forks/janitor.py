@@ -50,7 +50,7 @@ def _warn(fork: Fork, now: float, done: Sweep) -> None:
         return
     minutes = max(1, int((fork.expires_at - now) // 60))
     enqueue(Notice(int(fork.chat_id), f"Shadow fork <b>{fork.fork_id}</b> expires in {minutes} minutes and will then be deleted.",
-                   buttons=[[{"text": "Open fork", "data": f"sf:i:{fork.fork_id}"}]], dedupe_key=f"fork-expiry:{fork.fork_id}"))
+                   buttons=[[{"text": "Open fork", "data": f"sf:1:i:{fork.fork_id}"}]], dedupe_key=f"fork-expiry:{fork.fork_id}"))
     done.warned.append(fork.fork_id)
 
 

@@ -210,7 +210,9 @@ def checksum_address(text: str) -> str:
     from web3 import Web3
 
     candidate = (text or "").strip()
-    if not Web3.is_address(candidate):
+    digits = candidate[2:]
+    mixed_case = digits != digits.lower() and digits != digits.upper()
+    if not Web3.is_address(candidate) or (mixed_case and not Web3.is_checksum_address(candidate)):
         raise UserError(f"<code>{_short(candidate)}</code> is not an Ethereum address (0x followed by 40 hex digits, with a valid checksum if mixed-case).")
     return Web3.to_checksum_address(candidate)
 
