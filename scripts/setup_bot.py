@@ -90,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         allowed_updates=ALLOWED_UPDATES,
         drop_pending_updates=args.drop_pending,
     )
+    info = api.get_webhook_info()
+    registered = info.get("url") == settings["webhook_url"]
+    print(f"webhook registered: {'yes' if registered else 'NO'}; pending updates: {info.get('pending_update_count', 0)}"
+          + (f"; Telegram's last delivery error: {info['last_error_message']}" if info.get("last_error_message") else ""))
+    if not registered:
+        return 1
     print("done: command menu published, webhook registered")
     return 0
 

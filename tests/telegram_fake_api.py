@@ -29,6 +29,7 @@ class FakeTelegram:
         self.calls: list[Call] = []
         self.texts: dict[tuple[int, int], str] = {}
         self.files: dict[str, tuple[str, bytes]] = {}  # file_id -> (file_path, content)
+        self.webhook_url: str | None = None
         self._failures: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         self._next_message_id = 100
         self._lock = threading.Lock()
@@ -149,6 +150,11 @@ class FakeTelegram:
             if not found:
                 return 400, {"ok": False, "error_code": 400, "description": "Bad Request: invalid file_id"}
             return self._ok({"file_id": params["file_id"], "file_path": found[0], "file_size": len(found[1])})
-        if method in ("answerCallbackQuery", "setMyCommands", "setWebhook", "deleteWebhook"):
+        if method == "setWebhook":
+            self.webhook_url = params.get("url")
+            return self._ok(True)
+        if method == "getWebhookInfo":
+            return self._ok({"url": self.webhook_url or "", "has_custom_certificate": False, "pending_update_count": 0})
+        if method in ("answerCallbackQuery", "setMyCommands", "deleteWebhook"):
             return self._ok(True)
         return 404, {"ok": False, "error_code": 404, "description": "Not Found"}

@@ -48,7 +48,7 @@ def stack(aws):
 
 def test_setup_publishes_the_menu_and_registers_the_webhook(stack, telegram, capsys) -> None:
     assert load_script().main(["--stack-name", stack, "--api-base", telegram.base_url]) == 0
-    commands, webhook = telegram.calls  # the fake only accepts the token stored in Secrets Manager
+    commands, webhook, check = telegram.calls  # the fake only accepts the token stored in Secrets Manager
     assert commands.method == "setMyCommands"
     expected = [{"command": c.name, "description": c.description} for c in load_features().menu()]
     assert commands.params["commands"] == expected and expected
@@ -56,7 +56,9 @@ def test_setup_publishes_the_menu_and_registers_the_webhook(stack, telegram, cap
     assert webhook.params["url"] == WEBHOOK_URL
     assert webhook.params["secret_token"] == TEST_WEBHOOK_SECRET
     assert webhook.params["allowed_updates"] == ["message", "callback_query"]
+    assert check.method == "getWebhookInfo"
     printed = capsys.readouterr().out
+    assert "webhook registered: yes" in printed
     assert TEST_BOT_TOKEN not in printed and TEST_WEBHOOK_SECRET not in printed
 
 
@@ -71,7 +73,7 @@ def test_dry_run_changes_nothing_and_prints_no_secret(stack, telegram, capsys) -
 def test_explicit_arguments_work_without_a_stack(aws, telegram) -> None:
     load_script().main(["--webhook-url", WEBHOOK_URL, "--token-secret", "depu/local/telegram-bot-token",
                         "--webhook-secret", "depu/local/telegram-webhook-secret", "--api-base", telegram.base_url])
-    assert [call.method for call in telegram.calls] == ["setMyCommands", "setWebhook"]
+    assert [call.method for call in telegram.calls] == ["setMyCommands", "setWebhook", "getWebhookInfo"]
 
 
 @pytest.mark.parametrize("argv", [[], ["--webhook-url", "http://insecure.example/hook", "--token-secret", "a",

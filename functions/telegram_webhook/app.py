@@ -87,7 +87,8 @@ def _handle_once():
 def telegram_update() -> Response:
     event = app.current_event
     if not _secret_matches(event.get_header_value(SECRET_HEADER, case_sensitive=False)):
-        logger.warning("webhook call without the right secret header")
+        logger.warning("webhook call without the right secret header",
+                       extra={"source_ip": event.request_context.identity.source_ip})
         return _reply(401, "unauthorized")
     try:
         body = event.decoded_body or ""
