@@ -4,6 +4,7 @@ would (SQS messages received from moto, processed, deleted unless reported as fa
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any
 
 import boto3
@@ -20,11 +21,17 @@ H100_BENCHMARK = {"device": "cuda:0", "fp32_tflops": 48.0, "bf16_tflops": 600.0,
 CPU_BENCHMARK = {"device": "cpu", "fp32_tflops": 0.4, "bf16_tflops": 0.1, "mem_bandwidth_gbs": 20.0, "verified": True}
 
 
+@lru_cache(maxsize=None)
+def function(name: str):
+    """functions/<name>/app.py, imported once per test process (handlers read settings per call)."""
+    return load_function(name)
+
+
 class AgentApi:
     """The real AgentApiFunction handler, called with API Gateway proxy events."""
 
     def __init__(self) -> None:
-        self.module = load_function("agent_api")
+        self.module = function("agent_api")
 
     def call(self, path: str, body: Any = None, token: str | None = None, method: str = "POST") -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -129,7 +136,7 @@ def run_matcher(max_messages: int = 10) -> dict[str, Any]:
             for message in received
         ]
     }
-    matcher = load_function("matcher")
+    matcher = function("matcher")
     result = matcher.lambda_handler(event, FakeLambdaContext())
     failed = {item["itemIdentifier"] for item in result["batchItemFailures"]}
     for message in received:
@@ -141,7 +148,7 @@ def run_matcher(max_messages: int = 10) -> dict[str, Any]:
 def run_reaper(now: int | None = None) -> dict[str, list[str]]:
     """The reaper's sweep at ``now`` (defaults to the real clock); the handler itself for the real clock."""
     if now is None:
-        return load_function("lease_reaper").lambda_handler({}, FakeLambdaContext())
+        return function("lease_reaper").lambda_handler({}, FakeLambdaContext())
     from dataclasses import asdict
 
     from depu.jobs import reaper

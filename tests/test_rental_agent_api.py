@@ -183,3 +183,29 @@ def test_any_body_gets_a_documented_answer_never_a_500(running, path, body, own_
     status, answer = AgentApi().call(concrete, body, None if path == "/agent/register" else token)
     documented = {int(code) for code in SPEC["paths"][path]["post"]["responses"]}
     assert status in documented, (path, body, status, answer)
+
+
+def test_progress_message_is_edited_in_place_with_live_metrics_at_most_every_few_seconds(aws):
+    from depu.jobs import service
+    from depu.jobs.models import Job
+
+    api, agent, job, offer = _running_job(aws)
+    service.set_progress_message(job.job_id, 77)
+    Job(job.job_id).update(actions=[Job.progress_notified_at.set(0)])
+    notices()  # drop what came before
+    metrics = [{"gpu_index": 0, "utilization_pct": 88, "memory_used_mb": 4096, "memory_total_mb": 81920,
+                "temperature_c": 70, "power_w": 300, "junk": {"x": 1}}]
+    for _ in range(3):  # three heartbeats in a row: one edit (the throttle), carrying the live numbers
+        api.call("/agent/heartbeat", {"metrics": metrics, "running_jobs": [job.job_id]}, agent["agent_token"])
+    api.call(f"/agent/jobs/{job.job_id}/progress", {"progress": 0.4, "message": "epoch 2/5"}, agent["agent_token"])
+    edits = [n for n in notices() if n["edit_message_id"] == 77]
+    assert len(edits) == 1
+    assert "GPU 88%" in edits[0]["text"] and "4.0/80.0 GB" in edits[0]["text"] and "70°C" in edits[0]["text"]
+    assert edits[0]["buttons"][0][0]["data"] == f"rj:1:c:{job.job_id}"
+    assert Job.get(job.job_id).metrics == {k: float(v) if k != "gpu_index" else v
+                                           for k, v in metrics[0].items() if k != "junk"}
+    # once the throttle window has passed, the next report edits again, with the progress
+    Job(job.job_id).update(actions=[Job.progress_notified_at.set(int(__import__("time").time()) - 10)])
+    api.call(f"/agent/jobs/{job.job_id}/progress", {"progress": 0.6, "message": "epoch 3/5"}, agent["agent_token"])
+    [edit] = [n for n in notices() if n["edit_message_id"] == 77]
+    assert "60%" in edit["text"] and "epoch 3/5" in edit["text"]

@@ -79,7 +79,7 @@ def test_silent_agent_loses_the_job_to_another_agent_and_the_user_pays_once(aws)
     _alive(api, first)
     swept = run_reaper(_lease_runs_out(job.job_id))
     assert swept["retried"] == [job.job_id]
-    told = [n for n in notices() if "lost its provider" in n["text"]]
+    told = [n for n in notices() if "moves to another provider (its provider went silent)" in n["text"]]
     assert len(told) == 1 and told[0]["chat_id"] == USER_ID
 
     # the job goes to the second agent, never back to the one it was lost on

@@ -368,7 +368,7 @@ def provider(incoming: Incoming, chat: Chat) -> None:
 # ---------------------------------------------------------------- /profile section
 
 
-@profile_section(30, "GPU rentals")
+@profile_section(20, "GPU rentals")
 def rentals_section(user_id: int) -> str:
     jobs = service.user_jobs(user_id, limit=50)
     mine = agents.agents_of_provider(user_id)

@@ -15,6 +15,7 @@ from pynamodb.exceptions import UpdateError
 from depu import notify
 from depu.agents.catalogue import describe
 from depu.jobs import lifecycle, storage
+from depu.jobs.leases import MAX_ATTEMPTS
 from depu.jobs.models import Job
 
 PROGRESS_EDIT_SECONDS = 5
@@ -131,11 +132,13 @@ def announce_end(job: Job) -> None:
 
 
 def announce_retry(job: Job) -> None:
+    """The attempt was interrupted (provider silent, or a failure worth retrying): say so, and that it is free."""
+    reason = "its provider went silent" if (job.error or "").startswith("agent lost") else (job.error or "a problem")
     notify.enqueue(
         notify.Notice(
             int(job.chat_id),
-            f"🔁 Job <code>{job.job_id}</code> lost its provider; it goes to another one "
-            f"(attempt {int(job.attempt) + 1}). You are not charged for the lost attempt.",
+            f"🔁 Job <code>{job.job_id}</code> moves to another provider ({html.escape(reason[:200])}); "
+            f"attempt {int(job.attempt) + 1} of {MAX_ATTEMPTS}. You are not charged for the interrupted attempt.",
             dedupe_key=f"job-retry:{job.job_id}:{int(job.attempt)}",
         )
     )
