@@ -18,6 +18,7 @@ from boto3.dynamodb.conditions import Attr
 
 from depu.chain import store
 from depu.analytics.amounts import fmt, scale
+from depu.analytics.metadata import NATIVE_META
 
 if TYPE_CHECKING:
     from depu.analytics.metadata import TokenMeta
@@ -109,7 +110,7 @@ def alerts_for(rows: Iterable[dict[str, Any]], watches: dict[str, list[Watch]],
         for side in ("sender", "recipient"):
             address = row.get(side)
             for watch in watches.get(address or "", []):
-                meta = metas.get(row["asset"])
+                meta = NATIVE_META if row["asset"] == store.NATIVE else metas.get(row["asset"])
                 decimals = meta.decimals if meta else None
                 symbol = meta.label if meta else row["asset"]
                 if row.get("token_id") is not None:

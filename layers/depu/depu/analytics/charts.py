@@ -1,0 +1,95 @@
+"""Charts as PNG bytes, sized and lettered for a phone (about 1000x700 px, large type).
+
+matplotlib is imported here only, with the Agg backend (no display), so nothing on the webhook's cold path
+pays for it until a chart is actually drawn.
+"""
+from __future__ import annotations
+
+import io
+from datetime import datetime, timezone
+from typing import Sequence
+
+WIDTH_IN, HEIGHT_IN, DPI = 10, 7, 100
+COLOURS = ("#2a9d8f", "#e76f51", "#264653", "#e9c46a")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 18, "axes.titlesize": 24, "axes.labelsize": 18, "xtick.labelsize": 15,
+                         "ytick.labelsize": 15, "legend.fontsize": 16, "axes.spines.top": False,
+                         "axes.spines.right": False})
+    return plt
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _labels(hours: Sequence[int]) -> list[str]:
+    return [datetime.fromtimestamp(h, timezone.utc).strftime("%d %H:00") for h in hours]
+
+
+def _empty(ax, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, fontsize=22)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def flows_chart(title: str, hours: Sequence[int], inflow: Sequence[float], outflow: Sequence[float], unit: str) -> bytes:
+    """In (up) and out (down) per hour."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, HEIGHT_IN))
+    if not hours:
+        _empty(ax, "No transfers in this window")
+    else:
+        x = range(len(hours))
+        ax.bar(x, inflow, color=COLOURS[0], label="in")
+        ax.bar(x, [-v for v in outflow], color=COLOURS[1], label="out")
+        ax.axhline(0, color="#555", linewidth=1)
+        ax.set_xticks(list(x)[:: max(1, len(hours) // 6)], _labels(hours)[:: max(1, len(hours) // 6)], rotation=20)
+        ax.set_ylabel(unit)
+        ax.legend(loc="upper left")
+    ax.set_title(title)
+    return _png(fig)
+
+
+def bars_chart(title: str, labels: Sequence[str], values: Sequence[float], ylabel: str) -> bytes:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, HEIGHT_IN))
+    if not labels:
+        _empty(ax, "Nothing in this window")
+    else:
+        ax.barh(range(len(labels)), values, color=COLOURS[2])
+        ax.set_yticks(range(len(labels)), labels)
+        ax.invert_yaxis()
+        ax.set_xlabel(ylabel)
+    ax.set_title(title)
+    return _png(fig)
+
+
+def series_chart(title: str, x: Sequence[int], series: dict[str, Sequence[float]], ylabel: str,
+                 xlabel: str = "block") -> bytes:
+    """One or more lines over blocks (gas, base fee, transfers per block)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, HEIGHT_IN))
+    if not x:
+        _empty(ax, "No blocks indexed yet")
+    else:
+        for colour, (name, values) in zip(COLOURS, series.items()):
+            ax.plot(list(x), list(values), color=colour, linewidth=3, label=name, marker="o" if len(x) < 40 else None)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if len(series) > 1:
+            ax.legend(loc="upper left")
+    ax.set_title(title)
+    return _png(fig)

@@ -1,0 +1,315 @@
+"""``/analytics``, ``/watch``, ``/unwatch``, ``/export`` and ``/dashboard``: chain analytics in the chat.
+
+Each view is a short text summary with window buttons (1h / 24h / 7d) followed by a chart as a photo. Callback
+data is ``an:1:<view>:<window>[:<address>]`` (at most 53 bytes). Charts import matplotlib only when drawn, and
+nothing here imports web3 or pyarrow, so the webhook's cold start stays light.
+"""
+from __future__ import annotations
+
+import html
+from decimal import Decimal
+
+from depu import conversation
+from depu.analytics import views, watches
+from depu.analytics.amounts import fmt, scale
+from depu.analytics.metadata import TokenMeta
+from depu.bot.registry import Button, Chat, Incoming, Keyboard, callback, command
+from depu.errors import UserError
+from depu.profiles import profile_section
+
+PREFIX = "an"
+WINDOW_LABELS = {"1h": "1 h", "24h": "24 h", "7d": "7 days"}
+
+
+def _button(label: str, *parts: object) -> Button:
+    return Button(label, data=conversation.encode(PREFIX, *parts))
+
+
+def _short(address: str) -> str:
+    return address[:8] + "…" + address[-6:]
+
+
+def _windows(view: str, current: str, address: str | None = None) -> Keyboard:
+    row = [_button(("• " if window == current else "") + label, view, window, *([address] if address else []))
+           for window, label in WINDOW_LABELS.items()]
+    return [row, [_button("◀ Analytics menu", "m")]]
+
+
+def _amount(amount: int, meta: TokenMeta | None, asset: str) -> str:
+    if meta is None:
+        return fmt(amount, None, _short(asset))
+    return fmt(amount, meta.decimals, meta.label)
+
+
+def _float(amount: int, meta: TokenMeta | None) -> float:
+    """For chart axes only; every number in text stays exact."""
+    return float(scale(amount, meta.decimals if meta else None))
+
+
+def _show(incoming: Incoming, chat: Chat, text: str, buttons: Keyboard | None = None) -> None:
+    if incoming.callback_id is not None and incoming.message_id is not None:
+        chat.edit(incoming.message_id, text, buttons)
+    else:
+        chat.reply(text, buttons)
+
+
+# ---------------------------------------------------------------- menu
+@command("analytics", "Chain analytics: an address, a token or the chain")
+def analytics(incoming: Incoming, chat: Chat) -> None:
+    target = incoming.args.strip()
+    if target:
+        address = _address(target)
+        meta = views.metadata.cached(address)
+        if meta is not None:
+            token_view(incoming, chat, address, "24h")
+        else:
+            address_view(incoming, chat, address, "24h")
+        return
+    _menu(incoming, chat)
+
+
+def _menu(incoming: Incoming, chat: Chat) -> None:
+    head = views.chain_time()
+    status = "Nothing indexed yet: the indexer starts within a minute." if head is None else "Live, from indexed blocks."
+    _show(incoming, chat,
+          "<b>Chain analytics</b>\n" + status + "\n\n"
+          "• <b>Chain</b>: blocks, gas, activity\n"
+          "• <b>Tokens</b>: volume, active addresses, top transfers\n"
+          "• <b>Address</b>: send <code>/analytics 0xADDRESS</code>\n\n"
+          "Alerts: <code>/watch 0xADDRESS [min amount]</code> · Files: <code>/export</code>",
+          [[_button("⛓ Chain", "c", "1h"), _button("🪙 Tokens", "tl")]])
+
+
+def _address(text: str) -> str:
+    try:
+        return watches.parse_address(text)
+    except watches.WatchError as error:
+        raise UserError(html.escape(str(error))) from None
+
+
+@callback(PREFIX)
+def on_button(incoming: Incoming, chat: Chat) -> None:
+    try:
+        _, parts = conversation.decode(incoming.callback_data or "")
+    except conversation.CallbackDataError:
+        chat.answer_callback("This button has expired: send /analytics again.")
+        return
+    chat.answer_callback()
+    view, rest = (parts[0], parts[1:]) if parts else ("m", [])
+    window = rest[0] if rest and rest[0] in views.WINDOWS else "24h"
+    if view == "c":
+        chain_view(incoming, chat, window)
+    elif view == "tl":
+        token_list(incoming, chat)
+    elif view == "t" and len(rest) == 2:
+        token_view(incoming, chat, _address(rest[1]), window)
+    elif view == "a" and len(rest) == 2:
+        address_view(incoming, chat, _address(rest[1]), window)
+    else:
+        _menu(incoming, chat)
+
+
+# ---------------------------------------------------------------- views
+def chain_view(incoming: Incoming, chat: Chat, window: str) -> None:
+    from depu.analytics import charts
+
+    view = views.chain_view(window)
+    if not view.blocks:
+        _show(incoming, chat, "No blocks indexed in this window yet.", _windows("c", window))
+        return
+    gwei = Decimal(10**9)
+    text = (f"<b>Chain, last {WINDOW_LABELS[window]}</b> (up to block {view.head})\n"
+            f"Blocks: {len(view.blocks):,} · transactions: {view.txs:,} · transfers: {view.transfers:,}\n"
+            f"Gas used per block: {view.average('gas_used'):,.0f} "
+            f"({100 * view.average('gas_used') / max(view.average('gas_limit'), 1):.1f}% of the limit)\n"
+            f"Base fee now: {Decimal(int(view.blocks[-1]['base_fee'])) / gwei:.3f} gwei · "
+            f"median tip: {Decimal(int(view.blocks[-1]['tip_median'])) / gwei:.3f} gwei")
+    _show(incoming, chat, text, _windows("c", window))
+    numbers = [int(b["number"]) for b in view.blocks]
+    chart = charts.series_chart(
+        f"Gas and fees, last {WINDOW_LABELS[window]}", numbers,
+        {"base fee (gwei)": [int(b["base_fee"]) / 1e9 for b in view.blocks],
+         "median tip (gwei)": [int(b["tip_median"]) / 1e9 for b in view.blocks]}, "gwei")
+    chat.send_photo(chart, f"Base fee and median priority fee per block, blocks {numbers[0]}–{numbers[-1]}")
+
+
+def token_list(incoming: Incoming, chat: Chat) -> None:
+    tokens = views.known_tokens()
+    if not tokens:
+        _show(incoming, chat, "No tokens seen yet.", [[_button("◀ Analytics menu", "m")]])
+        return
+    rows = [[_button(f"{meta.label} · {_short(meta.token)}", "t", "24h", meta.token)] for meta in tokens]
+    rows.append([_button("◀ Analytics menu", "m")])
+    _show(incoming, chat, "<b>Tokens</b>: choose one (or send <code>/analytics 0xTOKEN</code>).", rows)
+
+
+def token_view(incoming: Incoming, chat: Chat, token: str, window: str) -> None:
+    from depu.analytics import charts
+
+    view = views.token_view(token, window)
+    meta = view.meta
+    name = html.escape(meta.label if meta else _short(token))
+    lines = [f"<b>{name}</b> <code>{token}</code>, last {WINDOW_LABELS[window]}",
+             f"Transfers: {view.transfers:,} · volume: {html.escape(_amount(view.volume, meta, token))}",
+             f"Active addresses: {view.active_addresses:,}"]
+    if meta and meta.decimals is None:
+        lines.append("<i>This token does not report decimals: amounts are in base units.</i>")
+    if view.top_transfers:
+        lines.append("\n<b>Top transfers</b>")
+        for row in view.top_transfers:
+            lines.append(f"{html.escape(_amount(int(row['amount']), meta, token))}: "
+                         f"<code>{_short(row['sender'])}</code> → <code>{_short(row['recipient'])}</code> "
+                         f"(block {row['block_number']})")
+    if view.top_movers:
+        lines.append("\n<b>Top movers</b> (sent + received)")
+        for address, moved in view.top_movers:
+            lines.append(f"<code>{_short(address)}</code> {html.escape(_amount(moved, meta, token))}")
+    _show(incoming, chat, "\n".join(lines), _windows("t", window, token))
+    hours = [hour for hour, _, _ in view.series]
+    chart = charts.flows_chart(f"{meta.label if meta else _short(token)} volume per hour", hours,
+                               [_float(volume, meta) for _, volume, _ in view.series], [0.0] * len(hours),
+                               meta.label if meta and meta.decimals is not None else "base units")
+    chat.send_photo(chart, f"{name}: volume per hour, last {WINDOW_LABELS[window]}")
+
+
+def address_view(incoming: Incoming, chat: Chat, address: str, window: str) -> None:
+    from depu.analytics import charts
+
+    view = views.address_view(address, window)
+    lines = [f"<b>Address</b> <code>{address}</code>"]
+    if not view.seen:
+        lines.append("No transfers seen for this address since indexing began.")
+        _show(incoming, chat, "\n".join(lines), _windows("a", window, address))
+        return
+    lines.append("\n<b>Seen since indexing began</b> (in / out / net)")
+    for flow in view.seen[:8]:
+        lines.append(f"{html.escape(_amount(flow.inflow, flow.meta, flow.asset))} / "
+                     f"{html.escape(_amount(flow.outflow, flow.meta, flow.asset))} / "
+                     f"{'-' if flow.net < 0 else ''}{html.escape(_amount(abs(flow.net), flow.meta, flow.asset))}")
+    lines.append(f"\n<b>Last {WINDOW_LABELS[window]}</b>")
+    if not view.flows:
+        lines.append("No transfers in this window.")
+    for flow in view.flows[:8]:
+        lines.append(f"{flow.transfers} transfers: in {html.escape(_amount(flow.inflow, flow.meta, flow.asset))}, "
+                     f"out {html.escape(_amount(flow.outflow, flow.meta, flow.asset))}")
+    if view.counterparties:
+        lines.append("\n<b>Top counterparties</b>")
+        for asset, other, sent, received, count in view.counterparties[:5]:
+            meta = views.metadata.cached(asset)
+            lines.append(f"<code>{_short(other)}</code>: {count}× · sent {html.escape(_amount(sent, meta, asset))}"
+                         f" · received {html.escape(_amount(received, meta, asset))}")
+    _show(incoming, chat, "\n".join(lines), _windows("a", window, address))
+    busiest = view.flows[0] if view.flows else None
+    if busiest is not None:
+        series = sorted(view.series[busiest.asset])
+        label = busiest.meta.label if busiest.meta else _short(busiest.asset)
+        chart = charts.flows_chart(f"{_short(address)}: {label} per hour", [h for h, _, _ in series],
+                                   [_float(i, busiest.meta) for _, i, _ in series],
+                                   [_float(o, busiest.meta) for _, _, o in series], label)
+        chat.send_photo(chart, f"{html.escape(label)} in and out per hour, last {WINDOW_LABELS[window]}")
+
+
+# ---------------------------------------------------------------- watches
+@command("watch", "Alert me when an address moves funds: /watch 0xADDRESS [min amount]")
+def watch(incoming: Incoming, chat: Chat) -> None:
+    parts = incoming.args.split()
+    if not parts:
+        mine = watches.of_user(incoming.user_id)
+        if not mine:
+            chat.reply("Usage: <code>/watch 0xADDRESS [min amount]</code>\nYou watch no address yet.")
+            return
+        lines = ["<b>Your watches</b>"] + [f"<code>{item['sk']}</code> (min {html.escape(str(item['min_amount']))})"
+                                           for item in mine]
+        chat.reply("\n".join(lines) + "\n\nRemove one with <code>/unwatch 0xADDRESS</code>.")
+        return
+    if len(parts) > 2:
+        raise UserError("Usage: <code>/watch 0xADDRESS [min amount]</code>")
+    try:
+        address = watches.parse_address(parts[0])
+        minimum = watches.parse_min_amount(parts[1]) if len(parts) == 2 else Decimal(0)
+    except watches.WatchError as error:
+        raise UserError(str(error)) from None
+    if not watches.add(incoming.user_id, incoming.chat_id, address, minimum):
+        raise UserError(f"You already watch {watches.MAX_WATCHES_PER_USER} addresses: /unwatch one first.")
+    chat.reply(f"👀 Watching <code>{address}</code>"
+               + (f" for moves of at least {html.escape(str(minimum))} (tokens or ETH)" if minimum else "")
+               + ". Alerts arrive here as blocks are indexed.")
+
+
+@command("unwatch", "Stop alerts for an address: /unwatch 0xADDRESS")
+def unwatch(incoming: Incoming, chat: Chat) -> None:
+    if not incoming.args.strip():
+        raise UserError("Usage: <code>/unwatch 0xADDRESS</code> (send /watch to list yours).")
+    address = _address(incoming.args.split()[0])
+    if watches.remove(incoming.user_id, address):
+        chat.reply(f"Stopped watching <code>{address}</code>.")
+    else:
+        chat.reply(f"You were not watching <code>{address}</code>.")
+
+
+# ---------------------------------------------------------------- export
+@command("export", "Export transfers or blocks: /export transfers 100-200 csv")
+def export(incoming: Incoming, chat: Chat) -> None:
+    from depu.analytics import export as exports
+
+    try:
+        request = exports.parse(incoming.args, incoming.user_id, incoming.chat_id)
+    except exports.ExportError as error:
+        raise UserError(f"{error}\nDatasets: transfers, blocks · formats: csv, jsonl, parquet · "
+                        f"at most {exports.MAX_BLOCKS:,} blocks.") from None
+    exports.enqueue(request)
+    chat.reply(f"📦 Preparing {request.dataset} for blocks {request.start}–{request.end} as "
+               f"{request.format.upper()}; the file arrives here shortly.")
+
+
+# ---------------------------------------------------------------- dashboard
+@command("dashboard", "Your GPU usage and fork activity as charts")
+def dashboard(incoming: Incoming, chat: Chat) -> None:
+    from depu.analytics import charts
+
+    usage = _gpu_usage(incoming.user_id)
+    forks = _fork_activity(incoming.user_id)
+    if not usage and not forks:
+        chat.reply("Nothing to chart yet: rent a GPU with /rent_gpu or start a fork with /shadow_fork.")
+        return
+    if usage:
+        labels = list(usage)
+        chat.send_photo(charts.bars_chart("Your GPU time by class (minutes)", labels,
+                                          [usage[k] / 60 for k in labels], "minutes"),
+                        "GPU minutes billed, by GPU class")
+    if forks:
+        labels = list(forks)
+        chat.send_photo(charts.bars_chart("Your forks by status", labels, [forks[k] for k in labels], "forks"),
+                        "Your shadow forks, by status")
+
+
+def _gpu_usage(user_id: int) -> dict[str, int]:
+    try:
+        from depu.jobs.models import Job
+    except ImportError:
+        return {}
+    usage: dict[str, int] = {}
+    for job in Job.by_user.query(user_id):
+        if job.billed_seconds:
+            usage[job.gpu_class] = usage.get(job.gpu_class, 0) + int(job.billed_seconds)
+    return usage
+
+
+def _fork_activity(user_id: int) -> dict[str, int]:
+    try:
+        from depu.forks.models import Fork
+    except ImportError:
+        return {}
+    counts: dict[str, int] = {}
+    for fork in Fork.by_user.query(user_id):
+        counts[fork.status] = counts.get(fork.status, 0) + 1
+    return counts
+
+
+@profile_section(40, "Analytics")
+def analytics_profile(user_id: int) -> str:
+    mine = watches.of_user(user_id)
+    if not mine:
+        return "No watched addresses. Try <code>/watch 0xADDRESS</code>."
+    return f"Watching {len(mine)} address{'es' if len(mine) != 1 else ''}: " + ", ".join(
+        f"<code>{_short(item['sk'])}</code>" for item in mine[:5])

@@ -1,0 +1,257 @@
+"""Analytics as a user meets it: the indexer Lambda over a real anvil chain, then /analytics views with PNG
+charts, /watch alerts through the notify queue, /export through the export queue and the exporter Lambda
+(CSV, JSON lines and Parquet read back and compared with the chain's ground truth)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from depu.bot.registry import Incoming
+from local.devchain import DevChain
+from telegram_harness import FakeLambdaContext, load_function, sqs_event
+
+pytestmark = pytest.mark.e2e
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass
+class RecordingChat:
+    replies: list[tuple[str, list]] = field(default_factory=list)
+    photos: list[tuple[bytes, str]] = field(default_factory=list)
+    answers: list = field(default_factory=list)
+
+    def reply(self, text: str, buttons=None) -> int:
+        self.replies.append((text, buttons or []))
+        return len(self.replies)
+
+    def edit(self, message_id: int, text: str, buttons=None) -> None:
+        self.replies.append((text, buttons or []))
+
+    def answer_callback(self, text=None, alert=False) -> None:
+        self.answers.append(text)
+
+    def send_photo(self, photo: bytes, caption: str = "", filename: str = "chart.png") -> None:
+        self.photos.append((photo, caption))
+
+    def send_document(self, content: bytes, filename: str, caption: str = "") -> None:
+        raise AssertionError("exports go through the queue")
+
+    @property
+    def text(self) -> str:
+        return self.replies[-1][0]
+
+
+def message(command: str, args: str = "", user_id: int = 42) -> Incoming:
+    return Incoming(update_id=1, user_id=user_id, chat_id=user_id, chat_type="private", text=f"/{command} {args}",
+                    command=command, args=args, message_id=3, first_name="Ada")
+
+
+def press(data: str, user_id: int = 42) -> Incoming:
+    return Incoming(update_id=2, user_id=user_id, chat_id=user_id, chat_type="private", callback_id="cb",
+                    callback_data=data, message_id=7, first_name="Ada")
+
+
+class Context(FakeLambdaContext):
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 12_000  # the handler keeps 10 s back: about 2 s of indexing, then it returns
+
+
+def drain(queue_url: str) -> list[dict]:
+    import boto3
+
+    sqs = boto3.client("sqs")
+    bodies = []
+    while True:
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        if not messages:
+            return bodies
+        for item in messages:
+            bodies.append(json.loads(item["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=item["ReceiptHandle"])
+
+
+@pytest.fixture
+def indexed(aws, monkeypatch):
+    """A chain with known activity, indexed by the real indexer Lambda handler."""
+    with DevChain(accounts=6) as chain:
+        chain.deploy_defaults()
+        chain.activity(rounds=3, seed=4, per_block=4)
+        monkeypatch.setenv("CHAIN_RPC_URL", chain.rpc_url)
+        monkeypatch.setenv("CHAIN_CONFIRMATIONS", "0")
+        monkeypatch.setenv("CHAIN_START_BLOCK", "0")
+        from depu.config import get_settings
+
+        get_settings.cache_clear()
+        outcome = load_function("indexer").lambda_handler({}, Context())
+        assert outcome["checkpoint"] == chain.block_number()
+        from depu.bot import analytics as bot
+
+        yield chain, bot
+
+
+def test_views_show_exact_figures_and_send_charts(indexed):
+    chain, bot = indexed
+    chat = RecordingChat()
+    bot.analytics(message("analytics"), chat)
+    assert "Chain analytics" in chat.text
+    bot.on_button(press("an:1:c:1h"), chat)
+    assert f"up to block {chain.block_number()}" in chat.text
+    transfers = sum(1 for t in chain.history)
+    assert f"transfers: {transfers:,}" in chat.text
+    assert chat.photos[-1][0].startswith(PNG)
+
+    # a token: volume equals the ground truth's sum, exactly, in whole tokens
+    usdd = chain.tokens["USDD"]
+    moved = [t for t in chain.history if t.token == usdd.address]
+    bot.on_button(press(f"an:1:t:24h:{usdd.address.lower()}"), chat)
+    from depu.analytics.amounts import fmt
+
+    assert f"Transfers: {len(moved):,}" in chat.text
+    assert f"volume: {fmt(sum(t.amount for t in moved), 6, 'USDD')}" in chat.text
+    biggest = max(moved, key=lambda t: t.amount)
+    assert fmt(biggest.amount, 6, "USDD") in chat.text.split("Top transfers")[1]
+    assert chat.photos[-1][0].startswith(PNG)
+
+    # an address: balances seen equal the truth's in/out for the 18-decimal token
+    holder = chain.accounts[2]
+    dusd = chain.tokens["DUSD"].address
+    received = sum(t.amount for t in chain.history if t.token == dusd and t.recipient == holder)
+    sent = sum(t.amount for t in chain.history if t.token == dusd and t.sender == holder)
+    bot.analytics(message("analytics", holder), chat)
+    assert f"{fmt(received, 18, 'DUSD')} / {fmt(sent, 18, 'DUSD')}" in chat.text
+    assert chat.photos[-1][0].startswith(PNG)
+    photo = chat.photos[-1][0]
+    import struct
+
+    width, height = struct.unpack(">II", photo[16:24])
+    assert (width, height) == (1000, 700)
+
+    # the odd token has no metadata: amounts stay in base units, said so
+    odd = chain.tokens["ODD"].address
+    bot.analytics(message("analytics", odd), chat)
+    assert odd.lower() in chat.text and "amounts are in base units" in chat.text
+
+
+def test_bad_input_gets_a_clear_error(indexed):
+    from depu.errors import UserError
+
+    chain, bot = indexed
+    chat = RecordingChat()
+    for command, args, expected in [
+        ("watch", "0x1234", "not an Ethereum address"),
+        ("watch", "0x" + "a" * 39 + "G", "not an Ethereum address"),
+        ("watch", chain.accounts[1][:-1] + ("a" if chain.accounts[1][-1] != "a" else "b"), "checksum"),
+        ("watch", f"{chain.accounts[1]} lots", "must be a number"),
+        ("watch", f"{chain.accounts[1]} -5", "zero or positive"),
+        ("analytics", "vitalik.eth", "not an Ethereum address"),
+        ("export", "transfers", "Usage"),
+        ("export", "balances 1-2 csv", "Dataset must be"),
+        ("export", "transfers 9-2 csv", "START ≤ END"),
+        ("export", "transfers 1-20000 csv", "At most"),
+        ("export", "blocks 1-2 xlsx", "Format must be"),
+    ]:
+        with pytest.raises(UserError) as error:
+            getattr(bot, command)(message(command, args), chat)
+        assert expected in error.value.message, (command, args)
+    from depu.analytics import watches
+
+    assert watches.of_user(42) == []  # nothing half-created
+
+
+def test_watch_alerts_through_the_notify_queue(indexed, monkeypatch):
+    chain, bot = indexed
+    from depu.config import get_settings
+
+    chat = RecordingChat()
+    watched = chain.accounts[3]
+    bot.watch(message("watch", f"{watched} 0.5"), chat)
+    assert "Watching" in chat.text
+    bot.watch(message("watch", ""), chat)
+    assert watched.lower() in chat.text
+    drain(get_settings().notify_queue_url)
+
+    dusd, usdd = chain.tokens["DUSD"], chain.tokens["USDD"]
+    chain.transfer(dusd, watched, chain.accounts[4], 10**18)  # 1 DUSD: alert
+    chain.transfer(usdd, chain.accounts[4], watched, 400_000)  # 0.4 USDD: below the minimum
+    chain.send_eth(chain.accounts[5], watched, 2 * 10**18)  # 2 ETH in: alert
+    load_function("indexer").lambda_handler({}, Context())
+    notices = drain(get_settings().notify_queue_url)
+    texts = sorted(n["text"] for n in notices)
+    assert len(notices) == 2 and all(n["chat_id"] == 42 for n in notices)
+    assert "sent 1 DUSD" in texts[0] or "sent 1 DUSD" in texts[1]
+    assert any("received 2 ETH" in t for t in texts), texts
+    assert len({n["dedupe_key"] for n in notices}) == 2
+
+    bot.unwatch(message("unwatch", watched), chat)
+    assert "Stopped watching" in chat.text
+    chain.transfer(dusd, watched, chain.accounts[4], 10**18)
+    load_function("indexer").lambda_handler({}, Context())
+    assert drain(get_settings().notify_queue_url) == []
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_export_in_each_format_reads_back_exactly(indexed, fmt):
+    import boto3
+
+    from depu.config import get_settings
+
+    chain, bot = indexed
+    chat = RecordingChat()
+    head = chain.block_number()
+    bot.export(message("export", f"transfers 0-{head} {fmt}"), chat)
+    assert "Preparing transfers" in chat.text
+    requests = drain(get_settings().export_queue_url)
+    assert len(requests) == 1 and requests[0]["user_id"] == 42
+    exporter = load_function("exporter")
+    result = exporter.lambda_handler(sqs_event([json.dumps(requests[0])]), FakeLambdaContext())
+    assert result == {"batchItemFailures": []}
+    notice = drain(get_settings().notify_queue_url)[0]
+    assert notice["chat_id"] == 42 and notice["document_key"].startswith("exports/42/")
+    assert notice["filename"].endswith({"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}[fmt])
+    body = boto3.client("s3").get_object(Bucket=get_settings().artifacts_bucket, Key=notice["document_key"])["Body"].read()
+    if fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(body.decode())))
+    elif fmt == "jsonl":
+        rows = [json.loads(line) for line in body.decode().splitlines()]
+    else:
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(io.BytesIO(body)).to_pylist()
+    got = sorted((int(r["block_number"]), r["tx_hash"], str(r["amount"] or "")) for r in rows)
+    want = sorted((t.block_number, t.tx_hash, "" if t.amount is None else str(t.amount)) for t in chain.history)
+    assert got == want
+
+
+def test_dashboard_and_profile_section_without_activity(indexed):
+    chain, bot = indexed
+    chat = RecordingChat()
+    bot.dashboard(message("dashboard"), chat)
+    assert "Nothing to chart yet" in chat.text
+    from depu.profiles import render_sections
+
+    sections = dict(render_sections(42))
+    assert "No watched addresses" in sections["Analytics"]
+
+
+def test_bot_module_imports_no_heavy_library():
+    """The webhook loads this feature on its first update: matplotlib, pyarrow and web3 must wait for use."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = (
+        "import sys\n"
+        f"sys.path[:0] = [{str(root / 'layers' / 'depu')!r}]\n"
+        "import depu.bot.analytics, depu.analytics.export\n"
+        "print(','.join(n for n in ('web3', 'matplotlib', 'pyarrow', 'eth_hash') if n in sys.modules) or 'none')\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "us-east-1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "none"
