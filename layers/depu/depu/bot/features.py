@@ -4,4 +4,5 @@ FEATURES: tuple[str, ...] = (
     "depu.bot.dashboard_link",
     "depu.bot.rental",
     "depu.bot.forks",
+    "depu.bot.analytics",
 )
