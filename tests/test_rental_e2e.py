@@ -195,6 +195,104 @@ def test_agent_with_wrong_token_gets_401_and_sees_no_jobs(agents):
     assert still.status == "queued" and still.agent_id is None
 
 
+class OutageProxy:
+    """Forwards the agent's requests to the local API, or answers 503 for all of them while ``down``."""
+
+    def __init__(self, upstream: str):
+        import requests
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        proxy = self
+        self.down = False
+        self.refused: list[str] = []
+        self.forwarded: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - stdlib name
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if proxy.down:
+                    proxy.refused.append(self.path)
+                    status, headers, payload = 503, {"Content-Type": "application/json"}, b'{"message":"down"}'
+                else:
+                    proxy.forwarded.append(self.path)
+                    answer = requests.post(upstream + self.path, data=body, timeout=60, headers={
+                        "Authorization": self.headers.get("Authorization", ""),
+                        "Content-Type": "application/json"})
+                    status, payload = answer.status_code, answer.content
+                    headers = {"Content-Type": answer.headers.get("Content-Type", "application/json")}
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_result_finished_during_an_api_outage_is_delivered_once_after_it(agents, cloud, tmp_path):
+    from depu import credits
+
+    ensure_user(USER_ID)
+    before = credits.balance(USER_ID)
+    proxy = OutageProxy(cloud.url)
+    try:
+        agent = AgentProcess(proxy.url, tmp_path / "rig-outage", "rig-outage", enrolment_token=enrol_provider())
+        try:
+            agent.wait_registered()
+            job = submit_job(USER_ID, gpu_class="cpu", workload="script",
+                             params={"file_name": "s.py", "file_size": 300}, script=slow_script(6), time_limit_s=120)
+            wait_for(lambda: any("step 1" in line for line in job_of(job.job_id).logs_tail or []), 60,
+                     what="the job to run")
+            proxy.down = True  # the API disappears while the job runs
+            wait_for(lambda: "finished: complete" in agent.log_text(), 60, what="the job to end during the outage")
+            wait_for(lambda: any(path.startswith(f"/agent/jobs/{job.job_id}/") and path.endswith(("/artifacts",
+                     "/complete")) for path in proxy.refused), 30, what="the report to be refused")
+            assert job_of(job.job_id).status == "running"
+            assert agent.process.poll() is None  # the outage did not kill the agent
+            assert list((tmp_path / "rig-outage" / "work" / "outbox").glob("*.json")), "kept on disk"
+            proxy.down = False
+            done = finished(job.job_id, 60)
+        finally:
+            agent.stop()
+    finally:
+        proxy.close()
+    assert done.status == "succeeded" and done.result["output_files"] == ["total.txt"]
+    assert len(settles_for(done)) == 1
+    assert credits.balance(USER_ID).credits == before.credits - done.charged
+
+
+def test_graceful_shutdown_hands_the_running_job_back(agents):
+    from depu import credits
+
+    ensure_user(USER_ID)
+    agent = agents("rig-leaving")
+    agent.wait_registered()
+    job = submit_job(USER_ID, gpu_class="cpu", workload="script", params={"file_name": "s.py", "file_size": 300},
+                     script=slow_script(200), time_limit_s=300)
+    wait_for(lambda: any("step 0" in line for line in job_of(job.job_id).logs_tail or []), 60,
+             what="the job to run")
+    assert agent.stop(timeout=30) == 0
+    back = job_of(job.job_id)
+    # released: back in the queue (the matcher may already have offered it again)
+    assert back.status in ("queued", "assigned"), back.status
+    assert "not delivered" not in agent.log_text()
+    assert not list((agent.directory / "work" / "outbox").glob("*.json"))
+    assert not any(b"script.py" in _cmdline(pid) for pid in descendants_of(agent.pid))
+    assert credits.balance(USER_ID).held == back.max_cost  # still held for the next attempt, nothing charged
+    assert not settles_for(back)
+
+
 def _cmdline(pid: int) -> bytes:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:

@@ -269,5 +269,8 @@ def collect_outputs(plan: SandboxPlan, max_total_bytes: int) -> list[Path]:
 
 def remove_workspace(plan: SandboxPlan) -> None:
     for command in plan.cleanup:
-        subprocess.run(command, capture_output=True, timeout=30, check=False)
+        try:
+            subprocess.run(command, capture_output=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("cleanup %s failed: %s", command[:3], type(exc).__name__)
     shutil.rmtree(plan.cwd, ignore_errors=True)

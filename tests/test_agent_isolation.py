@@ -1,0 +1,114 @@
+"""A renter's script runs in the restricted sandbox and cannot reach the agent's credentials or outlive its
+time. Docker is not running on this machine, so this is the fallback path every provider without Docker gets.
+"""
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+
+import pytest
+
+from depu_agent import isolation
+from depu_agent.config import load_config
+from depu_agent.runner import ChildProcess, StopRequest
+
+TOKEN = "agent-token-" + "s3cr3t" * 6
+
+
+@pytest.fixture
+def agent_config(tmp_path, monkeypatch):
+    config = load_config(tmp_path / "agent" / "agent.json", environ={}, docker="never", script_memory_mb=1024)
+    config.write_token(TOKEN)
+    config.save(tmp_path / "agent" / "agent.json")
+    monkeypatch.setenv("DEPU_AGENT_TOKEN_FOR_TEST", TOKEN)  # the agent's own environment holds a secret
+    return config
+
+
+def run_script(config, source: str, time_limit_s: float = 60) -> tuple[object, list[str], isolation.SandboxPlan]:
+    plan = isolation.plan_script(job_id="jtest", script=textwrap.dedent(source).encode(), gpu_index=0,
+                                 on_cpu=True, time_limit_s=time_limit_s, config=config, use_docker=False)
+    lines: list[str] = []
+    child = ChildProcess(plan.argv, env=plan.env, cwd=plan.cwd, on_line=lines.append, preexec_fn=plan.preexec_fn,
+                         user=plan.user.uid if plan.user else None, group=plan.user.gid if plan.user else None)
+    outcome = child.start().wait(time_limit_s, StopRequest(), grace_s=1)
+    return outcome, lines, plan
+
+
+@pytest.mark.skipif(not isolation.can_switch_user(), reason="needs root or CAP_SETUID to run scripts as another user")
+def test_script_cannot_read_the_agent_token_from_env_files_or_proc(agent_config):
+    token_file = agent_config.agent_token_file
+    config_file = os.path.join(os.path.dirname(token_file), "agent.json")
+    outcome, lines, plan = run_script(agent_config, f"""
+        import json, os
+        findings = {{"uid": os.getuid(), "env_has_token": any({TOKEN!r} in v for v in os.environ.values()),
+                     "env_keys": sorted(os.environ)}}
+        for name, path in {{"token": {token_file!r}, "config": {config_file!r},
+                           "agent_environ": "/proc/{os.getpid()}/environ",
+                           "agent_cmdline_dir": "/proc/{os.getpid()}/cwd/agent_token"}}.items():
+            try:
+                with open(path, "rb") as handle:
+                    findings[name] = "READ " + str({TOKEN!r}.encode() in handle.read())
+            except OSError as error:
+                findings[name] = type(error).__name__
+        os.symlink({token_file!r}, "outputs/stolen.txt")   # try to smuggle it out as an artifact
+        open("outputs/real.txt", "w").write("ok")
+        print(json.dumps(findings))
+    """)
+    assert outcome.returncode == 0, lines
+    findings = json.loads(lines[-1])
+    assert findings["uid"] != os.getuid() and findings["uid"] == plan.user.uid
+    assert findings["env_has_token"] is False
+    assert not any(key.startswith(("DEPU", "AWS")) for key in findings["env_keys"])
+    for name in ("token", "config", "agent_environ", "agent_cmdline_dir"):
+        assert not findings[name].startswith("READ"), (name, findings[name])
+    collected = [path.name for path in isolation.collect_outputs(plan, 10_000_000)]
+    assert collected == ["real.txt"]  # the symlink to the token file is never uploaded
+    isolation.remove_workspace(plan)
+    assert not os.path.exists(plan.cwd)
+
+
+def test_script_cannot_outlive_its_time_limit_or_exceed_its_memory(agent_config):
+    outcome, lines, plan = run_script(agent_config, """
+        import time
+        print("spinning", flush=True)
+        while True:
+            time.sleep(0.05)
+    """, time_limit_s=2)
+    assert outcome.reason == "timeout" and outcome.returncode in (-15, -9) and outcome.duration_s < 6
+    isolation.remove_workspace(plan)
+
+    outcome, lines, plan = run_script(agent_config, """
+        try:
+            block = bytearray(4 * 1024 * 1024 * 1024)
+            print("allocated 4 GiB")
+        except MemoryError:
+            print("MemoryError")
+    """)
+    assert lines == ["MemoryError"]  # RLIMIT_AS (script_memory_mb=1024) holds
+    isolation.remove_workspace(plan)
+
+
+def test_script_workspace_is_fresh_private_and_limited(agent_config):
+    outcome, lines, plan = run_script(agent_config, """
+        import os, resource
+        print(sorted(os.listdir(".")))
+        print(oct(os.stat(".").st_mode & 0o777))
+        print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], resource.getrlimit(resource.RLIMIT_CORE)[0])
+        print(os.getsid(0) == os.getpid())
+    """)
+    assert lines[0] == "['outputs', 'script.py', 'tmp']"
+    assert lines[1] == "0o700"
+    assert lines[2] == f"{agent_config.script_max_files} 0"
+    assert lines[3] == "True"  # its own session: the agent can signal the whole group
+    isolation.remove_workspace(plan)
+
+
+def test_docker_plan_pins_the_gpu_and_cuts_the_network(agent_config):
+    plan = isolation.plan_script(job_id="jdock", script=b"print(1)", gpu_index=3, on_cpu=False, time_limit_s=60,
+                                 config=agent_config, use_docker=True)
+    argv = " ".join(plan.argv)
+    assert "--gpus device=3" in argv and "--network none" in argv and "--cap-drop ALL" in argv
+    assert TOKEN not in argv and "agent_token" not in argv
+    assert plan.cleanup == [["docker", "rm", "-f", "depu-job-jdock"]]
+    isolation.remove_workspace(plan)
