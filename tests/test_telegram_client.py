@@ -156,6 +156,43 @@ def test_split_message_property(text: str, limit: int) -> None:
     assert squash("".join(parts)) == squash(text)
 
 
+@st.composite
+def html_messages(draw) -> str:
+    """Well-formed Telegram HTML over many lines: nested tags opening and closing across line breaks,
+    entities, long words."""
+    words = st.text(alphabet="abcdefghij XYZ0123456789", min_size=1, max_size=60) | st.sampled_from(["&amp;", "&lt;", "&gt;"])
+    tags = st.sampled_from(["b", "i", "u", "code", "pre", "blockquote", "tg-spoiler", 'a href="https://depu.example/x?a=1&amp;b=2"'])
+    out, stack = [], []
+    for _ in range(draw(st.integers(min_value=60, max_value=250))):
+        action = draw(st.integers(min_value=0, max_value=5))
+        if action == 0 and len(stack) < 3:
+            tag = draw(tags)
+            stack.append(tag.split()[0])
+            out.append(f"<{tag}>")
+        elif action == 1 and stack:
+            out.append(f"</{stack.pop()}>")
+        elif action == 2:
+            out.append("\n")
+        else:
+            out.append(draw(words))
+    out.extend(f"</{name}>" for name in reversed(stack))
+    return "".join(out)
+
+
+@settings(max_examples=150, deadline=None)
+@given(html_messages(), st.integers(min_value=450, max_value=1200))
+def test_every_part_of_split_html_parses_on_its_own(text: str, limit: int) -> None:
+    """Checked by the local stand-in's HTML parser, an independent implementation of Telegram's rules."""
+    from local.telegram_html import parse_html
+
+    whole = parse_html(text)
+    parts = split_message(text, limit=limit)
+    assert all(len(part) <= limit for part in parts)
+    seen = "".join(parse_html(part) for part in parts)  # raises EntityError on any broken part
+    squash = lambda value: "".join(value.split())  # noqa: E731
+    assert squash(seen) == squash(whole)
+
+
 def test_keyboards_accept_buttons_and_notice_dicts() -> None:
     assert inline_keyboard(None) is None and inline_keyboard([]) is None
     assert inline_keyboard([[{"text": "Open", "url": "https://depu.example"}], [{"text": "Stop", "data": "job:stop:1"}]]) == {
