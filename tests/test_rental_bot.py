@@ -21,6 +21,7 @@ class Chat:
     sent: list[tuple[int, str, list]] = field(default_factory=list)
     timeline: list[tuple[str, list]] = field(default_factory=list)
     answers: list[tuple[str | None, bool]] = field(default_factory=list)
+    callback_answered: bool = False  # what the dispatcher checks after a button handler
 
     def reply(self, text: str, buttons=None) -> int:
         assert text.strip()
@@ -32,6 +33,7 @@ class Chat:
         self.timeline.append((text, buttons or []))
 
     def answer_callback(self, text: str | None = None, alert: bool = False) -> None:
+        self.callback_answered = True
         self.answers.append((text, alert))
 
     def send_photo(self, *args, **kwargs) -> None:
@@ -229,3 +231,22 @@ def test_profile_section(bot, cpu_agent):
     sections = dict(render_sections(USER_ID))
     assert "1 recent jobs, 1 active" in sections["GPU rentals"]
     assert "1 machines (1 online)" in dict(render_sections(7001))["GPU rentals"]
+
+
+def test_through_the_dispatcher_bad_input_is_answered_and_the_flow_survives(bot, cpu_agent, monkeypatch):
+    from depu.bot import dispatch
+
+    monkeypatch.setattr(dispatch, "_loaded", True)  # only this feature's handlers, as registered on import
+    chat = Chat()
+    assert dispatch.dispatch(command("rent_gpu"), chat, correlation_id="t1") == "command:rent_gpu"
+    dispatch.dispatch(press(chat.button("CPU")), chat, correlation_id="t2")
+    dispatch.dispatch(press(chat.button("Train")), chat, correlation_id="t3")
+    dispatch.dispatch(press(chat.button("1 epoch")), chat, correlation_id="t4")
+    assert dispatch.dispatch(typed("http://insecure.example/data.csv"), chat, correlation_id="t5") == "user_error"
+    assert "https://" in chat.text
+    assert dispatch.dispatch(typed("https://example.com/d.csv"), chat, correlation_id="t6") == "text"
+    assert "Time limit?" in chat.text
+    # a document while no script is expected is not ours: the dispatcher answers it
+    assert dispatch.dispatch(sent_document("x.py", 10), chat, correlation_id="t7") == "unexpected_document"
+    assert dispatch.dispatch(press("rg:0:c:cpu"), chat, correlation_id="t8") == "callback:rg"  # stale version
+    assert "expired" in (chat.answers[-1][0] or "")
