@@ -1,0 +1,99 @@
+"""The JSON-RPC client against a small local JSON-RPC server on 127.0.0.1 that throttles and fails on purpose:
+batches keep their order, 429/5xx are retried a bounded number of times, the token bucket spaces calls."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from depu.chain.rpc import RpcClient, RpcError, TokenBucket
+
+
+class FlakyNode(BaseHTTPRequestHandler):
+    """Answers ``echo`` with its params; the first ``fail_first`` requests get HTTP ``fail_status``."""
+
+    fail_first = 0
+    fail_status = 429
+    requests_seen = 0
+    calls_seen: list[int] = []
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with FlakyNode.lock:
+            FlakyNode.requests_seen += 1
+            failing = FlakyNode.requests_seen <= FlakyNode.fail_first
+            FlakyNode.calls_seen.append(len(body) if isinstance(body, list) else 1)
+        if failing:
+            self.send_response(FlakyNode.fail_status)
+            self.end_headers()
+            return
+
+        def answer(call):
+            if call["method"] == "bad":
+                return {"jsonrpc": "2.0", "id": call["id"], "error": {"code": -32000, "message": "execution reverted"}}
+            return {"jsonrpc": "2.0", "id": call["id"], "result": call["params"]}
+
+        result = [answer(c) for c in reversed(body)] if isinstance(body, list) else answer(body)  # any order
+        payload = json.dumps(result).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def node():
+    FlakyNode.fail_first, FlakyNode.fail_status, FlakyNode.requests_seen, FlakyNode.calls_seen = 0, 429, 0, []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyNode)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_batches_keep_order_across_concurrent_chunks(node):
+    client = RpcClient(node, batch_size=7, workers=3)
+    calls = [("echo", [i]) for i in range(50)]
+    assert client.batch(calls) == [[i] for i in range(50)]
+    assert sorted(FlakyNode.calls_seen) == sorted([7] * 7 + [1])
+    assert client.stats.calls == 50 and client.stats.requests == 8
+
+
+def test_throttling_and_server_errors_are_retried_then_given_up(node):
+    FlakyNode.fail_first = 2
+    client = RpcClient(node, retries=3)
+    assert client.call("echo", "x") == ["x"]
+    assert client.stats.retries == 2
+    FlakyNode.fail_first, FlakyNode.requests_seen, FlakyNode.fail_status = 100, 0, 503
+    with pytest.raises(requests.HTTPError):
+        RpcClient(node, retries=2).call("echo", 1)
+    assert FlakyNode.requests_seen == 3  # bounded: first try + 2 retries
+
+
+def test_call_errors_are_raised_or_returned_in_place(node):
+    client = RpcClient(node)
+    with pytest.raises(RpcError, match="execution reverted"):
+        client.batch([("echo", [1]), ("bad", [])])
+    results = client.batch([("echo", [1]), ("bad", [])], allow_errors=True)
+    assert results[0] == [1] and isinstance(results[1], RpcError)
+
+
+def test_token_bucket_limits_calls_per_second(node):
+    client = RpcClient(node, batch_size=5, workers=1, rate=50.0)  # burst 50, then 50 calls/s
+    started = time.monotonic()
+    client.batch([("echo", [i]) for i in range(100)])
+    assert time.monotonic() - started >= 0.9  # 50 beyond the burst at 50/s
+    bucket = TokenBucket(rate=1000.0, burst=1)
+    assert bucket.take() == 0.0 and bucket.take() > 0.0
