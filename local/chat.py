@@ -174,6 +174,21 @@ class ChatSession:
     def stop(self) -> None:
         self._stop.set()
 
+    def resume(self) -> None:
+        """Pick up an earlier conversation: show the bot's last message, so its button numbers work again."""
+        history = self.http.get(f"{self.standin}/_standin/updates", params={"chat": self.user_id, "after": 0},
+                                timeout=10).json()
+        latest: dict[str, dict[str, Any]] = {}
+        for event in history["events"]:
+            if event.get("message") and event["message"]["from_bot"] and event["kind"] in ("message", "edited"):
+                latest[str(event["message"]["message_id"])] = event
+        with_buttons = [event for event in latest.values() if event["message"].get("buttons")]
+        if with_buttons:
+            last = max(with_buttons, key=lambda event: event["seq"])
+            self._say("(earlier in this chat; its buttons can be pressed by number)")
+            self.show({**last, "kind": "message"})
+        self.after = history["last"]
+
     def wait_until_ready(self, limit: float) -> dict[str, Any]:
         """The stand-in's state once the bot's webhook is registered (`make up` may still be starting)."""
         deadline = time.monotonic() + limit
@@ -205,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet-seconds", type=float, default=1.5,
                         help="piped input: how long the bot must be silent before the next line is sent")
     parser.add_argument("--reply-timeout", type=float, default=30.0)
+    parser.add_argument("--linger", type=float, default=0.0,
+                        help="piped input: keep showing the bot's messages this many seconds after the last line "
+                             "(e.g. to see a job finish)")
     args = parser.parse_args(argv)
 
     session = ChatSession(args.standin, args.user_id, args.name, args.downloads)
@@ -213,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     except requests.RequestException:
         print(f"cannot reach the Telegram stand-in at {session.standin}: run `make up` first", file=sys.stderr)
         return 2
-    session.after = int(state["last_event"])  # skip history: only what happens from now on is shown
+    session.resume()
 
     interactive = sys.stdin.isatty()
     if interactive:
@@ -225,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
             session.handle_line(line)
             if not interactive:
                 session.settle(args.quiet_seconds, args.reply_timeout)
+        if not interactive and args.linger > 0:
+            deadline = time.monotonic() + args.linger
+            while time.monotonic() < deadline:
+                session.poll_once(wait=min(2.0, max(0.0, deadline - time.monotonic())))
     except KeyboardInterrupt:
         pass
     finally:

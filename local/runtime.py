@@ -270,6 +270,13 @@ def _json_response(status: int, payload: dict[str, Any]) -> tuple[int, list[tupl
 
 def proxy_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
     """Turn a proxy integration result into (status, headers, body); malformed results are API Gateway's 502."""
+    try:
+        oversized = len(json.dumps(result, default=str)) > LAMBDA_PAYLOAD_LIMIT
+    except (TypeError, ValueError):
+        oversized = False
+    if oversized:
+        log.error("Lambda response over the 6 MB payload limit")
+        return _json_response(502, {"message": "Internal server error"})
     if not isinstance(result, dict) or not isinstance(result.get("statusCode", 200), int):
         log.error("malformed Lambda proxy response: %s", type(result).__name__)
         return _json_response(502, {"message": "Internal server error"})
@@ -368,7 +375,11 @@ class LocalRuntime:
         """Every function's resolved environment (they share the same values) plus the local AWS endpoint."""
         env: dict[str, str] = {}
         for function in self.functions.values():
-            env.update(function.spec.environment)
+            for name, value in function.spec.environment.items():
+                if env.get(name, value) != value:
+                    log.warning("%s sets %s differently from another function; in-process, one value wins",
+                                function.name, name)
+                env[name] = value
         env.update(
             {
                 "AWS_ENDPOINT_URL": self.aws_endpoint,

@@ -108,9 +108,9 @@ def local_bot(aws, tmp_path: Path):
         standin.stop()
 
 
-def run_chat(standin: TelegramStandIn, lines: str, downloads: Path) -> subprocess.CompletedProcess[str]:
+def run_chat(standin: TelegramStandIn, lines: str, downloads: Path, user: int = USER) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "local", "chat", "--standin", standin.url, "--user-id", str(USER),
+        [sys.executable, "-m", "local", "chat", "--standin", standin.url, "--user-id", str(user),
          "--downloads", str(downloads), "--quiet-seconds", "0.5", "--reply-timeout", "10"],
         input=lines, capture_output=True, text=True, cwd=ROOT, timeout=60,
     )
@@ -134,6 +134,16 @@ def test_piped_chat_shows_replies_buttons_edits_and_files(local_bot, tmp_path):
     assert out.index("You said") < out.index("(edited)") < out.index("report.csv") < out.index("Got train.py")
     # the stand-in saw the same conversation from the user's side
     assert [m.text for m in local_bot.messages(USER, from_bot=False)][:2] == ["hello", "/report"]
+
+
+def test_a_new_chat_session_resumes_with_the_last_buttons(local_bot, tmp_path):
+    first = run_chat(local_bot, "hello\n", tmp_path, user=USER + 1)
+    assert "[1] Rent a GPU" in first.stdout
+    second = run_chat(local_bot, "1\n", tmp_path, user=USER + 1)
+    assert second.returncode == 0, second.stderr
+    assert "(earlier in this chat" in second.stdout and "[1] Rent a GPU" in second.stdout
+    assert "bot (edited): Pressed rent:start" in second.stdout
+    assert local_bot.callback_answers[-1]["text"] == "Noted"
 
 
 def test_chat_without_a_running_stack_says_so(tmp_path):
