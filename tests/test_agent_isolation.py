@@ -96,11 +96,14 @@ def test_script_workspace_is_fresh_private_and_limited(agent_config):
         print(oct(os.stat(".").st_mode & 0o777))
         print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], resource.getrlimit(resource.RLIMIT_CORE)[0])
         print(os.getsid(0) == os.getpid())
+        status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+        print(status["CapEff"].strip(), status["CapAmb"].strip(), status["NoNewPrivs"].strip())
     """)
     assert lines[0] == "['outputs', 'script.py', 'tmp']"
     assert lines[1] == "0o700"
     assert lines[2] == f"{agent_config.script_max_files} 0"
     assert lines[3] == "True"  # its own session: the agent can signal the whole group
+    assert lines[4] == "0000000000000000 0000000000000000 1"  # no capabilities, cannot gain any
     isolation.remove_workspace(plan)
 
 

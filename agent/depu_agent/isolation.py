@@ -115,6 +115,24 @@ def _runs_as(user: SandboxUser, python: str, pythonpath: str | None) -> bool:
     return done.returncode == 0
 
 
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+try:  # resolved before any fork: the child only makes the calls
+    import ctypes
+
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
+
+
+def _drop_privileges() -> None:
+    """An agent given CAP_SETUID by systemd (ambient) must not pass it on: clear the ambient set so the
+    script's exec starts with no capabilities, and forbid gaining any through setuid binaries (sudo, su)."""
+    if _prctl is not None:
+        _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+        _prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+
+
 @dataclass
 class Limits:
     time_limit_s: float
@@ -124,7 +142,8 @@ class Limits:
     max_file_mb: int
 
     def apply(self) -> None:
-        """Runs in the child between fork and exec; only setrlimit calls, nothing that takes locks."""
+        """Runs in the child between fork and exec (after the user switch): plain system calls only."""
+        _drop_privileges()
         cpu = int(self.time_limit_s) + 30
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
         resource.setrlimit(resource.RLIMIT_NOFILE, (self.max_files, self.max_files))

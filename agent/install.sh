@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# DePU provider agent installer: unattended, idempotent, reversible.
+#
+#   sudo ./install.sh --token PROVIDER_TOKEN --api https://api.depu.example [--name rig-1] [--gpus 0,1]
+#   sudo ./install.sh --uninstall
+#   ./install.sh --dry-run --token T --api URL     # print the steps, change nothing
+#
+# What it does: creates a service user (depu-agent) and a sandbox user (depu-sandbox) for renters' scripts,
+# a virtual environment in /opt/depu-agent with a CUDA build of torch and the agent, registers this machine
+# with the provider token (which runs the GPU verification benchmark), and installs and starts the systemd
+# unit depu-agent.service (Restart=always). The agent token it receives is kept in
+# /var/lib/depu-agent/agent_token, mode 600, readable by the service user only.
+#
+# The provider token never appears in a command line (other users could read it from ps): it travels in the
+# environment of the one register command and is not stored.
+#
+# Options (or environment variables):
+#   --token T            provider token from /provider in Telegram (DEPU_PROVIDER_TOKEN)
+#   --api URL            DePU API base URL (DEPU_API_URL)
+#   --name NAME          machine name shown to you in Telegram (default: hostname)
+#   --gpus LIST          GPU indices to share, e.g. 0,1 (default: all)
+#   --capabilities LIST  e.g. gpu,fork_host (default: gpu)
+#   --prefix DIR         install directory (default: /opt/depu-agent)
+#   --source PATH        agent package to install: this directory (default) or a wheel/sdist path or URL
+#   --torch-spec SPEC    pip requirement for torch (default: torch; on Linux x86_64 that build includes CUDA)
+#   --torch-index-url U  extra pip index for a specific CUDA build of torch (DEPU_TORCH_INDEX_URL)
+#   --python PATH        Python 3.10+ to build the venv from (default: python3)
+#   --no-start           install and register but do not start the service
+#   --dry-run            print every step instead of running it
+#   --uninstall          stop and remove the service, users and files
+set -euo pipefail
+
+SERVICE=depu-agent
+SERVICE_USER=depu-agent
+SANDBOX_USER=depu-sandbox
+PREFIX=/opt/depu-agent
+CONFIG_DIR=/etc/depu-agent
+STATE_DIR=/var/lib/depu-agent
+UNIT_FILE=/etc/systemd/system/${SERVICE}.service
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+TOKEN="${DEPU_PROVIDER_TOKEN:-}"
+API_URL="${DEPU_API_URL:-}"
+NAME="$(hostname)"
+GPUS=all
+CAPABILITIES=gpu
+SOURCE="$HERE"
+TORCH_SPEC=torch
+TORCH_INDEX_URL="${DEPU_TORCH_INDEX_URL:-}"
+PYTHON=python3
+DRY_RUN=0
+UNINSTALL=0
+START=1
+
+die() { echo "install.sh: $*" >&2; exit 1; }
+say() { echo "==> $*"; }
+# run CMD...: execute, or print it under --dry-run
+run() {
+    if [[ $DRY_RUN == 1 ]]; then printf '+ %s\n' "$*"; else "$@"; fi
+}
+# write_file PATH MODE: stdin to PATH with MODE (printed under --dry-run)
+write_file() {
+    local path=$1 mode=$2
+    if [[ $DRY_RUN == 1 ]]; then
+        printf '+ write %s (mode %s):\n' "$path" "$mode"; sed 's/^/    /'
+    else
+        install -m "$mode" /dev/null "$path"; cat > "$path"
+    fi
+}
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --token) TOKEN=${2:?--token needs a value}; shift 2 ;;
+        --api) API_URL=${2:?--api needs a value}; shift 2 ;;
+        --name) NAME=${2:?}; shift 2 ;;
+        --gpus) GPUS=${2:?}; shift 2 ;;
+        --capabilities) CAPABILITIES=${2:?}; shift 2 ;;
+        --prefix) PREFIX=${2:?}; shift 2 ;;
+        --source) SOURCE=${2:?}; shift 2 ;;
+        --torch-spec) TORCH_SPEC=${2:?}; shift 2 ;;
+        --torch-index-url) TORCH_INDEX_URL=${2:?}; shift 2 ;;
+        --python) PYTHON=${2:?}; shift 2 ;;
+        --no-start) START=0; shift ;;
+        --dry-run) DRY_RUN=1; shift ;;
+        --uninstall) UNINSTALL=1; shift ;;
+        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+        *) die "unknown option $1 (see --help)" ;;
+    esac
+done
+
+VENV="$PREFIX/venv"
+CONFIG_FILE="$CONFIG_DIR/agent.json"
+
+if [[ $DRY_RUN == 0 && $(id -u) != 0 ]]; then
+    die "run as root (sudo), or use --dry-run to see the steps"
+fi
+
+uninstall() {
+    say "stopping and removing $SERVICE"
+    if command -v systemctl >/dev/null 2>&1; then
+        run systemctl disable --now "$SERVICE" || true
+    fi
+    run rm -f "$UNIT_FILE"
+    if command -v systemctl >/dev/null 2>&1; then run systemctl daemon-reload || true; fi
+    run rm -rf "$PREFIX" "$CONFIG_DIR" "$STATE_DIR"
+    for user in "$SERVICE_USER" "$SANDBOX_USER"; do
+        if id "$user" >/dev/null 2>&1 || [[ $DRY_RUN == 1 ]]; then run userdel "$user" || true; fi
+    done
+    say "removed"
+}
+
+if [[ $UNINSTALL == 1 ]]; then
+    uninstall
+    exit 0
+fi
+
+[[ -n "$TOKEN" ]] || die "--token is required (get one with /provider in Telegram)"
+[[ -n "$API_URL" ]] || die "--api is required"
+[[ "$API_URL" =~ ^https?://[A-Za-z0-9.:/_-]+$ ]] || die "--api must be an http(s) URL"
+[[ "$CAPABILITIES" =~ ^[a-z_]+(,[a-z_]+)*$ ]] || die "--capabilities is a list like gpu,fork_host"
+[[ "$NAME" =~ ^[A-Za-z0-9._-]{1,64}$ ]] || die "--name may use letters, digits, . _ - (at most 64)"
+[[ "$GPUS" =~ ^(all|[0-9]+(,[0-9]+)*)$ ]] || die "--gpus is 'all' or a list like 0,1"
+command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found; install Python 3.10+ or pass --python"
+
+say "users: $SERVICE_USER (runs the agent), $SANDBOX_USER (runs renters' scripts)"
+for user in "$SERVICE_USER" "$SANDBOX_USER"; do
+    if ! id "$user" >/dev/null 2>&1; then
+        run useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$user"
+    fi
+done
+if getent group video >/dev/null 2>&1; then run usermod -aG video "$SERVICE_USER"; fi
+
+say "virtual environment in $VENV"
+run mkdir -p "$PREFIX"
+run chmod 755 "$PREFIX"
+run "$PYTHON" -m venv "$VENV"
+run "$VENV/bin/pip" install --quiet --upgrade pip
+if [[ -n "$TORCH_INDEX_URL" ]]; then
+    run "$VENV/bin/pip" install --quiet "$TORCH_SPEC" --extra-index-url "$TORCH_INDEX_URL"
+else
+    run "$VENV/bin/pip" install --quiet "$TORCH_SPEC"
+fi
+run "$VENV/bin/pip" install --quiet "$SOURCE"
+run chmod -R a+rX "$PREFIX"  # the sandbox user runs the venv's Python too
+
+say "configuration in $CONFIG_FILE, state in $STATE_DIR"
+run mkdir -p "$CONFIG_DIR" "$STATE_DIR/work"
+write_file "$CONFIG_FILE" 600 <<JSON
+{
+  "api_url": "$API_URL",
+  "name": "$NAME",
+  "gpus": "$GPUS",
+  "capabilities": ["${CAPABILITIES//,/\", \"}"],
+  "agent_token_file": "$STATE_DIR/agent_token",
+  "work_dir": "$STATE_DIR/work",
+  "sandbox_user": "$SANDBOX_USER",
+  "sandbox_python": "$VENV/bin/python"
+}
+JSON
+run chown -R "$SERVICE_USER:$SERVICE_USER" "$CONFIG_DIR" "$STATE_DIR"
+run chmod 700 "$CONFIG_DIR" "$STATE_DIR"
+
+say "registering this machine (runs the GPU verification benchmark)"
+if [[ $DRY_RUN == 1 ]]; then
+    printf '+ DEPU_PROVIDER_TOKEN=*** runuser -u %s -- %s register --config %s\n' \
+        "$SERVICE_USER" "$VENV/bin/depu-agent" "$CONFIG_FILE"
+else
+    # runuser without --login keeps the environment, so the token never enters an argv
+    DEPU_PROVIDER_TOKEN="$TOKEN" runuser -u "$SERVICE_USER" -- \
+        "$VENV/bin/depu-agent" register --config "$CONFIG_FILE" \
+        || die "registration failed: check the token (they are single-use) and --api"
+fi
+unset TOKEN DEPU_PROVIDER_TOKEN
+
+say "systemd unit $UNIT_FILE"
+write_file "$UNIT_FILE" 644 <<UNIT
+[Unit]
+Description=DePU provider agent (shares this machine's GPUs)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+User=$SERVICE_USER
+Group=$SERVICE_USER
+ExecStart=$VENV/bin/depu-agent run --config $CONFIG_FILE
+Restart=always
+RestartSec=5
+# SIGTERM: the agent stops its jobs and hands them back; give it time for the grace period and the flush
+KillSignal=SIGTERM
+TimeoutStopSec=60
+# only to run renters' scripts as $SANDBOX_USER and stop them; the scripts themselves get no capabilities
+AmbientCapabilities=CAP_SETUID CAP_SETGID CAP_KILL
+CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_KILL
+ProtectSystem=full
+ProtectHome=true
+PrivateTmp=true
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+
+run systemctl daemon-reload
+if [[ $START == 1 ]]; then
+    run systemctl enable --now "$SERVICE"
+    say "started: systemctl status $SERVICE; logs: journalctl -u $SERVICE -f"
+else
+    run systemctl enable "$SERVICE"
+    say "installed; start with: systemctl start $SERVICE"
+fi
