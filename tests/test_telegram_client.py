@@ -107,6 +107,16 @@ def test_network_errors_are_retried_and_redacted(slept: list[float]) -> None:
     assert TOKEN not in rendered and "424242" not in rendered
 
 
+def test_retries_stop_at_the_overall_deadline(telegram: FakeTelegram, slept: list[float]) -> None:
+    readings = iter(range(0, 1000, 7))  # every look at the clock: 7 s later (slow Telegram answers)
+    api = BotApi(token=TOKEN, base_url=telegram.base_url, sleep=slept.append, max_attempts=10, max_total=20,
+                 clock=lambda: next(readings))
+    telegram.fail_next("sendMessage", 502, {"ok": False, "error_code": 502, "description": "Bad Gateway"}, times=10)
+    with pytest.raises(TelegramError):
+        api.send_message(7, "x")
+    assert len(telegram.calls) == 3  # 0 s, 7 s, 14 s; a fourth try would end past 20 s
+
+
 def test_wrong_token_is_a_clear_error(telegram: FakeTelegram) -> None:
     with pytest.raises(TelegramError) as raised:
         BotApi(token="1:wrong", base_url=telegram.base_url).send_message(7, "x")

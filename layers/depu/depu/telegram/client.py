@@ -98,8 +98,10 @@ class BotApi:
         session: requests.Session | None = None,
         max_attempts: int = 4,
         max_sleep: float = DEFAULT_MAX_SLEEP,
-        timeout: tuple[float, float] = (5.0, 25.0),
+        timeout: tuple[float, float] = (3.05, 10.0),  # (connect, read): a 30 s Lambda must outlast retries
         sleep: Callable[[float], None] = time.sleep,
+        max_total: float = 20.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._token = token
         self.base_url = (base_url or get_settings().telegram_api_base).rstrip("/")
@@ -108,6 +110,8 @@ class BotApi:
         self.max_sleep = max_sleep
         self.timeout = timeout
         self._sleep = sleep
+        self.max_total = max_total  # no retry that would end after this many seconds from the first try
+        self._clock = clock
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -125,6 +129,11 @@ class BotApi:
         url = f"{self.base_url}/bot{self.token}/{method}"
         payload = {key: value for key, value in (params or {}).items() if value is not None}
         last_error: TelegramError | None = None
+        started = self._clock()
+
+        def may_retry(attempt: int, wait: float) -> bool:
+            return attempt < self.max_attempts and self._clock() - started + wait <= self.max_total
+
         for attempt in range(1, self.max_attempts + 1):
             try:
                 if files:
@@ -136,9 +145,10 @@ class BotApi:
                 # the exception text contains the URL, hence the token: keep only a redacted summary
                 last_error = TelegramError(method, f"network error: {type(exc).__name__}")
                 wait = self._backoff(attempt)
+                if not may_retry(attempt, wait):
+                    break
                 log.warning("telegram %s network error (attempt %d), retrying in %.1fs", method, attempt, wait)
-                if attempt < self.max_attempts:
-                    self._sleep(wait)
+                self._sleep(wait)
                 continue
             body = self._json(response)
             if response.status_code == 200 and body.get("ok") is True:
@@ -149,15 +159,16 @@ class BotApi:
             if code == 429:
                 retry_after = _number(parameters.get("retry_after"), default=1.0)
                 last_error = TelegramError(method, description, error_code=429, retry_after=retry_after)
-                if retry_after > self.max_sleep or attempt == self.max_attempts:
+                if retry_after > self.max_sleep or not may_retry(attempt, retry_after):
                     raise last_error
                 log.warning("telegram %s rate limited, retrying after %.1fs", method, retry_after)
                 self._sleep(retry_after)
                 continue
             if code >= 500:
                 last_error = TelegramError(method, description, error_code=code)
-                if attempt < self.max_attempts:
-                    self._sleep(self._backoff(attempt))
+                if not may_retry(attempt, self._backoff(attempt)):
+                    break
+                self._sleep(self._backoff(attempt))
                 continue
             raise TelegramError(method, description, error_code=code)
         assert last_error is not None
