@@ -16,7 +16,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from depu.bot import features as feature_list
-from depu.bot.registry import Incoming, Keyboard, Registry, registry
+from depu.bot.registry import Chat, Incoming, Keyboard, Registry, registry
 from depu.errors import UserError
 from depu.telegram.text import escape
 
@@ -73,7 +73,7 @@ class TelegramChat:
         self.api.send_document(self.incoming.chat_id, content, filename, caption)
 
 
-def dispatch(incoming: Incoming, chat: TelegramChat, *, correlation_id: str) -> str:
+def dispatch(incoming: Incoming, chat: Chat, *, correlation_id: str) -> str:
     """Run the handler for ``incoming``; returns what happened (for logs and tests). Never raises."""
     load_features()
     try:
@@ -85,13 +85,13 @@ def dispatch(incoming: Incoming, chat: TelegramChat, *, correlation_id: str) -> 
         outcome = "failed"
         log.exception("handler failed", extra={"correlation_id": correlation_id})
         _safely(chat.reply, f"Sorry, something went wrong on our side. Please try again later (ref {escape(correlation_id)}).")
-    if incoming.callback_id is not None and not chat.callback_answered:
+    if incoming.callback_id is not None and not getattr(chat, "callback_answered", False):
         # stop the client's spinner even if the handler forgot (or failed)
         _safely(chat.answer_callback)
     return outcome
 
 
-def _route(incoming: Incoming, chat: TelegramChat) -> str:
+def _route(incoming: Incoming, chat: Chat) -> str:
     private = incoming.chat_type == "private"
     if incoming.callback_id is not None:
         prefix = (incoming.callback_data or "").split(":", 1)[0]
