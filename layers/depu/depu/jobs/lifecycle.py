@@ -170,13 +170,14 @@ def claim(job: Job, agent_id: str, gpu_index: int) -> Job:
     )
 
 
-def renew_lease(job: Job, agent_id: str) -> bool:
-    """Heartbeat: extend the lease of a job this agent is running; False if it no longer runs it."""
+def renew_lease(job: Job, agent_id: str, also: list[Action] | None = None) -> bool:
+    """Heartbeat: extend the lease of a job this agent is running (and apply ``also``, e.g. its latest GPU
+    metrics, in the same write); False if it no longer runs it."""
     if job.status != RUNNING or job.agent_id != agent_id:
         return False
     try:
         job.update(
-            actions=[Job.lease_expires_at.set(_now() + LEASE_SECONDS)],
+            actions=[Job.lease_expires_at.set(_now() + LEASE_SECONDS), *(also or [])],
             condition=(Job.status == RUNNING) & (Job.agent_id == agent_id),
         )
     except UpdateError as error:

@@ -137,12 +137,12 @@ def heartbeat(agent: Agent, metrics: Any, running_jobs: Any, free_gpus: Any) -> 
                 pass
             cancel.append(job_id)
             continue
-        if not lifecycle.renew_lease(job, agent.agent_id):
+        gpu_metrics = by_gpu.get(int(job.gpu_index)) if job.gpu_index is not None else None
+        also = [Job.metrics.set(gpu_metrics)] if gpu_metrics is not None else []
+        if not lifecycle.renew_lease(job, agent.agent_id, also):
             cancel.append(job_id)
             continue
-        gpu_metrics = by_gpu.get(int(job.gpu_index)) if job.gpu_index is not None else None
         if gpu_metrics is not None:
-            job.update(actions=[Job.metrics.set(gpu_metrics)])
             messages.maybe_update_progress(job)
     return cancel
 
