@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 from urllib.parse import urlparse
 
@@ -28,9 +29,23 @@ def validate_dataset(dataset: Any) -> str:
     if not isinstance(dataset, str) or len(dataset) > MAX_URL_LENGTH:
         raise UserError(f"The dataset is 'synthetic' or an https URL of at most {MAX_URL_LENGTH} characters.")
     parsed = urlparse(dataset.strip())
-    if parsed.scheme != "https" or not parsed.netloc or any(c.isspace() for c in dataset.strip()):
+    if parsed.scheme != "https" or not parsed.hostname or any(c.isspace() for c in dataset.strip()):
         raise UserError("The dataset URL must start with https:// and name a host.")
+    if not _public_host(parsed.hostname) or parsed.username or parsed.password:
+        raise UserError("The dataset URL must name a public host (the provider's machine downloads it).")
     return dataset.strip()
+
+
+def _public_host(host: str) -> bool:
+    """No loopback, private, link-local (cloud metadata) or otherwise internal address as a literal, and a
+    dotted name: the provider's machine fetches the URL, so it must not be pointed at its own network. (The
+    agent checks the resolved address again, since a public name can resolve to a private address.)"""
+    host = host.strip("[]").lower()
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "." in host and not host.endswith((".local", ".internal", ".localhost")) and host != "localhost"
+    return address.is_global
 
 
 def validate_script_file(file_name: str | None, file_size: int | None) -> None:
