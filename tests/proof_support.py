@@ -1,0 +1,102 @@
+"""Shared pieces of the proof suites (test_abuse_*, test_fuzz_*, test_faults_*): whole-state snapshots that
+show "nothing changed", and the real webhook handler driven with the real feature set.
+
+A snapshot is every item of every DynamoDB table of template.yaml plus every S3 key, read from moto; two
+snapshots compare equal only when no byte of stored state moved.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+import boto3
+
+from conftest import TEST_WEBHOOK_SECRET
+from telegram_harness import FakeLambdaContext, api_event
+
+WEBHOOK_PATH = "/telegram/webhook"
+
+
+def table_names() -> list[str]:
+    return sorted(boto3.client("dynamodb").list_tables()["TableNames"])
+
+
+def scan(table: str) -> list[dict[str, Any]]:
+    client = boto3.client("dynamodb")
+    items, start = [], None
+    while True:
+        page = client.scan(TableName=table, ConsistentRead=True, **({"ExclusiveStartKey": start} if start else {}))
+        items.extend(page["Items"])
+        start = page.get("LastEvaluatedKey")
+        if not start:
+            return sorted(items, key=lambda item: json.dumps(item, sort_keys=True))
+
+
+def s3_keys() -> list[str]:
+    from depu.config import get_settings
+
+    client = boto3.client("s3")
+    keys, token = [], None
+    while True:
+        page = client.list_objects_v2(Bucket=get_settings().artifacts_bucket, **({"ContinuationToken": token} if token else {}))
+        keys.extend(entry["Key"] for entry in page.get("Contents", []))
+        if not page.get("IsTruncated"):
+            return sorted(keys)
+        token = page["NextContinuationToken"]
+
+
+def snapshot(exclude: Iterable[str] = ()) -> dict[str, Any]:
+    """Every table's items (except tables whose name contains one of ``exclude``) and every S3 key."""
+    skipped = tuple(exclude)
+    state: dict[str, Any] = {
+        table: scan(table) for table in table_names() if not any(part in table for part in skipped)
+    }
+    state["s3"] = s3_keys()
+    return state
+
+
+def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What changed between two snapshots: {table: {"added": [...], "removed": [...]}} (empty when equal)."""
+    changed: dict[str, Any] = {}
+    for name in sorted(set(before) | set(after)):
+        old = {json.dumps(item, sort_keys=True) for item in before.get(name, [])}
+        new = {json.dumps(item, sort_keys=True) for item in after.get(name, [])}
+        if old != new:
+            changed[name] = {"added": sorted(new - old), "removed": sorted(old - new)}
+    return changed
+
+
+def webhook_event(body: str | None, secret: str | None = TEST_WEBHOOK_SECRET,
+                  headers: dict[str, str] | None = None) -> dict[str, Any]:
+    all_headers = dict(headers or {})
+    if secret is not None:
+        all_headers["X-Telegram-Bot-Api-Secret-Token"] = secret
+    return api_event(WEBHOOK_PATH, body, all_headers)
+
+
+def invoke(module: Any, event: dict[str, Any]) -> tuple[int, Any]:
+    """Call a function's real ``lambda_handler``; returns (status, parsed JSON body or raw text)."""
+    response = module.lambda_handler(event, FakeLambdaContext())
+    text = response.get("body") or ""
+    try:
+        return response["statusCode"], json.loads(text) if text else None
+    except ValueError:
+        return response["statusCode"], text
+
+
+def message(update_id: int, user_id: int, text: str) -> dict[str, Any]:
+    """A private-chat text message update from ``user_id``; a leading /command gets its entity."""
+    body: dict[str, Any] = {"message_id": update_id % 100000 + 1, "date": 1764000000,
+                            "chat": {"id": user_id, "type": "private"},
+                            "from": {"id": user_id, "is_bot": False, "first_name": f"u{user_id}"}, "text": text}
+    if text.startswith("/"):
+        body["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
+    return {"update_id": update_id, "message": body}
+
+
+def button(update_id: int, user_id: int, data: str) -> dict[str, Any]:
+    """A callback_query update: ``user_id`` pressed a button carrying ``data``."""
+    return {"update_id": update_id, "callback_query": {
+        "id": f"cbq-{update_id}", "from": {"id": user_id, "is_bot": False, "first_name": f"u{user_id}"},
+        "data": data, "chat_instance": "1",
+        "message": {"message_id": 77, "date": 1764000000, "chat": {"id": user_id, "type": "private"}}}}
