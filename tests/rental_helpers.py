@@ -16,9 +16,9 @@ USER_ID = 8001
 
 GPU_H100 = {"index": 0, "uuid": "GPU-h100-0", "name": "NVIDIA H100 80GB HBM3", "memory_mb": 81559,
             "driver": "550.54", "cuda_capability": "9.0"}
-H100_BENCHMARK = {"device": "cuda:0", "fp32_tflops": 48.0, "bf16_tflops": 600.0, "mem_bandwidth_gbs": 2900.0,
+H100_BENCHMARK = {"device": "NVIDIA H100 80GB HBM3", "fp32_tflops": 48.0, "bf16_tflops": 600.0, "mem_bandwidth_gbs": 2900.0,
                   "verified": True}
-CPU_BENCHMARK = {"device": "cpu", "fp32_tflops": 0.4, "bf16_tflops": 0.1, "mem_bandwidth_gbs": 20.0, "verified": True}
+CPU_BENCHMARK = {"device": "cpu (8 threads)", "fp32_tflops": 0.4, "bf16_tflops": 0.1, "mem_bandwidth_gbs": 20.0, "verified": True}
 
 
 @lru_cache(maxsize=None)

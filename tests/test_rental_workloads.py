@@ -29,7 +29,10 @@ def test_benchmark_plausibility():
     assert judge_benchmark("NVIDIA H100 80GB HBM3", real).verified
     assert not judge_benchmark("NVIDIA H100 80GB HBM3", {**real, "fp32_tflops": 1.2}).verified  # CPU-like
     assert not judge_benchmark("NVIDIA H100 80GB HBM3", {**real, "mem_bandwidth_gbs": 40.0}).verified
-    assert not judge_benchmark("NVIDIA H100 80GB HBM3", {**real, "device": "cpu"}).verified
+    assert not judge_benchmark("NVIDIA H100 80GB HBM3", {**real, "device": "cpu (8 threads)"}).verified
+    assert not judge_benchmark("NVIDIA H100 80GB HBM3", {**real, "device": "NVIDIA GeForce RTX 3060"}).verified
+    assert judge_benchmark("NVIDIA H100 80GB HBM3", {**real, "device": "NVIDIA H100 80GB HBM3"}).verified
+    assert judge_benchmark("NVIDIA H100 80GB HBM3", {**real, "device": "cuda:0"}).verified
     assert not judge_benchmark("NVIDIA H100 80GB HBM3", {**real, "verified": False}).verified
     assert not judge_benchmark("NVIDIA H100 80GB HBM3", {**real, "fp32_tflops": "NaN"}).verified
     assert judge_benchmark("Some Future GPU", {**real, "fp32_tflops": 5.0}).verified  # unknown: minimum only

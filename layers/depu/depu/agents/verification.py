@@ -1,7 +1,8 @@
 """Is a machine's start-up benchmark plausible for the GPU it claims?
 
 io.net saw about 1.8 million fake GPUs try to join in one month: a machine that claims an H100 but measures
-CPU-like TFLOP/s, or whose benchmark did not run on CUDA, is registered as *unverified* and gets no GPU jobs.
+CPU-like TFLOP/s, or whose benchmark ran on the CPU or on another model (``device`` is ``cuda:N`` or the CUDA
+device's name), is registered as *unverified* and gets no GPU jobs.
 The floors are a quarter of each model's published dense FP32 throughput and memory bandwidth, which a real
 card clears easily even in a short benchmark and a CPU cannot reach. (A self-reported number only stops naive
 fakes; a challenge job whose result the cloud checks is the stronger test, see docs/scheduling.md.)
@@ -49,11 +50,15 @@ def _number(value: Any) -> float:
     return number if number == number and number >= 0 else 0.0  # NaN and negatives count as nothing
 
 
-def published_specs(gpu_name: str) -> tuple[float, float] | None:
+def _model(gpu_name: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'h100' (the class key without its memory size)."""
     from depu.agents.registry import gpu_class_of
 
-    model = gpu_class_of(gpu_name, 1024).rsplit("-", 1)[0]
-    return _PUBLISHED.get(model)
+    return gpu_class_of(gpu_name, 1024).rsplit("-", 1)[0]
+
+
+def published_specs(gpu_name: str) -> tuple[float, float] | None:
+    return _PUBLISHED.get(_model(gpu_name))
 
 
 def judge_benchmark(gpu_name: str | None, benchmark: dict[str, Any]) -> BenchmarkVerdict:
@@ -67,8 +72,11 @@ def judge_benchmark(gpu_name: str | None, benchmark: dict[str, Any]) -> Benchmar
         return BenchmarkVerdict(False, 0.0, "no plausible FP32 measurement")
     if gpu_name is None:
         return BenchmarkVerdict(True, fp32, "cpu")
-    if not device.startswith("cuda"):
+    if not device or device.startswith("cpu"):
         return BenchmarkVerdict(False, fp32, f"claims {gpu_name} but the benchmark ran on {device or 'no device'}")
+    if not device.startswith("cuda") and _model(device) != _model(gpu_name):
+        # the agent names the CUDA device it measured; it must be the model it claims
+        return BenchmarkVerdict(False, fp32, f"claims {gpu_name} but the benchmark ran on {device[:40]}")
     specs = published_specs(gpu_name)
     if specs is None:
         ok = fp32 >= UNKNOWN_GPU_MIN_TFLOPS
