@@ -56,8 +56,12 @@ def provision_local_provider(provider_user_id: int = LOCAL_PROVIDER_ID) -> str:
     return issue_enrolment_token(provider_user_id)
 
 
-def start_local_agent(api_url: str, state_dir: Path, environment: dict[str, str] | None = None) -> AgentProcess | None:
-    """Enrol and start one agent (CPU is fine: jobs run on torch's CPU build without a GPU)."""
+def start_local_agent(
+    api_url: str, state_dir: Path, chain_url: str | None = None, environment: dict[str, str] | None = None
+) -> AgentProcess | None:
+    """Enrol and start one agent (CPU is fine: jobs run on torch's CPU build without a GPU).
+
+    With a local chain it also hosts shadow forks (capability ``fork_host``), forking from that chain."""
     if not agent_available():
         log.warning("agent/depu_agent/__main__.py is not written yet: no local agent started")
         return None
@@ -71,8 +75,12 @@ def start_local_agent(api_url: str, state_dir: Path, environment: dict[str, str]
         "work_dir": str(agent_dir / "work"),
         "docker": "never",
         "heartbeat_seconds": 5,
+        "capabilities": ["gpu", "fork_host"] if chain_url else ["gpu"],
+        "fork_rpc_base_url": "http://127.0.0.1",
     }, indent=1), encoding="utf-8")
     env = {**os.environ, **(environment or {})}
+    if chain_url:
+        env["DEPU_FORK_UPSTREAM_URL"] = chain_url
     env["PYTHONPATH"] = os.pathsep.join([str(AGENT_DIR), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     # moto starts empty on every `up`, so yesterday's agent token is unknown: enrol afresh each time
     (agent_dir / "agent_token").unlink(missing_ok=True)

@@ -147,7 +147,8 @@ class LocalStack:
             self.notes.append("local agent: skipped (functions/agent_api/app.py not written yet)")
             return
         try:
-            self.agent = agent_launcher.start_local_agent(self.runtime.url, self.options.state_dir)
+            self.agent = agent_launcher.start_local_agent(self.runtime.url, self.options.state_dir,
+                                                          chain_url=self.chain_url if self.chain else None)
         except Exception as error:  # noqa: BLE001 - the rest of the stack is still useful
             log.exception("local agent could not start")
             self.notes.append(f"local agent: failed to start ({type(error).__name__}); see the log above")

@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import stat
+import time
 
 import boto3
 import pytest
@@ -155,3 +156,40 @@ def test_python_m_local_up_then_chat_then_sigterm(tmp_path):
     output = "".join(banner) + (tmp_path / "up.err").read_text()
     assert secrets["bot_token"] not in output and secrets["webhook_secret"] not in output
     assert secrets["bot_token"].split(":")[1] not in output
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not (ROOT / "functions" / "agent_api" / "app.py").exists()
+                    or not (ROOT / "agent" / "depu_agent" / "__main__.py").exists(),
+                    reason="the agent API function or the agent's __main__ is not written yet")
+def test_the_local_agent_is_enrolled_and_registers_through_the_local_api(aws, tmp_path):
+    from local.agent_launcher import LOCAL_PROVIDER_ID, start_local_agent
+
+    template = LocalTemplate()
+    runtime = LocalRuntime(template, aws.endpoint, RuntimeOptions(port=free_port())).start()
+    agent = None
+    try:
+        # verification is the agent's own concern (tested with it); skipping it keeps this test short
+        agent = start_local_agent(runtime.url, tmp_path, environment={"DEPU_AGENT_VERIFY": "false"})
+        assert agent is not None
+        config = json.loads((tmp_path / "agent" / "config.json").read_text())
+        assert config["api_url"] == runtime.url
+        assert "depp_" not in json.dumps(config) and "depa_" not in json.dumps(config)  # no token in the config
+        assert "DEPU_AGENT_ENROLMENT_TOKEN" not in " ".join(agent.process.args)  # never on the command line
+        agents = boto3.client("dynamodb", endpoint_url=aws.endpoint)
+        table = template.physical_name("AgentsTable")
+        deadline = time.monotonic() + 45
+        items: list = []
+        while not items and time.monotonic() < deadline and agent.process.poll() is None:
+            items = agents.scan(TableName=table)["Items"]
+            time.sleep(0.5)
+        assert items, agent.log_path.read_text()[-2000:]
+        assert items[0]["provider_id"]["N"] == str(LOCAL_PROVIDER_ID)
+        token_file = tmp_path / "agent" / "agent_token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert token_file.read_text().strip() not in agent.log_path.read_text()
+    finally:
+        if agent:
+            agent.stop()
+        runtime.stop()
+    assert agent.process.returncode is not None
