@@ -111,13 +111,13 @@ class LocalFunction:
         the caller sees the timeout Lambda would report.
         """
         handler = self.handler()
+        if self._slots:
+            self._slots.acquire()  # waiting for a free slot is not part of the function's time
         limit = min(timeout or self.spec.timeout, self.spec.timeout)
         context = LambdaContext(self.spec, self.physical_name, time.monotonic() + self.spec.timeout)
         outcome: dict[str, Any] = {}
 
         def run() -> None:
-            if self._slots:
-                self._slots.acquire()
             try:
                 outcome["result"] = handler(event, context)
             except BaseException as error:  # noqa: BLE001 - reported to the caller like Lambda's error

@@ -57,6 +57,13 @@ Resources:
       Timeout: 1
       Events:
         Sleep: {Type: Api, Properties: {Path: /sleepy, Method: get}}
+  SerialFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: functions/serial/
+      ReservedConcurrentExecutions: 1
+      Events:
+        Serial: {Type: Api, Properties: {Path: /serial, Method: get}}
   MissingFunction:
     Type: AWS::Serverless::Function
     Properties:
@@ -162,6 +169,15 @@ def lambda_handler(event, context):
         record("strict", item)
     if any(item["body"] == "boom" for item in event["Records"]):
         raise ValueError("one bad message fails the whole batch without ReportBatchItemFailures")
+''',
+    "serial": RECORDER + '''
+import time
+
+def lambda_handler(event, context):
+    started = time.monotonic()
+    time.sleep(0.3)
+    record("serial", {"start": started, "end": time.monotonic(), "remaining": context.get_remaining_time_in_millis()})
+    return {"statusCode": 200, "body": "done"}
 ''',
     "tick": RECORDER + '''
 def lambda_handler(event, context):
@@ -280,6 +296,20 @@ def test_a_slow_request_does_not_block_others(runtime):
         finished["fast"] = time.monotonic()
         worker.join()
         assert finished["fast"] < finished["slow"]
+
+
+def test_reserved_concurrency_runs_invocations_one_at_a_time(runtime, fake_template):
+    with runtime:
+        callers = [threading.Thread(target=requests.get, args=(f"{runtime.url}/serial",), kwargs={"timeout": 10})
+                   for _ in range(3)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join()
+    runs = sorted(records(fake_template, "serial"), key=lambda run: run["start"])
+    assert len(runs) == 3
+    assert all(earlier["end"] <= later["start"] for earlier, later in zip(runs, runs[1:]))
+    assert all(run["remaining"] > 4000 for run in runs)  # waiting for the slot did not eat the Timeout
 
 
 def test_sqs_batches_delete_only_successes_and_failures_reach_the_dead_letter_queue(runtime, fake_template, aws):
