@@ -102,6 +102,9 @@ def bench_full_indexer(rpc_url: str, head: int) -> tuple[float, int]:
     for name, value in {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
                         "AWS_DEFAULT_REGION": "us-east-1"}.items():
         os.environ.setdefault(name, value)
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
     server = MotoServer().start()
     try:
         os.environ["AWS_ENDPOINT_URL"] = server.endpoint
@@ -124,13 +127,34 @@ def bench_full_indexer(rpc_url: str, head: int) -> tuple[float, int]:
         server.stop()
 
 
+def etl_python() -> str | None:
+    """An interpreter ethereum-etl runs on: its pinned dependencies (web3 5, parsimonious 0.8) use
+    ``inspect.getargspec``, which Python 3.11 removed, so look for 3.10 or older next to this one."""
+    candidates: list[str | None] = []
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    if pyenv.is_dir():
+        candidates += [str(p / "bin" / "python") for p in sorted(pyenv.glob("3.1[0]*")) + sorted(pyenv.glob("3.[89].*"))]
+    candidates += [shutil.which(f"python3.{minor}") for minor in (10, 9, 8)]
+    for candidate in filter(None, candidates):
+        try:
+            done = subprocess.run([candidate, "-c", "import inspect; inspect.getargspec"], capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0:
+            return candidate
+    return None
+
+
 def etl_available() -> tuple[Path | None, str]:
     """The ethereumetl CLI from a throwaway venv outside the repo, installing it once if possible."""
     cli = ETL_VENV / "bin" / "ethereumetl"
     if cli.exists():
         return cli, ""
+    python = etl_python()
+    if python is None:
+        return None, "needs Python 3.10 or older (it imports inspect.getargspec); none found"
     try:
-        subprocess.run([sys.executable, "-m", "venv", str(ETL_VENV)], check=True, capture_output=True, timeout=120)
+        subprocess.run([python, "-m", "venv", str(ETL_VENV)], check=True, capture_output=True, timeout=120)
         done = subprocess.run([str(ETL_VENV / "bin" / "pip"), "install", "-q", "ethereum-etl"],
                               capture_output=True, text=True, timeout=ETL_INSTALL_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -149,17 +173,24 @@ def bench_etl(rpc_url: str, head: int) -> tuple[str, float | None, int | None]:
         return f"unavailable ({reason})", None, None
     out = Path(tempfile.mkdtemp(prefix="depu-etl-"))
     try:
-        command = [str(cli), "export_token_transfers", "--start-block", "0", "--end-block", str(head),
-                   "--provider-uri", rpc_url, "--output", str(out / "transfers.csv"), "--batch-size", "100",
-                   "--max-workers", "4"]
-        started = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        elapsed = time.perf_counter() - started
+        def export(end: int) -> tuple[float, subprocess.CompletedProcess]:
+            command = [str(cli), "export_token_transfers", "--start-block", "0", "--end-block", str(end),
+                       "--provider-uri", rpc_url, "--output", str(out / "transfers.csv"), "--batch-size", "100",
+                       "--max-workers", "4"]
+            started = time.perf_counter()
+            done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+            return time.perf_counter() - started, done
+
+        startup, _ = export(0)  # a one-block range: mostly the CLI's own start-up (imports)
+        elapsed, done = export(head)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
             return f"unavailable (export_token_transfers failed: {last[:160]})", None, None
         rows = max(0, len((out / "transfers.csv").read_text().splitlines()) - 1)
-        return f"{(head + 1) / elapsed:,.0f} blocks/s", (head + 1) / elapsed, rows
+        net = max(elapsed - startup, 1e-6)
+        text = (f"{(head + 1) / elapsed:,.0f} blocks/s as a CLI run; {(head + 1) / net:,.0f} blocks/s without its "
+                f"{startup:.1f} s start-up")
+        return text, (head + 1) / net, rows
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -191,10 +222,13 @@ def main() -> int:
             ("DePU fetch + decode (batched RPC, 4 workers)", f"{ours:,.0f} blocks/s"),
             ("DePU full indexer into moto (ChainTable + S3)", f"{full:,.1f} blocks/s, {indexed_rows} rows"),
             ("ethereum-etl export_token_transfers", etl_text + (f", {etl_rows} rows" if etl_rows is not None else "")),
-            ("ratio DePU fetch + decode / ethereum-etl", f"{ours / etl_rate:.1f}x" if etl_rate else "n/a (no reference figure)"),
+            ("ratio DePU fetch + decode / ethereum-etl (start-up excluded)",
+             f"{ours / etl_rate:.1f}x" if etl_rate else "n/a (no reference figure)"),
         ]
         print(table("Ingestion from the local chain (anvil), blocks per second", rows))
-        print("\nethereum-etl reads standard-shaped Transfer logs only; DePU also records ERC-721 ids, odd shapes and ETH.")
+        print("\nethereum-etl fetches only eth_getLogs and keeps logs whose topics+data hold exactly 3 words; DePU also"
+              "\nfetches full blocks and value-transfer receipts, and records ERC-721 ids, odd shapes and ETH transfers."
+              "\nA loaded, shared machine: compare the ratios, not the absolute figures.")
     return 0
 
 

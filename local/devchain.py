@@ -16,6 +16,7 @@ a reorg: revert to an earlier block and mine different transactions on top.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import random
@@ -168,6 +169,7 @@ class DevChain:
             command, stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        atexit.register(self.stop)  # anvil runs in its own session: never leave it behind
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -181,6 +183,7 @@ class DevChain:
         raise TimeoutError(f"anvil did not answer on {self.rpc_url} within {timeout}s")
 
     def stop(self) -> None:
+        atexit.unregister(self.stop)
         process, self._process = self._process, None
         if process and process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -450,6 +453,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--truth", type=Path, default=None, help="write the ground-truth transfers here (JSON)")
     args = parser.parse_args(argv)
+
+    def stop_on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # leave through the with-block, so anvil (its own session) is stopped too
+
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     with DevChain(args.port, block_time=args.block_time) as chain:
         chain.deploy_defaults()
         truth = chain.activity(args.rounds, seed=args.seed) if args.rounds else []

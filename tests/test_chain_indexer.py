@@ -186,3 +186,21 @@ def test_forced_reorg_is_corrected(aws, chain, new_blocks):
     parquet_rows = raw.read_range("transfers", 0, max(head, old_head))
     assert {(r["block_number"], r["tx_hash"], r["log_index"]) for r in parquet_rows} == {
         (t.block_number, t.tx_hash, t.log_index) for t in chain.history}
+
+
+def test_a_run_out_of_time_closes_its_chunk_early_and_the_next_resumes(aws, chain):
+    import time
+
+    chain.activity(rounds=3, seed=8, per_block=3)
+    head = chain.block_number()
+    from depu.chain.indexer import RunReport, load_checkpoint
+
+    indexer = make_indexer(chain, chunk_blocks=50)
+    checkpoint, indexed = indexer.step(None, RunReport(), deadline=time.monotonic())  # already out of time
+    assert indexed == 1 and checkpoint == load_checkpoint() and checkpoint.number == 0
+    from depu.analytics import raw
+
+    assert [(s, e) for s, e, _ in raw.parts("transfers")] == [(0, 0)]
+    rest = make_indexer(chain, chunk_blocks=50).run(until_caught_up=True)
+    assert rest.checkpoint == head and rest.blocks == head
+    assert_matches_truth(chain.history, head)

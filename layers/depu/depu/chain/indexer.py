@@ -214,7 +214,7 @@ class Indexer:
         checkpoint = self.verify_checkpoint(report)
         while deadline is None or time.monotonic() < deadline:
             try:
-                checkpoint, indexed = self.step(checkpoint, report)
+                checkpoint, indexed = self.step(checkpoint, report, deadline)
             except ChainMoved as moved:
                 log.info("chain moved while fetching, retrying: %s", moved)
                 checkpoint = self.verify_checkpoint(report)
@@ -240,8 +240,10 @@ class Indexer:
         self.revert_above(checkpoint.number, report)
         return checkpoint
 
-    def step(self, checkpoint: Checkpoint | None, report: RunReport) -> tuple[Checkpoint | None, int]:
-        """Index the next chunk; returns the new checkpoint and how many blocks were indexed."""
+    def step(self, checkpoint: Checkpoint | None, report: RunReport,
+             deadline: float | None = None) -> tuple[Checkpoint | None, int]:
+        """Index the next chunk (closing it early at ``deadline``); returns the new checkpoint and how many
+        blocks were indexed."""
         head = self.rpc.head()
         target = head - self.config.confirmations
         if checkpoint is None:
@@ -266,12 +268,15 @@ class Indexer:
                                                 for entry in logs}, self.metas)
         chunk_rows: list[dict[str, Any]] = []
         chunk_headers: list[dict[str, Any]] = []
-        for block in blocks:
+        for done, block in enumerate(blocks, start=1):
             rows = transfer_rows(block, logs_by_block.get(block["hash"], []), receipts, report.shapes)
             header = block_header(block, rows)
             self.apply(header, rows, report)
             chunk_rows.extend(rows)
             chunk_headers.append(header)
+            if deadline is not None and time.monotonic() >= deadline and done < len(blocks):
+                blocks, last = blocks[:done], header["number"]  # out of time: close the chunk here
+                break
         if self.config.write_raw:
             raw.write_part("transfers", first, last, chunk_rows)
             raw.write_part("blocks", first, last, chunk_headers)
@@ -310,11 +315,14 @@ class Indexer:
         table = store.table()
         table.put_item(Item={"pk": store.BLOCKS, "sk": store.block_key(number), **header, "status": "applying"})
         expires_at = header["timestamp"] + RAW_TTL_DAYS * 86400
+        # block rows before index rows: a revert finds index rows through the block's rows, so a crash in
+        # between may leave a block row without its index row (harmless), never an index row nobody finds
+        with table.batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
+            for row in rows:
+                batch.put_item(Item=_row_item(row, expires_at) | {"pk": store.block_rows_pk(number), "sk": row["pos"]})
         with table.batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
             for row in rows:
                 batch.put_item(Item=_row_item(row, expires_at) | _index_key(row))
-            for row in rows:
-                batch.put_item(Item=_row_item(row, expires_at) | {"pk": store.block_rows_pk(number), "sk": row["pos"]})
         aggregates.apply_block(number, aggregates.block_deltas(rows, header["timestamp"]))
         report.alerts += self.alert(rows)
         table.update_item(Key={"pk": store.BLOCKS, "sk": store.block_key(number)},
@@ -370,9 +378,8 @@ class Indexer:
                     break
             if ancestor:
                 break
-        if ancestor is None:
-            if numbers and min(numbers) > 0 and floor > 0:
-                raise ReorgTooDeep(f"no canonical block within {self.config.max_reorg_depth} of {checkpoint.number}")
+        if ancestor is None and floor > 0 and any(store.query_all(store.BLOCKS, end=store.block_key(floor - 1), limit=1)):
+            raise ReorgTooDeep(f"no canonical block within {self.config.max_reorg_depth} of {checkpoint.number}")
         keep = ancestor.number if ancestor else -1
         log.warning("reorg: rewinding from %s to %s", checkpoint.number, keep)
         self.revert_above(keep, report)
