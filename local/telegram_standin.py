@@ -172,6 +172,7 @@ class TelegramStandIn:
         self._update_ids = itertools.count(100_000_001)
         self._pending_updates: list[dict[str, Any]] = []
         self._sent_at: dict[int, float] = {}
+        self._blocked: set[int] = set()
         self._global_sends: list[float] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -249,6 +250,11 @@ class TelegramStandIn:
             return self._files[file_id]
 
     # ------------------------------------------------------------------ the user's side
+    def block_bot(self, chat_id: int, blocked: bool = True) -> None:
+        """The user blocks (or unblocks) the bot: sends to the chat then fail with 403, as on Telegram."""
+        with self._lock:
+            (self._blocked.add if blocked else self._blocked.discard)(chat_id)
+
     def send_user_message(self, user: LocalUser | int, chat: int | None = None, text: str = "") -> Delivery:
         """The user types ``text`` (commands get ``bot_command`` entities, as Telegram adds them)."""
         person = self._user(user)
@@ -605,7 +611,10 @@ class TelegramStandIn:
         return keyboard
 
     def _check_rate(self, chat_id: int) -> None:
-        """Optional emulation of Telegram's flood control: about 1 message/s per chat, 30/s overall."""
+        """Optional emulation of Telegram's flood control: about 1 message/s per chat, 30/s overall.
+        (Also where a blocked bot learns about it: every send to the chat is refused.)"""
+        if chat_id in self._blocked:
+            raise ApiError(403, "Forbidden: bot was blocked by the user")
         now = time.monotonic()
         if self.rate_limit:
             last = self._sent_at.get(chat_id)

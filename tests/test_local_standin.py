@@ -157,6 +157,9 @@ def test_rate_limit_emulation_answers_429_with_retry_after():
         assert limited.json()["parameters"]["retry_after"] >= 1
         assert api(standin, "sendMessage", chat_id=CHAT + 1, text="other chat").ok  # per chat
         assert [m.text for m in standin.messages(CHAT)] == ["one"]
+        standin.block_bot(CHAT + 2)
+        blocked = api(standin, "sendMessage", chat_id=CHAT + 2, text="hello?")
+        assert blocked.status_code == 403 and blocked.json()["description"] == "Forbidden: bot was blocked by the user"
 
 
 def test_user_side_posts_real_updates_to_the_webhook_with_the_secret(standin):
