@@ -100,3 +100,60 @@ def button(update_id: int, user_id: int, data: str) -> dict[str, Any]:
         "id": f"cbq-{update_id}", "from": {"id": user_id, "is_bot": False, "first_name": f"u{user_id}"},
         "data": data, "chat_instance": "1",
         "message": {"message_id": 77, "date": 1764000000, "chat": {"id": user_id, "type": "private"}}}}
+
+
+class RecordingHost:
+    """A stand-in fork host on 127.0.0.1 for proxy tests: answers JSON-RPC like a chain would for the few
+    methods it knows (chain id 1, block 0x10, ``True`` for writes) and records every method it was sent, so
+    a test can prove what the proxy did or did not forward."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.methods: list[str] = []
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 - stdlib name
+                request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                host.methods.append(str(request.get("method")))
+                payload = json.dumps({"jsonrpc": "2.0", "id": request.get("id"),
+                                      "result": host.answer(request.get("method"))}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @staticmethod
+    def answer(method: Any) -> Any:
+        if method == "eth_chainId":
+            return "0x1"
+        if method == "eth_blockNumber":
+            return "0x10"
+        if method == "evm_snapshot":
+            return "0x1"
+        if method == "eth_getTransactionReceipt":
+            return {"status": "0x1", "blockNumber": "0x11", "gasUsed": "0x5208", "logs": []}
+        if method in ("eth_sendTransaction", "eth_sendRawTransaction"):
+            return "0x" + "ab" * 32
+        return True
+
+    def start(self) -> "RecordingHost":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
