@@ -31,6 +31,8 @@ def up(argv: list[str]) -> int:
     parser.add_argument("--no-agent", action="store_true", help="do not start a local provider agent")
     parser.add_argument("--state-dir", type=Path, default=STATE_DIR,
                         help="where secrets, logs, downloads and stack.json live (default .local)")
+    parser.add_argument("--function-log-level", default=None, metavar="LEVEL",
+                        help="the functions' POWERTOOLS_LOG_LEVEL (the template says INFO; WARNING is quieter)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -44,6 +46,8 @@ def up(argv: list[str]) -> int:
         api_port=args.api_port, moto_port=args.moto_port, standin_port=args.standin_port,
         chain_port=args.chain_port, fast_schedules=args.fast_schedules,
         chain=not args.no_chain, agent=not args.no_agent, state_dir=args.state_dir,
+        extra_environment={"POWERTOOLS_LOG_LEVEL": args.function_log_level.upper()} if args.function_log_level
+        else {},
     )
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the stack as cleanly as Ctrl-C
     stack = LocalStack(load_or_create(args.state_dir / "secrets.json"), options)
