@@ -70,15 +70,18 @@ def register_agent(
     name: str = "rig",
     gpus: list[dict[str, Any]] | None = None,
     benchmark: dict[str, Any] | None = None,
+    capabilities: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Register through the real API; returns its 201 body (agent_id, agent_token, ...)."""
+    """Register through the real API; returns its 201 body (agent_id, agent_token, ...). Rental agents
+    declare the "gpu" capability, CPU-only ones included."""
+    capabilities = ["gpu"] if capabilities is None else capabilities
     status, body = api.call(
         "/agent/register",
         {
             "provider_token": provider_token,
             "name": name,
             "gpus": [GPU_H100] if gpus is None else gpus,
-            "capabilities": ["gpu"] if gpus is None or gpus else [],
+            "capabilities": capabilities,
             "benchmark": H100_BENCHMARK if benchmark is None else benchmark,
             "version": "test",
         },

@@ -65,6 +65,21 @@ def test_fake_gpu_is_registered_unverified_and_gets_no_jobs(aws):
     assert status == 204
 
 
+def test_fork_only_hosts_get_no_rental_jobs(aws):
+    api = AgentApi()
+    ensure_user(USER_ID)
+    host = register_agent(api, enrol_provider(), gpus=[], benchmark=CPU_BENCHMARK, capabilities=["fork_host"])
+    assert host["verified"] is True and host["gpu_class"] == "cpu"
+    job = submit_job(gpu_class="cpu")
+    assert len(run_matcher()["batchItemFailures"]) == 1
+    assert api.call("/agent/claim", {"free_gpus": [0]}, host["agent_token"])[0] == 204
+    renter = register_agent(api, enrol_provider(7002), gpus=[], benchmark=CPU_BENCHMARK)
+    from depu.agents import matcher
+    from depu.jobs.models import Job
+
+    assert matcher.match(Job.get(job.job_id)).agent_id == renter["agent_id"]  # SQS would redeliver it in 5 s
+
+
 def test_wrong_token_is_401_and_sees_no_jobs(aws):
     api, agent, job, offer = _running_job(aws)
     for path, body in [

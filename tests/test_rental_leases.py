@@ -238,3 +238,18 @@ def test_unsettled_ends_are_settled_by_the_sweep(aws):
     assert swept["settled"] == [job.job_id]
     assert credits.balance(USER_ID).held == 0 and Job.get(job.job_id).settled
     assert run_reaper(int(time.time()) + 120)["settled"] == []
+
+
+def test_an_idle_agent_takes_a_job_that_waited_in_the_queue_without_the_matcher(aws):
+    api = AgentApi()
+    ensure_user(USER_ID)
+    job = submit_job()
+    other_class = submit_job(gpu_class="t4-16gb")
+    assert len(run_matcher()["batchItemFailures"]) == 2  # nobody online yet; SQS backs off
+    agent = register_agent(api, enrol_provider())
+    assert _claim(api, agent) is None  # fresh jobs are left to the matcher's best-fit choice
+    for queued in (job, other_class):  # they have waited a while now
+        Job(queued.job_id).update(actions=[Job.lease_expires_at.add(-10)])
+    offer = _claim(api, agent)
+    assert offer["job_id"] == job.job_id and Job.get(job.job_id).status == "running"
+    assert Job.get(other_class.job_id).status == "queued"  # never another class's job

@@ -24,7 +24,7 @@ def make_agent(gpu_class: str = "h100-80gb", gpus: int = 1, verified: bool = Tru
     now = int(time.time())
     agent = Agent(
         "ag_" + uuid.uuid4().hex[:12], provider_id=900, gpu_class=gpu_class, last_seen_at=now, registered_at=now,
-        name="t", gpus=[], gpu_count=gpus, benchmark_score=10, verified=verified, busy=0, free_gpus=list(range(gpus)),
+        name="t", gpus=[], gpu_count=gpus, capabilities=["gpu"], benchmark_score=10, verified=verified, busy=0, free_gpus=list(range(gpus)),
     )
     agent.save()
     return agent

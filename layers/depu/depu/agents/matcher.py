@@ -1,7 +1,7 @@
 """Which agent gets a queued job (see docs/scheduling.md for the algorithm and its cost per decision).
 
 Candidates are the agents of the job's GPU class heard from within ONLINE_SECONDS (one Query on by_gpu_class,
-its range key bounding last_seen_at), keeping the verified ones with a free slot that the job has not failed
+its range key bounding last_seen_at), keeping the verified rental agents with a free slot that the job has not failed
 on before. They are ranked by load (busy / GPUs, lowest first, which spreads work across machines), then by
 measured benchmark score (fastest first), then most recently seen. The first is offered the job with one
 conditional transaction (job queued -> assigned, agent busy < GPUs); if that agent filled up meanwhile the next
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from depu.agents.registry import Agent
+from depu.agents.registry import RENTAL_CAPABILITY, Agent
 from depu.jobs import lifecycle
 from depu.jobs.leases import ONLINE_SECONDS
 from depu.jobs.models import Job
@@ -24,7 +24,10 @@ def candidates(job: Job, now: float | None = None) -> list[Agent]:
     fit = [
         agent
         for agent in Agent.by_gpu_class.query(job.gpu_class, Agent.last_seen_at >= int(now - ONLINE_SECONDS))
-        if agent.verified and int(agent.busy or 0) < int(agent.gpu_count) and agent.agent_id not in excluded
+        if agent.verified
+        and RENTAL_CAPABILITY in (agent.capabilities or [])
+        and int(agent.busy or 0) < int(agent.gpu_count)
+        and agent.agent_id not in excluded
     ]
     return sorted(fit, key=lambda agent: (agent.load, -float(agent.benchmark_score or 0), -int(agent.last_seen_at)))
 

@@ -29,6 +29,7 @@ from depu.agents.verification import BenchmarkVerdict, judge_benchmark
 from depu.config import get_settings
 
 CPU_CLASS = "cpu"
+RENTAL_CAPABILITY = "gpu"  # "runs rental jobs" (a CPU-only agent declares it too); fork hosts say "fork_host"
 MAX_GPUS_PER_AGENT = 16
 _VENDOR_WORDS = {"nvidia", "geforce", "tesla", "quadro", "corporation", "graphics"}
 _MEMORY_SIZES_GB = (2, 4, 6, 8, 10, 11, 12, 16, 20, 24, 32, 40, 48, 64, 80, 94, 96, 141, 192)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from pynamodb.exceptions import TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
-from depu.agents.registry import Agent
+from depu.agents.registry import RENTAL_CAPABILITY, Agent
 from depu.jobs.leases import LEASE_SECONDS, MAX_ATTEMPTS, MAX_QUEUE_SECONDS, OFFER_SECONDS
 from depu.jobs.models import Job
 
@@ -119,6 +119,7 @@ def transition(
             (Agent.busy < Agent.gpu_count)
             & (Agent.verified == True)  # noqa: E712 - a PynamoDB condition, not a comparison
             & (Agent.gpu_class == job.gpu_class)
+            & Agent.capabilities.contains(RENTAL_CAPABILITY)
         )
     try:
         with TransactWrite(connection=Job._get_connection().connection) as transaction:
