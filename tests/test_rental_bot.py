@@ -250,3 +250,21 @@ def test_through_the_dispatcher_bad_input_is_answered_and_the_flow_survives(bot,
     assert dispatch.dispatch(sent_document("x.py", 10), chat, correlation_id="t7") == "unexpected_document"
     assert dispatch.dispatch(press("rg:0:c:cpu"), chat, correlation_id="t8") == "callback:rg"  # stale version
     assert "expired" in (chat.answers[-1][0] or "")
+
+
+def test_one_jobs_details_are_shown_only_to_its_owner(bot, cpu_agent):
+    from rental_helpers import submit_job
+
+    ensure_user(USER_ID)
+    ensure_user(USER_ID + 1)
+    job = submit_job(USER_ID, gpu_class="cpu")
+    chat = Chat()
+    bot.list_jobs(command("jobs", job.job_id), chat)
+    assert job.job_id in chat.text and "queued" in chat.text and chat.button("Cancel job")
+    with pytest.raises(UserError):
+        bot.list_jobs(command("jobs", job.job_id, user_id=USER_ID + 1), Chat())
+    from depu.jobs import service
+
+    service.cancel(USER_ID, job.job_id)
+    bot.list_jobs(command("jobs", job.job_id), chat)
+    assert "cancelled" in chat.text and "Charged: <b>0</b> credits" in chat.text

@@ -250,8 +250,17 @@ def _job_line(job: Job) -> str:
     )
 
 
-@command("jobs", "Your GPU jobs")
+@command("jobs", "Your GPU jobs; /jobs <job id> for one job's result, logs and files")
 def list_jobs(incoming: Incoming, chat: Chat) -> None:
+    wanted = incoming.args.split()[0] if incoming.command == "jobs" and incoming.args.split() else ""
+    if wanted:
+        job = service.user_job(incoming.user_id, wanted)
+        if job is None:
+            raise UserError("No such job of yours. /jobs lists them.")
+        body = messages.summary_text(job) if job.status in lifecycle.TERMINAL else messages.status_text(job)
+        active = [[Button("Cancel job", data=messages.cancel_button(job.job_id)["data"])]]
+        chat.reply(body, active if job.status in lifecycle.ACTIVE else None)
+        return
     jobs = service.user_jobs(incoming.user_id)
     if not jobs:
         chat.reply("You have no jobs yet. Start one with /rent_gpu.")
