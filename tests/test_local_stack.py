@@ -159,6 +159,7 @@ def test_python_m_local_up_then_chat_then_sigterm(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.skipif(not (ROOT / "functions" / "agent_api" / "app.py").exists()
                     or not (ROOT / "agent" / "depu_agent" / "__main__.py").exists(),
                     reason="the agent API function or the agent's __main__ is not written yet")
