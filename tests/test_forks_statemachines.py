@@ -163,3 +163,22 @@ def test_quota_limits_live_forks(fast):
         service.create_fork(USER, USER, "latest")
     with pytest.raises(Exception, match="limit is 3"):
         service.create_fork(USER, USER, "latest")
+
+
+def test_a_write_in_flight_when_a_sync_starts_is_in_the_replayed_journal(fast):
+    import threading
+    import time
+
+    fork = create_active("100")
+    _current, seq, lease = journal.begin_write(fork.fork_id)  # a user's write is being forwarded right now
+    service.sync_now(USER, fork.fork_id)
+    wait_for(lambda: Fork.get(fork.fork_id).status == "syncing", 20, "syncing")
+
+    def land() -> None:
+        time.sleep(1.0)
+        journal.record(fork.fork_id, seq, "evm_mine", [], outcomes.of_result("0x0"))
+        journal.end_write(fork.fork_id, lease)
+
+    threading.Thread(target=land).start()
+    task = claim("rebase")
+    assert [(e["seq"], e["method"]) for e in task.journal] == [(seq, "evm_mine")]

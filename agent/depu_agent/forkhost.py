@@ -35,7 +35,7 @@ import requests
 
 log = logging.getLogger(__name__)
 
-CLAIM_WAIT_SECONDS = 10.0
+CLAIM_WAIT_SECONDS = 10.0  # the API caps a claim's long poll at 10 s
 START_TIMEOUT_SECONDS = 30.0
 SWAP_GRACE_SECONDS = 5.0
 ERROR_BACKOFF_SECONDS = 2.0
@@ -145,7 +145,7 @@ class ForkHost:
         self.bind_host = urlsplit(self.public_base).hostname or "127.0.0.1"
         self.binary = _setting(config, "fork_anvil_path", "DEPU_FORK_ANVIL") or shutil.which("anvil") or str(_REPO_ANVIL)
         self.max_forks = int(getattr(config, "fork_max_forks", 0) or 8)
-        self.claim_wait = min(float(getattr(config, "claim_wait_seconds", CLAIM_WAIT_SECONDS) or CLAIM_WAIT_SECONDS), 20.0)
+        self.claim_wait = min(float(getattr(config, "claim_wait_seconds", CLAIM_WAIT_SECONDS) or CLAIM_WAIT_SECONDS), CLAIM_WAIT_SECONDS)
         self.forks: dict[str, AnvilFork] = {}
         self._lock = threading.Lock()
         self._retiring: list[tuple[threading.Timer, AnvilFork]] = []

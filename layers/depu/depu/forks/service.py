@@ -98,7 +98,13 @@ def create_fork(user_id: int, chat_id: int, block: str | int | None = "latest") 
         host_snapshots={},
     )
     fork.save(condition=Fork.fork_id.does_not_exist())
-    start_create(fork, base, "is ready", name=f"{fork_id}-create")
+    try:
+        start_create(fork, base, "is ready", name=f"{fork_id}-create")
+    except Exception:
+        # never leave a 'requested' fork behind to count against the user's quota
+        fork.update(actions=[Fork.status.set(FAILED), Fork.failure.set("StartFailed")])
+        tokens.revoke(token_hash)
+        raise
     return Created(fork, tokens.rpc_url(token))
 
 

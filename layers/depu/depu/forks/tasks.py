@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ from depu.forks.models import ACTIVE, DELETED, DELETING, FAILED, PROVISIONING, S
 log = logging.getLogger(__name__)
 
 PROVISION, REBASE, STOP = "provision", "rebase", "stop"
-MAX_CLAIM_WAIT_S = 20
+MAX_CLAIM_WAIT_S = 10  # plus at most one write lease (15 s) stays under the API's 29 s
 HOST_FAILED_ERROR = "ForkHostFailed"
 GONE_ERROR = "ForkGone"
 
@@ -107,6 +108,8 @@ def _assign(agent_id: str, message: dict[str, Any]) -> ClaimedTask | None:
         _fail(token, GONE_ERROR, f"the fork is {fork.status if fork else 'missing'}")
         _sqs().delete_message(QueueUrl=settings.fork_task_queue_url, ReceiptHandle=message["ReceiptHandle"])
         return None
+    if kind in (PROVISION, REBASE):
+        fork = _after_writes(fork)
     task_id = f"{fork_id}.{uuid.uuid4().hex[:12]}"
     pending = {"task_id": task_id, "kind": kind, "agent_id": agent_id, "token": token, "receipt": message["ReceiptHandle"]}
     fork.update(actions=[Fork.pending_task.set(pending)])
@@ -115,6 +118,16 @@ def _assign(agent_id: str, message: dict[str, Any]) -> ClaimedTask | None:
     if kind in (PROVISION, REBASE):
         entries = [{"seq": int(e.seq), "method": e.method, "params": e.params} for e in journal.entries(fork_id)]
     return ClaimedTask(task_id, kind, fork_id, block, entries)
+
+
+def _after_writes(fork: Fork) -> Fork:
+    """The fork once a write that began before it left ``active`` has landed in the journal (no new write can
+    begin now), so the journal handed to the host is complete. Bounded by the write lease."""
+    deadline = time.time() + journal.LEASE_SECONDS + 1
+    while float(fork.lock_until or 0) > time.time() and time.time() < deadline:
+        time.sleep(0.05)
+        fork = Fork.get(fork.fork_id, consistent_read=True)
+    return fork
 
 
 def finish(agent_id: str, task_id: str, report: dict[str, Any], allowed_url_host: str | None = None) -> dict[str, Any]:
