@@ -253,3 +253,21 @@ def test_an_idle_agent_takes_a_job_that_waited_in_the_queue_without_the_matcher(
     offer = _claim(api, agent)
     assert offer["job_id"] == job.job_id and Job.get(job.job_id).status == "running"
     assert Job.get(other_class.job_id).status == "queued"  # never another class's job
+
+
+def test_a_submit_that_fails_halfway_leaves_nothing_held_or_queued(aws, monkeypatch):
+    from depu.jobs import service
+
+    ensure_user(USER_ID)
+
+    def queue_down(job_id: str, delay_seconds: int = 0) -> None:
+        raise ConnectionError("SQS unavailable")
+
+    monkeypatch.setattr(service, "enqueue", queue_down)
+    import pytest
+
+    with pytest.raises(ConnectionError):
+        submit_job()
+    [job] = list(Job.by_user.query(USER_ID))
+    assert job.status == "cancelled"  # never matched, never charged
+    assert credits.balance(USER_ID) == credits.Balance(1000, 0, 0)

@@ -69,6 +69,7 @@ def submit(
         ) from error
     except credits.UnknownAccount as error:
         raise UserError("Send /start first to open your profile.") from error
+    saved = False
     try:
         job = Job(
             job_id,
@@ -91,21 +92,21 @@ def submit(
             job.script_key = storage.script_key(job_id)
             storage.put(job.script_key, script, "text/x-python")
         job.save(condition=Job.job_id.does_not_exist())
+        saved = True
         enqueue(job_id)
     except Exception:
-        _abandon(job_id, user_id, hold_id)
+        _abandon(job if saved else None, user_id, hold_id)
         raise
     return job
 
 
-def _abandon(job_id: str, user_id: int, hold_id: str) -> None:
-    """Undo a half-made submit: no job left queued without a message, no credits left held."""
-    try:
-        job = Job.get(job_id, consistent_read=True)
-        if job.status == lifecycle.QUEUED:
+def _abandon(job: Job | None, user_id: int, hold_id: str) -> None:
+    """Undo a half-made submit: no saved job left queued without its queue message, no credits left held."""
+    if job is not None:
+        try:
             lifecycle.cancel(job, user_id)
-    except Job.DoesNotExist:
-        pass
+        except lifecycle.Conflict:
+            pass
     credits.release(user_id, hold_id)
 
 
