@@ -263,3 +263,21 @@ def test_bot_module_imports_no_heavy_library():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "none"
+
+
+def test_a_busy_watched_address_cannot_flood_the_chat(indexed):
+    chain, bot = indexed
+    from depu.config import get_settings
+
+    watched = chain.accounts[1]
+    bot.watch(message("watch", watched), RecordingChat())
+    drain(get_settings().notify_queue_url)
+    chain.begin_block()
+    for n in range(8):
+        chain.transfer(chain.tokens["USDD"], watched, chain.accounts[2 + n % 4], 1_000_000 + n)
+    mined = chain.end_block()
+    assert len({t.block_number for t in mined}) == 1
+    index_to_head(chain)
+    notices = drain(get_settings().notify_queue_url)
+    assert len(notices) == 6  # five alerts, then one summary for the other three
+    assert sum("and 3 more transfers" in n["text"] for n in notices) == 1

@@ -36,6 +36,7 @@ from depu.chain.rpc import RpcClient
 log = logging.getLogger(__name__)
 
 RAW_TTL_DAYS = 30
+MAX_ALERTS_PER_BLOCK = 5  # per watch (chat and address); the rest of a block is summed up in one notice
 
 
 class ReorgTooDeep(RuntimeError):
@@ -335,10 +336,24 @@ class Indexer:
         from depu.notify import Notice
 
         fired = watches.alerts_for(rows, self.watches, self.metas)
+        per_watch: dict[tuple[int, str], list[tuple[dict[str, Any], str]]] = defaultdict(list)
         for watch, row, text in fired:
-            self.notify(Notice(chat_id=watch.chat_id, text=text,
-                               dedupe_key=f"watch:{watch.chat_id}:{row['block_hash']}:{row['pos']}"))
-        return len(fired)
+            per_watch[(watch.chat_id, watch.address)].append((row, text))
+        sent = 0
+        for (chat_id, address), alerts in per_watch.items():
+            # a busy address must not flood a chat: a few alerts per block, then one summary
+            for row, text in alerts[:MAX_ALERTS_PER_BLOCK]:
+                self.notify(Notice(chat_id=chat_id, text=text,
+                                   dedupe_key=f"watch:{chat_id}:{row['block_hash']}:{row['pos']}"))
+                sent += 1
+            if len(alerts) > MAX_ALERTS_PER_BLOCK:
+                block = alerts[0][0]
+                self.notify(Notice(chat_id=chat_id, dedupe_key=f"watch:{chat_id}:{block['block_hash']}:{address}:more",
+                                   text=f"🔔 …and {len(alerts) - MAX_ALERTS_PER_BLOCK} more transfers of "
+                                        f"<code>{address}</code> in block {block['block_number']}: "
+                                        f"<code>/analytics {address}</code>"))
+                sent += 1
+        return sent
 
     def revert_block(self, header: dict[str, Any], floor: int) -> None:
         """Undo everything one stored block contributed (idempotent: a crash midway is finished next run)."""
