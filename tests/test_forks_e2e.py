@@ -143,6 +143,11 @@ def test_a_fork_whose_host_dies_comes_back_on_another_host_with_its_journal(stac
     signed = user.sign_transaction({"to": RECIPIENT, "value": 2 * 10**18, "nonce": 0, "gas": 21000, "chainId": 1,
                                     "maxFeePerGas": w3.eth.gas_price * 3, "maxPriorityFeePerGas": 1})
     w3.eth.send_raw_transaction(signed.raw_transaction)
+    # an impersonated account with no key anywhere sends ETH (eth_sendTransaction); its journal must replay too
+    whale = Web3.to_checksum_address("0x00000000000000000000000000000000000beef1")
+    service.fund(USER, fork.fork_id, whale, "3")
+    service.impersonate(USER, fork.fork_id, whale)
+    w3.eth.send_transaction({"from": whale, "to": RECIPIENT, "value": 10**18, "gas": 21000})
     expected_recipient = w3.eth.get_balance(RECIPIENT)
 
     stack.stop_host(first)  # host A goes away with its anvil; nobody tells the API
@@ -157,6 +162,8 @@ def test_a_fork_whose_host_dies_comes_back_on_another_host_with_its_journal(stac
     # same URL, same base, the journal replayed: the funding and the transaction are there
     assert w3.eth.get_balance(RECIPIENT) == expected_recipient
     assert w3.eth.get_transaction_count(user.address) == 1
+    assert w3.eth.get_transaction_count(whale) == 1
+    assert rebuilt.conflict_count == 0, rebuilt.conflicts
 
 
 def test_a_host_that_cannot_fork_ends_the_creation_failed_and_the_user_is_told(stack):

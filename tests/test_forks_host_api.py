@@ -1,0 +1,49 @@
+"""The fork-host routes mounted in the agent API (functions/agent_api via the template's route): who may claim
+fork tasks and report on them."""
+from __future__ import annotations
+
+import pytest
+import requests
+
+from depu.agents import registry, tokens as agent_tokens
+from depu.forks import service
+from forks_support import ApiFront, register_fork_host, wait_for
+
+
+@pytest.fixture
+def front(aws, monkeypatch):
+    monkeypatch.setattr(service, "mainnet_head", lambda: None)
+    api = ApiFront(aws.endpoint)
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+def post(front: ApiFront, path: str, token: str | None, body: dict) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.post(f"{front.url}{path}", json=body, headers=headers, timeout=30)
+
+
+def test_only_authenticated_fork_hosts_claim_and_only_the_claimer_reports(front):
+    assert post(front, "/agent/forks/claim", None, {}).status_code == 401
+    assert post(front, "/agent/forks/claim", "depa_not-a-token", {}).status_code == 401
+    gpu_only = registry.register(agent_tokens.issue_enrolment_token(5), name="gpu", gpus=[], capabilities=["gpu"],
+                                 benchmark={}, version="t")
+    assert post(front, "/agent/forks/claim", gpu_only.agent_token, {}).status_code == 403
+
+    _host, token = register_fork_host("host-a")
+    _other, other_token = register_fork_host("host-b")
+    idle = post(front, "/agent/forks/claim", token, {"wait": 0, "running": ["f_unknown"]})
+    assert idle.status_code == 200 and idle.json() == {"task": None, "stop": ["f_unknown"]}
+
+    created = service.create_fork(77, 77, "latest")
+    claimed = wait_for(lambda: post(front, "/agent/forks/claim", token, {"wait": 1}).json()["task"], 20, "task")
+    assert claimed["kind"] == "provision" and claimed["fork_id"] == created.fork.fork_id
+    assert "task_token" not in claimed and "token" not in claimed  # the task token stays with the API
+    path = f"/agent/forks/tasks/{claimed['task_id']}/result"
+    assert post(front, path, other_token, {"ok": False, "error": "x"}).status_code == 404
+    assert post(front, path, token, {"ok": True, "rpc_url": "file:///etc/passwd", "base_block": 1, "chain_id": 1}).status_code == 400
+    assert post(front, path, token, {"ok": True, "rpc_url": "http://10.9.9.9:1", "base_block": 1, "chain_id": 1}).status_code == 400
+    accepted = post(front, path, token, {"ok": True, "rpc_url": "http://127.0.0.1:8545", "base_block": 1, "chain_id": 1})
+    assert accepted.status_code == 200 and accepted.json()["told"]["base_block"] == "1"
