@@ -48,6 +48,9 @@ def cloud(aws):
     # resolver relies on that (it keeps the current event on itself); the in-process runtime shares one
     # module between its HTTP threads, so agent API calls are serialised here as one container would be.
     runtime.functions["AgentApiFunction"]._slots = threading.BoundedSemaphore(1)
+    for name in list(runtime.functions):  # the rental path only: the indexer and notifier would just add load
+        if name not in ("AgentApiFunction", "MatcherFunction", "LeaseReaperFunction"):
+            del runtime.functions[name]
     runtime.start()
     try:
         yield runtime
