@@ -105,7 +105,8 @@ def test_create_use_sync_and_delete_a_fork_through_its_rpc_url(stack):
 
     # mainnet moves on (contract transfers and ETH sends), the fork syncs onto its head
     stack.mainnet.activity(rounds=3, seed=11)
-    stack.mainnet.send_eth(stack.mainnet.accounts[1], RECIPIENT, 7)
+    sent = stack.mainnet.w3.eth.send_transaction({"from": stack.mainnet.accounts[1], "to": RECIPIENT, "value": 7})
+    stack.mainnet.w3.eth.wait_for_transaction_receipt(sent, timeout=30)
     head = stack.mainnet.block_number()
     assert head > fork.base_block
     service.sync_now(USER, fork.fork_id)
@@ -175,3 +176,47 @@ def test_a_host_that_cannot_fork_ends_the_creation_failed_and_the_user_is_told(s
     assert "could not be started (ForkHostFailed)" in notices(10)[0]["text"]
     answer = requests.post(created.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=10)
     assert answer.status_code == 404
+
+
+ANVIL_DEV_KEY_0 = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"  # anvil's public test key
+
+
+def test_a_sync_reports_a_transaction_that_mainnet_made_impossible(stack):
+    stack.start_host("host-a")
+    created = service.create_fork(USER, USER, "latest")
+    fork = wait_status(created.fork.fork_id, "active")
+    notices(10)
+    w3 = Web3(Web3.HTTPProvider(created.rpc_url, request_kwargs={"timeout": 30}))
+    dev = Account.from_key(ANVIL_DEV_KEY_0)
+    assert dev.address == stack.mainnet.accounts[0]
+    nonce = w3.eth.get_transaction_count(dev.address)
+    signed = dev.sign_transaction({"to": RECIPIENT, "value": 5, "nonce": nonce, "gas": 21000, "chainId": 1,
+                                   "maxFeePerGas": w3.eth.gas_price * 3, "maxPriorityFeePerGas": 1})
+    assert w3.eth.get_transaction_receipt(w3.eth.send_raw_transaction(signed.raw_transaction))["status"] == 1
+    spent = stack.mainnet.w3.eth.send_transaction({"from": dev.address, "to": RECIPIENT, "value": 1})  # same nonce, on mainnet
+    stack.mainnet.w3.eth.wait_for_transaction_receipt(spent, timeout=30)
+    service.sync_now(USER, fork.fork_id)
+    synced = wait_for(lambda: (f := Fork.get(fork.fork_id)).status == "active" and f.base_block > fork.base_block and f, 60, "sync")
+    assert synced.conflict_count == 1
+    [notice] = notices(10)
+    assert "1 journal entries behave differently" in notice["text"]
+    assert "#0 eth_sendRawTransaction: now fails" in notice["text"] and "nonce" in notice["text"].lower()
+    assert w3.eth.get_transaction_count(dev.address) == nonce + 1  # mainnet's transaction, not the user's
+
+
+def test_auto_sync_keeps_the_fork_following_mainnet(stack, monkeypatch):
+    monkeypatch.setattr(service, "MIN_SYNC_INTERVAL_S", 1)
+    stack.start_host("host-a")
+    created = service.create_fork(USER, USER, "latest")
+    fork = wait_status(created.fork.fork_id, "active")
+    service.fund(USER, fork.fork_id, RECIPIENT, "1")
+    service.set_auto_sync(USER, fork.fork_id, True, interval_s=1)
+    w3 = Web3(Web3.HTTPProvider(created.rpc_url, request_kwargs={"timeout": 30}))
+    for _ in range(2):
+        target = stack.mainnet.mine(3)
+        wait_for(lambda: (f := Fork.get(fork.fork_id)).base_block >= target and f.status == "active", 60, f"base {target}")
+        assert w3.eth.block_number >= target
+    assert w3.eth.get_balance(RECIPIENT) >= 10**18
+    service.set_auto_sync(USER, fork.fork_id, False)
+    loop = f"{Fork.get(fork.fork_id).sync_loop}"
+    assert loop == ""
