@@ -220,3 +220,41 @@ def test_auto_sync_keeps_the_fork_following_mainnet(stack, monkeypatch):
     service.set_auto_sync(USER, fork.fork_id, False)
     loop = f"{Fork.get(fork.fork_id).sync_loop}"
     assert loop == ""
+
+
+def test_the_real_agent_daemon_hosts_forks_when_it_has_the_fork_host_capability(stack, tmp_path):
+    """The agent helper's ``python -m depu_agent`` starts ForkHost itself (capability "fork_host")."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from depu.agents import tokens as agent_tokens
+    from forks_support import ROOT
+
+    config = {"api_url": stack.front.url, "name": "daemon-fork-host", "agent_token_file": str(tmp_path / "token"),
+              "work_dir": str(tmp_path / "work"), "capabilities": ["fork_host"], "fork_rpc_base_url": "http://127.0.0.1",
+              "verify": False, "docker": "never", "heartbeat_seconds": 1, "claim_wait_seconds": 1}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DEPU_")}
+    env.update(PYTHONPATH=str(ROOT / "agent"), DEPU_AGENT_ENROLMENT_TOKEN=agent_tokens.issue_enrolment_token(321),
+               DEPU_FORK_UPSTREAM_URL=stack.mainnet.rpc_url)
+    log = open(tmp_path / "agent.log", "ab")
+    agent = subprocess.Popen([sys.executable, "-m", "depu_agent", "--config", str(tmp_path / "config.json")],
+                             cwd=ROOT / "agent", env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        created = service.create_fork(USER, USER, "latest")
+        wait_status(created.fork.fork_id, "active", 90)
+        w3 = Web3(Web3.HTTPProvider(created.rpc_url, request_kwargs={"timeout": 30}))
+        assert w3.eth.block_number == stack.mainnet.block_number()
+        service.delete_fork(USER, created.fork.fork_id)
+        wait_status(created.fork.fork_id, "deleted", 30)
+    finally:
+        os.killpg(agent.pid, signal.SIGTERM)
+        try:
+            agent.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(agent.pid, signal.SIGKILL)
+            agent.wait(timeout=10)
+        log.close()
