@@ -83,7 +83,10 @@ class JobChannel:
         try:
             status, _ = self.api.post(f"/agent/jobs/{self.job_id}/progress", body, attempts=2)
         except ApiUnavailable:
-            return  # a newer progress value will follow; only the latest matters
+            with self._lock:  # keep it for the next round unless a newer value arrived meanwhile
+                if self._progress is None:
+                    self._progress = body
+            return
         if status in GONE_STATUSES:
             self.on_gone()
 

@@ -56,6 +56,11 @@ def copy_bandwidth_gbs(device: torch.device, megabytes: int, repeats: int, warmu
     return 2.0 * source.numel() * source.element_size() * repeats / seconds / 1e9
 
 
+def significant(value: float, digits: int = 4) -> float:
+    """Four significant digits: a slow CPU's 0.00004 TFLOP/s must not round to zero."""
+    return float(f"{value:.{digits}g}")
+
+
 def run(params: dict, device: torch.device | None, reporter, out_dir) -> tuple[dict, list[str]]:
     device = device or pick()
     chosen = settings(params, device)
@@ -64,11 +69,11 @@ def run(params: dict, device: torch.device | None, reporter, out_dir) -> tuple[d
     for done, name in enumerate(chosen["dtypes"]):
         reporter.progress(done / steps, f"matmul {name} {chosen['size']}x{chosen['size']}")
         tflops = matmul_tflops(device, DTYPES[name], chosen["size"], chosen["repeats"], chosen["warmup"])
-        result[f"{name}_tflops"] = round(tflops, 4)
+        result[f"{name}_tflops"] = significant(tflops)
         print(f"{name}: {tflops:.4f} TFLOP/s", flush=True)
     reporter.progress((steps - 1) / steps, f"memory bandwidth, {chosen['bandwidth_mb']} MB copies")
     bandwidth = copy_bandwidth_gbs(device, chosen["bandwidth_mb"], chosen["repeats"], chosen["warmup"])
-    result["mem_bandwidth_gbs"] = round(bandwidth, 3)
+    result["mem_bandwidth_gbs"] = significant(bandwidth)
     print(f"memory bandwidth: {bandwidth:.3f} GB/s", flush=True)
     reporter.progress(1.0, "benchmark done", {k: v for k, v in result.items() if isinstance(v, float)})
     return result, []
