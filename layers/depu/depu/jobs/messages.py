@@ -116,7 +116,9 @@ def summary_text(job: Job) -> str:
         if key.startswith(prefix)
     ]
     if links:
-        lines.append("<b>Artifacts</b> (links valid 24 h)\n" + "\n".join(links))
+        # presigned with the function's role session, so a link can expire before its nominal 24 h
+        lines.append(f"<b>Artifacts</b> (links expire; <code>/jobs {job.job_id}</code> gives fresh ones)\n"
+                     + "\n".join(links))
     charged = int(job.charged or 0)
     lines.append(f"Charged: <b>{charged}</b> credits for {int(job.billed_seconds or 0)} s (held {int(job.max_cost)}).")
     return "\n\n".join(lines)
