@@ -262,3 +262,28 @@ def test_cli_without_token_explains_what_to_do(tmp_path):
     done = subprocess.run([sys.executable, "-m", "depu_agent", "--config", str(tmp_path / "none.json")],
                           capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 4 and "register" in done.stderr
+
+
+def test_startup_verification_really_allocates_and_computes_on_the_device():
+    from depu_agent import verify_runner
+
+    [device] = gpus.discover()
+    result = verify_runner.verify_device(device, grace_s=1)
+    assert result["verified"] is True and result["matmul_correct"] is True
+    assert result["device"] == "cpu" and result["memory_verified_mb"] >= 256  # what the cloud's check expects
+    assert result["fp32_tflops"] > 0 and result["mem_bandwidth_gbs"] > 0
+
+
+def test_memory_check_notices_a_device_that_returns_wrong_data(monkeypatch):
+    from depu_agent import verify
+
+    real_full = torch.full
+
+    def corrupting_full(size, value, **kwargs):  # a device whose memory does not hold what was written
+        tensor = real_full(size, value, **kwargs)
+        tensor[0] += 1
+        return tensor
+
+    monkeypatch.setattr(verify.torch, "full", corrupting_full)
+    with pytest.raises(RuntimeError, match="memory check failed"):
+        verify.allocate_and_check(torch.device("cpu"), 256)

@@ -13,7 +13,7 @@ import sys
 
 from .api import AgentRejected, ApiUnavailable
 from .config import ConfigError, load_config
-from .daemon import EXIT_NOT_REGISTERED, Agent, RegistrationFailed, register
+from .daemon import EXIT_NOT_REGISTERED, EXIT_UNVERIFIED, Agent, RegistrationFailed, register
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +77,9 @@ def _run(args) -> int:
         except (RegistrationFailed, ApiUnavailable, AgentRejected) as exc:
             print(f"depu-agent: registration failed: {exc}", file=sys.stderr)
             return 1
+    elif config.verify and not _still_verified(config):
+        print("depu-agent: start-up verification failed; not serving (see the log)", file=sys.stderr)
+        return EXIT_UNVERIFIED
     agent = Agent(config)
     agent.install_signal_handlers()
     code = agent.run()
@@ -84,6 +87,16 @@ def _run(args) -> int:
         print(f"depu-agent: stopped with status {code}"
               + (" (the API rejected this agent's token)" if code == 3 else ""), file=sys.stderr)
     return code
+
+
+def _still_verified(config) -> bool:
+    """Every start re-runs the verification (registration ran it too): a device that broke or was swapped
+    since must not take jobs."""
+    from . import gpus, verify_runner
+
+    devices = gpus.discover()
+    shared = config.shared_gpu_indices([gpu.index for gpu in devices])
+    return bool(verify_runner.verify_devices([gpu for gpu in devices if gpu.index in shared], config)["verified"])
 
 
 def _token_from_environment() -> str | None:

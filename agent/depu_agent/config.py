@@ -31,6 +31,10 @@ class AgentConfig:
     gpus: str = "all"
     capabilities: list[str] = field(default_factory=lambda: ["gpu"])
     fork_rpc_base_url: str = ""
+    # Read by the fork host (forkhost.py) when "fork_host" is among the capabilities.
+    fork_upstream_url: str = ""
+    fork_anvil_path: str = ""
+    fork_max_forks: int = 8
 
     # Protocol intervals (the API may override heartbeat_seconds and lease_seconds at register/heartbeat).
     heartbeat_seconds: float = 10.0

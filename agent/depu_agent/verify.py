@@ -21,11 +21,12 @@ def allocate_and_check(device: torch.device, megabytes: int) -> int:
     chunks = []
     elements = CHUNK_MB * 1024 * 1024 // 4
     for number in range(max(1, megabytes // CHUNK_MB)):
-        chunk = torch.full((elements,), float(number % 251), device=device, dtype=torch.float32)
+        chunk = torch.full((elements,), float(number % 251 + 1), device=device, dtype=torch.float32)
         chunks.append(chunk)
     synchronize(device)
     for number, chunk in enumerate(chunks):
-        if float(chunk.sum()) != float(number % 251) * elements:
+        # an exact element-wise comparison: a float sum over 64M elements would round
+        if bool((chunk != float(number % 251 + 1)).any()):
             raise RuntimeError(f"memory check failed in chunk {number}: the device returned wrong data")
     verified = len(chunks) * CHUNK_MB
     del chunks
