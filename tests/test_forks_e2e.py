@@ -74,6 +74,7 @@ def stack(aws, mainnet, monkeypatch):
             thread.join(timeout=30)
             host.shutdown()
         front.stop()
+        assert forks_of(mainnet.rpc_url) == [], "fork hosts left anvil processes running"
 
 
 def wait_status(fork_id: str, status: str, timeout: float = 60) -> Fork:
@@ -258,3 +259,19 @@ def test_the_real_agent_daemon_hosts_forks_when_it_has_the_fork_host_capability(
             os.killpg(agent.pid, signal.SIGKILL)
             agent.wait(timeout=10)
         log.close()
+    assert forks_of(stack.mainnet.rpc_url) == [], "the agent left anvil forks running"
+
+
+def forks_of(upstream: str) -> list[int]:
+    """Processes still forking ``upstream`` (anvil processes whose command line names it)."""
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--fork-url" in argv and upstream.encode() in argv:
+            found.append(int(proc.name))
+    return found

@@ -19,6 +19,7 @@ sent by the API), ``fork_rpc_base_url`` (how the DePU proxy reaches this machine
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -149,6 +150,8 @@ class ForkHost:
         self.forks: dict[str, AnvilFork] = {}
         self._lock = threading.Lock()
         self._retiring: list[tuple[threading.Timer, AnvilFork]] = []
+        # the agent may exit without waiting for this thread (its threads are daemons): never leave anvils behind
+        atexit.register(self.shutdown)
 
     # ------------------------------------------------------------------ loop
     def run(self, stop_event: threading.Event) -> None:
