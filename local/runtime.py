@@ -34,6 +34,7 @@ from types import ModuleType
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
+from local.isolation import isolate_invocation_state
 from local.template import ACCOUNT_ID, REGION, ROOT, Function, LocalTemplate, Route
 
 log = logging.getLogger("local.runtime")
@@ -72,12 +73,24 @@ class LambdaContext:
 
 
 @dataclass
+class ExecutionEnvironment:
+    """One Lambda execution environment: its own copy of the handler module, serving one invocation at a time.
+
+    Module globals (a Powertools resolver keeps the current event on its module-level ``app``) must never be
+    shared by two concurrent invocations, so concurrency creates more environments, as Lambda does."""
+
+    number: int
+    handler: Callable[[dict[str, Any], Any], Any]
+
+
+@dataclass
 class LocalFunction:
-    """One template function: loads its handler module once (lazily) and invokes it like Lambda would."""
+    """One template function: a pool of execution environments, created on demand (cold starts), reused."""
 
     spec: Function
     physical_name: str
-    _handler: Callable[[dict[str, Any], Any], Any] | None = field(default=None, repr=False)
+    _idle: list[ExecutionEnvironment] = field(default_factory=list, repr=False)
+    _created: int = field(default=0, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _slots: threading.BoundedSemaphore | None = field(default=None, repr=False)
 
@@ -95,34 +108,56 @@ class LocalFunction:
         module_name = self.spec.handler.rsplit(".", 1)[0]
         return self.spec.code_dir / (module_name.replace(".", "/") + ".py")
 
+    @property
+    def environments(self) -> int:
+        """How many execution environments exist (the peak concurrency so far)."""
+        return self._created
+
     def available(self) -> bool:
         return self.source_file.exists()
 
-    def handler(self) -> Callable[[dict[str, Any], Any], Any]:
+    def _take_environment(self) -> ExecutionEnvironment:
         with self._lock:
-            if self._handler is None:
-                self._handler = _load_handler(self.spec, self.source_file)
-            return self._handler
+            if self._idle:
+                return self._idle.pop()  # the most recently used one: warm, like Lambda's
+            self._created += 1
+            number = self._created
+        try:
+            return ExecutionEnvironment(number, _load_handler(self.spec, self.source_file, number))
+        except BaseException:
+            with self._lock:
+                self._created -= 1
+            raise
+
+    def _return_environment(self, environment: ExecutionEnvironment) -> None:
+        with self._lock:
+            self._idle.append(environment)
 
     def invoke(self, event: dict[str, Any], *, timeout: float | None = None) -> Any:
         """Invoke the handler in a worker thread and wait at most the function's Timeout.
 
-        A handler that overruns cannot be killed in-process; it is left to finish in the background while
-        the caller sees the timeout Lambda would report.
+        A handler that overruns cannot be killed in-process; it is left to finish in the background (keeping
+        its environment busy) while the caller sees the timeout Lambda would report.
         """
-        handler = self.handler()
         if self._slots:
             self._slots.acquire()  # waiting for a free slot is not part of the function's time
+        try:
+            environment = self._take_environment()
+        except BaseException:
+            if self._slots:
+                self._slots.release()
+            raise
         limit = min(timeout or self.spec.timeout, self.spec.timeout)
         context = LambdaContext(self.spec, self.physical_name, time.monotonic() + self.spec.timeout)
         outcome: dict[str, Any] = {}
 
         def run() -> None:
             try:
-                outcome["result"] = handler(event, context)
+                outcome["result"] = environment.handler(event, context)
             except BaseException as error:  # noqa: BLE001 - reported to the caller like Lambda's error
                 outcome["error"] = error
             finally:
+                self._return_environment(environment)
                 if self._slots:
                     self._slots.release()
 
@@ -142,17 +177,17 @@ class LocalFunction:
 _import_lock = threading.Lock()
 
 
-def _load_handler(spec: Function, source: Path) -> Callable[[dict[str, Any], Any], Any]:
+def _load_handler(spec: Function, source: Path, environment: int = 1) -> Callable[[dict[str, Any], Any], Any]:
     """Import ``functions/<dir>/app.py`` as its own module.
 
-    Every handler file is called app.py, so each gets a unique module name, and the function's folder is on
-    sys.path only while it is imported (sibling modules it imports are renamed away afterwards, so two
+    Every handler file is called app.py, so each (function, execution environment) gets a unique module name,
+    and the function's folder is on sys.path only while it is imported (sibling modules it imports are renamed away afterwards, so two
     functions may both have, say, a ``models.py``).
     """
     if not source.exists():
         raise HandlerMissing(f"{spec.logical_id}: {_relative(source)} not written yet")
     module_name, attribute = spec.handler.rsplit(".", 1)
-    unique = f"depu_local_fn_{spec.logical_id}_{module_name.replace('.', '_')}"
+    unique = f"depu_local_fn_{spec.logical_id}_{module_name.replace('.', '_')}_env{environment}"
     code_dir = str(spec.code_dir)
     with _import_lock:
         before = set(sys.modules)
@@ -314,12 +349,15 @@ class LocalRuntime:
             logical_id: LocalFunction(spec, template.physical_name(logical_id))
             for logical_id, spec in template.functions(aws_endpoint).items()
         }
-        self.routes = [route for function in self.functions.values() for route in function.spec.routes]
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: ThreadingHTTPServer | None = None
         self._saved_env: dict[str, str | None] = {}
         self.skipped: list[str] = []  # what did not start because its handler is missing
+
+    @property
+    def routes(self) -> list[Route]:
+        return [route for function in self.functions.values() for route in function.spec.routes]
 
     @property
     def url(self) -> str:
@@ -331,6 +369,7 @@ class LocalRuntime:
         for layer in LAYER_PATHS:  # what Lambda's layer gives every function: ``import depu``
             if str(layer) not in sys.path:
                 sys.path.append(str(layer))
+        isolate_invocation_state()  # concurrent invocations on threads must not share "the current event"
         self._apply_environment()
         self._server = ThreadingHTTPServer((self.options.host, self.options.port), _make_request_handler(self))
         self._server.daemon_threads = True

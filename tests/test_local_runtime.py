@@ -9,6 +9,7 @@ import json
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
@@ -64,6 +65,12 @@ Resources:
       ReservedConcurrentExecutions: 1
       Events:
         Serial: {Type: Api, Properties: {Path: /serial, Method: get}}
+  IsolatedFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: functions/isolated/
+      Events:
+        Isolated: {Type: Api, Properties: {Path: "/isolated/{n}", Method: get}}
   MissingFunction:
     Type: AWS::Serverless::Function
     Properties:
@@ -178,6 +185,22 @@ def lambda_handler(event, context):
     time.sleep(0.3)
     record("serial", {"start": started, "end": time.monotonic(), "remaining": context.get_remaining_time_in_millis()})
     return {"statusCode": 200, "body": "done"}
+''',
+    "isolated": '''
+import time
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+
+app = APIGatewayRestResolver()  # keeps "the current event" where Powertools keeps it
+CURRENT = {}  # and module-level state of our own
+
+@app.get("/isolated/<n>")
+def isolated(n):
+    CURRENT["n"] = n
+    time.sleep(0.3)
+    return {"path_n": n, "module_n": CURRENT["n"], "event_n": app.current_event.get_header_value("X-N")}
+
+def lambda_handler(event, context):
+    return app.resolve(event, context)
 ''',
     "tick": RECORDER + '''
 def lambda_handler(event, context):
@@ -296,6 +319,23 @@ def test_a_slow_request_does_not_block_others(runtime):
         finished["fast"] = time.monotonic()
         worker.join()
         assert finished["fast"] < finished["slow"]
+
+
+def test_concurrent_invocations_get_their_own_execution_environments(runtime):
+    with runtime:
+        def ask(n: str) -> dict:
+            return requests.get(f"{runtime.url}/isolated/{n}", headers={"X-N": n}, timeout=10).json()
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            answers = list(pool.map(ask, [str(n) for n in range(12)]))
+        # nobody saw another request's module state or Powertools' "current event"
+        assert answers == [{"path_n": str(n), "module_n": str(n), "event_n": str(n)} for n in range(12)]
+        isolated = runtime.functions["IsolatedFunction"]
+        assert 2 <= isolated.environments <= 6
+        before = isolated.environments
+        for n in range(3):  # one at a time: warm environments are reused, no new cold starts
+            assert ask(str(n))["event_n"] == str(n)
+        assert isolated.environments == before
 
 
 def test_reserved_concurrency_runs_invocations_one_at_a_time(runtime, fake_template):
