@@ -179,6 +179,7 @@ def test_cancel_reaches_the_agent_within_seconds(agents):
     wait_for(lambda: not any(_alive(pid) for pid in script_pids), 15, interval=0.1,
              what="the script process to stop")
     reached_in = time.monotonic() - cancelled_at
+    print(f"cancel reached the agent and stopped the script in {reached_in:.2f} s")
     assert reached_in < 8, reached_in  # heartbeat (1 s) + SIGTERM; the script needs no SIGKILL
     assert f"job {job.job_id} cancelled by the cloud" in agent.log_text()
     done = finished(job.job_id, 10)
