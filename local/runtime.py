@@ -327,6 +327,47 @@ def proxy_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
     return int(result.get("statusCode", 200)), headers, raw
 
 
+class StageThrottle:
+    """API Gateway's stage throttling (a token bucket: ``burst`` at once, refilled at ``rate`` per second).
+
+    Over the limit API Gateway answers 429 without invoking the function; the template's ``MethodSettings``
+    for ``/*`` say how much, so the local API refuses floods where the deployed one would."""
+
+    def __init__(self, rate: float, burst: int):
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._updated = time.monotonic()
+        self._lock = threading.Lock()
+
+    def allow(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+            self._updated = now
+            if self._tokens < 1:
+                return False
+            self._tokens -= 1
+            return True
+
+
+def stage_throttles(template: LocalTemplate) -> dict[str, StageThrottle]:
+    """Each function's stage throttle, from its API's ``MethodSettings`` (ResourcePath ``/*``)."""
+    apis: dict[str, StageThrottle] = {}
+    for api_id, resource in template.of_type("AWS::Serverless::Api").items():
+        for setting in template.resolve(resource.get("Properties", {})).get("MethodSettings", []):
+            if setting.get("ResourcePath") == "/*" and "ThrottlingRateLimit" in setting:
+                apis[api_id] = StageThrottle(float(setting["ThrottlingRateLimit"]),
+                                             int(setting.get("ThrottlingBurstLimit", setting["ThrottlingRateLimit"])))
+    throttles = {}
+    for function_id, resource in template.of_type("AWS::Serverless::Function").items():
+        for event in resource.get("Properties", {}).get("Events", {}).values():
+            api_ref = event.get("Properties", {}).get("RestApiId")
+            if event.get("Type") == "Api" and isinstance(api_ref, dict) and api_ref.get("Ref") in apis:
+                throttles[function_id] = apis[api_ref["Ref"]]
+    return throttles
+
+
 # ---------------------------------------------------------------------------------------------- runtime
 @dataclass
 class RuntimeOptions:
@@ -353,6 +394,7 @@ class LocalRuntime:
         self._threads: list[threading.Thread] = []
         self._server: ThreadingHTTPServer | None = None
         self._saved_env: dict[str, str | None] = {}
+        self.throttles = stage_throttles(template)
         self.skipped: list[str] = []  # what did not start because its handler is missing
 
     @property
@@ -469,6 +511,9 @@ class LocalRuntime:
         function = self.functions[route.function]
         if not function.available():
             return _json_response(501, {"message": f"{function.name} is not implemented yet locally"})
+        throttle = self.throttles.get(function.name)
+        if throttle is not None and not throttle.allow():
+            return _json_response(429, {"message": "Too Many Requests"})
         event = proxy_event(route, params, method, raw_path, headers, body, source_ip, self.options.stage)
         if len(json.dumps(event)) > LAMBDA_PAYLOAD_LIMIT:
             return _json_response(413, {"message": "Request Entity Too Large"})

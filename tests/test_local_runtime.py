@@ -51,6 +51,18 @@ Resources:
       CodeUri: functions/other/
       Events:
         Other: {Type: Api, Properties: {Path: /other, Method: get}}
+  ThrottledApi:
+    Type: AWS::Serverless::Api
+    Properties:
+      StageName: local
+      MethodSettings:
+        - {ResourcePath: "/*", HttpMethod: "*", ThrottlingBurstLimit: 3, ThrottlingRateLimit: 2}
+  ThrottledFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: functions/other/
+      Events:
+        Limited: {Type: Api, Properties: {RestApiId: !Ref ThrottledApi, Path: /limited, Method: get}}
   SleepyFunction:
     Type: AWS::Serverless::Function
     Properties:
@@ -302,6 +314,15 @@ def test_binary_bodies_greedy_paths_errors_and_limits(runtime):
         with socket.create_connection((host, int(port)), timeout=10) as raw:
             raw.sendall(b"POST /files/big HTTP/1.1\r\nHost: x\r\nContent-Length: 7000000\r\n\r\npartial")
             assert raw.recv(200).startswith(b"HTTP/1.1 413")
+
+
+def test_stage_throttling_from_the_template_answers_429_then_recovers(runtime):
+    with runtime:
+        statuses = [requests.get(f"{runtime.url}/limited", timeout=10).status_code for _ in range(8)]
+        assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:]  # burst 3
+        assert requests.get(f"{runtime.url}/other", timeout=10).status_code == 200  # another API: unthrottled
+        time.sleep(0.6)  # refills at 2 requests/s
+        assert requests.get(f"{runtime.url}/limited", timeout=10).status_code == 200
 
 
 def test_a_slow_request_does_not_block_others(runtime):
