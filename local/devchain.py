@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
-import os
 import random
 import shutil
 import signal
@@ -71,6 +70,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def load_artifact(name: str) -> dict[str, Any]:
@@ -153,6 +163,8 @@ class DevChain:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, timeout: float = 30.0) -> "DevChain":
+        if not _port_free(self.port):  # else the readiness probe could be answered by whoever holds the port
+            raise RuntimeError(f"port {self.port} on 127.0.0.1 is taken")
         command = [
             anvil_binary(),
             "--host", "127.0.0.1",
