@@ -11,7 +11,7 @@ from depu.forks.models import Fork
 from forks_support import notices, wait_for
 from local.runtime import LocalRuntime, scheduled_event
 from local.template import LocalTemplate
-from test_forks_statemachines import HOST, USER, create_active, fast  # noqa: F401 - fixture
+from test_forks_statemachines import HOST, create_active, fast  # noqa: F401 - fixture
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pynamodb.exceptions import UpdateError
 
 from depu.forks import service
-from depu.forks.models import ACTIVE, ALIVE, DELETING, SYNCING, PROVISIONING, Fork
+from depu.forks.models import ACTIVE, ALIVE, PROVISIONING, SYNCING, Fork
 from depu.notify import Notice, enqueue
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,3 @@ def _rebuild(fork: Fork, done: Sweep) -> None:
     service.start_create(fork, str(int(fork.base_block)), "was rebuilt on another host after its host went silent; your journal was replayed",
                          name=f"{fork.fork_id}-rebuild-{int(fork.rebuilds)}")
     done.rebuilt.append(fork.fork_id)
-
-
-__all__ = ["sweep", "DELETING"]

@@ -17,7 +17,7 @@ from typing import Any
 import requests
 
 from depu.forks import journal, outcomes, policy, tokens
-from depu.forks.models import ACTIVE, PROVISIONING, REQUESTED, SERVING, SYNCING, Fork
+from depu.forks.models import PROVISIONING, REQUESTED, SERVING, Fork
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +201,3 @@ def default_proxy() -> ForkProxy:
     if _default is None:
         _default = ForkProxy()
     return _default
-
-
-__all__ = ["ForkProxy", "RpcReply", "default_proxy", "ACTIVE", "SYNCING"]

@@ -277,6 +277,3 @@ def _short(text: str, limit: int = 80) -> str:
     import html
 
     return html.escape(text[:limit] + ("…" if len(text) > limit else ""))
-
-
-__all__ = ["FAILED", "create_fork", "delete_fork", "fund", "impersonate", "info", "list_forks", "owned"]
