@@ -145,6 +145,7 @@ def test_a_fork_whose_host_dies_comes_back_on_another_host_with_its_journal(stac
     signed = user.sign_transaction({"to": RECIPIENT, "value": 2 * 10**18, "nonce": 0, "gas": 21000, "chainId": 1,
                                     "maxFeePerGas": w3.eth.gas_price * 3, "maxPriorityFeePerGas": 1})
     w3.eth.send_raw_transaction(signed.raw_transaction)
+    snapshot = service.snapshot(USER, fork.fork_id)  # taken on host A; must still work after the rebuild
     # an impersonated account with no key anywhere sends ETH (eth_sendTransaction); its journal must replay too
     whale = Web3.to_checksum_address("0x00000000000000000000000000000000000beef1")
     service.fund(USER, fork.fork_id, whale, "3")
@@ -166,6 +167,10 @@ def test_a_fork_whose_host_dies_comes_back_on_another_host_with_its_journal(stac
     assert w3.eth.get_transaction_count(user.address) == 1
     assert w3.eth.get_transaction_count(whale) == 1
     assert rebuilt.conflict_count == 0, rebuilt.conflicts
+    # the snapshot id still means the same journal position on the new host
+    assert service.revert(USER, fork.fork_id, snapshot) is True
+    assert w3.eth.get_transaction_count(whale) == 0 and w3.eth.get_transaction_count(user.address) == 1
+    assert service.info(USER, fork.fork_id).journal_size == 2  # setBalance and the raw transaction
 
 
 def test_a_host_that_cannot_fork_ends_the_creation_failed_and_the_user_is_told(stack):

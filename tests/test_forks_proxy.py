@@ -85,10 +85,14 @@ def test_oversized_bodies_bad_json_and_big_batches_are_refused(front, host):
     assert all("result" in item for item in answer[:3]) and answer[3]["error"]["code"] == -32601
 
 
-def test_rate_limit_answers_429_after_the_burst():
+def test_rate_limit_answers_429_after_the_burst(front, host, monkeypatch):
     bucket = policy.TokenBucket(rate=0.001, burst=3)
     assert [bucket.take("f") for _ in range(4)] == [True, True, True, False]
     assert bucket.take("g")  # per fork
+    monkeypatch.setattr(proxy, "_default", proxy.ForkProxy(bucket=policy.TokenBucket(rate=0.001, burst=2)))
+    token = make_fork(ALICE, host.url)
+    assert [rpc(front, token, "eth_chainId").status_code for _ in range(3)] == [200, 200, 429]
+    assert rpc(front, token, "eth_chainId").json()["error"]["code"] == policy.LIMIT_EXCEEDED
 
 
 def test_writes_are_journaled_in_order_with_their_outcomes(front, host):
