@@ -292,3 +292,15 @@ def test_ledger_invariants_hold_for_any_sequence(ledger, operations):
 
     assert credits.balance(provider_id).earned == charged
     assert _replayed_balance(credits, user_id) == (expected_credits, expected_held, charged)
+
+
+def test_provider_earns_its_share_and_the_payer_pays_the_whole_charge(ledger):
+    credits, profiles = ledger
+    profiles.ensure_profile(1, "Payer", None, None)
+    credits.hold(1, 500, "job-share")
+    charged = credits.settle(1, "job-share", 101, provider_id=2, job_id="job-share", provider_share_pct=80)
+    assert charged == 101
+    assert credits.balance(2).earned == credits.provider_earnings(101, 80) == 80  # rounded down
+    assert credits.balance(1).credits == 1000 - 101
+    with pytest.raises(ValueError):
+        credits.settle(1, "job-x", 1, provider_id=2, job_id="job-x", provider_share_pct=101)

@@ -143,6 +143,7 @@ def test_full_run_progress_logs_artifact_complete_and_charge_once(aws):
     assert api.call(f"/agent/jobs/{job.job_id}/fail", {"error": "late"}, token) == (409, {"error": "conflict", "state": "succeeded"})
 
     from depu import credits
+    from depu.jobs import metering
     from depu.jobs.models import Job
 
     stored = Job.get(job.job_id)
@@ -150,7 +151,7 @@ def test_full_run_progress_logs_artifact_complete_and_charge_once(aws):
     balance = credits.balance(USER_ID)
     assert balance.held == 0
     assert balance.credits == 1000 + 5000 - charged
-    assert credits.balance(7001).earned == charged
+    assert credits.balance(7001).earned == credits.provider_earnings(charged, metering.PROVIDER_SHARE_PCT)
     summary = [n for n in notices() if n.get("dedupe_key") == f"job-end:{job.job_id}"]
     assert len(summary) >= 1 and "fp32_tflops" in summary[0]["text"] and "weights.pt" in summary[0]["text"]
 

@@ -235,12 +235,18 @@ def hold(user_id: int, amount: int, hold_id: str) -> None:
         raise InsufficientCredits(user_id, amount, int(profile.credits or 0))
 
 
-def settle(user_id: int, hold_id: str, charge: int, *, provider_id: int | None, job_id: str) -> int:
+def settle(
+    user_id: int, hold_id: str, charge: int, *, provider_id: int | None, job_id: str, provider_share_pct: int = 100
+) -> int:
     """Close a hold: charge ``min(charge, held amount)``, return the rest to available credits, and credit the
-    provider's earnings with what was charged. Idempotent by ``hold_id``: a repeat returns the amount the
-    first call charged (0 if the hold was released instead). Returns the amount charged."""
+    provider's earnings with ``provider_share_pct`` percent of what was charged (rounded down; DePU's fee is
+    the rest). Idempotent by ``hold_id``: a repeat returns the amount the first call charged (0 if the hold
+    was released instead). Returns the amount charged."""
     _check_amount(charge, allow_zero=True)
-    return _close(user_id, hold_id, charge, provider_id=provider_id, job_id=job_id, kind="settle")
+    if not 0 <= provider_share_pct <= 100:
+        raise ValueError(f"provider share must be 0..100 percent, got {provider_share_pct}")
+    return _close(user_id, hold_id, charge, provider_id=provider_id, job_id=job_id, kind="settle",
+                  provider_share_pct=provider_share_pct)
 
 
 def release(user_id: int, hold_id: str) -> None:
@@ -252,7 +258,14 @@ def release(user_id: int, hold_id: str) -> None:
         return
 
 
-def _close(user_id: int, hold_id: str, charge: int, *, provider_id, job_id, kind: str) -> int:
+def provider_earnings(charged: int, provider_share_pct: int) -> int:
+    """The provider's part of a charge, rounded down to a whole credit."""
+    return charged * provider_share_pct // 100
+
+
+def _close(
+    user_id: int, hold_id: str, charge: int, *, provider_id, job_id, kind: str, provider_share_pct: int = 100
+) -> int:
     _check_id(hold_id, "hold_id")
     account = user_account(user_id)
     placed = _get_entry(account, _hold_entry(hold_id))
@@ -273,19 +286,20 @@ def _close(user_id: int, hold_id: str, charge: int, *, provider_id, job_id, kind
     payer_actions = [Profile.held.add(-held_amount), Profile.updated_at.set(now)]
     if returned:
         payer_actions.append(Profile.credits.add(returned))
-    if provider_id is not None and charged:
+    earned = provider_earnings(charged, provider_share_pct)
+    if provider_id is not None and earned:
         transaction.put(
             "earn",
-            _entry(provider_account(provider_id), f"earn#{user_id}#{hold_id}", "earn", charged,
+            _entry(provider_account(provider_id), f"earn#{user_id}#{hold_id}", "earn", earned,
                    hold_id=hold_id, job_id=job_id, user_id=int(user_id)),
             LedgerEntry.entry_id.does_not_exist(),
         )
         if int(provider_id) == int(user_id):
             # One transaction may touch an item once: a user renting their own GPU is one update.
-            payer_actions.append(Profile.earned.add(charged))
+            payer_actions.append(Profile.earned.add(earned))
         else:
             # Upsert: a provider's earnings are kept even if they never opened the bot themselves.
-            transaction.update("provider", Profile(provider_id), [Profile.earned.add(charged)])
+            transaction.update("provider", Profile(provider_id), [Profile.earned.add(earned)])
     transaction.update("payer", Profile(user_id), payer_actions, Profile.held >= held_amount)
     failed = transaction.commit()
     if not failed:

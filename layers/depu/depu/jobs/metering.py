@@ -13,6 +13,7 @@ from depu import credits
 from depu.jobs.models import Job
 
 AGENT_LOST = "agent lost"
+PROVIDER_SHARE_PCT = 80  # providers earn 80% of what a job is charged; DePU keeps the rest as its fee
 
 
 def max_cost(price_per_hour: int, time_limit_s: int) -> int:
@@ -47,6 +48,7 @@ def settle(job: Job) -> int:
             charge,
             provider_id=int(job.provider_id) if job.provider_id is not None else None,
             job_id=job.job_id,
+            provider_share_pct=PROVIDER_SHARE_PCT,
         )
     else:
         credits.release(int(job.user_id), job.hold_id)
@@ -55,7 +57,9 @@ def settle(job: Job) -> int:
         actions=[
             Job.settled.set(True),
             Job.charged.set(charged),
-            Job.provider_earned.set(charged if job.provider_id is not None else 0),
+            Job.provider_earned.set(
+                credits.provider_earnings(charged, PROVIDER_SHARE_PCT) if job.provider_id is not None else 0
+            ),
             Job.billed_seconds.set(seconds),
         ]
     )
