@@ -241,11 +241,11 @@ def test_the_real_agent_daemon_hosts_forks_when_it_has_the_fork_host_capability(
 
     config = {"api_url": stack.front.url, "name": "daemon-fork-host", "agent_token_file": str(tmp_path / "token"),
               "work_dir": str(tmp_path / "work"), "capabilities": ["fork_host"], "fork_rpc_base_url": "http://127.0.0.1",
+              "fork_upstream_url": stack.mainnet.rpc_url,
               "verify": False, "docker": "never", "heartbeat_seconds": 1, "claim_wait_seconds": 1}
     (tmp_path / "config.json").write_text(json.dumps(config))
     env = {key: value for key, value in os.environ.items() if not key.startswith("DEPU_")}
-    env.update(PYTHONPATH=str(ROOT / "agent"), DEPU_AGENT_ENROLMENT_TOKEN=agent_tokens.issue_enrolment_token(321),
-               DEPU_FORK_UPSTREAM_URL=stack.mainnet.rpc_url)
+    env.update(PYTHONPATH=str(ROOT / "agent"), DEPU_AGENT_ENROLMENT_TOKEN=agent_tokens.issue_enrolment_token(321))
     log = open(tmp_path / "agent.log", "ab")
     agent = subprocess.Popen([sys.executable, "-m", "depu_agent", "--config", str(tmp_path / "config.json")],
                              cwd=ROOT / "agent", env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
