@@ -57,11 +57,16 @@ class Agent:
             log.error("no agent token at %s: run `depu-agent register` first", self.config.agent_token_file)
             return EXIT_NOT_REGISTERED
         Path(self.config.work_dir).mkdir(parents=True, exist_ok=True)
+        token_mode = Path(self.config.agent_token_file).stat().st_mode & 0o077
+        if token_mode:
+            log.warning("agent token file %s is readable by others (mode %o): chmod 600 it",
+                        self.config.agent_token_file, Path(self.config.agent_token_file).stat().st_mode & 0o777)
         self.state = "SERVING"
         log.info("serving GPUs %s as %r (agent %s)", self.shared, self.config.name, __version__)
         self._start_thread(self._heartbeat_loop, "heartbeat")
         self._start_thread(lambda: self.outbox.run(self.hard_stop, fatal=self.rejected), "outbox")
         self._start_fork_host()
+        self._warn_about_isolation()
         try:
             self._claim_loop()
         except AgentRejected as exc:
@@ -69,6 +74,15 @@ class Agent:
             self.rejected.set()
         self._drain()
         return EXIT_REJECTED if self.rejected.is_set() else EXIT_OK
+
+    def _warn_about_isolation(self) -> None:
+        from . import isolation
+
+        if self.config.docker == "never" or not isolation.docker_available():
+            if isolation.sandbox_user(self.config.sandbox_user) is None:
+                log.warning("renters' scripts will run as this agent's own user (no Docker, cannot switch to "
+                            "%r): they could read the agent token file; see README, Isolation",
+                            self.config.sandbox_user)
 
     def install_signal_handlers(self) -> None:
         def request_stop(signum, _frame):
@@ -119,6 +133,8 @@ class Agent:
                 return
             except ApiUnavailable as exc:
                 log.warning("heartbeat failed (%s); running jobs continue", exc)
+            except Exception:  # a bad answer or a metrics read must not end the heartbeats
+                log.exception("heartbeat step failed; next one in %.0f s", self.heartbeat_seconds)
             self.stop.wait(max(0.0, self.heartbeat_seconds - (time.monotonic() - started)))
 
     def heartbeat(self) -> dict:
@@ -167,8 +183,12 @@ class Agent:
                 self.stop.wait(delay)
                 continue
             failures = 0
-            if status == 200 and answer.get("job"):
-                self._accept(answer["job"])
+            if status == 200 and isinstance(answer.get("job"), dict) and answer["job"].get("job_id"):
+                try:
+                    self._accept(answer["job"])
+                except Exception:  # a malformed offer costs that job (handed back), not the agent
+                    log.exception("could not start job %s; handing it back", answer["job"].get("job_id"))
+                    self.outbox.put(str(answer["job"]["job_id"]), "release", {"job_ids": [str(answer["job"]["job_id"])]})
             elif status not in (200, 204):
                 log.warning("claim answered %s: %s", status, answer)
                 self.stop.wait(backoff.delay(3))
