@@ -15,7 +15,7 @@ from depu.dashboard import site  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
+    if len(argv) != 1 or argv[0].startswith("-"):
         print(__doc__.strip(), file=sys.stderr)
         return 2
     uploaded = site.publish(ROOT / "web" / "dashboard", bucket=argv[0])
