@@ -44,10 +44,6 @@ def cloud(aws):
     from local.template import LocalTemplate
 
     runtime = LocalRuntime(LocalTemplate(), aws.endpoint, RuntimeOptions(port=free_port(), poll_wait_seconds=1))
-    # Lambda never runs two invocations in one container at once, and the handler's module-level Powertools
-    # resolver relies on that (it keeps the current event on itself); the in-process runtime shares one
-    # module between its HTTP threads, so agent API calls are serialised here as one container would be.
-    runtime.functions["AgentApiFunction"]._slots = threading.BoundedSemaphore(1)
     for name in list(runtime.functions):  # the rental path only: the indexer and notifier would just add load
         if name not in ("AgentApiFunction", "MatcherFunction", "LeaseReaperFunction"):
             del runtime.functions[name]
