@@ -359,6 +359,13 @@ class DevChain:
         fact = Transfer("erc20", sender, recipient, amount, token=token.address)
         return self._send({"from": sender, "to": token.address, "data": data, **self._fees(rng)}, [fact])
 
+    def batch_transfer(self, token: Token, sender: str, recipients: list[str], amounts: list[int]) -> str:
+        """Many ERC-20 transfers in one transaction (one Transfer log each): a busy block in one call."""
+        data = self._contract(token).encode_abi("batchTransfer", args=[recipients, amounts])
+        facts = [Transfer("erc20", sender, to, amount, token=token.address) for to, amount in zip(recipients, amounts)]
+        gas = 60_000 + 40_000 * len(recipients)
+        return self._send({"from": sender, "to": token.address, "data": data, "gas": gas, **self._fees(None)}, facts)
+
     def send_eth(self, sender: str, recipient: str, wei: int, rng: random.Random | None = None) -> str:
         fact = Transfer("native", sender, recipient, wei)
         return self._send({"from": sender, "to": recipient, "value": wei, **self._fees(rng)}, [fact])
@@ -391,8 +398,15 @@ class DevChain:
         pending, self._pending = self._pending, []
         for item in pending:
             receipt = self.rpc("eth_getTransactionReceipt", item.tx_hash)
-            if receipt is None or int(receipt["status"], 16) != 1:
-                raise RuntimeError(f"transaction {item.tx_hash} failed or was not mined")
+            waited = 0.0
+            while receipt is None and waited < 10:  # a loaded machine: the block may still be in the making
+                time.sleep(0.05)
+                waited += 0.05
+                receipt = self.rpc("eth_getTransactionReceipt", item.tx_hash)
+            if receipt is None:
+                raise RuntimeError(f"transaction {item.tx_hash} was not mined")
+            if int(receipt["status"], 16) != 1:
+                raise RuntimeError(f"transaction {item.tx_hash} reverted (gas used {int(receipt['gasUsed'], 16)})")
             logs = [log for log in receipt["logs"] if log["topics"] and log["topics"][0] == TRANSFER_TOPIC]
             log_positions = iter(int(log["logIndex"], 16) for log in logs)
             for fact in item.transfers:

@@ -44,6 +44,15 @@ contract DepuToken {
         return true;
     }
 
+    /// @notice Many transfers in one transaction (payroll, airdrops): busy blocks for benchmarks.
+    function batchTransfer(address[] calldata to, uint256[] calldata values) external returns (bool) {
+        require(to.length == values.length, "lengths");
+        for (uint256 i = 0; i < to.length; i++) {
+            _move(msg.sender, to[i], values[i]);
+        }
+        return true;
+    }
+
     function mint(address to, uint256 value) external {
         _mint(to, value);
     }
