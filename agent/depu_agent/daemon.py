@@ -151,6 +151,8 @@ class Agent:
             self.cancel(str(job_id))
         if answer.get("lease_seconds"):
             self.lease_seconds = float(answer["lease_seconds"])
+            # at least three heartbeats per lease, so one or two lost ones never cost a job its lease
+            self.heartbeat_seconds = min(self.heartbeat_seconds, self.lease_seconds / 3)
         return answer
 
     def cancel(self, job_id: str) -> None:
