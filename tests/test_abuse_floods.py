@@ -3,8 +3,9 @@ moto), in bounded loops. The fork RPC proxy's per-fork token bucket answers 429 
 burst is spent and serves again after it refills; concurrent agents hammering the agent API each act only as
 themselves.
 
-The agent API and the webhook have no rate limit of their own: in AWS the stage throttling of template.yaml
-(burst 500, 1000/s) caps them, which the local runtime does not emulate (docs/security.md).
+The agent API and the webhook have no rate limit of their own: the stage throttling of template.yaml (burst
+500, 1000/s, emulated by the local runtime too) caps them; two shared cores cannot reach that rate, so it is
+not flooded here (tests/test_local_runtime.py tests the emulation).
 """
 from __future__ import annotations
 
@@ -86,13 +87,11 @@ def test_rpc_flood_gets_429_then_the_fork_answers_again(runtime, host):
     assert host.methods == ["eth_chainId"]
 
 
-@pytest.mark.xfail(strict=False, reason="local runtime bug: LocalFunction.invoke runs one handler module on many "
-                   "threads at once, and Powertools' resolver keeps the current event on the module-level app, so a "
-                   "request can be answered with another request's headers/body (racy, hence not strict)")
 def test_concurrent_agents_each_act_only_as_themselves(runtime):
     """Two agents call the API at the same time through the local runtime: A reports progress on its own
     job (must be 200), B tries the same job (must be 404). Any cross-over means one request was answered
-    with the other's identity."""
+    with the other's identity. (This caught the runtime sharing one handler module between concurrent
+    requests; since 964b642 each concurrent invocation gets its own execution environment, as in Lambda.)"""
     api = AgentApi()
     ensure_user(USER_ID, credits=5000)
     first = register_agent(api, enrol_provider(7001), name="a")
