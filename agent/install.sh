@@ -37,6 +37,9 @@ PREFIX=/opt/depu-agent
 CONFIG_DIR=/etc/depu-agent
 STATE_DIR=/var/lib/depu-agent
 UNIT_FILE=/etc/systemd/system/${SERVICE}.service
+# each GPU slot's script runs as uid SANDBOX_UID_BASE + slot: outside the ranges distributions and systemd
+# hand out (system/login users, DynamicUser 61184-65519, container ranges from 524288)
+SANDBOX_UID_BASE=470000
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 TOKEN="${DEPU_PROVIDER_TOKEN:-}"
@@ -154,6 +157,7 @@ write_file "$CONFIG_FILE" 600 <<JSON
   "agent_token_file": "$STATE_DIR/agent_token",
   "work_dir": "$STATE_DIR/work",
   "sandbox_user": "$SANDBOX_USER",
+  "sandbox_uid_base": $SANDBOX_UID_BASE,
   "sandbox_python": "$VENV/bin/python"
 }
 JSON

@@ -22,6 +22,7 @@ FAST_SETTINGS = {
     "backoff_max_seconds": 2,
     "shutdown_flush_seconds": 5,
     "docker": "never",
+    "sandbox_uid_base": 470000,  # as install.sh configures it
 }
 
 

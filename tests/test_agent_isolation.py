@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import textwrap
+import time
 
 import pytest
 
@@ -115,3 +116,82 @@ def test_docker_plan_pins_the_gpu_and_cuts_the_network(agent_config):
     assert TOKEN not in argv and "agent_token" not in argv
     assert plan.cleanup == [["docker", "rm", "-f", "depu-job-jdock"]]
     isolation.remove_workspace(plan)
+
+
+SLOT_UID_BASE = 470000
+
+
+@pytest.fixture
+def per_slot_config(agent_config):
+    agent_config.sandbox_uid_base = SLOT_UID_BASE
+    return agent_config
+
+
+def plan_on(config, slot: int, source: str) -> isolation.SandboxPlan:
+    return isolation.plan_script(job_id=f"jslot{slot}", script=textwrap.dedent(source).encode(), gpu_index=slot,
+                                 on_cpu=True, time_limit_s=30, config=config, use_docker=False)
+
+
+def start(plan: isolation.SandboxPlan, lines: list[str]) -> ChildProcess:
+    return ChildProcess(plan.argv, env=plan.env, cwd=plan.cwd, on_line=lines.append, preexec_fn=plan.preexec_fn,
+                        user=plan.user.uid, group=plan.user.gid).start()
+
+
+@pytest.mark.skipif(not isolation.can_switch_user(), reason="needs root or CAP_SETUID")
+def test_with_per_slot_uids_a_job_cannot_read_a_concurrent_jobs_workspace(per_slot_config):
+    victim = plan_on(per_slot_config, 0, "# renter A's private code\n")
+    attacker = plan_on(per_slot_config, 1, f"""
+        import os
+        try:
+            print(open({os.path.join(victim.cwd, 'script.py')!r}).read())
+        except OSError as error:
+            print(type(error).__name__)
+        print(os.getuid())
+    """)
+    try:
+        lines: list[str] = []
+        start(attacker, lines).wait(30, StopRequest(), 1)
+        assert lines == ["PermissionError", str(SLOT_UID_BASE + 1)]
+        assert victim.user.uid == SLOT_UID_BASE and os.stat(victim.cwd).st_uid == SLOT_UID_BASE
+    finally:
+        isolation.remove_workspace(attacker)
+        isolation.remove_workspace(victim)
+
+
+@pytest.mark.skipif(not isolation.can_switch_user(), reason="needs root or CAP_SETUID")
+def test_with_per_slot_uids_nothing_a_job_started_outlives_it_and_other_jobs_are_untouched(per_slot_config):
+    escaper = """
+        import os, time
+        pid = os.fork()
+        if pid == 0:
+            os.setsid()   # leaves the job's process group
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            time.sleep(60)
+            os._exit(0)
+        print(pid, flush=True)
+    """
+    finished, neighbour = plan_on(per_slot_config, 0, escaper), plan_on(per_slot_config, 1, escaper)
+    try:
+        first, second = [], []
+        start(finished, first).wait(30, StopRequest(), 1)
+        start(neighbour, second).wait(30, StopRequest(), 1)
+        escaped, neighbours = int(first[0]), int(second[0])
+        assert _alive(escaped) and _alive(neighbours)  # both escaped their process groups
+        isolation.remove_workspace(finished)  # the first job ends
+        time.sleep(0.2)
+        assert not _alive(escaped)
+        assert _alive(neighbours)  # the job on the other GPU is not touched
+    finally:
+        isolation.remove_workspace(neighbour)
+    time.sleep(0.2)
+    assert not _alive(neighbours)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

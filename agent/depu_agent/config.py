@@ -57,6 +57,10 @@ class AgentConfig:
     docker: str = "auto"  # auto | always | never
     docker_image: str = "pytorch/pytorch:latest"
     sandbox_user: str = "nobody"
+    # When set, the job on GPU i runs as uid/gid sandbox_uid_base + i (no passwd entry needed) instead of
+    # sandbox_user: concurrent jobs cannot read each other's workspaces, and everything a job left running
+    # (even after setsid) is found by its uid and killed when it ends. install.sh sets it.
+    sandbox_uid_base: int = 0
     sandbox_python: str = ""
     script_memory_mb: int = 4096
     script_max_files: int = 256

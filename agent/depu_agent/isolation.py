@@ -8,6 +8,10 @@ Two ways, best first:
   size, CPU seconds, no core dumps), its own session, and, when the agent may switch users (root or
   CAP_SETUID), a different unprivileged user, so the agent's token file (mode 600) cannot be read.
 
+With ``sandbox_uid_base`` set (install.sh does), each GPU slot's job runs under a uid of its own: concurrent
+jobs cannot read each other's workspaces and every process a job leaves behind is killed by uid at its end.
+Without it all jobs share ``sandbox_user`` and neither holds (pinned by tests/test_abuse_sandbox.py).
+
 Known limit: an agent that runs as an ordinary user without CAP_SETUID runs scripts as itself; then the token
 file is readable by the script. install.sh avoids that by giving the service CAP_SETUID/CAP_SETGID and a
 separate sandbox user. The agent logs a warning at start when it is in that situation.
@@ -80,7 +84,51 @@ def sandbox_user(name: str) -> SandboxUser | None:
     return SandboxUser(entry.pw_uid, entry.pw_gid, name)
 
 
-@functools.lru_cache(maxsize=8)
+def job_user(config, slot: int) -> SandboxUser | None:
+    """The identity one job's script runs as: a uid of its own per GPU slot when ``sandbox_uid_base`` is set
+    (one job per GPU at a time, so no two running jobs share it), else the shared ``sandbox_user``."""
+    if config.sandbox_uid_base and can_switch_user():
+        uid = int(config.sandbox_uid_base) + int(slot)
+        return SandboxUser(uid, uid, f"uid{uid}")
+    return sandbox_user(config.sandbox_user)
+
+
+def processes_of(uid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status", encoding="utf-8") as handle:
+                for line in handle:
+                    if line.startswith("Uid:"):
+                        if int(line.split()[1]) == uid:
+                            found.append(int(entry))
+                        break
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def kill_everything_of(uid: int, rounds: int = 20) -> int:
+    """SIGKILL every process running as ``uid`` (repeated: one may fork while we kill); returns how many."""
+    if uid == os.geteuid() or uid == 0:
+        raise ValueError("refusing to kill the agent's own user or root")
+    killed = 0
+    for _ in range(rounds):
+        victims = processes_of(uid)
+        if not victims:
+            break
+        for pid in victims:
+            try:
+                os.kill(pid, 9)
+                killed += 1
+            except (ProcessLookupError, PermissionError):
+                pass
+    return killed
+
+
+@functools.lru_cache(maxsize=64)
 def interpreter_for(user: SandboxUser | None, configured: str = "") -> tuple[str, str | None]:
     """(python executable, PYTHONPATH or None) that ``user`` can run with torch importable.
 
@@ -165,6 +213,7 @@ class SandboxPlan:
     kind: str  # docker | restricted
     outputs: Path
     cleanup: list[list[str]] = field(default_factory=list)
+    dedicated_uid: bool = False  # the job's uid is its own: everything running as it belongs to this job
 
 
 def scrubbed_environment(visible_devices: str, home: str) -> dict[str, str]:
@@ -211,7 +260,7 @@ def plan_script(
         if use_docker is None else use_docker
     if use_docker:
         return _docker_plan(job_id, script, gpu_index, on_cpu, config)
-    user = sandbox_user(config.sandbox_user)
+    user = job_user(config, gpu_index)
     python, pythonpath = interpreter_for(user, config.sandbox_python)
     workspace = make_workspace(None, user, script)
     env = scrubbed_environment("" if on_cpu else str(gpu_index), str(workspace))
@@ -232,6 +281,7 @@ def plan_script(
         user=user,
         kind="restricted",
         outputs=workspace / OUTPUTS_DIR,
+        dedicated_uid=bool(config.sandbox_uid_base) and user is not None,
     )
 
 
@@ -287,6 +337,10 @@ def collect_outputs(plan: SandboxPlan, max_total_bytes: int) -> list[Path]:
 
 
 def remove_workspace(plan: SandboxPlan) -> None:
+    """End of a job: nothing it started may outlive it (a process that left the group with setsid is still
+    found by its uid), then its files go."""
+    if plan.dedicated_uid and plan.user is not None:
+        kill_everything_of(plan.user.uid)
     for command in plan.cleanup:
         try:
             subprocess.run(command, capture_output=True, timeout=30, check=False)
