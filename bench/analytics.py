@@ -81,7 +81,8 @@ def bench_decoding(chain, count: int) -> list[tuple[str, str]]:
         a, b = decode_transfer(raw), event.process_log(log)["args"]
         assert (a.sender, a.recipient, a.amount) == (b["from"].lower(), b["to"].lower(), b["value"])
     return [
-        ("logs decoded (standard ERC-20 Transfer)", f"{len(sample):,} ({len(standard)} distinct from the chain)"),
+        ("logs decoded (standard ERC-20 Transfer)",
+         f"{len(sample):,} (from {len(standard):,} on the chain{', repeated' if len(standard) < len(sample) else ''})"),
         ("DePU decode_transfer", f"{len(sample) / ours:,.0f} logs/s"),
         ("web3.py events.Transfer().process_log", f"{len(sample) / theirs:,.0f} logs/s"),
         ("ratio DePU / web3.py", f"{theirs / ours:.1f}x"),
