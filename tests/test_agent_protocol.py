@@ -143,3 +143,55 @@ def test_endpoint_is_loopback_only(endpoint):
     url, _ = endpoint
     assert url.startswith("http://127.0.0.1:")
     assert requests.post(url + "/x", json={}, timeout=5).status_code == 200
+
+
+def _job_run(job: dict, url: str, tmp_path, **settings):
+    from depu_agent import gpus
+    from depu_agent.config import load_config
+    from depu_agent.job import JobRun
+
+    config = load_config(None, environ={}, work_dir=str(tmp_path / "work"), docker="never", cancel_grace_seconds=1,
+                         log_interval_seconds=0.1, **settings)
+    api = client(url)
+    outbox = Outbox(tmp_path / "outbox", api)
+    run = JobRun(job, gpus.discover()[0], config, api, outbox)
+    return run, outbox
+
+
+def test_job_over_its_time_limit_is_stopped_and_failed_not_retryable(endpoint, tmp_path):
+    url, state = endpoint
+    run, outbox = _job_run({"job_id": "jlimit", "workload": "script", "time_limit_s": 2, "attempt": 1,
+                            "params": {"source": "import time\nprint('working', flush=True)\ntime.sleep(60)\n"}},
+                           url, tmp_path)
+    started = time.monotonic()
+    report = run.run()
+    assert time.monotonic() - started < 10
+    assert report.action == "fail" and report.body == {"error": "time limit of 2 s reached", "retryable": False}
+    assert outbox.flush() is True
+    assert ("/agent/jobs/jlimit/fail", report.body) in state["requests"]
+    logs = [body for path, body in state["requests"] if path == "/agent/jobs/jlimit/logs"]
+    assert any("working" in line for body in logs for line in body["lines"])
+
+
+def test_job_that_finishes_uploads_its_artifact_then_completes(endpoint, tmp_path):
+    url, state = endpoint
+    run, outbox = _job_run({"job_id": "jtrain", "workload": "train", "time_limit_s": 120, "attempt": 1,
+                            "params": {"epochs": 3, "dataset": "synthetic", "samples": 200}}, url, tmp_path)
+    report = run.run()
+    assert report.action == "complete", report
+    assert outbox.flush() is True
+    paths = [path for path, _ in state["requests"]]
+    assert paths.index("/agent/jobs/jtrain/artifacts") < paths.index("/agent/jobs/jtrain/complete")
+    [complete] = [body for path, body in state["requests"] if path == "/agent/jobs/jtrain/complete"]
+    assert complete["artifacts"] == ["jobs/j1/artifacts/model.pt"]
+    assert complete["result"]["epochs"] == 3 and len(complete["result"]["losses"]) == 3
+    assert state["uploads"]["/upload/model.pt"][:2] == b"PK"  # torch.save's zip format
+
+
+def test_job_with_bad_parameters_fails_not_retryable_with_the_reason(endpoint, tmp_path):
+    url, _ = endpoint
+    run, _ = _job_run({"job_id": "jbad", "workload": "train", "time_limit_s": 60,
+                       "params": {"dataset": "imagenet"}}, url, tmp_path)
+    report = run.run()
+    assert report.action == "fail" and report.body["retryable"] is False
+    assert "dataset must be one of" in report.body["error"]
