@@ -192,6 +192,8 @@ Restart=always
 RestartSec=5
 # SIGTERM: the agent stops its jobs and hands them back; give it time for the grace period and the flush
 KillSignal=SIGTERM
+# mixed: SIGTERM reaches the agent alone (it stops its jobs in order); anything left gets SIGKILL at the end
+KillMode=mixed
 TimeoutStopSec=60
 # only to run renters' scripts as $SANDBOX_USER and stop them; the scripts themselves get no capabilities
 AmbientCapabilities=CAP_SETUID CAP_SETGID CAP_KILL

@@ -34,7 +34,7 @@ def test_dry_run_prints_every_step_and_changes_nothing():
     out = done.stdout
     steps = ["useradd --system", "nologin depu-sandbox", "-m venv /opt/depu-agent/venv", "pip install --quiet torch",
              "runuser -u depu-agent -- /opt/depu-agent/venv/bin/depu-agent register",
-             "write /etc/systemd/system/depu-agent.service", "Restart=always", "User=depu-agent",
+             "write /etc/systemd/system/depu-agent.service", "Restart=always", "User=depu-agent", "KillMode=mixed",
              "systemctl enable --now depu-agent"]
     positions = [out.index(step) for step in steps]
     assert positions[:5] == sorted(positions[:5])  # users, venv, torch, then register
