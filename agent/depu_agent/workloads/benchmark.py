@@ -68,7 +68,13 @@ def run(params: dict, device: torch.device | None, reporter, out_dir) -> tuple[d
     steps = len(chosen["dtypes"]) + 1
     for done, name in enumerate(chosen["dtypes"]):
         reporter.progress(done / steps, f"matmul {name} {chosen['size']}x{chosen['size']}")
-        tflops = matmul_tflops(device, DTYPES[name], chosen["size"], chosen["repeats"], chosen["warmup"])
+        try:
+            tflops = matmul_tflops(device, DTYPES[name], chosen["size"], chosen["repeats"], chosen["warmup"])
+        except RuntimeError as exc:  # e.g. a GPU generation without bf16 kernels: report it, measure the rest
+            result[f"{name}_tflops"] = None
+            result[f"{name}_error"] = str(exc).splitlines()[0][:200]
+            print(f"{name}: not supported here ({result[f'{name}_error']})", flush=True)
+            continue
         result[f"{name}_tflops"] = significant(tflops)
         print(f"{name}: {tflops:.4f} TFLOP/s", flush=True)
     reporter.progress((steps - 1) / steps, f"memory bandwidth, {chosen['bandwidth_mb']} MB copies")
