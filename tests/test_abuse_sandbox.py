@@ -3,8 +3,10 @@ isolation path (``isolation.plan_script`` + ``runner.ChildProcess``, real proces
 non-Docker mode every provider without Docker gets). test_agent_isolation.py covers the token file, /proc
 environ, symlinked outputs, the time limit and memory; this file adds what a determined script tries next.
 
-Two tests are strict xfails: they pin isolation gaps found here (see docs/security.md) and will start
-failing, i.e. report XPASS, the day the gap is closed, so the marker must then be removed.
+Two properties (no process outlives its job; one job cannot read a concurrent job's workspace) hold only with
+``sandbox_uid_base`` set, as install.sh sets it: each GPU slot's job then runs under a uid of its own. They are
+checked in both modes; in the fallback mode (all jobs share ``sandbox_user``) they are strict xfails that pin
+the documented gap (docs/security.md) and turn into failures (XPASS) the day it closes.
 """
 from __future__ import annotations
 
@@ -31,10 +33,21 @@ TOKEN = "depa_" + "Zm9yLXRlc3RzLW9ubHk" * 3
 AWS_LIKE = "AKIA" + "TESTONLY0000000"
 
 
+SANDBOX_UID_BASE = 61_000  # no passwd entry needed; unused on this machine
+
+SHARED_USER_GAP = pytest.mark.xfail(strict=True, reason="fallback mode: every job runs as the one sandbox_user")
+MODES = [pytest.param("uid per slot", id="uid-per-slot"),
+         pytest.param("shared user", id="shared-sandbox-user", marks=SHARED_USER_GAP)]
+
+
 @pytest.fixture
 def config(tmp_path, monkeypatch):
+    return make_config(tmp_path, monkeypatch)
+
+
+def make_config(tmp_path, monkeypatch, uid_base: int = 0):
     config = load_config(tmp_path / "agent" / "agent.json", environ={}, docker="never", script_memory_mb=1024,
-                         script_max_file_mb=1, script_max_processes=64)
+                         script_max_file_mb=1, script_max_processes=64, sandbox_uid_base=uid_base)
     config.write_token(TOKEN)
     config.save(tmp_path / "agent" / "agent.json")
     # what an agent's own environment might hold on a provider's machine
@@ -167,9 +180,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.xfail(strict=True, reason="isolation gap: a child that calls setsid() leaves the job's process group "
-                   "and survives the job (runner.ChildProcess.wait kills only the group)")
-def test_no_process_of_a_finished_job_survives_it(config):
+@pytest.mark.parametrize("mode", MODES)
+def test_no_process_of_a_finished_job_survives_it(tmp_path, monkeypatch, mode):
+    config = make_config(tmp_path, monkeypatch, SANDBOX_UID_BASE if mode == "uid per slot" else 0)
     outcome, lines, plan = run(config, """
         import os, sys, time
         pid = os.fork()
@@ -192,11 +205,11 @@ def test_no_process_of_a_finished_job_survives_it(config):
             os.kill(escaped, signal.SIGKILL)
 
 
-@pytest.mark.xfail(strict=True, reason="isolation gap: every restricted-mode job runs as the same sandbox user, so "
-                   "one renter's running script can read another renter's concurrent workspace")
-def test_one_jobs_script_cannot_read_a_concurrent_jobs_workspace(config):
+@pytest.mark.parametrize("mode", MODES)
+def test_one_jobs_script_cannot_read_a_concurrent_jobs_workspace(tmp_path, monkeypatch, mode):
+    config = make_config(tmp_path, monkeypatch, SANDBOX_UID_BASE if mode == "uid per slot" else 0)
     secret = b"renter-A-private-model-" + os.urandom(8).hex().encode()
-    victim = isolation.plan_script(job_id="jvictim", script=b"# renter A: " + secret + b"\n", gpu_index=0,
+    victim = isolation.plan_script(job_id="jvictim", script=b"# renter A: " + secret + b"\n", gpu_index=1,
                                    on_cpu=True, time_limit_s=30, config=config, use_docker=False)
     try:
         outcome, lines, plan = run(config, f"""
