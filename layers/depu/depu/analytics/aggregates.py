@@ -16,7 +16,10 @@ beyond that is counted in ``oversized`` instead of being summed (the raw row kee
 """
 from __future__ import annotations
 
+import os
+import threading
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable
 
 from botocore.exceptions import ClientError
@@ -28,6 +31,33 @@ MAX_EXACT = 10**37
 AGGREGATED_SHAPES = {"standard", "nft", "unindexed", "native"}
 
 Delta = dict[str, int]
+# Each item's update is guarded on its own, so a block's updates can go out together: a busy mainnet block
+# touches over a thousand items, and one at a time at DynamoDB's latency would fall behind the chain.
+WORKERS = int(os.environ.get("CHAIN_AGGREGATE_WORKERS", "8"))
+_pool: ThreadPoolExecutor | None = None
+_local = threading.local()
+
+
+def _table():
+    """The worker thread's own Table (boto3 resources must not be shared between threads)."""
+    from depu.config import get_settings
+
+    name = get_settings().chain_table
+    table = getattr(_local, "table", None)
+    if table is None or table.name != name:
+        import boto3
+
+        table = _local.table = boto3.session.Session().resource("dynamodb").Table(name)
+    return table
+
+
+def _each(work: list[tuple[tuple[str, str], Delta]], run) -> int:
+    global _pool
+    if WORKERS <= 1 or len(work) < 8:
+        return sum(run(key, delta) for key, delta in work)
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="depu-aggregates")
+    return sum(_pool.map(lambda item: run(*item), work))
 
 
 def hour_of(timestamp: int) -> int:
@@ -86,7 +116,7 @@ def _update(key: tuple[str, str], delta: Delta, guard_block: int, sign: int, flo
         expression = f"ADD {add} SET last_block = :new, #floor = :floor"
     names["#floor"] = "floor"
     try:
-        store.table().update_item(
+        _table().update_item(
             Key={"pk": key[0], "sk": key[1]},
             UpdateExpression=expression,
             ConditionExpression=condition,
@@ -102,9 +132,9 @@ def _update(key: tuple[str, str], delta: Delta, guard_block: int, sign: int, flo
 
 def apply_block(number: int, deltas: dict[tuple[str, str], Delta]) -> int:
     """Add block ``number``'s deltas; returns how many items changed (0 on a full retry)."""
-    return sum(_update(key, delta, number, +1) for key, delta in sorted(deltas.items()))
+    return _each(sorted(deltas.items()), lambda key, delta: _update(key, delta, number, +1))
 
 
 def revert_block(number: int, deltas: dict[tuple[str, str], Delta], floor: int) -> int:
     """Subtract a dropped block's deltas (``floor``: the block the rewind returns to); returns items changed."""
-    return sum(_update(key, delta, number, -1, floor) for key, delta in sorted(deltas.items()))
+    return _each(sorted(deltas.items()), lambda key, delta: _update(key, delta, number, -1, floor))
