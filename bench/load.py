@@ -14,7 +14,7 @@ throughput, p50 and p99 latency. Invariants checked afterwards:
   - no balance is negative, and no credits are left held for a job that has ended;
   - no job was claimed by two agents, and every finished job was settled once (one ledger settle entry).
 
-Usage: ``python bench/load.py [--seconds 20] [--users 24] [--agents 6] [--renters 3] [--concurrency 8]``.
+Usage: ``python bench/load.py [--seconds 20] [--users 12] [--agents 4] [--renters 2]``.
 Only 127.0.0.1 is ever contacted; every loop ends at the deadline.
 """
 from __future__ import annotations
@@ -129,7 +129,7 @@ def renter_loop(user_id: int, deadline: float, stats: Stats, submitted: list[str
         try:
             job = service.submit(user_id, user_id, gpu_class="h100-80gb", workload="benchmark", params={},
                                  time_limit_s=300, script=None)
-        except UserError as error:  # e.g. credits exhausted: a clean refusal, not an error
+        except UserError:  # e.g. credits exhausted: a clean refusal, not an error
             stats.record("job submit (in-process)", time.perf_counter() - started, True)
             time.sleep(0.5)
             continue
@@ -239,9 +239,9 @@ def percentile(values: list[float], fraction: float) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--users", type=int, default=24)
-    parser.add_argument("--agents", type=int, default=6)
-    parser.add_argument("--renters", type=int, default=3)
+    parser.add_argument("--users", type=int, default=12)
+    parser.add_argument("--agents", type=int, default=4)
+    parser.add_argument("--renters", type=int, default=2)
     args = parser.parse_args()
     if not 1 <= args.seconds <= 600:
         parser.error("--seconds must be between 1 and 600")
