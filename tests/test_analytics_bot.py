@@ -281,3 +281,18 @@ def test_a_busy_watched_address_cannot_flood_the_chat(indexed):
     notices = drain(get_settings().notify_queue_url)
     assert len(notices) == 6  # five alerts, then one summary for the other three
     assert sum("and 3 more transfers" in n["text"] for n in notices) == 1
+
+
+def test_address_typed_after_the_address_button(indexed):
+    chain, bot = indexed
+    chat = RecordingChat()
+    bot.on_button(press("an:1:ask"), chat)
+    assert "Send the address" in chat.text
+    typed = Incoming(update_id=3, user_id=42, chat_id=42, chat_type="private", text="0xnope", message_id=4)
+    assert bot.typed_address(typed, chat) is True and "not an Ethereum address" in chat.text
+    holder = chain.accounts[2]
+    typed = Incoming(update_id=4, user_id=42, chat_id=42, chat_type="private", text=f" {holder} ", message_id=5)
+    assert bot.typed_address(typed, chat) is True
+    assert holder.lower() in chat.text and "Seen since indexing began" in chat.text
+    other = Incoming(update_id=5, user_id=42, chat_id=42, chat_type="private", text=holder, message_id=6)
+    assert bot.typed_address(other, chat) is False  # the flow ended: later text is not taken

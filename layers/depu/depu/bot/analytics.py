@@ -13,11 +13,12 @@ from depu import conversation
 from depu.analytics import views, watches
 from depu.analytics.amounts import fmt, scale
 from depu.analytics.metadata import TokenMeta
-from depu.bot.registry import Button, Chat, Incoming, Keyboard, callback, command
+from depu.bot.registry import Button, Chat, Incoming, Keyboard, callback, command, text
 from depu.errors import UserError
 from depu.profiles import profile_section
 
 PREFIX = "an"
+FLOW = "analytics"  # one step: waiting for a typed address after the "Address" button
 WINDOW_LABELS = {"1h": "1 h", "24h": "24 h", "7d": "7 days"}
 
 
@@ -77,7 +78,7 @@ def _menu(incoming: Incoming, chat: Chat) -> None:
           "• <b>Tokens</b>: volume, active addresses, top transfers\n"
           "• <b>Address</b>: send <code>/analytics 0xADDRESS</code>\n\n"
           "Alerts: <code>/watch 0xADDRESS [min amount]</code> · Files: <code>/export</code>",
-          [[_button("⛓ Chain", "c", "1h"), _button("🪙 Tokens", "tl")]])
+          [[_button("⛓ Chain", "c", "1h"), _button("🪙 Tokens", "tl"), _button("🔎 Address", "ask")]])
 
 
 def _address(text: str) -> str:
@@ -101,12 +102,38 @@ def on_button(incoming: Incoming, chat: Chat) -> None:
         chain_view(incoming, chat, window)
     elif view == "tl":
         token_list(incoming, chat)
+    elif view == "ask":
+        from depu.profiles import ensure_profile
+
+        ensure_profile(incoming.user_id, incoming.first_name, incoming.username, incoming.language_code)
+        conversation.start(incoming.user_id, FLOW, "address", ttl_seconds=600)
+        _show(incoming, chat, "Send the address (0x followed by 40 hex characters), a wallet or a token.",
+              [[_button("◀ Analytics menu", "m")]])
     elif view == "t" and len(rest) == 2:
         token_view(incoming, chat, _address(rest[1]), window)
     elif view == "a" and len(rest) == 2:
         address_view(incoming, chat, _address(rest[1]), window)
     else:
         _menu(incoming, chat)
+
+
+@text
+def typed_address(incoming: Incoming, chat: Chat) -> bool:
+    """The address typed after pressing "Address"; a typo keeps the flow open for another try."""
+    flow = conversation.load(incoming.user_id)
+    if flow is None or flow.flow != FLOW or incoming.command is not None:
+        return False
+    try:
+        address = watches.parse_address(incoming.text)
+    except watches.WatchError as error:
+        chat.reply(html.escape(str(error)) + " Try again, or send /analytics for the menu.")
+        return True
+    conversation.clear(incoming.user_id, FLOW)
+    if views.metadata.cached(address) is not None:
+        token_view(incoming, chat, address, "24h")
+    else:
+        address_view(incoming, chat, address, "24h")
+    return True
 
 
 # ---------------------------------------------------------------- views
