@@ -174,7 +174,21 @@ def test_forced_reorg_is_corrected(aws, chain, new_blocks):
 
     chain.revert(fork_point)  # the dropped blocks leave the chain (and the truth)
     replacement = chain.activity(rounds=new_blocks, seed=99, per_block=3)
-    report = make_indexer(chain).run(until_caught_up=True)
+    from decimal import Decimal
+
+    from depu.analytics import watches
+
+    watched = chain.accounts[1].lower()
+    watches.add(7, 7, watched, Decimal(0))
+    notices: list = []
+    report = make_indexer(chain, notices).run(until_caught_up=True)
+    dropped_touching = {t.block_number for t in dropped if watched in (t.sender.lower(), t.recipient.lower())
+                        and (t.amount is not None or t.token_id is not None)}
+    retractions = [n for n in notices if "replaced by a chain reorganisation" in n.text]
+    assert len(retractions) == len(dropped_touching) and all(n.chat_id == 7 for n in retractions)
+    new_alerts = [n for n in notices if n not in retractions]
+    assert len(new_alerts) == sum(watched in (t.sender.lower(), t.recipient.lower())
+                                  and (t.amount is not None or t.token_id is not None) for t in replacement)
     assert report.reorgs == 1 and report.reverted_blocks == len({t.block_number for t in dropped})
     head = chain.block_number()
     assert report.checkpoint == head

@@ -362,11 +362,30 @@ class Indexer:
         for row in rows:
             row["block_number"] = int(row["block_number"])
         aggregates.revert_block(number, aggregates.block_deltas(rows, int(header["timestamp"])), floor)
+        self.retract_alerts(header, rows)
         with store.table().batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
             for row in rows:
                 batch.delete_item(Key=_index_key(row))
                 batch.delete_item(Key={"pk": row["pk"], "sk": row["sk"]})
         store.table().delete_item(Key={"pk": store.BLOCKS, "sk": store.block_key(number)})
+
+    def retract_alerts(self, header: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+        """Alerts cannot be unsent: tell each watcher whose address moved in a dropped block that it is gone."""
+        if not self.watches:
+            return
+        from depu.notify import Notice
+
+        told: set[tuple[int, str]] = set()
+        for watch, _row, _text in watches.alerts_for(rows, self.watches, self.metas):
+            if (watch.chat_id, watch.address) in told:
+                continue
+            told.add((watch.chat_id, watch.address))
+            self.notify(Notice(
+                chat_id=watch.chat_id,
+                dedupe_key=f"watch:{watch.chat_id}:{header['hash']}:{watch.address}:dropped",
+                text=(f"↩️ Block {int(header['number'])} was replaced by a chain reorganisation: alerts for "
+                      f"<code>{watch.address}</code> from that block no longer hold. Transfers that made it into "
+                      "the new chain are alerted again.")))
 
     def revert_above(self, number: int, report: RunReport) -> int:
         """Revert stored blocks above ``number``, highest first; returns how many."""
