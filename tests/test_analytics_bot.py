@@ -296,3 +296,24 @@ def test_address_typed_after_the_address_button(indexed):
     assert holder.lower() in chat.text and "Seen since indexing began" in chat.text
     other = Incoming(update_id=5, user_id=42, chat_id=42, chat_type="private", text=holder, message_id=6)
     assert bot.typed_address(other, chat) is False  # the flow ended: later text is not taken
+
+
+def test_dashboard_charts_the_users_own_gpu_time_and_forks(aws):
+    from dashboard_support import seed_fork, seed_running_job
+
+    from depu.bot import analytics as bot
+    from depu.jobs.models import Job
+
+    seed_running_job(42, "job-a")
+    Job("job-a").update(actions=[Job.billed_seconds.set(1800)])
+    seed_running_job(42, "job-b")
+    Job("job-b").update(actions=[Job.billed_seconds.set(600)])
+    seed_running_job(77, "job-other")  # someone else's
+    Job("job-other").update(actions=[Job.billed_seconds.set(99_999)])
+    seed_fork(42, "fork-1", 100)
+    seed_fork(42, "fork-2", 101, status="deleted")
+    assert bot._gpu_usage(42) == {"A100-80GB": 2400}
+    assert bot._fork_activity(42) == {"active": 1, "deleted": 1}
+    chat = RecordingChat()
+    bot.dashboard(message("dashboard"), chat)
+    assert len(chat.photos) == 2 and all(photo.startswith(PNG) for photo, _ in chat.photos)

@@ -51,7 +51,8 @@ class ChainMoved(RuntimeError):
 class IndexerConfig:
     confirmations: int = 6
     chunk_blocks: int = 50
-    start_block: int | None = None  # where a first run starts; default: the confirmed head
+    start_block: int | None = None  # where a first run starts; default: ``backfill`` blocks before the confirmed head
+    backfill: int = 100
     max_reorg_depth: int = 128
     poll_seconds: float = 2.0
     write_raw: bool = True
@@ -69,6 +70,7 @@ class IndexerConfig:
             confirmations=number("CHAIN_CONFIRMATIONS", 6),
             chunk_blocks=number("CHAIN_CHUNK_BLOCKS", 50),
             start_block=number("CHAIN_START_BLOCK", None),
+            backfill=number("CHAIN_BACKFILL_BLOCKS", 100),
             max_reorg_depth=number("CHAIN_MAX_REORG_DEPTH", 128),
             rpc_rate=number("CHAIN_RPC_RATE", None, float),
         )
@@ -248,7 +250,8 @@ class Indexer:
         head = self.rpc.head()
         target = head - self.config.confirmations
         if checkpoint is None:
-            first = self.config.start_block if self.config.start_block is not None else max(target, 0)
+            first = self.config.start_block if self.config.start_block is not None else max(
+                target - self.config.backfill + 1, 0)
         else:
             first = checkpoint.number + 1
         if first > target:
