@@ -150,6 +150,7 @@ class ChainView:
     window: str
     blocks: list[dict[str, Any]]
     head: int | None
+    capped: bool = False  # the window holds more blocks than were read
 
     @property
     def transfers(self) -> int:
@@ -166,11 +167,14 @@ class ChainView:
 def chain_view(window: str = "1h", max_blocks: int = 600) -> ChainView:
     start, _ = _window(window)
     blocks = []
+    capped = True  # unless a block older than the window is reached before ``max_blocks``
     for header in store.query_all(store.BLOCKS, reverse=True, limit=max_blocks):
         if int(header["timestamp"]) < start:
+            capped = False
             break
         if header.get("status") == "done":
             blocks.append(header)
     blocks.reverse()
     checkpoint = store.get(store.CHAIN, store.CHECKPOINT)
-    return ChainView(window, blocks, int(checkpoint["number"]) if checkpoint else None)
+    capped = capped and len(blocks) >= max_blocks
+    return ChainView(window, blocks, int(checkpoint["number"]) if checkpoint else None, capped)

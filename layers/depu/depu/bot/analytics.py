@@ -145,7 +145,8 @@ def chain_view(incoming: Incoming, chat: Chat, window: str) -> None:
         _show(incoming, chat, "No blocks indexed in this window yet.", _windows("c", window))
         return
     gwei = Decimal(10**9)
-    text = (f"<b>Chain, last {WINDOW_LABELS[window]}</b> (up to block {view.head})\n"
+    span = f"newest {len(view.blocks):,} blocks" if view.capped else f"last {WINDOW_LABELS[window]}"
+    text = (f"<b>Chain, {span}</b> (up to block {view.head})\n"
             f"Blocks: {len(view.blocks):,} · transactions: {view.txs:,} · transfers: {view.transfers:,}\n"
             f"Gas used per block: {view.average('gas_used'):,.0f} "
             f"({100 * view.average('gas_used') / max(view.average('gas_limit'), 1):.1f}% of the limit)\n"
