@@ -46,19 +46,28 @@ def _empty(ax, message: str) -> None:
 
 
 def flows_chart(title: str, hours: Sequence[int], inflow: Sequence[float], outflow: Sequence[float], unit: str) -> bytes:
-    """In (up) and out (down) per hour."""
+    """In (up) and out (down) per hour; hours without transfers are drawn as empty, not skipped."""
+    if hours:
+        by_hour = {h: (i, o) for h, i, o in zip(hours, inflow, outflow)}
+        hours = list(range(min(hours), max(hours) + 3600, 3600))
+        inflow = [by_hour.get(h, (0.0, 0.0))[0] for h in hours]
+        outflow = [by_hour.get(h, (0.0, 0.0))[1] for h in hours]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(WIDTH_IN, HEIGHT_IN))
     if not hours:
         _empty(ax, "No transfers in this window")
     else:
         x = range(len(hours))
+        two_sided = any(outflow)  # token volume has one side only
         ax.bar(x, inflow, color=COLOURS[0], label="in")
-        ax.bar(x, [-v for v in outflow], color=COLOURS[1], label="out")
-        ax.axhline(0, color="#555", linewidth=1)
-        ax.set_xticks(list(x)[:: max(1, len(hours) // 6)], _labels(hours)[:: max(1, len(hours) // 6)], rotation=20)
+        if two_sided:
+            ax.bar(x, [-v for v in outflow], color=COLOURS[1], label="out")
+            ax.axhline(0, color="#555", linewidth=1)
+            ax.legend(loc="upper left")
+        step = max(1, len(hours) // 6)
+        ax.set_xticks(list(x)[::step], _labels(hours)[::step], rotation=20)
+        ax.set_xlabel("hour (UTC)")
         ax.set_ylabel(unit)
-        ax.legend(loc="upper left")
     ax.set_title(title)
     return _png(fig)
 
