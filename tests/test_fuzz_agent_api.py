@@ -256,6 +256,10 @@ def test_schemathesis_finds_no_contract_violation(aws, tmp_path):
     api = AgentApi()
     ensure_user(USER_ID, credits=5000)
     agent = register_agent(api, enrol_provider(7001))
+    job = submit_job()  # a job this agent runs, so the job routes are reached with an id that exists
+    run_matcher()
+    assert api.call("/agent/claim", {"free_gpus": [0], "wait_seconds": 0}, agent["agent_token"])[0] == 200
+    (tmp_path / "schemathesis.toml").write_text(f'[parameters]\n"path.job_id" = "{job.job_id}"\n')
     runtime = LocalRuntime(LocalTemplate(), aws.endpoint, RuntimeOptions(port=free_port()))
     runtime.functions = {name: fn for name, fn in runtime.functions.items() if name == "AgentApiFunction"}
     runtime.start()
