@@ -170,3 +170,29 @@ def test_a_forged_or_other_kind_of_token_is_401(two_agents):
         for path in ("/agent/heartbeat", "/agent/claim", f"/agent/jobs/{job.job_id}/complete"):
             assert api.call(path, {"result": {}}, token) == (401, {"error": "unauthorized"}), (path, token[:6])
     assert diff(before, snapshot()) == {}
+
+
+# ---------------------------------------------------------------- fork hosts
+@pytest.mark.e2e
+@pytest.mark.xfail(strict=True, reason="fork hosts run anvil without authentication on the host of "
+                   "fork_rpc_base_url: whoever reaches the port bypasses the proxy's allow-list and journal "
+                   "(docs/security.md)")
+def test_a_fork_host_refuses_calls_that_bypass_the_proxy():
+    from depu_agent.forkhost import AnvilFork
+    from forks_support import ANVIL, Anvil
+
+    upstream = Anvil()
+    fork = None
+    try:
+        fork = AnvilFork(ANVIL, upstream.url, 0, "127.0.0.1", "http://127.0.0.1")
+        fork.wait_ready()
+        # a stranger who found the port: no token, an admin method the proxy refuses (-32601)
+        import requests as http
+
+        answer = http.post(f"http://127.0.0.1:{fork.port}", timeout=10, json={
+            "jsonrpc": "2.0", "id": 1, "method": "anvil_setBalance", "params": ["0x" + "11" * 20, "0xde0b6b3a7640000"]}).json()
+        assert "error" in answer, f"the host obeyed an unauthenticated admin call: {answer}"
+    finally:
+        if fork is not None:
+            fork.stop()
+        upstream.stop()
