@@ -15,6 +15,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from depu import jsonbody
 from depu.agents import registry, tokens
 from depu.agents.registry import Agent, RegistrationError
 from depu.forks.host_api import fork_router
@@ -50,7 +51,7 @@ def _body() -> dict[str, Any]:
     if len(raw) > MAX_BODY_BYTES:
         raise work.BadRequest("body too large")
     try:
-        body = json.loads(raw) if raw else {}
+        body = jsonbody.loads(raw) if raw else {}
     except ValueError as error:
         raise work.BadRequest("body is not JSON") from error
     if not isinstance(body, dict):

@@ -23,12 +23,13 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from depu import jsonbody
 from depu.config import get_settings
 from depu.dashboard import initdata, overview, sessions, site
 
 logger = Logger()
 tracer = Tracer()
-app = APIGatewayRestResolver()
+app = APIGatewayRestResolver(json_body_deserializer=jsonbody.loads)
 
 _LOGIN_CODE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 _JSON_HEADERS = {**site.SECURITY_HEADERS, "Cache-Control": "no-store"}

@@ -13,11 +13,12 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from depu import jsonbody
 from depu.forks.proxy import default_proxy
 
 logger = Logger()
 tracer = Tracer()
-app = APIGatewayRestResolver()
+app = APIGatewayRestResolver(json_body_deserializer=jsonbody.loads)
 
 
 @app.post("/rpc/<token>")

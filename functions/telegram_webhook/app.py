@@ -25,6 +25,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from depu import jsonbody
 from depu.bot.dispatch import TelegramChat, dispatch
 from depu.config import get_settings
 from depu.telegram.client import bot_api
@@ -32,7 +33,7 @@ from depu.telegram.updates import MalformedUpdate, parse_body, parse_update
 
 logger = Logger()
 tracer = Tracer()
-app = APIGatewayRestResolver()
+app = APIGatewayRestResolver(json_body_deserializer=jsonbody.loads)
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 MAX_BODY_BYTES = 1024 * 1024

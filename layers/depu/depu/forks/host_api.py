@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
+from depu import jsonbody
 from depu.agents import registry, tokens
 from depu.forks import tasks
 
@@ -41,7 +42,7 @@ def _body() -> dict[str, Any] | None:
     if len(raw) > MAX_BODY_BYTES:
         return None
     try:
-        body = json.loads(raw) if raw else {}
+        body = jsonbody.loads(raw) if raw else {}
     except ValueError:
         return None
     return body if isinstance(body, dict) else None

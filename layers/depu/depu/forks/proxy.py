@@ -7,7 +7,6 @@ a rebuilt fork replays to the same state. The host's own snapshot ids live in ``
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -16,6 +15,7 @@ from typing import Any
 
 import requests
 
+from depu import jsonbody
 from depu.forks import journal, outcomes, policy, tokens
 from depu.forks.models import PROVISIONING, REQUESTED, SERVING, Fork
 
@@ -64,7 +64,7 @@ class ForkProxy:
         except Unavailable as refused:
             return RpcReply(refused.status, error(None, refused.code, refused.message))
         try:
-            payload = json.loads(raw or b"")
+            payload = jsonbody.loads(raw or b"")
         except ValueError:
             return RpcReply(200, error(None, policy.PARSE_ERROR, "parse error: the body is not JSON"))
         if isinstance(payload, list):

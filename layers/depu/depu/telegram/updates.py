@@ -13,10 +13,10 @@ What is ignored, and why:
 """
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
+from depu import jsonbody
 from depu.bot.registry import Document, Incoming
 
 MAX_CALLBACK_DATA = 64
@@ -32,7 +32,7 @@ def parse_body(body: str | bytes | None) -> dict[str, Any]:
     if body is None or (isinstance(body, (str, bytes)) and not body.strip()):
         raise MalformedUpdate("empty body")
     try:
-        raw = json.loads(body)
+        raw = jsonbody.loads(body)
     except (ValueError, TypeError, RecursionError) as exc:
         raise MalformedUpdate(f"body is not JSON: {type(exc).__name__}") from None
     _check_envelope(raw)
