@@ -45,8 +45,16 @@ class StackOptions:
     extra_environment: dict[str, str] = field(default_factory=dict)
 
 
+# The local mainnet seals a block every few seconds and gets a round of transfers every half minute; it does
+# not reorg on its own, so the indexer needs only a shallow confirmation depth to show fresh activity.
+LOCAL_BLOCK_TIME_S = 2.0
+LOCAL_ACTIVITY_PERIOD_S = 30.0
+LOCAL_CHAIN_ENVIRONMENT = {"CHAIN_CONFIRMATIONS": "2"}
+
+
 class LocalStack:
     def __init__(self, secrets: LocalSecrets, options: StackOptions | None = None):
+        self._stopping = threading.Event()
         self.secrets = secrets
         self.options = options or StackOptions()
         self.moto: MotoServer | None = None
@@ -92,7 +100,7 @@ class LocalStack:
                   webhook_secret=self.secrets.webhook_secret)
         self.runtime = LocalRuntime(template, self.aws_endpoint, RuntimeOptions(
             port=options.api_port, fast_schedules=options.fast_schedules,
-            extra_environment=options.extra_environment,
+            extra_environment={**LOCAL_CHAIN_ENVIRONMENT, **options.extra_environment},
         )).start()
         self._register_webhook()
         if options.agent:
@@ -110,7 +118,7 @@ class LocalStack:
         log_path = self.options.state_dir / "logs" / "anvil.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.chain = DevChain(self.options.chain_port, log_path=log_path).start()
+            self.chain = DevChain(self.options.chain_port, block_time=LOCAL_BLOCK_TIME_S, log_path=log_path).start()
         except (OSError, RuntimeError, TimeoutError) as error:
             self.notes.append(f"local chain: failed to start ({error}); see {log_path}")
             return
@@ -120,15 +128,20 @@ class LocalStack:
         threading.Thread(target=self._seed_chain, name="depu-local-chain-seed", daemon=True).start()
 
     def _seed_chain(self) -> None:
-        """Deploy the test tokens and make known activity, so analytics has something to show."""
+        """Deploy the test tokens and make known activity, then keep mainnet busy (a round of transfers every
+        ``LOCAL_ACTIVITY_PERIOD_S``) so forks have something to sync to and analytics something to show."""
         chain = self.chain
         try:
             chain.deploy_defaults()
             chain.activity(rounds=5)
             log.info("local chain seeded: head block %d", chain.block_number())
+            seed = 8
+            while not self._stopping.wait(LOCAL_ACTIVITY_PERIOD_S) and self.chain is chain:
+                chain.activity(rounds=1, seed=seed)
+                seed += 1
         except Exception as error:  # noqa: BLE001 - a bare chain still serves forks
-            if self.chain is chain:
-                log.warning("local chain has no test contracts: %s", error)
+            if self.chain is chain and not self._stopping.is_set():
+                log.warning("local chain activity stopped: %s", error)
 
     def _register_webhook(self) -> None:
         """The same call scripts/setup_bot.py makes against Telegram in production."""
@@ -187,6 +200,7 @@ class LocalStack:
         return "\n".join(lines)
 
     def stop(self) -> None:
+        self._stopping.set()
         for name, part in (("agent", self.agent), ("runtime", self.runtime), ("stand-in", self.standin),
                            ("chain", self.chain), ("moto", self.moto)):
             if part is None:
