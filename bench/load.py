@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import argparse
 import collections
-import itertools
 import os
 import random
 import secrets
-import statistics
 import sys
 import threading
 import time

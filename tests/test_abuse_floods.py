@@ -10,7 +10,6 @@ not flooded here (tests/test_local_runtime.py tests the emulation).
 from __future__ import annotations
 
 import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 

@@ -19,7 +19,6 @@ Two independent fuzzers:
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
