@@ -506,7 +506,12 @@ class LocalRuntime:
         path = urlsplit(raw_path).path
         found = self.find_route(method, path)
         if found is None:
-            return _json_response(404, {"message": f"no route for {method} {path} in template.yaml"})
+            # API Gateway REST answers an unknown resource and a method the resource does not declare alike:
+            # 403 "Missing Authentication Token". Local answers the same, so a client that treats 404 as "gone"
+            # (the agent's outbox) behaves here as it will in the cloud; the log says what was missing.
+            log.info("no route for %s %s in template.yaml", method, path)
+            status, json_headers, payload = _json_response(403, {"message": "Missing Authentication Token"})
+            return status, [*json_headers, ("x-amzn-ErrorType", "MissingAuthenticationTokenException")], payload
         route, params = found
         function = self.functions[route.function]
         if not function.available():
@@ -678,7 +683,12 @@ def _make_request_handler(runtime: LocalRuntime) -> type[BaseHTTPRequestHandler]
             if self.command != "HEAD":
                 self.wfile.write(payload)
 
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _handle
+        def __getattr__(self, name: str) -> Any:
+            """Every method (TRACE, QUERY, custom ones) takes the JSON path, as API Gateway sends them all to
+            routing; without this http.server answers those it has no ``do_X`` for with its own HTML 501."""
+            if name.startswith("do_"):
+                return self._handle
+            raise AttributeError(name)
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
             log.debug("%s %s", self.address_string(), format % args)

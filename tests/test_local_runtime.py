@@ -295,9 +295,12 @@ def test_binary_bodies_greedy_paths_errors_and_limits(runtime):
         assert response.content == payload
         assert response.headers["X-Parts"] == "a, b, c.bin"
 
-        unknown = requests.get(f"{runtime.url}/nowhere", timeout=10)
-        assert unknown.status_code == 404 and "no route" in unknown.json()["message"]
-        assert requests.post(f"{runtime.url}/other", timeout=10).status_code == 404  # method not declared
+        # API Gateway REST: an unknown resource and a method the resource does not declare are both 403
+        for method, path in (("GET", "/nowhere"), ("POST", "/other"), ("TRACE", "/other"), ("QUERY", "/nowhere")):
+            unknown = requests.request(method, f"{runtime.url}{path}", timeout=10)
+            assert unknown.status_code == 403, (method, path, unknown.status_code)
+            assert unknown.json() == {"message": "Missing Authentication Token"}, (method, path)
+            assert unknown.headers["x-amzn-ErrorType"] == "MissingAuthenticationTokenException"
         missing = requests.get(f"{runtime.url}/missing", timeout=10)
         assert missing.status_code == 501 and "MissingFunction" in missing.json()["message"]
         assert "MissingFunction" in runtime.skipped
