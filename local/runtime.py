@@ -7,7 +7,8 @@ timeouts, environment), so adding a function to the template is all it takes to 
 Three event sources:
 
 * an HTTP server (stdlib ``ThreadingHTTPServer``) that turns each request into an API Gateway REST *proxy*
-  event (payload v1) for the route's function and turns the function's answer back into an HTTP response;
+  event (payload v1) for the route's function and turns the function's answer back into an HTTP response
+  (``stop()`` also ends the keep-alive connections it serves, see ``local/http_server.py``);
 * one poller thread per SQS event source, which long-polls the queue in moto, invokes the function with a
   real-shaped batch and deletes only what succeeded (``batchItemFailures``), so retries, visibility timeouts
   and dead-letter redrive are moto's real behaviour;
@@ -28,12 +29,13 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
+from local.http_server import ClosingHTTPServer
 from local.isolation import isolate_invocation_state
 from local.template import ACCOUNT_ID, REGION, ROOT, Function, LocalTemplate, Route
 
@@ -392,7 +394,7 @@ class LocalRuntime:
         }
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._server: ThreadingHTTPServer | None = None
+        self._server: ClosingHTTPServer | None = None
         self._saved_env: dict[str, str | None] = {}
         self.throttles = stage_throttles(template)
         self.skipped: list[str] = []  # what did not start because its handler is missing
@@ -413,8 +415,7 @@ class LocalRuntime:
                 sys.path.append(str(layer))
         isolate_invocation_state()  # concurrent invocations on threads must not share "the current event"
         self._apply_environment()
-        self._server = ThreadingHTTPServer((self.options.host, self.options.port), _make_request_handler(self))
-        self._server.daemon_threads = True
+        self._server = ClosingHTTPServer((self.options.host, self.options.port), _make_request_handler(self))
         self._spawn("depu-local-api", self._server.serve_forever)
         for function in self.functions.values():
             if not function.available():
@@ -434,8 +435,7 @@ class LocalRuntime:
     def stop(self) -> None:
         self._stop.set()
         if self._server:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.close()  # keep-alive connections opened before end too: a stopped API answers nobody
         for thread in self._threads:
             thread.join(timeout=self.options.poll_wait_seconds + 10)
         self._threads.clear()

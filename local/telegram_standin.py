@@ -25,12 +25,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from email import policy
 from email.parser import BytesParser
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import requests
 
+from local.http_server import ClosingHTTPServer
 from local.telegram_html import EntityError, parse_html, utf16_length
 
 log = logging.getLogger("local.telegram")
@@ -174,7 +175,7 @@ class TelegramStandIn:
         self._sent_at: dict[int, float] = {}
         self._blocked: set[int] = set()
         self._global_sends: list[float] = []
-        self._server: ThreadingHTTPServer | None = None
+        self._server: ClosingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -189,16 +190,14 @@ class TelegramStandIn:
         return self.url
 
     def start(self) -> "TelegramStandIn":
-        self._server = ThreadingHTTPServer((self.host, self.port), _make_request_handler(self))
-        self._server.daemon_threads = True
+        self._server = ClosingHTTPServer((self.host, self.port), _make_request_handler(self))
         self._thread = threading.Thread(target=self._server.serve_forever, name="depu-local-telegram", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
         if self._server:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.close()  # keep-alive connections opened before end too
             self._server = None
         if self._thread:
             self._thread.join(timeout=5)

@@ -225,8 +225,6 @@ def test_the_sqs_poller_survives_an_aws_endpoint_outage_and_delivers_afterwards(
     assert [call.params["text"] for call in telegram.calls_of("sendMessage")] == ["before the outage", "during the outage"]
 
 
-@pytest.mark.xfail(strict=True, reason="local runtime: stop() shuts the listener but handler threads keep serving "
-                   "HTTP/1.1 keep-alive connections opened before, so a 'stopped' API still answers old clients")
 def test_a_stopped_runtime_answers_nobody(aws):
     import requests
 
@@ -237,3 +235,19 @@ def test_a_stopped_runtime_answers_nobody(aws):
     runtime.stop()
     with pytest.raises(requests.ConnectionError):
         session.post(f"http://127.0.0.1:{port}/agent/heartbeat", json={}, timeout=10)
+
+
+def test_a_stopped_telegram_standin_answers_nobody():
+    """The Bot API stand-in shares the server: a keep-alive client from before stop() is cut off too."""
+    import requests
+
+    from local.telegram_standin import TelegramStandIn
+
+    standin = TelegramStandIn(TEST_BOT_TOKEN, port=free_port()).start()
+    session = requests.Session()
+    try:
+        assert session.post(f"{standin.url}/bot{TEST_BOT_TOKEN}/getMe", json={}, timeout=10).json()["ok"] is True
+    finally:
+        standin.stop()
+    with pytest.raises(requests.ConnectionError):
+        session.post(f"{standin.url}/bot{TEST_BOT_TOKEN}/getMe", json={}, timeout=10)
