@@ -184,8 +184,37 @@ def test_graceful_release_requeues_without_counting_an_attempt(aws):
     assert (status, body) == (200, {"released": [job.job_id]})
     stored = Job.get(job.job_id)
     assert stored.status == "queued" and stored.attempt == 0 and stored.failed_agents == []
+    _alive(api, agent)  # restarted: its first heartbeat brings it back online
     run_matcher()
     assert _claim(api, agent)["attempt"] == 1  # the same agent may take it again after a restart
+
+
+def test_a_released_job_goes_straight_to_another_agent_never_back_to_the_draining_one(aws):
+    from depu.agents.registry import get_agent, is_online
+
+    api = AgentApi()
+    ensure_user(USER_ID, credits=10_000)
+    leaving = register_agent(api, enrol_provider(), name="leaving", benchmark={**H100_BENCHMARK, "fp32_tflops": 99.0})
+    job = submit_job()
+    run_matcher()
+    assert Job.get(job.job_id).agent_id == leaving["agent_id"]  # the faster one
+    _claim(api, leaving)
+    staying = register_agent(api, enrol_provider(7002), name="staying")
+    assert api.call("/agent/release", {"job_ids": [job.job_id]}, leaving["agent_token"]) == (200, {"released": [job.job_id]})
+    assert not is_online(get_agent(leaving["agent_id"]))
+    # the requeued job is offered to the other agent at once, not to the idle, faster, draining one
+    assert run_matcher()["batchItemFailures"] == []
+    assert Job.get(job.job_id).agent_id == staying["agent_id"]
+    assert _claim(api, staying)["attempt"] == 1
+    # alone, a draining agent gets nothing either: the job waits in the queue
+    second = submit_job()
+    assert len(run_matcher()["batchItemFailures"]) == 1
+    assert Job.get(second.job_id).status == "queued" and Job.get(second.job_id).agent_id is None
+    # a fresh start (its first heartbeat) makes it a candidate again
+    _alive(api, leaving)
+    from depu.agents import matcher
+
+    assert matcher.match(Job.get(second.job_id)).agent_id == leaving["agent_id"]  # SQS redelivers in 5 s
 
 
 def test_retryable_failure_moves_on_final_failure_charges_the_time_used(aws):

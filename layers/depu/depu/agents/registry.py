@@ -20,7 +20,7 @@ from pynamodb.attributes import (
     NumberAttribute,
     UnicodeAttribute,
 )
-from pynamodb.exceptions import DoesNotExist
+from pynamodb.exceptions import DoesNotExist, UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
@@ -211,6 +211,21 @@ def record_heartbeat(agent_id: str, metrics: Any, free_gpus: list[int]) -> None:
         ],
         condition=Agent.agent_id.exists(),
     )
+
+
+def mark_draining(agent_id: str) -> None:
+    """The agent is handing its jobs back (graceful shutdown): move last_seen_at just out of the online window,
+    so the matcher (and the catalogue) stop counting it at once instead of offering the requeued jobs straight
+    back to it for an offer timeout. Its next heartbeat or claim, i.e. a fresh start, makes it online again.
+    An older last_seen_at is left as it is (the agent already counts as offline)."""
+    from depu.jobs.leases import ONLINE_SECONDS
+
+    offline = int(time.time()) - ONLINE_SECONDS - 1
+    try:
+        Agent(agent_id).update(actions=[Agent.last_seen_at.set(offline)], condition=Agent.last_seen_at > offline)
+    except UpdateError as error:
+        if getattr(error, "cause_response_code", None) != "ConditionalCheckFailedException":
+            raise
 
 
 def agents_of_provider(provider_id: int) -> list[Agent]:

@@ -309,11 +309,14 @@ def fail(agent: Agent, job_id: str, error: Any, retryable: Any) -> Job:
 
 
 def release(agent: Agent, job_ids: Any) -> list[str]:
-    """Graceful shutdown: hand back assigned or running jobs; returns the ids actually requeued."""
+    """Graceful shutdown: hand back assigned or running jobs; returns the ids actually requeued. The agent is
+    marked offline before its first job is requeued, so the matcher gives the jobs to another agent, not back
+    to this one."""
     released = []
     for job_id in _job_ids(job_ids, "job_ids"):
         try:
             job = own_job(agent.agent_id, job_id)
+            registry.mark_draining(agent.agent_id)
             lifecycle.release(job, agent.agent_id)
         except (NotFound, lifecycle.Conflict):
             continue
