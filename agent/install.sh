@@ -2,6 +2,7 @@
 # DePU provider agent installer: unattended, idempotent, reversible.
 #
 #   sudo ./install.sh --token PROVIDER_TOKEN --api https://api.depu.example [--name rig-1] [--gpus 0,1]
+#   curl -fsSL https://api.depu.example/agent/install.sh | sudo bash -s -- --token T --api https://api.depu.example
 #   sudo ./install.sh --uninstall
 #   ./install.sh --dry-run --token T --api URL     # print the steps, change nothing
 #
@@ -10,6 +11,10 @@
 # with the provider token (which runs the GPU verification benchmark), and installs and starts the systemd
 # unit depu-agent.service (Restart=always). The agent token it receives is kept in
 # /var/lib/depu-agent/agent_token, mode 600, readable by the service user only.
+#
+# Run from a checkout it installs the agent next to it; piped into bash (no checkout) it downloads the agent
+# package from the API (--api URL/agent/package.b64: base64 of a tarball), checks its SHA-256 against the
+# X-Depu-Package-Sha256 header of that same answer, and installs that.
 #
 # The provider token never appears in a command line (other users could read it from ps): it travels in the
 # environment of the one register command and is not stored.
@@ -21,13 +26,16 @@
 #   --gpus LIST          GPU indices to share, e.g. 0,1 (default: all)
 #   --capabilities LIST  e.g. gpu,fork_host (default: gpu)
 #   --prefix DIR         install directory (default: /opt/depu-agent)
-#   --source PATH        agent package to install: this directory (default) or a wheel/sdist path or URL
+#   --source PATH        agent package to install: a wheel/sdist path or URL (default: this script's directory
+#                        when it holds the agent, else the package downloaded from --api)
+#   --fetch-only DIR     download, verify and extract the package into DIR, print its path, and stop
 #   --torch-spec SPEC    pip requirement for torch (default: torch; on Linux x86_64 that build includes CUDA)
 #   --torch-index-url U  extra pip index for a specific CUDA build of torch (DEPU_TORCH_INDEX_URL)
 #   --python PATH        Python 3.10+ to build the venv from (default: python3)
 #   --no-start           install and register but do not start the service
 #   --dry-run            print every step instead of running it
 #   --uninstall          stop and remove the service, users and files
+# (end of help)
 set -euo pipefail
 
 SERVICE=depu-agent
@@ -40,14 +48,18 @@ UNIT_FILE=/etc/systemd/system/${SERVICE}.service
 # each GPU slot's script runs as uid SANDBOX_UID_BASE + slot: outside the ranges distributions and systemd
 # hand out (system/login users, DynamicUser 61184-65519, container ranges from 524288)
 SANDBOX_UID_BASE=470000
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# the script's own directory; empty when piped into bash (no file, so no checkout next to it)
+SCRIPT="${BASH_SOURCE[0]:-}"
+HERE=""
+if [[ -n "$SCRIPT" && -f "$SCRIPT" ]]; then HERE="$(cd "$(dirname "$SCRIPT")" && pwd)"; fi
 
 TOKEN="${DEPU_PROVIDER_TOKEN:-}"
 API_URL="${DEPU_API_URL:-}"
 NAME="$(hostname)"
 GPUS=all
 CAPABILITIES=gpu
-SOURCE="$HERE"
+SOURCE=""
+FETCH_ONLY=""
 TORCH_SPEC=torch
 TORCH_INDEX_URL="${DEPU_TORCH_INDEX_URL:-}"
 PYTHON=python3
@@ -80,19 +92,60 @@ while [[ $# -gt 0 ]]; do
         --capabilities) CAPABILITIES=${2:?}; shift 2 ;;
         --prefix) PREFIX=${2:?}; shift 2 ;;
         --source) SOURCE=${2:?}; shift 2 ;;
+        --fetch-only) FETCH_ONLY=${2:?--fetch-only needs a directory}; shift 2 ;;
         --torch-spec) TORCH_SPEC=${2:?}; shift 2 ;;
         --torch-index-url) TORCH_INDEX_URL=${2:?}; shift 2 ;;
         --python) PYTHON=${2:?}; shift 2 ;;
         --no-start) START=0; shift ;;
         --dry-run) DRY_RUN=1; shift ;;
         --uninstall) UNINSTALL=1; shift ;;
-        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+        -h|--help)
+            if [[ -n "$SCRIPT" ]]; then sed -n '2,/^# (end of help)/p' "$SCRIPT" | sed '$d'
+            else echo "usage: bash -s -- --token T --api URL [options]; save the script and run it with --help for all"
+            fi
+            exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
 
 VENV="$PREFIX/venv"
 CONFIG_FILE="$CONFIG_DIR/agent.json"
+
+check_api_url() {
+    [[ -n "$API_URL" ]] || die "--api is required"
+    [[ "$API_URL" =~ ^https?://[A-Za-z0-9.:/_-]+$ ]] || die "--api must be an http(s) URL"
+    API_URL="${API_URL%/}"
+}
+
+# fetch_package DIR: download $API_URL/agent/package.b64 into DIR, check the tarball's SHA-256 against the
+# X-Depu-Package-Sha256 header of the same answer (so a publish in between cannot mix two versions), and
+# extract it; the agent's source is then DIR/depu-agent
+fetch_package() {
+    local dir=$1 expected actual tool
+    for tool in curl base64 sha256sum tar; do
+        command -v "$tool" >/dev/null 2>&1 || die "$tool not found (needed to download the agent package)"
+    done
+    mkdir -p "$dir"
+    curl -fsSL --retry 3 --proto '=https,http' -D "$dir/package.headers" -o "$dir/package.b64" \
+        "$API_URL/agent/package.b64" || die "could not download $API_URL/agent/package.b64"
+    expected="$(tr -d '\r' < "$dir/package.headers" | awk -F': *' 'tolower($1) == "x-depu-package-sha256" {v = $2} END {print v}')"
+    [[ "$expected" =~ ^[0-9a-f]{64}$ ]] || die "the API announced no package checksum (X-Depu-Package-Sha256)"
+    base64 -d "$dir/package.b64" > "$dir/package.tar.gz" || die "the downloaded package is not base64"
+    actual="$(sha256sum "$dir/package.tar.gz" | awk '{print $1}')"
+    [[ "$actual" == "$expected" ]] || die "package checksum mismatch (got $actual, announced $expected): try again"
+    rm -rf "$dir/depu-agent"
+    tar -xzf "$dir/package.tar.gz" -C "$dir" --no-same-owner --no-same-permissions depu-agent \
+        || die "could not extract the agent package"
+    [[ -f "$dir/depu-agent/pyproject.toml" ]] || die "the agent package has no pyproject.toml"
+    rm -f "$dir/package.b64" "$dir/package.headers"
+}
+
+if [[ -n "$FETCH_ONLY" ]]; then  # no root, no token: only the download (and a look at what it holds)
+    check_api_url
+    fetch_package "$FETCH_ONLY"
+    echo "$FETCH_ONLY/depu-agent"
+    exit 0
+fi
 
 if [[ $DRY_RUN == 0 && $(id -u) != 0 ]]; then
     die "run as root (sudo), or use --dry-run to see the steps"
@@ -118,12 +171,26 @@ if [[ $UNINSTALL == 1 ]]; then
 fi
 
 [[ -n "$TOKEN" ]] || die "--token is required (get one with /provider in Telegram)"
-[[ -n "$API_URL" ]] || die "--api is required"
-[[ "$API_URL" =~ ^https?://[A-Za-z0-9.:/_-]+$ ]] || die "--api must be an http(s) URL"
+check_api_url
 [[ "$CAPABILITIES" =~ ^[a-z_]+(,[a-z_]+)*$ ]] || die "--capabilities is a list like gpu,fork_host"
 [[ "$NAME" =~ ^[A-Za-z0-9._-]{1,64}$ ]] || die "--name may use letters, digits, . _ - (at most 64)"
 [[ "$GPUS" =~ ^(all|[0-9]+(,[0-9]+)*)$ ]] || die "--gpus is 'all' or a list like 0,1"
 command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found; install Python 3.10+ or pass --python"
+
+if [[ -z "$SOURCE" && -n "$HERE" && -f "$HERE/pyproject.toml" ]]; then
+    SOURCE="$HERE"  # run from a checkout: install the agent next to this script
+elif [[ -z "$SOURCE" ]]; then  # piped into bash: the package comes from the API
+    say "agent package from $API_URL/agent/package.b64 (SHA-256 checked)"
+    if [[ $DRY_RUN == 1 ]]; then
+        printf '+ fetch %s/agent/package.b64 into a temporary directory, verify its SHA-256, extract\n' "$API_URL"
+        SOURCE="<temporary directory>/depu-agent"
+    else
+        FETCH_DIR="$(mktemp -d)"
+        trap 'rm -rf "$FETCH_DIR"' EXIT
+        fetch_package "$FETCH_DIR"
+        SOURCE="$FETCH_DIR/depu-agent"
+    fi
+fi
 
 say "users: $SERVICE_USER (runs the agent), $SANDBOX_USER (runs renters' scripts)"
 for user in "$SERVICE_USER" "$SANDBOX_USER"; do

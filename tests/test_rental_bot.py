@@ -211,7 +211,7 @@ def test_provider_gives_a_working_install_token_and_lists_machines(bot):
     chat = Chat()
     bot.provider(command("provider", user_id=7001), chat)
     token = re.search(r"--token (\S+)", chat.text).group(1)
-    assert "/agent/install.sh | bash -s --" in chat.text
+    assert "/agent/install.sh | sudo bash -s --" in chat.text
     registered = register_agent(AgentApi(), token, name="basement-rig")
     chat = Chat()
     bot.provider(command("provider", user_id=7001), chat)

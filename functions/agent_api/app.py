@@ -7,7 +7,6 @@ an illegal move answers 409 with the job's current state.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
@@ -16,7 +15,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from depu import jsonbody
-from depu.agents import registry, tokens
+from depu.agents import package, registry, tokens
 from depu.agents.registry import Agent, RegistrationError
 from depu.forks.host_api import fork_router
 from depu.jobs import lifecycle, work
@@ -28,10 +27,7 @@ app = APIGatewayRestResolver()
 app.include_router(fork_router)  # fork hosts: /agent/forks/... (depu.forks.host_api)
 
 MAX_BODY_BYTES = 256 * 1024
-INSTALL_SCRIPT_CANDIDATES = (
-    Path(__file__).resolve().parent / "install.sh",  # bundled at build time
-    Path(__file__).resolve().parents[2] / "agent" / "install.sh",  # the repository (local stack)
-)
+PACKAGE_SHA256_HEADER = "X-Depu-Package-Sha256"
 
 
 class Unauthorized(Exception):
@@ -189,12 +185,39 @@ def release() -> Response:
     return _json(200, {"released": work.release(agent, body.get("job_ids"))})
 
 
+@app.exception_handler(package.NotFound)
+def _package_not_found(_: package.NotFound) -> Response:
+    return _json(404, {"error": "not found"})
+
+
+@app.exception_handler(package.Unavailable)
+def _package_unavailable(_: package.Unavailable) -> Response:
+    return _json(503, {"error": "the agent package is being published; try again in a minute"})
+
+
+def _text(body: str, content_type: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(status_code=200, content_type=content_type, body=body,
+                    headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff", **(headers or {})})
+
+
+# What /provider's command downloads (no auth: it holds no secret). Served here so that install.sh piped into
+# bash on a provider's machine finds the agent package without a checkout (depu.agents.package).
 @app.get("/agent/install.sh")
 def install_script() -> Response:
-    for path in INSTALL_SCRIPT_CANDIDATES:
-        if path.is_file():
-            return Response(status_code=200, content_type="text/x-shellscript", body=path.read_text())
-    return _json(404, {"error": "not found"})
+    return _text(package.install_script(), "text/x-shellscript; charset=utf-8")
+
+
+@app.get("/agent/package.b64")
+def agent_package() -> Response:
+    served = package.agent_package()
+    return _text(served.encoded, "text/plain; charset=us-ascii", {PACKAGE_SHA256_HEADER: served.sha256})
+
+
+@app.get("/agent/package.sha256")
+def agent_package_sha256() -> Response:
+    served = package.agent_package()
+    return _text(f"{served.sha256}  {package.TOP_DIR}.tar.gz\n", "text/plain; charset=us-ascii",
+                 {PACKAGE_SHA256_HEADER: served.sha256})
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -315,8 +315,10 @@ def _strip_tags(value: str) -> str:
 
 
 def install_command(token: str) -> str:
+    """What a provider pastes on the GPU machine: install.sh (which needs root) fetches the agent package from
+    the API itself, so no checkout is needed there (agent/README.md)."""
     base = get_settings().public_api_url
-    return f"curl -fsSL {base}/agent/install.sh | bash -s -- --token {token} --api {base}"
+    return f"curl -fsSL {base}/agent/install.sh | sudo bash -s -- --token {token} --api {base}"
 
 
 def _ago(seconds: float) -> str:
