@@ -174,24 +174,35 @@ def test_a_forged_or_other_kind_of_token_is_401(two_agents):
 
 # ---------------------------------------------------------------- fork hosts
 @pytest.mark.e2e
-@pytest.mark.xfail(strict=True, reason="fork hosts run anvil without authentication on the host of "
-                   "fork_rpc_base_url: whoever reaches the port bypasses the proxy's allow-list and journal "
-                   "(docs/security.md)")
 def test_a_fork_host_refuses_calls_that_bypass_the_proxy():
+    """A stranger who found the fork's advertised port gets 401 for an admin method the proxy would refuse,
+    and anvil is not listening on that address at all; the same call with the fork's host secret (what the
+    proxy presents) is obeyed."""
+    import requests as http
+
     from depu_agent.forkhost import AnvilFork
     from forks_support import ANVIL, Anvil
 
     upstream = Anvil()
     fork = None
+    account = "0x" + "11" * 20
+    set_balance = {"jsonrpc": "2.0", "id": 1, "method": "anvil_setBalance", "params": [account, "0xde0b6b3a7640000"]}
+    get_balance = {"jsonrpc": "2.0", "id": 2, "method": "eth_getBalance", "params": [account, "latest"]}
     try:
-        fork = AnvilFork(ANVIL, upstream.url, 0, "127.0.0.1", "http://127.0.0.1")
+        # advertised on 127.0.0.2 (loopback, but not the address anvil binds): as a public address would be
+        fork = AnvilFork(ANVIL, upstream.url, 0, "127.0.0.2", "http://127.0.0.2", secret="s3cret-of-this-fork")
         fork.wait_ready()
-        # a stranger who found the port: no token, an admin method the proxy refuses (-32601)
-        import requests as http
+        assert fork.rpc_url == f"http://127.0.0.2:{fork.port}"
+        refused = http.post(fork.rpc_url, json=set_balance, timeout=10)
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == -32001, refused.text
+        with pytest.raises(http.ConnectionError):  # anvil itself answers on 127.0.0.1 only
+            http.post(f"http://127.0.0.2:{fork.anvil_port}", json=set_balance, timeout=5)
+        assert fork.value("eth_getBalance", [account, "latest"]) == "0x0"  # the refused call changed nothing
 
-        answer = http.post(f"http://127.0.0.1:{fork.port}", timeout=10, json={
-            "jsonrpc": "2.0", "id": 1, "method": "anvil_setBalance", "params": ["0x" + "11" * 20, "0xde0b6b3a7640000"]}).json()
-        assert "error" in answer, f"the host obeyed an unauthenticated admin call: {answer}"
+        with_secret = {"Authorization": "Bearer s3cret-of-this-fork"}
+        assert http.post(fork.rpc_url, json=set_balance, headers=with_secret, timeout=10).json()["result"] is None
+        answer = http.post(fork.rpc_url, json=get_balance, headers=with_secret, timeout=10).json()
+        assert answer["result"] == "0xde0b6b3a7640000", answer
     finally:
         if fork is not None:
             fork.stop()

@@ -12,6 +12,11 @@ stopping those the API says are no longer its own), and does one task at a time:
 
 The host keeps no state a restart needs: a fork is its base plus its journal, which the API holds.
 
+anvil listens on 127.0.0.1 only, on a private port. The RPC URL reported is a ``ForkFront`` (forkfront.py) on
+the address of ``fork_rpc_base_url``, which forwards only requests carrying the fork's host secret: the API
+sends a fresh one in every provision and rebase task, the host keeps it in memory only, and the DePU proxy
+presents it on every forward. So nobody who merely reaches the port can bypass the proxy.
+
 Settings come from the agent config when it has them, else from the environment:
 ``fork_upstream_url`` / DEPU_FORK_UPSTREAM_URL (the mainnet JSON-RPC anvil forks from; the host's own, never
 sent by the API), ``fork_rpc_base_url`` (how the DePU proxy reaches this machine, default http://127.0.0.1),
@@ -34,6 +39,8 @@ from urllib.parse import urlsplit
 
 import requests
 
+from depu_agent.forkfront import ForkFront
+
 log = logging.getLogger(__name__)
 
 CLAIM_WAIT_SECONDS = 10.0  # the API caps a claim's long poll at 10 s
@@ -41,6 +48,7 @@ START_TIMEOUT_SECONDS = 30.0
 SWAP_GRACE_SECONDS = 5.0
 ERROR_BACKOFF_SECONDS = 2.0
 TX_METHODS = frozenset({"eth_sendRawTransaction", "eth_sendTransaction"})
+ANVIL_HOST = "127.0.0.1"  # anvil itself is never reachable from outside the machine; its ForkFront is
 _REPO_ANVIL = Path(__file__).resolve().parents[2] / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
 
 
@@ -59,19 +67,28 @@ def _free_port(host: str) -> int:
 
 
 class AnvilFork:
-    """One anvil process forked from ``upstream`` at ``block``."""
+    """One anvil process forked from ``upstream`` at ``block``, on 127.0.0.1 only, behind a ForkFront on
+    ``bind_host`` that admits only requests carrying ``secret``."""
 
-    def __init__(self, binary: str, upstream: str, block: int, bind_host: str, public_base: str):
+    def __init__(self, binary: str, upstream: str, block: int, bind_host: str, public_base: str, secret: str):
+        if not secret:
+            raise ValueError("no host secret for this fork: refusing to serve it unauthenticated")
         self.block = block
-        self.port = _free_port(bind_host)
-        self.local_url = f"http://{bind_host}:{self.port}"
-        self.rpc_url = f"{public_base.rstrip('/')}:{self.port}"
+        self.anvil_port = _free_port(ANVIL_HOST)
+        self.local_url = f"http://{ANVIL_HOST}:{self.anvil_port}"
         self._session = requests.Session()
         self.process = subprocess.Popen(
-            [binary, "--fork-url", upstream, "--fork-block-number", str(block), "--host", bind_host,
-             "--port", str(self.port), "--no-rate-limit", "--quiet"],
+            [binary, "--fork-url", upstream, "--fork-block-number", str(block), "--host", ANVIL_HOST,
+             "--port", str(self.anvil_port), "--no-rate-limit", "--quiet"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True,
         )
+        try:
+            self.front = ForkFront(bind_host, self.local_url, secret)
+        except Exception:
+            self._stop_anvil()
+            raise
+        self.port = self.front.port
+        self.rpc_url = f"{public_base.rstrip('/')}:{self.port}"
 
     def wait_ready(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
         deadline = time.monotonic() + timeout
@@ -124,6 +141,10 @@ class AnvilFork:
         return reports, snapshots
 
     def stop(self) -> None:
+        self.front.stop()
+        self._stop_anvil()
+
+    def _stop_anvil(self) -> None:
         self._session.close()
         if self.process.poll() is None:
             try:
@@ -211,7 +232,7 @@ class ForkHost:
     def _build(self, task: dict[str, Any]) -> tuple[AnvilFork, dict[str, Any]]:
         block = task.get("block") or "latest"
         number = self._upstream_head() if block == "latest" else int(block)
-        anvil = AnvilFork(self.binary, self.upstream, number, self.bind_host, self.public_base)
+        anvil = AnvilFork(self.binary, self.upstream, number, self.bind_host, self.public_base, str(task.get("host_secret") or ""))
         try:
             anvil.wait_ready()
             entries, snapshots = anvil.replay(task.get("journal") or [])

@@ -67,7 +67,8 @@ def _rebuild(fork: Fork, done: Sweep) -> None:
     """Hand the fork to the create state machine again, at its current base, with its journal."""
     try:
         fork.update(
-            actions=[Fork.status.set(PROVISIONING), Fork.rebuilds.add(1), Fork.host_rpc_url.remove(), Fork.lock_until.set(0)],
+            actions=[Fork.status.set(PROVISIONING), Fork.rebuilds.add(1), Fork.host_rpc_url.remove(), Fork.host_secrets.remove(),
+                     Fork.lock_until.set(0)],
             condition=(Fork.status == fork.status) & (Fork.host_agent_id == fork.host_agent_id),
         )
     except UpdateError:

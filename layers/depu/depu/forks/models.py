@@ -45,7 +45,10 @@ class ForksByUser(GlobalSecondaryIndex):
 
 class Fork(Model):
     """One shadow fork. ``next_seq``/``lock_until`` serialise journal writes; ``host_snapshots`` maps a
-    snapshot's journal seq (the id users see) to the id anvil gave it on the current host."""
+    snapshot's journal seq (the id users see) to the id anvil gave it on the current host. ``host_secrets``
+    maps a host RPC URL to the secret that host's front demands (see ``tasks``): a credential of the
+    proxy-to-host link, not a user's token (docs/security.md), never shown to users or put in a state machine's
+    input or history."""
 
     class Meta:
         table_name = get_settings().forks_table
@@ -60,6 +63,7 @@ class Fork(Model):
     chain_id = NumberAttribute(null=True)
     host_agent_id = UnicodeAttribute(null=True)
     host_rpc_url = UnicodeAttribute(null=True)
+    host_secrets = JSONAttribute(null=True)
     rpc_token_hash = UnicodeAttribute(null=True)
     auto_sync = BooleanAttribute(default=False)
     sync_interval_s = NumberAttribute(default=600)

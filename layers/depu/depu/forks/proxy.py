@@ -1,6 +1,9 @@
 """The JSON-RPC front door of every fork: authenticate the URL token, allow only fork-safe methods,
 rate-limit, forward to the fork's host, and journal every write in the order the fork applied it.
 
+Every forward carries the host secret filed for that host URL (``Fork.host_secrets``): the host's front
+refuses anything without it, so this proxy is the only way in.
+
 Snapshots are journal positions: ``evm_snapshot`` returns the seq of its journal entry as the snapshot id, and
 ``evm_revert`` to it drops that entry and every later one, so the journal always equals what the fork did and
 a rebuilt fork replays to the same state. The host's own snapshot ids live in ``Fork.host_snapshots``.
@@ -120,7 +123,7 @@ class ForkProxy:
             canonical = policy.canonical_write(method)
             if canonical:
                 return self._write(fork, request_id, canonical, params)
-            return self._forward(fork.host_rpc_url, method, params, request_id)
+            return self._forward(fork, method, params, request_id)
         except journal.WriteRefused as refused:
             reason = "another write to this fork is in progress" if refused.reason == "busy" else f"the fork is {refused.reason}"
             return error(request_id, policy.LIMIT_EXCEEDED, f"write not accepted now: {reason}; retry shortly")
@@ -132,12 +135,12 @@ class ForkProxy:
         current, seq, lease = journal.begin_write(fork.fork_id)
         snapshots = None
         try:
-            answer = self._forward(current.host_rpc_url, method, params, request_id)
+            answer = self._forward(current, method, params, request_id)
             if "error" in answer:
                 return answer  # the fork did not change: nothing to journal
             value = answer.get("result")
             if method in outcomes.TX_METHODS:
-                outcome = outcomes.of_receipt(self._receipt(current.host_rpc_url, value))
+                outcome = outcomes.of_receipt(self._receipt(current, value))
             else:
                 outcome = outcomes.of_result(value)
             journal.record(fork.fork_id, seq, method, params, outcome)
@@ -160,7 +163,7 @@ class ForkProxy:
             host_id = snapshots.get(str(snapshot_seq))
             if host_id is None:
                 return result(request_id, False)
-            answer = self._forward(current.host_rpc_url, "evm_revert", [host_id], request_id)
+            answer = self._forward(current, "evm_revert", [host_id], request_id)
             if answer.get("result") is True:
                 journal.truncate_from(fork.fork_id, snapshot_seq)
                 changed = {key: value for key, value in snapshots.items() if int(key) < snapshot_seq}
@@ -168,24 +171,31 @@ class ForkProxy:
         finally:
             journal.end_write(fork.fork_id, lease, changed)
 
-    def _receipt(self, url: str | None, tx_hash: Any) -> dict[str, Any] | None:
+    def _receipt(self, fork: Fork, tx_hash: Any) -> dict[str, Any] | None:
         """The transaction's receipt: anvil answers the hash before its automine block is sealed."""
         deadline = time.monotonic() + RECEIPT_WAIT_S
         while True:
-            receipt = self._forward(url, "eth_getTransactionReceipt", [tx_hash], 0).get("result")
+            receipt = self._forward(fork, "eth_getTransactionReceipt", [tx_hash], 0).get("result")
             if receipt or time.monotonic() > deadline:
                 return receipt
             time.sleep(0.02)
 
-    def _forward(self, url: str | None, method: str, params: list[Any], request_id: Any) -> dict[str, Any]:
+    def _forward(self, fork: Fork, method: str, params: list[Any], request_id: Any) -> dict[str, Any]:
+        url = fork.host_rpc_url
         if not url:
             raise requests.ConnectionError("no host")
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
+        secret = (fork.host_secrets or {}).get(url)
+        headers = {"Authorization": f"Bearer {secret}"} if secret else {}
         response = session.post(
-            url, json={"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}, timeout=FORWARD_TIMEOUT_S
+            url, json={"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}, headers=headers,
+            timeout=FORWARD_TIMEOUT_S,
         )
+        if response.status_code == 401:
+            log.warning("fork %s host refused the proxy's secret", fork.fork_id)
+            return error(request_id, policy.FORK_UNAVAILABLE, "the fork's host did not accept the DePU proxy; retry shortly")
         answer = response.json()
         if not isinstance(answer, dict):
             return error(request_id, policy.FORK_UNAVAILABLE, "the fork's host answered nonsense")

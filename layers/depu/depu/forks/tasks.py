@@ -6,12 +6,20 @@ host only a task id, the base and the journal. The host answers with ``finish``,
 replay report into the fork's new base and its conflicts and calls SendTaskSuccess/SendTaskFailure. A host
 that dies mid-task leaves the message to reappear after the queue's visibility timeout for another host; the
 state machine's timeout ends the wait if none comes.
+
+Every provision or rebase claim also carries a fresh **host secret** (kept in ``pending_task`` until the host
+reports). The host's front admits only requests bearing it; ``finish`` files it under the reported RPC URL in
+``Fork.host_secrets``, keeping the current URL's secret during a rebase, so whichever URL the proxy reads it
+finds that URL's secret, even between ``finish`` and the state machine's switch to the new URL. A rebuild or
+a move to another host therefore always rotates the secret. It never enters the state machines' input,
+output or history.
 """
 from __future__ import annotations
 
 import html
 import json
 import logging
+import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -51,9 +59,16 @@ class ClaimedTask:
     fork_id: str
     block: str
     journal: list[dict[str, Any]]
+    host_secret: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"task_id": self.task_id, "kind": self.kind, "fork_id": self.fork_id, "block": self.block, "journal": self.journal}
+        task = {"task_id": self.task_id, "kind": self.kind, "fork_id": self.fork_id, "block": self.block, "journal": self.journal}
+        if self.host_secret:
+            task["host_secret"] = self.host_secret
+        return task
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"ClaimedTask({self.task_id!r}, {self.kind!r}, {self.fork_id!r}, block={self.block!r}, journal={len(self.journal)})"
 
 
 def _sqs():
@@ -112,12 +127,15 @@ def _assign(agent_id: str, message: dict[str, Any]) -> ClaimedTask | None:
         fork = _after_writes(fork)
     task_id = f"{fork_id}.{uuid.uuid4().hex[:12]}"
     pending = {"task_id": task_id, "kind": kind, "agent_id": agent_id, "token": token, "receipt": message["ReceiptHandle"]}
+    host_secret = ""
+    if kind in (PROVISION, REBASE):
+        host_secret = pending["host_secret"] = secrets.token_urlsafe(32)
     fork.update(actions=[Fork.pending_task.set(pending)])
     block = str(body.get("block") or "latest")
     entries = []
     if kind in (PROVISION, REBASE):
         entries = [{"seq": int(e.seq), "method": e.method, "params": e.params} for e in journal.entries(fork_id)]
-    return ClaimedTask(task_id, kind, fork_id, block, entries)
+    return ClaimedTask(task_id, kind, fork_id, block, entries, host_secret)
 
 
 def _after_writes(fork: Fork) -> Fork:
@@ -149,13 +167,14 @@ def finish(agent_id: str, task_id: str, report: dict[str, Any], allowed_url_host
         output = {"stopped": bool(report.get("stopped", True))}
         _succeed(token, output)
     else:
-        output = _replayed(fork, agent_id, report, allowed_url_host)
+        output = _replayed(fork, agent_id, report, allowed_url_host, pending)
         _succeed(token, output)
     _done(fork, task_id, pending.get("receipt"))
     return output
 
 
-def _replayed(fork: Fork, agent_id: str, report: dict[str, Any], allowed_url_host: str | None) -> dict[str, Any]:
+def _replayed(fork: Fork, agent_id: str, report: dict[str, Any], allowed_url_host: str | None,
+              pending: dict[str, Any]) -> dict[str, Any]:
     rpc_url = str(report.get("rpc_url") or "")
     parts = urlsplit(rpc_url)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.hostname.startswith("169.254."):
@@ -181,7 +200,7 @@ def _replayed(fork: Fork, agent_id: str, report: dict[str, Any], allowed_url_hos
             conflicts.append({"seq": int(entry.seq), "method": entry.method, "reason": reason})
             changed[int(entry.seq)] = outcome
     journal.update_outcomes(fork.fork_id, changed)
-    fork.update(actions=[Fork.host_snapshots.set(snapshots)])
+    fork.update(actions=[Fork.host_snapshots.set(snapshots), Fork.host_secrets.set(_secrets_after(fork, pending, rpc_url))])
     return {
         "host_agent_id": agent_id,
         "rpc_url": rpc_url,
@@ -192,6 +211,18 @@ def _replayed(fork: Fork, agent_id: str, report: dict[str, Any], allowed_url_hos
         "conflicts_json": json.dumps(conflicts),
         "conflicts_text": outcomes.conflicts_text(conflicts),
     }
+
+
+def _secrets_after(fork: Fork, pending: dict[str, Any], rpc_url: str) -> dict[str, str]:
+    """The new URL's secret, plus (during a rebase) the current URL's, which keeps serving until the state
+    machine switches the fork over; older ones are dropped."""
+    kept = {}
+    current = fork.host_rpc_url
+    if pending.get("kind") == REBASE and current and current in (fork.host_secrets or {}):
+        kept[current] = fork.host_secrets[current]
+    if pending.get("host_secret"):
+        kept[rpc_url] = pending["host_secret"]
+    return kept
 
 
 def _done(fork: Fork, task_id: str, receipt: str | None) -> None:
