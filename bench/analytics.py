@@ -17,6 +17,12 @@
 """
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
+from _headline import headline  # noqa: E402
+
 import argparse
 import os
 import shutil
@@ -80,6 +86,8 @@ def bench_decoding(chain, count: int) -> list[tuple[str, str]]:
     for log, raw in zip(formatted[:500], sample[:500]):
         a, b = decode_transfer(raw), event.process_log(log)["args"]
         assert (a.sender, a.recipient, a.amount) == (b["from"].lower(), b["to"].lower(), b["value"])
+    headline("ERC-20 Transfer logs decoded", f"{len(sample) / ours:,.0f} logs/s", "web3.py process_log, same logs",
+             f"{len(sample) / theirs:,.0f} logs/s", f"{theirs / ours:.1f}x faster")
     return [
         ("logs decoded (standard ERC-20 Transfer)",
          f"{len(sample):,} (from {len(standard):,} on the chain{', repeated' if len(standard) < len(sample) else ''})"),
@@ -246,6 +254,9 @@ def main() -> int:
              f"{ours / etl_rate:.1f}x" if etl_rate else "n/a (no reference figure)"),
         ]
         print(table("Ingestion from the local chain (anvil), blocks per second", rows))
+        headline(f"blocks fetched + decoded from the local chain (0-{head})", f"{ours:,.0f} blocks/s",
+                 "ethereum-etl export_token_transfers, same range", f"{etl_rate:,.0f} blocks/s" if etl_rate else etl_text,
+                 f"{ours / etl_rate:.1f}x faster" if etl_rate else "no reference figure this run")
         print("\nethereum-etl fetches only eth_getLogs and keeps logs whose topics+data hold exactly 3 words; DePU also"
               "\nfetches full blocks and value-transfer receipts, and records ERC-721 ids, odd shapes and ETH transfers."
               "\nA loaded, shared machine: compare the ratios, not the absolute figures.")

@@ -14,6 +14,12 @@ the exit status follows CPU time and the heavy-library check; the wall figures a
 """
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
+from _headline import headline  # noqa: E402
+
 import json
 import os
 import statistics
@@ -135,6 +141,10 @@ def main() -> int:
           f"CPU {webhook['cpu']:.0f} ms; {'within' if ok else 'OVER'} the {BUDGET_MS:.0f} ms budget (CPU); "
           f"wall {'within' if webhook['median'] < BUDGET_MS else 'over'} it at this load; "
           f"heavy libraries: {', '.join(webhook['heavy']) or 'none'}")
+    headline("webhook cold import (median, fresh interpreter, as in Lambda)", f"{webhook['median']:.0f} ms wall, "
+             f"{webhook['cpu']:.0f} ms CPU", "import boto3 alone", f"{boto3_ms:.0f} ms",
+             f"{webhook['median'] / boto3_ms:.1f}x boto3; budget {BUDGET_MS:.0f} ms; heavy libs: "
+             f"{', '.join(webhook['heavy']) or 'none'}")
     return 0 if ok else 1
 
 

@@ -19,6 +19,12 @@ Only 127.0.0.1 is ever contacted; every loop ends at the deadline.
 """
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
+from _headline import headline  # noqa: E402
+
 import argparse
 import collections
 import os
@@ -301,6 +307,13 @@ def main() -> int:
         print(f"| {name} | {'yes' if holds else 'NO'} | {detail} |")
     if stuck:
         print(f"\n{stuck} threads did not finish")
+    updates = stats.latencies.get("webhook update", [])
+    if updates:
+        headline(f"load: webhook updates, {args.users} users + {args.agents} agents for {elapsed:.0f} s (p50 / p99)",
+                 f"{percentile(updates, 0.5) * 1000:.0f} / {percentile(updates, 0.99) * 1000:.0f} ms, "
+                 f"{sum(stats.errors.values())} errors", "Telegram's per-bot limit (published)", "about 30 messages/s",
+                 f"{total / elapsed:.1f} req/s overall; invariants "
+                 f"{'all hold' if all(holds for _, holds, _ in invariants) else 'BROKEN'}")
     return 0 if all(holds for _, holds, _ in invariants) and not stuck and not stats.errors else 1
 
 

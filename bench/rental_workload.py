@@ -6,6 +6,12 @@ overhead. Runs on CUDA when present, else the CPU (where sizes are smaller so it
 """
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
+from _headline import headline  # noqa: E402
+
 import statistics
 import sys
 import time
@@ -52,6 +58,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for name, w, b, ratio, wbest, bbest, best_ratio in rows:
         print(f"| {name} | {w:.4f} | {b:.4f} | {ratio:.2f} | {wbest:.4f} | {bbest:.4f} | {best_ratio:.2f} |")
+        headline(f"`benchmark` workload matmul, {name} on {device.type} (best round)", f"{wbest:.4f} TFLOP/s",
+                 "bare torch matmul loop, same device", f"{bbest:.4f} TFLOP/s", f"ratio {best_ratio:.2f}")
     print()
     print("On a shared machine the best of the interleaved rounds is the steadier comparison.")
     print()
