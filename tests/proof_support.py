@@ -10,9 +10,11 @@ import json
 from typing import Any, Iterable
 
 import boto3
+import pytest
 
-from conftest import TEST_WEBHOOK_SECRET
-from telegram_harness import FakeLambdaContext, api_event
+from conftest import TEST_BOT_TOKEN, TEST_WEBHOOK_SECRET
+from telegram_fake_api import FakeTelegram
+from telegram_harness import FakeLambdaContext, api_event, load_function
 
 WEBHOOK_PATH = "/telegram/webhook"
 
@@ -157,3 +159,30 @@ class RecordingHost:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+# ---------------------------------------------------------------- fixtures (import them into a test module)
+@pytest.fixture
+def telegram():
+    """A fake Bot API on 127.0.0.1 that records what the bot sends."""
+    fake = FakeTelegram(TEST_BOT_TOKEN).start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def webhook(aws, telegram, monkeypatch):
+    """The real webhook function with every bot feature, answering through ``telegram``."""
+    from depu.bot import dispatch as dispatch_module
+    from depu.config import get_settings
+    from depu.telegram.client import bot_api
+
+    monkeypatch.setenv("TELEGRAM_API_BASE", telegram.base_url)
+    monkeypatch.setattr(dispatch_module, "_loaded", False)
+    get_settings.cache_clear()
+    bot_api.cache_clear()
+    yield load_function("telegram_webhook")
+    bot_api.cache_clear()
+    get_settings.cache_clear()

@@ -11,37 +11,13 @@ import time
 import boto3
 import pytest
 
-from conftest import TEST_BOT_TOKEN
-from depu.bot import dispatch as dispatch_module
 from depu.config import get_settings
-from depu.telegram.client import bot_api
-from proof_support import button, diff, invoke, message, snapshot, webhook_event
+from proof_support import button, diff, invoke, message, snapshot, webhook_event, telegram, webhook  # noqa: F401 - fixtures
 from rental_helpers import USER_ID, AgentApi, enrol_provider, ensure_user, register_agent, run_matcher, submit_job
 from telegram_fake_api import FakeTelegram
-from telegram_harness import load_function
 
 VICTIM = USER_ID
 STRANGER = 6161
-
-
-@pytest.fixture
-def telegram():
-    fake = FakeTelegram(TEST_BOT_TOKEN).start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
-@pytest.fixture
-def webhook(aws, telegram, monkeypatch):
-    monkeypatch.setenv("TELEGRAM_API_BASE", telegram.base_url)
-    monkeypatch.setattr(dispatch_module, "_loaded", False)
-    get_settings.cache_clear()
-    bot_api.cache_clear()
-    yield load_function("telegram_webhook")
-    bot_api.cache_clear()
-    get_settings.cache_clear()
 
 
 def victims_fork(fork_id: str = "fvictim1") -> str:

@@ -11,37 +11,13 @@ import time
 
 import pytest
 
-from conftest import TEST_BOT_TOKEN, TEST_WEBHOOK_SECRET
-from depu.bot import dispatch as dispatch_module
-from depu.config import get_settings
-from depu.telegram.client import bot_api
+from conftest import TEST_WEBHOOK_SECRET
 from forks_support import rpc_event
-from proof_support import diff, invoke, message, snapshot, webhook_event
+from proof_support import diff, invoke, message, snapshot, webhook_event, telegram, webhook  # noqa: F401 - fixtures
 from rental_helpers import USER_ID, AgentApi, enrol_provider, ensure_user, register_agent, run_matcher, submit_job
-from telegram_fake_api import FakeTelegram
 from telegram_harness import api_event, load_function
 
 MEGABYTE = 1024 * 1024
-
-
-@pytest.fixture
-def telegram():
-    fake = FakeTelegram(TEST_BOT_TOKEN).start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
-@pytest.fixture
-def webhook(aws, telegram, monkeypatch):
-    monkeypatch.setenv("TELEGRAM_API_BASE", telegram.base_url)
-    monkeypatch.setattr(dispatch_module, "_loaded", False)
-    get_settings.cache_clear()
-    bot_api.cache_clear()
-    yield load_function("telegram_webhook")
-    bot_api.cache_clear()
-    get_settings.cache_clear()
 
 
 def assert_json_error(status: int, body, expected: set[int]) -> None:

@@ -8,17 +8,11 @@ from __future__ import annotations
 import base64
 import json
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import TEST_BOT_TOKEN, TEST_WEBHOOK_SECRET
-from depu.bot import dispatch as dispatch_module
-from depu.config import get_settings
-from depu.telegram.client import bot_api
-from proof_support import diff, invoke, snapshot, webhook_event
-from telegram_fake_api import FakeTelegram
-from telegram_harness import load_function
+from conftest import TEST_WEBHOOK_SECRET
+from proof_support import diff, invoke, snapshot, webhook_event, telegram, webhook  # noqa: F401 - fixtures
 
 ALLOWED = {200, 400, 401, 413}
 COMMANDS = ["/start", "/help", "/profile", "/jobs", "/cancel", "/rent_gpu", "/provider", "/shadow_fork", "/analytics",
@@ -54,26 +48,6 @@ updates = st.one_of(
     st.dictionaries(st.text(max_size=12), json_values, max_size=4).map(lambda d: {**d, "update_id": d.get("update_id", 1)}),
     json_values,
 )
-
-
-@pytest.fixture
-def telegram():
-    fake = FakeTelegram(TEST_BOT_TOKEN).start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
-@pytest.fixture
-def webhook(aws, telegram, monkeypatch):
-    monkeypatch.setenv("TELEGRAM_API_BASE", telegram.base_url)
-    monkeypatch.setattr(dispatch_module, "_loaded", False)
-    get_settings.cache_clear()
-    bot_api.cache_clear()
-    yield load_function("telegram_webhook")
-    bot_api.cache_clear()
-    get_settings.cache_clear()
 
 
 def call(webhook, body, secret, extra_headers=None, base64_flag=False):
