@@ -121,3 +121,15 @@ def test_journal_only_holds_write_methods_after_fuzzing(rpc, host):
     entries = list(JournalEntry.query("ffuzz001"))
     assert [entry.method for entry in entries] == ["anvil_setBalance", "eth_sendTransaction", "anvil_mine", "evm_snapshot"]
     assert "anvil_reset" not in host.methods and "debug_traceTransaction" not in host.methods
+
+
+@pytest.mark.parametrize("params", [[None], [True], [1.5], [{}], [[]], ["zz"], ["-1"], [-3], []],
+                         ids=["null", "bool", "float", "object", "list", "not-a-number", "negative-string", "negative", "none"])
+def test_evm_revert_with_a_malformed_snapshot_id_is_invalid_params(rpc, host, params):
+    """Found by the fuzz test above: ``evm_revert`` with ``[null]`` crashed the handler (int(None))."""
+    module, token = rpc
+    host.methods.clear()
+    status, answer = invoke(module, rpc_event(token, json.dumps({"jsonrpc": "2.0", "id": 9, "method": "evm_revert",
+                                                                 "params": params})))
+    assert status == 200 and answer["error"]["code"] == policy.INVALID_PARAMS, answer
+    assert host.methods == []

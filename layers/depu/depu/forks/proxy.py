@@ -152,9 +152,8 @@ class ForkProxy:
             journal.end_write(fork.fork_id, lease, snapshots)
 
     def _revert(self, fork: Fork, request_id: Any, params: list[Any]) -> dict[str, Any]:
-        try:
-            snapshot_seq = int(str(params[0]), 16) if str(params[0]).startswith("0x") else int(params[0])
-        except (IndexError, ValueError):
+        snapshot_seq = _snapshot_id(params[0] if params else None)
+        if snapshot_seq is None:
             return error(request_id, policy.INVALID_PARAMS, "evm_revert takes a snapshot id")
         current, _seq, lease = journal.begin_write(fork.fork_id)
         snapshots = dict(current.host_snapshots or {})
@@ -211,3 +210,17 @@ def default_proxy() -> ForkProxy:
     if _default is None:
         _default = ForkProxy()
     return _default
+
+
+def _snapshot_id(value: Any) -> int | None:
+    """A snapshot id as ``evm_snapshot`` hands it out (a hex string) or as clients echo it back (an integer or
+    a decimal string); anything else is not a snapshot id."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value >= 0 else None
+    if isinstance(value, str):
+        try:
+            number = int(value, 16) if value.lower().startswith("0x") else int(value, 10)
+        except ValueError:
+            return None
+        return number if number >= 0 else None
+    return None
