@@ -22,8 +22,18 @@ FAST_SETTINGS = {
     "backoff_max_seconds": 2,
     "shutdown_flush_seconds": 5,
     "docker": "never",
-    "sandbox_uid_base": 470000,  # as install.sh configures it
 }
+# install.sh gives a provider's one agent sandbox uids from 470000 up (one per GPU slot). Test agents run many
+# at once (and on several pytest workers), and an agent kills every process of its slot's uid when a job
+# ends, so each test agent gets a block of uids of its own.
+_UID_BLOCK = 8
+_agents_started = 0
+
+
+def _sandbox_uid_base() -> int:
+    global _agents_started
+    _agents_started += 1
+    return 500000 + ((os.getpid() % 20000) * 16 + _agents_started % 16) * _UID_BLOCK
 
 
 class AgentProcess:
@@ -35,7 +45,8 @@ class AgentProcess:
         self.token_path = directory / "agent_token"
         self.log_path = directory / "agent.log"
         config = {"api_url": api_url, "name": name, "agent_token_file": str(self.token_path),
-                  "work_dir": str(directory / "work"), **FAST_SETTINGS, **(settings or {})}
+                  "work_dir": str(directory / "work"), "sandbox_uid_base": _sandbox_uid_base(),
+                  **FAST_SETTINGS, **(settings or {})}
         self.config_path.write_text(json.dumps(config), encoding="utf-8")
         if agent_token is not None:
             fd = os.open(self.token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
