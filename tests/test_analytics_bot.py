@@ -6,43 +6,21 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass, field
 
 import pytest
 
 from depu.bot.registry import Incoming
 from local.devchain import DevChain
+from recording_chat import RecordingChat
 from telegram_harness import FakeLambdaContext, load_function, sqs_event
 
 pytestmark = pytest.mark.e2e
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@dataclass
-class RecordingChat:
-    replies: list[tuple[str, list]] = field(default_factory=list)
-    photos: list[tuple[bytes, str]] = field(default_factory=list)
-    answers: list = field(default_factory=list)
-
-    def reply(self, text: str, buttons=None) -> int:
-        self.replies.append((text, buttons or []))
-        return len(self.replies)
-
-    def edit(self, message_id: int, text: str, buttons=None) -> None:
-        self.replies.append((text, buttons or []))
-
-    def answer_callback(self, text=None, alert=False) -> None:
-        self.answers.append(text)
-
-    def send_photo(self, photo: bytes, caption: str = "", filename: str = "chart.png") -> None:
-        self.photos.append((photo, caption))
-
-    def send_document(self, content: bytes, filename: str, caption: str = "") -> None:
-        raise AssertionError("exports go through the queue")
-
-    @property
-    def text(self) -> str:
-        return self.replies[-1][0]
+def new_chat() -> RecordingChat:
+    """Exports go through the queue: a document sent straight to the chat fails the test."""
+    return RecordingChat(allow_documents=False)
 
 
 def message(command: str, args: str = "", user_id: int = 42) -> Incoming:
@@ -104,7 +82,7 @@ def indexed(aws, monkeypatch):
 
 def test_views_show_exact_figures_and_send_charts(indexed):
     chain, bot = indexed
-    chat = RecordingChat()
+    chat = new_chat()
     bot.analytics(message("analytics"), chat)
     assert "Chain analytics" in chat.text
     bot.on_button(press("an:1:c:1h"), chat)
@@ -149,7 +127,7 @@ def test_bad_input_gets_a_clear_error(indexed):
     from depu.errors import UserError
 
     chain, bot = indexed
-    chat = RecordingChat()
+    chat = new_chat()
     for command, args, expected in [
         ("watch", "0x1234", "not an Ethereum address"),
         ("watch", "0x" + "a" * 39 + "G", "not an Ethereum address"),
@@ -175,7 +153,7 @@ def test_watch_alerts_through_the_notify_queue(indexed, monkeypatch):
     chain, bot = indexed
     from depu.config import get_settings
 
-    chat = RecordingChat()
+    chat = new_chat()
     watched = chain.accounts[3]
     bot.watch(message("watch", f"{watched} 0.5"), chat)
     assert "Watching" in chat.text
@@ -209,7 +187,7 @@ def test_export_in_each_format_reads_back_exactly(indexed, fmt):
     from depu.config import get_settings
 
     chain, bot = indexed
-    chat = RecordingChat()
+    chat = new_chat()
     head = chain.block_number()
     bot.export(message("export", f"transfers 0-{head} {fmt}"), chat)
     assert "Preparing transfers" in chat.text
@@ -237,7 +215,7 @@ def test_export_in_each_format_reads_back_exactly(indexed, fmt):
 
 def test_dashboard_and_profile_section_without_activity(indexed):
     chain, bot = indexed
-    chat = RecordingChat()
+    chat = new_chat()
     bot.dashboard(message("dashboard"), chat)
     assert "Nothing to chart yet" in chat.text
     from depu.profiles import render_sections
@@ -270,7 +248,7 @@ def test_a_busy_watched_address_cannot_flood_the_chat(indexed):
     from depu.config import get_settings
 
     watched = chain.accounts[1]
-    bot.watch(message("watch", watched), RecordingChat())
+    bot.watch(message("watch", watched), new_chat())
     drain(get_settings().notify_queue_url)
     chain.begin_block()
     for n in range(8):
@@ -285,7 +263,7 @@ def test_a_busy_watched_address_cannot_flood_the_chat(indexed):
 
 def test_address_typed_after_the_address_button(indexed):
     chain, bot = indexed
-    chat = RecordingChat()
+    chat = new_chat()
     bot.on_button(press("an:1:ask"), chat)
     assert "Send the address" in chat.text
     typed = Incoming(update_id=3, user_id=42, chat_id=42, chat_type="private", text="0xnope", message_id=4)
@@ -314,6 +292,6 @@ def test_dashboard_charts_the_users_own_gpu_time_and_forks(aws):
     seed_fork(42, "fork-2", 101, status="deleted")
     assert bot._gpu_usage(42) == {"A100-80GB": 2400}
     assert bot._fork_activity(42) == {"active": 1, "deleted": 1}
-    chat = RecordingChat()
+    chat = new_chat()
     bot.dashboard(message("dashboard"), chat)
-    assert len(chat.photos) == 2 and all(photo.startswith(PNG) for photo, _ in chat.photos)
+    assert len(chat.photos) == 2 and all(photo.startswith(PNG) for photo, *_ in chat.photos)

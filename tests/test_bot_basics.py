@@ -3,45 +3,17 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import pytest
 
 from depu.bot.registry import Command, Incoming
 from moto_serializable import serialize_dynamodb
+from recording_chat import RecordingChat
 
 
-@dataclass
-class RecordingChat:
-    """Implements ``registry.Chat`` by remembering what the handler said."""
-
-    replies: list[tuple[str, list]] = field(default_factory=list)
-    answers: list[tuple[str | None, bool]] = field(default_factory=list)
-
-    def reply(self, text: str, buttons=None) -> int:
-        assert text.strip()
-        self.replies.append((text, buttons or []))
-        return len(self.replies)
-
-    def edit(self, message_id: int, text: str, buttons=None) -> None:
-        raise AssertionError("basics never edits")
-
-    def answer_callback(self, text: str | None = None, alert: bool = False) -> None:
-        self.answers.append((text, alert))
-
-    def send_photo(self, photo: bytes, caption: str = "", filename: str = "chart.png") -> None:
-        raise AssertionError("basics sends no photos")
-
-    def send_document(self, content: bytes, filename: str, caption: str = "") -> None:
-        raise AssertionError("basics sends no documents")
-
-    @property
-    def text(self) -> str:
-        return self.replies[-1][0]
-
-    @property
-    def button_data(self) -> list[str]:
-        return [button.data for row in self.replies[-1][1] for button in row if button.data]
+def new_chat() -> RecordingChat:
+    """Basics only replies (never blank) and answers callbacks: an edit, photo or document fails the test."""
+    return RecordingChat(require_text=True, allow_edits=False, allow_photos=False, allow_documents=False)
 
 
 def message(user_id: int = 11, command: str | None = None, args: str = "", **extra) -> Incoming:
@@ -68,7 +40,7 @@ def bot(aws, monkeypatch):
 def test_start_creates_profile_grants_once_and_shows_the_menu(bot):
     from depu import credits
 
-    chat = RecordingChat()
+    chat = new_chat()
     bot.start(message(command="start"), chat)
     assert "Welcome to DePU, Ada!" in chat.text
     assert "You received 1,000 credits ($1.00)" in chat.text
@@ -86,7 +58,7 @@ def test_concurrent_starts_grant_once(bot):
     from depu import credits
 
     barrier = threading.Barrier(6)
-    chats = [RecordingChat() for _ in range(6)]
+    chats = [new_chat() for _ in range(6)]
 
     def start(chat: RecordingChat) -> None:
         barrier.wait()
@@ -100,7 +72,7 @@ def test_concurrent_starts_grant_once(bot):
 
 
 def test_user_names_are_escaped(bot):
-    chat = RecordingChat()
+    chat = new_chat()
     bot.start(message(command="start", first_name="<b>Eve</b> & co"), chat)
     assert "&lt;b&gt;Eve&lt;/b&gt; &amp; co" in chat.text and "<b>Eve</b>" not in chat.text
     bot.profile_command(message(command="profile", first_name="<b>Eve</b> & co", username="e<v>e"), chat)
@@ -111,7 +83,7 @@ def test_user_names_are_escaped(bot):
 def test_referral_payload_is_recorded_and_unknown_payload_ignored_politely(bot):
     from depu.profiles import get_profile
 
-    chat = RecordingChat()
+    chat = new_chat()
     bot.start(message(command="start", args="ref_friend42"), chat)
     assert get_profile(11).referred_by == "ref_friend42"
     assert "didn't recognise" not in chat.text
@@ -130,7 +102,7 @@ def test_help_lists_every_menu_command(bot, monkeypatch):
 
     monkeypatch.setitem(registry.commands, "zz_test", Command("zz_test", "A <test> command", lambda i, c: None))
     monkeypatch.setitem(registry.commands, "hidden", Command("hidden", "not listed", lambda i, c: None, menu=False))
-    chat = RecordingChat()
+    chat = new_chat()
     bot.help_command(message(command="help"), chat)
     assert "/start: " in chat.text and "/profile: " in chat.text and "/help: " in chat.text
     assert "/zz_test: A &lt;test&gt; command" in chat.text
@@ -143,7 +115,7 @@ def test_profile_shows_identity_balances_and_sections(bot, monkeypatch):
     monkeypatch.setattr(profiles, "_sections", dict(profiles._sections))
     profiles._sections.pop("GPU rentals", None)  # a stand-in for the rental feature, whoever imported it first
     profiles.profile_section(order=10, title="GPU rentals")(lambda user_id: "No rentals yet.")
-    chat = RecordingChat()
+    chat = new_chat()
     bot.start(message(command="start"), chat)
     credits.hold(11, 300, "job-7")
     credits.hold(11, 100, "job-8")
@@ -160,7 +132,7 @@ def test_profile_shows_identity_balances_and_sections(bot, monkeypatch):
 
 
 def test_profile_without_start_creates_the_profile(bot):
-    chat = RecordingChat()
+    chat = new_chat()
     bot.profile_command(message(user_id=31, command="profile"), chat)
     assert "Available: 1,000 credits ($1.00)" in chat.text
 
@@ -173,7 +145,7 @@ def test_menu_button_opens_the_feature_command(bot, monkeypatch):
         monkeypatch.delitem(registry.commands, name, raising=False)
     monkeypatch.setitem(registry.commands, "rent_gpu",
                         Command("rent_gpu", "Rent a GPU", lambda incoming, chat: seen.append(incoming)))
-    chat = RecordingChat()
+    chat = new_chat()
     bot.menu_button(press("menu:1:rent"), chat)
     assert len(seen) == 1
     assert (seen[0].command, seen[0].callback_id, seen[0].user_id, seen[0].chat_id) == ("rent_gpu", None, 11, 11)
@@ -185,7 +157,7 @@ def test_menu_button_profile_and_coming_soon(bot, monkeypatch):
 
     for name in bot.MENU_TARGETS["fork"]:
         monkeypatch.delitem(registry.commands, name, raising=False)
-    chat = RecordingChat()
+    chat = new_chat()
     bot.menu_button(press("menu:1:fork"), chat)
     assert "coming soon" in chat.text and chat.answers[-1][0] == "Shadow forks: coming soon."
 
@@ -197,7 +169,7 @@ def test_menu_button_profile_and_coming_soon(bot, monkeypatch):
 def test_menu_button_refuses_stale_or_unknown_buttons(data):
     from depu.bot import basics
 
-    chat = RecordingChat()
+    chat = new_chat()
     basics.menu_button(press(data), chat)  # refused before any storage is touched
     assert chat.replies == []
     assert len(chat.answers) == 1 and chat.answers[0][1] is True and "/start" in chat.answers[0][0]
@@ -279,7 +251,7 @@ def test_start_and_menu_through_the_webhook(webhook):
 
 
 def test_profile_is_never_shown_in_a_group(bot):
-    chat = RecordingChat()
+    chat = new_chat()
     bot.start(message(command="start"), chat)
     in_group = message(command="profile", chat_type="supergroup")
     bot.profile_command(in_group, chat)

@@ -11,21 +11,8 @@ from depu.bot.registry import Button, Incoming, registry
 from depu.config import get_settings
 from depu.dashboard import sessions
 from depu.telegram.client import inline_keyboard
+from recording_chat import RecordingChat
 from tests.dashboard_support import invoke
-
-
-class RecordingChat:
-    def __init__(self) -> None:
-        self.replies: list[tuple[str, list[list[Button]] | None]] = []
-
-    def reply(self, text, buttons=None):
-        self.replies.append((text, buttons))
-        return len(self.replies)
-
-    def edit(self, message_id, text, buttons=None): ...
-    def answer_callback(self, text=None, alert=False): ...
-    def send_photo(self, photo, caption="", filename="chart.png"): ...
-    def send_document(self, content, filename, caption=""): ...
 
 
 def run_webapp(user_id: int, chat_type: str = "private") -> tuple[str, list[list[Button]]]:

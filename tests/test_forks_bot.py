@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 import pytest
 import requests
@@ -14,6 +13,7 @@ from depu.bot.registry import Incoming
 from depu.forks.models import Fork
 from depu.profiles import render_sections
 from forks_support import notices, wait_for
+from recording_chat import RecordingChat
 from test_forks_e2e import mainnet, stack  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.e2e
@@ -21,40 +21,13 @@ OWNER, STRANGER = 5151, 6161
 ADDRESS = "0x52908400098527886E0F7030069857D2E4169EE7"  # EIP-55's own all-caps checksum example
 
 
-@dataclass
-class RecordingChat:
-    replies: list[tuple[str, list]] = field(default_factory=list)
-    answers: list[tuple[str | None, bool]] = field(default_factory=list)
-    callback_answered: bool = False
-
-    def reply(self, text: str, buttons=None) -> int:
-        self.replies.append((text, buttons or []))
-        return len(self.replies)
-
-    def edit(self, message_id: int, text: str, buttons=None) -> None:
-        self.replies.append((text, buttons or []))
-
-    def answer_callback(self, text: str | None = None, alert: bool = False) -> None:
-        self.callback_answered = True
-        self.answers.append((text, alert))
-
-    def send_photo(self, *args, **kwargs) -> None:
-        raise AssertionError("no photos here")
-
-    def send_document(self, *args, **kwargs) -> None:
-        raise AssertionError("no documents here")
-
-    @property
-    def text(self) -> str:
-        return self.replies[-1][0]
-
-    @property
-    def buttons(self) -> list[str]:
-        return [button.data for row in self.replies[-1][1] for button in row if button.data]
+def new_chat() -> RecordingChat:
+    """Forks send no photos or documents: either fails the test."""
+    return RecordingChat(allow_photos=False, allow_documents=False)
 
 
 def send(user: int, text: str = "", command: str | None = None, args: str = "") -> RecordingChat:
-    chat = RecordingChat()
+    chat = new_chat()
     incoming = Incoming(update_id=1, user_id=user, chat_id=user, chat_type="private", text=text, command=command,
                         args=args, message_id=3, first_name="Ada")
     dispatch(incoming, chat, correlation_id="test")
@@ -62,7 +35,7 @@ def send(user: int, text: str = "", command: str | None = None, args: str = "") 
 
 
 def press(user: int, data: str) -> RecordingChat:
-    chat = RecordingChat()
+    chat = new_chat()
     incoming = Incoming(update_id=2, user_id=user, chat_id=user, chat_type="private", callback_id="cb", callback_data=data,
                         message_id=4, first_name="Ada")
     dispatch(incoming, chat, correlation_id="test")
@@ -72,18 +45,18 @@ def press(user: int, data: str) -> RecordingChat:
 def test_the_shadow_fork_menu_end_to_end(stack):
     stack.start_host("bot-host")
     menu = send(OWNER, "/shadow_fork", command="shadow_fork")
-    assert "0 of 3 live forks" in menu.text and menu.buttons == ["sf:1:new:latest", "sf:1:new:ask"]
+    assert "0 of 3 live forks" in menu.text and menu.button_data == ["sf:1:new:latest", "sf:1:new:ask"]
 
     created = press(OWNER, "sf:1:new:latest")
     url = re.search(r"<code>(http[^<]+/rpc/dpf_[^<]+)</code>", created.text).group(1)
-    fork_id = created.buttons[0].split(":")[-1]
+    fork_id = created.button_data[0].split(":")[-1]
     wait_for(lambda: Fork.get(fork_id).status == "active", 60, "active")
     notices(5)
     w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
 
     info = press(OWNER, f"sf:1:i:{fork_id}")
     assert "— active" in info.text and "Journal: 0 entries" in info.text and "blocks behind mainnet" in info.text
-    assert f"sf:1:fund:{fork_id}" in info.buttons and f"sf:1:del:{fork_id}" in info.buttons
+    assert f"sf:1:fund:{fork_id}" in info.button_data and f"sf:1:del:{fork_id}" in info.button_data
     # another user cannot open, fund or delete it
     for data in (f"sf:1:i:{fork_id}", f"sf:1:fund:{fork_id}", f"sf:1:delok:{fork_id}"):
         assert "No such shadow fork" in press(STRANGER, data).text
@@ -110,7 +83,7 @@ def test_the_shadow_fork_menu_end_to_end(stack):
     assert ("Shadow forks", f"1 of 3 live: {fork_id} (active)") in render_sections(OWNER)
 
     confirm = press(OWNER, f"sf:1:del:{fork_id}")
-    assert confirm.buttons == [f"sf:1:delok:{fork_id}", f"sf:1:i:{fork_id}"]
+    assert confirm.button_data == [f"sf:1:delok:{fork_id}", f"sf:1:i:{fork_id}"]
     assert "Deleting" in press(OWNER, f"sf:1:delok:{fork_id}").text
     assert requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=10).status_code == 401
     wait_for(lambda: Fork.get(fork_id).status == "deleted", 30, "deleted")

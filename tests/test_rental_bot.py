@@ -2,56 +2,20 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 import pytest
 
 from conftest import TEST_BOT_TOKEN
 from depu.bot.registry import Document, Incoming
 from depu.errors import UserError
+from recording_chat import RecordingChat
 from rental_helpers import CPU_BENCHMARK, USER_ID, AgentApi, ensure_user, register_agent
 from telegram_fake_api import FakeTelegram
 
 
-@dataclass
-class Chat:
-    """``registry.Chat`` that records new messages, edits and callback answers on one timeline, so a test
-    reads what the user sees now (``text``) and presses buttons by label (``button``)."""
-
-    sent: list[tuple[int, str, list]] = field(default_factory=list)
-    timeline: list[tuple[str, list]] = field(default_factory=list)
-    answers: list[tuple[str | None, bool]] = field(default_factory=list)
-    callback_answered: bool = False  # what the dispatcher checks after a button handler
-
-    def reply(self, text: str, buttons=None) -> int:
-        assert text.strip()
-        self.sent.append((500 + len(self.sent), text, buttons or []))
-        self.timeline.append((text, buttons or []))
-        return self.sent[-1][0]
-
-    def edit(self, message_id: int, text: str, buttons=None) -> None:
-        self.timeline.append((text, buttons or []))
-
-    def answer_callback(self, text: str | None = None, alert: bool = False) -> None:
-        self.callback_answered = True
-        self.answers.append((text, alert))
-
-    def send_photo(self, *args, **kwargs) -> None:
-        raise AssertionError("no photos here")
-
-    def send_document(self, *args, **kwargs) -> None:
-        raise AssertionError("no documents here")
-
-    @property
-    def text(self) -> str:
-        return self.timeline[-1][0]
-
-    def button(self, label_part: str) -> str:
-        buttons = [b for row in self.timeline[-1][1] for b in row]
-        for button in buttons:
-            if label_part in button.text:
-                return button.data
-        raise AssertionError(f"no button {label_part!r} in {[b.text for b in buttons]}")
+def new_chat() -> RecordingChat:
+    """Rental replies are never blank and get message ids from 500; photos and documents fail the test."""
+    return RecordingChat(require_text=True, allow_photos=False, allow_documents=False, first_message_id=500)
 
 
 def command(name: str, args: str = "", user_id: int = USER_ID, chat_type: str = "private") -> Incoming:
@@ -89,7 +53,7 @@ def cpu_agent(aws):
 
 
 def test_rent_gpu_with_nobody_online_says_so(bot):
-    chat = Chat()
+    chat = new_chat()
     bot.rent_gpu(command("rent_gpu"), chat)
     assert "No provider is online" in chat.text
 
@@ -98,7 +62,7 @@ def test_train_flow_holds_the_maximum_and_sends_one_progress_message(bot, cpu_ag
     from depu import credits
     from depu.jobs.models import Job
 
-    chat = Chat()
+    chat = new_chat()
     bot.rent_gpu(command("rent_gpu"), chat)
     assert "CPU (no GPU) · 1 online · 30 cr/h" in chat.timeline[-1][1][0][0].text
     bot.rent_step(press(chat.button("CPU")), chat)
@@ -132,7 +96,7 @@ def test_too_expensive_choice_is_refused_and_nothing_is_held(bot, aws):
 
     ensure_user(7001)
     register_agent(AgentApi(), issue_enrolment_token(7001))  # an H100 at 2500 credits/h
-    chat = Chat()
+    chat = new_chat()
     bot.rent_gpu(command("rent_gpu"), chat)
     bot.rent_step(press(chat.button("H100 80GB")), chat)
     bot.rent_step(press(chat.button("Benchmark")), chat)
@@ -159,7 +123,7 @@ def test_script_flow_stores_the_file_and_the_agent_gets_a_presigned_url(bot, cpu
         get_settings.cache_clear()
         bot_api.cache_clear()
         telegram.add_file("file-1", "documents/train.py", b"print('hello from the user')\n")
-        chat = Chat()
+        chat = new_chat()
         bot.rent_gpu(command("rent_gpu"), chat)
         bot.rent_step(press(chat.button("CPU")), chat)
         bot.rent_step(press(chat.button("script")), chat)
@@ -182,8 +146,8 @@ def test_script_flow_stores_the_file_and_the_agent_gets_a_presigned_url(bot, cpu
 
 def test_documents_outside_the_script_step_are_not_taken(bot, cpu_agent):
     ensure_user(USER_ID)
-    assert bot.rent_script(sent_document("train.py", 10), Chat()) is False
-    assert bot.rent_dataset_url(typed("https://example.com"), Chat()) is False
+    assert bot.rent_script(sent_document("train.py", 10), new_chat()) is False
+    assert bot.rent_dataset_url(typed("https://example.com"), new_chat()) is False
 
 
 def test_jobs_lists_only_mine_and_cancel_works_only_on_mine(bot, cpu_agent):
@@ -193,7 +157,7 @@ def test_jobs_lists_only_mine_and_cancel_works_only_on_mine(bot, cpu_agent):
     ensure_user(USER_ID + 1)
     mine = submit_job(USER_ID, gpu_class="cpu")
     theirs = submit_job(USER_ID + 1, gpu_class="cpu")
-    chat = Chat()
+    chat = new_chat()
     bot.list_jobs(command("jobs"), chat)
     assert mine.job_id in chat.text and theirs.job_id not in chat.text
     with pytest.raises(UserError):
@@ -208,16 +172,16 @@ def test_jobs_lists_only_mine_and_cancel_works_only_on_mine(bot, cpu_agent):
 
 
 def test_provider_gives_a_working_install_token_and_lists_machines(bot):
-    chat = Chat()
+    chat = new_chat()
     bot.provider(command("provider", user_id=7001), chat)
     token = re.search(r"--token (\S+)", chat.text).group(1)
     assert "/agent/install.sh | sudo bash -s --" in chat.text
     registered = register_agent(AgentApi(), token, name="basement-rig")
-    chat = Chat()
+    chat = new_chat()
     bot.provider(command("provider", user_id=7001), chat)
     assert "basement-rig" in chat.text and "H100" in chat.text and "verified" in chat.text and "online" in chat.text
     assert registered["agent_token"] not in chat.text
-    group = Chat()
+    group = new_chat()
     bot.provider(command("provider", user_id=7001, chat_type="group"), group)
     assert "private chat" in group.text and "--token" not in group.text
 
@@ -237,7 +201,7 @@ def test_through_the_dispatcher_bad_input_is_answered_and_the_flow_survives(bot,
     from depu.bot import dispatch
 
     monkeypatch.setattr(dispatch, "_loaded", True)  # only this feature's handlers, as registered on import
-    chat = Chat()
+    chat = new_chat()
     assert dispatch.dispatch(command("rent_gpu"), chat, correlation_id="t1") == "command:rent_gpu"
     dispatch.dispatch(press(chat.button("CPU")), chat, correlation_id="t2")
     dispatch.dispatch(press(chat.button("Train")), chat, correlation_id="t3")
@@ -258,11 +222,11 @@ def test_one_jobs_details_are_shown_only_to_its_owner(bot, cpu_agent):
     ensure_user(USER_ID)
     ensure_user(USER_ID + 1)
     job = submit_job(USER_ID, gpu_class="cpu")
-    chat = Chat()
+    chat = new_chat()
     bot.list_jobs(command("jobs", job.job_id), chat)
     assert job.job_id in chat.text and "queued" in chat.text and chat.button("Cancel job")
     with pytest.raises(UserError):
-        bot.list_jobs(command("jobs", job.job_id, user_id=USER_ID + 1), Chat())
+        bot.list_jobs(command("jobs", job.job_id, user_id=USER_ID + 1), new_chat())
     from depu.jobs import service
 
     service.cancel(USER_ID, job.job_id)

@@ -8,30 +8,7 @@ from depu.bot import features
 from depu.bot.dispatch import dispatch
 from depu.bot.registry import Document, Incoming, registry
 from depu.errors import UserError
-
-
-class RecordingChat:
-    def __init__(self) -> None:
-        self.replies: list[str] = []
-        self.answers: list[str | None] = []
-        self.callback_answered = False
-
-    def reply(self, text, buttons=None):
-        self.replies.append(text)
-        return len(self.replies)
-
-    def edit(self, message_id, text, buttons=None):
-        self.replies.append(f"edit {message_id}: {text}")
-
-    def answer_callback(self, text=None, alert=False):
-        self.callback_answered = True
-        self.answers.append(text)
-
-    def send_photo(self, photo, caption="", filename="chart.png"):
-        pass
-
-    def send_document(self, content, filename, caption=""):
-        pass
+from recording_chat import RecordingChat
 
 
 @pytest.fixture
@@ -61,14 +38,14 @@ def test_text_goes_to_the_first_handler_that_takes_it(handlers) -> None:
     handlers.text(lambda inc, chat: seen.append("c") or True)
     chat = RecordingChat()
     assert dispatch(incoming(text="https://data.example/x"), chat, correlation_id="1") == "text"
-    assert seen == ["a", "b"] and chat.replies == []
+    assert seen == ["a", "b"] and chat.timeline == []
 
 
 def test_untaken_text_gets_a_hint_in_private_and_silence_in_groups(handlers) -> None:
     private, group = RecordingChat(), RecordingChat()
     dispatch(incoming(text="hello"), private, correlation_id="1")
     dispatch(incoming(text="hello", chat_id=-9, chat_type="group"), group, correlation_id="2")
-    assert private.replies == ["Send /help to see what I can do."] and group.replies == []
+    assert private.edits == [] and private.reply_texts == ["Send /help to see what I can do."] and group.timeline == []
 
 
 def test_documents_can_be_declined_with_false(handlers) -> None:
@@ -84,7 +61,7 @@ def test_a_document_nobody_wants(handlers) -> None:
     handlers.document(lambda inc, chat: False)
     chat = RecordingChat()
     assert dispatch(incoming(document=SCRIPT), chat, correlation_id="1") == "unexpected_document"
-    assert "wasn't expecting a file" in chat.replies[0]
+    assert "wasn't expecting a file" in chat.timeline[0][0]
 
 
 def test_a_command_in_a_document_caption_wins(handlers) -> None:
@@ -103,17 +80,17 @@ def test_user_error_in_a_button_handler_replies_and_stops_the_spinner(handlers) 
     chat = RecordingChat()
     outcome = dispatch(incoming(callback_id="q1", callback_data="fork:del:1"), chat, correlation_id="1")
     assert outcome == "user_error"
-    assert chat.replies == ["That fork is gone."] and chat.answers == [None]
+    assert chat.edits == [] and chat.reply_texts == ["That fork is gone."] and [text for text, _ in chat.answers] == [None]
 
 
 def test_apology_escapes_the_reference(handlers) -> None:
     handlers.command("boom", "x")(lambda inc, chat: 1 / 0)
     chat = RecordingChat()
     assert dispatch(incoming(command="boom"), chat, correlation_id="<41>") == "failed"
-    assert "ref &lt;41&gt;" in chat.replies[0]
+    assert "ref &lt;41&gt;" in chat.timeline[0][0]
 
 
 def test_unknown_command_name_is_escaped(handlers) -> None:
     chat = RecordingChat()
     dispatch(incoming(command="x<b>"), chat, correlation_id="1")
-    assert chat.replies == ["I don't know /x&lt;b&gt;. Try /help to see what I can do."]
+    assert chat.edits == [] and chat.reply_texts == ["I don't know /x&lt;b&gt;. Try /help to see what I can do."]
