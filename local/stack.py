@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,8 @@ class StackOptions:
     extra_environment: dict[str, str] = field(default_factory=dict)
 
 
-# The local mainnet seals a block every few seconds and gets a round of transfers every half minute; it does
-# not reorg on its own, so the indexer needs only a shallow confirmation depth to show fresh activity.
+# The local mainnet gets a block every few seconds and a round of transfers every half minute; it does not
+# reorg on its own, so the indexer needs only a shallow confirmation depth to show fresh activity.
 LOCAL_BLOCK_TIME_S = 2.0
 LOCAL_ACTIVITY_PERIOD_S = 30.0
 LOCAL_CHAIN_ENVIRONMENT = {"CHAIN_CONFIRMATIONS": "2"}
@@ -118,7 +119,7 @@ class LocalStack:
         log_path = self.options.state_dir / "logs" / "anvil.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.chain = DevChain(self.options.chain_port, block_time=LOCAL_BLOCK_TIME_S, log_path=log_path).start()
+            self.chain = DevChain(self.options.chain_port, log_path=log_path).start()
         except (OSError, RuntimeError, TimeoutError) as error:
             self.notes.append(f"local chain: failed to start ({error}); see {log_path}")
             return
@@ -128,17 +129,22 @@ class LocalStack:
         threading.Thread(target=self._seed_chain, name="depu-local-chain-seed", daemon=True).start()
 
     def _seed_chain(self) -> None:
-        """Deploy the test tokens and make known activity, then keep mainnet busy (a round of transfers every
-        ``LOCAL_ACTIVITY_PERIOD_S``) so forks have something to sync to and analytics something to show."""
+        """Deploy the test tokens and make known activity, then keep mainnet moving like mainnet: a block every
+        ``LOCAL_BLOCK_TIME_S`` and a round of transfers every ``LOCAL_ACTIVITY_PERIOD_S``, so forks have a head
+        to sync to and analytics something to show. Blocks are mined from this one thread (anvil's own interval
+        mining would fight the automine its transfers rely on)."""
         chain = self.chain
         try:
             chain.deploy_defaults()
             chain.activity(rounds=5)
             log.info("local chain seeded: head block %d", chain.block_number())
-            seed = 8
-            while not self._stopping.wait(LOCAL_ACTIVITY_PERIOD_S) and self.chain is chain:
-                chain.activity(rounds=1, seed=seed)
-                seed += 1
+            seed, last_activity = 8, time.monotonic()
+            while not self._stopping.wait(LOCAL_BLOCK_TIME_S) and self.chain is chain:
+                if time.monotonic() - last_activity >= LOCAL_ACTIVITY_PERIOD_S:
+                    chain.activity(rounds=1, seed=seed)
+                    seed, last_activity = seed + 1, time.monotonic()
+                else:
+                    chain.mine(1)
         except Exception as error:  # noqa: BLE001 - a bare chain still serves forks
             if self.chain is chain and not self._stopping.is_set():
                 log.warning("local chain activity stopped: %s", error)
