@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # DePU provider agent installer: unattended, idempotent, reversible.
 #
-#   sudo ./install.sh --token PROVIDER_TOKEN --api https://api.depu.example [--name rig-1] [--gpus 0,1]
-#   curl -fsSL https://api.depu.example/agent/install.sh | sudo bash -s -- --token T --api https://api.depu.example
+#   export DEPU_PROVIDER_TOKEN=T   # from /provider; the environment keeps it out of `ps`, unlike --token
+#   sudo --preserve-env=DEPU_PROVIDER_TOKEN ./install.sh --api https://api.depu.example [--name rig-1] [--gpus 0,1]
+#   curl -fsSL https://api.depu.example/agent/install.sh | sudo --preserve-env=DEPU_PROVIDER_TOKEN bash -s -- --api https://api.depu.example
 #   sudo ./install.sh --uninstall
 #   ./install.sh --dry-run --token T --api URL     # print the steps, change nothing
 #

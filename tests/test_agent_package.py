@@ -168,9 +168,12 @@ def test_piped_install_fetches_verifies_and_installs_the_package(agent_api, tmp_
     monkeypatch.setenv("PUBLIC_API_URL", agent_api)
     get_settings.cache_clear()
     shown = install_command(TOKEN)  # exactly what /provider shows, run without root: sudo -> --dry-run
-    assert f"curl -fsSL {agent_api}/agent/install.sh | sudo bash -s -- " in shown
+    from depu.bot.rental import SUDO_WITH_TOKEN
+
+    assert f"curl -fsSL {agent_api}/agent/install.sh | {SUDO_WITH_TOKEN} -s -- " in shown
+    assert "--token" not in shown  # the token is in the environment, not in any process's arguments
     env = {"PATH": os.environ["PATH"], "HOME": str(cwd), "LANG": "C.UTF-8"}
-    dry = subprocess.run(["bash", "-c", "set -o pipefail; " + shown.replace("| sudo bash", "| bash") + " --dry-run"],
+    dry = subprocess.run(["bash", "-c", "set -o pipefail; " + shown.replace(f"| {SUDO_WITH_TOKEN}", "| bash") + " --dry-run"],
                          cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
     get_settings.cache_clear()
     assert dry.returncode == 0, dry.stderr

@@ -174,8 +174,9 @@ def test_jobs_lists_only_mine_and_cancel_works_only_on_mine(bot, cpu_agent):
 def test_provider_gives_a_working_install_token_and_lists_machines(bot):
     chat = new_chat()
     bot.provider(command("provider", user_id=7001), chat)
-    token = re.search(r"--token (\S+)", chat.text).group(1)
-    assert "/agent/install.sh | sudo bash -s --" in chat.text
+    token = re.search(r"DEPU_PROVIDER_TOKEN=(\S+);", chat.text).group(1)
+    assert "/agent/install.sh | sudo --preserve-env=DEPU_PROVIDER_TOKEN bash -s --" in chat.text
+    assert "--token" not in chat.text  # never an argument visible in ps on the provider's machine
     registered = register_agent(AgentApi(), token, name="basement-rig")
     chat = new_chat()
     bot.provider(command("provider", user_id=7001), chat)

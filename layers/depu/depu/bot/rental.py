@@ -314,11 +314,15 @@ def _strip_tags(value: str) -> str:
 # ---------------------------------------------------------------- /provider
 
 
+SUDO_WITH_TOKEN = "sudo --preserve-env=DEPU_PROVIDER_TOKEN bash"
+
+
 def install_command(token: str) -> str:
     """What a provider pastes on the GPU machine: install.sh (which needs root) fetches the agent package from
-    the API itself, so no checkout is needed there (agent/README.md)."""
+    the API itself, so no checkout is needed there (agent/README.md). The token travels in the environment
+    (``export`` is a shell builtin), never as an argument that other users of the machine could see in ``ps``."""
     base = get_settings().public_api_url
-    return f"curl -fsSL {base}/agent/install.sh | sudo bash -s -- --token {token} --api {base}"
+    return f"export DEPU_PROVIDER_TOKEN={token}; curl -fsSL {base}/agent/install.sh | {SUDO_WITH_TOKEN} -s -- --api {base}"
 
 
 def _ago(seconds: float) -> str:
