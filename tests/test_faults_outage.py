@@ -25,22 +25,13 @@ from depu.notify import Notice
 from depu.telegram.client import bot_api
 from depu_agent.api import ApiClient, Backoff
 from depu_agent.outbox import Outbox
+from forks_support import wait_for
 from local.moto_server import free_port
 from rental_helpers import USER_ID, enrol_provider, ensure_user, run_matcher, submit_job
 from rental_helpers import GPU_H100, H100_BENCHMARK
 from telegram_fake_api import FakeTelegram
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def runtime_on(aws, port: int, functions: tuple[str, ...], endpoint: str | None = None, extra_env=None):

@@ -19,21 +19,12 @@ from conftest import TEST_BOT_TOKEN
 from depu.config import get_settings
 from depu.notify import Notice
 from depu.telegram.client import bot_api
+from forks_support import wait_for
 from local.moto_server import free_port
 from rental_helpers import USER_ID, AgentApi, enrol_provider, ensure_user, notices, register_agent, run_reaper, submit_job
 from telegram_fake_api import FakeTelegram
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def queue_url(logical_id: str) -> str:

@@ -14,6 +14,7 @@ from depu.analytics import views, watches
 from depu.analytics.amounts import fmt, scale
 from depu.analytics.metadata import TokenMeta
 from depu.bot.registry import Button, Chat, Incoming, Keyboard, callback, command, text
+from depu.bot.screens import show
 from depu.errors import UserError
 from depu.profiles import profile_section
 
@@ -47,13 +48,6 @@ def _float(amount: int, meta: TokenMeta | None) -> float:
     return float(scale(amount, meta.decimals if meta else None))
 
 
-def _show(incoming: Incoming, chat: Chat, text: str, buttons: Keyboard | None = None) -> None:
-    if incoming.callback_id is not None and incoming.message_id is not None:
-        chat.edit(incoming.message_id, text, buttons)
-    else:
-        chat.reply(text, buttons)
-
-
 # ---------------------------------------------------------------- menu
 @command("analytics", "Chain analytics: an address, a token or the chain")
 def analytics(incoming: Incoming, chat: Chat) -> None:
@@ -72,7 +66,7 @@ def analytics(incoming: Incoming, chat: Chat) -> None:
 def _menu(incoming: Incoming, chat: Chat) -> None:
     head = views.chain_time()
     status = "Nothing indexed yet: the indexer starts within a minute." if head is None else "Live, from indexed blocks."
-    _show(incoming, chat,
+    show(incoming, chat,
           "<b>Chain analytics</b>\n" + status + "\n\n"
           "• <b>Chain</b>: blocks, gas, activity\n"
           "• <b>Tokens</b>: volume, active addresses, top transfers\n"
@@ -107,7 +101,7 @@ def on_button(incoming: Incoming, chat: Chat) -> None:
 
         ensure_profile(incoming.user_id, incoming.first_name, incoming.username, incoming.language_code)
         conversation.start(incoming.user_id, FLOW, "address", ttl_seconds=600)
-        _show(incoming, chat, "Send the address (0x followed by 40 hex characters), a wallet or a token.",
+        show(incoming, chat, "Send the address (0x followed by 40 hex characters), a wallet or a token.",
               [[_button("◀ Analytics menu", "m")]])
     elif view == "t" and len(rest) == 2:
         token_view(incoming, chat, _address(rest[1]), window)
@@ -142,7 +136,7 @@ def chain_view(incoming: Incoming, chat: Chat, window: str) -> None:
 
     view = views.chain_view(window)
     if not view.blocks:
-        _show(incoming, chat, "No blocks indexed in this window yet.", _windows("c", window))
+        show(incoming, chat, "No blocks indexed in this window yet.", _windows("c", window))
         return
     gwei = Decimal(10**9)
     span = f"newest {len(view.blocks):,} blocks" if view.capped else f"last {WINDOW_LABELS[window]}"
@@ -152,7 +146,7 @@ def chain_view(incoming: Incoming, chat: Chat, window: str) -> None:
             f"({100 * view.average('gas_used') / max(view.average('gas_limit'), 1):.1f}% of the limit)\n"
             f"Base fee now: {Decimal(int(view.blocks[-1]['base_fee'])) / gwei:.3f} gwei · "
             f"median tip: {Decimal(int(view.blocks[-1]['tip_median'])) / gwei:.3f} gwei")
-    _show(incoming, chat, text, _windows("c", window))
+    show(incoming, chat, text, _windows("c", window))
     numbers = [int(b["number"]) for b in view.blocks]
     chart = charts.series_chart(
         f"Gas and fees, last {WINDOW_LABELS[window]}", numbers,
@@ -164,11 +158,11 @@ def chain_view(incoming: Incoming, chat: Chat, window: str) -> None:
 def token_list(incoming: Incoming, chat: Chat) -> None:
     tokens = views.known_tokens()
     if not tokens:
-        _show(incoming, chat, "No tokens seen yet.", [[_button("◀ Analytics menu", "m")]])
+        show(incoming, chat, "No tokens seen yet.", [[_button("◀ Analytics menu", "m")]])
         return
     rows = [[_button(f"{meta.label} · {_short(meta.token)}", "t", "24h", meta.token)] for meta in tokens]
     rows.append([_button("◀ Analytics menu", "m")])
-    _show(incoming, chat, "<b>Tokens</b>: choose one (or send <code>/analytics 0xTOKEN</code>).", rows)
+    show(incoming, chat, "<b>Tokens</b>: choose one (or send <code>/analytics 0xTOKEN</code>).", rows)
 
 
 def token_view(incoming: Incoming, chat: Chat, token: str, window: str) -> None:
@@ -192,7 +186,7 @@ def token_view(incoming: Incoming, chat: Chat, token: str, window: str) -> None:
         lines.append("\n<b>Top movers</b> (sent + received)")
         for address, moved in view.top_movers:
             lines.append(f"<code>{_short(address)}</code> {html.escape(_amount(moved, meta, token))}")
-    _show(incoming, chat, "\n".join(lines), _windows("t", window, token))
+    show(incoming, chat, "\n".join(lines), _windows("t", window, token))
     hours = [hour for hour, _, _ in view.series]
     chart = charts.flows_chart(f"{meta.label if meta else _short(token)} volume per hour", hours,
                                [_float(volume, meta) for _, volume, _ in view.series], [0.0] * len(hours),
@@ -207,7 +201,7 @@ def address_view(incoming: Incoming, chat: Chat, address: str, window: str) -> N
     lines = [f"<b>Address</b> <code>{address}</code>"]
     if not view.seen:
         lines.append("No transfers seen for this address since indexing began.")
-        _show(incoming, chat, "\n".join(lines), _windows("a", window, address))
+        show(incoming, chat, "\n".join(lines), _windows("a", window, address))
         return
     lines.append("\n<b>Seen since indexing began</b> (in / out / net)")
     for flow in view.seen[:8]:
@@ -226,7 +220,7 @@ def address_view(incoming: Incoming, chat: Chat, address: str, window: str) -> N
             meta = views.metadata.cached(asset)
             lines.append(f"<code>{_short(other)}</code>: {count}× · sent {html.escape(_amount(sent, meta, asset))}"
                          f" · received {html.escape(_amount(received, meta, asset))}")
-    _show(incoming, chat, "\n".join(lines), _windows("a", window, address))
+    show(incoming, chat, "\n".join(lines), _windows("a", window, address))
     busiest = view.flows[0] if view.flows else None
     if busiest is not None:
         series = sorted(view.series[busiest.asset])

@@ -17,7 +17,8 @@ import time
 from depu import conversation, credits
 from depu.agents import catalogue, registry as agents
 from depu.agents.tokens import ENROLMENT_TTL_SECONDS, issue_enrolment_token
-from depu.bot.registry import Button, Chat, Incoming, Keyboard, callback, command, document, text
+from depu.bot.registry import Button, Chat, Incoming, callback, command, document, text
+from depu.bot.screens import show
 from depu.config import get_settings
 from depu.errors import UserError
 from depu.jobs import lifecycle, messages, service, workloads
@@ -48,14 +49,6 @@ def _profile(incoming: Incoming) -> None:
     ensure_profile(incoming.user_id, incoming.first_name, incoming.username, incoming.language_code)
 
 
-def _show(chat: Chat, incoming: Incoming, body: str, buttons: Keyboard | None = None) -> None:
-    """Edit the menu message a button belongs to; send a new one after typed input or a document."""
-    if incoming.callback_id is not None and incoming.message_id is not None:
-        chat.edit(incoming.message_id, body, buttons)
-    else:
-        chat.reply(body, buttons)
-
-
 # ---------------------------------------------------------------- /rent_gpu
 
 
@@ -79,7 +72,7 @@ def rent_gpu(incoming: Incoming, chat: Chat) -> None:
 def _workload_menu(chat: Chat, incoming: Incoming, gpu_class: str) -> None:
     rows = [[_button(label, "w", name)] for name, label in WORKLOAD_LABELS.items()]
     rows.append([_button("Cancel", "x")])
-    _show(chat, incoming, f"<b>{html.escape(catalogue.describe(gpu_class))}</b>\nWhat should it run?", rows)
+    show(incoming, chat, f"<b>{html.escape(catalogue.describe(gpu_class))}</b>\nWhat should it run?", rows)
 
 
 def _limit_menu(chat: Chat, incoming: Incoming, gpu_class: str, note: str = "") -> None:
@@ -89,7 +82,7 @@ def _limit_menu(chat: Chat, incoming: Incoming, gpu_class: str, note: str = "") 
         for seconds in workloads.TIME_LIMIT_CHOICES
     ]
     rows.append([_button("Cancel", "x")])
-    _show(chat, incoming, (note + "\n\n" if note else "") + "Time limit? The job stops when it is reached.", rows)
+    show(incoming, chat, (note + "\n\n" if note else "") + "Time limit? The job stops when it is reached.", rows)
 
 
 def _summary(data: dict) -> str:
@@ -110,7 +103,7 @@ def _summary(data: dict) -> str:
 def _confirm(chat: Chat, incoming: Incoming, data: dict) -> None:
     balance = credits.balance(incoming.user_id)
     rows = [[_button("Submit", "ok"), _button("Cancel", "x")]]
-    _show(chat, incoming, _summary(data) + f"\nYou have {balance.credits} credits available.", rows)
+    show(incoming, chat, _summary(data) + f"\nYou have {balance.credits} credits available.", rows)
 
 
 def _params(data: dict) -> dict:
@@ -144,7 +137,7 @@ def _submit(incoming: Incoming, chat: Chat, data: dict) -> None:
         return
     conversation.clear(incoming.user_id, FLOW)
     chat.answer_callback("Submitted")
-    _show(chat, incoming, _summary(data) + "\n\nSubmitted. Follow it below, or with /jobs.")
+    show(incoming, chat, _summary(data) + "\n\nSubmitted. Follow it below, or with /jobs.")
     message_id = chat.reply(messages.status_text(job), [[Button("Cancel job", data=messages.cancel_button(job.job_id)["data"])]])
     service.set_progress_message(job.job_id, message_id)
 
@@ -160,7 +153,7 @@ def rent_step(incoming: Incoming, chat: Chat) -> None:
     if step == "x":
         conversation.clear(incoming.user_id, FLOW)
         chat.answer_callback()
-        _show(chat, incoming, "Cancelled. Nothing was charged.")
+        show(incoming, chat, "Cancelled. Nothing was charged.")
         return
     flow = conversation.load(incoming.user_id)
     if flow is None or flow.flow != FLOW:
@@ -183,16 +176,16 @@ def rent_step(incoming: Incoming, chat: Chat) -> None:
             elif value == "train":
                 conversation.advance(incoming.user_id, "epochs", {"workload": value}, flow=FLOW)
                 rows = [[_button(f"{n} epoch{'s' if n > 1 else ''}", "e", n) for n in EPOCH_CHOICES]]
-                _show(chat, incoming, "How many epochs?", rows)
+                show(incoming, chat, "How many epochs?", rows)
             else:
                 conversation.advance(incoming.user_id, "script", {"workload": value}, flow=FLOW)
-                _show(chat, incoming, f"Send your <b>.py</b> file as a document (at most "
+                show(incoming, chat, f"Send your <b>.py</b> file as a document (at most "
                                       f"{workloads.MAX_SCRIPT_BYTES // 1024} KiB). Files it writes to "
                                       "<code>outputs/</code> come back to you.")
         elif step == "e" and flow.step == "epochs" and value.isdigit() and int(value) in EPOCH_CHOICES:
             conversation.advance(incoming.user_id, "dataset", {"epochs": int(value)}, flow=FLOW)
             chat.answer_callback()
-            _show(chat, incoming, "Which dataset? Tap <b>Synthetic</b> or send an https:// URL of a CSV file.",
+            show(incoming, chat, "Which dataset? Tap <b>Synthetic</b> or send an https:// URL of a CSV file.",
                   [[_button("Synthetic", "d", "synthetic")]])
         elif step == "d" and flow.step == "dataset" and value == "synthetic":
             conversation.advance(incoming.user_id, "limit", {"dataset": "synthetic"}, flow=FLOW)
