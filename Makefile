@@ -18,6 +18,7 @@ $(STAMP): requirements-dev.txt layers/depu/requirements.txt agent/requirements.t
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	$(VENV)/bin/pip uninstall --quiet --yes pynvml 2>/dev/null || true  # deprecated twin of nvidia-ml-py (warns in every job's log)
 	touch $(STAMP)
 
 $(SAM_STAMP):

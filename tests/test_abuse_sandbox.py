@@ -111,7 +111,7 @@ def test_secret_hunting_script_finds_nothing(config, tmp_path):
     assert found["hits"] == [], found
     assert not any(name.startswith(("AWS", "DEPU")) for name in found["env"]), found["env"]
     assert set(found["env"]) <= {"PATH", "HOME", "TMPDIR", "LANG", "PYTHONUNBUFFERED", "PYTHONNOUSERSITE",
-                                 "PYTHONDONTWRITEBYTECODE", "CUDA_VISIBLE_DEVICES", "CUDA_CACHE_PATH", "PYTHONPATH",
+                                 "PYTHONDONTWRITEBYTECODE", "CUDA_VISIBLE_DEVICES", "CUDA_CACHE_PATH", "LD_LIBRARY_PATH",
                                  "LC_CTYPE"}, found["env"]
     for private in (config.agent_token_file, "/etc/shadow", "/proc/1/environ", f"/proc/{os.getpid()}/environ"):
         assert private not in found["readable"], found["readable"]

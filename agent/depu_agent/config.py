@@ -62,6 +62,12 @@ class AgentConfig:
     # (even after setsid) is found by its uid and killed when it ends. install.sh sets it.
     sandbox_uid_base: int = 0
     sandbox_python: str = ""
+    # Where the agent mirrors its interpreter and packages when the sandbox user cannot reach them where they
+    # are (a checkout in a mode-700 folder): default <temp dir>/depu-sandbox-runtime-<uid>. See sandbox_runtime.
+    sandbox_runtime_dir: str = ""
+    # Where each job's private workspace is made (default: the system temp dir). Must be searchable by the
+    # sandbox user; the start-up self-check proves it.
+    sandbox_workspace_dir: str = ""
     script_memory_mb: int = 4096
     script_max_files: int = 256
     script_max_processes: int = 512

@@ -26,6 +26,7 @@ from .outbox import Outbox
 
 log = logging.getLogger(__name__)
 
+RENTAL_CAPABILITY = "gpu"  # runs renters' jobs (a CPU-only agent declares it too); fork hosts say "fork_host"
 EXIT_OK, EXIT_REJECTED, EXIT_NOT_REGISTERED, EXIT_UNVERIFIED = 0, 3, 4, 5
 
 
@@ -50,6 +51,9 @@ class Agent:
         self.lease_seconds = config.lease_seconds
         self.state = "STARTING"
         self.threads: list[threading.Thread] = []
+        # Why this agent cannot take work (its sandbox cannot run a script), or None. Sent with every
+        # heartbeat so the provider sees it in /provider and the matcher offers it nothing.
+        self.fault: str | None = None
 
     # ------------------------------------------------------------------ entry
     def run(self) -> int:
@@ -61,14 +65,18 @@ class Agent:
         if token_mode:
             log.warning("agent token file %s is readable by others (mode %o): chmod 600 it",
                         self.config.agent_token_file, Path(self.config.agent_token_file).stat().st_mode & 0o777)
+        self._warn_about_isolation()
+        self.fault = self._check_sandbox()
         self.state = "SERVING"
         log.info("serving GPUs %s as %r (agent %s)", self.shared, self.config.name, __version__)
         self._start_thread(self._heartbeat_loop, "heartbeat")
         self._start_thread(lambda: self.outbox.run(self.hard_stop, fatal=self.rejected), "outbox")
         self._start_fork_host()
-        self._warn_about_isolation()
         try:
-            self._claim_loop()
+            if self.fault is None:
+                self._claim_loop()
+            else:
+                self.stop.wait()  # heartbeats go on, carrying the fault; forks are still hosted
         except AgentRejected as exc:
             log.error("%s: stopping", exc)
             self.rejected.set()
@@ -83,6 +91,18 @@ class Agent:
                 log.warning("renters' scripts will run as this agent's own user (no Docker, cannot switch to "
                             "%r): they could read the agent token file; see README, Isolation",
                             self.config.sandbox_user)
+
+    def _check_sandbox(self) -> str | None:
+        from . import isolation
+
+        if RENTAL_CAPABILITY not in self.config.capabilities:
+            return None
+        fault = isolation.self_check(self.config)
+        if fault:
+            log.error("this agent takes no jobs: %s", fault)
+        else:
+            log.info("sandbox self-check passed")
+        return fault
 
     def install_signal_handlers(self) -> None:
         def request_stop(signum, _frame):
@@ -142,6 +162,7 @@ class Agent:
             "metrics": gpus.metrics(self.shared),
             "running_jobs": self.running_job_ids(),
             "free_gpus": self.free_gpus(),
+            "fault": self.fault,
         }
         status, answer = self.api.post("/agent/heartbeat", body, attempts=2)
         if status >= 300:

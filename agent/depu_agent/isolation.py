@@ -19,6 +19,7 @@ separate sandbox user. The agent logs a warning at start when it is in that situ
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import os
 import pwd
@@ -26,11 +27,14 @@ import resource
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import sandbox_runtime
+from .sandbox_runtime import SandboxRuntime, SandboxUnusable
 
 log = logging.getLogger(__name__)
 
@@ -128,39 +132,20 @@ def kill_everything_of(uid: int, rounds: int = 20) -> int:
     return killed
 
 
-@functools.lru_cache(maxsize=64)
-def interpreter_for(user: SandboxUser | None, configured: str = "") -> tuple[str, str | None]:
-    """(python executable, PYTHONPATH or None) that ``user`` can run with torch importable.
-
-    The agent's own interpreter may live where the sandbox user cannot reach it (a venv whose base Python is
-    under /root); then a system Python of the same version with the venv's site-packages on PYTHONPATH works.
-    """
-    site_packages = sysconfig.get_paths()["purelib"]
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    candidates = [configured] if configured else [sys.executable, f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"]
-    for candidate in candidates:
-        if not candidate or not os.path.exists(candidate):
-            continue
-        pythonpath = None if candidate == sys.executable else site_packages
-        if user is None or _runs_as(user, candidate, pythonpath):
-            return candidate, pythonpath
-    raise RuntimeError(
-        f"no Python interpreter the sandbox user can run (tried {candidates}); set sandbox_python in the config"
-    )
+_runtimes: dict[tuple[str, str], SandboxRuntime] = {}
+_runtimes_lock = threading.Lock()
 
 
-def _runs_as(user: SandboxUser, python: str, pythonpath: str | None) -> bool:
-    env = {"PATH": "/usr/bin:/bin"}
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
-    try:
-        done = subprocess.run(
-            [python, "-c", "import json"], env=env, cwd="/", user=user.uid, group=user.gid, extra_groups=[],
-            capture_output=True, timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return done.returncode == 0
+def runtime_for(user: SandboxUser | None, config) -> SandboxRuntime:
+    """The interpreter scripts run with, settled once per agent process (every slot's uid is an equally
+    unprivileged stranger to the agent's files, so what one can reach, all can)."""
+    if user is None:
+        return SandboxRuntime(python=config.sandbox_python or sys.executable)
+    key = (config.sandbox_python, config.sandbox_runtime_dir or sandbox_runtime.default_runtime_dir())
+    with _runtimes_lock:
+        if key not in _runtimes:
+            _runtimes[key] = sandbox_runtime.prepare(user, *key)
+        return _runtimes[key]
 
 
 _PR_SET_NO_NEW_PRIVS = 38
@@ -256,16 +241,15 @@ def plan_script(
     config,
     use_docker: bool | None = None,
 ) -> SandboxPlan:
-    use_docker = (config.docker == "always" or (config.docker == "auto" and docker_available())) \
-        if use_docker is None else use_docker
+    use_docker = uses_docker(config) if use_docker is None else use_docker
     if use_docker:
         return _docker_plan(job_id, script, gpu_index, on_cpu, config)
     user = job_user(config, gpu_index)
-    python, pythonpath = interpreter_for(user, config.sandbox_python)
-    workspace = make_workspace(None, user, script)
+    runtime = runtime_for(user, config)
+    workspace = make_workspace(config.sandbox_workspace_dir or None, user, script)
     env = scrubbed_environment("" if on_cpu else str(gpu_index), str(workspace))
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
+    for key, value in runtime.environment().items():
+        env[key] = os.pathsep.join(part for part in (value, env.get(key)) if part)
     limits = Limits(
         time_limit_s=time_limit_s,
         memory_mb=config.script_memory_mb if on_cpu else None,
@@ -274,7 +258,7 @@ def plan_script(
         max_file_mb=config.script_max_file_mb,
     )
     return SandboxPlan(
-        argv=[python, "-s", SCRIPT_NAME],
+        argv=[runtime.python, "-s", SCRIPT_NAME],
         env=env,
         cwd=str(workspace),
         preexec_fn=limits.apply,
@@ -283,6 +267,45 @@ def plan_script(
         outputs=workspace / OUTPUTS_DIR,
         dedicated_uid=bool(config.sandbox_uid_base) and user is not None,
     )
+
+
+def uses_docker(config) -> bool:
+    return config.docker == "always" or (config.docker == "auto" and docker_available())
+
+
+def self_check(config) -> str | None:
+    """Run one real script through the restricted sandbox, exactly as a job would: None when it works, else
+    why not. An agent that cannot run scripts must say so at start-up and take no work, rather than fail every
+    job it claims. (Docker mode is not checked here: its image is the provider's choice.)"""
+    if uses_docker(config):
+        return None
+    needs_torch = importlib.util.find_spec("torch") is not None
+    source = ("import torch\n" if needs_torch else "") + (
+        f"open({OUTPUTS_DIR!r} + '/self-check.txt', 'w').write('ok')\n")
+    try:
+        plan = plan_script(job_id="self-check", script=source.encode(), gpu_index=0, on_cpu=True,
+                           time_limit_s=120, config=config, use_docker=False)
+    except SandboxUnusable as error:
+        return str(error)
+    except OSError as error:
+        return f"sandbox could not start: cannot create a workspace ({error.strerror or type(error).__name__})"
+    try:
+        done = subprocess.run(
+            plan.argv, env=plan.env, cwd=plan.cwd, preexec_fn=plan.preexec_fn, capture_output=True, timeout=180,
+            **({"user": plan.user.uid, "group": plan.user.gid, "extra_groups": []} if plan.user else {}),
+        )
+        if done.returncode != 0:
+            last = (done.stderr.decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
+            return f"the sandbox self-check script exited with status {done.returncode}: {last[:300]}"
+        if [path.name for path in collect_outputs(plan, 1024)] != ["self-check.txt"]:
+            return "the sandbox self-check script could not write its outputs"
+    except PermissionError:
+        return f"the sandbox user cannot execute {plan.argv[0]}: permission denied"
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"sandbox could not start: {type(error).__name__}: {error}"[:400]
+    finally:
+        remove_workspace(plan)
+    return None
 
 
 def _docker_plan(job_id: str, script: bytes, gpu_index: int, on_cpu: bool, config) -> SandboxPlan:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import requests
 
-from . import isolation
+from . import failures, isolation
 from .gpus import Gpu
 from .logship import JobChannel
 from .runner import EVENTS_FD, ChildProcess, Outcome, StopRequest
@@ -76,12 +76,15 @@ class JobRun:
                 self.report = Report("fail", {"error": f"unknown workload {self.workload!r}", "retryable": False}, [])
         except Exception as exc:  # an agent-side problem: let another provider try
             log.exception("job %s failed inside the agent", self.job_id)
-            self.report = Report("fail", {"error": f"agent error: {type(exc).__name__}", "retryable": True}, [])
+            self.report = Report("fail", {"error": f"the provider's agent failed: {type(exc).__name__}: {exc}"[:300],
+                                          "retryable": True}, [])
         finally:
             channel.close()
         if self.report.action:
             self.outbox.put(self.job_id, self.report.action, self.report.body, self.report.uploads)
-        log.info("job %s finished: %s", self.job_id, self.report.action or (self.outcome and self.outcome.reason))
+        detail = self.report.body.get("error") if self.report.action == "fail" else None
+        log.info("job %s finished: %s%s", self.job_id, self.report.action or (self.outcome and self.outcome.reason),
+                 f" ({detail})" if detail else "")
         return self.report
 
     # ------------------------------------------------------------------ workloads
@@ -113,7 +116,7 @@ class JobRun:
             return Report("complete", {"result": self._with_run_facts(self.result)}, uploads)
         if self.error is not None:
             return Report("fail", {"error": self.error["error"], "retryable": bool(self.error["retryable"])}, [])
-        return Report("fail", {"error": f"workload process exited with status {self.outcome.returncode}",
+        return Report("fail", {"error": failures.exit_reason(f"the {self.workload} workload", self.outcome),
                                "retryable": True}, [])
 
     def _run_script(self, channel: JobChannel) -> Report:
@@ -121,23 +124,30 @@ class JobRun:
             source = self._script_source()
         except ValueError as exc:
             return Report("fail", {"error": str(exc), "retryable": False}, [])
-        plan = isolation.plan_script(
-            job_id=self.job_id, script=source, gpu_index=self.gpu.index, on_cpu=self.gpu.is_cpu,
-            time_limit_s=self.time_limit_s, config=self.config,
-        )
+        try:
+            plan = isolation.plan_script(
+                job_id=self.job_id, script=source, gpu_index=self.gpu.index, on_cpu=self.gpu.is_cpu,
+                time_limit_s=self.time_limit_s, config=self.config,
+            )
+        except (isolation.SandboxUnusable, OSError) as exc:  # this machine's fault: another provider may try
+            return Report("fail", {"error": f"sandbox could not start: {exc}"[:500], "retryable": True}, [])
         channel.add_line(f"[depu] running your script in a {plan.kind} sandbox")
         try:
-            child = ChildProcess(
-                plan.argv, env=plan.env, cwd=plan.cwd, on_line=channel.add_line, preexec_fn=plan.preexec_fn,
-                user=plan.user.uid if plan.user else None, group=plan.user.gid if plan.user else None,
-                max_output_bytes=self.config.max_output_bytes, max_line_chars=self.config.max_log_line_chars,
-            ).start()
+            try:
+                child = ChildProcess(
+                    plan.argv, env=plan.env, cwd=plan.cwd, on_line=channel.add_line, preexec_fn=plan.preexec_fn,
+                    user=plan.user.uid if plan.user else None, group=plan.user.gid if plan.user else None,
+                    max_output_bytes=self.config.max_output_bytes, max_line_chars=self.config.max_log_line_chars,
+                ).start()
+            except OSError as exc:
+                reason = f"sandbox could not start: cannot execute {plan.argv[0]}: {exc.strerror or exc}"
+                return Report("fail", {"error": reason[:500], "retryable": True}, [])
             self.outcome = child.wait(self.time_limit_s, self.stop, self.config.cancel_grace_seconds)
             interrupted = self._interrupted_report()
             if interrupted:
                 return interrupted
             if self.outcome.returncode != 0:
-                return Report("fail", {"error": f"your script exited with status {self.outcome.returncode}",
+                return Report("fail", {"error": failures.exit_reason("your script", self.outcome),
                                        "retryable": False}, [])
             kept = self.directory / "out"
             kept.mkdir(parents=True, exist_ok=True)

@@ -11,13 +11,15 @@ import signal
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
 EVENTS_FD = "{events_fd}"  # placeholder in argv, replaced by the pipe's descriptor number
 POLL_SECONDS = 0.1
+ERROR_TAIL_LINES = 20
 
 
 class StopRequest:
@@ -44,6 +46,7 @@ class Outcome:
     returncode: int | None
     duration_s: float
     output_truncated: bool
+    stderr_tail: list[str] = field(default_factory=list)  # the last lines the child wrote to stderr
 
 
 class ChildProcess:
@@ -74,6 +77,8 @@ class ChildProcess:
         self.process: subprocess.Popen | None = None
         self.output_bytes = 0
         self.output_truncated = False
+        self.stderr_tail: deque[str] = deque(maxlen=ERROR_TAIL_LINES)
+        self._output_lock = threading.Lock()
         self._readers: list[threading.Thread] = []
         self._started_at = 0.0
 
@@ -92,7 +97,7 @@ class ChildProcess:
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
+                stderr=subprocess.PIPE,
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
@@ -105,7 +110,10 @@ class ChildProcess:
             if write_fd is not None:
                 os.close(write_fd)
         self._started_at = time.monotonic()
-        self._readers.append(threading.Thread(target=self._relay_output, daemon=True, name="job-output"))
+        self._readers.append(threading.Thread(target=self._relay_output, args=(self.process.stdout, None),
+                                              daemon=True, name="job-stdout"))
+        self._readers.append(threading.Thread(target=self._relay_output, args=(self.process.stderr, self.stderr_tail),
+                                              daemon=True, name="job-stderr"))
         if read_fd is not None:
             self._readers.append(
                 threading.Thread(target=self._relay_events, args=(read_fd,), daemon=True, name="job-events")
@@ -114,19 +122,23 @@ class ChildProcess:
             reader.start()
         return self
 
-    def _relay_output(self) -> None:
-        assert self.process and self.process.stdout
-        for raw in self.process.stdout:
-            self.output_bytes += len(raw)
-            if self.output_bytes > self.max_output_bytes:
-                if not self.output_truncated:
-                    self.output_truncated = True
-                    self.on_line(f"[output truncated after {self.max_output_bytes} bytes]")
-                continue  # keep draining so the child never blocks on a full pipe
+    def _relay_output(self, stream, tail: deque[str] | None) -> None:
+        """Relay one of the child's streams line by line; stderr's last lines are also kept (``tail``) so a
+        failure can say what the program last complained about, even after the output cap."""
+        for raw in stream:
             line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
             if len(line) > self.max_line_chars:
                 line = line[: self.max_line_chars] + " [line truncated]"
-            self.on_line(line)
+            if tail is not None and line.strip():
+                tail.append(line)
+            with self._output_lock:
+                self.output_bytes += len(raw)
+                if self.output_bytes > self.max_output_bytes:
+                    if not self.output_truncated:
+                        self.output_truncated = True
+                        self.on_line(f"[output truncated after {self.max_output_bytes} bytes]")
+                    continue  # keep draining so the child never blocks on a full pipe
+                self.on_line(line)
 
     def _relay_events(self, read_fd: int) -> None:
         with os.fdopen(read_fd, "r", encoding="utf-8", errors="replace") as stream:
@@ -161,6 +173,7 @@ class ChildProcess:
             returncode=self.process.returncode,
             duration_s=round(time.monotonic() - self._started_at, 3),
             output_truncated=self.output_truncated,
+            stderr_tail=list(self.stderr_tail),
         )
 
     def terminate(self, grace_s: float) -> None:

@@ -124,7 +124,8 @@ def register() -> Response:
 def heartbeat() -> Response:
     agent = _agent()
     body = _body()
-    cancel = work.heartbeat(agent, body.get("metrics"), body.get("running_jobs"), body.get("free_gpus"))
+    cancel = work.heartbeat(agent, body.get("metrics"), body.get("running_jobs"), body.get("free_gpus"),
+                            body.get("fault"))
     return _json(200, {"cancel": cancel, "lease_seconds": LEASE_SECONDS, "heartbeat_seconds": HEARTBEAT_SECONDS})
 
 

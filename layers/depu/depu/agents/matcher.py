@@ -2,7 +2,7 @@
 
 Candidates are the agents of the job's GPU class heard from within ONLINE_SECONDS (one Query on by_gpu_class,
 its range key bounding last_seen_at), keeping the verified rental agents with a free slot that the job has not failed
-on before. They are ranked by load (busy / GPUs, lowest first, which spreads work across machines), then by
+on before and that report no fault (an agent whose sandbox cannot run a script says so in its heartbeat). They are ranked by load (busy / GPUs, lowest first, which spreads work across machines), then by
 measured benchmark score (fastest first), then most recently seen. The first is offered the job with one
 conditional transaction (job queued -> assigned, agent busy < GPUs); if that agent filled up meanwhile the next
 one is tried. Nobody fits: the job stays queued and SQS offers it again after a backoff.
@@ -25,6 +25,7 @@ def candidates(job: Job, now: float | None = None) -> list[Agent]:
         agent
         for agent in Agent.by_gpu_class.query(job.gpu_class, Agent.last_seen_at >= int(now - ONLINE_SECONDS))
         if agent.verified
+        and not agent.fault
         and RENTAL_CAPABILITY in (agent.capabilities or [])
         and int(agent.busy or 0) < int(agent.gpu_count)
         and agent.agent_id not in excluded

@@ -31,6 +31,9 @@ from depu.config import get_settings
 CPU_CLASS = "cpu"
 RENTAL_CAPABILITY = "gpu"  # "runs rental jobs" (a CPU-only agent declares it too); fork hosts say "fork_host"
 MAX_GPUS_PER_AGENT = 16
+MAX_FAULT_CHARS = 300
+_UNCHANGED: Any = object()
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]+")
 _VENDOR_WORDS = {"nvidia", "geforce", "tesla", "quadro", "corporation", "graphics"}
 _MEMORY_SIZES_GB = (2, 4, 6, 8, 10, 11, 12, 16, 20, 24, 32, 40, 48, 64, 80, 94, 96, 141, 192)
 _NAME_NOISE = re.compile(r"\b(pcie|sxm\d?|hbm\d?e?|nvl|\d+\s*gb)\b", re.IGNORECASE)
@@ -76,6 +79,8 @@ class Agent(Model):
     free_gpus = ListAttribute(of=NumberAttribute, default=list)
     metrics = JSONAttribute(null=True)
     jobs_done = NumberAttribute(default=0)
+    # Why the agent says it cannot take work (its sandbox cannot run a script), from its last heartbeat.
+    fault = UnicodeAttribute(null=True)
 
     by_provider = AgentsByProvider()
     by_gpu_class = AgentsByGpuClass()
@@ -200,17 +205,27 @@ def get_agent(agent_id: str) -> Agent | None:
         return None
 
 
-def record_heartbeat(agent_id: str, metrics: Any, free_gpus: list[int]) -> None:
-    """Mark the agent alive and keep its latest metrics (one UpdateItem)."""
+def clean_fault(fault: Any) -> str | None:
+    """An agent's own account of why it cannot work: one line of plain text, or None. Shown to its provider
+    only (HTML-escaped there), so a length and control-character limit is all it needs."""
+    if not isinstance(fault, str):
+        return None
+    text = _CONTROL_CHARACTERS.sub(" ", fault).strip()[:MAX_FAULT_CHARS]
+    return text or None
+
+
+def record_heartbeat(agent_id: str, metrics: Any, free_gpus: list[int], fault: str | None = _UNCHANGED) -> None:
+    """Mark the agent alive and keep its latest metrics and fault (one UpdateItem); a claim, which carries no
+    fault, leaves the last one as it is."""
     agent = Agent(agent_id)
-    agent.update(
-        actions=[
-            Agent.last_seen_at.set(int(time.time())),
-            Agent.metrics.set(metrics if isinstance(metrics, list) else []),
-            Agent.free_gpus.set([int(index) for index in free_gpus][:MAX_GPUS_PER_AGENT]),
-        ],
-        condition=Agent.agent_id.exists(),
-    )
+    actions = [
+        Agent.last_seen_at.set(int(time.time())),
+        Agent.metrics.set(metrics if isinstance(metrics, list) else []),
+        Agent.free_gpus.set([int(index) for index in free_gpus][:MAX_GPUS_PER_AGENT]),
+    ]
+    if fault is not _UNCHANGED:
+        actions.append(Agent.fault.set(fault) if fault else Agent.fault.remove())
+    agent.update(actions=actions, condition=Agent.agent_id.exists())
 
 
 def mark_draining(agent_id: str) -> None:

@@ -346,8 +346,11 @@ def _agent_line(agent, now: float) -> str:
         f"⚪ offline, last seen {_ago(now - float(agent.last_seen_at))} ago")
     verified = "verified" if agent.verified else f"unverified ({html.escape(agent.verdict or '')})"
     done, earned = _agent_earnings(agent.agent_id)
-    return (f"• <b>{html.escape(agent.name)}</b> — {hardware} · {verified}\n"
+    line = (f"• <b>{html.escape(agent.name)}</b> — {hardware} · {verified}\n"
             f"  {state} · busy {int(agent.busy or 0)}/{int(agent.gpu_count)} · {done} jobs · {earned} credits earned")
+    if agent.fault:
+        line += f"\n  ⚠️ takes no jobs: {html.escape(agent.fault)}"
+    return line
 
 
 @command("provider", "Offer your GPU machine and see your earnings")

@@ -21,6 +21,7 @@ from depu.jobs.models import Job
 PROGRESS_EDIT_SECONDS = 5
 LOG_TAIL_LINES = 15
 CANCEL_PREFIX = "rj"
+MAX_REASON_CHARS = 800  # the agent keeps its reasons under this (exit status and the last stderr lines)
 
 _ICONS = {
     lifecycle.QUEUED: "⏳",
@@ -72,6 +73,8 @@ def status_text(job: Job) -> str:
             lines.append(metrics)
     elif job.status == lifecycle.QUEUED and int(job.attempt or 0) > 0:
         lines.append("Retrying on another provider.")
+    elif job.status in lifecycle.TERMINAL and job.status != lifecycle.SUCCEEDED and job.error:
+        lines.append(f"Reason: {html.escape(job.error[:MAX_REASON_CHARS])}")
     return "\n".join(lines)
 
 
@@ -101,7 +104,7 @@ def summary_text(job: Job) -> str:
     """The end of a job: outcome, result, logs tail, artifacts (presigned links) and the cost charged."""
     lines = [f"{_ICONS.get(job.status, '')} <b>Job</b> <code>{job.job_id}</code> {job.status}."]
     if job.error and job.status != lifecycle.SUCCEEDED:
-        lines.append(f"Reason: {html.escape(job.error[:300])}")
+        lines.append(f"Reason: {html.escape(job.error[:MAX_REASON_CHARS])}")
     if isinstance(job.result, dict) and job.result:
         shown = [f"• {html.escape(str(key))}: {html.escape(str(value))[:120]}" for key, value in list(job.result.items())[:12]]
         lines.append("<b>Result</b>\n" + "\n".join(shown))

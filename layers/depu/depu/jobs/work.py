@@ -111,12 +111,14 @@ def own_job(agent_id: str, job_id: str) -> Job:
 # ---------------------------------------------------------------- heartbeat
 
 
-def heartbeat(agent: Agent, metrics: Any, running_jobs: Any, free_gpus: Any) -> list[str]:
+def heartbeat(agent: Agent, metrics: Any, running_jobs: Any, free_gpus: Any, fault: Any = None) -> list[str]:
     """Renew the leases of the listed jobs this agent runs; returns the ids it must stop (cancelled by the
-    user, taken back after a lost lease, over their time limit, or never its own)."""
+    user, taken back after a lost lease, over their time limit, or never its own). ``fault`` is the agent's
+    reason it cannot take work (None when it can)."""
     running_ids = _job_ids(running_jobs, "running_jobs")
     metrics_list = [m for m in map(clean_metrics, metrics[:16] if isinstance(metrics, list) else []) if m]
-    registry.record_heartbeat(agent.agent_id, metrics_list, _indices(free_gpus, "free_gpus"))
+    registry.record_heartbeat(agent.agent_id, metrics_list, _indices(free_gpus, "free_gpus"),
+                              fault=registry.clean_fault(fault))
     by_gpu = {item["gpu_index"]: item for item in metrics_list if "gpu_index" in item}
     cancel: list[str] = []
     now = time.time()
@@ -203,6 +205,8 @@ def claim(agent: Agent, free_gpus: Any, wait_seconds: Any, *, sleep=time.sleep) 
         raise BadRequest(f"wait_seconds must be a number of seconds (at most {CLAIM_WAIT_SECONDS} are used)")
     wait = min(float(wait_seconds), CLAIM_WAIT_SECONDS)
     registry.record_heartbeat(agent.agent_id, agent.metrics or [], free)
+    if agent.fault:  # it said it cannot run jobs: offer it none, even if it asks
+        return None
     deadline = time.monotonic() + wait
     while True:
         offer = _claim_once(agent, free)
@@ -303,7 +307,8 @@ def fail(agent: Agent, job_id: str, error: Any, retryable: Any) -> Job:
     job = own_job(agent.agent_id, job_id)
     if job.status == lifecycle.FAILED:
         return job
-    lifecycle.fail(job, agent.agent_id, str(error or "failed")[:2000], bool(retryable))
+    reason = str(error).strip() if error else ""
+    lifecycle.fail(job, agent.agent_id, (reason or "the provider's agent gave no reason")[:2000], bool(retryable))
     service.after_move(job, retry=True)
     return job
 
