@@ -195,3 +195,59 @@ def test_job_with_bad_parameters_fails_not_retryable_with_the_reason(endpoint, t
     report = run.run()
     assert report.action == "fail" and report.body["retryable"] is False
     assert "dataset must be one of" in report.body["error"]
+
+
+def _script_run(url: str, tmp_path, job_id: str, source: str, **settings):
+    return _job_run({"job_id": job_id, "workload": "script", "time_limit_s": 60, "attempt": 1,
+                     "params": {"source": source}}, url, tmp_path, **settings)
+
+
+def test_a_script_that_raises_fails_with_its_exit_status_and_last_stderr_lines(endpoint, tmp_path):
+    url, state = endpoint
+    run, outbox = _script_run(url, tmp_path, "jraise", "print('loading', flush=True)\n"
+                              "raise ValueError('the learning rate must be positive')\n")
+    report = run.run()
+    assert report.action == "fail" and report.body["retryable"] is False
+    error = report.body["error"]
+    assert error.startswith("your script exited with status 1: "), error
+    assert error.endswith("ValueError: the learning rate must be positive") and "line 2, in <module>" in error
+    assert outbox.flush() is True
+    assert ("/agent/jobs/jraise/fail", report.body) in state["requests"]
+
+
+def test_a_script_that_runs_out_of_memory_says_so(endpoint, tmp_path):
+    url, _ = endpoint
+    run, _ = _script_run(url, tmp_path, "joom", "blocks = [bytearray(64 * 2**20) for _ in range(64)]\n",
+                         script_memory_mb=1024)
+    report = run.run()
+    assert report.action == "fail"
+    assert report.body["error"].startswith("out of memory: your script exited with status 1: "), report.body
+    assert "MemoryError" in report.body["error"]
+
+
+def test_a_script_killed_by_a_signal_names_the_signal(endpoint, tmp_path):
+    url, _ = endpoint
+    run, _ = _script_run(url, tmp_path, "jkilled", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    report = run.run()
+    assert report.action == "fail"
+    assert report.body["error"] == "your script was killed by SIGKILL (out of memory, or stopped from outside)"
+
+
+def test_a_sandbox_that_cannot_start_fails_the_job_retryably_with_the_reason(endpoint, tmp_path):
+    """The interpreter sits in a private folder and the runtime mirror cannot be made: the agent says so."""
+    import os
+    import sys
+
+    url, _ = endpoint
+    private = tmp_path / "private"
+    private.mkdir()
+    os.symlink(sys.executable, private / "python")
+    (private / "runtime").mkdir()
+    private.chmod(0o700)
+    run, _ = _script_run(url, tmp_path, "jnosandbox", "print('never runs')\n", sandbox_uid_base=482000,
+                         sandbox_python=str(private / "python"), sandbox_runtime_dir=str(private / "runtime"))
+    report = run.run()
+    assert report.action == "fail" and report.body["retryable"] is True  # the machine's fault, not the renter's
+    error = report.body["error"]
+    assert error.startswith("sandbox could not start: the sandbox user (uid 482000) cannot execute "), error
+    assert f"{private}/python: permission denied" in error

@@ -8,6 +8,8 @@ over HTTP and runs real torch on this machine's CPU.
 from __future__ import annotations
 
 import io
+import os
+import sys
 import threading
 import time
 
@@ -17,7 +19,8 @@ import torch
 
 from agent_process import AgentProcess, descendants_of, wait_for
 from local.moto_server import free_port
-from rental_helpers import USER_ID, enrol_provider, ensure_user, submit_job
+from recording_chat import RecordingChat
+from rental_helpers import PROVIDER_ID, USER_ID, enrol_provider, ensure_user, submit_job
 
 pytestmark = pytest.mark.e2e
 
@@ -107,6 +110,7 @@ def test_user_rents_agent_trains_real_model_and_user_is_charged_once(agents):
     assert result["losses"][-1] < result["losses"][0] * 0.7  # it really learned
     assert result["val_accuracy"] > 0.8
     assert done.logs_tail, "the job's log lines reached the cloud"
+    assert not [line for line in done.logs_tail if "Warning" in line], done.logs_tail  # no deprecated NVML binding
 
     # the weights came back as an artifact the user can load
     [key] = done.artifacts
@@ -307,3 +311,65 @@ def _alive(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def _bot_says(handler, command: str, args: str, user_id: int) -> str:
+    """What the bot answers a private-chat command, read the way the user reads it."""
+    from depu.bot.registry import Incoming
+
+    chat = RecordingChat()
+    handler(Incoming(update_id=1, user_id=user_id, chat_id=user_id, chat_type="private",
+                     text=f"/{command} {args}".strip(), command=command, args=args, message_id=5), chat)
+    return chat.text
+
+
+def test_an_agent_whose_sandbox_cannot_run_scripts_says_why_and_takes_no_work(agents, tmp_path):
+    """The interpreter is in a private folder and the runtime mirror cannot be made: the agent finds out at
+    start-up, says why in its log and in /provider, and the job goes to a healthy agent instead."""
+    from depu.agents.registry import agents_of_provider
+    from depu.bot import rental
+
+    private = tmp_path / "private"
+    private.mkdir()
+    os.symlink(sys.executable, private / "python")
+    (private / "runtime").mkdir()
+    private.chmod(0o700)
+    broken = agents("rig-broken", settings={"sandbox_python": str(private / "python"),
+                                            "sandbox_runtime_dir": str(private / "runtime")})
+    broken.wait_registered()
+    why = f"cannot execute {private}/python: permission denied"
+    assert "this agent takes no jobs: the sandbox user" in broken.log_text() and why in broken.log_text()
+    [record] = [agent for agent in agents_of_provider(PROVIDER_ID) if agent.name == "rig-broken"]
+    assert why in (record.fault or ""), record.fault  # registered with its fault: never looked able to work
+    assert f"takes no jobs: the sandbox user" in _bot_says(rental.provider, "provider", "", PROVIDER_ID)
+
+    ensure_user(USER_ID)
+    job = submit_job(USER_ID, gpu_class="cpu", workload="script", params={"file_name": "s.py", "file_size": 300},
+                     script=slow_script(1), time_limit_s=120)
+    healthy = agents("rig-healthy")
+    healthy.wait_registered()
+    done = finished(job.job_id, 90)
+    assert done.status == "succeeded", (done.error, healthy.log_text()[-2000:])
+    assert done.agent_id != record.agent_id and int(done.attempt) == 1
+    assert f"job {job.job_id}" not in broken.log_text()
+    assert broken.process.poll() is None  # it stays up, heartbeating its fault, until its provider fixes it
+
+
+def test_a_failed_script_tells_the_user_why_in_the_job_and_in_jobs(agents):
+    from depu.bot import rental
+    from depu.jobs import messages
+
+    ensure_user(USER_ID)
+    agent = agents("rig-failing")
+    agent.wait_registered()
+    failing = b"import torch\nprint('starting', flush=True)\nraise RuntimeError('CUDA kernel image not found')\n"
+    job = submit_job(USER_ID, gpu_class="cpu", workload="script", params={"file_name": "f.py", "file_size": 80},
+                     script=failing, time_limit_s=60)
+    done = finished(job.job_id, 60)
+    assert done.status == "failed"
+    assert done.error.startswith("your script exited with status 1: "), done.error
+    assert done.error.endswith("RuntimeError: CUDA kernel image not found"), done.error
+    assert f"job {job.job_id} finished: fail (your script exited with status 1" in agent.log_text()
+    shown = _bot_says(rental.list_jobs, "jobs", job.job_id, USER_ID)
+    assert "Reason: your script exited with status 1" in shown and "CUDA kernel image not found" in shown
+    assert "Reason: your script exited with status 1" in messages.status_text(done)  # the progress message

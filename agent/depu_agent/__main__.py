@@ -13,7 +13,7 @@ import sys
 
 from .api import AgentRejected, ApiUnavailable
 from .config import ConfigError, load_config
-from .daemon import EXIT_NOT_REGISTERED, EXIT_UNVERIFIED, Agent, RegistrationFailed, register
+from .daemon import EXIT_NOT_REGISTERED, EXIT_UNVERIFIED, Agent, RegistrationFailed, check_sandbox, register
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,15 +72,18 @@ def _run(args) -> int:
         if not token:
             print("depu-agent: not registered; run `depu-agent register` first", file=sys.stderr)
             return EXIT_NOT_REGISTERED
+        fault = check_sandbox(config)
         try:
-            register(config, token)
+            register(config, token, fault=fault)  # registered with its fault: never offered work it cannot run
         except (RegistrationFailed, ApiUnavailable, AgentRejected) as exc:
             print(f"depu-agent: registration failed: {exc}", file=sys.stderr)
             return 1
-    elif config.verify and not _still_verified(config):
-        print("depu-agent: start-up verification failed; not serving (see the log)", file=sys.stderr)
-        return EXIT_UNVERIFIED
-    agent = Agent(config)
+    else:
+        if config.verify and not _still_verified(config):
+            print("depu-agent: start-up verification failed; not serving (see the log)", file=sys.stderr)
+            return EXIT_UNVERIFIED
+        fault = check_sandbox(config)
+    agent = Agent(config, fault=fault)
     agent.install_signal_handlers()
     code = agent.run()
     if code:

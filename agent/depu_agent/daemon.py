@@ -30,8 +30,26 @@ RENTAL_CAPABILITY = "gpu"  # runs renters' jobs (a CPU-only agent declares it to
 EXIT_OK, EXIT_REJECTED, EXIT_NOT_REGISTERED, EXIT_UNVERIFIED = 0, 3, 4, 5
 
 
+_UNCHECKED = "unchecked"
+
+
+def check_sandbox(config) -> str | None:
+    """Why this agent cannot run renters' jobs, or None: a real script through the sandbox, at start-up and
+    before registering, so the cloud never sees the agent as able to take work while it cannot."""
+    from . import isolation
+
+    if RENTAL_CAPABILITY not in config.capabilities:
+        return None
+    fault = isolation.self_check(config)
+    if fault:
+        log.error("this agent takes no jobs: %s", fault)
+    else:
+        log.info("sandbox self-check passed")
+    return fault
+
+
 class Agent:
-    def __init__(self, config, api: ApiClient | None = None):
+    def __init__(self, config, api: ApiClient | None = None, fault: str | None = _UNCHECKED):
         self.config = config
         self.stop = threading.Event()      # stop claiming, wind down
         self.hard_stop = threading.Event()  # abandon retries (after the shutdown flush deadline)
@@ -53,7 +71,7 @@ class Agent:
         self.threads: list[threading.Thread] = []
         # Why this agent cannot take work (its sandbox cannot run a script), or None. Sent with every
         # heartbeat so the provider sees it in /provider and the matcher offers it nothing.
-        self.fault: str | None = None
+        self.fault = fault
 
     # ------------------------------------------------------------------ entry
     def run(self) -> int:
@@ -66,7 +84,8 @@ class Agent:
             log.warning("agent token file %s is readable by others (mode %o): chmod 600 it",
                         self.config.agent_token_file, Path(self.config.agent_token_file).stat().st_mode & 0o777)
         self._warn_about_isolation()
-        self.fault = self._check_sandbox()
+        if self.fault == _UNCHECKED:
+            self.fault = check_sandbox(self.config)
         self.state = "SERVING"
         log.info("serving GPUs %s as %r (agent %s)", self.shared, self.config.name, __version__)
         self._start_thread(self._heartbeat_loop, "heartbeat")
@@ -91,18 +110,6 @@ class Agent:
                 log.warning("renters' scripts will run as this agent's own user (no Docker, cannot switch to "
                             "%r): they could read the agent token file; see README, Isolation",
                             self.config.sandbox_user)
-
-    def _check_sandbox(self) -> str | None:
-        from . import isolation
-
-        if RENTAL_CAPABILITY not in self.config.capabilities:
-            return None
-        fault = isolation.self_check(self.config)
-        if fault:
-            log.error("this agent takes no jobs: %s", fault)
-        else:
-            log.info("sandbox self-check passed")
-        return fault
 
     def install_signal_handlers(self) -> None:
         def request_stop(signum, _frame):
@@ -268,8 +275,9 @@ class Agent:
         log.info("stopped")
 
 
-def register(config, provider_token: str, api: ApiClient | None = None) -> dict:
-    """Discover and verify the GPUs, register with the provider token, store the agent token (mode 600)."""
+def register(config, provider_token: str, api: ApiClient | None = None, fault: str | None = None) -> dict:
+    """Discover and verify the GPUs, register with the provider token, store the agent token (mode 600).
+    ``fault`` (from check_sandbox) is registered with it, so the agent is never offered work it cannot run."""
     api = api or ApiClient(config.api_url, timeout=config.request_timeout_seconds, attempts=config.api_attempts)
     devices = gpus.discover()
     shared = config.shared_gpu_indices([gpu.index for gpu in devices])
@@ -288,6 +296,8 @@ def register(config, provider_token: str, api: ApiClient | None = None) -> dict:
     }
     if config.fork_rpc_base_url:
         body["fork_rpc_base_url"] = config.fork_rpc_base_url
+    if fault:
+        body["fault"] = fault
     status, answer = api.post("/agent/register", body)
     if status != 201 or not answer.get("agent_token"):
         raise RegistrationFailed(f"register answered HTTP {status}: {answer.get('error') or answer.get('message') or answer}")

@@ -163,6 +163,7 @@ def register(
     benchmark: dict[str, Any] | None,
     version: str | None,
     fork_rpc_base_url: str | None = None,
+    fault: Any = None,
 ) -> Registration | None:
     """Register a machine for the provider that owns ``provider_token``; None if the token is not valid."""
     provider_id = tokens.provider_for_enrolment(provider_token)
@@ -193,6 +194,7 @@ def register(
         fork_rpc_base_url=(fork_rpc_base_url or '')[:300] or None,
         busy=0,
         free_gpus=[gpu["index"] for gpu in clean_gpus] or [0],
+        fault=clean_fault(fault),
     ).save(condition=Agent.agent_id.does_not_exist())
     token = tokens.issue_agent_token(agent_id, provider_id)
     return Registration(agent_id, token, gpu_class, verdict.verified, verdict.reason)
