@@ -49,7 +49,8 @@ def up(argv: list[str]) -> int:
         extra_environment={"POWERTOOLS_LOG_LEVEL": args.function_log_level.upper()} if args.function_log_level
         else {},
     )
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the stack as cleanly as Ctrl-C
+    for stop_signal in (signal.SIGTERM, signal.SIGHUP):  # `kill` and a closed terminal stop it as Ctrl-C does
+        signal.signal(stop_signal, _interrupt)
     stack = LocalStack(load_or_create(args.state_dir / "secrets.json"), options)
     try:
         stack.start()

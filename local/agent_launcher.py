@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from local.lifetime import ends_with_this_process
 from local.template import ROOT
 
 log = logging.getLogger("local.agent")
@@ -91,7 +92,7 @@ def start_local_agent(
         process = subprocess.Popen(
             [sys.executable, "-m", "depu_agent", "--config", str(config_path)],
             cwd=AGENT_DIR, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=ends_with_this_process(),
         )
     log.info("local agent started (pid %d), log in %s", process.pid, log_path)
     return AgentProcess(process, log_path)

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
+from local.lifetime import ends_with_this_process
+
 if TYPE_CHECKING:
     from web3 import Web3
 
@@ -76,6 +78,7 @@ def _port_free(port: int) -> bool:
     import socket
 
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as anvil binds: a TIME_WAIT port is free
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -179,7 +182,7 @@ class DevChain:
         self._log_file = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self._process = subprocess.Popen(
             command, stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=ends_with_this_process(),
         )
         atexit.register(self.stop)  # anvil runs in its own session: never leave it behind
         deadline = time.monotonic() + timeout

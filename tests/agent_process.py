@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from deadlines import scaled, wait_for  # noqa: F401 - wait_for is part of this module's test API
+
 ROOT = Path(__file__).resolve().parent.parent
 AGENT_DIR = ROOT / "agent"
 
@@ -71,6 +73,7 @@ class AgentProcess:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def wait_registered(self, timeout: float = 60) -> None:
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.token_path.exists() and "serving GPUs" in self.log_text():
@@ -127,13 +130,3 @@ def descendants_of(root: int) -> list[int]:
             found.append(child)
             frontier.append(child)
     return found
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import boto3
 import requests
 
+from deadlines import wait_for  # noqa: F401 - the fork tests' wait, shared with every e2e test
 from local.moto_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,16 +131,6 @@ def notices(timeout: float = 0.0) -> list[dict[str, Any]]:
         if found or time.monotonic() >= deadline:
             return found
         time.sleep(0.2)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def execution_status(arn: str) -> str:

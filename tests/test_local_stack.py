@@ -12,6 +12,7 @@ import boto3
 import pytest
 import requests
 
+from deadlines import scaled
 from local.moto_server import free_port
 from local.runtime import LocalRuntime, RuntimeOptions
 from local.secrets_store import LocalSecrets, load_or_create
@@ -133,7 +134,7 @@ def test_python_m_local_up_then_chat_then_sigterm(tmp_path):
     reader = threading.Thread(target=lambda: banner.extend(up.stdout), daemon=True)
     reader.start()
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + scaled(60)
         while not any("Ctrl-C stops everything" in line for line in banner):
             assert up.poll() is None and time.monotonic() < deadline, (tmp_path / "up.err").read_text()[-2000:]
             time.sleep(0.2)
@@ -179,7 +180,7 @@ def test_the_local_agent_is_enrolled_and_registers_through_the_local_api(aws, tm
         assert "DEPU_AGENT_ENROLMENT_TOKEN" not in " ".join(agent.process.args)  # never on the command line
         agents = boto3.client("dynamodb", endpoint_url=aws.endpoint)
         table = template.physical_name("AgentsTable")
-        deadline = time.monotonic() + 45
+        deadline = time.monotonic() + scaled(45)
         items: list = []
         while not items and time.monotonic() < deadline and agent.process.poll() is None:
             items = agents.scan(TableName=table)["Items"]
@@ -194,3 +195,86 @@ def test_the_local_agent_is_enrolled_and_registers_through_the_local_api(aws, tm
             agent.stop()
         runtime.stop()
     assert agent.process.returncode is not None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class _Up:
+    """`python -m local up` with the chain and the agent, as `make up` runs it, on ports of its own."""
+
+    def __init__(self, state_dir, ports: dict[str, int]):
+        import subprocess
+        import sys
+
+        command = [sys.executable, "-m", "local", "up", "--state-dir", str(state_dir)]
+        for flag, port in ports.items():
+            command += [flag, str(port)]
+        self.errors = open(state_dir / "up.err", "a")
+        env = {**os.environ, "DEPU_AGENT_VERIFY": "false"}  # verification is the agent's own test's concern
+        self.agent_log = state_dir / "logs" / "agent.log"
+        self.log_offset = self.agent_log.stat().st_size if self.agent_log.exists() else 0  # an earlier run's
+        self.process = subprocess.Popen(command, cwd=ROOT, stdout=self.errors, stderr=subprocess.STDOUT, env=env)
+
+    def agent_log_text(self) -> str:
+        with open(self.agent_log, encoding="utf-8", errors="replace") as handle:
+            handle.seek(self.log_offset)
+            return handle.read()
+
+    def kill_everything(self) -> None:
+        from agent_process import descendants_of
+
+        for pid in [self.process.pid, *descendants_of(self.process.pid)]:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        self.process.wait(timeout=30)
+        self.errors.close()
+
+    def wait_serving(self) -> list[int]:
+        """Once the agent serves: the stack's child processes (the agent, the local chain's anvil)."""
+        from agent_process import descendants_of
+        from deadlines import wait_for
+
+        def ready():
+            assert self.process.poll() is None, (self.errors.name, open(self.errors.name).read()[-3000:])
+            return self.agent_log.exists() and "serving GPUs" in self.agent_log_text()
+        wait_for(ready, 120, "the stack's agent to serve")
+        children = descendants_of(self.process.pid)
+        assert len(children) >= 2, children  # at least the agent and the local chain's anvil
+        return children
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_make_up_leaves_nothing_behind_on_sighup_or_sigkill_and_starts_again_cleanly(tmp_path):
+    import signal
+
+    from deadlines import wait_for
+
+    ports = {"--api-port": free_port(), "--moto-port": free_port(), "--standin-port": free_port(),
+             "--chain-port": free_port()}
+    first = _Up(tmp_path, ports)
+    try:
+        children = first.wait_serving()
+        first.process.send_signal(signal.SIGHUP)  # the terminal closed
+        assert first.process.wait(timeout=scaled(90)) == 0
+        wait_for(lambda: not [pid for pid in children if _alive(pid)], 30, "the agent and anvil to stop")
+        assert "INFO depu_agent.daemon: stopped" in first.agent_log_text()  # a graceful stop, not a kill
+    finally:
+        first.kill_everything()
+
+    second = _Up(tmp_path, ports)  # the same ports at once: nothing of the first is holding them
+    try:
+        children = second.wait_serving()
+        second.process.kill()  # no chance to clean up: the kernel's parent-death signal does it
+        second.process.wait(timeout=30)
+        wait_for(lambda: not [pid for pid in children if _alive(pid)], 30, "the orphaned agent and anvil to stop")
+    finally:
+        second.kill_everything()

@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 import requests
 
 from depu_agent.forkfront import ForkFront
+from depu_agent.lifetime import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class AnvilFork:
             [binary, "--fork-url", upstream, "--fork-block-number", str(block), "--host", ANVIL_HOST,
              "--port", str(self.anvil_port), "--no-rate-limit", "--quiet"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=die_with_parent(),  # a killed agent leaves no anvil behind
         )
         try:
             self.front = ForkFront(bind_host, self.local_url, secret)

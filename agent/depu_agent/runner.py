@@ -15,6 +15,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .lifetime import die_with_parent
+
 log = logging.getLogger(__name__)
 
 EVENTS_FD = "{events_fd}"  # placeholder in argv, replaced by the pipe's descriptor number
@@ -102,7 +104,7 @@ class ChildProcess:
                 cwd=self.cwd,
                 start_new_session=True,
                 pass_fds=(write_fd,) if write_fd is not None else (),
-                preexec_fn=self.preexec_fn,
+                preexec_fn=die_with_parent(signal.SIGKILL, then=self.preexec_fn),
                 close_fds=True,
                 **extra,
             )
