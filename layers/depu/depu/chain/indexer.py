@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import statistics
-import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -210,16 +209,15 @@ class Indexer:
         self.metas: dict[str, metadata.TokenMeta] = {}
 
     # ------------------------------------------------------------------ run loop
-    def run(self, deadline: float | None = None, *, until_caught_up: bool = False,
-            stop: threading.Event | None = None) -> RunReport:
+    def run(self, deadline: float | None = None, *, until_caught_up: bool = False) -> RunReport:
         """Index until ``deadline`` (time.monotonic()), polling when caught up; or, with ``until_caught_up``,
-        stop as soon as the confirmed head is reached. Setting ``stop`` ends the run after the current chunk."""
+        stop as soon as the confirmed head is reached."""
         report = RunReport()
         started = time.monotonic()
         watches.backfill_markers(min(deadline, started + MARKER_BACKFILL_SECONDS) if deadline is not None
                                  else started + MARKER_BACKFILL_SECONDS)
         checkpoint = self.verify_checkpoint(report)
-        while (deadline is None or time.monotonic() < deadline) and not (stop and stop.is_set()):
+        while deadline is None or time.monotonic() < deadline:
             try:
                 checkpoint, indexed = self.step(checkpoint, report, deadline)
             except ChainMoved as moved:
@@ -230,11 +228,7 @@ class Indexer:
                 continue
             if until_caught_up or deadline is None:
                 break
-            pause = min(self.config.poll_seconds, max(0.0, deadline - time.monotonic()))
-            if stop is not None:
-                stop.wait(pause)
-            else:
-                time.sleep(pause)
+            time.sleep(min(self.config.poll_seconds, max(0.0, deadline - time.monotonic())))
         report.checkpoint = checkpoint.number if checkpoint else None
         report.seconds = time.monotonic() - started
         return report
