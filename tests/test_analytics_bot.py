@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from contextlib import contextmanager
 
 import pytest
 
@@ -178,6 +179,114 @@ def test_watch_alerts_through_the_notify_queue(indexed, monkeypatch):
     chain.transfer(dusd, watched, chain.accounts[4], 10**18)
     index_to_head(chain)
     assert drain(get_settings().notify_queue_url) == []
+
+
+class Alerts:
+    """Notices taken off the notify queue so far; ``wait`` polls it until one matches or its deadline passes."""
+
+    def __init__(self) -> None:
+        from depu.config import get_settings
+
+        self.queue_url = get_settings().notify_queue_url
+        self.seen: list[dict] = []
+
+    def take(self) -> list[dict]:
+        self.seen.extend(drain(self.queue_url))
+        return self.seen
+
+    def wait(self, chat_id: int, block: int, timeout: float = 30.0) -> dict:
+        from forks_support import wait_for
+
+        return wait_for(lambda: next((n for n in self.take() if n["chat_id"] == chat_id
+                                      and f"block {block}," in n["text"]), None),
+                        timeout, f"an alert to chat {chat_id} for block {block}")
+
+    def of(self, chat_id: int, block: int) -> list[dict]:
+        return [n for n in self.take() if n["chat_id"] == chat_id and f"block {block}," in n["text"]]
+
+
+@contextmanager
+def invocation_following_the_head(chain, alerts: Alerts):
+    """One indexer Lambda invocation (its own process, 80 s of budget), entered once it has indexed a block
+    mined after it started: from then on it is polling the head, mid-invocation. Ended when the test is."""
+    from depu.chain.indexer import load_checkpoint
+    from forks_support import wait_for
+    from indexer_invocation import IndexerInvocation
+
+    with IndexerInvocation(80) as run:
+        started = chain.mine()
+        wait_for(lambda: load_checkpoint().number >= started or not run.running, 60, "the invocation to start")
+        assert run.running, run.output()
+        alerts.take()  # nothing from before the test's own moves
+        yield run
+
+
+def test_a_watch_made_during_an_indexer_run_alerts_the_very_next_block(indexed):
+    """The first transfer after the /watch reply is alerted by the invocation already running (it used to load
+    watches once at its start and skip the address for the rest of its ~50 s)."""
+    chain, bot = indexed
+    alerts = Alerts()
+    with invocation_following_the_head(chain, alerts) as run:
+        watched = chain.accounts[3]
+        chat = new_chat()
+        bot.watch(message("watch", watched), chat)
+        assert "Watching" in chat.text
+        chain.transfer(chain.tokens["DUSD"], chain.accounts[4], watched, 10**18)
+        block = chain.block_number()
+        notice = alerts.wait(42, block)
+        assert "received 1 DUSD" in notice["text"] and watched.lower() in notice["text"]
+        assert run.running, "the alert came from the invocation that was running when /watch was answered"
+        assert len(alerts.of(42, block)) == 1
+
+
+def test_unwatch_stops_alerts_at_once(indexed):
+    """After the /unwatch reply the running invocation alerts nothing more for the address, while another
+    chat's watch on the other side of the same transfer is still alerted for that block."""
+    chain, bot = indexed
+    watched, other = chain.accounts[3], chain.accounts[5]
+    mine, theirs = new_chat(), new_chat()
+    bot.watch(message("watch", watched), mine)
+    bot.watch(message("watch", other, user_id=43), theirs)
+    alerts = Alerts()
+    with invocation_following_the_head(chain, alerts) as run:
+        dusd = chain.tokens["DUSD"]
+        chain.transfer(dusd, watched, other, 10**18)
+        before = chain.block_number()
+        assert "sent 1 DUSD" in alerts.wait(42, before)["text"]
+        alerts.wait(43, before)
+
+        bot.unwatch(message("unwatch", watched), mine)
+        assert "Stopped watching" in mine.text
+        chain.transfer(dusd, watched, other, 2 * 10**18)
+        after = chain.block_number()
+        assert "received 2 DUSD" in alerts.wait(43, after)["text"]  # the block was looked at, by this run
+        assert alerts.of(42, after) == [], "no alert after the /unwatch reply"
+        assert run.running
+
+
+def test_markers_follow_the_watches_of_an_address(aws):
+    """An address's marker (what the indexer's per-block lookup reads) exists exactly while it has a watch."""
+    from decimal import Decimal
+
+    from depu.analytics import watches
+    from depu.chain import store
+
+    address = "0x" + "ab" * 20
+
+    def marked() -> bool:
+        return store.get(f"{watches.MARKER_PREFIX}{address}", watches.MARKER_SK) is not None
+
+    assert watches.watching([address]) == {} and not marked()
+    assert watches.add(1, 1, address, Decimal(0)) and watches.add(2, -100200, address, Decimal("2.5"))
+    assert watches.add(1, 1, address, Decimal(3))  # an update, not a second watch
+    found = watches.watching([address, "0x" + "cd" * 20])
+    assert sorted((w.chat_id, w.user_id, w.min_amount) for w in found[address]) == [
+        (-100200, 2, Decimal("2.5")), (1, 1, Decimal(3))] and list(found) == [address]
+    assert watches.remove(1, address) and marked()
+    assert [w.chat_id for w in watches.watching([address])[address]] == [-100200]
+    assert watches.remove(2, address) and not marked() and watches.watching([address]) == {}
+    assert not watches.remove(2, address)
+    assert watches.add(2, 5, address, Decimal(0)) and marked()
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])

@@ -218,3 +218,110 @@ def test_a_run_out_of_time_closes_its_chunk_early_and_the_next_resumes(aws, chai
     rest = make_indexer(chain, chunk_blocks=50).run(until_caught_up=True)
     assert rest.checkpoint == head and rest.blocks == head
     assert_matches_truth(chain.history, head)
+
+
+class DynamoCalls:
+    """Every DynamoDB call made through the shared ChainTable client while registered: (operation, the request
+    as sent, in DynamoDB's typed JSON)."""
+
+    def __init__(self) -> None:
+        from depu.chain import store
+
+        self.events = store.table().meta.client.meta.events
+        self.calls: list[tuple[str, dict]] = []
+
+    def record(self, model, params, **_: object) -> None:
+        import json
+
+        self.calls.append((model.name, json.loads(params["body"] or b"{}")))
+
+    def __enter__(self) -> "DynamoCalls":
+        self.events.register("before-call.dynamodb", self.record)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.events.unregister("before-call.dynamodb", self.record)
+
+    def of(self, operation: str) -> list[dict]:
+        return [params for name, params in self.calls if name == operation]
+
+    def watch_queries(self) -> list[str]:
+        """The addresses whose watches were queried (Query on a WATCH#<address> partition)."""
+        return [value["S"][6:] for params in self.of("Query")
+                for value in params.get("ExpressionAttributeValues", {}).values()
+                if value.get("S", "").startswith("WATCH#")]
+
+
+def test_watch_lookups_cost_what_a_block_moves_not_how_many_watches_exist(aws, chain):
+    """Many watches, a busy block of 151 addresses: the indexer never scans; per block it asks for the markers
+    of exactly the addresses the block moves (at most 100 keys a request) and queries only marked ones."""
+    import math
+    import time
+    from decimal import Decimal
+
+    from web3 import Web3
+
+    from depu.analytics import watches
+
+    idle = [f"0x{'e' * 8}{n:032x}" for n in range(200)]  # watched, never moving
+    for n, address in enumerate(idle):
+        assert watches.add(1000 + n // watches.MAX_WATCHES_PER_USER, 1000, address, Decimal(0))
+    recipients = [Web3.to_checksum_address(f"0x{'d' * 8}{n:032x}") for n in range(150)]
+    busy_watched = [r.lower() for r in recipients[::30]]  # 5 of the busy block's recipients
+    for n, address in enumerate(busy_watched):
+        assert watches.add(50 + n, 50 + n, address, Decimal(0))
+    watched = chain.accounts[1].lower()
+    assert watches.add(7, 7, watched, Decimal(0))
+    chain.activity(rounds=2, seed=21, per_block=4)
+    chain.batch_transfer(chain.tokens["DUSD"], chain.accounts[0], recipients, [10**18] * len(recipients))
+    assert watches.backfill_markers(time.monotonic() + 30)  # a fresh table: the one-off backfill is done at once
+
+    notices: list = []
+    with DynamoCalls() as calls:
+        report = make_indexer(chain, notices).run(until_caught_up=True)
+    head = chain.block_number()
+    assert report.checkpoint == head
+    assert calls.of("Scan") == []
+    moved = [watches.moved_addresses(rows) for rows in
+             ([dict(item) for item in stored_block_rows(number)] for number in range(head + 1))]
+    requested = [{key["pk"]["S"][len(watches.MARKER_PREFIX):] for key in params["RequestItems"][table]["Keys"]}
+                 for params in calls.of("BatchGetItem") for table in params["RequestItems"]]
+    assert all(len(keys) <= 100 for keys in requested)
+    assert len(requested) == sum(math.ceil(len(addresses) / 100) for addresses in moved)
+    assert sorted(a for keys in requested for a in keys) == sorted(a for addresses in moved for a in addresses)
+    assert all(params["RequestItems"][t]["ConsistentRead"] for params in calls.of("BatchGetItem")
+               for t in params["RequestItems"])
+    watched_moves = [number for number, addresses in enumerate(moved) if watched in addresses]
+    assert sorted(calls.watch_queries()) == sorted([watched] * len(watched_moves) + busy_watched)
+    assert not set(idle) & set(calls.watch_queries())
+    busy_alerts = [n for n in notices if 50 <= n.chat_id < 55]
+    assert sorted(n.chat_id for n in busy_alerts) == list(range(50, 55))
+    assert all(f"block {head}," in n.text and "received 1 DUSD" in n.text for n in busy_alerts)
+    assert {n.chat_id for n in notices} <= {7, 50, 51, 52, 53, 54} and any(n.chat_id == 7 for n in notices)
+
+
+def stored_block_rows(number: int) -> list[dict]:
+    from depu.chain import store
+
+    return list(store.query_all(store.block_rows_pk(number)))
+
+
+def test_watches_stored_before_markers_still_alert(aws, chain):
+    """Watches written by an older DePU (no marker) get theirs from the indexer's one-off, resumable backfill."""
+    from depu.analytics import watches
+    from depu.chain import store
+
+    watched = chain.accounts[2].lower()
+    store.table().put_item(Item={"pk": f"WATCH#{watched}", "sk": "9", "user_id": 9, "min_amount": "0"})
+    store.table().put_item(Item={"pk": "USERWATCH#9", "sk": watched, "chat_id": 9, "min_amount": "0"})
+    chain.transfer(chain.tokens["DUSD"], chain.accounts[0], chain.accounts[2], 5 * 10**18)
+    block = chain.block_number()
+    notices: list = []
+    make_indexer(chain, notices).run(until_caught_up=True)
+    assert [n.chat_id for n in notices if f"block {block}," in n.text] == [9]
+    assert store.get(store.CHAIN, watches.MARKERS_DONE_SK)["done"]
+    chain.transfer(chain.tokens["DUSD"], chain.accounts[2], chain.accounts[0], 10**18)
+    with DynamoCalls() as calls:
+        make_indexer(chain, notices).run(until_caught_up=True)
+    assert calls.of("Scan") == [], "the backfill ran once"
+    assert any(f"block {chain.block_number()}," in n.text and "sent 1 DUSD" in n.text for n in notices)

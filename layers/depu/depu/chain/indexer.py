@@ -7,7 +7,8 @@ value-carrying transactions (a reverted transaction moves no ETH). Each block th
 1. its header is written with ``status=applying`` (a crash leaves a trace the next run can undo);
 2. its transfer rows, keyed by block and log/tx index, are written (puts: a retry rewrites the same items);
 3. its aggregate deltas are applied (guarded by ``last_block``: a retry changes nothing twice);
-4. watch alerts are queued (``dedupe_key`` per transfer and chat);
+4. watch alerts are queued (``dedupe_key`` per transfer and chat), for the watches that exist as the block is
+   applied: they are looked up per block by the addresses it moves, never cached across blocks;
 5. the header becomes ``status=done``.
 
 After a chunk its raw rows go to S3 as one Parquet part, then the checkpoint (number and hash) moves with a
@@ -36,6 +37,7 @@ from depu.chain.rpc import RpcClient
 log = logging.getLogger(__name__)
 
 RAW_TTL_DAYS = 30
+MARKER_BACKFILL_SECONDS = 5.0  # per run, until watches stored before markers existed all have one
 MAX_ALERTS_PER_BLOCK = 5  # per watch (chat and address); the rest of a block is summed up in one notice
 
 
@@ -205,7 +207,6 @@ class Indexer:
             from depu.notify import enqueue as notify
         self.notify = notify
         self.metas: dict[str, metadata.TokenMeta] = {}
-        self.watches: dict[str, list[watches.Watch]] = {}
 
     # ------------------------------------------------------------------ run loop
     def run(self, deadline: float | None = None, *, until_caught_up: bool = False) -> RunReport:
@@ -213,7 +214,8 @@ class Indexer:
         stop as soon as the confirmed head is reached."""
         report = RunReport()
         started = time.monotonic()
-        self.watches = watches.all_watches()
+        watches.backfill_markers(min(deadline, started + MARKER_BACKFILL_SECONDS) if deadline is not None
+                                 else started + MARKER_BACKFILL_SECONDS)
         checkpoint = self.verify_checkpoint(report)
         while deadline is None or time.monotonic() < deadline:
             try:
@@ -334,11 +336,12 @@ class Indexer:
                           ExpressionAttributeValues={":done": "done"})
 
     def alert(self, rows: list[dict[str, Any]]) -> int:
-        if not self.watches:
+        current = watches.watching(watches.moved_addresses(rows))
+        if not current:
             return 0
         from depu.notify import Notice
 
-        fired = watches.alerts_for(rows, self.watches, self.metas)
+        fired = watches.alerts_for(rows, current, self.metas)
         per_watch: dict[tuple[int, str], list[tuple[dict[str, Any], str]]] = defaultdict(list)
         for watch, row, text in fired:
             per_watch[(watch.chat_id, watch.address)].append((row, text))
@@ -373,13 +376,15 @@ class Indexer:
         store.table().delete_item(Key={"pk": store.BLOCKS, "sk": store.block_key(number)})
 
     def retract_alerts(self, header: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-        """Alerts cannot be unsent: tell each watcher whose address moved in a dropped block that it is gone."""
-        if not self.watches:
+        """Alerts cannot be unsent: tell each watcher whose address moved in a dropped block that it is gone
+        (the watchers as they are now: one who has since unwatched is not told)."""
+        current = watches.watching(watches.moved_addresses(rows))
+        if not current:
             return
         from depu.notify import Notice
 
         told: set[tuple[int, str]] = set()
-        for watch, _row, _text in watches.alerts_for(rows, self.watches, self.metas):
+        for watch, _row, _text in watches.alerts_for(rows, current, self.metas):
             if (watch.chat_id, watch.address) in told:
                 continue
             told.add((watch.chat_id, watch.address))

@@ -10,7 +10,9 @@
     ADR#<address>    BAL#<asset>              all-time in/out seen (aggregate)
     ADR#<address>    CP#<asset>#<other>       sent to / received from a counterparty (aggregate)
     WATCH#<address>  <chat id>                a /watch: min amount, owner
+    WATCHED#<address> MARKER                  present while the address may have watches (per-block lookup)
     USERWATCH#<user> <address>                the user's watches (for /unwatch and listing)
+    CHAIN            WATCH_MARKERS            progress of the one-off marker backfill for older watches
 
 ``asset`` is ``eth`` for native transfers, else the token's lower-case address. Aggregates carry
 ``last_block``, the guard that makes applying and reverting a block's deltas idempotent (see
@@ -33,8 +35,13 @@ NATIVE = "eth"
 
 
 @lru_cache(maxsize=1)
+def _resource():
+    return boto3.resource("dynamodb")
+
+
+@lru_cache(maxsize=1)
 def _table_cached(name: str):
-    return boto3.resource("dynamodb").Table(name)
+    return _resource().Table(name)
 
 
 def table():
@@ -80,6 +87,37 @@ def query_all(pk: str, *, start: str | None = None, end: str | None = None, reve
 
 def prefix(pk: str, sk_prefix: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
     return query_all(pk, start=sk_prefix, end=sk_prefix + "\uffff", **kwargs)
+
+
+BATCH_GET_MAX = 100  # DynamoDB's limit of keys per BatchGetItem
+BATCH_GET_ATTEMPTS = 8
+
+
+def batch_get(keys: list[dict[str, str]], *, projection: str | None = None,
+              consistent: bool = True) -> list[dict[str, Any]]:
+    """The items that exist among ``keys`` (any number; 100 per request), strongly consistent by default.
+
+    Keys DynamoDB leaves unprocessed (throttling) are asked again with backoff; when they still are after
+    ``BATCH_GET_ATTEMPTS`` this raises, so a caller's block is redone instead of silently missing items."""
+    import time
+
+    name = get_settings().chain_table
+    found: list[dict[str, Any]] = []
+    for i in range(0, len(keys), BATCH_GET_MAX):
+        request: dict[str, Any] = {"Keys": keys[i : i + BATCH_GET_MAX], "ConsistentRead": consistent}
+        if projection:
+            request["ProjectionExpression"] = projection
+        for attempt in range(BATCH_GET_ATTEMPTS):
+            answer = _resource().batch_get_item(RequestItems={name: request})
+            found.extend(answer.get("Responses", {}).get(name, []))
+            left = answer.get("UnprocessedKeys", {}).get(name, {}).get("Keys")
+            if not left:
+                break
+            request = request | {"Keys": left}
+            time.sleep(min(0.05 * 2**attempt, 2.0))
+        else:
+            raise RuntimeError(f"DynamoDB left {len(left)} keys unprocessed after {BATCH_GET_ATTEMPTS} attempts")
+    return found
 
 
 def get(pk: str, sk: str) -> dict[str, Any] | None:
