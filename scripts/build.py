@@ -134,6 +134,29 @@ def manifest_for(template: dict[str, Any], build_dir: Path, architecture: str) -
             "runtime_provided": list(RUNTIME_PROVIDED), "layers": layers, "functions": functions}
 
 
+# What /var/runtime holds in the python Lambda runtimes besides the runtime interface client: the AWS SDK and
+# the packages it needs. Standing in for it, tests and the cold-start benchmark link the dev venv's copies.
+LAMBDA_RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
+
+
+def lambda_runtime_dir(target: Path) -> Path:
+    """A folder standing in for Lambda's /var/runtime: links to this interpreter's boto3 and its dependencies.
+    Put it on ``sys.path`` after the function and its layers, where Lambda has it."""
+    import importlib.util
+
+    target.mkdir(parents=True, exist_ok=True)
+    for name in LAMBDA_RUNTIME_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise SystemExit(f"{name} is not installed in {sys.executable}; it stands in for Lambda's copy")
+        origin = Path(spec.origin)
+        source = origin.parent if origin.name == "__init__.py" else origin
+        link = target / source.name
+        if not link.exists():
+            link.symlink_to(source)
+    return target
+
+
 def load_manifest(build_dir: Path) -> dict[str, Any]:
     return json.loads((build_dir / MANIFEST).read_text())
 
