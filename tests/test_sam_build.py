@@ -60,6 +60,16 @@ def test_the_dev_interpreter_and_the_makefile_run_the_lambda_runtime():
     assert re.search(rf"^PYTHON \?= {re.escape(RUNTIME)}$", makefile, re.M)
 
 
+def test_the_local_runtime_refuses_an_interpreter_other_than_the_templates(tmp_path):
+    from local.runtime import LocalRuntime
+
+    other = tmp_path / "template.yaml"
+    other.write_text((ROOT / "template.yaml").read_text().replace(f"Runtime: {RUNTIME}", "Runtime: python3.99", 1))
+    runtime = LocalRuntime(LocalTemplate(path=other), "http://127.0.0.1:9")
+    with pytest.raises(RuntimeError, match=r"run python3\.99 but this interpreter is python3\.\d+"):
+        runtime.start()
+
+
 def test_the_x86_64_template_copy_differs_only_in_architecture(tmp_path):
     other = next(arch for arch in sam_build.ARCHITECTURES if arch != ARCHITECTURE)
     copy = json.loads(sam_build.template_for(other, tmp_path).read_text())
@@ -79,7 +89,7 @@ def built(tmp_path_factory):
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "build.py"), "--architecture", "x86_64",
                            "--build-dir", str(build_dir), "--no-cached"], cwd=ROOT, capture_output=True,
                           text=True, timeout=900)
-    print(done.stdout[-3000:])
+    print(done.stdout[-3000:])  # the size table, shown with -s or on failure
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     manifest = sam_build.load_manifest(build_dir)
     runtime_dir = build_dir.parent / "var-runtime"
@@ -87,6 +97,12 @@ def built(tmp_path_factory):
     return manifest, runtime_dir
 
 
+# both tests share one build: one xdist group keeps them on one worker (`make test` runs --dist loadgroup)
+BUILD_GROUP = pytest.mark.xdist_group("sam_build")
+
+
+@pytest.mark.slow
+@BUILD_GROUP
 def test_the_build_fits_and_leaves_out_only_what_the_runtime_provides(built):
     manifest, _ = built
     assert manifest["architecture"] == "x86_64" and manifest["runtime"] == RUNTIME
@@ -140,6 +156,7 @@ def _message(update_id: int, user_id: int, text: str) -> dict[str, Any]:
 
 
 @pytest.mark.slow
+@BUILD_GROUP
 def test_every_built_function_imports_and_answers_one_route_with_only_what_lambda_has(built, aws, tmp_path):
     manifest, runtime_dir = built
     endpoint = aws.endpoint
