@@ -9,7 +9,7 @@ SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: up chat test lint bench deps clean
+.PHONY: up chat test lint build bench deps clean
 
 deps: $(STAMP) $(NODE_STAMP)
 
@@ -42,6 +42,9 @@ test: deps lint  ## every test, against moto, anvil and torch on CPU, after the 
 lint: deps $(SAM_STAMP)  ## template.yaml must pass cfn-lint and `sam validate --lint`
 	$(VENV)/bin/cfn-lint template.yaml
 	AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint --template template.yaml
+
+build: deps $(SAM_STAMP)  ## sam build (no container) into .aws-sam/build for `sam deploy`, without the runtime's boto3; prints each function's size
+	$(PY) scripts/build.py
 
 bench: deps  ## every benchmark, one table
 	$(PY) -m bench

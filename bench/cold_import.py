@@ -11,6 +11,10 @@ SDK instead builds a centralized sampler with two botocore clients, which costs 
 Budget: the webhook under 300 ms, and none of web3, torch, matplotlib, pyarrow imported (feature modules
 load on the first update). On a shared, loaded machine wall time inflates while CPU time hardly moves, so
 the exit status follows CPU time and the heavy-library check; the wall figures are printed next to it.
+
+``--built DIR`` (a build folder from ``make build`` or ``scripts/build.py``) measures the built package
+instead of the source tree: each run is ``python -I -S`` with only the built function folder, its built
+layers and a stand-in for the runtime's boto3 on ``sys.path``, which is all Lambda gives it.
 """
 from __future__ import annotations
 
@@ -20,8 +24,10 @@ from pathlib import Path as _Path
 _sys.path.insert(0, str(_Path(__file__).resolve().parent))
 from _headline import headline  # noqa: E402
 
+import argparse
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -34,6 +40,7 @@ HEAVY = ("web3", "torch", "matplotlib", "pyarrow", "pandas", "numpy")
 
 PROBE = """
 import importlib.util, json, sys, time
+sys.path[:0] = json.loads(sys.argv[3]) if len(sys.argv) > 3 else []
 target = sys.argv[1]
 started, cpu_started = time.perf_counter(), time.process_time()
 if target.endswith(".py"):
@@ -63,6 +70,38 @@ TARGETS = (
 )
 
 
+# set by --built: {"paths": {function: [folders Lambda searches]}, "files": {source app.py: built app.py}}
+BUILT: dict[str, dict[str, object]] = {}
+
+
+def built_layout(build_dir: Path) -> dict[str, dict[str, object]]:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import build  # noqa: PLC0415 - scripts/build.py, only needed for --built
+
+    manifest = build.load_manifest(build_dir.resolve())
+    machine = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine().lower())
+    if manifest["architecture"] != machine:
+        raise SystemExit(f"{build_dir} is built for {manifest['architecture']}; this machine is {platform.machine()}: "
+                         f"build for it with `python scripts/build.py --architecture {machine} --build-dir DIR`")
+    runtime_dir = build.lambda_runtime_dir(build_dir.resolve().parent / "var-runtime")
+    layout: dict[str, dict[str, object]] = {"paths": {}, "files": {}}
+    for source, function in ((WEBHOOK, "TelegramWebhookFunction"), (NOTIFIER, "NotifierFunction")):
+        spec = manifest["functions"][function]
+        layout["files"][source] = str(Path(spec["code"]) / "app.py")
+        layout["paths"][source] = [*spec["path"], str(runtime_dir)]
+    layout["paths"][""] = layout["paths"][WEBHOOK]  # the reference rows: the webhook's sys.path
+    return layout
+
+
+def command(target: str, *flags: str) -> list[str]:
+    """The probe for one target: the dev venv's interpreter on the source tree, or a clean one on the build."""
+    if not BUILT:
+        return [sys.executable, *flags, "-c", PROBE, target, json.dumps(HEAVY)]
+    paths = BUILT["paths"].get(target, BUILT["paths"][""])
+    return [sys.executable, "-I", "-S", *flags, "-c", PROBE, str(BUILT["files"].get(target, target)),
+            json.dumps(HEAVY), json.dumps(paths)]
+
+
 def environment(in_lambda: bool = IN_LAMBDA) -> dict[str, str]:
     """What Lambda gives the function: the layer on the path, a region, the task root; no local overrides."""
     env = {key: value for key, value in os.environ.items()
@@ -75,7 +114,8 @@ def environment(in_lambda: bool = IN_LAMBDA) -> dict[str, str]:
     )
     if in_lambda:
         env.update(
-            LAMBDA_TASK_ROOT=str(ROOT / "functions" / "telegram_webhook"),
+            LAMBDA_TASK_ROOT=str(Path(str(BUILT["files"][WEBHOOK])).parent) if BUILT
+            else str(ROOT / "functions" / "telegram_webhook"),
             AWS_LAMBDA_FUNCTION_NAME="depu-bench-TelegramWebhookFunction",
             AWS_LAMBDA_FUNCTION_MEMORY_SIZE="512",
             AWS_XRAY_CONTEXT_MISSING="IGNORE_ERROR",
@@ -87,7 +127,7 @@ def measure(target: str, in_lambda: bool) -> dict[str, object]:
     samples, cpu_samples, heavy, modules = [], [], set(), 0
     for _ in range(RUNS):
         done = subprocess.run(
-            [sys.executable, "-c", PROBE, target, json.dumps(HEAVY)],
+            command(target),
             capture_output=True, text=True, timeout=120, env=environment(in_lambda), cwd=ROOT,
         )
         if done.returncode != 0:
@@ -110,7 +150,7 @@ BREAKDOWN = ("boto3", "requests", "aws_lambda_powertools.event_handler", "aws_xr
 def breakdown(target: str) -> dict[str, float]:
     """Cumulative first-import cost (ms) of the big pieces, from one ``-X importtime`` run. Order-dependent:
     a shared dependency is charged to whichever piece imported it first."""
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", PROBE, target, json.dumps(HEAVY)],
+    done = subprocess.run(command(target, "-X", "importtime"),
                           capture_output=True, text=True, timeout=120, env=environment(), cwd=ROOT)
     costs: dict[str, float] = {}
     for line in done.stderr.splitlines():
@@ -120,9 +160,15 @@ def breakdown(target: str) -> dict[str, float]:
     return costs
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--built", type=Path, metavar="DIR", help="measure this build folder (make build: .aws-sam/build)")
+    args = parser.parse_args(argv)
+    if args.built:
+        BUILT.update(built_layout(args.built))
     rows = [(label, measure(target, in_lambda)) for label, target, in_lambda in TARGETS]
-    print(f"cold import, median of {RUNS} fresh interpreters (ms); budget for the webhook: {BUDGET_MS:.0f} ms\n")
+    source = f"the built package in {args.built} (clean interpreter)" if args.built else "the source tree"
+    print(f"cold import of {source}, median of {RUNS} fresh interpreters (ms); budget for the webhook: {BUDGET_MS:.0f} ms\n")
     print("| what | median ms | min | max | CPU ms (median) | modules | heavy libraries loaded |")
     print("|---|---:|---:|---:|---:|---:|---|")
     for label, row in rows:

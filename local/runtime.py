@@ -410,6 +410,11 @@ class LocalRuntime:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "LocalRuntime":
+        runtime = self.template.raw.get("Globals", {}).get("Function", {}).get("Runtime")
+        here = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        if runtime and runtime != here:  # handlers run in this interpreter: on another Python they prove little
+            raise RuntimeError(f"the template's functions run {runtime} but this interpreter is {here}; "
+                               f"`make deps` builds the venv with {runtime}")
         for layer in LAYER_PATHS:  # what Lambda's layer gives every function: ``import depu``
             if str(layer) not in sys.path:
                 sys.path.append(str(layer))
