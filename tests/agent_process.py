@@ -130,3 +130,12 @@ def descendants_of(root: int) -> list[int]:
             found.append(child)
             frontier.append(child)
     return found
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie that nobody reaped yet counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

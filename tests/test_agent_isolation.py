@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from agent_process import alive
 from depu_agent import isolation
 from depu_agent.config import load_config
 from depu_agent.runner import ChildProcess, StopRequest
@@ -178,20 +179,13 @@ def test_with_per_slot_uids_nothing_a_job_started_outlives_it_and_other_jobs_are
         start(finished, first).wait(30, StopRequest(), 1)
         start(neighbour, second).wait(30, StopRequest(), 1)
         escaped, neighbours = int(first[0]), int(second[0])
-        assert _alive(escaped) and _alive(neighbours)  # both escaped their process groups
+        assert alive(escaped) and alive(neighbours)  # both escaped their process groups
         isolation.remove_workspace(finished)  # the first job ends
         time.sleep(0.2)
-        assert not _alive(escaped)
-        assert _alive(neighbours)  # the job on the other GPU is not touched
+        assert not alive(escaped)
+        assert alive(neighbours)  # the job on the other GPU is not touched
     finally:
         isolation.remove_workspace(neighbour)
     time.sleep(0.2)
-    assert not _alive(neighbours)
+    assert not alive(neighbours)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

@@ -197,13 +197,6 @@ def test_the_local_agent_is_enrolled_and_registers_through_the_local_api(aws, tm
     assert agent.process.returncode is not None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
 
 class _Up:
     """`python -m local up` with the chain and the agent, as `make up` runs it, on ports of its own."""
@@ -256,6 +249,7 @@ class _Up:
 def test_make_up_leaves_nothing_behind_on_sighup_or_sigkill_and_starts_again_cleanly(tmp_path):
     import signal
 
+    from agent_process import alive
     from deadlines import wait_for
 
     ports = {"--api-port": free_port(), "--moto-port": free_port(), "--standin-port": free_port(),
@@ -265,7 +259,7 @@ def test_make_up_leaves_nothing_behind_on_sighup_or_sigkill_and_starts_again_cle
         children = first.wait_serving()
         first.process.send_signal(signal.SIGHUP)  # the terminal closed
         assert first.process.wait(timeout=scaled(90)) == 0
-        wait_for(lambda: not [pid for pid in children if _alive(pid)], 30, "the agent and anvil to stop")
+        wait_for(lambda: not [pid for pid in children if alive(pid)], 30, "the agent and anvil to stop")
         assert "INFO depu_agent.daemon: stopped" in first.agent_log_text()  # a graceful stop, not a kill
     finally:
         first.kill_everything()
@@ -275,6 +269,6 @@ def test_make_up_leaves_nothing_behind_on_sighup_or_sigkill_and_starts_again_cle
         children = second.wait_serving()
         second.process.kill()  # no chance to clean up: the kernel's parent-death signal does it
         second.process.wait(timeout=30)
-        wait_for(lambda: not [pid for pid in children if _alive(pid)], 30, "the orphaned agent and anvil to stop")
+        wait_for(lambda: not [pid for pid in children if alive(pid)], 30, "the orphaned agent and anvil to stop")
     finally:
         second.kill_everything()

@@ -17,7 +17,7 @@ import boto3
 import pytest
 import torch
 
-from agent_process import AgentProcess, descendants_of, wait_for
+from agent_process import AgentProcess, alive, descendants_of, wait_for
 from deadlines import scaled
 from local.moto_server import free_port
 from recording_chat import RecordingChat
@@ -177,7 +177,7 @@ def test_cancel_reaches_the_agent_within_seconds(agents):
 
     cancelled_at = time.monotonic()
     service.cancel(USER_ID, job.job_id)
-    wait_for(lambda: not any(_alive(pid) for pid in script_pids), 15, interval=0.1,
+    wait_for(lambda: not any(alive(pid) for pid in script_pids), 15, interval=0.1,
              what="the script process to stop")
     reached_in = time.monotonic() - cancelled_at
     print(f"cancel reached the agent and stopped the script in {reached_in:.2f} s")
@@ -306,13 +306,6 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
 
 def _bot_says(handler, command: str, args: str, user_id: int) -> str:
     """What the bot answers a private-chat command, read the way the user reads it."""
@@ -342,7 +335,7 @@ def test_an_agent_whose_sandbox_cannot_run_scripts_says_why_and_takes_no_work(ag
     assert "this agent takes no jobs: the sandbox user" in broken.log_text() and why in broken.log_text()
     [record] = [agent for agent in agents_of_provider(PROVIDER_ID) if agent.name == "rig-broken"]
     assert why in (record.fault or ""), record.fault  # registered with its fault: never looked able to work
-    assert f"takes no jobs: the sandbox user" in _bot_says(rental.provider, "provider", "", PROVIDER_ID)
+    assert "takes no jobs: the sandbox user" in _bot_says(rental.provider, "provider", "", PROVIDER_ID)
 
     ensure_user(USER_ID)
     job = submit_job(USER_ID, gpu_class="cpu", workload="script", params={"file_name": "s.py", "file_size": 300},
