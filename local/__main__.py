@@ -48,6 +48,7 @@ def up(argv: list[str]) -> int:
         chain=not args.no_chain, agent=not args.no_agent, state_dir=args.state_dir,
         extra_environment={"POWERTOOLS_LOG_LEVEL": args.function_log_level.upper()} if args.function_log_level
         else {},
+        stop_wait_seconds=3.0,  # this process ends right after: Ctrl-C should not wait out an indexer run
     )
     for stop_signal in (signal.SIGTERM, signal.SIGHUP):  # `kill` and a closed terminal stop it as Ctrl-C does
         signal.signal(stop_signal, _interrupt)

@@ -379,6 +379,11 @@ class RuntimeOptions:
     fast_schedules: float | None = None  # seconds between scheduled runs instead of the template's rate
     poll_wait_seconds: int = 1  # SQS long-poll wait; short so Ctrl-C is quick
     extra_environment: dict[str, str] = field(default_factory=dict)
+    # How long stop() waits, in all, for invocations in flight (an indexer run follows the head for ~50 s).
+    # Tests keep the default so nothing of one test runs on into the next; `make up`, whose process ends right
+    # after, waits briefly: an abandoned invocation is like a Lambda timeout, and every function resumes from
+    # its own checkpoint or message.
+    stop_wait_seconds: float = 11.0
 
 
 class LocalRuntime:
@@ -441,8 +446,12 @@ class LocalRuntime:
         self._stop.set()
         if self._server:
             self._server.close()  # keep-alive connections opened before end too: a stopped API answers nobody
+        deadline = time.monotonic() + self.options.stop_wait_seconds
         for thread in self._threads:
-            thread.join(timeout=self.options.poll_wait_seconds + 10)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.info("stopping without waiting for %s (an invocation in flight, as at a Lambda timeout)",
+                         thread.name)
         self._threads.clear()
         self._restore_environment()
 

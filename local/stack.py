@@ -44,6 +44,7 @@ class StackOptions:
     state_dir: Path = STATE_DIR
     aws_endpoint: str | None = None  # an already running moto (tests); None starts one
     extra_environment: dict[str, str] = field(default_factory=dict)
+    stop_wait_seconds: float = 11.0  # for invocations in flight at stop (RuntimeOptions); `up` waits 3 s
 
 
 # The local mainnet gets a block every few seconds and a round of transfers every half minute; it does not
@@ -102,6 +103,7 @@ class LocalStack:
         self.runtime = LocalRuntime(template, self.aws_endpoint, RuntimeOptions(
             port=options.api_port, fast_schedules=options.fast_schedules,
             extra_environment={**LOCAL_CHAIN_ENVIRONMENT, **options.extra_environment},
+            stop_wait_seconds=options.stop_wait_seconds,
         )).start()
         self._register_webhook()
         if options.agent:

@@ -22,8 +22,9 @@ from typing import Any
 import boto3
 import pytest
 
-from local.template import LocalTemplate, load_template
 from conftest import TEST_BOT_TOKEN, TEST_WEBHOOK_SECRET
+from deadlines import scaled
+from local.template import LocalTemplate, load_template
 from telegram_fake_api import FakeTelegram
 from telegram_harness import api_event, sqs_event
 
@@ -214,7 +215,7 @@ def test_every_built_function_imports_and_answers_one_route_with_only_what_lambd
         head = chain.block_number()
         answer = _run(manifest, runtime_dir, "IndexerFunction", schedule, endpoint,
                       {"CHAIN_RPC_URL": chain.rpc_url, "CHAIN_START_BLOCK": "0", "CHAIN_CONFIRMATIONS": "0"},
-                      remaining_ms=14_000)
+                      remaining_ms=10_000 + int(scaled(12_000)))  # 12 s to index ~10 blocks, even when loaded
     assert answer["result"]["checkpoint"] == head and answer["result"]["transfers"] > 0, answer["result"]
     assert _layer_of(manifest, answer, "pyarrow") == "ParquetDepsLayer"
 
