@@ -157,6 +157,11 @@ verify_signature() {
 # header NAME FILE: the value of response header NAME (lower case) in the curl -D dump FILE
 header() { tr -d '\r' < "$2" | awk -F': *' -v name="$1" 'tolower($1) == name {v = $2} END {print v}'; }
 
+# discard_download DIR: nothing of a package that failed its checks stays behind
+discard_download() {
+    rm -f "$1/package.b64" "$1/package.tar.gz" "$1/package.headers" "$1/signature" "$1/signing-key.pem"
+}
+
 # fetch_package DIR: download $API_URL/agent/package.b64 into DIR; check the tarball's SHA-256 against the
 # X-Depu-Package-Sha256 header and its Ed25519 signature (X-Depu-Package-Signature, the same answer, so a
 # publish in between cannot mix two versions) against the pinned --signing-key; only then extract it. The
@@ -176,16 +181,22 @@ fetch_package() {
     [[ "$expected" =~ ^[0-9a-f]{64}$ ]] || die "the API announced no package checksum (X-Depu-Package-Sha256)"
     base64 -d "$dir/package.b64" > "$dir/package.tar.gz" || die "the downloaded package is not base64"
     actual="$(sha256sum "$dir/package.tar.gz" | awk '{print $1}')"
-    [[ "$actual" == "$expected" ]] || die "package checksum mismatch (got $actual, announced $expected): try again"
-    [[ "$signature" =~ ^[A-Za-z0-9+/]{86}==$ ]] || die "the agent package is not signed (no X-Depu-Package-Signature): refusing to install it"
+    if [[ "$actual" != "$expected" ]]; then
+        discard_download "$dir"
+        die "package checksum mismatch (got $actual, announced $expected): try again"
+    fi
+    if [[ ! "$signature" =~ ^[A-Za-z0-9+/]{86}==$ ]]; then
+        discard_download "$dir"
+        die "the agent package is not signed (no X-Depu-Package-Signature): refusing to install it"
+    fi
     if ! verify_signature "$dir/package.tar.gz" "$signature" "$dir"; then
-        rm -f "$dir/package.tar.gz" "$dir/package.b64"
+        discard_download "$dir"
         die "the agent package's signature is not the operator's (not made by the pinned --signing-key): refusing to install it"
     fi
     tar -xzf "$dir/package.tar.gz" -C "$dir" --no-same-owner --no-same-permissions depu-agent \
         || die "could not extract the agent package"
     [[ -f "$dir/depu-agent/pyproject.toml" ]] || die "the agent package has no pyproject.toml"
-    rm -f "$dir/package.b64" "$dir/package.headers" "$dir/signature" "$dir/signing-key.pem"
+    discard_download "$dir"
 }
 
 if [[ -n "$FETCH_ONLY" ]]; then  # no root, no token: only the download (and a look at what it holds)
