@@ -435,3 +435,19 @@ def test_the_bucket_wide_policy_the_review_found_would_be_caught():
     broad = s3_grants([{"Statement": [{"Effect": "Allow", "Action": "s3:Put*",
                                        "Resource": {"Fn::Sub": "${ArtifactsBucket.Arn}/*"}}]}])
     assert may_write(broad, "site/agent/package.b64")
+
+
+def test_the_bucket_itself_denies_site_writes_to_every_function():
+    """Defence in depth: even a function that were granted S3CrudPolicy again could not change site/."""
+    template = load_template()
+    functions = sorted(lid for lid, res in template["Resources"].items() if res["Type"] == "AWS::Serverless::Function")
+    statements = template["Resources"]["ArtifactsBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    [deny] = [statement for statement in statements if statement.get("Sid") == "DenySiteWritesByFunctions"]
+    assert deny["Effect"] == "Deny" and deny["Principal"] == "*"
+    assert {"s3:PutObject", "s3:DeleteObject"} <= set(deny["Action"])
+    resource = _resource(deny["Resource"])
+    assert all(fnmatch.fnmatchcase(f"{ARTIFACTS}/{key}", resource) for key in SITE_KEYS)
+    assert not fnmatch.fnmatchcase(f"{ARTIFACTS}/jobs/j/script.py", resource)  # only site/
+    roles = deny["Condition"]["ArnEquals"]["aws:PrincipalArn"]
+    assert sorted(role["Fn::GetAtt"][0] for role in roles) == sorted(f"{name}Role" for name in functions)
+    assert all(role["Fn::GetAtt"][1] == "Arn" for role in roles)
