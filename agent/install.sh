@@ -2,10 +2,12 @@
 # DePU provider agent installer: unattended, idempotent, reversible.
 #
 #   export DEPU_PROVIDER_TOKEN=T   # from /provider; the environment keeps it out of `ps`, unlike --token
-#   sudo --preserve-env=DEPU_PROVIDER_TOKEN ./install.sh --api https://api.depu.example [--name rig-1] [--gpus 0,1]
-#   curl -fsSL https://api.depu.example/agent/install.sh | sudo --preserve-env=DEPU_PROVIDER_TOKEN bash -s -- --api https://api.depu.example
+#   sudo --preserve-env=DEPU_PROVIDER_TOKEN ./install.sh --api https://api.depu.example --signing-key KEY [--name rig-1] [--gpus 0,1]
 #   sudo ./install.sh --uninstall
 #   ./install.sh --dry-run --token T --api URL     # print the steps, change nothing
+#
+# /provider shows one line that downloads this script and its signature, verifies them with openssl against
+# the operator's public key written in that line, and only then runs it with --signing-key set to that key.
 #
 # What it does: creates a service user (depu-agent) and a sandbox user (depu-sandbox) for renters' scripts,
 # a virtual environment in /opt/depu-agent with a CUDA build of torch and the agent, registers this machine
@@ -13,9 +15,14 @@
 # unit depu-agent.service (Restart=always). The agent token it receives is kept in
 # /var/lib/depu-agent/agent_token, mode 600, readable by the service user only.
 #
-# Run from a checkout it installs the agent next to it; piped into bash (no checkout) it downloads the agent
+# Run from a checkout it installs the agent next to it; without a checkout next to it, it downloads the agent
 # package from the API (--api URL/agent/package.b64: base64 of a tarball), checks its SHA-256 against the
-# X-Depu-Package-Sha256 header of that same answer, and installs that.
+# X-Depu-Package-Sha256 header of that same answer (a torn download: try again), then its Ed25519 signature
+# (X-Depu-Package-Signature) with openssl against --signing-key, and unpacks and installs it only if that
+# signature is the operator's. The checksum comes from the same server as the package, so it proves nothing;
+# the signature is what is trusted.
+#
+# Only https is used, except to a loopback address (127.x.x.x, localhost, [::1]: the local stack and tests).
 #
 # The provider token never appears in a command line (other users could read it from ps): it travels in the
 # environment of the one register command and is not stored.
@@ -27,8 +34,10 @@
 #   --gpus LIST          GPU indices to share, e.g. 0,1 (default: all)
 #   --capabilities LIST  e.g. gpu,fork_host (default: gpu)
 #   --prefix DIR         install directory (default: /opt/depu-agent)
-#   --source PATH        agent package to install: a wheel/sdist path or URL (default: this script's directory
-#                        when it holds the agent, else the package downloaded from --api)
+#   --signing-key KEY    the operator's Ed25519 public key, as /provider's command gives it (MCowBQYDK2VwAyEA...;
+#                        DEPU_AGENT_SIGNING_KEY): the downloaded package must carry its signature
+#   --source PATH        agent package to install: a wheel/sdist path or https URL (default: this script's
+#                        directory when it holds the agent, else the package downloaded from --api)
 #   --fetch-only DIR     download, verify and extract the package into DIR, print its path, and stop
 #   --torch-spec SPEC    pip requirement for torch (default: torch; on Linux x86_64 that build includes CUDA)
 #   --torch-index-url U  extra pip index for a specific CUDA build of torch (DEPU_TORCH_INDEX_URL)
@@ -56,6 +65,7 @@ if [[ -n "$SCRIPT" && -f "$SCRIPT" ]]; then HERE="$(cd "$(dirname "$SCRIPT")" &&
 
 TOKEN="${DEPU_PROVIDER_TOKEN:-}"
 API_URL="${DEPU_API_URL:-}"
+SIGNING_KEY="${DEPU_AGENT_SIGNING_KEY:-}"
 NAME="$(hostname)"
 GPUS=all
 CAPABILITIES=gpu
@@ -88,6 +98,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --token) TOKEN=${2:?--token needs a value}; shift 2 ;;
         --api) API_URL=${2:?--api needs a value}; shift 2 ;;
+        --signing-key) SIGNING_KEY=${2:?--signing-key needs a value}; shift 2 ;;
         --name) NAME=${2:?}; shift 2 ;;
         --gpus) GPUS=${2:?}; shift 2 ;;
         --capabilities) CAPABILITIES=${2:?}; shift 2 ;;
@@ -112,33 +123,80 @@ done
 VENV="$PREFIX/venv"
 CONFIG_FILE="$CONFIG_DIR/agent.json"
 
+# loopback URL: plain http is accepted only to this machine itself (the local stack and tests), where nothing
+# crosses a network; everywhere else a man in the middle could read the token traffic and the agent's config
+LOOPBACK_HTTP='^http://(127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}|localhost|\[::1\])(:[0-9]{1,5})?(/|$)'
+is_loopback_http() { [[ "$1" =~ $LOOPBACK_HTTP ]]; }
+
 check_api_url() {
     [[ -n "$API_URL" ]] || die "--api is required"
-    [[ "$API_URL" =~ ^https?://[A-Za-z0-9.:/_-]+$ ]] || die "--api must be an http(s) URL"
+    [[ "$API_URL" =~ ^https?://[][A-Za-z0-9.:/_-]+$ ]] || die "--api must be an http(s) URL"
+    if [[ "$API_URL" != https://* ]] && ! is_loopback_http "$API_URL"; then
+        die "--api must be https (plain http only to a loopback address, for the local stack)"
+    fi
     API_URL="${API_URL%/}"
 }
 
-# fetch_package DIR: download $API_URL/agent/package.b64 into DIR, check the tarball's SHA-256 against the
-# X-Depu-Package-Sha256 header of the same answer (so a publish in between cannot mix two versions), and
-# extract it; the agent's source is then DIR/depu-agent
+# curl_proto URL: the only protocol curl may use for URL, redirects included
+curl_proto() { if is_loopback_http "$1"; then echo '=http'; else echo '=https'; fi; }
+
+check_signing_key() {
+    [[ -n "$SIGNING_KEY" ]] || die "--signing-key is required to download the agent package (it is in the command /provider shows)"
+    [[ "$SIGNING_KEY" =~ ^MCowBQYDK2VwAyEA[A-Za-z0-9+/]{43}=$ ]] || die "--signing-key is not an Ed25519 public key (MCowBQYDK2VwAyEA...)"
+}
+
+# verify_signature FILE SIGNATURE_B64 DIR: FILE's bytes were signed by the pinned key (openssl 3: pkeyutl -rawin)
+verify_signature() {
+    local file=$1 signature=$2 dir=$3
+    printf '%s\n' '-----BEGIN PUBLIC KEY-----' "$SIGNING_KEY" '-----END PUBLIC KEY-----' > "$dir/signing-key.pem"
+    printf '%s' "$signature" | base64 -d > "$dir/signature" 2>/dev/null || return 1
+    openssl pkeyutl -verify -pubin -inkey "$dir/signing-key.pem" -rawin -in "$file" -sigfile "$dir/signature" \
+        >/dev/null 2>&1
+}
+
+# header NAME FILE: the value of response header NAME (lower case) in the curl -D dump FILE
+header() { tr -d '\r' < "$2" | awk -F': *' -v name="$1" 'tolower($1) == name {v = $2} END {print v}'; }
+
+# discard_download DIR: nothing of a package that failed its checks stays behind
+discard_download() {
+    rm -f "$1/package.b64" "$1/package.tar.gz" "$1/package.headers" "$1/signature" "$1/signing-key.pem"
+}
+
+# fetch_package DIR: download $API_URL/agent/package.b64 into DIR; check the tarball's SHA-256 against the
+# X-Depu-Package-Sha256 header and its Ed25519 signature (X-Depu-Package-Signature, the same answer, so a
+# publish in between cannot mix two versions) against the pinned --signing-key; only then extract it. The
+# agent's source is then DIR/depu-agent. Nothing of a package that fails is unpacked.
 fetch_package() {
-    local dir=$1 expected actual tool
-    for tool in curl base64 sha256sum tar; do
-        command -v "$tool" >/dev/null 2>&1 || die "$tool not found (needed to download the agent package)"
+    local dir=$1 expected actual signature tool
+    for tool in curl base64 sha256sum tar openssl; do
+        command -v "$tool" >/dev/null 2>&1 || die "$tool not found (needed to download and verify the agent package)"
     done
+    check_signing_key
     mkdir -p "$dir"
-    curl -fsSL --retry 3 --proto '=https,http' -D "$dir/package.headers" -o "$dir/package.b64" \
+    rm -rf "$dir/depu-agent"
+    curl -fsSL --retry 3 --proto "$(curl_proto "$API_URL")" -D "$dir/package.headers" -o "$dir/package.b64" \
         "$API_URL/agent/package.b64" || die "could not download $API_URL/agent/package.b64"
-    expected="$(tr -d '\r' < "$dir/package.headers" | awk -F': *' 'tolower($1) == "x-depu-package-sha256" {v = $2} END {print v}')"
+    expected="$(header x-depu-package-sha256 "$dir/package.headers")"
+    signature="$(header x-depu-package-signature "$dir/package.headers")"
     [[ "$expected" =~ ^[0-9a-f]{64}$ ]] || die "the API announced no package checksum (X-Depu-Package-Sha256)"
     base64 -d "$dir/package.b64" > "$dir/package.tar.gz" || die "the downloaded package is not base64"
     actual="$(sha256sum "$dir/package.tar.gz" | awk '{print $1}')"
-    [[ "$actual" == "$expected" ]] || die "package checksum mismatch (got $actual, announced $expected): try again"
-    rm -rf "$dir/depu-agent"
+    if [[ "$actual" != "$expected" ]]; then
+        discard_download "$dir"
+        die "package checksum mismatch (got $actual, announced $expected): try again"
+    fi
+    if [[ ! "$signature" =~ ^[A-Za-z0-9+/]{86}==$ ]]; then
+        discard_download "$dir"
+        die "the agent package is not signed (no X-Depu-Package-Signature): refusing to install it"
+    fi
+    if ! verify_signature "$dir/package.tar.gz" "$signature" "$dir"; then
+        discard_download "$dir"
+        die "the agent package's signature is not the operator's (not made by the pinned --signing-key): refusing to install it"
+    fi
     tar -xzf "$dir/package.tar.gz" -C "$dir" --no-same-owner --no-same-permissions depu-agent \
         || die "could not extract the agent package"
     [[ -f "$dir/depu-agent/pyproject.toml" ]] || die "the agent package has no pyproject.toml"
-    rm -f "$dir/package.b64" "$dir/package.headers"
+    discard_download "$dir"
 }
 
 if [[ -n "$FETCH_ONLY" ]]; then  # no root, no token: only the download (and a look at what it holds)
@@ -176,14 +234,20 @@ check_api_url
 [[ "$CAPABILITIES" =~ ^[a-z_]+(,[a-z_]+)*$ ]] || die "--capabilities is a list like gpu,fork_host"
 [[ "$NAME" =~ ^[A-Za-z0-9._-]{1,64}$ ]] || die "--name may use letters, digits, . _ - (at most 64)"
 [[ "$GPUS" =~ ^(all|[0-9]+(,[0-9]+)*)$ ]] || die "--gpus is 'all' or a list like 0,1"
+if [[ "$SOURCE" == http://* ]] && ! is_loopback_http "$SOURCE"; then die "--source must be a path or an https URL"; fi
+if [[ "$TORCH_INDEX_URL" == http://* ]] && ! is_loopback_http "$TORCH_INDEX_URL"; then
+    die "--torch-index-url must be https"
+fi
 command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found; install Python 3.10+ or pass --python"
 
 if [[ -z "$SOURCE" && -n "$HERE" && -f "$HERE/pyproject.toml" ]]; then
     SOURCE="$HERE"  # run from a checkout: install the agent next to this script
 elif [[ -z "$SOURCE" ]]; then  # piped into bash: the package comes from the API
-    say "agent package from $API_URL/agent/package.b64 (SHA-256 checked)"
+    say "agent package from $API_URL/agent/package.b64 (signature checked against --signing-key)"
+    check_signing_key
     if [[ $DRY_RUN == 1 ]]; then
-        printf '+ fetch %s/agent/package.b64 into a temporary directory, verify its SHA-256, extract\n' "$API_URL"
+        printf '+ fetch %s/agent/package.b64 into a temporary directory, verify its SHA-256 and its signature by %s, extract\n' \
+            "$API_URL" "$SIGNING_KEY"
         SOURCE="<temporary directory>/depu-agent"
     else
         FETCH_DIR="$(mktemp -d)"

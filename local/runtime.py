@@ -36,6 +36,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
 from local.http_server import ClosingHTTPServer
+from local import signing_key
 from local.isolation import isolate_invocation_state
 from local.template import ACCOUNT_ID, REGION, ROOT, Function, LocalTemplate, Route
 
@@ -483,6 +484,8 @@ class LocalRuntime:
                 "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
                 "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
                 "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon locally
+                # the local agent API signs install.sh and the package with the stack's own key (deployed: none)
+                signing_key.KEY_FILE_ENV: str(signing_key.key_path()),
             }
         )
         env.update(self.options.extra_environment)

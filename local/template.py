@@ -101,6 +101,10 @@ class LocalTemplate:
         self.parameters = {name: str(spec.get("Default", "")) for name, spec in self.raw.get("Parameters", {}).items()}
         self.parameters["Stage"] = LOCAL_STAGE
         self.parameters.update(parameters or {})
+        if "AgentSigningPublicKey" in self.parameters and not self.parameters["AgentSigningPublicKey"]:
+            from local import signing_key  # the key /provider pins: the local stack's own (local/signing_key.py)
+
+            self.parameters["AgentSigningPublicKey"] = signing_key.load_or_create().public_key
 
     # ------------------------------------------------------------------ names
     def physical_name(self, logical_id: str) -> str:

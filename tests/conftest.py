@@ -5,8 +5,11 @@ state machines (the ``aws`` fixture), so tests are independent and cannot drift 
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -30,6 +33,15 @@ os.environ.setdefault("AWS_REGION", "us-east-1")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "DePU")
 os.environ.setdefault("POWERTOOLS_DEV", "false")
+
+# The tests' own agent signing key (never the checkout's .local one): the local agent API signs with it and the
+# template's AgentSigningPublicKey (so /provider's pinned key) is its public half, as in the local stack.
+_SIGNING_DIR = Path(tempfile.mkdtemp(prefix="depu-test-signing-"))
+atexit.register(shutil.rmtree, _SIGNING_DIR, True)
+os.environ["DEPU_AGENT_SIGNING_KEY_FILE"] = str(_SIGNING_DIR / "agent-signing-key.pem")
+from local import signing_key as _signing_key  # noqa: E402
+
+os.environ["AGENT_SIGNING_PUBLIC_KEY"] = _signing_key.load_or_create().public_key
 
 
 @pytest.fixture(scope="session")

@@ -110,7 +110,10 @@ def test_deployed_function_serves_what_publish_uploaded(aws, monkeypatch, tmp_pa
     finally:
         sys.path.remove(str(ROOT / "scripts"))
     assert publish_agent.main([]) == 2 and publish_agent.main(["--help"]) == 2  # usage, uploads nothing
-    assert publish_agent.main([get_settings().artifacts_bucket]) == 0
+    bucket = get_settings().artifacts_bucket
+    assert publish_agent.main([bucket]) == 2  # never unsigned
+    assert get("/agent/install.sh")[0] == 404
+    assert publish_agent.main([bucket, "--signing-key-file", os.environ["DEPU_AGENT_SIGNING_KEY_FILE"]]) == 0
 
     status, headers, body = get("/agent/package.b64")
     assert status == 200
@@ -170,21 +173,25 @@ def test_piped_install_fetches_verifies_and_installs_the_package(agent_api, tmp_
     shown = install_command(TOKEN)  # exactly what /provider shows, run without root: sudo -> --dry-run
     from depu.bot.rental import SUDO_WITH_TOKEN
 
-    assert f"curl -fsSL {agent_api}/agent/install.sh | {SUDO_WITH_TOKEN} -s -- " in shown
+    key = os.environ["AGENT_SIGNING_PUBLIC_KEY"]
+    assert f"curl -fsSL --proto =http -o \"$d/install.sh\" {agent_api}/agent/install.sh" in shown
+    assert shown.endswith(f"{SUDO_WITH_TOKEN} \"$d/install.sh\" --api {agent_api} --signing-key {key}")
     assert "--token" not in shown  # the token is in the environment, not in any process's arguments
-    env = {"PATH": os.environ["PATH"], "HOME": str(cwd), "LANG": "C.UTF-8"}
-    dry = subprocess.run(["bash", "-c", "set -o pipefail; " + shown.replace(f"| {SUDO_WITH_TOKEN}", "| bash") + " --dry-run"],
+    env = {"PATH": os.environ["PATH"], "HOME": str(cwd), "LANG": "C.UTF-8", "TMPDIR": str(tmp_path)}
+    dry = subprocess.run(["bash", "-c", shown.replace(SUDO_WITH_TOKEN, "bash") + " --dry-run"],
                          cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
     get_settings.cache_clear()
     assert dry.returncode == 0, dry.stderr
+    assert "Signature Verified Successfully" in dry.stdout  # install.sh itself, before it ran
     fetch = dry.stdout.index(f"+ fetch {agent_api}/agent/package.b64")
+    assert f"verify its SHA-256 and its signature by {key}" in dry.stdout
     install = dry.stdout.index("pip install --quiet <temporary directory>/depu-agent")
     assert fetch < install < dry.stdout.index("depu-agent register")
     assert str(cwd) not in dry.stdout  # the old bug: pip install "$PWD"
     assert TOKEN not in dry.stdout and TOKEN not in dry.stderr
     assert list(cwd.iterdir()) == []  # --dry-run changed nothing
 
-    fetched = piped(agent_api, f"--fetch-only {tmp_path / 'dl'} --api {agent_api}/", cwd)
+    fetched = piped(agent_api, f"--fetch-only {tmp_path / 'dl'} --api {agent_api}/ --signing-key {key}", cwd)
     assert fetched.returncode == 0, fetched.stderr
     source = Path(fetched.stdout.strip().splitlines()[-1])
     assert source == tmp_path / "dl" / "depu-agent"
@@ -206,8 +213,10 @@ def test_piped_install_refuses_a_package_that_fails_its_checksum(agent_api, tmp_
     from depu.agents import package
 
     real = package.agent_package
-    monkeypatch.setattr(package, "agent_package", lambda *a: package.AgentPackage(real().encoded, "0" * 64))
-    done = piped(agent_api, f"--fetch-only {tmp_path / 'dl'} --api {agent_api}", tmp_path)
+    monkeypatch.setattr(package, "agent_package",
+                        lambda *a: package.AgentPackage(real().encoded, "0" * 64, real().signature))
+    key = os.environ["AGENT_SIGNING_PUBLIC_KEY"]
+    done = piped(agent_api, f"--fetch-only {tmp_path / 'dl'} --api {agent_api} --signing-key {key}", tmp_path)
     assert done.returncode != 0 and "checksum mismatch" in done.stderr
     assert not (tmp_path / "dl" / "depu-agent").exists()  # nothing unverified is extracted
 

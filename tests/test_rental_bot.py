@@ -1,6 +1,8 @@
 """/rent_gpu, /jobs, /cancel and /provider driven with Incoming and a recording Chat against moto."""
 from __future__ import annotations
 
+import html
+import os
 import re
 
 import pytest
@@ -175,7 +177,10 @@ def test_provider_gives_a_working_install_token_and_lists_machines(bot):
     chat = new_chat()
     bot.provider(command("provider", user_id=7001), chat)
     token = re.search(r"DEPU_PROVIDER_TOKEN=(\S+);", chat.text).group(1)
-    assert "/agent/install.sh | sudo --preserve-env=DEPU_PROVIDER_TOKEN bash -s --" in chat.text
+    shown = html.unescape(re.search(r"<pre>(.*?)</pre>", chat.text, re.S).group(1))
+    verify, run = shown.index("openssl pkeyutl -verify"), shown.index("sudo --preserve-env=DEPU_PROVIDER_TOKEN bash")
+    assert shown.index("/agent/install.sh ") < verify < run  # install.sh runs as root only once verified
+    assert shown.count(os.environ["AGENT_SIGNING_PUBLIC_KEY"]) == 2  # pinned: for install.sh and the package
     assert "--token" not in chat.text  # never an argument visible in ps on the provider's machine
     registered = register_agent(AgentApi(), token, name="basement-rig")
     chat = new_chat()

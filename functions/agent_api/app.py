@@ -28,6 +28,7 @@ app.include_router(fork_router)  # fork hosts: /agent/forks/... (depu.forks.host
 
 MAX_BODY_BYTES = 256 * 1024
 PACKAGE_SHA256_HEADER = "X-Depu-Package-Sha256"
+PACKAGE_SIGNATURE_HEADER = "X-Depu-Package-Signature"
 
 
 class Unauthorized(Exception):
@@ -203,16 +204,30 @@ def _text(body: str, content_type: str, headers: dict[str, str] | None = None) -
 
 
 # What /provider's command downloads (no auth: it holds no secret). Served here so that install.sh piped into
-# bash on a provider's machine finds the agent package without a checkout (depu.agents.package).
+# bash on a provider's machine finds the agent package without a checkout (depu.agents.package). Trust comes
+# from the signatures, checked on the provider's machine against the key pinned in the command, not from here.
 @app.get("/agent/install.sh")
 def install_script() -> Response:
-    return _text(package.install_script(), "text/x-shellscript; charset=utf-8")
+    return _text(package.install_script().text, "text/x-shellscript; charset=utf-8")
+
+
+@app.get("/agent/install.sh.sig")
+def install_script_signature() -> Response:
+    return _signature(package.install_script().signature)
 
 
 @app.get("/agent/package.b64")
 def agent_package() -> Response:
     served = package.agent_package()
-    return _text(served.encoded, "text/plain; charset=us-ascii", {PACKAGE_SHA256_HEADER: served.sha256})
+    headers = {PACKAGE_SHA256_HEADER: served.sha256}
+    if served.signature:  # in the same answer as the package, so a publish in between cannot mix two versions
+        headers[PACKAGE_SIGNATURE_HEADER] = served.signature
+    return _text(served.encoded, "text/plain; charset=us-ascii", headers)
+
+
+@app.get("/agent/package.sig")
+def agent_package_signature() -> Response:
+    return _signature(package.agent_package().signature)
 
 
 @app.get("/agent/package.sha256")
@@ -220,6 +235,12 @@ def agent_package_sha256() -> Response:
     served = package.agent_package()
     return _text(f"{served.sha256}  {package.TOP_DIR}.tar.gz\n", "text/plain; charset=us-ascii",
                  {PACKAGE_SHA256_HEADER: served.sha256})
+
+
+def _signature(signature: str | None) -> Response:
+    if not signature:
+        raise package.NotFound("not signed")
+    return _text(signature + "\n", "text/plain; charset=us-ascii")
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

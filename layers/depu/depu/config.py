@@ -24,6 +24,7 @@ class Settings:
     chain_rpc_url: str
     starter_credits: int
     public_api_url: str
+    agent_signing_public_key: str  # pinned in /provider's install command (depu.agents.bootstrap)
     users_table: str
     ledger_table: str
     jobs_table: str
@@ -53,6 +54,7 @@ class Settings:
             chain_rpc_url=_env("CHAIN_RPC_URL", "http://127.0.0.1:8545"),
             starter_credits=int(_env("STARTER_CREDITS", "1000")),
             public_api_url=_env("PUBLIC_API_URL", "http://127.0.0.1:3000").rstrip("/"),
+            agent_signing_public_key=_env("AGENT_SIGNING_PUBLIC_KEY").strip(),
             users_table=_env("USERS_TABLE", "depu-UsersTable"),
             ledger_table=_env("LEDGER_TABLE", "depu-LedgerTable"),
             jobs_table=_env("JOBS_TABLE", "depu-JobsTable"),

@@ -5,11 +5,18 @@ checkout of this repository, so the script downloads the agent package from the 
 as base64 text (``package.b64``: a gzipped tarball holding ``depu-agent/`` with pyproject.toml,
 requirements.txt, README.md and ``depu_agent/``), so API Gateway needs no binary media types. The tarball is
 built deterministically (sorted entries, fixed times and owners, no gzip timestamp): the same sources give the
-same bytes and so the same SHA-256, which install.sh checks against what the API announces.
+same bytes and so the same SHA-256 and signature.
 
-Locally (and in tests) both are made from the repository's ``agent/`` directory; a deployed function has only
-its own code, so there they are read from the artifacts bucket under ``site/agent/``, where ``publish``
-(scripts/publish_agent.py, run after ``sam deploy``) puts them.
+Both are signed (depu.agents.signing): install.sh verifies the package's signature with the public key pinned
+in the command /provider shows before it unpacks anything, and that command verifies install.sh itself before
+running it. The SHA-256 the API announces only tells a download cut short or a publish caught half-way (try
+again) from a forgery (refused).
+
+Locally (and in tests) both are made from the repository's ``agent/`` directory and signed on the fly with the
+local stack's own key (``DEPU_AGENT_SIGNING_KEY_FILE``, set only by the local stack and the tests); a deployed
+function has only its own code and no key, so there they are read, with their signatures, from the artifacts
+bucket under ``site/agent/``, where ``publish`` (scripts/publish_agent.py, run by the operator after
+``sam deploy`` with the private key) puts them.
 """
 from __future__ import annotations
 
@@ -30,6 +37,9 @@ SITE_PREFIX = "site/agent/"
 INSTALL_SCRIPT = "install.sh"
 PACKAGE_B64 = "package.b64"
 PACKAGE_SHA256 = "package.sha256"
+INSTALL_SIGNATURE = "install.sh.sig"  # base64 of the Ed25519 signature over install.sh's bytes
+PACKAGE_SIGNATURE = "package.sig"  # base64 of the Ed25519 signature over the tarball (the decoded package)
+LOCAL_SIGNING_KEY_ENV = "DEPU_AGENT_SIGNING_KEY_FILE"
 TOP_DIR = "depu-agent"  # the tarball's single top-level directory: install.sh pip-installs <dir>/depu-agent
 TOP_FILES = ("pyproject.toml", "requirements.txt", "README.md")
 PACKAGE_DIR = "depu_agent"
@@ -48,7 +58,14 @@ class Unavailable(Exception):
 @dataclass(frozen=True)
 class AgentPackage:
     encoded: str  # base64 of the gzipped tarball, one line plus a newline
-    sha256: str  # hex SHA-256 of the tarball (the decoded bytes), what install.sh verifies
+    sha256: str  # hex SHA-256 of the tarball (the decoded bytes): tells a torn download from a forgery
+    signature: str | None = None  # base64 Ed25519 signature over the tarball; None: not signed (install refuses)
+
+
+@dataclass(frozen=True)
+class InstallScript:
+    text: str
+    signature: str | None = None  # base64 Ed25519 signature over text's UTF-8 bytes
 
 
 def default_agent_dir() -> Path:
@@ -110,20 +127,46 @@ def encode(tarball: bytes) -> AgentPackage:
     return AgentPackage(base64.b64encode(tarball).decode("ascii") + "\n", hashlib.sha256(tarball).hexdigest())
 
 
+def signed(tarball: bytes, private_key) -> AgentPackage:
+    from depu.agents import signing
+
+    package = encode(tarball)
+    return AgentPackage(package.encoded, package.sha256, signing.sign(private_key, tarball))
+
+
+def _local_signing_key():
+    """The local stack's key (a deployed function has none: it serves what the operator signed)."""
+    path = os.environ.get(LOCAL_SIGNING_KEY_ENV)
+    if not path:
+        return None
+    from depu.agents import signing
+
+    return signing.read_key_file(Path(path))
+
+
 def agent_package(agent_dir: Path | None = None) -> AgentPackage:
-    """The package install.sh downloads: built from the repository, or the published one from the bucket."""
+    """The package install.sh downloads: built from the repository (signed with the local key), or the one
+    the operator published to the bucket, with its signature."""
     directory = agent_dir or default_agent_dir()
     if _in_repository(directory):
-        return encode(build_tarball(directory))
+        key = _local_signing_key()
+        tarball = build_tarball(directory)
+        return signed(tarball, key) if key else encode(tarball)
     return _package_from_bucket()
 
 
-def install_script(agent_dir: Path | None = None) -> str:
-    """install.sh from the repository, or the published one from the bucket."""
+def install_script(agent_dir: Path | None = None) -> InstallScript:
+    """install.sh from the repository (signed with the local key), or the published one from the bucket."""
     directory = agent_dir or default_agent_dir()
     path = directory / INSTALL_SCRIPT
     if _in_repository(directory) and path.is_file():
-        return path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
+        key = _local_signing_key()
+        if key is None:
+            return InstallScript(text)
+        from depu.agents import signing
+
+        return InstallScript(text, signing.sign(key, text.encode("utf-8")))
     return _install_script_from_bucket()
 
 
@@ -134,19 +177,27 @@ def _package_from_bucket() -> AgentPackage:
         tarball = base64.b64decode(encoded.strip(), validate=True)
     except (binascii.Error, ValueError):
         raise Unavailable("the published package is not base64") from None
-    package = AgentPackage(encoded, hashlib.sha256(tarball).hexdigest())
+    sha256 = hashlib.sha256(tarball).hexdigest()
     try:
         recorded = _read_bucket(PACKAGE_SHA256).split()[0]
     except (NotFound, IndexError):
-        recorded = package.sha256  # published without the checksum file: what we serve is still self-consistent
-    if recorded != package.sha256:  # a publish in progress; lru_cache keeps no result of a raise
+        recorded = sha256  # published without the checksum file: what we serve is still self-consistent
+    if recorded != sha256:  # a publish in progress; lru_cache keeps no result of a raise
         raise Unavailable("the published package and its checksum disagree")
-    return package
+    return AgentPackage(encoded, sha256, _optional_bucket(PACKAGE_SIGNATURE))
 
 
 @lru_cache(maxsize=1)
-def _install_script_from_bucket() -> str:
-    return _read_bucket(INSTALL_SCRIPT)
+def _install_script_from_bucket() -> InstallScript:
+    return InstallScript(_read_bucket(INSTALL_SCRIPT), _optional_bucket(INSTALL_SIGNATURE))
+
+
+def _optional_bucket(name: str) -> str | None:
+    """A signature file, or None when it was never published (the installer then refuses, fail-closed)."""
+    try:
+        return _read_bucket(name).strip() or None
+    except NotFound:
+        return None
 
 
 def _read_bucket(name: str) -> str:
@@ -166,21 +217,34 @@ def clear_cache() -> None:
     _install_script_from_bucket.cache_clear()
 
 
-def publish(bucket: str, agent_dir: Path | None = None) -> tuple[list[str], str]:
-    """Upload install.sh, package.b64 and package.sha256 under site/agent/ of ``bucket``; returns the keys
-    written and the package's SHA-256. The checksum goes last: until it is written the function sees a
-    mismatch and answers 503 rather than serving a package under another package's checksum."""
+def publish(bucket: str, private_key, agent_dir: Path | None = None) -> tuple[list[str], str]:
+    """Sign install.sh and the package with the operator's ``private_key`` and upload them with their
+    signatures and package.sha256 under site/agent/ of ``bucket``; returns the keys written and the package's
+    SHA-256. Each signature follows its file, and the checksum goes last: until it is written the function
+    sees a mismatch and answers 503 rather than serving a package under another package's checksum."""
     import boto3
+
+    from depu.agents import signing
 
     directory = agent_dir or default_agent_dir()
     if not _in_repository(directory):
         raise NotFound(f"{directory} is not the agent's source directory")
-    package = encode(build_tarball(directory))
+    tarball = build_tarball(directory)
+    package = signed(tarball, private_key)
+    script = (directory / INSTALL_SCRIPT).read_bytes()
+    script_signature = signing.sign(private_key, script)
+    public_key = signing.public_key_of(private_key)
+    if not (signing.verify(public_key, tarball, package.signature or "")
+            and signing.verify(public_key, script, script_signature)):
+        raise signing.SigningKeyError("the signatures just made do not verify")  # never upload those
+    text = "text/plain; charset=us-ascii"
     s3 = boto3.client("s3")
     uploads = (
-        (INSTALL_SCRIPT, (directory / INSTALL_SCRIPT).read_bytes(), "text/x-shellscript; charset=utf-8"),
-        (PACKAGE_B64, package.encoded.encode("ascii"), "text/plain; charset=us-ascii"),
-        (PACKAGE_SHA256, f"{package.sha256}  {TOP_DIR}.tar.gz\n".encode("ascii"), "text/plain; charset=us-ascii"),
+        (INSTALL_SCRIPT, script, "text/x-shellscript; charset=utf-8"),
+        (INSTALL_SIGNATURE, f"{script_signature}\n".encode("ascii"), text),
+        (PACKAGE_B64, package.encoded.encode("ascii"), text),
+        (PACKAGE_SIGNATURE, f"{package.signature}\n".encode("ascii"), text),
+        (PACKAGE_SHA256, f"{package.sha256}  {TOP_DIR}.tar.gz\n".encode("ascii"), text),
     )
     for name, body, content_type in uploads:
         s3.put_object(Bucket=bucket, Key=SITE_PREFIX + name, Body=body, ContentType=content_type)

@@ -12,10 +12,11 @@ flow to ``submitting`` first (a conditional write), so a double-tapped Submit st
 from __future__ import annotations
 
 import html
+import logging
 import time
 
 from depu import conversation, credits
-from depu.agents import catalogue, registry as agents
+from depu.agents import bootstrap, catalogue, registry as agents
 from depu.agents.tokens import ENROLMENT_TTL_SECONDS, issue_enrolment_token
 from depu.bot.registry import Button, Chat, Incoming, callback, command, document, text
 from depu.bot.screens import show
@@ -25,6 +26,8 @@ from depu.jobs import lifecycle, messages, service, workloads
 from depu.jobs.metering import max_cost
 from depu.jobs.models import Job
 from depu.profiles import ensure_profile, profile_section
+
+log = logging.getLogger(__name__)
 
 FLOW = "rent"
 PREFIX = "rg"
@@ -307,15 +310,17 @@ def _strip_tags(value: str) -> str:
 # ---------------------------------------------------------------- /provider
 
 
-SUDO_WITH_TOKEN = "sudo --preserve-env=DEPU_PROVIDER_TOKEN bash"
+SUDO_WITH_TOKEN = bootstrap.SUDO_WITH_TOKEN
 
 
 def install_command(token: str) -> str:
-    """What a provider pastes on the GPU machine: install.sh (which needs root) fetches the agent package from
-    the API itself, so no checkout is needed there (agent/README.md). The token travels in the environment
-    (``export`` is a shell builtin), never as an argument that other users of the machine could see in ``ps``."""
-    base = get_settings().public_api_url
-    return f"export DEPU_PROVIDER_TOKEN={token}; curl -fsSL {base}/agent/install.sh | {SUDO_WITH_TOKEN} -s -- --api {base}"
+    """What a provider pastes on the GPU machine: it verifies install.sh against the operator's key pinned in
+    the line itself before running it as root, and install.sh verifies the agent package it fetches from the
+    API with the same key, so no checkout is needed there (depu.agents.bootstrap, agent/README.md). The token
+    travels in the environment, never as an argument that other users of the machine could see in ``ps``.
+    Raises bootstrap.NotConfigured when this deployment has no signing key or no https URL."""
+    settings = get_settings()
+    return bootstrap.install_command(settings.public_api_url, settings.agent_signing_public_key, token)
 
 
 def _ago(seconds: float) -> str:
@@ -359,16 +364,21 @@ def provider(incoming: Incoming, chat: Chat) -> None:
         chat.reply("Send /provider to me in a private chat: it shows a secret install token.")
         return
     _profile(incoming)
-    token = issue_enrolment_token(incoming.user_id)
     now = time.time()
     mine = sorted(agents.agents_of_provider(incoming.user_id), key=lambda agent: -float(agent.last_seen_at))
-    lines = [
-        "<b>Offer your machine</b>",
-        f"Run this on a Linux machine with an NVIDIA GPU (valid {ENROLMENT_TTL_SECONDS // 3600} h, "
-        "reusable for several machines; keep it secret):",
-        f"<pre>{html.escape(install_command(token))}</pre>",
-        "You earn what renters pay for each second your GPU runs their jobs.",
-    ]
+    try:
+        shown = install_command(issue_enrolment_token(incoming.user_id))
+    except bootstrap.NotConfigured:  # never show a command that would run an unverified script as root
+        log.warning("/provider has no install command: agent signing key or https API URL missing")
+        offer = ["<b>Offer your machine</b>", "Adding machines is not available right now; try again later."]
+    else:
+        offer = [
+            "<b>Offer your machine</b>",
+            f"Run this on a Linux machine with an NVIDIA GPU (valid {ENROLMENT_TTL_SECONDS // 3600} h, "
+            "reusable for several machines; keep it secret):",
+            f"<pre>{html.escape(shown)}</pre>",
+        ]
+    lines = [*offer, "You earn what renters pay for each second your GPU runs their jobs."]
     if mine:
         lines.append("\n<b>Your machines</b>")
         lines.extend(_agent_line(agent, now) for agent in mine[:10])
