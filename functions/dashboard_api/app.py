@@ -32,6 +32,9 @@ tracer = Tracer()
 app = APIGatewayRestResolver(json_body_deserializer=jsonbody.loads)
 
 _LOGIN_CODE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+# POST /dashboard/session parses before it authenticates: an outsider's body gets a small limit. Telegram's
+# initData is a few hundred bytes to a few KiB; a login code is under 256 characters.
+SESSION_MAX_BODY_BYTES = 16 * 1024
 _JSON_HEADERS = {**site.SECURITY_HEADERS, "Cache-Control": "no-store"}
 
 
@@ -46,7 +49,8 @@ def _bot_token() -> str:
 def _bearer() -> str | None:
     header = app.current_event.headers.get("Authorization") or app.current_event.headers.get("authorization") or ""
     scheme, _, value = header.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    # tokens are ASCII; anything else (a lone surrogate included) is no token, not a crash in hashing
+    return value.strip() if scheme.lower() == "bearer" and value.strip() and value.isascii() else None
 
 
 def _session() -> sessions.Session:
@@ -99,8 +103,16 @@ def login_link() -> Response:
 # ------------------------------------------------------------------------------------------- sessions
 @app.post("/dashboard/session")
 def open_session() -> Response:
+    event = app.current_event
+    raw = event.body or ""
+    if len(raw) > 2 * SESSION_MAX_BODY_BYTES:  # sized before any base64 decoding (4/3 growth)
+        return _json(413, {"error": f"body over {SESSION_MAX_BODY_BYTES} bytes"})
     try:
-        body = app.current_event.json_body
+        body = jsonbody.loads(event.decoded_body or "", max_bytes=SESSION_MAX_BODY_BYTES)
+    except jsonbody.TooLarge as error:
+        return _json(413, {"error": str(error)})
+    except jsonbody.NotUnicode as error:
+        return _json(400, {"error": str(error)})
     except (ValueError, TypeError):
         body = None
     if not isinstance(body, dict):

@@ -93,8 +93,8 @@ def telegram_update() -> Response:
         return _reply(401, "unauthorized")
     try:
         body = event.decoded_body or ""
-    except ValueError:  # isBase64Encoded with a body that is not base64
-        return _reply(400, "body is not valid base64")
+    except ValueError:  # isBase64Encoded with a body that is not base64, or bytes that are not UTF-8
+        return _reply(400, "body is not valid base64-encoded UTF-8 text")
     if len(body.encode("utf-8", "surrogatepass")) > MAX_BODY_BYTES:
         return _reply(413, "body too large")
     try:
