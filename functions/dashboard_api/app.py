@@ -17,18 +17,18 @@ import json
 import re
 from typing import Any
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from depu import jsonbody
+from depu import jsonbody, tracing
 from depu.config import get_settings
 from depu.dashboard import initdata, overview, sessions, site
 
 logger = Logger()
-tracer = Tracer()
+tracer = tracing.tracer()
 app = APIGatewayRestResolver(json_body_deserializer=jsonbody.loads)
 
 _LOGIN_CODE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
@@ -152,7 +152,7 @@ def _first_name(user_id: int) -> str:
 
 # ------------------------------------------------------------------------------------------- data
 @app.get("/dashboard/overview")
-@tracer.capture_method
+@tracer.capture_method(capture_response=False, capture_error=False)
 def get_overview() -> Response:
     session = _session()
     data = overview.build_overview(session.user_id)
@@ -161,6 +161,6 @@ def get_overview() -> Response:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)
