@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from depu import tracing
+from depu.analytics import export_quota
 from depu.analytics.export import ExportError, ExportRequest, build
 from depu.notify import enqueue
 
@@ -30,6 +31,7 @@ def record_handler(record: SQSRecord) -> None:
         return
     notice = build(request)
     enqueue(notice)
+    export_quota.release(request.user_id, request.request_id)  # the user may start the next one
     logger.info("export delivered", extra={"request_id": request.request_id, "dataset": request.dataset,
                                            "format": request.format, "blocks": request.end - request.start + 1})
 
