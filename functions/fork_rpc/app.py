@@ -14,7 +14,8 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from depu import jsonbody, tracing
-from depu.forks.proxy import default_proxy
+from depu.forks.policy import PARSE_ERROR
+from depu.forks.proxy import default_proxy, error
 
 logger = Logger()
 tracer = tracing.tracer()
@@ -25,7 +26,11 @@ app = APIGatewayRestResolver(json_body_deserializer=jsonbody.loads)
 def rpc(token: str) -> Response:
     event = app.current_event
     raw = event.body or ""
-    body = base64.b64decode(raw) if event.is_base64_encoded else raw
+    try:
+        body = base64.b64decode(raw, validate=True) if event.is_base64_encoded else raw
+    except ValueError:  # binascii.Error: not base64 at all
+        return Response(status_code=200, content_type=content_types.APPLICATION_JSON,
+                        body=json.dumps(error(None, PARSE_ERROR, "parse error: the body is not valid base64")))
     reply = default_proxy().handle(token, body)
     return Response(status_code=reply.status, content_type=content_types.APPLICATION_JSON, body=json.dumps(reply.body))
 
