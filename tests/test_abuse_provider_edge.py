@@ -54,7 +54,7 @@ def refuse(text: str, max_bytes: int = 16 * 1024 * 1024) -> None:
 
 # ---------------------------------------------------------------- the quadratic pre-scan
 def test_the_quadratic_payload_is_parsed_in_linear_time():
-    """200 KB took the old scan about a minute (it restarted a string match at every quote: 16 KB ~ 1 s,
+    """200 KB took the old scan about 2.5 minutes (it restarted a string match at every quote: 16 KB ~ 1 s,
     growing with the square); it must finish well under a second, and 8x the size must cost far less than
     what a quadratic scan would."""
     assert best_time(lambda: refuse(quadratic_payload(200_000)), runs=1) < 1.0
