@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from depu import jsonbody
+from depu import jsonbody, tracing
 from depu.agents import package, registry, tokens
 from depu.agents.registry import Agent, RegistrationError
 from depu.forks.host_api import fork_router
@@ -22,16 +22,23 @@ from depu.jobs import lifecycle, work
 from depu.jobs.leases import HEARTBEAT_SECONDS, LEASE_SECONDS
 
 logger = Logger()
-tracer = Tracer()
+tracer = tracing.tracer()
 app = APIGatewayRestResolver()
 app.include_router(fork_router)  # fork hosts: /agent/forks/... (depu.forks.host_api)
 
 MAX_BODY_BYTES = 256 * 1024
+# register is the one route that parses before it authenticates (the provider token is in the body): an
+# outsider's body gets a small limit. A 16-GPU machine's registration is under 8 KiB.
+REGISTER_MAX_BODY_BYTES = 32 * 1024
 PACKAGE_SHA256_HEADER = "X-Depu-Package-Sha256"
 PACKAGE_SIGNATURE_HEADER = "X-Depu-Package-Signature"
 
 
 class Unauthorized(Exception):
+    pass
+
+
+class PayloadTooLarge(Exception):
     pass
 
 
@@ -43,12 +50,14 @@ def _json(status: int, body: dict[str, Any] | None) -> Response:
     )
 
 
-def _body() -> dict[str, Any]:
+def _body(max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:
     raw = app.current_event.body or ""
-    if len(raw) > MAX_BODY_BYTES:
-        raise work.BadRequest("body too large")
     try:
-        body = jsonbody.loads(raw) if raw else {}
+        body = jsonbody.loads(raw, max_bytes=max_bytes) if raw else {}
+    except jsonbody.TooLarge as error:
+        raise PayloadTooLarge(f"body over {max_bytes} bytes") from error
+    except jsonbody.NotUnicode as error:
+        raise work.BadRequest(str(error)) from error
     except ValueError as error:
         raise work.BadRequest("body is not JSON") from error
     if not isinstance(body, dict):
@@ -59,7 +68,8 @@ def _body() -> dict[str, Any]:
 def _bearer() -> str | None:
     header = app.current_event.get_header_value("Authorization", default_value="", case_sensitive=False) or ""
     scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    # tokens are ASCII; anything else (a lone surrogate included) is no token, not a crash in hashing
+    return token.strip() if scheme.lower() == "bearer" and token.strip() and token.isascii() else None
 
 
 def _agent() -> Agent:
@@ -73,6 +83,11 @@ def _agent() -> Agent:
 @app.exception_handler(Unauthorized)
 def _unauthorized(_: Unauthorized) -> Response:
     return _json(401, {"error": "unauthorized"})
+
+
+@app.exception_handler(PayloadTooLarge)
+def _too_large(error: PayloadTooLarge) -> Response:
+    return _json(413, {"error": str(error)})
 
 
 @app.exception_handler(work.NotFound)
@@ -93,7 +108,7 @@ def _bad_request(error: ValueError) -> Response:
 
 @app.post("/agent/register")
 def register() -> Response:
-    body = _body()
+    body = _body(REGISTER_MAX_BODY_BYTES)
     registration = registry.register(
         body.get("provider_token") if isinstance(body.get("provider_token"), str) else None,
         name=body.get("name"),
@@ -244,6 +259,6 @@ def _signature(signature: str | None) -> Response:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -17,21 +17,24 @@ import json
 import re
 from typing import Any
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from depu import jsonbody
+from depu import jsonbody, tracing
 from depu.config import get_settings
 from depu.dashboard import initdata, overview, sessions, site
 
 logger = Logger()
-tracer = Tracer()
+tracer = tracing.tracer()
 app = APIGatewayRestResolver(json_body_deserializer=jsonbody.loads)
 
 _LOGIN_CODE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+# POST /dashboard/session parses before it authenticates: an outsider's body gets a small limit. Telegram's
+# initData is a few hundred bytes to a few KiB; a login code is under 256 characters.
+SESSION_MAX_BODY_BYTES = 16 * 1024
 _JSON_HEADERS = {**site.SECURITY_HEADERS, "Cache-Control": "no-store"}
 
 
@@ -46,7 +49,8 @@ def _bot_token() -> str:
 def _bearer() -> str | None:
     header = app.current_event.headers.get("Authorization") or app.current_event.headers.get("authorization") or ""
     scheme, _, value = header.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    # tokens are ASCII; anything else (a lone surrogate included) is no token, not a crash in hashing
+    return value.strip() if scheme.lower() == "bearer" and value.strip() and value.isascii() else None
 
 
 def _session() -> sessions.Session:
@@ -99,8 +103,16 @@ def login_link() -> Response:
 # ------------------------------------------------------------------------------------------- sessions
 @app.post("/dashboard/session")
 def open_session() -> Response:
+    event = app.current_event
+    raw = event.body or ""
+    if len(raw) > 2 * SESSION_MAX_BODY_BYTES:  # sized before any base64 decoding (4/3 growth)
+        return _json(413, {"error": f"body over {SESSION_MAX_BODY_BYTES} bytes"})
     try:
-        body = app.current_event.json_body
+        body = jsonbody.loads(event.decoded_body or "", max_bytes=SESSION_MAX_BODY_BYTES)
+    except jsonbody.TooLarge as error:
+        return _json(413, {"error": str(error)})
+    except jsonbody.NotUnicode as error:
+        return _json(400, {"error": str(error)})
     except (ValueError, TypeError):
         body = None
     if not isinstance(body, dict):
@@ -140,7 +152,7 @@ def _first_name(user_id: int) -> str:
 
 # ------------------------------------------------------------------------------------------- data
 @app.get("/dashboard/overview")
-@tracer.capture_method
+@tracer.capture_method(capture_response=False, capture_error=False)
 def get_overview() -> Response:
     session = _session()
     data = overview.build_overview(session.user_id)
@@ -149,6 +161,6 @@ def get_overview() -> Response:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

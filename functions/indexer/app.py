@@ -8,20 +8,21 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from depu import tracing
 from depu.chain.indexer import Indexer, IndexerConfig
 from depu.config import get_settings
 
 logger = Logger()
-tracer = Tracer()
+tracer = tracing.tracer()
 
 SAFETY_MARGIN_MS = 10_000
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     budget_s = max(0.0, (context.get_remaining_time_in_millis() - SAFETY_MARGIN_MS) / 1000)
     indexer = Indexer(get_settings().chain_rpc_url, IndexerConfig.from_env())

@@ -11,11 +11,12 @@ from functools import lru_cache
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from depu import tracing
 from depu.agents import matcher
 from depu.config import get_settings
 from depu.jobs import lifecycle, messages
@@ -23,7 +24,7 @@ from depu.jobs.leases import match_backoff
 from depu.jobs.models import Job
 
 logger = Logger()
-tracer = Tracer()
+tracer = tracing.tracer()
 # nobody-fits-yet is routine, not an error: report the items, never fail the whole invocation
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
@@ -67,6 +68,6 @@ def record_handler(record: SQSRecord) -> None:
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

@@ -13,7 +13,7 @@ import hmac
 from functools import lru_cache
 from typing import Any
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities import parameters
@@ -25,14 +25,14 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from depu import jsonbody
+from depu import jsonbody, tracing
 from depu.bot.dispatch import TelegramChat, dispatch
 from depu.config import get_settings
 from depu.telegram.client import bot_api
 from depu.telegram.updates import MalformedUpdate, parse_body, parse_update
 
 logger = Logger()
-tracer = Tracer()
+tracer = tracing.tracer()
 app = APIGatewayRestResolver(json_body_deserializer=jsonbody.loads)
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -93,8 +93,8 @@ def telegram_update() -> Response:
         return _reply(401, "unauthorized")
     try:
         body = event.decoded_body or ""
-    except ValueError:  # isBase64Encoded with a body that is not base64
-        return _reply(400, "body is not valid base64")
+    except ValueError:  # isBase64Encoded with a body that is not base64, or bytes that are not UTF-8
+        return _reply(400, "body is not valid base64-encoded UTF-8 text")
     if len(body.encode("utf-8", "surrogatepass")) > MAX_BODY_BYTES:
         return _reply(413, "body too large")
     try:
@@ -115,7 +115,7 @@ def telegram_update() -> Response:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     idempotency_config.register_lambda_context(context)
     return app.resolve(event, context)

@@ -273,13 +273,19 @@ def unwatch(incoming: Incoming, chat: Chat) -> None:
 @command("export", "Export transfers or blocks: /export transfers 100-200 csv")
 def export(incoming: Incoming, chat: Chat) -> None:
     from depu.analytics import export as exports
+    from depu.analytics import export_quota
 
     try:
         request = exports.parse(incoming.args, incoming.user_id, incoming.chat_id)
     except exports.ExportError as error:
         raise UserError(f"{error}\nDatasets: transfers, blocks · formats: csv, jsonl, parquet · "
                         f"at most {exports.MAX_BLOCKS:,} blocks.") from None
-    exports.enqueue(request)
+    export_quota.acquire(incoming.user_id, request.request_id)  # ExportLimited says which limit and when
+    try:
+        exports.enqueue(request)
+    except Exception:
+        export_quota.release(incoming.user_id, request.request_id)
+        raise
     chat.reply(f"📦 Preparing {request.dataset} for blocks {request.start}–{request.end} as "
                f"{request.format.upper()}; the file arrives here shortly.")
 

@@ -33,17 +33,16 @@ def _json(status: int, body: dict[str, Any]) -> Response:
 def _agent() -> Any:
     header = fork_router.current_event.get_header_value("Authorization", default_value="", case_sensitive=False) or ""
     scheme, _, token = header.partition(" ")
-    agent_id = tokens.agent_for_token(token.strip()) if scheme.lower() == "bearer" else None
+    # tokens are ASCII; anything else (a lone surrogate included) is no token, not a crash in hashing
+    agent_id = tokens.agent_for_token(token.strip()) if scheme.lower() == "bearer" and token.isascii() else None
     return registry.get_agent(agent_id) if agent_id else None
 
 
 def _body() -> dict[str, Any] | None:
     raw = fork_router.current_event.body or ""
-    if len(raw) > MAX_BODY_BYTES:
-        return None
     try:
-        body = jsonbody.loads(raw) if raw else {}
-    except ValueError:
+        body = jsonbody.loads(raw, max_bytes=MAX_BODY_BYTES) if raw else {}
+    except ValueError:  # too large, not UTF-8, too deep or not JSON
         return None
     return body if isinstance(body, dict) else None
 

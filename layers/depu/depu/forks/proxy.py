@@ -59,7 +59,9 @@ class ForkProxy:
     # ------------------------------------------------------------------ entry point
     def handle(self, token: str, raw: bytes | str | None) -> RpcReply:
         """One HTTP request to ``/rpc/{token}``: a single JSON-RPC request or a batch."""
-        size = len(raw.encode() if isinstance(raw, str) else raw or b"")
+        # sized before anything else (surrogatepass: a lone surrogate must not crash the count; the parser
+        # refuses it below), so an outsider without a token gets no more than a size check and one lookup
+        size = len(raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw or b"")
         if size > policy.MAX_BODY_BYTES:
             return RpcReply(413, error(None, policy.INVALID_REQUEST, f"request body over {policy.MAX_BODY_BYTES} bytes"))
         try:
@@ -67,7 +69,9 @@ class ForkProxy:
         except Unavailable as refused:
             return RpcReply(refused.status, error(None, refused.code, refused.message))
         try:
-            payload = jsonbody.loads(raw or b"")
+            payload = jsonbody.loads(raw or b"", max_bytes=policy.MAX_BODY_BYTES)
+        except jsonbody.NotUnicode as refused:
+            return RpcReply(200, error(None, policy.PARSE_ERROR, f"parse error: {refused}"))
         except ValueError:
             return RpcReply(200, error(None, policy.PARSE_ERROR, "parse error: the body is not JSON"))
         if isinstance(payload, list):

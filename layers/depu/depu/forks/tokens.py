@@ -48,7 +48,7 @@ def revoke(token_hash: str | None) -> None:
 
 def fork_for(token: str | None) -> ForkRpcToken | None:
     """The token's record if it is a live fork token, else None (unknown, other kind, expired, malformed)."""
-    if not token or len(token) > 100 or not token.startswith(PREFIX):
+    if not token or len(token) > 100 or not token.startswith(PREFIX) or not token.isascii():
         return None
     try:
         record = ForkRpcToken.get(hash_token(token))
