@@ -34,7 +34,18 @@ def sweep(now: float | None = None) -> Sweep:
             _warn(fork, now, done)
         if fork.status in (ACTIVE, SYNCING) and fork.expires_at > now and _host_silent(fork, now):
             _rebuild(fork, done)
+    _address_waiting_tasks()
     return done
+
+
+def _address_waiting_tasks() -> None:
+    """Queued fork tasks reach their forks even when no approved host polls: a build with no fit host left
+    then fails at once, with the user told, instead of waiting out its timeout."""
+    from depu.forks import tasks
+
+    for _ in range(5):
+        if not tasks.address_queued(wait=0):
+            return
 
 
 def _expire(fork: Fork, done: Sweep) -> None:

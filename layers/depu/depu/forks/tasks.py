@@ -115,15 +115,16 @@ def claim(agent_id: str, wait_seconds: float) -> ClaimedTask | None:
         if task:
             return task
         remaining = deadline - time.monotonic()
-        if _address_queued(wait=min(max(int(remaining), 0), 1)):
+        if address_queued(wait=min(max(int(remaining), 0), 1)):
             continue
         if time.monotonic() >= deadline:
             return _take(agent_id)
 
 
-def _address_queued(wait: int) -> int:
+def address_queued(wait: int = 0) -> int:
     """Move up to ten queued task messages onto their forks (``pending_task``, ``task_host``); returns how
-    many arrived. A message whose fork has no fit host is answered at once, so its state machine moves on."""
+    many arrived. A message whose fork has no fit host is answered at once, so its state machine moves on
+    (the janitor runs this too, so that happens even while no approved host is polling)."""
     settings = get_settings()
     answer = _sqs().receive_message(QueueUrl=settings.fork_task_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait)
     messages = answer.get("Messages", [])
