@@ -114,11 +114,12 @@ def claim(agent_id: str, wait_seconds: float) -> ClaimedTask | None:
         task = _take(agent_id)
         if task:
             return task
-        remaining = deadline - time.monotonic()
-        if address_queued(wait=min(max(int(remaining), 0), 1)):
-            continue
+        wait = min(max(int(deadline - time.monotonic()), 0), 1)
+        arrived = address_queued(wait=wait)
         if time.monotonic() >= deadline:
-            return _take(agent_id)
+            return _take(agent_id) if arrived else None
+        if not arrived and not wait:
+            time.sleep(0.2)  # under a second left: no long poll, but no busy loop either
 
 
 def address_queued(wait: int = 0) -> int:
