@@ -192,7 +192,10 @@ def _host_for(kind: str, fork: Fork) -> str | None:
 
 def _take(agent_id: str) -> ClaimedTask | None:
     """Take one task addressed to this host (a conditional write: it is taken once)."""
-    for fork in Fork.by_task_host.query(agent_id, limit=5):
+    for listed in Fork.by_task_host.query(agent_id, limit=5):
+        fork = _fork(listed.fork_id)  # the index lags the table: act on the item as it is now
+        if fork is None or fork.task_host != agent_id:
+            continue
         pending = dict(fork.pending_task or {})
         kind = pending.get("kind")
         if pending.get("agent_id") != agent_id or not _still_wanted(kind, fork, pending.get("token", "")):
