@@ -15,6 +15,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,4 +97,33 @@ def start_local_agent(
             start_new_session=True, preexec_fn=ends_with_this_process(),
         )
     log.info("local agent started (pid %d), log in %s", process.pid, log_path)
+    if chain_url:
+        threading.Thread(target=approve_local_fork_host, args=(process,), name="approve-fork-host", daemon=True).start()
     return AgentProcess(process, log_path)
+
+
+def approve_local_fork_host(process: subprocess.Popen | None = None, provider_user_id: int = LOCAL_PROVIDER_ID,
+                            timeout_s: float = 180.0) -> str | None:
+    """Approve the local agent as a fork host once it registered, through the operator's own command
+    (scripts/approve_fork_host.py): on a deployed stack an operator decides, on the local stack the local
+    operator is this launcher. Only agents of the local provider (moto starts empty on every ``up``)."""
+    if str(ROOT) not in sys.path:
+        sys.path.append(str(ROOT))
+    from depu.agents.registry import agents_of_provider
+    from depu.forks.hosts import FORK_HOST_CAPABILITY
+    from scripts import approve_fork_host
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and (process is None or process.poll() is None):
+        try:
+            for agent in agents_of_provider(provider_user_id):
+                if FORK_HOST_CAPABILITY in (agent.capabilities or []) and not agent.fork_host_approved:
+                    if approve_fork_host.main(["approve", agent.agent_id]) == 0:
+                        log.info("local agent %s approved as a fork host", agent.agent_id)
+                        return agent.agent_id
+        except Exception:  # noqa: BLE001 - the stack may be stopping; say so and stop trying
+            log.exception("could not approve the local agent as a fork host")
+            return None
+        time.sleep(0.5)
+    log.warning("the local agent did not register in time: it is not approved as a fork host")
+    return None

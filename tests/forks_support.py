@@ -102,9 +102,11 @@ class ApiFront:
         self.server.server_close()
 
 
-def register_fork_host(name: str, provider_id: int = 900) -> tuple[str, str]:
-    """A fork-host agent registered through the agents feature; returns (agent_id, agent_token)."""
+def register_fork_host(name: str, provider_id: int = 900, approve: bool = True) -> tuple[str, str]:
+    """A fork-host agent registered through the agents feature and (unless ``approve`` is False) approved by
+    the operator; returns (agent_id, agent_token)."""
     from depu.agents import registry, tokens
+    from depu.forks import hosts
 
     enrolment = tokens.issue_enrolment_token(provider_id)
     registration = registry.register(
@@ -112,7 +114,29 @@ def register_fork_host(name: str, provider_id: int = 900) -> tuple[str, str]:
         fork_rpc_base_url="http://127.0.0.1",
     )
     assert registration is not None
+    if approve:
+        hosts.approve(registration.agent_id)
     return registration.agent_id, registration.agent_token
+
+
+def approved_host_item(agent_id: str, provider_id: int = 900) -> None:
+    """An approved, live fork host under a fixed id, for tests that play the host's part by hand."""
+    import time as _time
+
+    from depu.agents.registry import Agent
+    from depu.forks import hosts
+
+    now = int(_time.time())
+    Agent(agent_id, provider_id=provider_id, gpu_class="cpu", last_seen_at=now, registered_at=now, name=agent_id,
+          gpu_count=1, capabilities=["fork_host"], fork_rpc_base_url="http://127.0.0.1").save()
+    hosts.approve(agent_id)
+
+
+def mined_anvil(blocks: int = 300) -> "Anvil":
+    """A stand-in mainnet with some history: an honest host's fork at block N carries this chain's block N."""
+    chain = Anvil()
+    chain.rpc("anvil_mine", hex(blocks))
+    return chain
 
 
 def notices(timeout: float = 0.0) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ class RecordingChat:
     allow_photos: bool = True  # may it send photos?
     allow_documents: bool = True  # may it send documents?
     first_message_id: int = 1  # the id the first reply gets; later replies count up from it
+    private_open: bool = True  # has the sender opened a private chat with the bot? (else reply_private fails)
 
     sent: list[tuple[int, str, Keyboard]] = field(default_factory=list)  # (message id, text, buttons)
     edits: list[tuple[int, str, Keyboard]] = field(default_factory=list)  # (message id, text, buttons)
@@ -31,6 +32,7 @@ class RecordingChat:
     callback_answered: bool = False
     photos: list[tuple[bytes, str, str]] = field(default_factory=list)  # (photo, caption, filename)
     documents: list[tuple[bytes, str, str]] = field(default_factory=list)  # (content, filename, caption)
+    private: list[tuple[str, Keyboard]] = field(default_factory=list)  # sent to the sender's private chat
 
     # --- registry.Chat -------------------------------------------------------------------------------------
 
@@ -41,6 +43,14 @@ class RecordingChat:
         self.sent.append((message_id, text, buttons or []))
         self.timeline.append((text, buttons or []))
         return message_id
+
+    def reply_private(self, text: str, buttons: Keyboard | None = None) -> int:
+        from depu.bot.private import PrivateChatClosed
+
+        if not self.private_open:
+            raise PrivateChatClosed()
+        self.private.append((text, buttons or []))
+        return 1000 + len(self.private)
 
     def edit(self, message_id: int, text: str, buttons: Keyboard | None = None) -> None:
         if not self.allow_edits:

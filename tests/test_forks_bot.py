@@ -12,7 +12,7 @@ from depu.bot.dispatch import dispatch
 from depu.bot.registry import Incoming
 from depu.forks.models import Fork
 from depu.profiles import render_sections
-from forks_support import notices, wait_for
+from forks_support import approved_host_item, notices, wait_for
 from recording_chat import RecordingChat
 from test_forks_e2e import mainnet, stack  # noqa: F401 - fixtures
 
@@ -90,6 +90,7 @@ def test_the_shadow_fork_menu_end_to_end(stack):
 
 
 def test_a_bad_block_number_is_a_clear_error_and_keeps_the_question_open(stack):
+    approved_host_item("ag_idle_host")  # a fork is assigned to an approved host when created (none claims here)
     assert "Send the mainnet block number" in press(OWNER, "sf:1:new:ask").text
     head = stack.mainnet.block_number()
     assert f"mainnet is at block {head}" in send(OWNER, str(head + 1000)).text

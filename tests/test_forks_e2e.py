@@ -250,6 +250,12 @@ def test_the_real_agent_daemon_hosts_forks_when_it_has_the_fork_host_capability(
     agent = subprocess.Popen([sys.executable, "-m", "depu_agent", "--config", str(tmp_path / "config.json")],
                              cwd=ROOT / "agent", env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
+        # the daemon offers fork_host; it hosts only once the operator approved it (scripts/approve_fork_host.py)
+        from depu.agents.registry import agents_of_provider
+        from scripts import approve_fork_host
+
+        daemon = wait_for(lambda: agents_of_provider(321), 60, "the daemon to register")[0]
+        assert approve_fork_host.main(["approve", daemon.agent_id]) == 0
         created = service.create_fork(USER, USER, "latest")
         wait_status(created.fork.fork_id, "active", 90)
         w3 = Web3(Web3.HTTPProvider(created.rpc_url, request_kwargs={"timeout": 30}))

@@ -13,7 +13,7 @@ from depu.forks import proxy, service, tasks
 from depu.forks.models import Fork
 from depu_agent import forkfront
 from depu_agent.forkhost import AnvilFork
-from forks_support import ANVIL, Anvil, wait_for
+from forks_support import ANVIL, Anvil, approved_host_item, wait_for
 
 pytestmark = pytest.mark.e2e
 ACCOUNT = "0x" + "22" * 20
@@ -114,11 +114,16 @@ def test_a_host_without_a_secret_refuses_to_serve(upstream):
 
 # ---------------------------------------------------------------- the secret's path through the cloud
 @pytest.fixture
-def fast(aws, monkeypatch):
+def fast(aws, upstream, monkeypatch):
+    from depu.config import get_settings
+
     monkeypatch.setattr(service, "PROVISION_TIMEOUT_S", 20)
     monkeypatch.setattr(service, "REBASE_TIMEOUT_S", 20)
     monkeypatch.setattr(service, "mainnet_head", lambda: None)
     monkeypatch.setattr(proxy, "FORK_CACHE_SECONDS", 0)
+    monkeypatch.setenv("CHAIN_RPC_URL", upstream.url)  # the fronts pass reads to it: the base check sees its blocks
+    get_settings.cache_clear()
+    approved_host_item("ag_front_host")
     return aws
 
 

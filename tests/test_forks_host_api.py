@@ -7,17 +7,24 @@ import requests
 
 from depu.agents import registry, tokens as agent_tokens
 from depu.forks import service
-from forks_support import ApiFront, register_fork_host, wait_for
+from forks_support import ApiFront, mined_anvil, register_fork_host, wait_for
 
 
 @pytest.fixture
 def front(aws, monkeypatch):
+    from depu.config import get_settings
+
     monkeypatch.setattr(service, "mainnet_head", lambda: None)
+    mainnet = mined_anvil(10)  # the API checks each reported base block against it
+    monkeypatch.setenv("CHAIN_RPC_URL", mainnet.url)
+    get_settings.cache_clear()
     api = ApiFront(aws.endpoint)
+    api.mainnet_url = mainnet.url
     try:
         yield api
     finally:
         api.stop()
+        mainnet.stop()
 
 
 def post(front: ApiFront, path: str, token: str | None, body: dict) -> requests.Response:
@@ -33,7 +40,8 @@ def test_only_authenticated_fork_hosts_claim_and_only_the_claimer_reports(front)
     assert post(front, "/agent/forks/claim", gpu_only.agent_token, {}).status_code == 403
 
     _host, token = register_fork_host("host-a")
-    _other, other_token = register_fork_host("host-b")
+    _other, other_token = register_fork_host("host-b", approve=False)
+    assert post(front, "/agent/forks/claim", other_token, {}).status_code == 403  # fork_host is only an offer
     idle = post(front, "/agent/forks/claim", token, {"wait": 0, "running": ["f_unknown"]})
     assert idle.status_code == 200 and idle.json() == {"task": None, "stop": ["f_unknown"]}
 
@@ -45,5 +53,5 @@ def test_only_authenticated_fork_hosts_claim_and_only_the_claimer_reports(front)
     assert post(front, path, other_token, {"ok": False, "error": "x"}).status_code == 404
     assert post(front, path, token, {"ok": True, "rpc_url": "file:///etc/passwd", "base_block": 1, "chain_id": 1}).status_code == 400
     assert post(front, path, token, {"ok": True, "rpc_url": "http://10.9.9.9:1", "base_block": 1, "chain_id": 1}).status_code == 400
-    accepted = post(front, path, token, {"ok": True, "rpc_url": "http://127.0.0.1:8545", "base_block": 1, "chain_id": 1})
+    accepted = post(front, path, token, {"ok": True, "rpc_url": front.mainnet_url, "base_block": 1, "chain_id": 1})
     assert accepted.status_code == 200 and accepted.json()["told"]["base_block"] == "1"

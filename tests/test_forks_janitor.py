@@ -6,12 +6,12 @@ import time
 
 import pytest
 
-from depu.forks import service, tasks, tokens
+from depu.forks import hosts, service, tasks, tokens
 from depu.forks.models import Fork
 from forks_support import notices, wait_for
 from local.runtime import LocalRuntime, scheduled_event
 from local.template import LocalTemplate
-from test_forks_statemachines import HOST, create_active, fast  # noqa: F401 - fixture
+from test_forks_statemachines import HOST, create_active, fast, mainnet  # noqa: F401 - fixtures
 
 
 @pytest.fixture
@@ -30,6 +30,7 @@ _live_ids: list[str] = []
 
 
 def hosted_by_live_agent(fork: Fork) -> None:
+    hosts.approve(_live_ids[-1])  # approved only now: the fork was assigned to HOST, the only host then
     Fork(fork.fork_id).update(actions=[Fork.host_agent_id.set(_live_ids[-1])])
 
 
@@ -46,9 +47,10 @@ def test_warns_once_before_expiry_then_deletes_at_expiry(janitor):
     Fork(fork.fork_id).update(actions=[Fork.expires_at.set(int(time.time()) - 1)])
     assert janitor()["expired"] == [fork.fork_id]
     assert tokens.ForkRpcToken.count(fork.rpc_token_hash) == 0  # the URL is revoked at once
-    stop = wait_for(lambda: tasks.claim(HOST, 1), 20, "stop task")
+    assert tasks.claim(HOST, 1) is None  # the stop goes to the fork's own host only
+    stop = wait_for(lambda: tasks.claim(_live_ids[-1], 1), 20, "stop task")
     assert stop.kind == "stop"
-    tasks.finish(HOST, stop.task_id, {"ok": True, "stopped": True})
+    tasks.finish(_live_ids[-1], stop.task_id, {"ok": True, "stopped": True})
     wait_for(lambda: Fork.get(fork.fork_id).status == "deleted", 20, "deleted")
     assert "reached the end of its lifetime" in notices(5)[0]["text"]
 
@@ -61,6 +63,8 @@ def test_forks_on_live_hosts_are_left_alone_and_silent_hosts_forks_are_rebuilt(j
     notices(5)
     Fork(fork.fork_id).update(actions=[Fork.host_agent_id.set("ag_gone")])  # an agent that no longer exists
     assert janitor()["rebuilt"] == [fork.fork_id]
-    rebuild = wait_for(lambda: tasks.claim(HOST, 1), 20, "rebuild task")
+    new_host = Fork.get(fork.fork_id).assigned_host
+    assert new_host in (HOST, _live_ids[-1])  # another approved, live host
+    rebuild = wait_for(lambda: tasks.claim(new_host, 1), 20, "rebuild task")
     assert (rebuild.kind, rebuild.block) == ("provision", "100")  # same base: only a sync moves it
     assert service.MAX_ALIVE_FORKS == 3

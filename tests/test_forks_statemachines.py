@@ -10,7 +10,7 @@ import pytest
 
 from depu.forks import journal, outcomes, service, tasks
 from depu.forks.models import Fork
-from forks_support import ROOT, notices, wait_execution, wait_for
+from forks_support import ROOT, approved_host_item, mined_anvil, notices, wait_execution, wait_for
 
 USER = 31
 HOST = "ag_host_a"
@@ -23,12 +23,30 @@ def test_definitions_pass_asl_validator(name):
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.fixture(scope="session")
+def mainnet():
+    """The chain the API checks every fork's base block against; the hand-written reports name it as the
+    host's RPC URL, so the test's "host" serves mainnet's own blocks (honestly)."""
+    chain = mined_anvil()
+    _mainnet_url[:] = [chain.url]
+    yield chain
+    chain.stop()
+
+
+_mainnet_url: list[str] = []
+
+
 @pytest.fixture
-def fast(aws, monkeypatch):
+def fast(aws, mainnet, monkeypatch):
+    from depu.config import get_settings
+
     monkeypatch.setattr(service, "PROVISION_TIMEOUT_S", 20)
     monkeypatch.setattr(service, "REBASE_TIMEOUT_S", 20)
     monkeypatch.setattr(service, "STOP_TIMEOUT_S", 2)
     monkeypatch.setattr(service, "mainnet_head", lambda: None)
+    monkeypatch.setenv("CHAIN_RPC_URL", mainnet.url)
+    get_settings.cache_clear()
+    approved_host_item(HOST)
     return aws
 
 
@@ -39,7 +57,7 @@ def claim(kind: str, agent: str = HOST) -> tasks.ClaimedTask:
 
 
 def report(base_block: int, entries=(), snapshots=None) -> dict:
-    return {"ok": True, "rpc_url": "http://127.0.0.1:8999", "base_block": base_block, "chain_id": 1,
+    return {"ok": True, "rpc_url": _mainnet_url[0], "base_block": base_block, "chain_id": 1,
             "entries": list(entries), "snapshots": snapshots or {}}
 
 
@@ -54,7 +72,7 @@ def create_active(block: str = "100") -> Fork:
 
 def test_create_records_the_host_and_tells_the_user(fast):
     fork = create_active("100")
-    assert (fork.host_agent_id, fork.host_rpc_url, fork.base_block, fork.chain_id) == (HOST, "http://127.0.0.1:8999", 100, 1)
+    assert (fork.host_agent_id, fork.host_rpc_url, fork.base_block, fork.chain_id) == (HOST, _mainnet_url[0], 100, 1)
     assert wait_execution(fork.create_execution) == "SUCCEEDED"
     [notice] = notices(5)
     assert notice["chat_id"] == USER and f"<b>{fork.fork_id}</b> is ready at block 100" in notice["text"]

@@ -81,6 +81,12 @@ class Agent(Model):
     jobs_done = NumberAttribute(default=0)
     # Why the agent says it cannot take work (its sandbox cannot run a script), from its last heartbeat.
     fault = UnicodeAttribute(null=True)
+    # Fork hosting is an operator's decision, never the agent's (depu.forks.hosts): registration never writes
+    # these; scripts/approve_fork_host.py does, and the API suspends a host it caught lying.
+    fork_host_approved = BooleanAttribute(default=False)
+    fork_host_approved_at = NumberAttribute(null=True)
+    fork_host_suspended = UnicodeAttribute(null=True)
+    fork_seen_at = NumberAttribute(null=True)  # last fork-task claim (depu.forks.hosts.seen)
 
     by_provider = AgentsByProvider()
     by_gpu_class = AgentsByGpuClass()

@@ -86,6 +86,10 @@ def start(incoming: Incoming, chat: Chat) -> None:
     referral = _REFERRAL.match(payload)
     own_link = referral is not None and referral.group(1) == str(incoming.user_id)
     record_start(incoming.user_id, payload if referral and not own_link else None)
+    from depu.bot import private
+
+    if private.resume(incoming, chat):  # a deep link from a group: answer what was asked there, here
+        return
 
     name = html.escape(incoming.first_name or profile.first_name or "there")
     lines = [f"<b>Welcome{' back' if not created else ''} to DePU, {name}!</b>", ""]

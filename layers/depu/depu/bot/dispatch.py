@@ -57,6 +57,18 @@ class TelegramChat:
         reply_to = incoming.message_id if incoming.chat_type != "private" and incoming.callback_id is None else None
         return self.api.send_message(incoming.chat_id, text, buttons, reply_to=reply_to)
 
+    def reply_private(self, text: str, buttons: Keyboard | None = None) -> int | None:
+        from depu.bot.private import PrivateChatClosed
+        from depu.telegram.client import TelegramError
+
+        try:
+            return self.api.send_message(self.incoming.user_id, text, buttons)  # a user's private chat id is their id
+        except TelegramError as error:
+            # 403 "bot can't initiate conversation with a user" (never started) or "bot was blocked by the user"
+            if error.forbidden or (error.error_code == 400 and "chat not found" in error.description.lower()):
+                raise PrivateChatClosed() from None
+            raise
+
     def edit(self, message_id: int, text: str, buttons: Keyboard | None = None) -> None:
         self.api.edit_message_text(self.incoming.chat_id, message_id, text, buttons)
 

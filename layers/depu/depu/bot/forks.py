@@ -10,6 +10,7 @@ import html
 import time
 
 from depu import conversation
+from depu.bot import private
 from depu.bot.basics import profile_of
 from depu.bot.registry import Button, Chat, Incoming, Keyboard, callback, command, text
 from depu.errors import UserError
@@ -47,16 +48,26 @@ def shadow_fork(incoming: Incoming, chat: Chat) -> None:
         _create(incoming, chat, incoming.args)
         return
     body, keyboard = menu(incoming.user_id)
-    chat.reply(body, keyboard)
+    _say(incoming, chat, body, keyboard)
+
+
+def _say(incoming: Incoming, chat: Chat, text: str, buttons: Keyboard | None = None, hint: str = "") -> None:
+    """Every fork answer is the user's alone (RPC URLs are bearer credentials, the rest is their fork's state):
+    from a group it goes to the private chat (``depu.bot.private``)."""
+    private.send(incoming, chat, text, buttons, resume="fork", closed_hint=hint)
 
 
 def _create(incoming: Incoming, chat: Chat, block: str) -> None:
-    created = service.create_fork(incoming.user_id, incoming.chat_id, block)
-    chat.reply(
+    # the fork's notices (ready, synced, expiring) go to the user's private chat when asked for in a group
+    notices_to = incoming.user_id if private.in_group(incoming) else incoming.chat_id
+    created = service.create_fork(incoming.user_id, notices_to, block)
+    _say(
+        incoming, chat,
         f"Creating shadow fork <b>{created.fork.fork_id}</b> from {html.escape(created.fork.block_requested)}. "
         "I will tell you when it is ready (usually a few seconds).\n\n"
         f"RPC URL (keep it secret; it is shown only now):\n<code>{html.escape(created.rpc_url)}</code>",
         [[Button("Open fork", data=_data("i", created.fork.fork_id))]],
+        hint=f"Your fork <b>{created.fork.fork_id}</b> is being created; there, open it and tap “New RPC URL” to get its URL.",
     )
 
 
@@ -110,51 +121,51 @@ def fork_button(incoming: Incoming, chat: Chat) -> None:
     user = incoming.user_id
     if action == "list":
         chat.answer_callback()
-        chat.reply(*menu(user))
+        _say(incoming, chat, *menu(user))
     elif action == "new":
         if args and args[0] == "ask":
             profile_of(incoming)
             conversation.start(user, FLOW, "await_block")
             chat.answer_callback()
-            chat.reply("Send the mainnet block number to fork from.")
+            _say(incoming, chat, "Send the mainnet block number to fork from.")
         else:
             chat.answer_callback()
             _create(incoming, chat, "latest")
     elif action == "i" and args:
         chat.answer_callback()
-        chat.reply(*info_text(user, args[0]))
+        _say(incoming, chat, *info_text(user, args[0]))
     elif action in _ASK and args:
         service.owned(user, args[0])
         step, prompt = _ASK[action]
         profile_of(incoming)
         conversation.start(user, FLOW, step, {"fork_id": args[0]})
         chat.answer_callback()
-        chat.reply(prompt)
+        _say(incoming, chat, prompt)
     elif action == "snap" and args:
         snapshot_id = service.snapshot(user, args[0])
         chat.answer_callback()
-        chat.reply(f"Snapshot <code>{html.escape(snapshot_id)}</code> taken on fork <b>{args[0]}</b>. Revert to it with “Revert…”.")
+        _say(incoming, chat, f"Snapshot <code>{html.escape(snapshot_id)}</code> taken on fork <b>{args[0]}</b>. Revert to it with “Revert…”.")
     elif action == "sync" and args:
         service.sync_now(user, args[0])
         chat.answer_callback("Sync started")
-        chat.reply(f"Syncing fork <b>{args[0]}</b> onto mainnet's head; I will report the new base and any conflicts.")
+        _say(incoming, chat, f"Syncing fork <b>{args[0]}</b> onto mainnet's head; I will report the new base and any conflicts.")
     elif action == "auto" and len(args) == 2:
         fork = service.set_auto_sync(user, args[0], args[1] == "on")
         chat.answer_callback("Auto-sync " + ("on" if fork.auto_sync else "off"))
-        chat.reply(*info_text(user, args[0]))
+        _say(incoming, chat, *info_text(user, args[0]))
     elif action == "url" and args:
         url = service.rotate_url(user, args[0])
         chat.answer_callback()
-        chat.reply(f"New RPC URL for fork <b>{args[0]}</b> (the old one no longer answers):\n<code>{html.escape(url)}</code>")
+        _say(incoming, chat, f"New RPC URL for fork <b>{args[0]}</b> (the old one no longer answers):\n<code>{html.escape(url)}</code>")
     elif action == "del" and args:
         service.owned(user, args[0])
         chat.answer_callback()
-        chat.reply(f"Delete fork <b>{args[0]}</b>? Its state and journal are gone for good.",
+        _say(incoming, chat, f"Delete fork <b>{args[0]}</b>? Its state and journal are gone for good.",
                    [[Button("Yes, delete", data=_data("delok", args[0])), Button("Keep it", data=_data("i", args[0]))]])
     elif action == "delok" and args:
         service.delete_fork(user, args[0])
         chat.answer_callback("Deleting")
-        chat.reply(f"Deleting fork <b>{args[0]}</b>; its RPC URL no longer answers.")
+        _say(incoming, chat, f"Deleting fork <b>{args[0]}</b>; its RPC URL no longer answers.")
     else:
         chat.answer_callback("Unknown action. Send /shadow_fork.", alert=True)
 
@@ -174,13 +185,13 @@ def fork_input(incoming: Incoming, chat: Chat) -> bool:
             raise UserError("Send two things: the address and the amount of ETH, e.g. <code>0xAb58…eC9B 10</code>.")
         balance = service.fund(incoming.user_id, fork_id, words[0], words[1])
         account = service.checksum_address(words[0])
-        chat.reply(f"<code>{account}</code> now holds {balance / 10**18:,.6f} ETH on fork <b>{fork_id}</b>.")
+        _say(incoming, chat, f"<code>{account}</code> now holds {balance / 10**18:,.6f} ETH on fork <b>{fork_id}</b>.")
     elif current.step == "await_impersonate":
         account = service.impersonate(incoming.user_id, fork_id, incoming.text)
-        chat.reply(f"Fork <b>{fork_id}</b> now accepts eth_sendTransaction from <code>{account}</code> without its key.")
+        _say(incoming, chat, f"Fork <b>{fork_id}</b> now accepts eth_sendTransaction from <code>{account}</code> without its key.")
     elif current.step == "await_revert":
         reverted = service.revert(incoming.user_id, fork_id, incoming.text.strip())
-        chat.reply(f"Fork <b>{fork_id}</b> reverted; the journal dropped everything after the snapshot."
+        _say(incoming, chat, f"Fork <b>{fork_id}</b> reverted; the journal dropped everything after the snapshot."
                    if reverted else "No such snapshot on this fork (a snapshot can be reverted to once).")
     else:
         return False

@@ -72,6 +72,10 @@ class Chat(Protocol):
     def reply(self, text: str, buttons: Keyboard | None = None) -> int | None:
         """Send a new HTML message to the incoming chat; returns its message id."""
 
+    def reply_private(self, text: str, buttons: Keyboard | None = None) -> int | None:
+        """Send a new HTML message to the sender's private chat (from a group: ``depu.bot.private``); raises
+        ``depu.bot.private.PrivateChatClosed`` when the sender never opened one."""
+
     def edit(self, message_id: int, text: str, buttons: Keyboard | None = None) -> None:
         """Replace a message's text and buttons (progress, menus)."""
 

@@ -18,6 +18,7 @@ import time
 from depu import conversation, credits
 from depu.agents import bootstrap, catalogue, registry as agents
 from depu.agents.tokens import ENROLMENT_TTL_SECONDS, issue_enrolment_token
+from depu.bot import private
 from depu.bot.registry import Button, Chat, Incoming, callback, command, document, text
 from depu.bot.screens import show
 from depu.config import get_settings
@@ -69,7 +70,9 @@ def rent_gpu(incoming: Incoming, chat: Chat) -> None:
         for offer in offers[:8]
     ]
     rows.append([_button("Cancel", "x")])
-    chat.reply("<b>Rent a GPU</b>\nChoose a class (price per hour of GPU time, billed per second):", rows)
+    # a rental ends with artifact links and logs: from a group the whole flow moves to the private chat
+    private.send(incoming, chat, "<b>Rent a GPU</b>\nChoose a class (price per hour of GPU time, billed per second):", rows,
+                 resume="rent")
 
 
 def _workload_menu(chat: Chat, incoming: Incoming, gpu_class: str) -> None:
@@ -126,7 +129,7 @@ def _submit(incoming: Incoming, chat: Chat, data: dict) -> None:
     try:
         job = service.submit(
             incoming.user_id,
-            incoming.chat_id,
+            incoming.user_id if private.in_group(incoming) else incoming.chat_id,  # results: private chat only
             gpu_class=data["gpu_class"],
             workload=data["workload"],
             params=_params(data),
@@ -141,8 +144,10 @@ def _submit(incoming: Incoming, chat: Chat, data: dict) -> None:
     conversation.clear(incoming.user_id, FLOW)
     chat.answer_callback("Submitted")
     show(incoming, chat, _summary(data) + "\n\nSubmitted. Follow it below, or with /jobs.")
-    message_id = chat.reply(messages.status_text(job), [[Button("Cancel job", data=messages.cancel_button(job.job_id)["data"])]])
-    service.set_progress_message(job.job_id, message_id)
+    message_id = private.send(incoming, chat, messages.status_text(job),
+                              [[Button("Cancel job", data=messages.cancel_button(job.job_id)["data"])]], resume="jobs")
+    if message_id is not None:
+        service.set_progress_message(job.job_id, message_id)
 
 
 @callback(PREFIX)
@@ -255,7 +260,8 @@ def list_jobs(incoming: Incoming, chat: Chat) -> None:
             raise UserError("No such job of yours. /jobs lists them.")
         body = messages.summary_text(job) if job.status in lifecycle.TERMINAL else messages.status_text(job)
         active = [[Button("Cancel job", data=messages.cancel_button(job.job_id)["data"])]]
-        chat.reply(body, active if job.status in lifecycle.ACTIVE else None)
+        # artifact links (presigned, 24 h) and log lines are the renter's alone: never into a group
+        private.send(incoming, chat, body, active if job.status in lifecycle.ACTIVE else None, resume=f"jobs_{job.job_id}")
         return
     jobs = service.user_jobs(incoming.user_id)
     if not jobs:
@@ -266,7 +272,8 @@ def list_jobs(incoming: Incoming, chat: Chat) -> None:
         for job in jobs
         if job.status in lifecycle.ACTIVE
     ][:5]
-    chat.reply("<b>Your jobs</b> (newest first)\n" + "\n".join(_job_line(job) for job in jobs), rows or None)
+    private.send(incoming, chat, "<b>Your jobs</b> (newest first)\n" + "\n".join(_job_line(job) for job in jobs), rows or None,
+                 resume="jobs")
 
 
 def _cancel(incoming: Incoming, chat: Chat, job_id: str) -> None:
@@ -360,9 +367,6 @@ def _agent_line(agent, now: float) -> str:
 
 @command("provider", "Offer your GPU machine and see your earnings")
 def provider(incoming: Incoming, chat: Chat) -> None:
-    if incoming.chat_type != "private":
-        chat.reply("Send /provider to me in a private chat: it shows a secret install token.")
-        return
     _profile(incoming)
     now = time.time()
     mine = sorted(agents.agents_of_provider(incoming.user_id), key=lambda agent: -float(agent.last_seen_at))
@@ -383,7 +387,8 @@ def provider(incoming: Incoming, chat: Chat) -> None:
         lines.append("\n<b>Your machines</b>")
         lines.extend(_agent_line(agent, now) for agent in mine[:10])
     lines.append(f"\nTotal earned: <b>{credits.balance(incoming.user_id).earned}</b> credits.")
-    chat.reply("\n".join(lines))
+    # the install token enrols machines as this provider: from a group it goes to the private chat only
+    private.send(incoming, chat, "\n".join(lines), resume="provider")
 
 
 # ---------------------------------------------------------------- /profile section

@@ -113,6 +113,15 @@ def issue_login_code(user_id: int, *, now: float | None = None) -> str:
     return code
 
 
+def revoke_login_code(code: str) -> None:
+    """Forget a login code that was never delivered (the bot could not reach the user's private chat)."""
+    try:
+        DashboardToken(hash_token(code)).delete(condition=DashboardToken.kind == LOGIN_KIND)
+    except DeleteError as error:
+        if not _is_condition_failure(error):
+            raise
+
+
 def redeem_login_code(code: str | None, *, now: float | None = None) -> tuple[str, Session]:
     """Exchange a login code for a session, exactly once, before it expires."""
     if not code or len(code) > 256:

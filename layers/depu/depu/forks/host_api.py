@@ -6,7 +6,8 @@
                                              | {"ok": false, "error": "..."}
         -> 200 what the state machine was told; 404 not this host's task; 410 the state machine stopped waiting
 
-Every route authenticates the agent's bearer token itself, so mounting adds no coupling to the app's own auth.
+Only an agent an operator approved as a fork host (depu.forks.hosts) may claim; it gets only tasks addressed
+to it. Every route authenticates the agent's bearer token itself, so mounting adds no coupling to the app's own auth.
 """
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from depu import jsonbody
 from depu.agents import registry, tokens
-from depu.forks import tasks
+from depu.forks import hosts, tasks
 
 fork_router = Router()
 MAX_BODY_BYTES = 512 * 1024
-FORK_HOST_CAPABILITY = "fork_host"
+FORK_HOST_CAPABILITY = hosts.FORK_HOST_CAPABILITY
 
 
 def _json(status: int, body: dict[str, Any]) -> Response:
@@ -52,8 +53,9 @@ def claim_fork_task() -> Response:
     agent = _agent()
     if agent is None:
         return _json(401, {"error": "unauthorized"})
-    if FORK_HOST_CAPABILITY not in (agent.capabilities or []):
-        return _json(403, {"error": "this agent did not register the fork_host capability"})
+    if not hosts.may_host(agent):  # approved by an operator, not suspended: never the agent's own say
+        return _json(403, {"error": hosts.why_not(agent)})
+    hosts.seen(agent.agent_id)
     body = _body()
     if body is None:
         return _json(400, {"error": "body must be a JSON object under 512 KiB"})

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 
 from pynamodb.exceptions import UpdateError
 
-from depu.forks import service
+from depu.forks import hosts, service
 from depu.forks.models import ACTIVE, ALIVE, PROVISIONING, SYNCING, Fork
 from depu.notify import Notice, enqueue
 
 log = logging.getLogger(__name__)
 
-HOST_SILENT_S = 90
+HOST_SILENT_S = hosts.HOST_SILENT_S
 
 
 @dataclass
@@ -34,7 +34,18 @@ def sweep(now: float | None = None) -> Sweep:
             _warn(fork, now, done)
         if fork.status in (ACTIVE, SYNCING) and fork.expires_at > now and _host_silent(fork, now):
             _rebuild(fork, done)
+    _address_waiting_tasks()
     return done
+
+
+def _address_waiting_tasks() -> None:
+    """Queued fork tasks reach their forks even when no approved host polls: a build with no fit host left
+    then fails at once, with the user told, instead of waiting out its timeout."""
+    from depu.forks import tasks
+
+    for _ in range(5):
+        if not tasks.address_queued(wait=0):
+            return
 
 
 def _expire(fork: Fork, done: Sweep) -> None:
@@ -55,25 +66,36 @@ def _warn(fork: Fork, now: float, done: Sweep) -> None:
 
 
 def _host_silent(fork: Fork, now: float) -> bool:
+    """The fork's host went silent, or may no longer host forks (approval withdrawn, suspended)."""
     if not fork.host_agent_id:
         return False
     from depu.agents.registry import get_agent  # the agents feature owns that table; read-only here
 
     agent = get_agent(fork.host_agent_id)
-    return agent is None or float(agent.last_seen_at or 0) < now - HOST_SILENT_S
+    return agent is None or not hosts.may_host(agent) or not hosts.is_alive(agent, now)
 
 
 def _rebuild(fork: Fork, done: Sweep) -> None:
-    """Hand the fork to the create state machine again, at its current base, with its journal."""
+    if rebuild(fork):
+        done.rebuilt.append(fork.fork_id)
+
+
+def rebuild(fork: Fork, why: str = "its host went silent") -> bool:
+    """Hand the fork to the create state machine again, at its current base, with its journal, assigned to
+    another fit host (or to none: the build then fails cleanly and the user is told). False if someone else
+    moved the fork first."""
+    old_host = fork.host_agent_id
+    new_host = hosts.choose(avoid=[old_host] if old_host else [])
     try:
         fork.update(
             actions=[Fork.status.set(PROVISIONING), Fork.rebuilds.add(1), Fork.host_rpc_url.remove(), Fork.host_secrets.remove(),
-                     Fork.lock_until.set(0)],
+                     Fork.lock_until.set(0), Fork.tried_hosts.set([old_host] if old_host else []),
+                     Fork.assigned_host.set(new_host) if new_host else Fork.assigned_host.remove()],
             condition=(Fork.status == fork.status) & (Fork.host_agent_id == fork.host_agent_id),
         )
     except UpdateError:
-        return  # someone else moved it first
-    log.info("rebuilding fork %s: its host went silent", fork.fork_id)
-    service.start_create(fork, str(int(fork.base_block)), "was rebuilt on another host after its host went silent; your journal was replayed",
+        return False  # someone else moved it first
+    log.info("rebuilding fork %s away from host %s", fork.fork_id, old_host)
+    service.start_create(fork, str(int(fork.base_block)), f"was rebuilt on another host after {why}; your journal was replayed",
                          name=f"{fork.fork_id}-rebuild-{int(fork.rebuilds)}")
-    done.rebuilt.append(fork.fork_id)
+    return True

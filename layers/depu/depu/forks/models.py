@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pynamodb.attributes import (
     BooleanAttribute,
     JSONAttribute,
+    ListAttribute,
     NumberAttribute,
     UnicodeAttribute,
 )
@@ -43,12 +44,24 @@ class ForksByUser(GlobalSecondaryIndex):
     created_at = UnicodeAttribute(range_key=True)
 
 
+class ForksByTaskHost(GlobalSecondaryIndex):
+    """Forks with a task waiting for a given host (``task_host`` is set only while one waits): how a host
+    finds the tasks addressed to it, and only those (depu.forks.tasks)."""
+
+    class Meta:
+        index_name = "by_task_host"
+        projection = AllProjection()
+
+    task_host = UnicodeAttribute(hash_key=True)
+
+
 class Fork(Model):
     """One shadow fork. ``next_seq``/``lock_until`` serialise journal writes; ``host_snapshots`` maps a
     snapshot's journal seq (the id users see) to the id anvil gave it on the current host. ``host_secrets``
     maps a host RPC URL to the secret that host's front demands (see ``tasks``): a credential of the
     proxy-to-host link, not a user's token (docs/security.md), never shown to users or put in a state machine's
-    input or history."""
+    input or history. ``assigned_host`` is the approved host the API chose to build the fork (depu.forks.hosts);
+    ``task_host`` names the host a waiting task is addressed to; ``tried_hosts`` the hosts that failed to build it."""
 
     class Meta:
         table_name = get_settings().forks_table
@@ -80,11 +93,15 @@ class Fork(Model):
     failure = UnicodeAttribute(null=True)
     pending_task = JSONAttribute(null=True)
     rebuilds = NumberAttribute(default=0)
+    assigned_host = UnicodeAttribute(null=True)
+    task_host = UnicodeAttribute(null=True)
+    tried_hosts = ListAttribute(of=UnicodeAttribute, null=True)
     create_execution = UnicodeAttribute(null=True)
     delete_execution = UnicodeAttribute(null=True)
     deleted_at = UnicodeAttribute(null=True)
 
     by_user = ForksByUser()
+    by_task_host = ForksByTaskHost()
 
 
 class JournalEntry(Model):

@@ -19,7 +19,7 @@ import requests
 
 from depu.config import get_settings
 from depu.errors import UserError
-from depu.forks import journal, proxy, tokens
+from depu.forks import hosts, journal, proxy, tokens
 from depu.forks.models import ACTIVE, ALIVE, DELETED, DELETING, FAILED, REQUESTED, Fork, utcnow_iso
 
 MAX_ALIVE_FORKS = 3
@@ -72,11 +72,15 @@ def parse_block(text: str | int | None) -> str:
 
 
 def create_fork(user_id: int, chat_id: int, block: str | int | None = "latest") -> Created:
-    """Record a fork, give it an RPC URL (shown once) and start the create state machine."""
+    """Record a fork, give it an RPC URL (shown once), assign it to the least loaded approved host and start
+    the create state machine."""
     base = parse_block(block)
     alive = [fork for fork in list_forks(user_id) if fork.status in ALIVE]
     if len(alive) >= MAX_ALIVE_FORKS:
         raise UserError(f"You already have {len(alive)} live shadow forks (the limit is {MAX_ALIVE_FORKS}). Delete one first.")
+    host = hosts.choose()
+    if host is None:
+        raise UserError("No approved fork host is online right now, so a fork cannot be built. Try again in a few minutes.")
     now = int(time.time())
     fork_id = "f" + secrets.token_hex(4)
     token, token_hash = tokens.issue(fork_id, user_id, now + FORK_LIFETIME_S + 3600)
@@ -96,6 +100,7 @@ def create_fork(user_id: int, chat_id: int, block: str | int | None = "latest") 
         next_seq=0,
         lock_until=0,
         host_snapshots={},
+        assigned_host=host,
     )
     fork.save(condition=Fork.fork_id.does_not_exist())
     try:

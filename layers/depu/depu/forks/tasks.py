@@ -1,11 +1,16 @@
 """The fork-host task protocol, between the state machines' task-token messages and the hosts that do them.
 
-A state machine puts ``{task, fork_id, block, task_token}`` on ForkTaskQueue and waits. A fork host claims it
-through the agent API (``claim``): the API keeps the task token on the fork (``pending_task``) and gives the
-host only a task id, the base and the journal. The host answers with ``finish``, which turns the host's raw
+A state machine puts ``{task, fork_id, block, task_token}`` on ForkTaskQueue and waits. The queue is only a
+mailbox: a claim from any approved host moves its messages onto their forks, each addressed to one host
+(``Fork.task_host`` and ``pending_task``, found through the ``by_task_host`` index): a build to the fork's
+assigned host (depu.forks.hosts chose it, least loaded, when the fork was created or sent for rebuilding), a
+rebase or a stop to the host serving the fork. A host takes only the tasks addressed to it, so it receives a
+journal only for the forks assigned to it, and an agent no operator approved receives nothing. The API keeps
+the task token on the fork and gives the host only a task id, the base and the journal. The host answers
+with ``finish``, which checks the fork's base against mainnet (a host that lies is suspended), turns the raw
 replay report into the fork's new base and its conflicts and calls SendTaskSuccess/SendTaskFailure. A host
-that dies mid-task leaves the message to reappear after the queue's visibility timeout for another host; the
-state machine's timeout ends the wait if none comes.
+that dies mid-task leaves the state machine to time out (a build then fails with the user told; the janitor
+rebuilds a serving fork whose host went silent on another host).
 
 Every provision or rebase claim also carries a fresh **host secret** (kept in ``pending_task`` until the host
 reports). The host's front admits only requests bearing it; ``finish`` files it under the reported RPC URL in
@@ -27,9 +32,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
+from pynamodb.exceptions import UpdateError
 
 from depu.config import get_settings
-from depu.forks import journal, outcomes
+
+from depu.forks import hosts, journal, outcomes
 from depu.forks.models import ACTIVE, DELETED, DELETING, FAILED, PROVISIONING, SYNCING, Fork
 
 log = logging.getLogger(__name__)
@@ -37,6 +44,7 @@ log = logging.getLogger(__name__)
 PROVISION, REBASE, STOP = "provision", "rebase", "stop"
 MAX_CLAIM_WAIT_S = 10  # plus at most one write lease (15 s) stays under the API's 29 s
 HOST_FAILED_ERROR = "ForkHostFailed"
+NO_HOST_ERROR = "NoForkHost"
 GONE_ERROR = "ForkGone"
 
 
@@ -94,48 +102,126 @@ def to_stop(agent_id: str, running: list[str]) -> list[str]:
 
 
 def claim(agent_id: str, wait_seconds: float) -> ClaimedTask | None:
-    """Long-poll ForkTaskQueue for one task this host can do now, or None."""
-    settings = get_settings()
-    wait = max(0, min(int(wait_seconds), MAX_CLAIM_WAIT_S))
-    answer = _sqs().receive_message(QueueUrl=settings.fork_task_queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=wait)
-    for message in answer.get("Messages", []):
-        task = _assign(agent_id, message)
+    """One task addressed to this host, or None after up to ``wait_seconds``. Every claim also moves what
+    the state machines queued onto the forks, each addressed to its host (``_address``); a host then takes
+    only its own (``_take``). An agent that may not host forks gets nothing, whatever it asks."""
+    from depu.agents.registry import get_agent
+
+    if not hosts.may_host(get_agent(agent_id)):
+        return None
+    deadline = time.monotonic() + max(0, min(int(wait_seconds), MAX_CLAIM_WAIT_S))
+    while True:
+        task = _take(agent_id)
         if task:
             return task
-    return None
+        wait = min(max(int(deadline - time.monotonic()), 0), 1)
+        arrived = address_queued(wait=wait)
+        if time.monotonic() >= deadline:
+            return _take(agent_id) if arrived else None
+        if not arrived and not wait:
+            time.sleep(0.2)  # under a second left: no long poll, but no busy loop either
 
 
-def _assign(agent_id: str, message: dict[str, Any]) -> ClaimedTask | None:
+def address_queued(wait: int = 0) -> int:
+    """Move up to ten queued task messages onto their forks (``pending_task``, ``task_host``); returns how
+    many arrived. A message whose fork has no fit host is answered at once, so its state machine moves on
+    (the janitor runs this too, so that happens even while no approved host is polling)."""
     settings = get_settings()
+    answer = _sqs().receive_message(QueueUrl=settings.fork_task_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait)
+    messages = answer.get("Messages", [])
+    for message in messages:
+        try:
+            _address(message)
+        except Exception:  # noqa: BLE001 - the message reappears after its visibility timeout
+            log.exception("could not address a fork task")
+            continue
+        _sqs().delete_message(QueueUrl=settings.fork_task_queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return len(messages)
+
+
+def _address(message: dict[str, Any]) -> None:
     try:
         body = json.loads(message["Body"])
         kind, fork_id, token = body["task"], body["fork_id"], body["task_token"]
     except (ValueError, KeyError, TypeError):
         log.error("dropping a malformed fork task message")
-        _sqs().delete_message(QueueUrl=settings.fork_task_queue_url, ReceiptHandle=message["ReceiptHandle"])
-        return None
+        return
+    fork = _fork(fork_id)
+    if not _still_wanted(kind, fork, token):
+        return
+    host = _host_for(kind, fork)
+    if host is None:
+        if kind == PROVISION:
+            _fail(token, NO_HOST_ERROR, "no approved fork host is available")
+        else:
+            _fail(token, HOST_FAILED_ERROR if kind == REBASE else GONE_ERROR, "the fork's host is not available")
+        return
+    pending = {"task_id": f"{fork_id}.{uuid.uuid4().hex[:12]}", "kind": kind, "agent_id": host, "token": token,
+               "block": str(body.get("block") or "latest")}
+    actions = [Fork.pending_task.set(pending), Fork.task_host.set(host)]
+    if kind == PROVISION:
+        actions.append(Fork.assigned_host.set(host))
+    fork.update(actions=actions)
+
+
+def _fork(fork_id: str) -> Fork | None:
     try:
-        fork = Fork.get(fork_id, consistent_read=True)
+        return Fork.get(fork_id, consistent_read=True)
     except Fork.DoesNotExist:
-        fork = None
+        return None
+
+
+def _still_wanted(kind: str, fork: Fork | None, token: str) -> bool:
     expected = {PROVISION: (PROVISIONING,), REBASE: (SYNCING,), STOP: None}.get(kind, ())
     if fork is None or (expected is not None and fork.status not in expected):
         _fail(token, GONE_ERROR, f"the fork is {fork.status if fork else 'missing'}")
-        _sqs().delete_message(QueueUrl=settings.fork_task_queue_url, ReceiptHandle=message["ReceiptHandle"])
-        return None
-    if kind in (PROVISION, REBASE):
-        fork = _after_writes(fork)
-    task_id = f"{fork_id}.{uuid.uuid4().hex[:12]}"
-    pending = {"task_id": task_id, "kind": kind, "agent_id": agent_id, "token": token, "receipt": message["ReceiptHandle"]}
-    host_secret = ""
-    if kind in (PROVISION, REBASE):
-        host_secret = pending["host_secret"] = secrets.token_urlsafe(32)
-    fork.update(actions=[Fork.pending_task.set(pending)])
-    block = str(body.get("block") or "latest")
-    entries = []
-    if kind in (PROVISION, REBASE):
-        entries = [{"seq": int(e.seq), "method": e.method, "params": e.params} for e in journal.entries(fork_id)]
-    return ClaimedTask(task_id, kind, fork_id, block, entries, host_secret)
+        return False
+    return True
+
+
+def _host_for(kind: str, fork: Fork) -> str | None:
+    """Who does this task: a build goes to the fork's assigned host while it is fit, else to the least loaded
+    fit host (one that has not failed this fork, if any); a rebase and a stop go to the host serving the fork."""
+    if kind == PROVISION:
+        if hosts.is_fit(fork.assigned_host) and fork.assigned_host not in (fork.tried_hosts or []):
+            return fork.assigned_host
+        return hosts.choose(avoid=fork.tried_hosts or [])
+    host = fork.host_agent_id or (fork.assigned_host if kind == STOP else None)
+    return host if hosts.is_fit(host) else None
+
+
+def _take(agent_id: str) -> ClaimedTask | None:
+    """Take one task addressed to this host (a conditional write: it is taken once)."""
+    for listed in Fork.by_task_host.query(agent_id, limit=5):
+        fork = _fork(listed.fork_id)  # the index lags the table: act on the item as it is now
+        if fork is None or fork.task_host != agent_id:
+            continue
+        pending = dict(fork.pending_task or {})
+        kind = pending.get("kind")
+        if pending.get("agent_id") != agent_id or not _still_wanted(kind, fork, pending.get("token", "")):
+            _drop_address(fork, agent_id)
+            continue
+        if kind in (PROVISION, REBASE):
+            pending["host_secret"] = secrets.token_urlsafe(32)
+        try:
+            fork.update(actions=[Fork.pending_task.set(pending), Fork.task_host.remove()],
+                        condition=Fork.task_host == agent_id)
+        except UpdateError:
+            continue  # taken meanwhile, or readdressed
+        entries = []
+        if kind in (PROVISION, REBASE):
+            fork = _after_writes(fork)
+            entries = [{"seq": int(e.seq), "method": e.method, "params": e.params} for e in journal.entries(fork.fork_id)]
+        return ClaimedTask(pending["task_id"], kind, fork.fork_id, pending.get("block") or "latest", entries,
+                           pending.get("host_secret", ""))
+    return None
+
+
+def _drop_address(fork: Fork, agent_id: str) -> None:
+    try:
+        fork.update(actions=[Fork.task_host.remove()], condition=Fork.task_host == agent_id)
+    except UpdateError:
+        pass
 
 
 def _after_writes(fork: Fork) -> Fork:
@@ -161,16 +247,32 @@ def finish(agent_id: str, task_id: str, report: dict[str, Any], allowed_url_host
     token = pending["token"]
     if not report.get("ok"):
         reason = html.escape(str(report.get("error") or "the host could not do it"))[:300]
-        _fail(token, HOST_FAILED_ERROR, reason)
-        output: dict[str, Any] = {"failed": reason}
+        output: dict[str, Any] = _host_failed(fork, agent_id, pending, reason)
     elif pending["kind"] == STOP:
         output = {"stopped": bool(report.get("stopped", True))}
         _succeed(token, output)
     else:
-        output = _replayed(fork, agent_id, report, allowed_url_host, pending)
-        _succeed(token, output)
+        try:
+            output = _replayed(fork, agent_id, report, allowed_url_host, pending)
+        except hosts.HostLied as lie:
+            reason = f"the fork it built is not mainnet's ({lie})"
+            hosts.suspend(agent_id, reason)
+            output = {**_host_failed(fork, agent_id, pending, reason), "suspended": True}
+        except hosts.Unverifiable as unchecked:
+            output = _host_failed(fork, agent_id, pending, f"its fork could not be checked against mainnet: {unchecked}")
+        else:
+            _succeed(token, output)
     _done(fork, task_id, pending.get("receipt"))
     return output
+
+
+def _host_failed(fork: Fork, agent_id: str, pending: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The host could not do the task (or lied): a build is offered to another host next (the create state
+    machine asks once more), a rebase leaves the fork as it was."""
+    if pending.get("kind") == PROVISION:
+        fork.update(actions=[Fork.tried_hosts.set(sorted({*(fork.tried_hosts or []), agent_id}))])
+    _fail(pending["token"], HOST_FAILED_ERROR, reason)
+    return {"failed": reason}
 
 
 def _replayed(fork: Fork, agent_id: str, report: dict[str, Any], allowed_url_host: str | None,
@@ -188,6 +290,10 @@ def _replayed(fork: Fork, agent_id: str, report: dict[str, Any], allowed_url_hos
         snapshots = {str(int(seq)): value for seq, value in (report.get("snapshots") or {}).items()}
     except (KeyError, TypeError, ValueError) as error:
         raise BadReport(f"malformed report: {error}") from None
+    requested = str(pending.get("block") or "latest")
+    if pending.get("kind") == PROVISION and requested.isdigit() and int(requested) != base_block:
+        raise hosts.HostLied(f"it was asked for block {requested} and reported {base_block}")
+    hosts.check_base(rpc_url, pending.get("host_secret"), base_block)
     conflicts, changed = [], {}
     for entry in journal.entries(fork.fork_id):
         replayed = replay.get(int(entry.seq))
