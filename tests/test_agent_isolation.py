@@ -191,10 +191,3 @@ def test_with_per_slot_uids_nothing_a_job_started_outlives_it_and_other_jobs_are
         isolation.remove_workspace(neighbour)
     assert isolation.processes_of(SLOT_UID_BASE + 1) == []
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
