@@ -119,6 +119,67 @@ def test_docker_plan_pins_the_gpu_and_cuts_the_network(agent_config):
     isolation.remove_workspace(plan)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving the workspace to the container's uid needs CAP_CHOWN")
+def test_docker_workspace_belongs_to_the_container_user_and_nobody_else_can_write_it(agent_config):
+    """It was 0777: the container (or any local user) could swap outputs/ for a symlink to the agent's token.
+    Now it belongs to the uid the container runs as, mode 700, and lives in the agent's work folder (which the
+    Docker daemon sees; a systemd unit's PrivateTmp is invisible to it)."""
+    agent_config.sandbox_uid_base = SLOT_UID_BASE
+    plan = isolation.plan_script(job_id="jdock", script=b"print(1)", gpu_index=2, on_cpu=True, time_limit_s=60,
+                                 config=agent_config, use_docker=True)
+    try:
+        uid = SLOT_UID_BASE + 2
+        assert plan.argv[plan.argv.index("--user") + 1] == f"{uid}:{uid}"
+        assert plan.argv[plan.argv.index("-v") + 1] == f"{plan.cwd}:/work"
+        assert plan.cwd.startswith(os.path.join(agent_config.work_dir, "containers") + os.sep)
+        for path in (plan.cwd, plan.outputs, os.path.join(plan.cwd, "script.py")):
+            info = os.stat(path)
+            assert (info.st_uid, info.st_gid) == (uid, uid) and info.st_mode & 0o077 == 0, (path, oct(info.st_mode))
+        assert plan.owner_uid == uid  # only files the container's user wrote come back
+    finally:
+        isolation.remove_workspace(plan)
+    assert not os.path.exists(plan.cwd)
+
+
+def test_without_bubblewrap_the_self_check_names_it_and_scripts_are_refused(agent_config, monkeypatch):
+    monkeypatch.setattr(isolation, "bwrap_path", lambda: None)
+    assert isolation.self_check(agent_config) == isolation.BWRAP_MISSING
+    assert isolation.BWRAP_MISSING.startswith("bubblewrap (bwrap) is not installed")
+    with pytest.raises(isolation.SandboxUnusable, match=r"bubblewrap \(bwrap\) is not installed"):
+        isolation.plan_script(job_id="jnobwrap", script=b"print(1)", gpu_index=0, on_cpu=True, time_limit_s=60,
+                              config=agent_config, use_docker=False)
+
+
+@pytest.mark.skipif(not isolation.can_switch_user(), reason="needs root or CAP_SETUID")
+def test_the_unisolated_mode_runs_only_when_the_config_asks_for_it(agent_config, monkeypatch):
+    monkeypatch.setattr(isolation, "bwrap_path", lambda: None)
+    agent_config.allow_unisolated_scripts = True
+    assert isolation.self_check(agent_config) is None
+    outcome, lines, plan = run_script(agent_config, "import os\nprint(len([p for p in os.listdir('/proc') if p.isdigit()]) > 2)\n")
+    assert plan.kind == "restricted" and plan.argv[0] != "bwrap" and lines == ["True"]  # the host's processes
+    isolation.remove_workspace(plan)
+
+
+@pytest.mark.skipif(not isolation.can_switch_user(), reason="needs root or CAP_SETUID")
+def test_bubblewrap_binds_no_agent_folder_and_its_gpu_nodes_only(agent_config, monkeypatch):
+    monkeypatch.setattr(isolation, "gpu_device_nodes", lambda index: [f"/dev/nvidia{index}", "/dev/nvidiactl"])
+    plan = isolation.plan_script(job_id="jargv", script=b"print(1)", gpu_index=5, on_cpu=False, time_limit_s=60,
+                                 config=agent_config, use_docker=False, gpu_uuid="GPU-5")
+    try:
+        argv = plan.argv
+        assert plan.kind == "bwrap" and os.path.basename(argv[0]) == "bwrap"
+        for flag in ("--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent"):
+            assert flag in argv
+        assert "--share-net" not in argv
+        assert argv[argv.index("--bind") + 1:argv.index("--bind") + 3] == [plan.cwd, plan.cwd]  # the one writable
+        assert [argv[i + 1] for i, part in enumerate(argv) if part == "--dev-bind"] == ["/dev/nvidia5", "/dev/nvidiactl"]
+        agent_dir = os.path.dirname(agent_config.agent_token_file)
+        assert not any(part.startswith((agent_dir, agent_config.work_dir)) for part in argv)
+        assert plan.env["CUDA_VISIBLE_DEVICES"] == "GPU-5"  # the index means nothing when one node is visible
+    finally:
+        isolation.remove_workspace(plan)
+
+
 SLOT_UID_BASE = 470000
 
 
