@@ -17,13 +17,13 @@ Two ways, best first:
 - Without bwrap, scripts are refused (the start-up self-check says "bubblewrap (bwrap) is not installed")
   unless ``allow_unisolated_scripts`` asks for the old restricted subprocess: the above without namespaces.
 
-With ``sandbox_uid_base`` set (install.sh does), each GPU slot's job runs under a uid of its own: concurrent
-jobs cannot read each other's workspaces and every process a job leaves behind is killed by uid at its end.
-Without it all jobs share ``sandbox_user`` and neither holds (pinned by tests/test_abuse_sandbox.py).
+With ``sandbox_uid_base`` set (install.sh does), each GPU slot's job runs under a uid of its own (concurrent
+jobs cannot even signal each other); without it all jobs share ``sandbox_user`` and the namespaces alone keep
+them apart.
 
-Known limit: an agent that runs as an ordinary user without CAP_SETUID runs scripts as itself; then the token
-file is readable by the script. install.sh avoids that by giving the service CAP_SETUID/CAP_SETGID and a
-separate sandbox user. The agent logs a warning at start when it is in that situation.
+Known limit: an agent that runs as an ordinary user without CAP_SETUID runs scripts (and bwrap) as itself;
+the token file is outside the sandbox's file system, but the separation then rests on the namespaces alone.
+install.sh avoids that by giving the service CAP_SETUID/CAP_SETGID and a separate sandbox uid range.
 """
 from __future__ import annotations
 
