@@ -383,6 +383,8 @@ def bwrap_argv(config, runtime: SandboxRuntime, workspace: Path, gpu_index: int,
     protected = _protected_paths(config)
     library_dirs = [part for part in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if part]
     for root in (*runtime.roots, *library_dirs):
+        if not os.path.isabs(root):
+            continue
         real = os.path.realpath(root)
         if any(real == done or real.startswith(done.rstrip("/") + "/") for done in bound):
             continue
@@ -394,6 +396,7 @@ def bwrap_argv(config, runtime: SandboxRuntime, workspace: Path, gpu_index: int,
     if not on_cpu:
         for node in gpu_device_nodes(gpu_index):
             argv += ["--dev-bind", node, node]
+        argv += ["--ro-bind-try", "/sys", "/sys"]  # the driver's libraries read the PCI topology (as under Docker)
     argv += ["--bind", str(workspace), str(workspace), "--chdir", str(workspace)]
     return argv + ["--", runtime.python, "-s", SCRIPT_NAME]
 
