@@ -294,8 +294,9 @@ class SandboxPlan:
         """True once no process of this job is left: for bwrap, when its PID namespace's init has exited (the
         kernel kills and reaps every other process of a namespace before its init's exit completes)."""
         if self.init_pidfd is not None:
-            readable, _, _ = select.select([self.init_pidfd], [], [], timeout_s)
-            if not readable:
+            waiter = select.poll()  # (not select(): a descriptor number may be above 1023)
+            waiter.register(self.init_pidfd, select.POLLIN)
+            if not waiter.poll(timeout_s * 1000):
                 return False
             os.close(self.init_pidfd)
             self.init_pidfd = None
