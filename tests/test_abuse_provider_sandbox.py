@@ -7,14 +7,17 @@ recording server on 127.0.0.1), and each attack is shown to fail.
     namespace before anything is read, and every read is O_NOFOLLOW relative to a directory descriptor.
 (b) A process that keeps forking and exiting (a new pid every few microseconds, which a /proc scan by uid
     never catches) does not survive its job.
-(c) The script reaches no network (a listener on the host's 127.0.0.1), sees no host process, and cannot read
-    the agent's token, its config or a concurrently running job's workspace.
+(c) The script reaches no network (a listener on the host's 127.0.0.1, as a fork host's anvil is), sees no host
+    process (nor the upstream URL in an anvil's argv), and cannot read the agent's token, its config or a
+    concurrently running job's workspace.
 """
 from __future__ import annotations
 
 import json
 import os
 import socket
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -230,6 +233,10 @@ def test_the_script_reaches_no_network_no_host_process_no_agent_file_and_no_othe
                                    gpu_index=1, on_cpu=True, time_limit_s=30, config=config, use_docker=False)
     stop = StopRequest()
     running = victim.start(on_line=lambda line: None)
+    # what a fork host's anvil looks like to `ps`: its upstream URL, with the provider's API key, in its argv
+    upstream_key = "upstream-api-key-" + os.urandom(6).hex()
+    anvil_like = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "--fork-url",
+                                   f"https://rpc.invalid/v2/{upstream_key}"])
     try:
         probe = f"""
             import glob, json, os, socket
@@ -264,11 +271,13 @@ def test_the_script_reaches_no_network_no_host_process_no_agent_file_and_no_othe
         with pytest.raises(TimeoutError):
             listener.accept()
         assert seen["pids"] == [1, 2], seen  # bwrap's init and the script: no host process, no other job
-        assert not any(secret in line or TOKEN in line for line in seen["cmdlines"])
+        assert not any(secret in line or TOKEN in line or upstream_key in line for line in seen["cmdlines"])
         assert seen["token"] == seen["config"] == seen["victim"] == "FileNotFoundError", seen
         assert seen["other_jobs"] == [] and seen["agent_dir"] is False and seen["state_dir"] is False
         assert running.process.poll() is None  # the other job ran all along, untouched
     finally:
+        anvil_like.kill()
+        anvil_like.wait()
         stop.request("cancelled")
         running.wait(30, stop, 1)
         isolation.remove_workspace(victim)
