@@ -1,6 +1,6 @@
 """Abuse: renter scripts that go looking for the provider's secrets and files, run through the agent's real
-isolation path (``isolation.plan_script`` + ``runner.ChildProcess``, real processes, the restricted
-non-Docker mode every provider without Docker gets). test_agent_isolation.py covers the token file, /proc
+isolation path (``isolation.plan_script`` + ``SandboxPlan.start``, real processes, the bubblewrap sandbox
+every provider without Docker gets). test_agent_isolation.py covers the token file, /proc
 environ, symlinked outputs, the time limit and memory; this file adds what a determined script tries next.
 
 Two properties (no process outlives its job; one job cannot read a concurrent job's workspace) once held only
