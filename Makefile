@@ -9,9 +9,14 @@ SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: up chat test lint build bench deps clean
+.PHONY: up chat test lint build bench deps clean bwrap
 
-deps: $(STAMP) $(NODE_STAMP)
+deps: $(STAMP) $(NODE_STAMP) bwrap
+
+bwrap:  ## bubblewrap: the agent runs renters' scripts in namespaces of their own (Debian package bubblewrap)
+	@command -v bwrap >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -q bubblewrap || { apt-get update -q && apt-get install -y -q bubblewrap; }; \
+	else echo "need bubblewrap for the agent's sandbox: sudo apt-get install bubblewrap"; exit 1; fi; }
 
 $(STAMP): requirements-dev.txt layers/depu/requirements.txt agent/requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }

@@ -265,6 +265,22 @@ for user in "$SERVICE_USER" "$SANDBOX_USER"; do
 done
 if getent group video >/dev/null 2>&1; then run usermod -aG video "$SERVICE_USER"; fi
 
+say "bubblewrap: each renter's script runs in namespaces of its own (no network, no host processes or files)"
+if [[ $DRY_RUN == 1 ]] || ! command -v bwrap >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        run apt-get install -y -q bubblewrap || { run apt-get update -q && run apt-get install -y -q bubblewrap; } \
+            || die "could not install bubblewrap (apt-get install bubblewrap)"
+    elif command -v dnf >/dev/null 2>&1; then
+        run dnf install -y -q bubblewrap || die "could not install bubblewrap (dnf install bubblewrap)"
+    else
+        die "bubblewrap (bwrap) is not installed and neither apt-get nor dnf is here: install it, then run this again"
+    fi
+fi
+if command -v docker >/dev/null 2>&1 && getent group docker >/dev/null 2>&1; then
+    # Docker mode (the agent's default when \`docker info\` works) needs the daemon's socket
+    run usermod -aG docker "$SERVICE_USER"
+fi
+
 say "virtual environment in $VENV"
 run mkdir -p "$PREFIX"
 run chmod 755 "$PREFIX"
@@ -327,9 +343,10 @@ KillSignal=SIGTERM
 # mixed: SIGTERM reaches the agent alone (it stops its jobs in order); anything left gets SIGKILL at the end
 KillMode=mixed
 TimeoutStopSec=60
-# only to run renters' scripts as $SANDBOX_USER and stop them; the scripts themselves get no capabilities
-AmbientCapabilities=CAP_SETUID CAP_SETGID CAP_KILL
-CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_KILL
+# only to run renters' scripts as their slot's uid, stop them, and make, read and remove their workspaces
+# (owned by that uid, mode 700); the scripts themselves get none (bubblewrap, no-new-privileges)
+AmbientCapabilities=CAP_SETUID CAP_SETGID CAP_KILL CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER
+CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_KILL CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER
 ProtectSystem=full
 ProtectHome=true
 PrivateTmp=true

@@ -1,12 +1,11 @@
 """Abuse: renter scripts that go looking for the provider's secrets and files, run through the agent's real
-isolation path (``isolation.plan_script`` + ``runner.ChildProcess``, real processes, the restricted
-non-Docker mode every provider without Docker gets). test_agent_isolation.py covers the token file, /proc
+isolation path (``isolation.plan_script`` + ``SandboxPlan.start``, real processes, the bubblewrap sandbox
+every provider without Docker gets). test_agent_isolation.py covers the token file, /proc
 environ, symlinked outputs, the time limit and memory; this file adds what a determined script tries next.
 
-Two properties (no process outlives its job; one job cannot read a concurrent job's workspace) hold only with
-``sandbox_uid_base`` set, as install.sh sets it: each GPU slot's job then runs under a uid of its own. They are
-checked in both modes; in the fallback mode (all jobs share ``sandbox_user``) they are strict xfails that pin
-the documented gap (docs/security.md) and turn into failures (XPASS) the day it closes.
+Two properties (no process outlives its job; one job cannot read a concurrent job's workspace) once held only
+with ``sandbox_uid_base`` set (a uid per GPU slot). Under bubblewrap they hold in both modes: the job's PID
+namespace ends with it, and its mount namespace holds its own workspace only. Both modes are checked.
 """
 from __future__ import annotations
 
@@ -15,14 +14,13 @@ import os
 import signal
 import socket
 import textwrap
-import threading
 import time
 
 import pytest
 
 from depu_agent import isolation
 from depu_agent.config import load_config
-from depu_agent.runner import ChildProcess, StopRequest
+from depu_agent.runner import StopRequest
 
 pytestmark = [
     pytest.mark.e2e,
@@ -35,9 +33,7 @@ AWS_LIKE = "AKIA" + "TESTONLY0000000"
 
 SANDBOX_UID_BASE = 61_000  # no passwd entry needed; unused on this machine
 
-SHARED_USER_GAP = pytest.mark.xfail(strict=True, reason="fallback mode: every job runs as the one sandbox_user")
-MODES = [pytest.param("uid per slot", id="uid-per-slot"),
-         pytest.param("shared user", id="shared-sandbox-user", marks=SHARED_USER_GAP)]
+MODES = [pytest.param("uid per slot", id="uid-per-slot"), pytest.param("shared user", id="shared-sandbox-user")]
 
 
 @pytest.fixture
@@ -62,9 +58,7 @@ def run(config, source: str, time_limit_s: float = 30, grace_s: float = 1) -> tu
     plan = isolation.plan_script(job_id="jabuse", script=textwrap.dedent(source).encode(), gpu_index=0, on_cpu=True,
                                  time_limit_s=time_limit_s, config=config, use_docker=False)
     lines: list[str] = []
-    child = ChildProcess(plan.argv, env=plan.env, cwd=plan.cwd, on_line=lines.append, preexec_fn=plan.preexec_fn,
-                         user=plan.user.uid if plan.user else None, group=plan.user.gid if plan.user else None)
-    outcome = child.start().wait(time_limit_s, StopRequest(), grace_s=grace_s)
+    outcome = plan.start(on_line=lines.append).wait(time_limit_s, StopRequest(), grace_s=grace_s)
     return outcome, lines, plan
 
 
@@ -80,7 +74,8 @@ def test_secret_hunting_script_finds_nothing(config, tmp_path):
     outcome, lines, plan = run(config, f"""
         import glob, json, os
         secret_bits = [{TOKEN!r}, {AWS_LIKE!r}, "provider-secret-key-for-tests"]
-        found = {{"env": sorted(os.environ), "hits": [], "readable": []}}
+        found = {{"env": sorted(os.environ), "hits": [], "readable": [],
+                 "pids": sorted(int(pid) for pid in os.listdir("/proc") if pid.isdigit())}}
         for value in os.environ.values():
             found["hits"] += [bit for bit in secret_bits if bit in value]
         for path in [{config.agent_token_file!r}, {os.path.join(agent_dir, "agent.json")!r}, "/etc/shadow",
@@ -112,8 +107,11 @@ def test_secret_hunting_script_finds_nothing(config, tmp_path):
     assert not any(name.startswith(("AWS", "DEPU")) for name in found["env"]), found["env"]
     assert set(found["env"]) <= {"PATH", "HOME", "TMPDIR", "LANG", "PYTHONUNBUFFERED", "PYTHONNOUSERSITE",
                                  "PYTHONDONTWRITEBYTECODE", "CUDA_VISIBLE_DEVICES", "CUDA_CACHE_PATH", "LD_LIBRARY_PATH",
-                                 "LC_CTYPE"}, found["env"]
-    for private in (config.agent_token_file, "/etc/shadow", "/proc/1/environ", f"/proc/{os.getpid()}/environ"):
+                                 "LC_CTYPE", "PWD"}, found["env"]  # PWD: bwrap sets it to the workspace
+    # /proc/1 is the sandbox's own init (bwrap's reaper, with the script's scrubbed environment): the hits
+    # above cover it; the host's processes are not there at all
+    assert found["pids"] == [1, 2], found["pids"]
+    for private in (config.agent_token_file, "/etc/shadow", f"/proc/{os.getpid()}/environ"):
         assert private not in found["readable"], found["readable"]
     isolation.remove_workspace(plan)
 
@@ -180,29 +178,43 @@ def _alive(pid: int) -> bool:
         return False
 
 
+ESCAPER = """
+    import os, sys, time
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        while True:  # a heartbeat the test can watch from outside (the pid it sees is the namespace's)
+            with open("beat", "a") as beat:
+                beat.write(".")
+            time.sleep(0.02)
+    while not os.path.exists("beat"):
+        time.sleep(0.01)
+    print(pid, flush=True)
+"""
+
+
+def heartbeat_stopped(plan: isolation.SandboxPlan) -> bool:
+    path = os.path.join(plan.cwd, "beat")
+    before = os.path.getsize(path)
+    time.sleep(0.3)
+    return os.path.getsize(path) == before
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_no_process_of_a_finished_job_survives_it(tmp_path, monkeypatch, mode):
     config = make_config(tmp_path, monkeypatch, SANDBOX_UID_BASE if mode == "uid per slot" else 0)
-    outcome, lines, plan = run(config, """
-        import os, sys, time
-        pid = os.fork()
-        if pid == 0:
-            os.setsid()
-            devnull = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(devnull, fd)
-            time.sleep(60)
-            os._exit(0)
-        print(pid, flush=True)
-    """, time_limit_s=10)
-    escaped = int(lines[0])
+    outcome, lines, plan = run(config, ESCAPER, time_limit_s=10)
     try:
-        time.sleep(0.3)
-        isolation.remove_workspace(plan)
-        assert not _alive(escaped), f"process {escaped} of the finished job is still running"
+        assert outcome.returncode == 0 and lines, lines
+        assert plan.ended(), "the job's PID namespace is still there"
+        assert heartbeat_stopped(plan), "the setsid'd process of the finished job is still running"
+        if mode == "uid per slot":
+            assert isolation.processes_of(SANDBOX_UID_BASE) == []
     finally:
-        if _alive(escaped):
-            os.kill(escaped, signal.SIGKILL)
+        isolation.remove_workspace(plan)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -230,26 +242,14 @@ def test_one_jobs_script_cannot_read_a_concurrent_jobs_workspace(tmp_path, monke
         isolation.remove_workspace(victim)
 
 
-def test_without_docker_the_loopback_network_is_reachable(config):
-    """Documented limit (docs/security.md): the restricted mode does not cut the network; only Docker does.
-    This pins the statement, so the document stays true if that ever changes."""
+def test_without_docker_the_loopback_network_is_still_cut(config):
+    """Once a documented hole (the restricted mode shared the host's network): under bubblewrap the script has a
+    network namespace of its own, so a listener on the host's 127.0.0.1 is out of reach."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
+    listener.settimeout(0.5)
     port = listener.getsockname()[1]
-    accepted: list[bool] = []
-
-    def accept() -> None:
-        listener.settimeout(10)
-        try:
-            connection, _ = listener.accept()
-            accepted.append(True)
-            connection.close()
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
     try:
         outcome, lines, plan = run(config, f"""
             import socket
@@ -259,8 +259,9 @@ def test_without_docker_the_loopback_network_is_reachable(config):
             except OSError as error:
                 print(type(error).__name__)
         """)
-        thread.join(10)
-        assert lines[-1] == "connected" and accepted == [True]
+        assert outcome.returncode == 0 and lines[-1] == "ConnectionRefusedError", lines
+        with pytest.raises(TimeoutError):
+            listener.accept()  # nothing ever arrived
         isolation.remove_workspace(plan)
     finally:
         listener.close()

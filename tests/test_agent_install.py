@@ -40,6 +40,7 @@ def test_dry_run_prints_every_step_and_changes_nothing():
     assert positions[:5] == sorted(positions[:5])  # users, venv, torch, then register
     assert '"capabilities": ["gpu", "fork_host"]' in out and '"gpus": "0,1"' in out
     assert '"sandbox_uid_base": 470000' in out  # one uid per GPU slot for renters' scripts
+    assert out.index("apt-get install -y -q bubblewrap") < out.index("-m venv")  # the script sandbox, up front
     assert TOKEN not in out and TOKEN not in done.stderr
     after = {path: os.path.exists(path) for path in before}
     assert after == before

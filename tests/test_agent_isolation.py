@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import textwrap
-import time
+from pathlib import Path
 
 import pytest
 
-from agent_process import alive
 from depu_agent import isolation
 from depu_agent.config import load_config
-from depu_agent.runner import ChildProcess, StopRequest
+from depu_agent.runner import StopRequest
 
 TOKEN = "agent-token-" + "s3cr3t" * 6
 
@@ -31,9 +30,7 @@ def run_script(config, source: str, time_limit_s: float = 60) -> tuple[object, l
     plan = isolation.plan_script(job_id="jtest", script=textwrap.dedent(source).encode(), gpu_index=0,
                                  on_cpu=True, time_limit_s=time_limit_s, config=config, use_docker=False)
     lines: list[str] = []
-    child = ChildProcess(plan.argv, env=plan.env, cwd=plan.cwd, on_line=lines.append, preexec_fn=plan.preexec_fn,
-                         user=plan.user.uid if plan.user else None, group=plan.user.gid if plan.user else None)
-    outcome = child.start().wait(time_limit_s, StopRequest(), grace_s=1)
+    outcome = plan.start(on_line=lines.append).wait(time_limit_s, StopRequest(), grace_s=1)
     return outcome, lines, plan
 
 
@@ -64,7 +61,9 @@ def test_script_cannot_read_the_agent_token_from_env_files_or_proc(agent_config)
     assert not any(key.startswith(("DEPU", "AWS")) for key in findings["env_keys"])
     for name in ("token", "config", "agent_environ", "agent_cmdline_dir"):
         assert not findings[name].startswith("READ"), (name, findings[name])
-    collected = [path.name for path in isolation.collect_outputs(plan, 10_000_000)]
+    kept = os.path.join(os.path.dirname(token_file), "kept")
+    os.mkdir(kept)
+    collected = [name for name, _path in isolation.collect_outputs(plan, Path(kept), 10_000_000)]
     assert collected == ["real.txt"]  # the symlink to the token file is never uploaded
     isolation.remove_workspace(plan)
     assert not os.path.exists(plan.cwd)
@@ -97,14 +96,14 @@ def test_script_workspace_is_fresh_private_and_limited(agent_config):
         print(sorted(os.listdir(".")))
         print(oct(os.stat(".").st_mode & 0o777))
         print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], resource.getrlimit(resource.RLIMIT_CORE)[0])
-        print(os.getsid(0) == os.getpid())
+        print(os.getpid(), sorted(int(entry) for entry in os.listdir("/proc") if entry.isdigit()))
         status = dict(line.split(":", 1) for line in open("/proc/self/status"))
         print(status["CapEff"].strip(), status["CapAmb"].strip(), status["NoNewPrivs"].strip())
     """)
     assert lines[0] == "['outputs', 'script.py', 'tmp']"
     assert lines[1] == "0o700"
     assert lines[2] == f"{agent_config.script_max_files} 0"
-    assert lines[3] == "True"  # its own session: the agent can signal the whole group
+    assert lines[3] == "2 [1, 2]"  # its own PID namespace: bwrap's init and the script, nothing of the host
     assert lines[4] == "0000000000000000 0000000000000000 1"  # no capabilities, cannot gain any
     isolation.remove_workspace(plan)
 
@@ -117,6 +116,67 @@ def test_docker_plan_pins_the_gpu_and_cuts_the_network(agent_config):
     assert TOKEN not in argv and "agent_token" not in argv
     assert plan.cleanup == [["docker", "rm", "-f", "depu-job-jdock"]]
     isolation.remove_workspace(plan)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving the workspace to the container's uid needs CAP_CHOWN")
+def test_docker_workspace_belongs_to_the_container_user_and_nobody_else_can_write_it(agent_config):
+    """It was 0777: the container (or any local user) could swap outputs/ for a symlink to the agent's token.
+    Now it belongs to the uid the container runs as, mode 700, and lives in the agent's work folder (which the
+    Docker daemon sees; a systemd unit's PrivateTmp is invisible to it)."""
+    agent_config.sandbox_uid_base = SLOT_UID_BASE
+    plan = isolation.plan_script(job_id="jdock", script=b"print(1)", gpu_index=2, on_cpu=True, time_limit_s=60,
+                                 config=agent_config, use_docker=True)
+    try:
+        uid = SLOT_UID_BASE + 2
+        assert plan.argv[plan.argv.index("--user") + 1] == f"{uid}:{uid}"
+        assert plan.argv[plan.argv.index("-v") + 1] == f"{plan.cwd}:/work"
+        assert plan.cwd.startswith(os.path.join(agent_config.work_dir, "containers") + os.sep)
+        for path in (plan.cwd, plan.outputs, os.path.join(plan.cwd, "script.py")):
+            info = os.stat(path)
+            assert (info.st_uid, info.st_gid) == (uid, uid) and info.st_mode & 0o077 == 0, (path, oct(info.st_mode))
+        assert plan.owner_uid == uid  # only files the container's user wrote come back
+    finally:
+        isolation.remove_workspace(plan)
+    assert not os.path.exists(plan.cwd)
+
+
+def test_without_bubblewrap_the_self_check_names_it_and_scripts_are_refused(agent_config, monkeypatch):
+    monkeypatch.setattr(isolation, "bwrap_path", lambda: None)
+    assert isolation.self_check(agent_config) == isolation.BWRAP_MISSING
+    assert isolation.BWRAP_MISSING.startswith("bubblewrap (bwrap) is not installed")
+    with pytest.raises(isolation.SandboxUnusable, match=r"bubblewrap \(bwrap\) is not installed"):
+        isolation.plan_script(job_id="jnobwrap", script=b"print(1)", gpu_index=0, on_cpu=True, time_limit_s=60,
+                              config=agent_config, use_docker=False)
+
+
+@pytest.mark.skipif(not isolation.can_switch_user(), reason="needs root or CAP_SETUID")
+def test_the_unisolated_mode_runs_only_when_the_config_asks_for_it(agent_config, monkeypatch):
+    monkeypatch.setattr(isolation, "bwrap_path", lambda: None)
+    agent_config.allow_unisolated_scripts = True
+    assert isolation.self_check(agent_config) is None
+    outcome, lines, plan = run_script(agent_config, "import os\nprint(len([p for p in os.listdir('/proc') if p.isdigit()]) > 2)\n")
+    assert plan.kind == "restricted" and plan.argv[0] != "bwrap" and lines == ["True"]  # the host's processes
+    isolation.remove_workspace(plan)
+
+
+@pytest.mark.skipif(not isolation.can_switch_user(), reason="needs root or CAP_SETUID")
+def test_bubblewrap_binds_no_agent_folder_and_its_gpu_nodes_only(agent_config, monkeypatch):
+    monkeypatch.setattr(isolation, "gpu_device_nodes", lambda index: [f"/dev/nvidia{index}", "/dev/nvidiactl"])
+    plan = isolation.plan_script(job_id="jargv", script=b"print(1)", gpu_index=5, on_cpu=False, time_limit_s=60,
+                                 config=agent_config, use_docker=False, gpu_uuid="GPU-5")
+    try:
+        argv = plan.argv
+        assert plan.kind == "bwrap" and os.path.basename(argv[0]) == "bwrap"
+        for flag in ("--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent"):
+            assert flag in argv
+        assert "--share-net" not in argv
+        assert argv[argv.index("--bind") + 1:argv.index("--bind") + 3] == [plan.cwd, plan.cwd]  # the one writable
+        assert [argv[i + 1] for i, part in enumerate(argv) if part == "--dev-bind"] == ["/dev/nvidia5", "/dev/nvidiactl"]
+        agent_dir = os.path.dirname(agent_config.agent_token_file)
+        assert not any(part.startswith((agent_dir, agent_config.work_dir)) for part in argv)
+        assert plan.env["CUDA_VISIBLE_DEVICES"] == "GPU-5"  # the index means nothing when one node is visible
+    finally:
+        isolation.remove_workspace(plan)
 
 
 SLOT_UID_BASE = 470000
@@ -133,9 +193,8 @@ def plan_on(config, slot: int, source: str) -> isolation.SandboxPlan:
                                  on_cpu=True, time_limit_s=30, config=config, use_docker=False)
 
 
-def start(plan: isolation.SandboxPlan, lines: list[str]) -> ChildProcess:
-    return ChildProcess(plan.argv, env=plan.env, cwd=plan.cwd, on_line=lines.append, preexec_fn=plan.preexec_fn,
-                        user=plan.user.uid, group=plan.user.gid).start()
+def start(plan: isolation.SandboxPlan, lines: list[str]):
+    return plan.start(on_line=lines.append)
 
 
 @pytest.mark.skipif(not isolation.can_switch_user(), reason="needs root or CAP_SETUID")
@@ -152,7 +211,8 @@ def test_with_per_slot_uids_a_job_cannot_read_a_concurrent_jobs_workspace(per_sl
     try:
         lines: list[str] = []
         start(attacker, lines).wait(30, StopRequest(), 1)
-        assert lines == ["PermissionError", str(SLOT_UID_BASE + 1)]
+        # not even there: the sandbox's mount namespace holds its own workspace only (and the uid would be refused)
+        assert lines == ["FileNotFoundError", str(SLOT_UID_BASE + 1)]
         assert victim.user.uid == SLOT_UID_BASE and os.stat(victim.cwd).st_uid == SLOT_UID_BASE
     finally:
         isolation.remove_workspace(attacker)
@@ -173,19 +233,21 @@ def test_with_per_slot_uids_nothing_a_job_started_outlives_it_and_other_jobs_are
             os._exit(0)
         print(pid, flush=True)
     """
-    finished, neighbour = plan_on(per_slot_config, 0, escaper), plan_on(per_slot_config, 1, escaper)
+    finished = plan_on(per_slot_config, 0, escaper)
+    neighbour = plan_on(per_slot_config, 1, "import time\nprint('running', flush=True)\ntime.sleep(30)\n")
+    stop = StopRequest()
     try:
         first, second = [], []
+        running = start(neighbour, second)
         start(finished, first).wait(30, StopRequest(), 1)
-        start(neighbour, second).wait(30, StopRequest(), 1)
-        escaped, neighbours = int(first[0]), int(second[0])
-        assert alive(escaped) and alive(neighbours)  # both escaped their process groups
-        isolation.remove_workspace(finished)  # the first job ends
-        time.sleep(0.2)
-        assert not alive(escaped)
-        assert alive(neighbours)  # the job on the other GPU is not touched
+        assert first and finished.ended()  # the first job's namespace is gone, its setsid'd child with it
+        assert isolation.processes_of(SLOT_UID_BASE) == []
+        assert running.process.poll() is None and isolation.processes_of(SLOT_UID_BASE + 1)  # untouched
+        isolation.remove_workspace(finished)
+        assert running.process.poll() is None
     finally:
+        stop.request("cancelled")
+        running.wait(30, stop, 1)
         isolation.remove_workspace(neighbour)
-    time.sleep(0.2)
-    assert not alive(neighbours)
+    assert isolation.processes_of(SLOT_UID_BASE + 1) == []
 

@@ -68,6 +68,10 @@ class AgentConfig:
     # Where each job's private workspace is made (default: the system temp dir). Must be searchable by the
     # sandbox user; the start-up self-check proves it.
     sandbox_workspace_dir: str = ""
+    # Without bubblewrap (bwrap) scripts are refused and the self-check names it as the fault. True runs them
+    # anyway in the old restricted subprocess (no namespaces: they share the host's network, see its processes
+    # and its file system as their uid may): only for a machine whose provider accepts that.
+    allow_unisolated_scripts: bool = False
     script_memory_mb: int = 4096
     script_max_files: int = 256
     script_max_processes: int = 512
@@ -75,6 +79,7 @@ class AgentConfig:
     script_max_bytes: int = 1_000_000
     max_output_bytes: int = 4_000_000
     max_artifact_mb: int = 256
+    max_artifact_files: int = 64
     max_log_line_chars: int = 2000
 
     config_path: str = ""

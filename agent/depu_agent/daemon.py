@@ -107,9 +107,10 @@ class Agent:
 
         if self.config.docker == "never" or not isolation.docker_available():
             if isolation.sandbox_user(self.config.sandbox_user) is None:
+                guard = ("only bubblewrap's namespaces separate them from the agent" if isolation.bwrap_path()
+                         else "they could read the agent token file")
                 log.warning("renters' scripts will run as this agent's own user (no Docker, cannot switch to "
-                            "%r): they could read the agent token file; see README, Isolation",
-                            self.config.sandbox_user)
+                            "%r): %s; see README, Isolation", self.config.sandbox_user, guard)
 
     def install_signal_handlers(self) -> None:
         def request_stop(signum, _frame):

@@ -3,32 +3,45 @@
 Two ways, best first:
 - Docker, when ``docker info`` works: the script runs in a container with only its GPU (``--gpus device=N``),
   no network, a memory and process cap, and only its own working directory mounted.
-- Otherwise a restricted subprocess: a fresh empty working directory, an environment holding only PATH, locale
-  and CUDA variables (never the agent token), resource limits (address space, open files, processes, file
-  size, CPU seconds, no core dumps), its own session, and, when the agent may switch users (root or
-  CAP_SETUID), a different unprivileged user, so the agent's token file (mode 600) cannot be read.
+- Otherwise bubblewrap (``bwrap``): the agent switches to the job's sandbox uid and execs bwrap, which puts the
+  script in new user, PID, network, IPC, UTS, cgroup and mount namespaces (``--die-with-parent``, no nested
+  user namespaces). Its file system is an empty tmpfs holding read-only binds of /usr (and the /lib links), a
+  few files of /etc, the interpreter's folders, its slot's GPU device nodes, a fresh /proc of its own PID
+  namespace, a small /tmp, and its workspace read-write: never /var/lib/depu-agent, the agent's config or
+  token, another job's workspace or the host's processes. It has no network at all (only its own loopback).
+  Around that: an environment holding only PATH, locale and CUDA variables, resource limits (address space,
+  open files, processes, file size, CPU seconds, no core dumps), no capabilities, no-new-privileges.
+  When the script's first process exits, bwrap exits and its PID namespace's init dies with it, and the
+  kernel kills every process left in the namespace: nothing the job started (setsid, double fork, a
+  fork-and-exit loop) survives it. Outputs are collected only once the namespace is gone (``SandboxPlan.ended``).
+- Without bwrap, scripts are refused (the start-up self-check says "bubblewrap (bwrap) is not installed")
+  unless ``allow_unisolated_scripts`` asks for the old restricted subprocess: the above without namespaces.
 
-With ``sandbox_uid_base`` set (install.sh does), each GPU slot's job runs under a uid of its own: concurrent
-jobs cannot read each other's workspaces and every process a job leaves behind is killed by uid at its end.
-Without it all jobs share ``sandbox_user`` and neither holds (pinned by tests/test_abuse_sandbox.py).
+With ``sandbox_uid_base`` set (install.sh does), each GPU slot's job runs under a uid of its own (concurrent
+jobs cannot even signal each other); without it all jobs share ``sandbox_user`` and the namespaces alone keep
+them apart.
 
-Known limit: an agent that runs as an ordinary user without CAP_SETUID runs scripts as itself; then the token
-file is readable by the script. install.sh avoids that by giving the service CAP_SETUID/CAP_SETGID and a
-separate sandbox user. The agent logs a warning at start when it is in that situation.
+Known limit: an agent that runs as an ordinary user without CAP_SETUID runs scripts (and bwrap) as itself;
+the token file is outside the sandbox's file system, but the separation then rests on the namespaces alone.
+install.sh avoids that by giving the service CAP_SETUID/CAP_SETGID and a separate sandbox uid range.
 """
 from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import logging
 import os
 import pwd
 import resource
+import select
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +55,15 @@ CAP_SETUID_BIT = 7
 ENV_PASSTHROUGH_PREFIXES = ("CUDA_", "NVIDIA_", "LD_LIBRARY_PATH")
 OUTPUTS_DIR = "outputs"
 SCRIPT_NAME = "script.py"
+BWRAP_MISSING = ("bubblewrap (bwrap) is not installed: renters' scripts cannot be isolated (apt-get install "
+                 "bubblewrap, or set allow_unisolated_scripts to run them without namespaces)")
+SANDBOX_END_SECONDS = 10.0  # from bwrap's exit to the last process of its namespace gone (milliseconds, usually)
+SANDBOX_TMP_BYTES = 256 * 1024 * 1024
+# what of /etc a Python program needs to start and find its libraries (nothing that names the host's users)
+ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime",
+             "/etc/nsswitch.conf", "/etc/ssl/certs")
+SYSTEM_TREES = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
+CONTAINER_UID = 65534  # Docker mode without per-slot uids: nobody
 
 
 @functools.lru_cache(maxsize=1)
@@ -140,12 +162,39 @@ def runtime_for(user: SandboxUser | None, config) -> SandboxRuntime:
     """The interpreter scripts run with, settled once per agent process (every slot's uid is an equally
     unprivileged stranger to the agent's files, so what one can reach, all can)."""
     if user is None:
-        return SandboxRuntime(python=config.sandbox_python or sys.executable)
+        python = config.sandbox_python or sys.executable
+        with _runtimes_lock:
+            if (python, "") not in _runtimes:
+                source = sandbox_runtime.describe(python)
+                _runtimes[(python, "")] = SandboxRuntime(python=source.executable,
+                                                        roots=sandbox_runtime.roots_of(source))
+            return _runtimes[(python, "")]
     key = (config.sandbox_python, config.sandbox_runtime_dir or sandbox_runtime.default_runtime_dir())
     with _runtimes_lock:
         if key not in _runtimes:
             _runtimes[key] = sandbox_runtime.prepare(user, *key)
         return _runtimes[key]
+
+
+def bwrap_path() -> str | None:
+    return shutil.which("bwrap") or shutil.which("bwrap", path="/usr/bin:/bin:/usr/local/bin")
+
+
+def gpu_device_nodes(gpu_index: int) -> list[str]:
+    """The device nodes a job on GPU ``gpu_index`` needs: its own /dev/nvidia<minor> (NVML's minor number, which
+    need not equal the index) and the shared control nodes, those present on this machine."""
+    minor = gpu_index
+    try:
+        from .gpus import _nvml
+
+        nvml = _nvml()
+        if nvml is not None:
+            minor = int(nvml.nvmlDeviceGetMinorNumber(nvml.nvmlDeviceGetHandleByIndex(gpu_index)))
+    except Exception:  # no NVML or an old driver: the index is the usual minor number
+        pass
+    names = [f"/dev/nvidia{minor}", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools",
+             "/dev/nvidia-modeset"]
+    return [name for name in names if os.path.exists(name)]
 
 
 _PR_SET_NO_NEW_PRIVS = 38
@@ -199,6 +248,79 @@ class SandboxPlan:
     outputs: Path
     cleanup: list[list[str]] = field(default_factory=list)
     dedicated_uid: bool = False  # the job's uid is its own: everything running as it belongs to this job
+    owner_uid: int | None = None  # whom the outputs must belong to (the script's uid, inside or outside)
+    info_fds: tuple[int, int] | None = None  # bwrap --info-fd pipe (read, write) until the sandbox starts
+    init_pidfd: int | None = None  # a pidfd on the PID namespace's init, once bwrap has said which it is
+    started: bool = False
+
+    @property
+    def supervised(self) -> bool:
+        return self.kind == "bwrap"
+
+    def start(self, **child_options):
+        """Start the script (a ``runner.ChildProcess`` with ``child_options``: on_line, output caps) exactly as
+        planned, and learn which process is its PID namespace's init while bwrap still holds it."""
+        from .runner import ChildProcess
+
+        child = ChildProcess(
+            self.argv, env=self.env, cwd=self.cwd, preexec_fn=self.preexec_fn,
+            user=self.user.uid if self.user else None, group=self.user.gid if self.user else None,
+            pass_fds=(self.info_fds[1],) if self.info_fds else (), supervised=self.supervised, **child_options)
+        try:
+            child.start()
+            self.started = True
+        finally:
+            if self.info_fds:
+                os.close(self.info_fds[1])
+        if self.info_fds:
+            self._watch_init()
+        return child
+
+    def _watch_init(self) -> None:
+        read_fd, self.info_fds = self.info_fds[0], None
+        data = b""
+        with os.fdopen(read_fd, "rb") as stream:  # bwrap writes it right after clone and closes it
+            data = stream.read(64 * 1024)
+        try:
+            init = int(json.loads(data)["child-pid"])
+        except (ValueError, KeyError, TypeError):
+            return  # bwrap failed before it made the namespace: nothing of the job runs
+        try:
+            self.init_pidfd = os.pidfd_open(init)
+        except ProcessLookupError:
+            return  # already gone: so is the namespace
+
+    def ended(self, timeout_s: float = SANDBOX_END_SECONDS) -> bool:
+        """True once no process of this job is left: for bwrap, when its PID namespace's init has exited (the
+        kernel kills and reaps every other process of a namespace before its init's exit completes)."""
+        if self.init_pidfd is not None:
+            waiter = select.poll()  # (not select(): a descriptor number may be above 1023)
+            waiter.register(self.init_pidfd, select.POLLIN)
+            if not waiter.poll(timeout_s * 1000):
+                return False
+            os.close(self.init_pidfd)
+            self.init_pidfd = None
+        if self.dedicated_uid and self.user is not None:
+            deadline = time.monotonic() + timeout_s
+            while processes_of(self.user.uid):
+                kill_everything_of(self.user.uid)
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.05)
+        return True
+
+    def close(self) -> None:
+        for fd in (*(self.info_fds or ()), self.init_pidfd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.info_fds = self.init_pidfd = None
+
+
+class SandboxNotEnded(RuntimeError):
+    """A job's processes were still there after its end: its outputs are not collected."""
 
 
 def scrubbed_environment(visible_devices: str, home: str) -> dict[str, str]:
@@ -218,17 +340,66 @@ def scrubbed_environment(visible_devices: str, home: str) -> dict[str, str]:
     return env
 
 
-def make_workspace(root: str | None, user: SandboxUser | None, script: bytes) -> Path:
-    """A fresh directory only the sandbox user can enter, holding the script and an empty outputs/."""
+def make_workspace(root: str | None, user: SandboxUser | None, script: bytes, *, uid: int | None = None,
+                   gid: int | None = None) -> Path:
+    """A fresh directory only the script's uid can enter, holding the script and an empty outputs/."""
     workspace = Path(tempfile.mkdtemp(prefix="depu-job-", dir=root))
     (workspace / OUTPUTS_DIR).mkdir()
     (workspace / "tmp").mkdir()
     (workspace / SCRIPT_NAME).write_bytes(script)
+    if user is not None:
+        uid, gid = user.uid, user.gid
     for path in (workspace, workspace / OUTPUTS_DIR, workspace / "tmp", workspace / SCRIPT_NAME):
-        if user is not None:
-            os.chown(path, user.uid, user.gid)
+        if uid is not None:
+            os.chown(path, uid, gid)
         os.chmod(path, 0o700 if path.is_dir() else 0o600)
     return workspace
+
+
+def _protected_paths(config) -> list[str]:
+    token_dir = os.path.dirname(os.path.abspath(config.agent_token_file))
+    return [os.path.realpath(path) for path in
+            (config.agent_token_file, token_dir, config.work_dir, config.config_path or token_dir) if path]
+
+
+def bwrap_argv(config, runtime: SandboxRuntime, workspace: Path, gpu_index: int, on_cpu: bool,
+               info_fd: int) -> list[str]:
+    """bubblewrap's command line: new namespaces, an empty root, and only what the interpreter needs."""
+    binary = bwrap_path()
+    if binary is None:
+        raise SandboxUnusable(BWRAP_MISSING)
+    argv = [binary, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
+            "--hostname", "depu-sandbox", "--info-fd", str(info_fd)]
+    bound: list[str] = []
+    for tree in SYSTEM_TREES:
+        if os.path.islink(tree):
+            argv += ["--symlink", os.readlink(tree), tree]
+        elif os.path.isdir(tree):
+            argv += ["--ro-bind", tree, tree]
+            bound.append(tree)
+    for path in ETC_FILES:
+        argv += ["--ro-bind-try", path, path]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(SANDBOX_TMP_BYTES),
+             "--tmpfs", "/tmp"]
+    protected = _protected_paths(config)
+    library_dirs = [part for part in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if part]
+    for root in (*runtime.roots, *library_dirs):
+        if not os.path.isabs(root):
+            continue
+        real = os.path.realpath(root)
+        if any(real == done or real.startswith(done.rstrip("/") + "/") for done in bound):
+            continue
+        if any(secret == real or secret.startswith(real.rstrip("/") + "/") for secret in protected):
+            raise SandboxUnusable(f"the interpreter's folder {root} also holds the agent's token, config or work "
+                                  "folder: install the agent's Python elsewhere (install.sh uses /opt/depu-agent)")
+        argv += ["--ro-bind-try", root, root]
+        bound.append(real)
+    if not on_cpu:
+        for node in gpu_device_nodes(gpu_index):
+            argv += ["--dev-bind", node, node]
+        argv += ["--ro-bind-try", "/sys", "/sys"]  # the driver's libraries read the PCI topology (as under Docker)
+    argv += ["--bind", str(workspace), str(workspace), "--chdir", str(workspace)]
+    return argv + ["--", runtime.python, "-s", SCRIPT_NAME]
 
 
 def plan_script(
@@ -240,14 +411,19 @@ def plan_script(
     time_limit_s: float,
     config,
     use_docker: bool | None = None,
+    gpu_uuid: str | None = None,
 ) -> SandboxPlan:
     use_docker = uses_docker(config) if use_docker is None else use_docker
     if use_docker:
         return _docker_plan(job_id, script, gpu_index, on_cpu, config)
+    isolated = bwrap_path() is not None or not config.allow_unisolated_scripts
+    if isolated and bwrap_path() is None:
+        raise SandboxUnusable(BWRAP_MISSING)
     user = job_user(config, gpu_index)
     runtime = runtime_for(user, config)
     workspace = make_workspace(config.sandbox_workspace_dir or None, user, script)
-    env = scrubbed_environment("" if on_cpu else str(gpu_index), str(workspace))
+    # inside bwrap the script sees its GPU's device node only, so the index would be wrong: the uuid is not
+    env = scrubbed_environment("" if on_cpu else (gpu_uuid or str(gpu_index)), str(workspace))
     for key, value in runtime.environment().items():
         env[key] = os.pathsep.join(part for part in (value, env.get(key)) if part)
     limits = Limits(
@@ -257,15 +433,27 @@ def plan_script(
         max_processes=config.script_max_processes if user is not None else None,
         max_file_mb=config.script_max_file_mb,
     )
+    argv, info_fds = [runtime.python, "-s", SCRIPT_NAME], None
+    if isolated:
+        info_fds = os.pipe()
+        try:
+            argv = bwrap_argv(config, runtime, workspace, gpu_index, on_cpu, info_fds[1])
+        except SandboxUnusable:
+            for fd in info_fds:
+                os.close(fd)
+            shutil.rmtree(workspace, ignore_errors=True)
+            raise
     return SandboxPlan(
-        argv=[runtime.python, "-s", SCRIPT_NAME],
+        argv=argv,
         env=env,
         cwd=str(workspace),
         preexec_fn=limits.apply,
         user=user,
-        kind="restricted",
+        kind="bwrap" if isolated else "restricted",
         outputs=workspace / OUTPUTS_DIR,
         dedicated_uid=bool(config.sandbox_uid_base) and user is not None,
+        owner_uid=user.uid if user is not None else os.geteuid(),
+        info_fds=info_fds,
     )
 
 
@@ -274,11 +462,16 @@ def uses_docker(config) -> bool:
 
 
 def self_check(config) -> str | None:
-    """Run one real script through the restricted sandbox, exactly as a job would: None when it works, else
-    why not. An agent that cannot run scripts must say so at start-up and take no work, rather than fail every
-    job it claims. (Docker mode is not checked here: its image is the provider's choice.)"""
+    """Run one real script through the sandbox, exactly as a job would: None when it works, else why not. An
+    agent that cannot run scripts must say so at start-up and take no work, rather than fail every job it
+    claims. (Docker mode is not checked here: its image is the provider's choice.)"""
     if uses_docker(config):
         return None
+    if bwrap_path() is None:
+        if not config.allow_unisolated_scripts:
+            return BWRAP_MISSING
+        log.warning("bubblewrap (bwrap) is not installed and allow_unisolated_scripts is set: renters' scripts "
+                    "share this machine's network, processes and file system view")
     needs_torch = importlib.util.find_spec("torch") is not None
     source = ("import torch\n" if needs_torch else "") + (
         f"open({OUTPUTS_DIR!r} + '/self-check.txt', 'w').write('ok')\n")
@@ -289,19 +482,23 @@ def self_check(config) -> str | None:
         return str(error)
     except OSError as error:
         return f"sandbox could not start: cannot create a workspace ({error.strerror or type(error).__name__})"
+    from .runner import StopRequest
+
+    lines: list[str] = []
     try:
-        done = subprocess.run(
-            plan.argv, env=plan.env, cwd=plan.cwd, preexec_fn=plan.preexec_fn, capture_output=True, timeout=180,
-            **({"user": plan.user.uid, "group": plan.user.gid, "extra_groups": []} if plan.user else {}),
-        )
-        if done.returncode != 0:
-            last = (done.stderr.decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
-            return f"the sandbox self-check script exited with status {done.returncode}: {last[:300]}"
-        if [path.name for path in collect_outputs(plan, 1024)] != ["self-check.txt"]:
-            return "the sandbox self-check script could not write its outputs"
+        child = plan.start(on_line=lines.append)
+        outcome = child.wait(180, StopRequest(), 1)
+        if outcome.returncode != 0:
+            last = (outcome.stderr_tail or ["no output"])[-1]
+            if plan.kind == "bwrap" and last.startswith("bwrap:"):
+                return f"bubblewrap cannot make the sandbox here ({last[:300]})"
+            return f"the sandbox self-check script exited with status {outcome.returncode}: {last[:300]}"
+        with tempfile.TemporaryDirectory() as kept:
+            if [name for name, _path in collect_outputs(plan, Path(kept), 1024)] != ["self-check.txt"]:
+                return "the sandbox self-check script could not write its outputs"
     except PermissionError:
         return f"the sandbox user cannot execute {plan.argv[0]}: permission denied"
-    except (OSError, subprocess.SubprocessError) as error:
+    except (OSError, subprocess.SubprocessError, SandboxNotEnded) as error:
         return f"sandbox could not start: {type(error).__name__}: {error}"[:400]
     finally:
         remove_workspace(plan)
@@ -309,10 +506,15 @@ def self_check(config) -> str | None:
 
 
 def _docker_plan(job_id: str, script: bytes, gpu_index: int, on_cpu: bool, config) -> SandboxPlan:
-    workspace = make_workspace(None, None, script)
-    os.chmod(workspace, 0o777)  # the container's user id is not the agent's
-    os.chmod(workspace / OUTPUTS_DIR, 0o777)
-    os.chmod(workspace / SCRIPT_NAME, 0o644)
+    """The container runs as the slot's uid (or nobody), which owns its workspace (mode 700): never a
+    world-writable folder whose outputs/ another local user, or the container, could swap for a link. The
+    workspace lives in the agent's work folder, which the Docker daemon sees (a systemd unit's PrivateTmp is
+    invisible to it)."""
+    user = job_user(config, gpu_index)
+    uid, gid = (user.uid, user.gid) if user is not None else (CONTAINER_UID, CONTAINER_UID)
+    root = config.sandbox_workspace_dir or os.path.join(config.work_dir, "containers")
+    os.makedirs(root, mode=0o711, exist_ok=True)
+    workspace = make_workspace(root, None, script, uid=uid, gid=gid)
     container = f"depu-job-{job_id}"[:60]
     argv = [
         "docker", "run", "--rm", "--name", container,
@@ -321,7 +523,7 @@ def _docker_plan(job_id: str, script: bytes, gpu_index: int, on_cpu: bool, confi
         "--pids-limit", str(config.script_max_processes),
         "--ulimit", f"nofile={config.script_max_files}:{config.script_max_files}",
         "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-        "--user", "65534:65534",
+        "--user", f"{uid}:{gid}",
         "-e", "PYTHONUNBUFFERED=1", "-e", "HOME=/work",
         "-v", f"{workspace}:/work", "-w", "/work",
     ]
@@ -337,31 +539,83 @@ def _docker_plan(job_id: str, script: bytes, gpu_index: int, on_cpu: bool, confi
         kind="docker",
         outputs=workspace / OUTPUTS_DIR,
         cleanup=[["docker", "rm", "-f", container]],
+        owner_uid=uid,
     )
 
 
-def collect_outputs(plan: SandboxPlan, max_total_bytes: int) -> list[Path]:
-    """Regular files the script wrote to outputs/: never a symlink or a hard link to something else (which
-    could point at the token file), never more than ``max_total_bytes`` together."""
-    chosen, total = [], 0
-    if not plan.outputs.is_dir():
+_OPEN_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+COPY_CHUNK = 1 << 20
+
+
+def collect_outputs(plan: SandboxPlan, destination: Path, max_total_bytes: int,
+                    max_files: int = 64) -> list[tuple[str, Path]]:
+    """Copy the regular files the script wrote to outputs/ into ``destination`` (the agent's own folder) and
+    return (name, copy) pairs. Only once every process of the job has gone (nothing can swap a file while it is
+    read); every name is opened relative to the workspace's directory descriptor with O_NOFOLLOW, so a symlink
+    (to the token file, or outputs/ itself swapped for a link to a folder) is never followed; a file must be
+    regular, have one link (a hard link to someone else's file is refused) and belong to the script's uid; the
+    bytes copied are those of the descriptor that was checked. At most ``max_files`` files and
+    ``max_total_bytes`` together."""
+    if plan.started and not plan.ended():
+        raise SandboxNotEnded("processes of the job were still running after it ended; outputs not collected")
+    chosen: list[tuple[str, Path]] = []
+    try:
+        workspace_fd = os.open(plan.cwd, _OPEN_DIRECTORY)
+    except OSError:
         return chosen
-    for path in sorted(plan.outputs.iterdir()):
-        info = os.lstat(path)
-        if not path.is_file() or path.is_symlink() or info.st_nlink != 1:
-            continue
-        if plan.user is not None and info.st_uid != plan.user.uid:
-            continue
-        if total + info.st_size > max_total_bytes:
-            break
-        total += info.st_size
-        chosen.append(path)
+    try:
+        outputs_fd = os.open(OUTPUTS_DIR, _OPEN_DIRECTORY, dir_fd=workspace_fd)
+    except OSError:  # gone, or not a directory any more (a link to one is not followed)
+        os.close(workspace_fd)
+        return chosen
+    total = 0
+    try:
+        for name in sorted(os.listdir(outputs_fd)):
+            if len(chosen) >= max_files:
+                break
+            try:
+                fd = os.open(name, _OPEN_FILE, dir_fd=outputs_fd)
+            except OSError:  # a symlink (ELOOP), a fifo that would block, gone
+                continue
+            with os.fdopen(fd, "rb") as source:
+                info = os.fstat(source.fileno())
+                if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+                    continue
+                if plan.owner_uid is not None and info.st_uid != plan.owner_uid:
+                    continue
+                if total + info.st_size > max_total_bytes:
+                    break
+                target = destination / name
+                copied = _copy_at_most(source, target, info.st_size)
+                total += copied
+                chosen.append((name, target))
+    finally:
+        os.close(outputs_fd)
+        os.close(workspace_fd)
     return chosen
 
 
+def _copy_at_most(source, target: Path, limit: int) -> int:
+    """Copy at most ``limit`` bytes of an open file into a new file of the agent's (never through a link)."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    copied = 0
+    with os.fdopen(fd, "wb") as sink:
+        while copied < limit:
+            chunk = source.read(min(COPY_CHUNK, limit - copied))
+            if not chunk:
+                break
+            sink.write(chunk)
+            copied += len(chunk)
+    return copied
+
+
 def remove_workspace(plan: SandboxPlan) -> None:
-    """End of a job: nothing it started may outlive it (a process that left the group with setsid is still
-    found by its uid), then its files go."""
+    """End of a job: nothing it started may outlive it (bwrap's PID namespace is gone; without it, a process
+    that left the group with setsid is still found by its uid), then its files go."""
+    if plan.started:
+        plan.ended()
+    plan.close()
     if plan.dedicated_uid and plan.user is not None:
         kill_everything_of(plan.user.uid)
     for command in plan.cleanup:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,22 +126,22 @@ class JobRun:
         try:
             plan = isolation.plan_script(
                 job_id=self.job_id, script=source, gpu_index=self.gpu.index, on_cpu=self.gpu.is_cpu,
-                time_limit_s=self.time_limit_s, config=self.config,
+                time_limit_s=self.time_limit_s, config=self.config, gpu_uuid=self._visible_devices() or None,
             )
         except (isolation.SandboxUnusable, OSError) as exc:  # this machine's fault: another provider may try
             return Report("fail", {"error": f"sandbox could not start: {exc}"[:500], "retryable": True}, [])
         channel.add_line(f"[depu] running your script in a {plan.kind} sandbox")
         try:
             try:
-                child = ChildProcess(
-                    plan.argv, env=plan.env, cwd=plan.cwd, on_line=channel.add_line, preexec_fn=plan.preexec_fn,
-                    user=plan.user.uid if plan.user else None, group=plan.user.gid if plan.user else None,
-                    max_output_bytes=self.config.max_output_bytes, max_line_chars=self.config.max_log_line_chars,
-                ).start()
+                child = plan.start(on_line=channel.add_line, max_output_bytes=self.config.max_output_bytes,
+                                   max_line_chars=self.config.max_log_line_chars)
             except OSError as exc:
                 reason = f"sandbox could not start: cannot execute {plan.argv[0]}: {exc.strerror or exc}"
                 return Report("fail", {"error": reason[:500], "retryable": True}, [])
             self.outcome = child.wait(self.time_limit_s, self.stop, self.config.cancel_grace_seconds)
+            if not plan.ended():  # outputs are read only once nothing of the job can change them
+                return Report("fail", {"error": "the sandbox did not end: processes of the job were still "
+                                                "running", "retryable": True}, [])
             interrupted = self._interrupted_report()
             if interrupted:
                 return interrupted
@@ -151,11 +150,8 @@ class JobRun:
                                        "retryable": False}, [])
             kept = self.directory / "out"
             kept.mkdir(parents=True, exist_ok=True)
-            uploads = []
-            for path in isolation.collect_outputs(plan, self.config.max_artifact_mb * 1024 * 1024):
-                target = kept / path.name
-                shutil.copyfile(path, target, follow_symlinks=False)
-                uploads.append({"name": path.name, "path": str(target)})
+            uploads = [{"name": name, "path": str(path)} for name, path in isolation.collect_outputs(
+                plan, kept, self.config.max_artifact_mb * 1024 * 1024, self.config.max_artifact_files)]
             result = {"exit_code": 0, "output_files": [item["name"] for item in uploads], "sandbox": plan.kind}
             return Report("complete", {"result": self._with_run_facts(result)}, uploads)
         finally:

@@ -7,9 +7,11 @@ which mean the cloud has already decided this job (e.g. its lease ran out and an
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import stat
 import threading
 from pathlib import Path
 
@@ -25,6 +27,16 @@ class ArtifactRefused(Exception):
     def __init__(self, status: int):
         super().__init__(status)
         self.status = status
+
+
+def open_artifact(path: str):
+    """An artifact file for reading, never through a symlink, and only a regular file (OSError otherwise)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    handle = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        handle.close()
+        raise OSError(errno.EINVAL, "not a regular file")
+    return handle
 
 
 class Outbox:
@@ -111,19 +123,27 @@ class Outbox:
         raise ApiUnavailable(f"{path} answered {status}")
 
     def _upload(self, job_id: str, upload: dict) -> str:
-        size = os.path.getsize(upload["path"])
-        status, answer = self.api.post(f"/agent/jobs/{job_id}/artifacts", {"name": upload["name"], "size": size})
-        if status in FINAL_STATUSES or 400 <= status < 500:
-            log.warning("artifact %s for job %s refused (HTTP %s: %s)", upload["name"], job_id, status,
-                        answer.get("error"))
-            raise ArtifactRefused(status)
-        if status >= 300:
-            raise ApiUnavailable(f"artifact URL answered {status}")
+        """Upload the bytes of the agent's own copy: opened without following a link (were the copy ever
+        swapped for a symlink to the token file, the upload is refused, not made), regular files only, its
+        size taken from the very descriptor that is sent."""
         try:
-            with open(upload["path"], "rb") as handle:
+            handle = open_artifact(upload["path"])
+        except OSError as exc:
+            log.warning("artifact %s for job %s not uploaded: %s", upload["name"], job_id, exc.strerror or exc)
+            raise ArtifactRefused(0) from exc
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            status, answer = self.api.post(f"/agent/jobs/{job_id}/artifacts", {"name": upload["name"], "size": size})
+            if status in FINAL_STATUSES or 400 <= status < 500:
+                log.warning("artifact %s for job %s refused (HTTP %s: %s)", upload["name"], job_id, status,
+                            answer.get("error"))
+                raise ArtifactRefused(status)
+            if status >= 300:
+                raise ApiUnavailable(f"artifact URL answered {status}")
+            try:
                 response = requests.put(answer["upload_url"], data=handle, timeout=self.upload_timeout_s)
-        except requests.RequestException as exc:
-            raise ApiUnavailable(f"artifact upload failed ({type(exc).__name__})") from exc
+            except requests.RequestException as exc:
+                raise ApiUnavailable(f"artifact upload failed ({type(exc).__name__})") from exc
         if response.status_code >= 300:
             raise ApiUnavailable(f"artifact upload answered {response.status_code}")
         return answer["key"]

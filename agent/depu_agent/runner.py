@@ -65,6 +65,8 @@ class ChildProcess:
         group: int | None = None,
         max_output_bytes: int = 4_000_000,
         max_line_chars: int = 2000,
+        pass_fds: tuple[int, ...] = (),
+        supervised: bool = False,
     ):
         self.argv = argv
         self.env = env
@@ -76,6 +78,10 @@ class ChildProcess:
         self.group = group
         self.max_output_bytes = max_output_bytes
         self.max_line_chars = max_line_chars
+        self.pass_fds = tuple(pass_fds)
+        # The child is a supervisor (bubblewrap) whose death ends the whole sandbox at once: SIGTERM then goes
+        # to the rest of its process group only, so the job itself gets the grace period.
+        self.supervised = supervised
         self.process: subprocess.Popen | None = None
         self.output_bytes = 0
         self.output_truncated = False
@@ -103,7 +109,7 @@ class ChildProcess:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
-                pass_fds=(write_fd,) if write_fd is not None else (),
+                pass_fds=((write_fd,) if write_fd is not None else ()) + self.pass_fds,
                 preexec_fn=die_with_parent(signal.SIGKILL, then=self.preexec_fn),
                 close_fds=True,
                 **extra,
@@ -170,9 +176,12 @@ class ChildProcess:
         self._kill_group(signal.SIGKILL)  # leftovers the child spawned in its group
         for reader in self._readers:
             reader.join(timeout=5)
+        returncode = self.process.returncode
+        if self.supervised and returncode is not None and 128 < returncode < 128 + 65:
+            returncode = 128 - returncode  # bwrap reports "killed by signal n" as 128 + n, like a shell
         return Outcome(
             reason=reason,
-            returncode=self.process.returncode,
+            returncode=returncode,
             duration_s=round(time.monotonic() - self._started_at, 3),
             output_truncated=self.output_truncated,
             stderr_tail=list(self.stderr_tail),
@@ -181,13 +190,32 @@ class ChildProcess:
     def terminate(self, grace_s: float) -> None:
         """SIGTERM to the process group, wait ``grace_s``, then SIGKILL."""
         assert self.process
-        self._kill_group(signal.SIGTERM)
+        if self.supervised:
+            self._signal_group_but_leader(signal.SIGTERM)
+        else:
+            self._kill_group(signal.SIGTERM)
         try:
             self.process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             log.info("job process %s ignored SIGTERM for %.1f s: SIGKILL", self.process.pid, grace_s)
             self._kill_group(signal.SIGKILL)
             self.process.wait()
+
+    def _signal_group_but_leader(self, signum: int) -> None:
+        """``signum`` to every process of the child's group except the child itself (a PID namespace's init
+        among them ignores it, as the kernel ignores unhandled signals to an init from outside)."""
+        assert self.process
+        leader = self.process.pid
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == leader:
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", encoding="utf-8") as handle:
+                    group = int(handle.read().rsplit(")", 1)[1].split()[2])
+                if group == leader:
+                    os.kill(int(entry), signum)
+            except (OSError, ValueError, IndexError):
+                continue
 
     def _kill_group(self, signum: int) -> None:
         assert self.process

@@ -86,6 +86,9 @@ class SandboxRuntime:
     python: str
     library_path: str | None = None
     mirror: str | None = None
+    # The folders the interpreter reads (its prefixes, standard library, packages, or the mirror): what a
+    # bubblewrap sandbox binds read-only, and nothing more of the agent's file system.
+    roots: tuple[str, ...] = ()
 
     def environment(self) -> dict[str, str]:
         return {"LD_LIBRARY_PATH": self.library_path} if self.library_path else {}
@@ -129,7 +132,7 @@ def prepare(user, configured_python: str, runtime_dir: str) -> SandboxRuntime:
     imports = ("json", "torch") if source.has_torch else ("json",)
     problem = probe(user, source.executable, imports=imports)
     if problem is None:
-        return SandboxRuntime(python=source.executable)
+        return SandboxRuntime(python=source.executable, roots=roots_of(source))
     log.info("%s; mirroring the interpreter into %s", problem, runtime_dir)
     started = time.monotonic()
     runtime = _mirror(source, user, Path(runtime_dir))
@@ -138,6 +141,20 @@ def prepare(user, configured_python: str, runtime_dir: str) -> SandboxRuntime:
         raise SandboxUnusable(f"{problem}; the mirror in {runtime.mirror} did not help: {still}")
     log.info("scripts run with %s (mirror ready in %.1f s)", runtime.python, time.monotonic() - started)
     return runtime
+
+
+def roots_of(source: Interpreter, *, base_only: bool = False) -> tuple[str, ...]:
+    """Every folder ``source`` reads at start-up and import time, as given and resolved (a venv's folder may be a
+    link, its python a link into the base installation)."""
+    base = [source.base_prefix, source.stdlib, source.libdir, os.path.dirname(os.path.realpath(source.base_executable))]
+    own = [] if base_only else [source.prefix, source.platstdlib, *source.site_packages,
+                                os.path.dirname(os.path.realpath(source.executable))]
+    found: list[str] = []
+    for path in base + own:
+        for variant in (path, os.path.realpath(path)):
+            if variant and os.path.isdir(variant) and variant not in found:
+                found.append(variant)
+    return tuple(found)
 
 
 def default_runtime_dir() -> str:
@@ -169,9 +186,11 @@ def _mirror(source: Interpreter, user, root: Path) -> SandboxRuntime:
 
 def _runtime_in(mirror: Path, source: Interpreter, base_usable: bool) -> SandboxRuntime:
     library_path = None if base_usable else str(mirror / "base" / "lib")
+    roots = (str(mirror),) + (roots_of(source, base_only=True) if base_usable else ())
     if source.is_venv:
-        return SandboxRuntime(str(mirror / "venv" / "bin" / "python"), library_path, str(mirror))
-    return SandboxRuntime(str(mirror / "base" / "bin" / f"python{source.version}"), library_path, str(mirror))
+        return SandboxRuntime(str(mirror / "venv" / "bin" / "python"), library_path, str(mirror), roots)
+    return SandboxRuntime(str(mirror / "base" / "bin" / f"python{source.version}"), library_path, str(mirror),
+                          roots)
 
 
 def _build(source: Interpreter, target: Path, final: Path, base_usable: bool) -> None:
