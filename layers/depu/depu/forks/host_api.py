@@ -18,7 +18,7 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from depu import jsonbody
-from depu.agents import registry, tokens
+from depu.agents import registry
 from depu.forks import tasks
 
 fork_router = Router()
@@ -33,8 +33,7 @@ def _json(status: int, body: dict[str, Any]) -> Response:
 def _agent() -> Any:
     header = fork_router.current_event.get_header_value("Authorization", default_value="", case_sensitive=False) or ""
     scheme, _, token = header.partition(" ")
-    agent_id = tokens.agent_for_token(token.strip()) if scheme.lower() == "bearer" else None
-    return registry.get_agent(agent_id) if agent_id else None
+    return registry.authenticate(token.strip()) if scheme.lower() == "bearer" else None
 
 
 def _body() -> dict[str, Any] | None:
