@@ -12,6 +12,7 @@ from .api import AgentRejected, ApiClient, ApiUnavailable
 log = logging.getLogger(__name__)
 MAX_LINES_PER_BATCH = 500
 GONE_STATUSES = frozenset({404, 409, 410})
+OVER_BUDGET = 413  # the job's log budget is used up: later lines stay local (the tail still shows them)
 
 
 class JobChannel:
@@ -38,6 +39,7 @@ class JobChannel:
         self.seq = 0
         self.sent_lines = 0
         self.dropped_lines = 0
+        self.over_budget = False
         self.tail: list[str] = []
 
     def start(self) -> "JobChannel":
@@ -94,6 +96,10 @@ class JobChannel:
         """Send one batch; True if one was sent (so the caller may send more)."""
         with self._lock:
             lines = self._lines[:MAX_LINES_PER_BATCH]
+            if self.over_budget:
+                self.dropped_lines += len(self._lines)
+                self._lines.clear()
+                return False
         if not lines:
             return False
         body = {"seq": self.seq, "lines": lines}
@@ -111,4 +117,7 @@ class JobChannel:
             self.sent_lines += len(lines)
         if status in GONE_STATUSES:
             self.on_gone()
+        if status == OVER_BUDGET:
+            log.warning("job %s: the API's log budget is used up; further lines are not shipped", self.job_id)
+            self.over_budget = True
         return True

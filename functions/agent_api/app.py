@@ -90,6 +90,11 @@ def _conflict(error: lifecycle.Conflict) -> Response:
     return _json(409, {"error": "conflict", "state": error.current})
 
 
+@app.exception_handler(work.OverBudget)
+def _over_budget(error: work.OverBudget) -> Response:
+    return _json(413, {"error": str(error)})
+
+
 @app.exception_handler(work.BadRequest)
 @app.exception_handler(RegistrationError)
 def _bad_request(error: ValueError) -> Response:
