@@ -261,13 +261,14 @@ def renew_token(agent: Agent, presented: str) -> Renewal:
     the fresh token it never got. The switch is one conditional write on the agent's item."""
     now = int(time.time())
     presented_hash = tokens.hash_token(presented)
+    current_hash = agent.token_hash  # read before the update below refreshes ``agent``
     fresh, fresh_hash = tokens.new_agent_token()
     expires_at = tokens.save_agent_token(fresh_hash, agent.agent_id, int(agent.provider_id), now)
     overlap_until = now + tokens.AGENT_TOKEN_OVERLAP_SECONDS
     not_revoked = Agent.revoked_at.does_not_exist()
-    if agent.token_hash is None or presented_hash == agent.token_hash:
+    if current_hash is None or presented_hash == current_hash:
         condition = not_revoked & (
-            Agent.token_hash.does_not_exist() if agent.token_hash is None else Agent.token_hash == presented_hash
+            Agent.token_hash.does_not_exist() if current_hash is None else Agent.token_hash == presented_hash
         )
         actions = [Agent.token_hash.set(fresh_hash), Agent.previous_token_hash.set(presented_hash),
                    Agent.previous_token_until.set(overlap_until)]
@@ -283,8 +284,8 @@ def renew_token(agent: Agent, presented: str) -> Renewal:
             raise TokenSuperseded(agent.agent_id) from error
         raise
     tokens.shorten_agent_token(presented_hash, overlap_until)
-    if agent.token_hash and agent.token_hash != presented_hash:
-        tokens.shorten_agent_token(agent.token_hash, now)  # the fresh token of the lost answer: dead now
+    if current_hash and current_hash != presented_hash:
+        tokens.shorten_agent_token(current_hash, now)  # the fresh token of the lost answer: dead now
     return Renewal(fresh, expires_at)
 
 
