@@ -13,6 +13,7 @@ recorded at completion).
 """
 from __future__ import annotations
 
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
@@ -46,7 +47,19 @@ def running(aws):
     def call(route: str, body: dict) -> tuple[int, object]:
         return api.call(f"/agent/jobs/{job.job_id}/{route}", body, token)
 
+    call.client = InProcessClient(api, token)  # type: ignore[attr-defined]
     return call, job
+
+
+class InProcessClient:
+    """depu_agent.api.ApiClient's post() over the real handler, counting the calls."""
+
+    def __init__(self, api: AgentApi, token: str) -> None:
+        self.api, self.token, self.calls = api, token, []
+
+    def post(self, path, json=None, timeout=None, attempts=None):
+        self.calls.append(path)
+        return self.api.call(path, json or {}, self.token)
 
 
 def put(upload: dict, data: bytes, *, with_headers: bool = True) -> int:
@@ -209,6 +222,44 @@ def test_the_budget_is_taken_only_while_the_job_runs(running, monkeypatch):
     with pytest.raises(lifecycle.Conflict):
         work.artifact_upload(get_agent(stale.agent_id), job.job_id, "late.bin", 10)
     assert job_keys(job.job_id) == []
+
+
+# ---------------------------------------------------------------- the agent's side
+def test_the_agent_uploads_write_once_and_takes_412_as_its_earlier_upload(running, tmp_path):
+    """The real outbox: its PUT carries the signed If-None-Match (else moto would overwrite the first upload),
+    and a 412 (its earlier attempt landed, the answer was lost) counts as uploaded, so the job completes."""
+    from depu.jobs.models import Job
+    from depu_agent.outbox import Outbox
+
+    call, job = running
+    earlier = call("artifacts", {"name": "w.bin", "size": 5})[1]
+    assert put(earlier, b"FIRST") == 200
+    produced = tmp_path / "w.bin"
+    produced.write_bytes(b"AGAIN")
+    outbox = Outbox(tmp_path / "outbox", call.client)
+    outbox.put(job.job_id, "complete", {"result": {"ok": True}}, [{"name": "w.bin", "path": str(produced)}])
+    assert outbox.flush()
+    done = Job.get(job.job_id)
+    assert done.status == "succeeded" and done.artifacts == [earlier["key"]]
+    assert s3_body(earlier["key"]) == b"FIRST"
+
+
+def test_the_agent_stops_shipping_logs_once_the_budget_answers_413(running, monkeypatch):
+    from depu.jobs import work
+    from depu_agent.logship import JobChannel
+
+    monkeypatch.setattr(work, "log_chunk_budget", lambda job: 2)
+    call, job = running
+    channel = JobChannel(call.client, job.job_id, interval_s=0.02, batch_attempts=1, on_gone=lambda: None).start()
+    for line in range(5):
+        channel.add_line(f"line {line}")
+        deadline = time.monotonic() + 5
+        while channel.seq <= min(line, 2) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    channel.close()
+    sent = [path for path in call.client.calls if path.endswith("/logs")]
+    assert len(sent) == 3 and channel.over_budget  # seq 0 and 1 stored, seq 2 answered 413, then silence
+    assert len(job_keys(job.job_id)) == 2 and channel.dropped_lines == 2
 
 
 # ---------------------------------------------------------------- lifecycle rules
