@@ -262,6 +262,25 @@ def test_the_agent_stops_shipping_logs_once_the_budget_answers_413(running, monk
     assert len(job_keys(job.job_id)) == 2 and channel.dropped_lines == 2
 
 
+def test_the_agent_takes_a_refused_log_chunk_of_a_cancelled_job_as_the_cancel(running):
+    """Refusing logs for ended jobs means a cancel can reach the agent through its log channel before the
+    next heartbeat: it stops the job as cancelled (not as lost)."""
+    import threading
+
+    from depu.jobs import service
+    from depu_agent.logship import JobChannel
+
+    call, job = running
+    service.cancel(USER_ID, job.job_id)
+    cancelled, lost = threading.Event(), threading.Event()
+    channel = JobChannel(call.client, job.job_id, interval_s=0.02, batch_attempts=1, on_gone=lost.set,
+                         on_cancelled=cancelled.set).start()
+    channel.add_line("still running here")
+    assert cancelled.wait(5) and not lost.is_set()
+    channel.close()
+    assert job_keys(job.job_id) == []
+
+
 # ---------------------------------------------------------------- lifecycle rules
 def test_the_bucket_expires_job_files(aws):
     """template.yaml's rule, as the local stack applies it to moto (which accepts it, as does cfn-lint)."""

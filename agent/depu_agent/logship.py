@@ -25,12 +25,14 @@ class JobChannel:
         interval_s: float,
         batch_attempts: int,
         on_gone: Callable[[], None],
+        on_cancelled: Callable[[], None] | None = None,
     ):
         self.api = api
         self.job_id = job_id
         self.interval_s = interval_s
         self.batch_attempts = batch_attempts
         self.on_gone = on_gone
+        self.on_cancelled = on_cancelled or on_gone
         self._lines: list[str] = []
         self._progress: dict | None = None
         self._lock = threading.Lock()
@@ -83,13 +85,21 @@ class JobChannel:
         if body is None:
             return
         try:
-            status, _ = self.api.post(f"/agent/jobs/{self.job_id}/progress", body, attempts=2)
+            status, answer = self.api.post(f"/agent/jobs/{self.job_id}/progress", body, attempts=2)
         except ApiUnavailable:
             with self._lock:  # keep it for the next round unless a newer value arrived meanwhile
                 if self._progress is None:
                     self._progress = body
             return
         if status in GONE_STATUSES:
+            self._gone(answer)
+
+    def _gone(self, answer: dict | None) -> None:
+        """The API no longer takes reports for this job: its user cancelled it (409 with that state; the
+        heartbeat would say so too), or it is not ours any more."""
+        if isinstance(answer, dict) and answer.get("state") == "cancelled":
+            self.on_cancelled()
+        else:
             self.on_gone()
 
     def _send_batch(self) -> bool:
@@ -103,8 +113,9 @@ class JobChannel:
         if not lines:
             return False
         body = {"seq": self.seq, "lines": lines}
+        answer = None
         try:
-            status, _ = self.api.post(f"/agent/jobs/{self.job_id}/logs", body, attempts=self.batch_attempts)
+            status, answer = self.api.post(f"/agent/jobs/{self.job_id}/logs", body, attempts=self.batch_attempts)
         except ApiUnavailable:
             log.warning("log batch %d of job %s dropped after %d attempts", self.seq, self.job_id,
                         self.batch_attempts)
@@ -116,7 +127,7 @@ class JobChannel:
         if status is not None and status < 300:
             self.sent_lines += len(lines)
         if status in GONE_STATUSES:
-            self.on_gone()
+            self._gone(answer)
         if status == OVER_BUDGET:
             log.warning("job %s: the API's log budget is used up; further lines are not shipped", self.job_id)
             self.over_budget = True
