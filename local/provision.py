@@ -70,6 +70,24 @@ def _buckets(template: LocalTemplate, endpoint: str) -> None:
             s3.create_bucket(Bucket=name)
         except s3.exceptions.BucketAlreadyOwnedByYou:
             pass
+        rules = template.resources[logical_id].get("Properties", {}).get("LifecycleConfiguration", {}).get("Rules")
+        if rules:
+            s3.put_bucket_lifecycle_configuration(
+                Bucket=name, LifecycleConfiguration={"Rules": [_lifecycle_rule(rule) for rule in rules]})
+
+
+def _lifecycle_rule(rule: dict) -> dict:
+    """A template LifecycleConfiguration rule in the S3 API's shape (the fields template.yaml uses)."""
+    converted: dict = {"ID": rule["Id"], "Status": rule["Status"], "Filter": {"Prefix": rule.get("Prefix", "")}}
+    if "ExpirationInDays" in rule:
+        converted["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+    if "NoncurrentVersionExpiration" in rule:
+        converted["NoncurrentVersionExpiration"] = {
+            "NoncurrentDays": int(rule["NoncurrentVersionExpiration"]["NoncurrentDays"])}
+    if "AbortIncompleteMultipartUpload" in rule:
+        converted["AbortIncompleteMultipartUpload"] = {
+            "DaysAfterInitiation": int(rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])}
+    return converted
 
 
 def _secrets_(template: LocalTemplate, endpoint: str, *, bot_token: str, webhook_secret: str) -> None:

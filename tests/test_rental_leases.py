@@ -43,10 +43,9 @@ def _lease_runs_out(job_id: str) -> int:
 def test_matcher_prefers_the_faster_idle_agent_then_balances_load(aws):
     api = AgentApi()
     ensure_user(USER_ID, credits=10_000)
-    token = enrol_provider()
-    slow = register_agent(api, token, name="slow", benchmark={**H100_BENCHMARK, "fp32_tflops": 30.0})
-    fast = register_agent(api, token, name="fast", benchmark={**H100_BENCHMARK, "fp32_tflops": 55.0})
-    two_gpu = register_agent(api, token, name="two", gpus=[GPU_H100, {**GPU_H100, "index": 1, "uuid": "GPU-1"}],
+    slow = register_agent(api, enrol_provider(), name="slow", benchmark={**H100_BENCHMARK, "fp32_tflops": 30.0})
+    fast = register_agent(api, enrol_provider(), name="fast", benchmark={**H100_BENCHMARK, "fp32_tflops": 55.0})
+    two_gpu = register_agent(api, enrol_provider(), name="two", gpus=[GPU_H100, {**GPU_H100, "index": 1, "uuid": "GPU-1"}],
                              benchmark={**H100_BENCHMARK, "fp32_tflops": 60.0})
     first = submit_job()
     run_matcher()
@@ -68,8 +67,7 @@ def test_matcher_prefers_the_faster_idle_agent_then_balances_load(aws):
 def test_silent_agent_loses_the_job_to_another_agent_and_the_user_pays_once(aws):
     api = AgentApi()
     ensure_user(USER_ID, credits=10_000)
-    token = enrol_provider()
-    first = register_agent(api, token, name="first", benchmark={**H100_BENCHMARK, "fp32_tflops": 55.0})
+    first = register_agent(api, enrol_provider(), name="first", benchmark={**H100_BENCHMARK, "fp32_tflops": 55.0})
     job = submit_job()
     run_matcher()
     offer = _claim(api, first)

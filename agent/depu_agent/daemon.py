@@ -182,7 +182,27 @@ class Agent:
             self.lease_seconds = float(answer["lease_seconds"])
             # at least three heartbeats per lease, so one or two lost ones never cost a job its lease
             self.heartbeat_seconds = min(self.heartbeat_seconds, self.lease_seconds / 3)
+        if answer.get("renew_token") is True:
+            self.renew_token()
         return answer
+
+    def renew_token(self) -> bool:
+        """Swap the agent token for a fresh one before it expires: stored first (mode 600, atomically), then
+        used. A failure is retried on the next heartbeat that asks (there is a week of them); the old token
+        keeps working for the API's overlap, so requests in flight meanwhile still land."""
+        try:
+            status, answer = self.api.post("/agent/token/renew", {}, attempts=2)
+        except ApiUnavailable as exc:
+            log.warning("token renewal failed (%s); retried with a later heartbeat", exc)
+            return False
+        token = answer.get("agent_token") if status == 200 else None
+        if not isinstance(token, str) or not token:
+            log.warning("token renewal answered %s; retried with a later heartbeat", status)
+            return False
+        self.config.write_token(token)
+        self.api.set_token(token)
+        log.info("agent token renewed (the new one expires in %s s)", answer.get("expires_in"))
+        return True
 
     def cancel(self, job_id: str) -> None:
         with self.lock:

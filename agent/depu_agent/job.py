@@ -60,7 +60,7 @@ class JobRun:
     def run(self) -> Report:
         channel = JobChannel(
             self.api, self.job_id, self.config.log_interval_seconds, self.config.log_batch_attempts,
-            on_gone=lambda: self.stop.request("lost"),
+            on_gone=lambda: self.stop.request("lost"), on_cancelled=self._cancelled_by_the_cloud,
         ).start()
         self.channel = channel
         channel.set_progress(0.0, f"started on {self.gpu.name}")
@@ -186,6 +186,12 @@ class JobRun:
         elif kind == "error":
             self.error = {"error": str(event.get("error", "workload failed"))[:500],
                           "retryable": bool(event.get("retryable", False))}
+
+    def _cancelled_by_the_cloud(self) -> None:
+        """The API refused a report because the user cancelled the job (logs of an ended job are refused)."""
+        if not self.stop.is_set():
+            log.info("job %s cancelled by the cloud", self.job_id)
+        self.stop.request("cancelled")
 
     def _interrupted_report(self) -> Report | None:
         reason = self.outcome.reason if self.outcome else "exited"

@@ -12,6 +12,7 @@ from .api import AgentRejected, ApiClient, ApiUnavailable
 log = logging.getLogger(__name__)
 MAX_LINES_PER_BATCH = 500
 GONE_STATUSES = frozenset({404, 409, 410})
+OVER_BUDGET = 413  # the job's log budget is used up: later lines stay local (the tail still shows them)
 
 
 class JobChannel:
@@ -24,12 +25,14 @@ class JobChannel:
         interval_s: float,
         batch_attempts: int,
         on_gone: Callable[[], None],
+        on_cancelled: Callable[[], None] | None = None,
     ):
         self.api = api
         self.job_id = job_id
         self.interval_s = interval_s
         self.batch_attempts = batch_attempts
         self.on_gone = on_gone
+        self.on_cancelled = on_cancelled or on_gone
         self._lines: list[str] = []
         self._progress: dict | None = None
         self._lock = threading.Lock()
@@ -38,6 +41,7 @@ class JobChannel:
         self.seq = 0
         self.sent_lines = 0
         self.dropped_lines = 0
+        self.over_budget = False
         self.tail: list[str] = []
 
     def start(self) -> "JobChannel":
@@ -81,24 +85,37 @@ class JobChannel:
         if body is None:
             return
         try:
-            status, _ = self.api.post(f"/agent/jobs/{self.job_id}/progress", body, attempts=2)
+            status, answer = self.api.post(f"/agent/jobs/{self.job_id}/progress", body, attempts=2)
         except ApiUnavailable:
             with self._lock:  # keep it for the next round unless a newer value arrived meanwhile
                 if self._progress is None:
                     self._progress = body
             return
         if status in GONE_STATUSES:
+            self._gone(answer)
+
+    def _gone(self, answer: dict | None) -> None:
+        """The API no longer takes reports for this job: its user cancelled it (409 with that state; the
+        heartbeat would say so too), or it is not ours any more."""
+        if isinstance(answer, dict) and answer.get("state") == "cancelled":
+            self.on_cancelled()
+        else:
             self.on_gone()
 
     def _send_batch(self) -> bool:
         """Send one batch; True if one was sent (so the caller may send more)."""
         with self._lock:
             lines = self._lines[:MAX_LINES_PER_BATCH]
+            if self.over_budget:
+                self.dropped_lines += len(self._lines)
+                self._lines.clear()
+                return False
         if not lines:
             return False
         body = {"seq": self.seq, "lines": lines}
+        answer = None
         try:
-            status, _ = self.api.post(f"/agent/jobs/{self.job_id}/logs", body, attempts=self.batch_attempts)
+            status, answer = self.api.post(f"/agent/jobs/{self.job_id}/logs", body, attempts=self.batch_attempts)
         except ApiUnavailable:
             log.warning("log batch %d of job %s dropped after %d attempts", self.seq, self.job_id,
                         self.batch_attempts)
@@ -110,5 +127,8 @@ class JobChannel:
         if status is not None and status < 300:
             self.sent_lines += len(lines)
         if status in GONE_STATUSES:
-            self.on_gone()
+            self._gone(answer)
+        if status == OVER_BUDGET:
+            log.warning("job %s: the API's log budget is used up; further lines are not shipped", self.job_id)
+            self.over_budget = True
         return True

@@ -140,10 +140,14 @@ class Outbox:
                 raise ArtifactRefused(status)
             if status >= 300:
                 raise ApiUnavailable(f"artifact URL answered {status}")
+            headers = {str(k): str(v) for k, v in (answer.get("upload_headers") or {}).items()}
             try:
-                response = requests.put(answer["upload_url"], data=handle, timeout=self.upload_timeout_s)
+                response = requests.put(answer["upload_url"], data=handle, headers=headers,
+                                        timeout=self.upload_timeout_s)
             except requests.RequestException as exc:
                 raise ApiUnavailable(f"artifact upload failed ({type(exc).__name__})") from exc
+        if response.status_code == 412:  # write-once link: our earlier upload of this file landed
+            return answer["key"]
         if response.status_code >= 300:
             raise ApiUnavailable(f"artifact upload answered {response.status_code}")
         return answer["key"]

@@ -7,6 +7,7 @@ an illegal move answers 409 with the job's current state.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -73,11 +74,16 @@ def _bearer() -> str | None:
 
 
 def _agent() -> Agent:
-    agent_id = tokens.agent_for_token(_bearer())
-    agent = registry.get_agent(agent_id) if agent_id else None
+    agent = registry.authenticate(_bearer())
     if agent is None:
         raise Unauthorized()
     return agent
+
+
+def _renew_hint() -> bool:
+    """Whether the token of this request should be renewed now (less than the renewal window left)."""
+    expires_at = registry.token_expires_at(_bearer())
+    return expires_at is not None and expires_at - time.time() < tokens.AGENT_TOKEN_RENEW_WINDOW_SECONDS
 
 
 @app.exception_handler(Unauthorized)
@@ -98,6 +104,11 @@ def _not_found(_: work.NotFound) -> Response:
 @app.exception_handler(lifecycle.Conflict)
 def _conflict(error: lifecycle.Conflict) -> Response:
     return _json(409, {"error": "conflict", "state": error.current})
+
+
+@app.exception_handler(work.OverBudget)
+def _over_budget(error: work.OverBudget) -> Response:
+    return _json(413, {"error": str(error)})
 
 
 @app.exception_handler(work.BadRequest)
@@ -128,6 +139,7 @@ def register() -> Response:
         {
             "agent_id": registration.agent_id,
             "agent_token": registration.agent_token,
+            "token_expires_in": tokens.AGENT_TOKEN_TTL_SECONDS,
             "heartbeat_seconds": HEARTBEAT_SECONDS,
             "lease_seconds": LEASE_SECONDS,
             "gpu_class": registration.gpu_class,
@@ -143,7 +155,21 @@ def heartbeat() -> Response:
     body = _body()
     cancel = work.heartbeat(agent, body.get("metrics"), body.get("running_jobs"), body.get("free_gpus"),
                             body.get("fault"))
-    return _json(200, {"cancel": cancel, "lease_seconds": LEASE_SECONDS, "heartbeat_seconds": HEARTBEAT_SECONDS})
+    return _json(200, {"cancel": cancel, "lease_seconds": LEASE_SECONDS, "heartbeat_seconds": HEARTBEAT_SECONDS,
+                       "renew_token": _renew_hint()})
+
+
+@app.post("/agent/token/renew")
+def renew_token() -> Response:
+    """A fresh agent token; the one this request used keeps working for a short overlap only."""
+    agent = _agent()
+    try:
+        renewal = registry.renew_token(agent, _bearer() or "")
+    except registry.TokenSuperseded as error:
+        raise Unauthorized() from error
+    logger.info("agent token renewed", extra={"agent_id": agent.agent_id})
+    return _json(200, {"agent_token": renewal.agent_token, "expires_in": renewal.expires_at - int(time.time()),
+                       "overlap_seconds": tokens.AGENT_TOKEN_OVERLAP_SECONDS})
 
 
 @app.post("/agent/claim")

@@ -87,6 +87,15 @@ class Agent(Model):
     fork_host_approved_at = NumberAttribute(null=True)
     fork_host_suspended = UnicodeAttribute(null=True)
     fork_seen_at = NumberAttribute(null=True)  # last fork-task claim (depu.forks.hosts.seen)
+    # Which agent tokens are live (depu.agents.tokens): the current one, and the one it renewed away from,
+    # until previous_token_until. None on agents registered before tokens were renewable: any unexpired token
+    # of theirs is live until their first renewal.
+    token_hash = UnicodeAttribute(null=True)
+    previous_token_hash = UnicodeAttribute(null=True)
+    previous_token_until = NumberAttribute(null=True)
+    # Revoked by its provider or an operator: every token of it answers 401 from then on, for good.
+    revoked_at = NumberAttribute(null=True)
+    revoked_by = UnicodeAttribute(null=True)
 
     by_provider = AgentsByProvider()
     by_gpu_class = AgentsByGpuClass()
@@ -121,6 +130,12 @@ class Registration:
 
 class RegistrationError(ValueError):
     """The registration request is malformed (a clear 400, not a 500)."""
+
+
+@dataclass(frozen=True)
+class Renewal:
+    agent_token: str
+    expires_at: int
 
 
 def _validate_gpus(gpus: Any) -> list[dict[str, Any]]:
@@ -171,39 +186,117 @@ def register(
     fork_rpc_base_url: str | None = None,
     fault: Any = None,
 ) -> Registration | None:
-    """Register a machine for the provider that owns ``provider_token``; None if the token is not valid."""
-    provider_id = tokens.provider_for_enrolment(provider_token)
-    if provider_id is None:
-        return None
+    """Register a machine for the provider that owns ``provider_token``; None if the token is not valid (or
+    was used already: an enrolment token enrols one machine). The request is checked before the token is
+    consumed, so a malformed one costs the provider nothing."""
+    if tokens.provider_for_enrolment(provider_token) is None:
+        return None  # a cheap read first: a wrong token consumes nothing and writes nothing
     if not isinstance(name, str) or not name.strip():
         raise RegistrationError("name is required")
     clean_gpus = _validate_gpus(gpus)
     gpu_class = gpu_class_of(clean_gpus[0]["name"], clean_gpus[0]["memory_mb"]) if clean_gpus else CPU_CLASS
     verdict: BenchmarkVerdict = judge_benchmark(clean_gpus[0]["name"] if clean_gpus else None, benchmark or {})
-    now = int(time.time())
     agent_id = "ag_" + uuid.uuid4().hex[:20]
-    Agent(
-        agent_id,
-        provider_id=provider_id,
-        gpu_class=gpu_class,
-        last_seen_at=now,
-        registered_at=now,
-        name=name.strip()[:64],
-        gpus=clean_gpus,
-        gpu_count=max(len(clean_gpus), 1),
-        capabilities=[str(c)[:32] for c in (capabilities or [])][:8],
-        benchmark=_clean_benchmark(benchmark or {}),
-        benchmark_score=verdict.score,
-        verified=verdict.verified,
-        verdict=verdict.reason,
-        version=str(version or "")[:32] or None,
-        fork_rpc_base_url=(fork_rpc_base_url or '')[:300] or None,
-        busy=0,
-        free_gpus=[gpu["index"] for gpu in clean_gpus] or [0],
-        fault=clean_fault(fault),
-    ).save(condition=Agent.agent_id.does_not_exist())
-    token = tokens.issue_agent_token(agent_id, provider_id)
-    return Registration(agent_id, token, gpu_class, verdict.verified, verdict.reason)
+    provider_id = tokens.consume_enrolment(provider_token, agent_id)
+    if provider_id is None:
+        return None  # another registration used it first
+    now = int(time.time())
+    agent_token, token_hash = tokens.new_agent_token()
+    try:
+        Agent(
+            agent_id,
+            provider_id=provider_id,
+            gpu_class=gpu_class,
+            last_seen_at=now,
+            registered_at=now,
+            name=name.strip()[:64],
+            gpus=clean_gpus,
+            gpu_count=max(len(clean_gpus), 1),
+            capabilities=[str(c)[:32] for c in (capabilities or [])][:8],
+            benchmark=_clean_benchmark(benchmark or {}),
+            benchmark_score=verdict.score,
+            verified=verdict.verified,
+            verdict=verdict.reason,
+            version=str(version or "")[:32] or None,
+            fork_rpc_base_url=(fork_rpc_base_url or '')[:300] or None,
+            busy=0,
+            free_gpus=[gpu["index"] for gpu in clean_gpus] or [0],
+            fault=clean_fault(fault),
+            token_hash=token_hash,
+        ).save(condition=Agent.agent_id.does_not_exist())
+    except Exception:
+        tokens.give_back_enrolment(provider_token, agent_id)  # type: ignore[arg-type]
+        raise
+    tokens.save_agent_token(token_hash, agent_id, provider_id, now)
+    return Registration(agent_id, agent_token, gpu_class, verdict.verified, verdict.reason)
+
+
+def authenticate(token: str | None, now: float | None = None) -> Agent | None:
+    """The agent a bearer token authenticates, or None: the token must be unexpired, the agent not revoked,
+    and the token its current one (or the one it renewed away from, within the overlap). Read consistently,
+    so a revocation or renewal counts from the very next request."""
+    record = tokens.agent_token_record(token)
+    if record is None or not record.agent_id:
+        return None
+    try:
+        agent = Agent.get(record.agent_id, consistent_read=True)
+    except DoesNotExist:
+        return None
+    if agent.revoked_at is not None:
+        return None
+    if agent.token_hash is None:
+        return agent  # registered before renewable tokens: live until its first renewal
+    now = time.time() if now is None else now
+    if record.token_hash == agent.token_hash:
+        return agent
+    if record.token_hash == agent.previous_token_hash and now < float(agent.previous_token_until or 0):
+        return agent
+    return None
+
+
+def token_expires_at(token: str | None) -> float | None:
+    """When this (valid) agent token expires, for the heartbeat's "renew now" hint."""
+    record = tokens.agent_token_record(token)
+    return tokens.expiry_of(record) if record else None
+
+
+def renew_token(agent: Agent, presented: str) -> Renewal:
+    """A fresh token for ``agent``, which authenticated with ``presented``. The fresh one becomes current;
+    the presented one keeps working for AGENT_TOKEN_OVERLAP_SECONDS (if it was current) and no token but
+    these two is live. A retry with the old token during the overlap (the agent lost our answer) replaces
+    the fresh token it never got. The switch is one conditional write on the agent's item."""
+    now = int(time.time())
+    presented_hash = tokens.hash_token(presented)
+    current_hash = agent.token_hash  # read before the update below refreshes ``agent``
+    fresh, fresh_hash = tokens.new_agent_token()
+    expires_at = tokens.save_agent_token(fresh_hash, agent.agent_id, int(agent.provider_id), now)
+    overlap_until = now + tokens.AGENT_TOKEN_OVERLAP_SECONDS
+    not_revoked = Agent.revoked_at.does_not_exist()
+    if current_hash is None or presented_hash == current_hash:
+        condition = not_revoked & (
+            Agent.token_hash.does_not_exist() if current_hash is None else Agent.token_hash == presented_hash
+        )
+        actions = [Agent.token_hash.set(fresh_hash), Agent.previous_token_hash.set(presented_hash),
+                   Agent.previous_token_until.set(overlap_until)]
+    else:  # the previous token, within its overlap: keep its deadline, drop the fresh token it replaced
+        condition = not_revoked & (Agent.previous_token_hash == presented_hash) & (Agent.previous_token_until > now)
+        actions = [Agent.token_hash.set(fresh_hash)]
+        overlap_until = int(agent.previous_token_until or now)
+    try:
+        agent.update(actions=actions, condition=condition)
+    except UpdateError as error:
+        tokens.shorten_agent_token(fresh_hash, now)
+        if getattr(error, "cause_response_code", None) == "ConditionalCheckFailedException":
+            raise TokenSuperseded(agent.agent_id) from error
+        raise
+    tokens.shorten_agent_token(presented_hash, overlap_until)
+    if current_hash and current_hash != presented_hash:
+        tokens.shorten_agent_token(current_hash, now)  # the fresh token of the lost answer: dead now
+    return Renewal(fresh, expires_at)
+
+
+class TokenSuperseded(Exception):
+    """The token was renewed away or revoked between authenticating and renewing (answers 401)."""
 
 
 def get_agent(agent_id: str) -> Agent | None:

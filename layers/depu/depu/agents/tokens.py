@@ -1,8 +1,14 @@
 """Provider enrolment tokens and agent tokens: random, shown once, stored only as SHA-256 hashes.
 
-A provider gets an enrolment token from ``/provider`` in Telegram; it may enrol several machines until it
-expires. Registering with it gives each machine its own agent token, which authenticates every later call.
-Both live in TokensTable, keyed by the hash, so a lookup is one GetItem and a leaked table reveals no token.
+A provider gets an enrolment token from ``/provider`` in Telegram; it enrols exactly one machine (consuming
+it is one conditional write, so two registrations racing with one token yield one agent) and expires after
+ENROLMENT_TTL_SECONDS if unused. Registering gives the machine its own agent token, which authenticates every
+later call. An agent token lives AGENT_TOKEN_TTL_SECONDS; the agent renews it before then
+(``POST /agent/token/renew``), and the renewed-away token keeps working for AGENT_TOKEN_OVERLAP_SECONDS only,
+so requests already in flight with it still land. Which of an agent's tokens are live, and whether the agent
+is revoked, is decided on the agent's own item (depu.agents.registry.authenticate), so revocation and
+renewal take effect at once. Tokens live in TokensTable, keyed by the hash, so a lookup is one GetItem and a
+leaked table reveals no token.
 """
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ import secrets
 import time
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
-from pynamodb.exceptions import DoesNotExist
+from pynamodb.exceptions import DoesNotExist, UpdateError
 from pynamodb.models import Model
 
 from depu.config import get_settings
@@ -20,8 +26,16 @@ from depu.config import get_settings
 ENROLMENT_KIND = "provider_enrolment"
 AGENT_KIND = "agent"
 ENROLMENT_TTL_SECONDS = 24 * 3600
+AGENT_TOKEN_TTL_SECONDS = 30 * 24 * 3600
+"""An agent token's lifetime. A stolen token is useful for at most this long even if nobody revokes it."""
+AGENT_TOKEN_RENEW_WINDOW_SECONDS = 7 * 24 * 3600
+"""Heartbeat answers ask the agent to renew once its token has less than this left: a week of retries."""
+AGENT_TOKEN_OVERLAP_SECONDS = 10 * 60
+"""How long a renewed-away token still works: longer than any request in flight (claim long-polls, the
+outbox's retries), short enough that a copy of it is soon worthless."""
 AGENT_TOKEN_PREFIX = "depa_"
 ENROLMENT_TOKEN_PREFIX = "depp_"
+MAX_TOKEN_CHARS = 200
 
 
 class TokenRecord(Model):
@@ -36,10 +50,17 @@ class TokenRecord(Model):
     agent_id = UnicodeAttribute(null=True)
     created_at = NumberAttribute()
     expires_at = NumberAttribute(null=True)
+    # An enrolment token's use: when, and the agent it enrolled (single use).
+    used_at = NumberAttribute(null=True)
+    used_by = UnicodeAttribute(null=True)
 
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _usable(token: str | None) -> bool:
+    return bool(token) and isinstance(token, str) and len(token) <= MAX_TOKEN_CHARS
 
 
 def issue_enrolment_token(provider_user_id: int, ttl_seconds: int = ENROLMENT_TTL_SECONDS) -> str:
@@ -52,37 +73,113 @@ def issue_enrolment_token(provider_user_id: int, ttl_seconds: int = ENROLMENT_TT
     return token
 
 
-def issue_agent_token(agent_id: str, provider_user_id: int) -> str:
+def _condition_failed(error: Exception) -> bool:
+    return getattr(error, "cause_response_code", None) == "ConditionalCheckFailedException"
+
+
+def consume_enrolment(token: str | None, agent_id: str) -> int | None:
+    """Use up an enrolment token for ``agent_id``: the provider's user id, or None if the token is unknown,
+    expired or used already. One conditional UpdateItem, so of two registrations racing with the same token
+    exactly one gets the provider."""
+    if not _usable(token):
+        return None
+    now = int(time.time())
+    record = TokenRecord(hash_token(token))
+    try:
+        record.update(
+            actions=[TokenRecord.used_at.set(now), TokenRecord.used_by.set(agent_id)],
+            condition=(TokenRecord.kind == ENROLMENT_KIND)
+            & TokenRecord.used_at.does_not_exist()
+            & (TokenRecord.expires_at > now),
+        )
+    except UpdateError as error:
+        if _condition_failed(error):
+            return None
+        raise
+    return int(record.user_id) if record.user_id is not None else None
+
+
+def give_back_enrolment(token: str, agent_id: str) -> None:
+    """Undo ``consume_enrolment`` when the registration it was for failed before the agent existed, so the
+    provider's token is not lost to our own error (only the registration that consumed it can undo it)."""
+    try:
+        TokenRecord(hash_token(token)).update(
+            actions=[TokenRecord.used_at.remove(), TokenRecord.used_by.remove()],
+            condition=TokenRecord.used_by == agent_id,
+        )
+    except UpdateError as error:
+        if not _condition_failed(error):
+            raise
+
+
+def provider_for_enrolment(token: str | None) -> int | None:
+    """The provider's user id an unused, unexpired enrolment token belongs to, or None (reads only)."""
+    record = _lookup(token, ENROLMENT_KIND)
+    if record is None or record.used_at is not None or record.user_id is None:
+        return None
+    return int(record.user_id)
+
+
+def new_agent_token() -> tuple[str, str]:
+    """A fresh agent token and its hash (the hash goes on the agent's item before the token is handed out)."""
     token = AGENT_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return token, hash_token(token)
+
+
+def save_agent_token(token_hash: str, agent_id: str, provider_user_id: int, now: int | None = None) -> int:
+    """Store an agent token's hash; returns when it expires."""
+    now = int(time.time()) if now is None else int(now)
+    expires_at = now + AGENT_TOKEN_TTL_SECONDS
     TokenRecord(
-        hash_token(token), kind=AGENT_KIND, user_id=provider_user_id, agent_id=agent_id, created_at=int(time.time())
+        token_hash, kind=AGENT_KIND, user_id=provider_user_id, agent_id=agent_id, created_at=now, expires_at=expires_at
     ).save(condition=TokenRecord.token_hash.does_not_exist())
-    return token
+    return expires_at
+
+
+def shorten_agent_token(token_hash: str, until: int) -> None:
+    """Let a renewed-away token's record die at ``until`` (DynamoDB's TTL then deletes it)."""
+    try:
+        TokenRecord(token_hash).update(
+            actions=[TokenRecord.expires_at.set(until)],
+            condition=(TokenRecord.kind == AGENT_KIND) & (TokenRecord.expires_at > until),
+        )
+    except UpdateError as error:
+        if not _condition_failed(error):
+            raise
+
+
+def expiry_of(record: TokenRecord) -> float:
+    """When an agent token stops working. One stored before tokens expired has no expires_at: it counts
+    from its creation like a new one."""
+    if record.expires_at is not None:
+        return float(record.expires_at)
+    return float(record.created_at) + AGENT_TOKEN_TTL_SECONDS
 
 
 def _lookup(token: str | None, kind: str) -> TokenRecord | None:
-    if not token or len(token) > 200:
+    if not _usable(token):
         return None
     digest = hash_token(token)
     try:
-        record = TokenRecord.get(digest)
+        record = TokenRecord.get(digest, consistent_read=True)
     except DoesNotExist:
         return None
     # the hash is the key, so this comparison is belt and braces against a mis-keyed item
     if not hmac.compare_digest(record.token_hash, digest) or record.kind != kind:
         return None
-    if record.expires_at is not None and record.expires_at < time.time():
+    expires = expiry_of(record) if kind == AGENT_KIND else record.expires_at
+    if expires is not None and expires < time.time():
         return None  # DynamoDB's TTL deletes expired items lazily, so expiry is checked here too
     return record
 
 
-def provider_for_enrolment(token: str | None) -> int | None:
-    """The provider's user id an enrolment token belongs to, or None if it is unknown or expired."""
-    record = _lookup(token, ENROLMENT_KIND)
-    return int(record.user_id) if record and record.user_id is not None else None
+def agent_token_record(token: str | None) -> TokenRecord | None:
+    """The unexpired agent-token record for ``token``, or None. Whether it is still live for its agent
+    (not renewed away, agent not revoked) is registry.authenticate's question."""
+    return _lookup(token, AGENT_KIND)
 
 
 def agent_for_token(token: str | None) -> str | None:
-    """The agent id an agent token authenticates, or None."""
-    record = _lookup(token, AGENT_KIND)
+    """The agent id an unexpired agent token names, or None (see registry.authenticate for the full check)."""
+    record = agent_token_record(token)
     return record.agent_id if record else None

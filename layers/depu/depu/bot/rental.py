@@ -16,7 +16,7 @@ import logging
 import time
 
 from depu import conversation, credits
-from depu.agents import bootstrap, catalogue, registry as agents
+from depu.agents import bootstrap, catalogue, revocation, registry as agents
 from depu.agents.tokens import ENROLMENT_TTL_SECONDS, issue_enrolment_token
 from depu.bot import private
 from depu.bot.registry import Button, Chat, Incoming, callback, command, document, text
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 FLOW = "rent"
 PREFIX = "rg"
 JOB_PREFIX = messages.CANCEL_PREFIX
+PROVIDER_PREFIX = "pv"
 EPOCH_CHOICES = (1, 3, 10)
 WORKLOAD_LABELS = {
     "benchmark": "Benchmark (TFLOP/s, bandwidth)",
@@ -356,6 +357,8 @@ def _agent_line(agent, now: float) -> str:
     hardware = f"{len(gpus)}× {html.escape(gpus[0]['name'])}" if gpus else "CPU only"
     state = f"🟢 online, up {_ago(now - float(agent.registered_at))}" if online else (
         f"⚪ offline, last seen {_ago(now - float(agent.last_seen_at))} ago")
+    if agent.revoked_at is not None:
+        state = f"⛔ revoked {_ago(now - float(agent.revoked_at))} ago"
     verified = "verified" if agent.verified else f"unverified ({html.escape(agent.verdict or '')})"
     done, earned = _agent_earnings(agent.agent_id)
     line = (f"• <b>{html.escape(agent.name)}</b> — {hardware} · {verified}\n"
@@ -371,24 +374,62 @@ def provider(incoming: Incoming, chat: Chat) -> None:
     now = time.time()
     mine = sorted(agents.agents_of_provider(incoming.user_id), key=lambda agent: -float(agent.last_seen_at))
     try:
-        shown = install_command(issue_enrolment_token(incoming.user_id))
+        command_line = install_command(issue_enrolment_token(incoming.user_id))
     except bootstrap.NotConfigured:  # never show a command that would run an unverified script as root
         log.warning("/provider has no install command: agent signing key or https API URL missing")
         offer = ["<b>Offer your machine</b>", "Adding machines is not available right now; try again later."]
     else:
         offer = [
             "<b>Offer your machine</b>",
-            f"Run this on a Linux machine with an NVIDIA GPU (valid {ENROLMENT_TTL_SECONDS // 3600} h, "
-            "reusable for several machines; keep it secret):",
-            f"<pre>{html.escape(shown)}</pre>",
+            f"Run this on one Linux machine with an NVIDIA GPU (valid {ENROLMENT_TTL_SECONDS // 3600} h, "
+            "for one machine only: send /provider again for the next; keep it secret):",
+            f"<pre>{html.escape(command_line)}</pre>",
         ]
     lines = [*offer, "You earn what renters pay for each second your GPU runs their jobs."]
-    if mine:
+    shown = mine[:10]
+    if shown:
         lines.append("\n<b>Your machines</b>")
-        lines.extend(_agent_line(agent, now) for agent in mine[:10])
+        lines.extend(_agent_line(agent, now) for agent in shown)
+        lines.append("Revoke a machine you no longer control (sold, lost, or its token leaked): it is cut off at once.")
     lines.append(f"\nTotal earned: <b>{credits.balance(incoming.user_id).earned}</b> credits.")
-    # the install token enrols machines as this provider: from a group it goes to the private chat only
-    private.send(incoming, chat, "\n".join(lines), resume="provider")
+    buttons = [[Button(f"Revoke {agent.name}"[:60], data=conversation.encode(PROVIDER_PREFIX, "rv", agent.agent_id))]
+               for agent in shown if agent.revoked_at is None]
+    # the install token enrols a machine as this provider: from a group it goes to the private chat only
+    private.send(incoming, chat, "\n".join(lines), buttons or None, resume="provider")
+
+
+@callback(PROVIDER_PREFIX)
+def provider_button(incoming: Incoming, chat: Chat) -> None:
+    """Revoke one of this provider's machines: a confirmation first, then one conditional write (only the
+    owner's machine, only once; depu.agents.revocation)."""
+    try:
+        _, parts = conversation.decode(incoming.callback_data or "")
+    except conversation.CallbackDataError:
+        chat.answer_callback("This button has expired. Send /provider again.")
+        return
+    action, agent_id = (parts[0], parts[1]) if len(parts) == 2 else ("", "")
+    if action == "keep":
+        chat.answer_callback("Kept")
+        return
+    agent = agents.get_agent(agent_id) if action in ("rv", "rvok") else None
+    if agent is None or int(agent.provider_id) != incoming.user_id:
+        chat.answer_callback("That machine is not one of yours. Send /provider again.", alert=True)
+        return
+    name = html.escape(agent.name)
+    if action == "rv":
+        chat.answer_callback()
+        chat.reply(f"Revoke <b>{name}</b>? Its agent stops at once and the jobs it runs go to another provider. "
+                   "To offer the machine again, install it with a new token from /provider.",
+                   [[Button("Yes, revoke", data=conversation.encode(PROVIDER_PREFIX, "rvok", agent.agent_id)),
+                     Button("Keep it", data=conversation.encode(PROVIDER_PREFIX, "keep", agent.agent_id))]])
+        return
+    outcome = revocation.revoke(agent.agent_id, by=f"provider:{incoming.user_id}", provider_id=incoming.user_id)
+    if outcome.outcome == revocation.ALREADY_REVOKED:
+        chat.answer_callback("Already revoked.")
+        return
+    chat.answer_callback("Revoked")
+    moved = f" {len(outcome.requeued)} of its jobs went back to the queue." if outcome.requeued else ""
+    chat.reply(f"⛔ <b>{name}</b> is revoked: its token no longer works.{moved}")
 
 
 # ---------------------------------------------------------------- /profile section

@@ -19,7 +19,7 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from depu import jsonbody
-from depu.agents import registry, tokens
+from depu.agents import registry
 from depu.forks import hosts, tasks
 
 fork_router = Router()
@@ -35,8 +35,7 @@ def _agent() -> Any:
     header = fork_router.current_event.get_header_value("Authorization", default_value="", case_sensitive=False) or ""
     scheme, _, token = header.partition(" ")
     # tokens are ASCII; anything else (a lone surrogate included) is no token, not a crash in hashing
-    agent_id = tokens.agent_for_token(token.strip()) if scheme.lower() == "bearer" and token.isascii() else None
-    return registry.get_agent(agent_id) if agent_id else None
+    return registry.authenticate(token.strip()) if scheme.lower() == "bearer" and token.isascii() else None
 
 
 def _body() -> dict[str, Any] | None:

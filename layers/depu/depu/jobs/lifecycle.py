@@ -120,6 +120,7 @@ def transition(
             & (Agent.verified == True)  # noqa: E712 - a PynamoDB condition, not a comparison
             & (Agent.gpu_class == job.gpu_class)
             & Agent.capabilities.contains(RENTAL_CAPABILITY)
+            & Agent.revoked_at.does_not_exist()  # a revoked agent is never given a job
         )
     try:
         with TransactWrite(connection=Job._get_connection().connection) as transaction:
@@ -188,7 +189,7 @@ def renew_lease(job: Job, agent_id: str, also: list[Action] | None = None) -> bo
     return True
 
 
-def complete(job: Job, agent_id: str, result: dict, artifacts: list[str]) -> Job:
+def complete(job: Job, agent_id: str, result: dict, artifacts: list[str], etags: list[str] | None = None) -> Job:
     _require_owner(job, agent_id, SUCCEEDED)
     now = _now()
     return transition(
@@ -197,6 +198,7 @@ def complete(job: Job, agent_id: str, result: dict, artifacts: list[str]) -> Job
         actions=[
             Job.result.set(result),
             Job.artifacts.set(artifacts),
+            Job.artifact_etags.set(list(etags or [])),
             Job.progress.set(1),
             Job.finished_at.set(now),
             Job.lease_expires_at.set(now),

@@ -111,20 +111,37 @@ def summary_text(job: Job) -> str:
     tail = (job.logs_tail or [])[-LOG_TAIL_LINES:]
     if tail:
         lines.append("<b>Last log lines</b>\n<pre>" + html.escape("\n".join(line[:200] for line in tail)) + "</pre>")
-    prefix = storage.artifact_prefix(job.job_id)
-    links = [
-        f'• <a href="{html.escape(storage.download_url(key, filename=key[len(prefix):]))}">'
-        f"{html.escape(key[len(prefix):])}</a>"
-        for key in (job.artifacts or [])[:10]
-        if key.startswith(prefix)
-    ]
+    links = _artifact_links(job)
     if links:
         # presigned with the function's role session, so a link can expire before its nominal 24 h
-        lines.append(f"<b>Artifacts</b> (links expire; <code>/jobs {job.job_id}</code> gives fresh ones)\n"
-                     + "\n".join(links))
+        lines.append(f"<b>Artifacts</b> (links expire; <code>/jobs {job.job_id}</code> gives fresh ones; files are "
+                     f"kept {storage.JOB_FILES_DAYS} days)\n" + "\n".join(links))
     charged = int(job.charged or 0)
     lines.append(f"Charged: <b>{charged}</b> credits for {int(job.billed_seconds or 0)} s (held {int(job.max_cost)}).")
     return "\n\n".join(lines)
+
+
+def _artifact_links(job: Job) -> list[str]:
+    """Download links for the files the job completed with. Each file is offered only while it is what the
+    job completed with (same ETag): upload links are write-once, so S3 itself refuses an overwrite, and this
+    check makes sure a changed file is never handed to the user even where that refusal is missing."""
+    prefix = storage.artifact_prefix(job.job_id)
+    etags = list(job.artifact_etags or [])
+    links = []
+    for index, key in enumerate((job.artifacts or [])[:10]):
+        if not key.startswith(prefix):
+            continue
+        name = html.escape(key[len(prefix):])
+        if index < len(etags):
+            found = storage.head(key)
+            if found is None:
+                links.append(f"• {name} (no longer stored)")
+                continue
+            if found[1] != etags[index]:
+                links.append(f"• {name} (withheld: it changed after the job ended)")
+                continue
+        links.append(f'• <a href="{html.escape(storage.download_url(key, filename=key[len(prefix):]))}">{name}</a>')
+    return links
 
 
 def announce_end(job: Job) -> None:

@@ -12,6 +12,7 @@ from pynamodb.attributes import (
     ListAttribute,
     NumberAttribute,
     UnicodeAttribute,
+    UnicodeSetAttribute,
 )
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
@@ -82,6 +83,12 @@ class Job(Model):
     logs_tail = ListAttribute(of=UnicodeAttribute, default=list)
     log_seq_max = NumberAttribute(default=-1)
     artifacts = ListAttribute(of=UnicodeAttribute, default=list)
+    # Provider budgets (depu.jobs.work): bytes of log chunks stored, artifact links handed out (distinct
+    # names and bytes signed for), and each completed artifact's ETag, so a later overwrite is noticed.
+    log_bytes = NumberAttribute(default=0)
+    artifact_names = UnicodeSetAttribute(null=True)
+    artifact_bytes = NumberAttribute(default=0)
+    artifact_etags = ListAttribute(of=UnicodeAttribute, null=True)
     result = JSONAttribute(null=True)
     error = UnicodeAttribute(null=True)
 

@@ -3,6 +3,11 @@
 jobs/<job_id>/script.py            the user's script (read by the agent through a presigned GET)
 jobs/<job_id>/logs/<seq>.log       every log chunk, as sent (the full log; the job item keeps a tail)
 jobs/<job_id>/artifacts/<name>     files the agent uploaded through a presigned PUT
+
+The bucket's lifecycle rule (template.yaml) deletes everything under jobs/ after JOB_FILES_DAYS.
+An upload link is write-once: its signature covers ``If-None-Match: *``, so S3 refuses any PUT to a key that
+already holds an object, and it expires after UPLOAD_URL_SECONDS (S3 checks expiry when a request starts, so
+a slow upload begun in time still finishes).
 """
 from __future__ import annotations
 
@@ -16,7 +21,9 @@ from botocore.config import Config
 from depu.config import get_settings
 
 MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
-UPLOAD_URL_SECONDS = 3600
+UPLOAD_URL_SECONDS = 15 * 60
+JOB_FILES_DAYS = 30  # template.yaml's expire-job-files rule; the summary's links say so
+WRITE_ONCE_HEADERS = {"If-None-Match": "*"}
 SCRIPT_URL_SECONDS = 3600
 DOWNLOAD_URL_SECONDS = 24 * 3600
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -60,11 +67,22 @@ def exists(key: str) -> bool:
     return True
 
 
+def head(key: str) -> tuple[int, str] | None:
+    """(size, ETag) of the object at ``key``, or None if there is none."""
+    try:
+        answer = _s3().head_object(Bucket=get_settings().artifacts_bucket, Key=key)
+    except _s3().exceptions.ClientError:
+        return None
+    return int(answer["ContentLength"]), str(answer["ETag"])
+
+
 def upload_url(key: str, size: int) -> str:
-    """A presigned PUT that accepts exactly ``size`` bytes (Content-Length is part of the signature)."""
+    """A presigned PUT that accepts exactly ``size`` bytes, once: Content-Length and ``If-None-Match: *`` are
+    part of the signature, so the uploader must send both (WRITE_ONCE_HEADERS) and S3 answers 412 to any
+    PUT on a key that already holds an object, the first upload included. It dies after UPLOAD_URL_SECONDS."""
     return _s3().generate_presigned_url(
         "put_object",
-        Params={"Bucket": get_settings().artifacts_bucket, "Key": key, "ContentLength": size},
+        Params={"Bucket": get_settings().artifacts_bucket, "Key": key, "ContentLength": size, "IfNoneMatch": "*"},
         ExpiresIn=UPLOAD_URL_SECONDS,
     )
 

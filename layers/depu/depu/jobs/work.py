@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pynamodb.exceptions import UpdateError
+from pynamodb.expressions.condition import size as size_of
 
 from depu.agents import registry
 from depu.agents.registry import Agent
@@ -28,6 +29,13 @@ MAX_RESULT_BYTES = 32 * 1024
 MAX_MESSAGE_CHARS = 500
 STEAL_AFTER_SECONDS = 5
 
+# Provider budgets: what one job may make us store, whatever its agent sends.
+LOG_CHUNKS_PER_SECOND = 1  # the agent ships one chunk a second (agent/depu_agent/logship.py)
+LOG_CHUNK_SLACK = 120
+MAX_LOG_BYTES_PER_JOB = 64 * 1024 * 1024
+MAX_ARTIFACTS_PER_JOB = 20
+MAX_ARTIFACT_BYTES_PER_JOB = 2 * 1024 * 1024 * 1024
+
 
 class NotFound(Exception):
     """Not this agent's job (or no such job)."""
@@ -35,6 +43,10 @@ class NotFound(Exception):
 
 class BadRequest(ValueError):
     """The request is malformed; the message says what is wrong."""
+
+
+class OverBudget(ValueError):
+    """The job's log or artifact budget does not allow this (413); the message says which."""
 
 
 @dataclass(frozen=True)
@@ -242,42 +254,83 @@ def progress(agent: Agent, job_id: str, fraction: Any, message: Any, metrics: An
     return job
 
 
+def log_chunk_budget(job: Job) -> int:
+    """How many log chunks a job may store: one a second over its time limit and the grace after it, plus
+    slack for retried and final batches. seq counts from 0, so seq must stay below this."""
+    return (int(job.time_limit_s) + TIME_LIMIT_GRACE_SECONDS) * LOG_CHUNKS_PER_SECOND + LOG_CHUNK_SLACK
+
+
 def append_logs(agent: Agent, job_id: str, seq: Any, lines: Any) -> bool:
-    """Store one numbered chunk; True if new, False for a repeat (retries are safe). The full log goes to S3
-    (one object per chunk); the job keeps the last LOG_TAIL_KEPT lines for the chat."""
-    job = own_job(agent.agent_id, job_id)
+    """Store one numbered chunk of a job this agent is running; True if new, False for a repeat (retries are
+    safe, and a repeat writes nothing). The full log goes to S3 (one object per chunk, within the job's chunk
+    and byte budgets, OverBudget beyond them); the job keeps the last LOG_TAIL_KEPT lines for the chat.
+    A job that ended takes no more chunks (Conflict)."""
+    job = _running(agent.agent_id, job_id, lifecycle.RUNNING)
     if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 10_000_000:
         raise BadRequest("seq must be an integer from 0")
     if not isinstance(lines, list) or len(lines) > MAX_LOG_LINES:
         raise BadRequest(f"lines must be a list of at most {MAX_LOG_LINES} strings")
-    clean = [str(line)[:MAX_LOG_LINE_CHARS] for line in lines]
-    storage.put(storage.log_key(job.job_id, seq), "\n".join(clean).encode(), "text/plain; charset=utf-8")
+    budget = log_chunk_budget(job)
+    if seq >= budget:
+        raise OverBudget(f"this job's log budget is {budget} chunks (seq 0..{budget - 1})")
     if seq <= int(job.log_seq_max if job.log_seq_max is not None else -1):
-        return False
+        return False  # stored already (or older than what is stored): nothing is written twice
+    clean = [str(line)[:MAX_LOG_LINE_CHARS] for line in lines]
+    body = "\n".join(clean).encode()
+    used = int(job.log_bytes or 0)
+    if used + len(body) > MAX_LOG_BYTES_PER_JOB:
+        raise OverBudget(f"this job's log budget of {MAX_LOG_BYTES_PER_JOB // (1024 * 1024)} MiB is used up")
+    storage.put(storage.log_key(job.job_id, seq), body, "text/plain; charset=utf-8")
     tail = ((job.logs_tail or []) + clean)[-LOG_TAIL_KEPT:]
     try:
         job.update(
-            actions=[Job.logs_tail.set(tail), Job.log_seq_max.set(seq)],
-            condition=(Job.log_seq_max < seq) | Job.log_seq_max.does_not_exist(),
+            actions=[Job.logs_tail.set(tail), Job.log_seq_max.set(seq), Job.log_bytes.add(len(body))],
+            condition=((Job.log_seq_max < seq) | Job.log_seq_max.does_not_exist())
+            & (Job.status == lifecycle.RUNNING) & (Job.agent_id == agent.agent_id)
+            & (Job.log_bytes.does_not_exist() | (Job.log_bytes <= MAX_LOG_BYTES_PER_JOB - len(body))),
         )
     except UpdateError:
-        return False  # a concurrent retry of this or a later chunk got there first
+        return False  # a concurrent retry of this or a later chunk got there first (or the job just ended)
     return True
 
 
-def artifact_upload(agent: Agent, job_id: str, name: Any, size: Any) -> dict[str, str]:
+def artifact_upload(agent: Agent, job_id: str, name: Any, size: Any) -> dict[str, Any]:
+    """A write-once upload link for one output file of a job this agent is running. Each job may name at
+    most MAX_ARTIFACTS_PER_JOB files and be signed for at most MAX_ARTIFACT_BYTES_PER_JOB bytes in all (a
+    repeated request for a name is charged its bytes again); the budget is taken in the same conditional
+    write that checks the job still runs, so no link is handed out for an ended job."""
     job = _running(agent.agent_id, job_id, lifecycle.RUNNING)
     if not isinstance(name, str) or not name.strip():
         raise BadRequest("name is required")
     if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= storage.MAX_ARTIFACT_BYTES:
         raise BadRequest(f"size must be 1..{storage.MAX_ARTIFACT_BYTES} bytes")
-    key = storage.artifact_prefix(job.job_id) + storage.safe_name(name)
-    return {"upload_url": storage.upload_url(key, size), "key": key}
+    safe = storage.safe_name(name)
+    names = set(job.artifact_names or ())
+    if safe not in names and len(names) >= MAX_ARTIFACTS_PER_JOB:
+        raise OverBudget(f"a job may upload at most {MAX_ARTIFACTS_PER_JOB} files")
+    if int(job.artifact_bytes or 0) + size > MAX_ARTIFACT_BYTES_PER_JOB:
+        raise OverBudget(f"a job may upload at most {MAX_ARTIFACT_BYTES_PER_JOB // (1024 ** 3)} GiB of files")
+    condition = (Job.status == lifecycle.RUNNING) & (Job.agent_id == agent.agent_id) & (
+        Job.artifact_bytes.does_not_exist() | (Job.artifact_bytes <= MAX_ARTIFACT_BYTES_PER_JOB - size))
+    if safe not in names:
+        condition &= Job.artifact_names.does_not_exist() | (size_of(Job.artifact_names) < MAX_ARTIFACTS_PER_JOB)
+    try:
+        job.update(actions=[Job.artifact_names.add({safe}), Job.artifact_bytes.add(size)], condition=condition)
+    except UpdateError as error:
+        job.refresh(consistent_read=True)
+        if job.status != lifecycle.RUNNING or job.agent_id != agent.agent_id:
+            raise lifecycle.Conflict(job.job_id, job.status, lifecycle.RUNNING) from error
+        raise OverBudget("this job's artifact budget is used up") from error
+    key = storage.artifact_prefix(job.job_id) + safe
+    return {"upload_url": storage.upload_url(key, size), "key": key, "upload_headers": dict(storage.WRITE_ONCE_HEADERS),
+            "expires_in": storage.UPLOAD_URL_SECONDS}
 
 
 def complete(agent: Agent, job_id: str, result: Any, artifacts: Any) -> Job:
     """Finish the job. A retry after success (the agent did not see our answer) settles again, which the
-    ledger makes a no-op, and answers the same: the user is charged once."""
+    ledger makes a no-op, and answers the same: the user is charged once. Only artifacts that were uploaded
+    are kept, each with its ETag: a later write to its key (which S3 refuses anyway: links are write-once)
+    would not match, and the user is not offered the changed file (depu.jobs.messages)."""
     job = own_job(agent.agent_id, job_id)
     if job.status == lifecycle.SUCCEEDED:
         if not job.settled:
@@ -289,7 +342,15 @@ def complete(agent: Agent, job_id: str, result: Any, artifacts: Any) -> Job:
     keys = _job_ids_or_keys(artifacts)
     if any(not key.startswith(prefix) for key in keys):
         raise BadRequest(f"artifact keys must start with {prefix}")
-    lifecycle.complete(job, agent.agent_id, result, keys)
+    if job.status != lifecycle.RUNNING:
+        raise lifecycle.Conflict(job.job_id, job.status, lifecycle.SUCCEEDED)
+    kept, etags = [], []
+    for key in dict.fromkeys(keys):  # each key once, in the agent's order
+        found = storage.head(key) if len(kept) < MAX_ARTIFACTS_PER_JOB else None
+        if found is not None:
+            kept.append(key)
+            etags.append(found[1])
+    lifecycle.complete(job, agent.agent_id, result, kept, etags)
     registry.Agent(agent.agent_id).update(actions=[Agent.jobs_done.add(1)])
     service.finish(job)
     return job
