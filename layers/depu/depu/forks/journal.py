@@ -4,6 +4,12 @@ Writes to one fork are serialised by a short lease on the fork item (``lock_unti
 update that also reserves the entry's ``seq`` and requires the fork to be active. So entries are numbered in
 the order anvil executed them, and no write lands while the fork is syncing or being rebuilt (its journal is
 being replayed elsewhere). A seq whose write failed is simply never written: the journal may have gaps.
+
+The lease alone cannot promise order: a write still in flight when its lease runs out (the forward may take
+longer than the lease) could reach the host after a later write. So the proxy sends every write's seq to the
+host's front (``X-DePU-Write-Seq``), which applies writes strictly in increasing seq order and refuses one whose
+seq is not above the last it applied: a late write is refused, never applied out of order, and so never
+journaled (see agent/depu_agent/forkfront.py).
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from typing import Any
 
 from pynamodb.exceptions import UpdateError
 
+from depu.forks import limits
 from depu.forks.models import ACTIVE, Fork, JournalEntry, utcnow_iso
 
 LEASE_SECONDS = 15.0
@@ -19,11 +26,13 @@ WAIT_SECONDS = 5.0
 
 
 class WriteRefused(Exception):
-    """The fork cannot take a write now: ``reason`` is 'busy' (another write holds the lease) or its status."""
+    """The fork cannot take a write now: ``reason`` is 'busy' (another write holds the lease), 'budget'
+    (the fork's per-minute mining/time budget is spent; ``detail`` says which) or its status."""
 
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+        self.detail = ""
 
 
 def begin_write(fork_id: str) -> tuple[Fork, int, float]:
@@ -48,6 +57,33 @@ def begin_write(fork_id: str) -> tuple[Fork, int, float]:
         if time.monotonic() > deadline:
             raise WriteRefused("busy")
         time.sleep(0.02)
+
+
+def charge(fork: Fork, lease: float, cost: limits.Cost) -> None:
+    """Charge ``cost`` to the fork's budget for this minute, under our lease (read-modify-write is safe: the
+    lease makes us the fork's only writer, and the condition checks it is still ours). WriteRefused('budget')
+    carries the reason in ``detail``."""
+    if cost.free:
+        return
+    minute = int(time.time() // 60)
+    same = int(fork.budget_minute or 0) == minute
+    used_blocks = int(fork.budget_blocks or 0) if same else 0
+    used_seconds = int(fork.budget_seconds or 0) if same else 0
+    reason = limits.over_budget(cost, used_blocks, used_seconds)
+    if reason:
+        refused = WriteRefused("budget")
+        refused.detail = reason
+        raise refused
+    try:
+        fork.update(
+            actions=[Fork.budget_minute.set(minute), Fork.budget_blocks.set(used_blocks + cost.blocks),
+                     Fork.budget_seconds.set(used_seconds + cost.seconds)],
+            condition=Fork.lock_until == lease,
+        )
+    except UpdateError as error:
+        if not _conditional(error):
+            raise
+        raise WriteRefused("busy") from None
 
 
 def end_write(fork_id: str, lease: float, host_snapshots: dict[str, Any] | None = None) -> None:

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import boto3
 
 from depu.config import get_settings
-from depu.forks import journal, outcomes
+from depu.forks import chainids, hosturl, journal, outcomes
 from depu.forks.models import ACTIVE, DELETED, DELETING, FAILED, PROVISIONING, SYNCING, Fork
 
 log = logging.getLogger(__name__)
@@ -60,9 +60,12 @@ class ClaimedTask:
     block: str
     journal: list[dict[str, Any]]
     host_secret: str = ""
+    chain_id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         task = {"task_id": self.task_id, "kind": self.kind, "fork_id": self.fork_id, "block": self.block, "journal": self.journal}
+        if self.chain_id is not None:
+            task["chain_id"] = self.chain_id
         if self.host_secret:
             task["host_secret"] = self.host_secret
         return task
@@ -135,7 +138,15 @@ def _assign(agent_id: str, message: dict[str, Any]) -> ClaimedTask | None:
     entries = []
     if kind in (PROVISION, REBASE):
         entries = [{"seq": int(e.seq), "method": e.method, "params": e.params} for e in journal.entries(fork_id)]
-    return ClaimedTask(task_id, kind, fork_id, block, entries, host_secret)
+    return ClaimedTask(task_id, kind, fork_id, block, entries, host_secret, _chain_id(fork) if kind != STOP else None)
+
+
+def _chain_id(fork: Fork) -> int:
+    """The fork's chain id, which the host must start anvil with; a fork recorded before forks had their own
+    (still waiting for its first host) gets one now."""
+    if fork.chain_id is None:
+        fork.update(actions=[Fork.chain_id.set(chainids.for_fork(fork.fork_id))], condition=Fork.chain_id.does_not_exist())
+    return int(fork.chain_id)
 
 
 def _after_writes(fork: Fork) -> Fork:
@@ -176,9 +187,11 @@ def finish(agent_id: str, task_id: str, report: dict[str, Any], allowed_url_host
 def _replayed(fork: Fork, agent_id: str, report: dict[str, Any], allowed_url_host: str | None,
               pending: dict[str, Any]) -> dict[str, Any]:
     rpc_url = str(report.get("rpc_url") or "")
+    try:
+        hosturl.check_url(rpc_url, require_port=True)
+    except hosturl.HostUrlRefused as refused:
+        raise BadReport(f"rpc_url refused: {refused}") from None
     parts = urlsplit(rpc_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.hostname.startswith("169.254."):
-        raise BadReport("rpc_url must be an http(s) URL of the host")
     if allowed_url_host and parts.hostname != allowed_url_host:
         raise BadReport("rpc_url must be on the host's declared fork address")
     try:
@@ -188,6 +201,8 @@ def _replayed(fork: Fork, agent_id: str, report: dict[str, Any], allowed_url_hos
         snapshots = {str(int(seq)): value for seq, value in (report.get("snapshots") or {}).items()}
     except (KeyError, TypeError, ValueError) as error:
         raise BadReport(f"malformed report: {error}") from None
+    if fork.chain_id is not None and chain_id != int(fork.chain_id):
+        raise BadReport(f"the fork runs with chain id {chain_id}, not its own {int(fork.chain_id)}")
     conflicts, changed = [], {}
     for entry in journal.entries(fork.fork_id):
         replayed = replay.get(int(entry.seq))
