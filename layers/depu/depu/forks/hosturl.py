@@ -72,7 +72,7 @@ def forbidden(address: Address, allow_loopback: bool = False) -> str | None:
 def resolve(host: str, port: int) -> list[Address]:
     """Every address ``host`` resolves to (numeric spellings such as ``0x7f.1`` resolve like the OS would)."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = _lookup(host, port)
     except (socket.gaierror, UnicodeError) as error:
         raise HostUrlRefused(f"the host name {host!r} does not resolve") from error
     addresses = []
@@ -82,6 +82,11 @@ def resolve(host: str, port: int) -> list[Address]:
     if not addresses:
         raise HostUrlRefused(f"the host name {host!r} does not resolve")
     return addresses
+
+
+def _lookup(host: str, port: int) -> list:
+    """The OS resolver (one place, so a test can stand in for DNS)."""
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
 
 
 def checked_addresses(host: str, port: int) -> list[Address]:
@@ -166,12 +171,18 @@ class _CheckedAdapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = {"http": _CheckedHTTPPool, "https": _CheckedHTTPSPool}
 
 
+class _NoRedirects(requests.Session):
+    """Never follows a redirect, whatever the caller passes: a host's 3xx is answered as it is."""
+
+    def get_redirect_target(self, resp):  # noqa: ANN001, ANN201 - requests' signature
+        return None
+
+
 def guarded_session() -> requests.Session:
-    """A Session whose every new connection is checked like ``check_url`` (after its own DNS lookup) and that
-    ignores environment proxies. Callers pass ``allow_redirects=False``; a 3xx is an error (see the proxy)."""
-    session = requests.Session()
+    """A Session whose every new connection is checked like ``check_url`` (after its own DNS lookup), that
+    never follows redirects and ignores environment proxies. A 3xx is the caller's error to report."""
+    session = _NoRedirects()
     session.trust_env = False  # an HTTP(S)_PROXY variable would otherwise carry the connection elsewhere
-    session.max_redirects = 0
     adapter = _CheckedAdapter()
     session.mount("https://", adapter)
     session.mount("http://", adapter)

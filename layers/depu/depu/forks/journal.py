@@ -65,7 +65,7 @@ def charge(fork: Fork, lease: float, cost: limits.Cost) -> None:
     carries the reason in ``detail``."""
     if cost.free:
         return
-    minute = int(time.time() // 60)
+    minute = limits.current_minute()
     same = int(fork.budget_minute or 0) == minute
     used_blocks = int(fork.budget_blocks or 0) if same else 0
     used_seconds = int(fork.budget_seconds or 0) if same else 0

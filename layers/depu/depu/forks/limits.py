@@ -9,6 +9,7 @@ would not bound anything.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -95,6 +96,11 @@ def _evm_mine(option: Any, latest_timestamp: Callable[[], int]) -> Cost:
         blocks, stamp = 1, option
     seconds = max(0, quantity(stamp, "the timestamp") - latest_timestamp()) if stamp is not None else 0
     return Cost(blocks, seconds)
+
+
+def current_minute() -> int:
+    """The budget window: a fixed calendar minute (epoch seconds // 60)."""
+    return int(time.time() // 60)
 
 
 def over_budget(cost_: Cost, used_blocks: int, used_seconds: int) -> str | None:
