@@ -569,3 +569,27 @@ def test_a_host_redirect_is_not_followed(aws, fake_hosts, monkeypatch):
         assert answer["error"]["code"] == policy.FORK_UNAVAILABLE and "redirect" in answer["error"]["message"], status
         assert len(host.requests) == 1
     assert target.requests == [] and target.connections == 0
+
+
+def test_a_write_overtaken_by_a_sync_is_not_journaled(on_fork, fork_host, fake_hosts, monkeypatch):
+    """A write still on its way when the fork starts syncing (the host has been handed the journal) may land on
+    the old anvil, which is about to be replaced: it must not enter the journal the new fork was built without."""
+    monkeypatch.setattr(journal, "LEASE_SECONDS", 1.0)
+
+    def relay(body: bytes, headers: dict) -> tuple[int, dict, bytes]:
+        time.sleep(1.5)
+        forwarded = {name: value for name, value in headers.items() if name in ("Authorization", forkfront.WRITE_SEQ_HEADER)}
+        answer = requests.post(fork_host.rpc_url, data=body, headers={**forwarded, "Content-Type": "application/json"}, timeout=30)
+        return answer.status_code, {"Content-Type": "application/json"}, answer.content
+
+    relay_host = fake_hosts(relay)
+    save_fork(relay_host.url)
+    answer: dict = {}
+    write = threading.Thread(target=lambda: answer.update(call(on_fork[1], "anvil_setBalance", RECIPIENT, hex(77))))
+    write.start()
+    time.sleep(1.1)  # the lease ran out; the sync state machine takes the fork and hands its journal to a host
+    Fork(FORK_ID).update(actions=[Fork.status.set("syncing")])
+    handed = journal.entries(FORK_ID)
+    write.join(timeout=30)
+    assert answer["error"]["code"] == policy.LIMIT_EXCEEDED and "became syncing" in answer["error"]["message"]
+    assert journal.entries(FORK_ID) == handed == []

@@ -16,7 +16,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pynamodb.exceptions import UpdateError
+from pynamodb.exceptions import TransactWriteError, UpdateError
+from pynamodb.transactions import TransactWrite
 
 from depu.forks import limits
 from depu.forks.models import ACTIVE, Fork, JournalEntry, utcnow_iso
@@ -99,8 +100,24 @@ def end_write(fork_id: str, lease: float, host_snapshots: dict[str, Any] | None 
 
 
 def record(fork_id: str, seq: int, method: str, params: list[Any], outcome: dict[str, Any]) -> JournalEntry:
+    """Journal a write the fork applied, only while the fork is still active (one transaction). A write still
+    in flight when a sync or rebuild began (its lease ran out) may have landed on the old anvil after the
+    journal was handed to the new host: journaling it then would give the journal an entry the new fork lacks.
+    Refused instead (WriteRefused with the fork's status): the old anvil is being replaced, so the write is gone
+    from the fork too, and the user is told to retry."""
     entry = JournalEntry(fork_id, seq, method=method, params=params, outcome=outcome, created_at=utcnow_iso())
-    entry.save(condition=JournalEntry.seq.does_not_exist())
+    try:
+        with TransactWrite(connection=Fork._get_connection().connection) as transaction:
+            transaction.condition_check(Fork, fork_id, condition=Fork.status == ACTIVE)
+            transaction.save(entry, condition=JournalEntry.seq.does_not_exist())
+    except TransactWriteError as error:
+        reasons = [getattr(reason, "code", None) for reason in error.cancellation_reasons or []]
+        if reasons and reasons[0] == "ConditionalCheckFailed":
+            status = Fork.get(fork_id, consistent_read=True).status
+            refused = WriteRefused(status)
+            refused.detail = f"the fork became {status} while this write was on its way, so it is not kept; send it again once the fork is active"
+            raise refused from None
+        raise
     return entry
 
 

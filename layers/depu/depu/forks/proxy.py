@@ -162,7 +162,7 @@ class ForkProxy:
                 return self._write(fork, request_id, canonical, params)
             return self._forward(fork, method, params, request_id)
         except journal.WriteRefused as refused:
-            if refused.reason == "budget":
+            if refused.detail:  # the per-minute budget, or a write overtaken by a sync or rebuild
                 return error(request_id, policy.LIMIT_EXCEEDED, f"write refused: {refused.detail}")
             reason = "another write to this fork is in progress" if refused.reason == "busy" else f"the fork is {refused.reason}"
             return error(request_id, policy.LIMIT_EXCEEDED, f"write not accepted now: {reason}; retry shortly")
@@ -172,7 +172,7 @@ class ForkProxy:
             return error(request_id, policy.LIMIT_EXCEEDED, str(too_large))
         except hosturl.HostUrlRefused as refused:
             log.warning("fork %s host URL refused: %s", fork.fork_id, refused)
-            return error(request_id, policy.FORK_UNAVAILABLE, "the fork's host address is not allowed; the fork will be moved")
+            return error(request_id, policy.FORK_UNAVAILABLE, "the fork's host address is not allowed (a fork host must be on a public https address)")
         except requests.RequestException:
             log.warning("fork %s host unreachable", fork.fork_id)
             return error(request_id, policy.FORK_UNAVAILABLE, "the fork's host did not answer; retry shortly")
