@@ -178,7 +178,7 @@ def test_a_write_in_flight_when_a_sync_starts_is_in_the_replayed_journal(fast):
 
     def land() -> None:
         time.sleep(1.0)
-        journal.record(fork.fork_id, seq, "evm_mine", [], outcomes.of_result("0x0"))
+        journal.record(fork.fork_id, seq, "evm_mine", [], outcomes.of_result("0x0"), lease=lease)  # within its lease
         journal.end_write(fork.fork_id, lease)
 
     threading.Thread(target=land).start()

@@ -24,6 +24,7 @@ from depu.forks.models import ACTIVE, Fork, JournalEntry, utcnow_iso
 
 LEASE_SECONDS = 15.0
 WAIT_SECONDS = 5.0
+RECORD_MARGIN_SECONDS = 1.0  # a lease this close to its end no longer vouches for a write (clock skew, latency)
 
 
 class WriteRefused(Exception):
@@ -99,16 +100,22 @@ def end_write(fork_id: str, lease: float, host_snapshots: dict[str, Any] | None 
             raise
 
 
-def record(fork_id: str, seq: int, method: str, params: list[Any], outcome: dict[str, Any]) -> JournalEntry:
-    """Journal a write the fork applied, only while the fork is still active (one transaction). A write still
-    in flight when a sync or rebuild began (its lease ran out) may have landed on the old anvil after the
-    journal was handed to the new host: journaling it then would give the journal an entry the new fork lacks.
-    Refused instead (WriteRefused with the fork's status): the old anvil is being replaced, so the write is gone
-    from the fork too, and the user is told to retry."""
+def record(fork_id: str, seq: int, method: str, params: list[Any], outcome: dict[str, Any],
+           lease: float | None = None) -> JournalEntry:
+    """Journal a write the fork applied, in one transaction with a condition on the fork: it is still active,
+    or the write still holds its lease (``lease``, with a margin), which a sync or rebuild waits out before it
+    hands the journal to a host (``tasks._after_writes``). A write that outlived its lease while a sync or
+    rebuild began may have landed on the old anvil after the journal was handed over: journaling it would give
+    the journal an entry the new fork lacks. It is refused instead (WriteRefused with the fork's status and a
+    ``detail``): the old anvil is being replaced, so the write is gone from the fork too, and the user is told
+    to send it again."""
     entry = JournalEntry(fork_id, seq, method=method, params=params, outcome=outcome, created_at=utcnow_iso())
+    condition = Fork.status == ACTIVE
+    if lease is not None and lease > time.time() + RECORD_MARGIN_SECONDS:
+        condition = condition | (Fork.lock_until == lease)
     try:
         with TransactWrite(connection=Fork._get_connection().connection) as transaction:
-            transaction.condition_check(Fork, fork_id, condition=Fork.status == ACTIVE)
+            transaction.condition_check(Fork, fork_id, condition=condition)
             transaction.save(entry, condition=JournalEntry.seq.does_not_exist())
     except TransactWriteError as error:
         reasons = [getattr(reason, "code", None) for reason in error.cancellation_reasons or []]

@@ -207,7 +207,7 @@ class ForkProxy:
                 outcome = outcomes.of_receipt(self._receipt(current, value))
             else:
                 outcome = outcomes.of_result(value)
-            journal.record(fork.fork_id, seq, method, params, outcome)
+            journal.record(fork.fork_id, seq, method, params, outcome, lease=lease)
             if method == "evm_snapshot":
                 snapshots = {**(current.host_snapshots or {}), str(seq): value}
                 answer = result(request_id, hex(seq))
