@@ -57,6 +57,7 @@ function inspectPage() {
     legends: [...document.querySelectorAll(".legend .key")].map((node) => node.textContent),
     jobs: [...document.querySelectorAll(".job")].map((node) => node.dataset.jobId),
     credits: document.getElementById("credits").textContent,
+    forks: document.getElementById("forks").textContent,
     background: getComputedStyle(document.body).backgroundColor,
     cardBackground: getComputedStyle(document.querySelector(".card")).backgroundColor,
     scrollWidth: document.documentElement.scrollWidth,

@@ -167,11 +167,12 @@ def seed_chain(head: int, blocks: int = 12, *, now: int | None = None) -> None:
 
 
 def seed_fork(user_id: int, fork_id: str, base_block: int, status: str = "active") -> None:
+    from depu.forks import chainids
     from depu.forks.models import Fork
 
     created = datetime.now(timezone.utc).isoformat()
     Fork(fork_id, user_id=user_id, chat_id=user_id, created_at=created, status=status, base_block=base_block,
-         expires_at=int(time.time()) + 3600, last_synced_at=created).save()
+         expires_at=int(time.time()) + 3600, last_synced_at=created, chain_id=chainids.for_fork(fork_id)).save()
 
 
 def seed_watch_with_flows(user_id: int, address: str, *, received_wei: int, sent_wei: int, block: int,

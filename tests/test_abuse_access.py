@@ -166,7 +166,8 @@ def test_a_fork_host_refuses_calls_that_bypass_the_proxy():
     get_balance = {"jsonrpc": "2.0", "id": 2, "method": "eth_getBalance", "params": [account, "latest"]}
     try:
         # advertised on 127.0.0.2 (loopback, but not the address anvil binds): as a public address would be
-        fork = AnvilFork(ANVIL, upstream.url, 0, "127.0.0.2", "http://127.0.0.2", secret="s3cret-of-this-fork")
+        fork = AnvilFork(ANVIL, upstream.url, 0, "127.0.0.2", "http://127.0.0.2", secret="s3cret-of-this-fork",
+                         chain_id=73570000000003)
         fork.wait_ready()
         assert fork.rpc_url == f"http://127.0.0.2:{fork.port}"
         refused = http.post(fork.rpc_url, json=set_balance, timeout=10)

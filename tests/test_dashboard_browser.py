@@ -18,6 +18,7 @@ from urllib.parse import quote
 import pytest
 
 from depu.dashboard import initdata, sessions
+from depu.forks import chainids
 from local.moto_server import free_port
 from tests.conftest import TEST_BOT_TOKEN
 from tests.dashboard_support import (
@@ -164,6 +165,8 @@ def test_dashboard_in_headless_chromium(browser_ready, local_api, tmp_path):
     # forks' lag, the watched address's flows and the chain's activity are drawn as bars
     by_id = {canvas["id"]: canvas for canvas in telegram["canvases"] if canvas["id"]}
     assert by_id["forks-chart"]["points"] == 2 and by_id["forks-chart"]["s1"] > 50
+    for fork_id in ("fork-grace-1", "fork-grace-2"):  # each fork's own chain id, as wallets need it
+        assert f"chain id {chainids.for_fork(fork_id)}" in telegram["forks"], telegram["forks"]
     assert by_id["watches-chart"]["points"] == 2
     assert by_id["watches-chart"]["s2"] > 50 and by_id["watches-chart"]["s4"] > 50  # in and out bars
     assert by_id["chain-chart"]["points"] == 20 and by_id["chain-chart"]["s1"] > 50

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from depu.dashboard import overview
+from depu.forks import chainids
 from tests.dashboard_support import (
     gpu_metrics,
     seed_chain,
@@ -45,6 +46,7 @@ def test_every_section_reads_the_users_own_data(aws):
     forks = data["forks"]
     assert [fork["fork_id"] for fork in forks["items"]] == ["fork-alice"]  # not deleted, not Bob's
     assert forks["items"][0]["lag_blocks"] == 60 and forks["mainnet_block"] == 20_000_100
+    assert forks["items"][0]["chain_id"] == chainids.for_fork("fork-alice")  # the Mini App shows each fork's own
 
     watches = data["watches"]["items"]
     assert [watch["address"] for watch in watches] == [ALICE_ADDRESS]

@@ -10,6 +10,7 @@ from web3 import Web3
 
 from depu.bot.dispatch import dispatch
 from depu.bot.registry import Incoming
+from depu.forks import chainids
 from depu.forks.models import Fork
 from depu.profiles import render_sections
 from forks_support import approved_host_item, notices, wait_for
@@ -45,7 +46,7 @@ def press(user: int, data: str) -> RecordingChat:
 def test_the_shadow_fork_menu_end_to_end(stack):
     stack.start_host("bot-host")
     menu = send(OWNER, "/shadow_fork", command="shadow_fork")
-    assert "0 of 3 live forks" in menu.text and menu.button_data == ["sf:1:new:latest", "sf:1:new:ask"]
+    assert "0 of 3 live forks" in menu.text and menu.button_data == ["sf:1:new:latest", "sf:1:new:ask", "sf:1:new:mainnet"]
 
     created = press(OWNER, "sf:1:new:latest")
     url = re.search(r"<code>(http[^<]+/rpc/dpf_[^<]+)</code>", created.text).group(1)
@@ -54,8 +55,12 @@ def test_the_shadow_fork_menu_end_to_end(stack):
     notices(5)
     w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
 
+    chain_id = chainids.for_fork(fork_id)
+    assert f"Chain id: <code>{chain_id}</code>" in created.text and "valid on Ethereum mainnet" not in created.text
+    assert w3.eth.chain_id == chain_id
     info = press(OWNER, f"sf:1:i:{fork_id}")
     assert "— active" in info.text and "Journal: 0 entries" in info.text and "blocks behind mainnet" in info.text
+    assert f"Chain id: <code>{chain_id}</code> (this fork's own" in info.text
     assert f"sf:1:fund:{fork_id}" in info.button_data and f"sf:1:del:{fork_id}" in info.button_data
     # another user cannot open, fund or delete it
     for data in (f"sf:1:i:{fork_id}", f"sf:1:fund:{fork_id}", f"sf:1:delok:{fork_id}"):
@@ -97,3 +102,20 @@ def test_a_bad_block_number_is_a_clear_error_and_keeps_the_question_open(stack):
     assert "positive block number" in send(OWNER, "yesterday").text
     created = send(OWNER, str(head - 1))
     assert f"from {head - 1}" in created.text
+
+
+def test_keeping_mainnets_chain_id_is_an_explicit_choice_behind_a_warning(stack):
+    warned = press(OWNER, "sf:1:new:mainnet")
+    assert "valid on Ethereum mainnet" in warned.text and list(Fork.scan()) == []  # nothing created yet
+    assert warned.button_data == ["sf:1:newmainnet", "sf:1:new:latest"]
+    kept = press(OWNER, "sf:1:newmainnet")
+    fork_id = kept.button_data[0].split(":")[-1]
+    assert Fork.get(fork_id).chain_id == 1
+    assert "Chain id: <b>1 (mainnet's)</b>" in kept.text and "could broadcast it there for real" in kept.text
+    assert "Chain id: <b>1 (mainnet's)</b>" in press(OWNER, f"sf:1:i:{fork_id}").text
+    # by command: only with the explicit word, and the warning comes with it
+    by_command = send(OWNER, "/shadow_fork latest keep-chain-id", command="shadow_fork", args="latest keep-chain-id")
+    assert "could broadcast it there for real" in by_command.text
+    assert Fork.get(by_command.button_data[0].split(":")[-1]).chain_id == 1
+    plain = send(OWNER, "/shadow_fork latest", command="shadow_fork", args="latest")
+    assert chainids.is_forks(Fork.get(plain.button_data[0].split(":")[-1]).chain_id) and "could broadcast" not in plain.text

@@ -14,7 +14,7 @@ from eth_account import Account
 from web3 import Web3
 
 from depu.config import get_settings
-from depu.forks import janitor, proxy, service
+from depu.forks import chainids, janitor, proxy, service
 from depu.forks.models import Fork
 from depu_agent.api import ApiClient
 from depu_agent.forkhost import ForkHost
@@ -74,7 +74,7 @@ def stack(aws, mainnet, monkeypatch):
             thread.join(timeout=30)
             host.shutdown()
         front.stop()
-        assert forks_of(mainnet.rpc_url) == [], "fork hosts left anvil processes running"
+        assert forks_of(chain_ids_of_forks()) == [], "fork hosts left anvil processes running"
 
 
 def wait_status(fork_id: str, status: str, timeout: float = 60) -> Fork:
@@ -87,7 +87,9 @@ def test_create_use_sync_and_delete_a_fork_through_its_rpc_url(stack):
     created = service.create_fork(USER, USER, "latest")
     fork = wait_status(created.fork.fork_id, "active")
     w3 = Web3(Web3.HTTPProvider(created.rpc_url, request_kwargs={"timeout": 30}))
-    assert w3.eth.chain_id == 1
+    # the fork has its own chain id (never mainnet's 1), and contracts reading block.chainid see it too
+    assert w3.eth.chain_id == fork.chain_id == chainids.for_fork(fork.fork_id) and chainids.is_forks(fork.chain_id)
+    assert chain_id_seen_by_contracts(w3) == fork.chain_id
     creation_s = time.monotonic() - started
     assert f"<b>{fork.fork_id}</b> is ready at block {fork.base_block}" in notices(10)[0]["text"]
     assert fork.base_block == stack.mainnet.block_number()
@@ -96,8 +98,13 @@ def test_create_use_sync_and_delete_a_fork_through_its_rpc_url(stack):
     user = Account.create()
     service.fund(USER, fork.fork_id, user.address, "10")
     assert w3.eth.get_balance(user.address) == 10 * 10**18
-    tx = {"to": RECIPIENT, "value": 10**18, "nonce": 0, "gas": 21000, "chainId": 1,
+    tx = {"to": RECIPIENT, "value": 10**18, "nonce": 0, "gas": 21000, "chainId": fork.chain_id,
           "maxFeePerGas": w3.eth.gas_price * 3, "maxPriorityFeePerGas": 1}
+    # the same transaction signed for mainnet is refused: nothing signed on a fork may be valid on mainnet
+    for_mainnet = user.sign_transaction({**tx, "chainId": 1}).raw_transaction
+    refused = requests.post(created.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_sendRawTransaction",
+                                                   "params": ["0x" + for_mainnet.hex()]}, timeout=10).json()
+    assert "chain id 1" in refused["error"]["message"]
     tx_hash = w3.eth.send_raw_transaction(user.sign_transaction(tx).raw_transaction)
     assert w3.eth.get_transaction_receipt(tx_hash)["status"] == 1
     recipient_before = w3.eth.get_balance(RECIPIENT)
@@ -118,6 +125,7 @@ def test_create_use_sync_and_delete_a_fork_through_its_rpc_url(stack):
     assert w3.eth.block_number >= head
     assert w3.eth.get_balance(RECIPIENT) == mainnet_recipient + 7 + 10**18
     assert w3.eth.get_balance(user.address) == 10 * 10**18 - 10**18 - 21000 * w3.eth.get_transaction_receipt(tx_hash)["effectiveGasPrice"]
+    assert w3.eth.chain_id == fork.chain_id and chain_id_seen_by_contracts(w3) == fork.chain_id  # the rebased anvil too
     assert service.info(USER, fork.fork_id).journal_size == 2
     wait_for(lambda: len(host.forks) == 1, 10, "old anvil retired")
 
@@ -142,7 +150,7 @@ def test_a_fork_whose_host_dies_comes_back_on_another_host_with_its_journal(stac
     w3 = Web3(Web3.HTTPProvider(created.rpc_url, request_kwargs={"timeout": 30}))
     user = Account.create()
     service.fund(USER, fork.fork_id, user.address, "5")
-    signed = user.sign_transaction({"to": RECIPIENT, "value": 2 * 10**18, "nonce": 0, "gas": 21000, "chainId": 1,
+    signed = user.sign_transaction({"to": RECIPIENT, "value": 2 * 10**18, "nonce": 0, "gas": 21000, "chainId": fork.chain_id,
                                     "maxFeePerGas": w3.eth.gas_price * 3, "maxPriorityFeePerGas": 1})
     w3.eth.send_raw_transaction(signed.raw_transaction)
     snapshot = service.snapshot(USER, fork.fork_id)  # taken on host A; must still work after the rebuild
@@ -167,6 +175,7 @@ def test_a_fork_whose_host_dies_comes_back_on_another_host_with_its_journal(stac
     assert w3.eth.get_transaction_count(user.address) == 1
     assert w3.eth.get_transaction_count(whale) == 1
     assert rebuilt.conflict_count == 0, rebuilt.conflicts
+    assert w3.eth.chain_id == fork.chain_id and chain_id_seen_by_contracts(w3) == fork.chain_id  # the rebuilt anvil too
     # the snapshot id still means the same journal position on the new host
     assert service.revert(USER, fork.fork_id, snapshot) is True
     assert w3.eth.get_transaction_count(whale) == 0 and w3.eth.get_transaction_count(user.address) == 1
@@ -196,7 +205,7 @@ def test_a_sync_reports_a_transaction_that_mainnet_made_impossible(stack):
     dev = Account.from_key(ANVIL_DEV_KEY_0)
     assert dev.address == stack.mainnet.accounts[0]
     nonce = w3.eth.get_transaction_count(dev.address)
-    signed = dev.sign_transaction({"to": RECIPIENT, "value": 5, "nonce": nonce, "gas": 21000, "chainId": 1,
+    signed = dev.sign_transaction({"to": RECIPIENT, "value": 5, "nonce": nonce, "gas": 21000, "chainId": fork.chain_id,
                                    "maxFeePerGas": w3.eth.gas_price * 3, "maxPriorityFeePerGas": 1})
     assert w3.eth.get_transaction_receipt(w3.eth.send_raw_transaction(signed.raw_transaction))["status"] == 1
     spent = stack.mainnet.w3.eth.send_transaction({"from": dev.address, "to": RECIPIENT, "value": 1})  # same nonce, on mainnet
@@ -270,19 +279,36 @@ def test_the_real_agent_daemon_hosts_forks_when_it_has_the_fork_host_capability(
             os.killpg(agent.pid, signal.SIGKILL)
             agent.wait(timeout=10)
         log.close()
-    assert forks_of(stack.mainnet.rpc_url) == [], "the agent left anvil forks running"
+    assert forks_of(chain_ids_of_forks()) == [], "the agent left anvil forks running"
 
 
-def forks_of(upstream: str) -> list[int]:
-    """Processes still forking ``upstream`` (anvil processes whose command line names it)."""
+# init code: CHAINID, store it at 0, return those 32 bytes. eth_call without "to" runs it as a contract
+# creation, so the answer is what a contract reading block.chainid sees (no write, nothing journaled)
+CHAINID_CODE = "0x4660005260206000f3"
+
+
+def chain_id_seen_by_contracts(w3: Web3) -> int:
+    return int.from_bytes(w3.eth.call({"data": CHAINID_CODE}), "big")
+
+
+def chain_ids_of_forks() -> set[int]:
+    """The chain ids of every fork this test created (moto's tables live for one test)."""
+    return {int(fork.chain_id) for fork in Fork.scan() if fork.chain_id is not None}
+
+
+def forks_of(chain_ids: set[int]) -> list[int]:
+    """anvil processes still running one of these forks (a fork's anvil runs with ``--chain-id`` its own; the
+    upstream URL is never on its command line)."""
     from pathlib import Path
 
+    wanted = {str(chain_id).encode() for chain_id in chain_ids if chain_id != 1}
     found = []
     for proc in Path("/proc").iterdir():
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"--fork-url" in argv and upstream.encode() in argv:
+        at = argv.index(b"--chain-id") + 1 if b"--chain-id" in argv else len(argv)
+        if at < len(argv) and argv[at] in wanted:
             found.append(int(proc.name))
     return found

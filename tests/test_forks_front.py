@@ -17,6 +17,7 @@ from forks_support import ANVIL, Anvil, approved_host_item, wait_for
 
 pytestmark = pytest.mark.e2e
 ACCOUNT = "0x" + "22" * 20
+FORK_CHAIN_ID = 73570000000001
 SET_BALANCE = {"jsonrpc": "2.0", "id": 1, "method": "anvil_setBalance", "params": [ACCOUNT, "0x64"]}
 
 
@@ -34,7 +35,7 @@ def two_forks(upstream):
     forks = []
     try:
         for secret in ("secret-of-fork-a", "secret-of-fork-b"):
-            forks.append(AnvilFork(ANVIL, upstream.url, 0, "127.0.0.1", "http://127.0.0.1", secret=secret))
+            forks.append(AnvilFork(ANVIL, upstream.url, 0, "127.0.0.1", "http://127.0.0.1", secret=secret, chain_id=FORK_CHAIN_ID))
         for fork in forks:
             fork.wait_ready()
         yield forks
@@ -109,7 +110,13 @@ def test_a_stopped_fork_answers_nobody(two_forks):
 
 def test_a_host_without_a_secret_refuses_to_serve(upstream):
     with pytest.raises(ValueError):
-        AnvilFork(ANVIL, upstream.url, 0, "127.0.0.1", "http://127.0.0.1", secret="")
+        AnvilFork(ANVIL, upstream.url, 0, "127.0.0.1", "http://127.0.0.1", secret="", chain_id=FORK_CHAIN_ID)
+
+
+def test_a_host_without_a_chain_id_refuses_to_start_a_fork(upstream):
+    for missing in (None, 0, "73570000000001", True):
+        with pytest.raises(ValueError, match="chain id"):
+            AnvilFork(ANVIL, upstream.url, 0, "127.0.0.1", "http://127.0.0.1", secret="s", chain_id=missing)
 
 
 # ---------------------------------------------------------------- the secret's path through the cloud
@@ -133,8 +140,8 @@ def claim(kind: str) -> tasks.ClaimedTask:
     return task
 
 
-def report(front: forkfront.ForkFront) -> dict:
-    return {"ok": True, "rpc_url": f"http://127.0.0.1:{front.port}", "base_block": 0, "chain_id": 31337, "entries": [], "snapshots": {}}
+def report(front: forkfront.ForkFront, chain_id: int) -> dict:
+    return {"ok": True, "rpc_url": f"http://127.0.0.1:{front.port}", "base_block": 0, "chain_id": chain_id, "entries": [], "snapshots": {}}
 
 
 def history_text(arn: str) -> str:
@@ -152,7 +159,8 @@ def test_each_claim_carries_a_fresh_secret_that_the_proxy_presents(fast, upstrea
         assert len(provision.host_secret) >= 40 and provision.host_secret not in repr(provision)
         first = forkfront.ForkFront("127.0.0.1", upstream.url, provision.host_secret)
         fronts.append(first)
-        tasks.finish("ag_front_host", provision.task_id, report(first))
+        assert provision.chain_id == created.fork.chain_id  # the host is told the fork's own chain id
+        tasks.finish("ag_front_host", provision.task_id, report(first, provision.chain_id))
         fork = wait_for(lambda: (f := Fork.get(created.fork.fork_id)).status == "active" and f, 20, "active")
         assert fork.host_secrets == {fork.host_rpc_url: provision.host_secret}
         reads = proxy.ForkProxy()
@@ -164,7 +172,8 @@ def test_each_claim_carries_a_fresh_secret_that_the_proxy_presents(fast, upstrea
         assert rebase.host_secret and rebase.host_secret != provision.host_secret  # rotated
         second = forkfront.ForkFront("127.0.0.1", upstream.url, rebase.host_secret)
         fronts.append(second)
-        tasks.finish("ag_front_host", rebase.task_id, report(second))
+        assert rebase.chain_id == created.fork.chain_id
+        tasks.finish("ag_front_host", rebase.task_id, report(second, rebase.chain_id))
         # until the state machine switches the URL, the proxy still reaches the old front with its old secret
         both = Fork.get(fork.fork_id, consistent_read=True)
         assert both.host_secrets == {fork.host_rpc_url: provision.host_secret, f"http://127.0.0.1:{second.port}": rebase.host_secret}

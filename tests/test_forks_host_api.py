@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from depu.agents import registry, tokens as agent_tokens
-from depu.forks import service
+from depu.forks import chainids, service
 from forks_support import ApiFront, mined_anvil, register_fork_host, wait_for
 
 
@@ -53,5 +53,9 @@ def test_only_authenticated_fork_hosts_claim_and_only_the_claimer_reports(front)
     assert post(front, path, other_token, {"ok": False, "error": "x"}).status_code == 404
     assert post(front, path, token, {"ok": True, "rpc_url": "file:///etc/passwd", "base_block": 1, "chain_id": 1}).status_code == 400
     assert post(front, path, token, {"ok": True, "rpc_url": "http://10.9.9.9:1", "base_block": 1, "chain_id": 1}).status_code == 400
-    accepted = post(front, path, token, {"ok": True, "rpc_url": front.mainnet_url, "base_block": 1, "chain_id": 1})
+    assert claimed["chain_id"] == created.fork.chain_id and chainids.is_forks(claimed["chain_id"])  # its own, not 1
+    # a host that runs the fork with another chain id (mainnet's) is refused
+    wrong_chain = post(front, path, token, {"ok": True, "rpc_url": front.mainnet_url, "base_block": 1, "chain_id": 1})
+    assert wrong_chain.status_code == 400 and "chain id" in wrong_chain.json()["error"]
+    accepted = post(front, path, token, {"ok": True, "rpc_url": front.mainnet_url, "base_block": 1, "chain_id": claimed["chain_id"]})
     assert accepted.status_code == 200 and accepted.json()["told"]["base_block"] == "1"

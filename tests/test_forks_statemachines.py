@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from depu.forks import journal, outcomes, service, tasks
+from depu.forks import chainids, journal, outcomes, service, tasks
 from depu.forks.models import Fork
 from forks_support import ROOT, approved_host_item, mined_anvil, notices, wait_execution, wait_for
 
@@ -56,8 +56,9 @@ def claim(kind: str, agent: str = HOST) -> tasks.ClaimedTask:
     return task
 
 
-def report(base_block: int, entries=(), snapshots=None) -> dict:
-    return {"ok": True, "rpc_url": _mainnet_url[0], "base_block": base_block, "chain_id": 1,
+def report(base_block: int, entries=(), snapshots=None, chain_id: int | None = None) -> dict:
+    """A host's report; ``chain_id`` is what the task told the host (a fork's own), as a real host reports it."""
+    return {"ok": True, "rpc_url": _mainnet_url[0], "base_block": base_block, "chain_id": chain_id,
             "entries": list(entries), "snapshots": snapshots or {}}
 
 
@@ -65,14 +66,15 @@ def create_active(block: str = "100") -> Fork:
     created = service.create_fork(USER, USER, block)
     task = claim("provision")
     assert (task.fork_id, task.block, task.journal) == (created.fork.fork_id, block, [])
-    tasks.finish(HOST, task.task_id, report(int(block)))
+    tasks.finish(HOST, task.task_id, report(int(block), chain_id=task.chain_id))
     wait_for(lambda: Fork.get(created.fork.fork_id).status == "active", 20, "active")
     return Fork.get(created.fork.fork_id)
 
 
 def test_create_records_the_host_and_tells_the_user(fast):
     fork = create_active("100")
-    assert (fork.host_agent_id, fork.host_rpc_url, fork.base_block, fork.chain_id) == (HOST, _mainnet_url[0], 100, 1)
+    assert (fork.host_agent_id, fork.host_rpc_url, fork.base_block, fork.chain_id) == (HOST, _mainnet_url[0], 100, chainids.for_fork(fork.fork_id))
+    assert chainids.is_forks(fork.chain_id)
     assert wait_execution(fork.create_execution) == "SUCCEEDED"
     [notice] = notices(5)
     assert notice["chat_id"] == USER and f"<b>{fork.fork_id}</b> is ready at block 100" in notice["text"]
@@ -123,7 +125,7 @@ def test_sync_now_rebases_records_the_new_base_and_reports_conflicts(fast):
     task = claim("rebase")
     assert [e["method"] for e in task.journal] == ["anvil_setBalance", "eth_sendRawTransaction"]
     assert Fork.get(fork.fork_id).status == "syncing"
-    tasks.finish(HOST, task.task_id, report(130, [{"seq": 0, "result": None}, {"seq": 1, "error": {"message": "nonce too low"}}]))
+    tasks.finish(HOST, task.task_id, report(130, [{"seq": 0, "result": None}, {"seq": 1, "error": {"message": "nonce too low"}}], chain_id=task.chain_id))
     synced = wait_for(lambda: (f := Fork.get(fork.fork_id)).status == "active" and f.base_block == 130 and f, 20, "new base")
     assert synced.conflict_count == 1
     assert json.loads(synced.conflicts) == [{"seq": 1, "method": "eth_sendRawTransaction", "reason": "now fails: nonce too low"}]
@@ -141,7 +143,7 @@ def test_the_auto_sync_loop_rebases_until_switched_off(fast, monkeypatch):
     loop = Fork.get(fork.fork_id).sync_loop
     for block in (110, 120):
         task = claim("rebase")
-        tasks.finish(HOST, task.task_id, report(block))
+        tasks.finish(HOST, task.task_id, report(block, chain_id=task.chain_id))
         wait_for(lambda: Fork.get(fork.fork_id).base_block == block and Fork.get(fork.fork_id).status == "active", 20, "rebased")
     service.set_auto_sync(USER, fork.fork_id, False)
     arn = f"{fast_arn('ForkSync')}:{loop}"
@@ -173,7 +175,7 @@ def test_a_report_for_another_hosts_task_is_not_found(fast):
     service.create_fork(USER, USER, "latest")
     task = claim("provision")
     with pytest.raises(tasks.TaskNotFound):
-        tasks.finish("ag_someone_else", task.task_id, report(1))
+        tasks.finish("ag_someone_else", task.task_id, report(1, chain_id=task.chain_id))
 
 
 def test_quota_limits_live_forks(fast):
@@ -194,7 +196,7 @@ def test_a_write_in_flight_when_a_sync_starts_is_in_the_replayed_journal(fast):
 
     def land() -> None:
         time.sleep(1.0)
-        journal.record(fork.fork_id, seq, "evm_mine", [], outcomes.of_result("0x0"))
+        journal.record(fork.fork_id, seq, "evm_mine", [], outcomes.of_result("0x0"), lease=lease)  # within its lease
         journal.end_write(fork.fork_id, lease)
 
     threading.Thread(target=land).start()

@@ -8,6 +8,12 @@ task and the DePU proxy presents on every forward. Anything else gets 401 and ne
 proxy's allow-list, rate limit and journal cannot be bypassed by calling the host directly.
 
 The secret lives only in this object's memory; it is never logged, written to disk or put on a command line.
+
+Writes arrive with their journal seq (``X-DePU-Write-Seq``). The front applies them one at a time, in strictly
+increasing seq order: a write whose seq is not above the last one applied reached the host after a later write
+(its lease ran out while it was in flight) and is refused with 409, so the fork never applies writes in an
+order other than the journal's. Answers from anvil are read up to ``MAX_ANSWER_BYTES``; a bigger one is
+replaced by a clear JSON-RPC error, so the proxy is never sent more than that.
 """
 from __future__ import annotations
 
@@ -21,11 +27,14 @@ import requests
 
 MAX_BODY_BYTES = 512 * 1024  # the proxy forwards one request of a body it already capped at 128 KiB
 MAX_DRAIN_BYTES = 8 * 1024 * 1024  # an oversized body is read and dropped up to this, then the connection closes
+MAX_ANSWER_BYTES = 8 * 1024 * 1024  # the proxy accepts at most 4 MiB of one answer anyway
 FORWARD_TIMEOUT_S = 60.0
+WRITE_SEQ_HEADER = "X-DePU-Write-Seq"
 IDLE_CONNECTION_S = 60.0
 UNAUTHORIZED = -32001
 INVALID_REQUEST = -32600
 FORK_UNAVAILABLE = -32003
+LIMIT_EXCEEDED = -32005
 
 
 def _error(code: int, message: str) -> bytes:
@@ -35,10 +44,13 @@ def _error(code: int, message: str) -> bytes:
 class ForkFront:
     """A ThreadingHTTPServer on ``bind_host`` (port chosen by the kernel) that forwards to ``anvil_url``."""
 
-    def __init__(self, bind_host: str, anvil_url: str, secret: str):
+    def __init__(self, bind_host: str, anvil_url: str, secret: str, last_seq: int = -1):
+        """``last_seq``: the highest journal seq the anvil already holds (replayed), so only later writes pass."""
         if not secret:
             raise ValueError("a fork front needs its host secret")
         self.anvil_url = anvil_url
+        self.last_seq = int(last_seq)
+        self._write_lock = threading.Lock()
         self._secret = secret.encode()
         self._local = threading.local()
         self._stopped = threading.Event()
@@ -55,15 +67,45 @@ class ForkFront:
         matches = hmac.compare_digest(offered, self._secret)
         return scheme.lower() == "bearer" and matches
 
-    def forward(self, body: bytes) -> tuple[int, bytes]:
+    def forward(self, body: bytes, write_seq: str | None = None) -> tuple[int, bytes]:
+        """Forward one body to anvil; a write (``write_seq`` given) only in seq order, one at a time."""
+        if write_seq is None:
+            return self._forward(body)
+        try:
+            seq = int(write_seq)
+        except ValueError:
+            return 400, _error(INVALID_REQUEST, "bad write sequence number")
+        with self._write_lock:
+            if seq <= self.last_seq:
+                return 409, _error(
+                    LIMIT_EXCEEDED,
+                    f"write refused: it reached the fork after a later write (seq {seq} <= {self.last_seq}); nothing was applied, retry it",
+                )
+            self.last_seq = seq
+            return self._forward(body)
+
+    def _forward(self, body: bytes) -> tuple[int, bytes]:
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
         try:
-            answer = session.post(self.anvil_url, data=body, headers={"Content-Type": "application/json"}, timeout=FORWARD_TIMEOUT_S)
+            answer = session.post(self.anvil_url, data=body, headers={"Content-Type": "application/json"},
+                                  timeout=FORWARD_TIMEOUT_S, stream=True)
         except requests.RequestException:
             return 502, _error(FORK_UNAVAILABLE, "the fork's anvil did not answer")
-        return answer.status_code, answer.content
+        try:
+            chunks, total = [], 0
+            for chunk in answer.iter_content(64 * 1024):
+                total += len(chunk)
+                if total > MAX_ANSWER_BYTES:
+                    return 200, _error(LIMIT_EXCEEDED, f"the fork's answer is over {MAX_ANSWER_BYTES} bytes; ask for less "
+                                                       "(e.g. a narrower block range for eth_getLogs)")
+                chunks.append(chunk)
+            return answer.status_code, b"".join(chunks)
+        except requests.RequestException:
+            return 502, _error(FORK_UNAVAILABLE, "the fork's anvil did not answer")
+        finally:
+            answer.close()
 
     def stop(self) -> None:
         self._stopped.set()
@@ -97,7 +139,7 @@ class ForkFront:
                 elif not fits:
                     self._answer(413, _error(INVALID_REQUEST, f"request body over {MAX_BODY_BYTES} bytes"), close=True)
                 else:
-                    self._answer(*front.forward(body))
+                    self._answer(*front.forward(body, self.headers.get(WRITE_SEQ_HEADER)))
 
             def _drain(self, length: int) -> bytes:
                 left = min(length, MAX_DRAIN_BYTES)

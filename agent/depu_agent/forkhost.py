@@ -12,6 +12,11 @@ stopping those the API says are no longer its own), and does one task at a time:
 
 The host keeps no state a restart needs: a fork is its base plus its journal, which the API holds.
 
+Every fork runs with its own chain id (``--chain-id``, from the task: DePU assigns it, docs/security.md), so what
+a user signs on it is not valid on mainnet. The upstream URL, which usually carries the provider's API key,
+never appears on anvil's command line (any local user can read /proc/<pid>/cmdline): anvil starts as a plain
+chain and is turned into a fork of the upstream by an ``anvil_reset`` call over its loopback port.
+
 anvil listens on 127.0.0.1 only, on a private port. The RPC URL reported is a ``ForkFront`` (forkfront.py) on
 the address of ``fork_rpc_base_url``, which forwards only requests carrying the fork's host secret: the API
 sends a fresh one in every provision and rebase task, the host keeps it in memory only, and the DePU proxy
@@ -71,21 +76,26 @@ class AnvilFork:
     """One anvil process forked from ``upstream`` at ``block``, on 127.0.0.1 only, behind a ForkFront on
     ``bind_host`` that admits only requests carrying ``secret``."""
 
-    def __init__(self, binary: str, upstream: str, block: int, bind_host: str, public_base: str, secret: str):
+    def __init__(self, binary: str, upstream: str, block: int, bind_host: str, public_base: str, secret: str,
+                 chain_id: int, last_seq: int = -1):
         if not secret:
             raise ValueError("no host secret for this fork: refusing to serve it unauthenticated")
+        if not isinstance(chain_id, int) or isinstance(chain_id, bool) or chain_id <= 0:
+            raise ValueError("no chain id for this fork: refusing to start it with the upstream's")
         self.block = block
+        self.chain_id = chain_id
+        self._upstream = upstream
         self.anvil_port = _free_port(ANVIL_HOST)
         self.local_url = f"http://{ANVIL_HOST}:{self.anvil_port}"
         self._session = requests.Session()
+        # no --fork-url: the upstream URL (with its API key) is handed over by anvil_reset in wait_ready
         self.process = subprocess.Popen(
-            [binary, "--fork-url", upstream, "--fork-block-number", str(block), "--host", ANVIL_HOST,
-             "--port", str(self.anvil_port), "--no-rate-limit", "--quiet"],
+            [binary, "--chain-id", str(chain_id), "--host", ANVIL_HOST, "--port", str(self.anvil_port), "--quiet"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True,
             preexec_fn=die_with_parent(),  # a killed agent leaves no anvil behind
         )
         try:
-            self.front = ForkFront(bind_host, self.local_url, secret)
+            self.front = ForkFront(bind_host, self.local_url, secret, last_seq=last_seq)
         except Exception:
             self._stop_anvil()
             raise
@@ -99,10 +109,14 @@ class AnvilFork:
                 raise RuntimeError(f"anvil exited with status {self.process.returncode}")
             try:
                 self.call("eth_chainId", [])
-                return
-            except (requests.RequestException, RuntimeError):
+                break
+            except (requests.RequestException, RuntimeError, ValueError):
                 time.sleep(0.05)
-        raise TimeoutError("anvil did not answer in time")
+        else:
+            raise TimeoutError("anvil did not answer in time")
+        self.value("anvil_reset", [{"forking": {"jsonRpcUrl": self._upstream, "blockNumber": self.block}}])
+        if int(self.value("eth_chainId", []), 16) != self.chain_id:
+            raise RuntimeError("anvil did not keep the fork's chain id")
 
     def call(self, method: str, params: list[Any]) -> dict[str, Any]:
         """The raw JSON-RPC answer (``result`` or ``error``)."""
@@ -234,10 +248,13 @@ class ForkHost:
     def _build(self, task: dict[str, Any]) -> tuple[AnvilFork, dict[str, Any]]:
         block = task.get("block") or "latest"
         number = self._upstream_head() if block == "latest" else int(block)
-        anvil = AnvilFork(self.binary, self.upstream, number, self.bind_host, self.public_base, str(task.get("host_secret") or ""))
+        journal = task.get("journal") or []
+        last_seq = max((int(entry["seq"]) for entry in journal), default=-1)
+        anvil = AnvilFork(self.binary, self.upstream, number, self.bind_host, self.public_base, str(task.get("host_secret") or ""),
+                          chain_id=task.get("chain_id"), last_seq=last_seq)
         try:
             anvil.wait_ready()
-            entries, snapshots = anvil.replay(task.get("journal") or [])
+            entries, snapshots = anvil.replay(journal)
             chain_id = int(anvil.value("eth_chainId", []), 16)
         except Exception:
             anvil.stop()

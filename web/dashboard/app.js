@@ -315,6 +315,13 @@
     return Math.round(delta / 3600) + " h ago";
   }
 
+  // a fork's chain id as wallets need it; chain id 1 (kept on purpose at creation) carries the warning
+  function chainIdText(chainId) {
+    if (chainId === null || chainId === undefined) return "chain id: assigned when it starts";
+    if (Number(chainId) === 1) return "chain id 1 (mainnet's) ⚠ what you sign here is valid on mainnet";
+    return "chain id " + String(chainId);
+  }
+
   function renderForks(section) {
     var items = section.items || [];
     barChart("forks-chart", $("forks"), section, "None yet: create one with /fork.",
@@ -322,7 +329,7 @@
       [{ color: "--series-1", values: items.map(function (f) { return Number(f.lag_blocks) || 0; }) }],
       function (f) {
         var lag = f.lag_blocks === null || f.lag_blocks === undefined ? "lag unknown" : charts.formatNumber(f.lag_blocks) + " blocks behind";
-        return [f.name + " · " + (f.status || ""), lag + (f.synced_at ? " · synced " + ago(f.synced_at) : "")];
+        return [f.name + " · " + (f.status || ""), lag + (f.synced_at ? " · synced " + ago(f.synced_at) : "") + " · " + chainIdText(f.chain_id)];
       },
       items);
   }

@@ -194,6 +194,13 @@ def register(
     if not isinstance(name, str) or not name.strip():
         raise RegistrationError("name is required")
     clean_gpus = _validate_gpus(gpus)
+    if fork_rpc_base_url:
+        from depu.forks import hosturl
+
+        try:  # https and public addresses only, judged after DNS resolution (docs/security.md)
+            hosturl.check_url(fork_rpc_base_url)
+        except hosturl.HostUrlRefused as refused:
+            raise RegistrationError(f"fork_rpc_base_url refused: {refused}") from None
     gpu_class = gpu_class_of(clean_gpus[0]["name"], clean_gpus[0]["memory_mb"]) if clean_gpus else CPU_CLASS
     verdict: BenchmarkVerdict = judge_benchmark(clean_gpus[0]["name"] if clean_gpus else None, benchmark or {})
     agent_id = "ag_" + uuid.uuid4().hex[:20]

@@ -1,6 +1,9 @@
 """``/shadow_fork``: create, list, inspect, fund, impersonate, snapshot/revert, sync, auto-sync and delete
 shadow forks. Every action goes through ``depu.forks.service``, which checks the fork is the sender's own.
 
+Every fork has its own chain id (``depu.forks.chainids``); keeping mainnet's is an explicit choice made behind a
+warning ("New fork with mainnet's chain id…", or ``/shadow_fork <block> keep-chain-id``).
+
 Buttons are ``sf:1:<action>:<fork_id>[:<arg>]``. Steps that need typed input (a block number, an address and
 amount, a snapshot id) are explicit conversation steps of the ``fork`` flow.
 """
@@ -14,12 +17,13 @@ from depu.bot import private
 from depu.bot.basics import profile_of
 from depu.bot.registry import Button, Chat, Incoming, Keyboard, callback, command, text
 from depu.errors import UserError
-from depu.forks import service
+from depu.forks import chainids, service
 from depu.forks.models import ALIVE, Fork
 from depu.profiles import profile_section
 
 PREFIX = "sf"
 FLOW = "fork"
+KEEP_CHAIN_ID_WORDS = frozenset({"keep-chain-id", "mainnet-chain-id", "chainid=1", "chain-id=1"})
 
 
 def _data(*parts: object) -> str:
@@ -38,6 +42,7 @@ def menu(user_id: int) -> tuple[str, Keyboard]:
     keyboard: Keyboard = [[Button(_label(fork), data=_data("i", fork.fork_id))] for fork in forks]
     if len(forks) < service.MAX_ALIVE_FORKS:
         keyboard.append([Button("New fork at latest", data=_data("new", "latest")), Button("New fork at a block…", data=_data("new", "ask"))])
+        keyboard.append([Button("New fork with mainnet's chain id…", data=_data("new", "mainnet"))])
     return "\n".join(lines), keyboard
 
 
@@ -45,7 +50,10 @@ def menu(user_id: int) -> tuple[str, Keyboard]:
 def shadow_fork(incoming: Incoming, chat: Chat) -> None:
     profile_of(incoming)
     if incoming.args:
-        _create(incoming, chat, incoming.args)
+        words = incoming.args.split()
+        keep = any(word.lower() in KEEP_CHAIN_ID_WORDS for word in words)
+        block = " ".join(word for word in words if word.lower() not in KEEP_CHAIN_ID_WORDS) or "latest"
+        _create(incoming, chat, block, keep_mainnet_chain_id=keep)
         return
     body, keyboard = menu(incoming.user_id)
     _say(incoming, chat, body, keyboard)
@@ -57,14 +65,25 @@ def _say(incoming: Incoming, chat: Chat, text: str, buttons: Keyboard | None = N
     private.send(incoming, chat, text, buttons, resume="fork", closed_hint=hint)
 
 
-def _create(incoming: Incoming, chat: Chat, block: str) -> None:
+def chain_id_line(fork: Fork) -> str:
+    """The fork's chain id as the user should see it: wallets need it, and chain id 1 needs a warning."""
+    if fork.chain_id is None:
+        return "Chain id: assigned when the fork starts"
+    if int(fork.chain_id) == chainids.MAINNET:
+        return "Chain id: <b>1 (mainnet's)</b> ⚠️ transactions signed for this fork are valid on Ethereum mainnet"
+    return f"Chain id: <code>{int(fork.chain_id)}</code> (this fork's own; add it to your wallet as a custom network)"
+
+
+def _create(incoming: Incoming, chat: Chat, block: str, keep_mainnet_chain_id: bool = False) -> None:
     # the fork's notices (ready, synced, expiring) go to the user's private chat when asked for in a group
     notices_to = incoming.user_id if private.in_group(incoming) else incoming.chat_id
-    created = service.create_fork(incoming.user_id, notices_to, block)
+    created = service.create_fork(incoming.user_id, notices_to, block, keep_mainnet_chain_id=keep_mainnet_chain_id)
+    warning = f"{service.MAINNET_CHAIN_ID_WARNING}\n\n" if keep_mainnet_chain_id else ""
     _say(
         incoming, chat,
         f"Creating shadow fork <b>{created.fork.fork_id}</b> from {html.escape(created.fork.block_requested)}. "
-        "I will tell you when it is ready (usually a few seconds).\n\n"
+        "I will tell you when it is ready (usually a few seconds).\n"
+        f"{chain_id_line(created.fork)}\n\n{warning}"
         f"RPC URL (keep it secret; it is shown only now):\n<code>{html.escape(created.rpc_url)}</code>",
         [[Button("Open fork", data=_data("i", created.fork.fork_id))]],
         hint=f"Your fork <b>{created.fork.fork_id}</b> is being created; there, open it and tap “New RPC URL” to get its URL.",
@@ -80,6 +99,7 @@ def info_text(user_id: int, fork_id: str) -> tuple[str, Keyboard]:
         f"<b>Shadow fork {fork.fork_id}</b> — {fork.status}",
         f"Base block: {int(fork.base_block) if fork.base_block is not None else 'not yet'}"
         + (f" ({behind} blocks behind mainnet)" if behind is not None else ""),
+        chain_id_line(fork),
         f"Journal: {details.journal_size} entries",
         f"Auto-sync: {'every ' + str(int(fork.sync_interval_s)) + ' s' if fork.auto_sync else 'off'}",
         f"Expires in: {left // 3600} h {left % 3600 // 60} min",
@@ -123,7 +143,11 @@ def fork_button(incoming: Incoming, chat: Chat) -> None:
         chat.answer_callback()
         _say(incoming, chat, *menu(user))
     elif action == "new":
-        if args and args[0] == "ask":
+        if args and args[0] == "mainnet":
+            chat.answer_callback()
+            chat.reply(f"{service.MAINNET_CHAIN_ID_WARNING}\n\nCreate a fork at latest that keeps chain id 1 anyway?",
+                       [[Button("Yes, keep chain id 1", data=_data("newmainnet")), Button("No, its own chain id", data=_data("new", "latest"))]])
+        elif args and args[0] == "ask":
             profile_of(incoming)
             conversation.start(user, FLOW, "await_block")
             chat.answer_callback()
@@ -131,6 +155,9 @@ def fork_button(incoming: Incoming, chat: Chat) -> None:
         else:
             chat.answer_callback()
             _create(incoming, chat, "latest")
+    elif action == "newmainnet":
+        chat.answer_callback()
+        _create(incoming, chat, "latest", keep_mainnet_chain_id=True)
     elif action == "i" and args:
         chat.answer_callback()
         _say(incoming, chat, *info_text(user, args[0]))

@@ -163,7 +163,7 @@ def _one_sample(entry: Any, gpu_index: Any, fallback_t: float | None) -> dict[st
 # ------------------------------------------------------------------------------------------- forks
 def forks_section(user_id: int) -> Section:
     """The user's live forks and how far each lags behind mainnet: the indexed chain head minus the block
-    the fork was last built or synced at (``base_block``), plus the time since its last sync."""
+    the fork was last built or synced at (``base_block``), plus the time since its last sync, and its chain id."""
     try:
         from depu.forks.models import ALIVE, Fork
     except ImportError:
@@ -184,6 +184,7 @@ def forks_section(user_id: int) -> Section:
             "lag_blocks": max(0, head - base) if head is not None and base is not None else None,
             "synced_at": synced,
             "auto_sync": bool(fork.auto_sync),
+            "chain_id": _number(fork.chain_id),  # wallets need it; 1 means the user kept mainnet's (warned)
         })
         if len(items) >= MAX_FORKS:
             break

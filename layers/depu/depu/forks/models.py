@@ -56,7 +56,8 @@ class ForksByTaskHost(GlobalSecondaryIndex):
 
 
 class Fork(Model):
-    """One shadow fork. ``next_seq``/``lock_until`` serialise journal writes; ``host_snapshots`` maps a
+    """One shadow fork. ``chain_id`` is its own (``chainids``), set at creation and passed to every anvil that
+    serves it. ``next_seq``/``lock_until`` serialise journal writes; ``host_snapshots`` maps a
     snapshot's journal seq (the id users see) to the id anvil gave it on the current host. ``host_secrets``
     maps a host RPC URL to the secret that host's front demands (see ``tasks``): a credential of the
     proxy-to-host link, not a user's token (docs/security.md), never shown to users or put in a state machine's
@@ -85,6 +86,9 @@ class Fork(Model):
     warned = BooleanAttribute(default=False)
     next_seq = NumberAttribute(default=0)
     lock_until = NumberAttribute(default=0)
+    budget_minute = NumberAttribute(default=0)  # the minute (epoch // 60) budget_blocks/_seconds count (limits.py)
+    budget_blocks = NumberAttribute(default=0)
+    budget_seconds = NumberAttribute(default=0)
     host_snapshots = JSONAttribute(default=dict)
     conflicts = UnicodeAttribute(null=True)
     conflict_count = NumberAttribute(default=0)

@@ -59,6 +59,7 @@ INVALID_PARAMS = -32602
 LIMIT_EXCEEDED = -32005
 FORK_UNAVAILABLE = -32003
 UNAUTHORIZED = -32001
+WRONG_CHAIN = -32000  # a raw transaction not signed for this fork's chain id (geth answers invalid chain id so)
 
 
 def canonical_write(method: str) -> str | None:

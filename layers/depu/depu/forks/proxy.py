@@ -7,9 +7,21 @@ refuses anything without it, so this proxy is the only way in.
 Snapshots are journal positions: ``evm_snapshot`` returns the seq of its journal entry as the snapshot id, and
 ``evm_revert`` to it drops that entry and every later one, so the journal always equals what the fork did and
 a rebuilt fork replays to the same state. The host's own snapshot ids live in ``Fork.host_snapshots``.
+
+What a host may be sent and what it may send back is bounded (docs/security.md, "Fork chain ids, bounded
+writes and host URLs"):
+
+- ``eth_sendRawTransaction`` must be signed for the fork's own chain id (``chainids``); an unprotected
+  (pre-EIP-155) transaction, valid on every chain, is refused before anything is journaled.
+- Mining counts and time jumps are capped per call and per minute (``limits``, charged under the lease).
+- Every write carries its journal seq to the host's front, which applies writes in seq order only.
+- Forwards go only to a host URL that passes ``hosturl.check_url`` (https, public addresses, re-checked at
+  every new connection), never follow a redirect, and read at most ``MAX_ANSWER_BYTES`` of an answer
+  (``MAX_RESPONSE_BYTES`` for a whole batch), so a host cannot make the proxy exceed Lambda's response limit.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -19,7 +31,7 @@ from typing import Any
 import requests
 
 from depu import jsonbody
-from depu.forks import journal, outcomes, policy, tokens
+from depu.forks import chainids, hosturl, journal, limits, outcomes, policy, tokens
 from depu.forks.models import PROVISIONING, REQUESTED, SERVING, Fork
 
 log = logging.getLogger(__name__)
@@ -27,6 +39,14 @@ log = logging.getLogger(__name__)
 FORWARD_TIMEOUT_S = 30.0
 FORK_CACHE_SECONDS = 1.0
 RECEIPT_WAIT_S = 5.0
+MAX_ANSWER_BYTES = 4 * 1024 * 1024  # one forwarded answer
+MAX_RESPONSE_BYTES = 5 * 1024 * 1024  # one HTTP response (a batch), under Lambda's 6 MB response limit
+HOST_URL_CHECK_SECONDS = 30.0  # a host URL's pre-check is cached; every new connection is checked regardless
+WRITE_SEQ_HEADER = "X-DePU-Write-Seq"
+
+
+class AnswerTooLarge(Exception):
+    """The host's answer is over the cap: the user gets a clear error, the proxy never holds more."""
 
 
 @dataclass
@@ -79,10 +99,23 @@ class ForkProxy:
                 return RpcReply(200, error(None, policy.INVALID_REQUEST, f"a batch holds 1 to {policy.MAX_BATCH} requests"))
             if not self.bucket.take(fork.fork_id, len(payload)):
                 return RpcReply(429, error(None, policy.LIMIT_EXCEEDED, "rate limit exceeded for this fork"))
-            return RpcReply(200, [self.call(fork, request) for request in payload])
+            return RpcReply(200, self._batch(fork, payload))
         if not self.bucket.take(fork.fork_id):
             return RpcReply(429, error(None, policy.LIMIT_EXCEEDED, "rate limit exceeded for this fork"))
         return RpcReply(200, self.call(fork, payload))
+
+    def _batch(self, fork: Fork, requests_: list[Any]) -> list[dict[str, Any]]:
+        """Answer a batch within MAX_RESPONSE_BYTES in all: each forward may read only what is left."""
+        answers, left = [], MAX_RESPONSE_BYTES
+        for request in requests_:
+            self._local.cap = max(0, min(MAX_ANSWER_BYTES, left - 1024))
+            try:
+                answer = self.call(fork, request)
+            finally:
+                self._local.cap = None
+            left -= len(json.dumps(answer, separators=(",", ":")))
+            answers.append(answer)
+        return answers
 
     def _resolve(self, token: str) -> Fork:
         now = time.monotonic()
@@ -122,6 +155,10 @@ class ForkProxy:
         if not policy.is_allowed(method):
             return error(request_id, policy.METHOD_NOT_ALLOWED, "method not allowed on DePU forks")
         try:
+            if method == "eth_sendRawTransaction":
+                refused_tx = self._wrong_chain(fork, params)
+                if refused_tx:
+                    return error(request_id, policy.WRONG_CHAIN, refused_tx)
             if method == policy.REVERT:
                 return self._revert(fork, request_id, params)
             canonical = policy.canonical_write(method)
@@ -129,17 +166,44 @@ class ForkProxy:
                 return self._write(fork, request_id, canonical, params)
             return self._forward(fork, method, params, request_id)
         except journal.WriteRefused as refused:
+            if refused.detail:  # the per-minute budget, or a write overtaken by a sync or rebuild
+                return error(request_id, policy.LIMIT_EXCEEDED, f"write refused: {refused.detail}")
             reason = "another write to this fork is in progress" if refused.reason == "busy" else f"the fork is {refused.reason}"
             return error(request_id, policy.LIMIT_EXCEEDED, f"write not accepted now: {reason}; retry shortly")
+        except limits.LimitRefused as refused:
+            return error(request_id, policy.INVALID_PARAMS if refused.invalid else policy.LIMIT_EXCEEDED, f"write refused: {refused}")
+        except AnswerTooLarge as too_large:
+            return error(request_id, policy.LIMIT_EXCEEDED, str(too_large))
+        except hosturl.HostUrlRefused as refused:
+            log.warning("fork %s host URL refused: %s", fork.fork_id, refused)
+            return error(request_id, policy.FORK_UNAVAILABLE, "the fork's host address is not allowed (a fork host must be on a public https address)")
         except requests.RequestException:
             log.warning("fork %s host unreachable", fork.fork_id)
             return error(request_id, policy.FORK_UNAVAILABLE, "the fork's host did not answer; retry shortly")
+
+    @staticmethod
+    def _wrong_chain(fork: Fork, params: list[Any]) -> str | None:
+        """Why this raw transaction may not go to ``fork``, or None: it must be signed for the fork's chain id,
+        so that nothing signed on a fork is valid on mainnet (or on another fork)."""
+        try:
+            signed_for = chainids.signed_chain_id(params[0] if params else None)
+        except chainids.RawTxRefused as refused:
+            return str(refused)
+        expected = fork.chain_id
+        if expected is None:
+            return "this fork has no chain id yet; retry shortly"
+        if signed_for != int(expected):
+            return (f"transaction signed for chain id {signed_for}, but this fork's chain id is {int(expected)}: "
+                    f"sign it for chain id {int(expected)} (eth_chainId tells you)")
+        return None
 
     def _write(self, fork: Fork, request_id: Any, method: str, params: list[Any]) -> dict[str, Any]:
         current, seq, lease = journal.begin_write(fork.fork_id)
         snapshots = None
         try:
-            answer = self._forward(current, method, params, request_id)
+            cost = limits.cost(method, params, lambda: self._latest_timestamp(current))
+            journal.charge(current, lease, cost)
+            answer = self._forward(current, method, params, request_id, write_seq=seq)
             if "error" in answer:
                 return answer  # the fork did not change: nothing to journal
             value = answer.get("result")
@@ -147,7 +211,7 @@ class ForkProxy:
                 outcome = outcomes.of_receipt(self._receipt(current, value))
             else:
                 outcome = outcomes.of_result(value)
-            journal.record(fork.fork_id, seq, method, params, outcome)
+            journal.record(fork.fork_id, seq, method, params, outcome, lease=lease)
             if method == "evm_snapshot":
                 snapshots = {**(current.host_snapshots or {}), str(seq): value}
                 answer = result(request_id, hex(seq))
@@ -159,20 +223,27 @@ class ForkProxy:
         snapshot_seq = _snapshot_id(params[0] if params else None)
         if snapshot_seq is None:
             return error(request_id, policy.INVALID_PARAMS, "evm_revert takes a snapshot id")
-        current, _seq, lease = journal.begin_write(fork.fork_id)
+        current, revert_seq, lease = journal.begin_write(fork.fork_id)
         snapshots = dict(current.host_snapshots or {})
         changed = None
         try:
             host_id = snapshots.get(str(snapshot_seq))
             if host_id is None:
                 return result(request_id, False)
-            answer = self._forward(current, "evm_revert", [host_id], request_id)
+            answer = self._forward(current, "evm_revert", [host_id], request_id, write_seq=revert_seq)
             if answer.get("result") is True:
                 journal.truncate_from(fork.fork_id, snapshot_seq)
                 changed = {key: value for key, value in snapshots.items() if int(key) < snapshot_seq}
             return answer
         finally:
             journal.end_write(fork.fork_id, lease, changed)
+
+    def _latest_timestamp(self, fork: Fork) -> int:
+        block = self._forward(fork, "eth_getBlockByNumber", ["latest", False], 0).get("result") or {}
+        try:
+            return int(block["timestamp"], 16)
+        except (KeyError, TypeError, ValueError):
+            raise requests.ConnectionError("the host gave no latest block") from None
 
     def _receipt(self, fork: Fork, tx_hash: Any) -> dict[str, Any] | None:
         """The transaction's receipt: anvil answers the hash before its automine block is sealed."""
@@ -183,27 +254,72 @@ class ForkProxy:
                 return receipt
             time.sleep(0.02)
 
-    def _forward(self, fork: Fork, method: str, params: list[Any], request_id: Any) -> dict[str, Any]:
+    def _forward(self, fork: Fork, method: str, params: list[Any], request_id: Any,
+                 write_seq: int | None = None) -> dict[str, Any]:
         url = fork.host_rpc_url
         if not url:
             raise requests.ConnectionError("no host")
+        self._check_host(url)
         session = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = requests.Session()
+            session = self._local.session = hosturl.guarded_session()
         secret = (fork.host_secrets or {}).get(url)
         headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+        if write_seq is not None:
+            headers[WRITE_SEQ_HEADER] = str(write_seq)
+        cap = getattr(self._local, "cap", None)
+        cap = MAX_ANSWER_BYTES if cap is None else cap
         response = session.post(
             url, json={"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}, headers=headers,
-            timeout=FORWARD_TIMEOUT_S,
+            timeout=FORWARD_TIMEOUT_S, allow_redirects=False, stream=True,
         )
-        if response.status_code == 401:
-            log.warning("fork %s host refused the proxy's secret", fork.fork_id)
-            return error(request_id, policy.FORK_UNAVAILABLE, "the fork's host did not accept the DePU proxy; retry shortly")
-        answer = response.json()
+        try:
+            if response.status_code == 401:
+                log.warning("fork %s host refused the proxy's secret", fork.fork_id)
+                return error(request_id, policy.FORK_UNAVAILABLE, "the fork's host did not accept the DePU proxy; retry shortly")
+            if 300 <= response.status_code < 400:
+                log.warning("fork %s host answered a redirect (%s): not followed", fork.fork_id, response.status_code)
+                return error(request_id, policy.FORK_UNAVAILABLE, "the fork's host answered with a redirect, which DePU never follows")
+            body = _read_capped(response, cap)
+        finally:
+            response.close()
+        try:
+            answer = jsonbody.loads(body)
+        except ValueError:
+            answer = None
         if not isinstance(answer, dict):
             return error(request_id, policy.FORK_UNAVAILABLE, "the fork's host answered nonsense")
         answer["id"] = request_id
         return answer
+
+    def _check_host(self, url: str) -> None:
+        """The host URL passes ``hosturl.check_url`` (cached briefly; the session re-checks every connection)."""
+        checked = getattr(self._local, "checked", None)
+        if checked is None:
+            checked = self._local.checked = {}
+        now = time.monotonic()
+        if checked.get(url, -1e9) > now:
+            return
+        hosturl.check_url(url, require_port=False)
+        checked[url] = now + HOST_URL_CHECK_SECONDS
+
+
+def _read_capped(response: requests.Response, cap: int) -> bytes:
+    """The response body, or AnswerTooLarge once it passes ``cap`` bytes (never reading much more)."""
+    too_large = AnswerTooLarge(
+        f"the fork's answer is over {cap} bytes, more than DePU forwards; ask for less "
+        "(e.g. a narrower block range for eth_getLogs, or fewer requests in a batch)"
+    )
+    declared = response.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > cap:
+        raise too_large
+    chunks, total = [], 0
+    for chunk in response.iter_content(64 * 1024):
+        total += len(chunk)
+        if total > cap:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 _default: ForkProxy | None = None

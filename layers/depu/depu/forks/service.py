@@ -19,7 +19,7 @@ import requests
 
 from depu.config import get_settings
 from depu.errors import UserError
-from depu.forks import hosts, journal, proxy, tokens
+from depu.forks import chainids, hosts, journal, proxy, tokens
 from depu.forks.models import ACTIVE, ALIVE, DELETED, DELETING, FAILED, REQUESTED, Fork, utcnow_iso
 
 MAX_ALIVE_FORKS = 3
@@ -71,9 +71,17 @@ def parse_block(text: str | int | None) -> str:
     return str(int(value))
 
 
-def create_fork(user_id: int, chat_id: int, block: str | int | None = "latest") -> Created:
+MAINNET_CHAIN_ID_WARNING = (
+    "⚠️ This fork keeps mainnet's chain id 1: every transaction you sign for it is also valid on Ethereum mainnet, "
+    "and anyone who sees it (the fork's host included) could broadcast it there for real. Sign only with throwaway "
+    "keys, or use a fork with its own chain id."
+)
+
+
+def create_fork(user_id: int, chat_id: int, block: str | int | None = "latest", keep_mainnet_chain_id: bool = False) -> Created:
     """Record a fork, give it an RPC URL (shown once), assign it to the least loaded approved host and start
-    the create state machine."""
+    the create state machine. The fork gets its own chain id (``chainids``) unless the user explicitly chose to
+    keep mainnet's (see MAINNET_CHAIN_ID_WARNING)."""
     base = parse_block(block)
     alive = [fork for fork in list_forks(user_id) if fork.status in ALIVE]
     if len(alive) >= MAX_ALIVE_FORKS:
@@ -91,6 +99,7 @@ def create_fork(user_id: int, chat_id: int, block: str | int | None = "latest") 
         created_at=utcnow_iso(),
         status=REQUESTED,
         block_requested=base,
+        chain_id=chainids.MAINNET if keep_mainnet_chain_id else chainids.for_fork(fork_id),
         rpc_token_hash=token_hash,
         auto_sync=False,
         sync_interval_s=DEFAULT_SYNC_INTERVAL_S,

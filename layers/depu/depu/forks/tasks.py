@@ -36,7 +36,7 @@ from pynamodb.exceptions import UpdateError
 
 from depu.config import get_settings
 
-from depu.forks import hosts, journal, outcomes
+from depu.forks import chainids, hosts, hosturl, journal, outcomes
 from depu.forks.models import ACTIVE, DELETED, DELETING, FAILED, PROVISIONING, SYNCING, Fork
 
 log = logging.getLogger(__name__)
@@ -68,9 +68,12 @@ class ClaimedTask:
     block: str
     journal: list[dict[str, Any]]
     host_secret: str = ""
+    chain_id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         task = {"task_id": self.task_id, "kind": self.kind, "fork_id": self.fork_id, "block": self.block, "journal": self.journal}
+        if self.chain_id is not None:
+            task["chain_id"] = self.chain_id
         if self.host_secret:
             task["host_secret"] = self.host_secret
         return task
@@ -213,7 +216,7 @@ def _take(agent_id: str) -> ClaimedTask | None:
             fork = _after_writes(fork)
             entries = [{"seq": int(e.seq), "method": e.method, "params": e.params} for e in journal.entries(fork.fork_id)]
         return ClaimedTask(pending["task_id"], kind, fork.fork_id, pending.get("block") or "latest", entries,
-                           pending.get("host_secret", ""))
+                           pending.get("host_secret", ""), _chain_id(fork) if kind != STOP else None)
     return None
 
 
@@ -222,6 +225,14 @@ def _drop_address(fork: Fork, agent_id: str) -> None:
         fork.update(actions=[Fork.task_host.remove()], condition=Fork.task_host == agent_id)
     except UpdateError:
         pass
+
+
+def _chain_id(fork: Fork) -> int:
+    """The fork's chain id, which the host must start anvil with; a fork recorded before forks had their own
+    (still waiting for its first host) gets one now."""
+    if fork.chain_id is None:
+        fork.update(actions=[Fork.chain_id.set(chainids.for_fork(fork.fork_id))], condition=Fork.chain_id.does_not_exist())
+    return int(fork.chain_id)
 
 
 def _after_writes(fork: Fork) -> Fork:
@@ -278,9 +289,11 @@ def _host_failed(fork: Fork, agent_id: str, pending: dict[str, Any], reason: str
 def _replayed(fork: Fork, agent_id: str, report: dict[str, Any], allowed_url_host: str | None,
               pending: dict[str, Any]) -> dict[str, Any]:
     rpc_url = str(report.get("rpc_url") or "")
+    try:
+        hosturl.check_url(rpc_url, require_port=True)
+    except hosturl.HostUrlRefused as refused:
+        raise BadReport(f"rpc_url refused: {refused}") from None
     parts = urlsplit(rpc_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.hostname.startswith("169.254."):
-        raise BadReport("rpc_url must be an http(s) URL of the host")
     if allowed_url_host and parts.hostname != allowed_url_host:
         raise BadReport("rpc_url must be on the host's declared fork address")
     try:
@@ -290,6 +303,8 @@ def _replayed(fork: Fork, agent_id: str, report: dict[str, Any], allowed_url_hos
         snapshots = {str(int(seq)): value for seq, value in (report.get("snapshots") or {}).items()}
     except (KeyError, TypeError, ValueError) as error:
         raise BadReport(f"malformed report: {error}") from None
+    if fork.chain_id is not None and chain_id != int(fork.chain_id):
+        raise BadReport(f"the fork runs with chain id {chain_id}, not its own {int(fork.chain_id)}")
     requested = str(pending.get("block") or "latest")
     if pending.get("kind") == PROVISION and requested.isdigit() and int(requested) != base_block:
         raise hosts.HostLied(f"it was asked for block {requested} and reported {base_block}")
