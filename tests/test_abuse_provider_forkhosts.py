@@ -14,7 +14,7 @@ import requests
 from depu.agents.registry import get_agent
 from depu.config import get_settings
 from depu.forks import janitor, journal, outcomes, service, tasks
-from depu.forks.models import Fork
+from depu.forks.models import Fork, utcnow_iso
 from forks_support import Anvil, ApiFront, mined_anvil, notices, register_fork_host, wait_execution, wait_for
 
 USER = 7301
@@ -57,8 +57,10 @@ def report_http(front: ApiFront, token: str, task_id: str, body: dict) -> reques
                          headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
 
-def built(rpc_url: str, base_block: int) -> dict:
-    return {"ok": True, "rpc_url": rpc_url, "base_block": base_block, "chain_id": 1, "entries": [], "snapshots": {}}
+def built(rpc_url: str, base_block: int, task: dict) -> dict:
+    """An honest-looking report for ``task``: the chain id is the one the task gave (the fork's own)."""
+    return {"ok": True, "rpc_url": rpc_url, "base_block": base_block, "chain_id": task["chain_id"], "entries": [],
+            "snapshots": {}}
 
 
 def active(fork_id: str) -> Fork:
@@ -72,7 +74,8 @@ def test_a_self_declared_fork_host_that_no_operator_approved_gets_no_task_journa
     assert created.fork.assigned_host == honest  # the API never assigns a fork to an unapproved agent
     # a raw signed transaction already in the journal (a rebuild hands the journal over): the squatter's prize
     Fork(created.fork.fork_id).update(actions=[Fork.next_seq.set(1)])
-    journal.record(created.fork.fork_id, 0, "eth_sendRawTransaction", [RAW_TX], outcomes.of_result("0x1"))
+    journal.JournalEntry(created.fork.fork_id, 0, method="eth_sendRawTransaction", params=[RAW_TX],
+                         outcome=outcomes.of_result("0x1"), created_at=utcnow_iso()).save()
 
     for _ in range(3):
         refused = claim_http(api, squatter_token)
@@ -95,8 +98,8 @@ def test_an_approved_host_cannot_claim_a_task_for_a_fork_assigned_to_another_hos
     for _ in range(3):
         assert claim_http(api, second_token).json()["task"] is None
     provision = wait_for(lambda: claim_http(api, first_token).json()["task"], 20, "host-a's task")
-    assert report_http(api, second_token, provision["task_id"], built(chains[0].url, 250)).status_code == 404
-    assert report_http(api, first_token, provision["task_id"], built(chains[0].url, 250)).status_code == 200
+    assert report_http(api, second_token, provision["task_id"], built(chains[0].url, 250, provision)).status_code == 404
+    assert report_http(api, first_token, provision["task_id"], built(chains[0].url, 250, provision)).status_code == 200
     fork = active(created.fork.fork_id)
     assert fork.host_agent_id == first
 
@@ -118,7 +121,7 @@ def test_a_host_that_reports_a_wrong_base_is_suspended_and_the_fork_is_built_by_
     honest, honest_token = register_fork_host("honest")
     task = wait_for(lambda: claim_http(api, liar_token).json()["task"], 20, "the liar's task")
     # it serves a chain of its own and says it is mainnet at block 250
-    answer = report_http(api, liar_token, task["task_id"], built(other_chain.url, 250))
+    answer = report_http(api, liar_token, task["task_id"], built(other_chain.url, 250, task))
     assert answer.status_code == 200 and answer.json()["told"]["suspended"] is True
     assert "not mainnet's" in get_agent(liar).fork_host_suspended
     # no more fork tasks for it, and its provider is told
@@ -130,7 +133,7 @@ def test_a_host_that_reports_a_wrong_base_is_suspended_and_the_fork_is_built_by_
     # the state machine asks again, and the build goes to the other approved host
     retry = wait_for(lambda: claim_http(api, honest_token).json()["task"], 20, "the honest host's task")
     assert retry["fork_id"] == created.fork.fork_id and retry["host_secret"] != task["host_secret"]
-    assert report_http(api, honest_token, retry["task_id"], built(mainnet.url, 250)).status_code == 200
+    assert report_http(api, honest_token, retry["task_id"], built(mainnet.url, 250, retry)).status_code == 200
     fork = active(created.fork.fork_id)
     assert (fork.host_agent_id, fork.host_rpc_url, fork.base_block) == (honest, mainnet.url, 250)
     assert other_chain.url not in (fork.host_secrets or {})
@@ -140,7 +143,7 @@ def test_a_lying_host_with_no_other_host_ends_the_build_failed_and_the_user_is_t
     liar, liar_token = register_fork_host("liar", provider_id=LIAR_PROVIDER)
     created = service.create_fork(USER, USER, "latest")
     task = wait_for(lambda: claim_http(api, liar_token).json()["task"], 20, "the liar's task")
-    report_http(api, liar_token, task["task_id"], built(chains[1].url, 200))
+    report_http(api, liar_token, task["task_id"], built(chains[1].url, 200, task))
     # the state machine asks once more; no approved host is left to poll, and the janitor's sweep answers it
     fork = wait_for(lambda: janitor.sweep() and (f := Fork.get(created.fork.fork_id)).status == "failed" and f, 30, "failed")
     assert fork.failure == "NoForkHost"
@@ -155,14 +158,14 @@ def test_a_host_that_lies_on_a_sync_is_suspended_and_its_forks_are_rebuilt_elsew
     for _ in range(2):
         created = service.create_fork(USER, USER, "latest")
         task = wait_for(lambda: claim_http(api, liar_token).json()["task"], 20, "a build")
-        assert report_http(api, liar_token, task["task_id"], built(mainnet.url, 200)).status_code == 200  # honest so far
+        assert report_http(api, liar_token, task["task_id"], built(mainnet.url, 200, task)).status_code == 200  # honest so far
         forks.append(active(created.fork.fork_id))
     honest, honest_token = register_fork_host("honest")
     notices(5)
 
     service.sync_now(USER, forks[0].fork_id)
     rebase = wait_for(lambda: claim_http(api, liar_token).json()["task"], 20, "the rebase")
-    assert report_http(api, liar_token, rebase["task_id"], built(other_chain.url, 260)).json()["told"]["suspended"] is True
+    assert report_http(api, liar_token, rebase["task_id"], built(other_chain.url, 260, rebase)).json()["told"]["suspended"] is True
     # its other fork moves at once; the one it was syncing once the sync has ended (the janitor's next sweep)
     back = wait_for(lambda: (f := Fork.get(forks[0].fork_id)).status == "active" and f, 30, "sync ended")
     assert back.base_block == 200 and back.host_agent_id == liar  # the lie was not recorded
@@ -170,7 +173,7 @@ def test_a_host_that_lies_on_a_sync_is_suspended_and_its_forks_are_rebuilt_elsew
     for _ in forks:
         rebuild = wait_for(lambda: claim_http(api, honest_token).json()["task"], 20, "a rebuild")
         assert rebuild["block"] == "200"
-        assert report_http(api, honest_token, rebuild["task_id"], built(mainnet.url, 200)).status_code == 200
+        assert report_http(api, honest_token, rebuild["task_id"], built(mainnet.url, 200, rebuild)).status_code == 200
     for fork in forks:
         assert active(fork.fork_id).host_agent_id == honest
     assert claim_http(api, liar_token).status_code == 403

@@ -284,7 +284,7 @@ class ForkProxy:
         finally:
             response.close()
         try:
-            answer = jsonbody.loads(body)
+            answer = jsonbody.loads(body, max_bytes=cap)  # already read within the cap
         except ValueError:
             answer = None
         if not isinstance(answer, dict):
