@@ -15,7 +15,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from depu import jsonbody
-from depu.agents import package, registry, tokens
+from depu.agents import challenges, package, registry, tokens
 from depu.agents.registry import Agent, RegistrationError
 from depu.forks.host_api import fork_router
 from depu.jobs import lifecycle, work
@@ -27,6 +27,7 @@ app = APIGatewayRestResolver()
 app.include_router(fork_router)  # fork hosts: /agent/forks/... (depu.forks.host_api)
 
 MAX_BODY_BYTES = 256 * 1024
+REVEAL_MAX_BODY_BYTES = 1024 * 1024  # 16 devices x 2 rows of 8192 packed entries with proofs, after auth
 PACKAGE_SHA256_HEADER = "X-Depu-Package-Sha256"
 
 
@@ -42,9 +43,9 @@ def _json(status: int, body: dict[str, Any] | None) -> Response:
     )
 
 
-def _body() -> dict[str, Any]:
+def _body(limit: int = MAX_BODY_BYTES) -> dict[str, Any]:
     raw = app.current_event.body or ""
-    if len(raw) > MAX_BODY_BYTES:
+    if len(raw) > limit:
         raise work.BadRequest("body too large")
     try:
         body = jsonbody.loads(raw) if raw else {}
@@ -117,6 +118,7 @@ def register() -> Response:
             "gpu_class": registration.gpu_class,
             "verified": registration.verified,
             "verdict": registration.verdict,
+            "challenge_due": registration.challenge_due,
         },
     )
 
@@ -127,7 +129,42 @@ def heartbeat() -> Response:
     body = _body()
     cancel = work.heartbeat(agent, body.get("metrics"), body.get("running_jobs"), body.get("free_gpus"),
                             body.get("fault"))
-    return _json(200, {"cancel": cancel, "lease_seconds": LEASE_SECONDS, "heartbeat_seconds": HEARTBEAT_SECONDS})
+    return _json(200, {"cancel": cancel, "lease_seconds": LEASE_SECONDS, "heartbeat_seconds": HEARTBEAT_SECONDS,
+                       "challenge_due": challenges.is_due(agent), "verified": bool(agent.verified)})
+
+
+# Hardware challenges (depu.agents.challenges): issue -> commit (in time) -> reveal (checked)
+@app.exception_handler(challenges.NoChallenge)
+def _no_challenge(_: challenges.NoChallenge) -> Response:
+    return _json(409, {"error": "no such challenge: unknown, already answered, or not this agent's"})
+
+
+@app.exception_handler(challenges.ChallengeRefused)
+def _challenge_refused(error: challenges.ChallengeRefused) -> Response:
+    return _json(409, {"error": f"no challenge for this agent: {error}"})
+
+
+@app.post("/agent/challenge")
+def challenge() -> Response:
+    agent = _agent()
+    _body()
+    return _json(200, challenges.issue(agent))
+
+
+@app.post("/agent/challenge/commit")
+def challenge_commit() -> Response:
+    agent = _agent()
+    body = _body()
+    return _json(200, challenges.commit(agent, body.get("challenge_id"), body.get("roots")))
+
+
+@app.post("/agent/challenge/reveal")
+def challenge_reveal() -> Response:
+    agent = _agent()
+    body = _body(REVEAL_MAX_BODY_BYTES)
+    outcome = challenges.reveal(agent, body.get("challenge_id"), body.get("devices"))
+    logger.info("challenge answered", extra={"agent_id": agent.agent_id, "passed": outcome["passed"]})
+    return _json(200, outcome)
 
 
 @app.post("/agent/claim")

@@ -29,6 +29,7 @@ from depu.agents.verification import BenchmarkVerdict, judge_benchmark
 from depu.config import get_settings
 
 CPU_CLASS = "cpu"
+AWAITING_CHALLENGE = "awaiting its first hardware challenge"
 RENTAL_CAPABILITY = "gpu"  # "runs rental jobs" (a CPU-only agent declares it too); fork hosts say "fork_host"
 MAX_GPUS_PER_AGENT = 16
 MAX_FAULT_CHARS = 300
@@ -81,9 +82,24 @@ class Agent(Model):
     jobs_done = NumberAttribute(default=0)
     # Why the agent says it cannot take work (its sandbox cannot run a script), from its last heartbeat.
     fault = UnicodeAttribute(null=True)
+    # Hardware challenges (depu.agents.challenges): the pending one, when the next falls due, the outcomes
+    challenge_id = UnicodeAttribute(null=True)
+    challenge = JSONAttribute(null=True)
+    challenge_due_at = NumberAttribute(null=True)
+    challenges_passed = NumberAttribute(default=0)
+    challenges_failed = NumberAttribute(default=0)
+    leases_lost = NumberAttribute(default=0)
+    verified_at = NumberAttribute(null=True)
+    measured_tflops = NumberAttribute(null=True)
 
     by_provider = AgentsByProvider()
     by_gpu_class = AgentsByGpuClass()
+
+    @property
+    def reliability(self) -> float:
+        from depu.agents.challenges import reliability
+
+        return reliability(self)
 
     @property
     def load(self) -> float:
@@ -111,6 +127,7 @@ class Registration:
     gpu_class: str
     verified: bool
     verdict: str
+    challenge_due: bool = False
 
 
 class RegistrationError(ValueError):
@@ -173,7 +190,10 @@ def register(
         raise RegistrationError("name is required")
     clean_gpus = _validate_gpus(gpus)
     gpu_class = gpu_class_of(clean_gpus[0]["name"], clean_gpus[0]["memory_mb"]) if clean_gpus else CPU_CLASS
-    verdict: BenchmarkVerdict = judge_benchmark(clean_gpus[0]["name"] if clean_gpus else None, benchmark or {})
+    # The agent's own benchmark can only rule it out; it is verified by passing a hardware challenge
+    precheck: BenchmarkVerdict = judge_benchmark(clean_gpus[0]["name"] if clean_gpus else None, benchmark or {})
+    verdict = (BenchmarkVerdict(False, 0.0, AWAITING_CHALLENGE) if precheck.verified
+               else BenchmarkVerdict(False, 0.0, precheck.reason))
     now = int(time.time())
     agent_id = "ag_" + uuid.uuid4().hex[:20]
     Agent(
@@ -195,9 +215,10 @@ def register(
         busy=0,
         free_gpus=[gpu["index"] for gpu in clean_gpus] or [0],
         fault=clean_fault(fault),
+        challenge_due_at=now if precheck.verified else None,
     ).save(condition=Agent.agent_id.does_not_exist())
     token = tokens.issue_agent_token(agent_id, provider_id)
-    return Registration(agent_id, token, gpu_class, verdict.verified, verdict.reason)
+    return Registration(agent_id, token, gpu_class, verdict.verified, verdict.reason, precheck.verified)
 
 
 def get_agent(agent_id: str) -> Agent | None:
