@@ -51,6 +51,7 @@ REVEAL_SECONDS = 30
 # Re-challenges: due at a random time in this window after a pass; ignored for this long, the agent is unverified
 RECHECK_MIN_SECONDS, RECHECK_MAX_SECONDS = 30 * 60, 6 * 3600
 IGNORE_GRACE_SECONDS = 2 * 3600
+RETRY_AFTER_FAILURE_SECONDS = 300
 MAX_ROOT_HEX = 64
 
 
@@ -151,7 +152,8 @@ def _fail(agent: Agent, challenge_id: str, verdict: str) -> dict[str, Any]:
     _swap(agent.agent_id, challenge_id, [
         Agent.challenge_id.remove(), Agent.challenge.remove(), Agent.verified.set(False),
         Agent.verdict.set(f"failed its hardware challenge: {verdict}"[:300]), Agent.challenges_failed.add(1),
-        Agent.challenge_due_at.set(int(time.time())),  # it may try again (and fail again, counted)
+        # it may try again after a pause (each failure counts against its reliability)
+        Agent.challenge_due_at.set(int(time.time()) + RETRY_AFTER_FAILURE_SECONDS),
     ])
     return {"passed": False, "verified": False, "verdict": verdict}
 
@@ -167,6 +169,9 @@ def commit(agent: Agent, challenge_id: Any, roots: Any, now: float | None = None
         return _fail(agent, challenge_id, f"committed after {elapsed:.1f} s; a {agent.gpu_class} answers "
                                           f"within {float(challenge['deadline_seconds']):.1f} s")
     devices, n, steps = int(challenge["devices"]), int(challenge["n"]), int(challenge["steps"])
+    if roots == []:
+        return _fail(agent, challenge_id, f"its devices could not compute the {agent.gpu_class} chain "
+                                          f"within {float(challenge['deadline_seconds']):.1f} s")
     if (not isinstance(roots, list) or len(roots) != devices
             or not all(isinstance(root, str) and len(root) == MAX_ROOT_HEX for root in roots)):
         return _fail(agent, challenge_id, f"expected {devices} Merkle roots of 64 hex digits")
