@@ -31,6 +31,7 @@ MAX_R = 4095
 EXACT_LIMIT = 2**24 - 1
 MEMORY_MASK = 0x7FFFFFFF
 GENERATE_ROWS = 1024  # rows generated at once: bounds the int64 temporaries to GENERATE_ROWS x n x 8 bytes
+HASH_ROWS = 512  # rows hashed per task (hashlib lets go of the GIL, so the tasks run on several cores)
 PRODUCT_ROWS = 256  # rows of a product computed between two looks at the deadline
 
 
@@ -207,7 +208,10 @@ class Prover:
                 del b
                 packed = pack(g)
                 work.rows.append(packed)
-                leaves.extend(pool.map(lambda i, s=step, p=packed: leaf(work.index, s, i, p[i].tobytes()), range(n)))
+                blocks = [(start, min(n, start + HASH_ROWS)) for start in range(0, n, HASH_ROWS)]
+                for hashed in pool.map(lambda block, s=step, p=packed: [
+                        leaf(work.index, s, i, p[i].tobytes()) for i in range(*block)], blocks):
+                    leaves.extend(hashed)
                 if time.time() > deadline:
                     raise TooLate(f"step {step} of {steps} done after the {challenge['deadline_seconds']} s deadline")
         work.tree = Merkle(leaves)

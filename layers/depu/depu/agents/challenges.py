@@ -29,7 +29,7 @@ from pynamodb.exceptions import UpdateError
 
 from depu.agents import proofwork
 from depu.agents.registry import CPU_CLASS, Agent
-from depu.agents.verification import expected_tflops
+from depu.agents.verification import expected_tflops, published_specs
 
 # Sizes and deadlines (the thresholds docs/scheduling.md states)
 GPU_N = 8192
@@ -38,7 +38,8 @@ MIN_STEPS, MAX_STEPS = 2, 64
 TARGET_COMPUTE_SECONDS = {"gpu": 2.0, "cpu": 1.0}  # what the chain should take at the class's expected speed
 DEADLINE_MARGIN = 3.0  # times the expected compute time
 HASH_BYTES_PER_SECOND = 250e6  # the agent's host hashes every committed row; no faster on a GPU host
-MEMORY_BYTES_PER_SECOND = 100e9  # filling the claimed VRAM; every current data-centre GPU is far above this
+MEMORY_SHARE = 0.25  # filling the claimed VRAM: a quarter of the model's published bandwidth (unknown: 100 GB/s)
+UNKNOWN_MEMORY_BYTES_PER_SECOND = 100e9
 FIXED_ALLOWANCE_SECONDS = 1.5  # network round trips and scheduling
 VRAM_SHARE = 0.9
 MEMORY_CHUNK_MB = 256
@@ -91,7 +92,9 @@ def sizes_for(agent: Agent) -> Sizes:
     memory_mb = 0 if is_cpu else int(min(float(gpu["memory_mb"]) for gpu in gpus) * VRAM_SHARE)
     compute = steps * per_product
     hashing = steps * n * n / 4 / HASH_BYTES_PER_SECOND
-    filling = memory_mb * 2**20 * 2 / MEMORY_BYTES_PER_SECOND  # written, then read back
+    specs = None if is_cpu else published_specs(gpus[0]["name"])
+    bandwidth = specs[1] * 1e9 * MEMORY_SHARE if specs else UNKNOWN_MEMORY_BYTES_PER_SECOND
+    filling = memory_mb * 2**20 * 2 / bandwidth  # written, then read back
     deadline = (compute + filling) * DEADLINE_MARGIN + hashing + FIXED_ALLOWANCE_SECONDS
     return Sizes(n, steps, devices, memory_mb, round(deadline, 3), compute)
 
