@@ -237,7 +237,9 @@ class Agent:
         try:
             outcome = challenge.answer(self.api, challenge.Prover(challenge.torch_devices(
                 [self.devices[index] for index in self.shared])))
-        except ApiUnavailable as exc:
+        except AgentRejected:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the API down, a device error: the cloud asks again
             log.warning("hardware challenge interrupted (%s); the cloud will ask again", exc)
             return
         log.log(logging.INFO if outcome.get("passed") else logging.ERROR, "hardware challenge: %s",
