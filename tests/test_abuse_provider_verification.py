@@ -333,3 +333,24 @@ def test_torch_prover_and_server_arithmetic_agree():
                                       proofwork.leaf(0, step, row, packed), proof, steps * n)
         assert not proofwork.verify_proof(work.tree.root, proofwork.leaf_index(step, row, n),
                                           proofwork.leaf(0, step, row, bytes(len(packed))), proof, steps * n)
+
+
+def test_the_agent_daemon_answers_a_due_challenge_between_jobs(aws, tmp_path):
+    """The real daemon: a heartbeat answer says a challenge is due; with every GPU idle it answers it."""
+    from depu.agents.registry import Agent
+
+    from depu_agent import daemon
+    from depu_agent.config import load_config
+
+    api = AgentApi()
+    agent, client = _cpu_agent(api)
+    config = load_config(tmp_path / "agent.json", environ={})
+    running = daemon.Agent(config, api=client, fault=None)
+    running.heartbeat()
+    assert running.challenge_due.is_set()
+    running.answer_challenge()
+    stored = _agent(agent["agent_id"])
+    assert stored.verified and stored.challenges_passed == 1 and not running.challenge_due.is_set()
+    Agent(agent["agent_id"]).update(actions=[Agent.challenge_due_at.set(int(time.time()) - 1)])
+    running.heartbeat()
+    assert running.challenge_due.is_set()  # a re-challenge, told by the heartbeat
