@@ -42,6 +42,7 @@ MEMORY_SHARE = 0.25  # filling the claimed VRAM: a quarter of the model's publis
 UNKNOWN_MEMORY_BYTES_PER_SECOND = 100e9
 FIXED_ALLOWANCE_SECONDS = 1.5  # network round trips and scheduling
 VRAM_SHARE = 0.9
+CHAIN_HEADROOM_MB = 3072  # left free beside the fill: the CUDA context and the chain's n×n matrices (~2 GB)
 MEMORY_CHUNK_MB = 256
 # Checks per challenge
 ROW_CHECKS = 16  # spread over the devices, at least MIN_ROW_CHECKS_PER_DEVICE each
@@ -89,7 +90,8 @@ def sizes_for(agent: Agent) -> Sizes:
     steps = min(MAX_STEPS, max(MIN_STEPS, _pow2_floor(target / per_product)))
     devices = 1 if is_cpu else len(gpus)
     # CPU: no VRAM to prove; its RAM is the host's, shared with the OS and the renter (docs/scheduling.md)
-    memory_mb = 0 if is_cpu else int(min(float(gpu["memory_mb"]) for gpu in gpus) * VRAM_SHARE)
+    claimed = 0.0 if is_cpu else min(float(gpu["memory_mb"]) for gpu in gpus)
+    memory_mb = 0 if is_cpu else max(0, int(min(claimed * VRAM_SHARE, claimed - CHAIN_HEADROOM_MB)))
     compute = steps * per_product
     hashing = steps * n * n / 4 / HASH_BYTES_PER_SECOND
     specs = None if is_cpu else published_specs(gpus[0]["name"])
