@@ -354,3 +354,29 @@ def test_the_agent_daemon_answers_a_due_challenge_between_jobs(aws, tmp_path):
     Agent(agent["agent_id"]).update(actions=[Agent.challenge_due_at.set(int(time.time()) - 1)])
     running.heartbeat()
     assert running.challenge_due.is_set()  # a re-challenge, told by the heartbeat
+
+
+def test_the_vram_fill_matches_what_the_server_recomputes(monkeypatch):
+    """The CUDA fill, run on the CPU (the device check is lifted for this test only): the values the agent
+    would read back are the server's."""
+    import torch
+
+    from depu.agents import proofwork
+
+    from depu_agent import challenge
+
+    class AnyDevice:
+        type = "cuda"
+
+    prover = challenge.Prover([torch.device("cpu")])
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    work = challenge.DeviceWork(0)
+    real_empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, device=None, **k: real_empty(*a, **k))
+    monkeypatch.setattr(torch, "arange", (lambda arange: lambda *a, device=None, **k: arange(*a, **k))(torch.arange))
+    seed = secrets.token_hex(32)
+    prover.fill_memory(work, AnyDevice(), seed, 2, 1)  # two chunks of 1 MB
+    assert len(work.memory) == 2
+    k = proofwork.key(seed, proofwork.memory_label(0))
+    for chunk, offset in [(0, 0), (0, 12345), (1, 262143), (1, 7)]:
+        assert int(work.memory[chunk][offset]) == proofwork.memory_value(k, chunk, offset)

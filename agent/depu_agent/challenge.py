@@ -30,6 +30,7 @@ MIX = 0x45D9F3B
 MAX_R = 4095
 EXACT_LIMIT = 2**24 - 1
 MEMORY_MASK = 0x7FFFFFFF
+MEMORY_STRIDE = 0x9E3779B1
 GENERATE_ROWS = 1024  # rows generated at once: bounds the int64 temporaries to GENERATE_ROWS x n x 8 bytes
 HASH_ROWS = 512  # rows hashed per task (hashlib lets go of the GIL, so the tasks run on several cores)
 PRODUCT_ROWS = 256  # rows of a product computed between two looks at the deadline
@@ -54,6 +55,13 @@ def key(seed: str, label: str) -> int:
 def mix(x):
     """proofwork.mix on an int64 tensor (every intermediate stays below 2**59)."""
     x = x & MASK32
+    x = (((x >> 16) ^ x) * MIX) & MASK32
+    x = (((x >> 16) ^ x) * MIX) & MASK32
+    return (x >> 16) ^ x
+
+
+def _mix_int(x: int) -> int:
+    x &= MASK32
     x = (((x >> 16) ^ x) * MIX) & MASK32
     x = (((x >> 16) ^ x) * MIX) & MASK32
     return (x >> 16) ^ x
@@ -160,10 +168,10 @@ class Prover:
         for chunk in range(max(1, memory_mb // chunk_mb)):
             data = torch.empty(elements, dtype=torch.int32, device=device)
             step = 1 << 24
+            base = _mix_int(k ^ chunk)
             for start in range(0, elements, step):
                 offsets = torch.arange(start, min(elements, start + step), dtype=torch.int64, device=device)
-                data[start:start + len(offsets)] = (mix(mix(torch.tensor(chunk, device=device) ^ k) ^ offsets)
-                                                    & MEMORY_MASK).to(torch.int32)
+                data[start:start + len(offsets)] = ((offsets * MEMORY_STRIDE + base) & MEMORY_MASK).to(torch.int32)
             work.memory.append(data)
         torch.cuda.synchronize(device)
 

@@ -9,7 +9,7 @@ agent's claimed class (depu.agents.proofwork says what is computed). The agent
    the class's deadline, counted from the moment the server issued the seed;
 2. is then told which rows and columns the server checks, and which memory positions (``checks``), and sends
    those rows with their Merkle proofs and the memory values (``reveal``). The server recomputes each checked
-   entry with one dot product and each memory value with two integer mixes.
+   entry with one dot product and each memory value with one.
 
 A challenge is stored on the agent's own item, so it is bound to that agent; its id is single-use (every move
 is a conditional write on it, and it is removed when the challenge ends), so a replayed answer finds nothing.

@@ -69,9 +69,13 @@ def b_entry(k: int, i: int, j: int, r: int) -> int:
     return raw(k, i, j) % (2 * r + 1) - r
 
 
+MEMORY_STRIDE = 0x9E3779B1  # odd; offset * stride < 2**58 for any chunk of up to 2**26 int32 values
+
+
 def memory_value(k: int, chunk: int, offset: int) -> int:
-    """What the agent wrote at ``offset`` (in int32 elements) of memory chunk ``chunk``."""
-    return raw(k, chunk, offset) & MEMORY_MASK
+    """What the agent wrote at ``offset`` (in int32 elements) of memory chunk ``chunk``: a per-chunk start from
+    the seed plus a stride, so the GPU fills memory at close to its bandwidth (one pass, no hashing per value)."""
+    return (mix(k ^ chunk) + offset * MEMORY_STRIDE) & MEMORY_MASK
 
 
 def pack_row(values: Sequence[int]) -> bytes:
