@@ -169,6 +169,7 @@ def agent_loop(cloud: Cloud, index: int, deadline: float, stats: Stats, claims: 
     if registered is None or registered.status_code != 201:
         return
     token = registered.json()["agent_token"]
+    _as_if_challenged(registered.json()["agent_id"])
     running: list[str] = []
     while time.monotonic() < deadline:
         post("agent heartbeat", "/agent/heartbeat", {"running_jobs": running, "free_gpus": [] if running else [0]},
@@ -184,6 +185,14 @@ def agent_loop(cloud: Cloud, index: int, deadline: float, stats: Stats, claims: 
             running.append(job_id)
         else:
             time.sleep(0.2)
+
+
+def _as_if_challenged(agent_id: str) -> None:
+    """No H100 here can pass an H100 hardware challenge: the simulated agents are stored as having passed one
+    (this bench measures the API under load, not verification; tests/test_abuse_provider_verification.py does)."""
+    from depu.agents.registry import Agent
+
+    Agent(agent_id).update(actions=[Agent.verified.set(True), Agent.challenge_due_at.set(int(time.time()) + 6 * 3600)])
 
 
 # ------------------------------------------------------------------------------------------ invariants

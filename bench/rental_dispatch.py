@@ -120,6 +120,14 @@ class SimulatedAgent(threading.Thread):
             self.errors += 1
             return
         self.api.set_token(body["agent_token"])
+        import torch
+
+        from depu_agent import challenge
+
+        # a CPU agent is verified only by passing the cloud's CPU challenge, as the real agent does
+        if body.get("challenge_due") and not challenge.answer(self.api, challenge.Prover([torch.device("cpu")]))["passed"]:
+            self.errors += 1
+            return
         self.budget["ready"] += 1
         while time.monotonic() < self.budget["deadline"]:
             with self.lock:

@@ -71,9 +71,15 @@ def register_agent(
     gpus: list[dict[str, Any]] | None = None,
     benchmark: dict[str, Any] | None = None,
     capabilities: list[str] | None = None,
+    vouch: bool = True,
 ) -> dict[str, Any]:
     """Register through the real API; returns its 201 body (agent_id, agent_token, ...). Rental agents
-    declare the "gpu" capability, CPU-only ones included."""
+    declare the "gpu" capability, CPU-only ones included.
+
+    A registered agent is unverified until it passes a hardware challenge, which no H100 here can. With
+    ``vouch`` (the default) an agent whose own report passed the pre-check is then stored as if it had passed
+    one, so tests of the rental flow get a working agent; tests/test_abuse_provider_verification.py runs the
+    real challenges."""
     capabilities = ["gpu"] if capabilities is None else capabilities
     status, body = api.call(
         "/agent/register",
@@ -87,7 +93,22 @@ def register_agent(
         },
     )
     assert status == 201, body
+    if vouch and body.get("challenge_due"):
+        vouch_for(body["agent_id"])
+        body = {**body, "verified": True, "verdict": "passed (test fixture)"}
     return body
+
+
+def vouch_for(agent_id: str) -> None:
+    """Store ``agent_id`` as having passed its hardware challenge (a fixture; see register_agent)."""
+    import time
+
+    from depu.agents.registry import Agent
+
+    Agent(agent_id).update(actions=[
+        Agent.verified.set(True), Agent.verdict.set("passed (test fixture)"), Agent.challenges_passed.add(1),
+        Agent.challenge_due_at.set(int(time.time()) + 6 * 3600),
+    ])
 
 
 def submit_job(

@@ -28,7 +28,7 @@ from depu_agent.outbox import Outbox
 from forks_support import wait_for
 from local.moto_server import free_port
 from rental_helpers import USER_ID, enrol_provider, ensure_user, run_matcher, submit_job
-from rental_helpers import GPU_H100, H100_BENCHMARK
+from rental_helpers import GPU_H100, H100_BENCHMARK, vouch_for
 from telegram_fake_api import FakeTelegram
 
 pytestmark = pytest.mark.e2e
@@ -65,6 +65,7 @@ def test_a_report_finished_while_the_api_is_down_survives_an_agent_restart_and_c
         "provider_token": enrol_provider(), "name": "rig", "gpus": [GPU_H100], "capabilities": ["gpu"],
         "benchmark": H100_BENCHMARK, "version": "test"})
     assert status == 201
+    vouch_for(registration["agent_id"])  # as if it had passed its hardware challenge (no H100 here)
     client.set_token(registration["agent_token"])
     job = submit_job()
     run_matcher()

@@ -37,8 +37,9 @@ def test_register_with_a_bad_provider_token_is_refused(aws):
 
 def test_register_gives_a_hashed_token_and_the_class(aws):
     api = AgentApi()
-    body = register_agent(api, enrol_provider())
-    assert body["gpu_class"] == "h100-80gb" and body["verified"] is True
+    body = register_agent(api, enrol_provider(), vouch=False)
+    # its own benchmark passes the pre-check, but only a hardware challenge verifies it
+    assert body["gpu_class"] == "h100-80gb" and body["verified"] is False and body["challenge_due"] is True
     assert body["heartbeat_seconds"] == 10 and body["lease_seconds"] == 60
     stored = boto3.client("dynamodb").scan(TableName="depu-TokensTable")["Items"]
     dumped = str(stored)
@@ -60,7 +61,7 @@ def test_fake_gpu_is_registered_unverified_and_gets_no_jobs(aws):
     api = AgentApi()
     ensure_user(USER_ID)
     fake = register_agent(api, enrol_provider(), gpus=[GPU_H100], benchmark={**CPU_BENCHMARK})
-    assert fake["verified"] is False and "ran on cpu" in fake["verdict"]
+    assert fake["verified"] is False and "ran on cpu" in fake["verdict"] and fake["challenge_due"] is False
     submit_job()
     result = run_matcher()
     assert len(result["batchItemFailures"]) == 1  # nobody fits: stays queued for a later try

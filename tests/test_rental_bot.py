@@ -66,7 +66,7 @@ def test_train_flow_holds_the_maximum_and_sends_one_progress_message(bot, cpu_ag
 
     chat = new_chat()
     bot.rent_gpu(command("rent_gpu"), chat)
-    assert "CPU (no GPU) · 1 online · 30 cr/h" in chat.timeline[-1][1][0][0].text
+    assert "CPU (no GPU) · 1 online · 30 cr/h · 67% reliable" in chat.timeline[-1][1][0][0].text  # 1 pass (fixture)
     bot.rent_step(press(chat.button("CPU")), chat)
     bot.rent_step(press(chat.button("Train")), chat)
     bot.rent_step(press(chat.button("3 epochs")), chat)

@@ -40,19 +40,28 @@ def _lease_runs_out(job_id: str) -> int:
     return int(Job.get(job_id, consistent_read=True).lease_expires_at) + 1
 
 
-def test_matcher_prefers_the_faster_idle_agent_then_balances_load(aws):
+def _track_record(agent: dict, leases_completed: int) -> None:
+    """What the cloud has seen the agent do (its reliability), which ranks it; its own benchmark never does."""
+    from depu.agents.registry import Agent
+
+    Agent(agent["agent_id"]).update(actions=[Agent.jobs_done.set(leases_completed)])
+
+
+def test_matcher_prefers_the_more_reliable_idle_agent_then_balances_load(aws):
     api = AgentApi()
     ensure_user(USER_ID, credits=10_000)
-    slow = register_agent(api, enrol_provider(), name="slow", benchmark={**H100_BENCHMARK, "fp32_tflops": 30.0})
+    slow = register_agent(api, enrol_provider(), name="slow", benchmark={**H100_BENCHMARK, "fp32_tflops": 99.0})
     fast = register_agent(api, enrol_provider(), name="fast", benchmark={**H100_BENCHMARK, "fp32_tflops": 55.0})
     two_gpu = register_agent(api, enrol_provider(), name="two", gpus=[GPU_H100, {**GPU_H100, "index": 1, "uuid": "GPU-1"}],
-                             benchmark={**H100_BENCHMARK, "fp32_tflops": 60.0})
+                             benchmark={**H100_BENCHMARK, "fp32_tflops": 30.0})
+    _track_record(fast, 3)
+    _track_record(two_gpu, 6)  # "slow" claims the most TFLOP/s and has done nothing: that ranks it last
     first = submit_job()
     run_matcher()
-    assert Job.get(first.job_id).agent_id == two_gpu["agent_id"]  # idle and fastest
+    assert Job.get(first.job_id).agent_id == two_gpu["agent_id"]  # idle and most reliable
     second = submit_job()
     run_matcher()
-    assert Job.get(second.job_id).agent_id == fast["agent_id"]  # "two" is half busy now: idle fast one next
+    assert Job.get(second.job_id).agent_id == fast["agent_id"]  # "two" is half busy now: idle reliable one next
     third = submit_job()
     run_matcher()
     assert Job.get(third.job_id).agent_id == slow["agent_id"]  # balance: every machine gets work
@@ -74,7 +83,7 @@ def test_silent_agent_loses_the_job_to_another_agent_and_the_user_pays_once(aws)
     assert offer and offer["attempt"] == 1
     second = register_agent(api, enrol_provider(7002), name="second")
 
-    # "first" stops heartbeating for its job (it still answers for itself, so it is online and faster)
+    # "first" stops heartbeating for its job (it still answers for itself, so it is online)
     _alive(api, first)
     swept = run_reaper(_lease_runs_out(job.job_id))
     assert swept["retried"] == [job.job_id]
@@ -195,12 +204,12 @@ def test_a_released_job_goes_straight_to_another_agent_never_back_to_the_drainin
     leaving = register_agent(api, enrol_provider(), name="leaving", benchmark={**H100_BENCHMARK, "fp32_tflops": 99.0})
     job = submit_job()
     run_matcher()
-    assert Job.get(job.job_id).agent_id == leaving["agent_id"]  # the faster one
+    assert Job.get(job.job_id).agent_id == leaving["agent_id"]  # the only one yet
     _claim(api, leaving)
     staying = register_agent(api, enrol_provider(7002), name="staying")
     assert api.call("/agent/release", {"job_ids": [job.job_id]}, leaving["agent_token"]) == (200, {"released": [job.job_id]})
     assert not is_online(get_agent(leaving["agent_id"]))
-    # the requeued job is offered to the other agent at once, not to the idle, faster, draining one
+    # the requeued job is offered to the other agent at once, not to the idle, draining one
     assert run_matcher()["batchItemFailures"] == []
     assert Job.get(job.job_id).agent_id == staying["agent_id"]
     assert _claim(api, staying)["attempt"] == 1
@@ -218,8 +227,9 @@ def test_a_released_job_goes_straight_to_another_agent_never_back_to_the_drainin
 def test_retryable_failure_moves_on_final_failure_charges_the_time_used(aws):
     api = AgentApi()
     ensure_user(USER_ID)
-    a = register_agent(api, enrol_provider(), name="a", benchmark={**H100_BENCHMARK, "fp32_tflops": 99.0})
+    a = register_agent(api, enrol_provider(), name="a")
     b = register_agent(api, enrol_provider(7002), name="b")
+    _track_record(a, 2)  # a ranks first
     job = submit_job()
     run_matcher()
     _claim(api, a)

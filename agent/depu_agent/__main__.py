@@ -61,7 +61,8 @@ def _register(args) -> int:
     config.save(args.config)
     bench = registered["benchmark"]
     print(f"registered agent {registered['agent_id']} with {len(registered['gpus'])} device(s); "
-          f"verified={bench.get('verified')} fp32={bench.get('fp32_tflops')} TFLOP/s")
+          f"verified={registered.get('verified')} ({registered.get('verdict')}); "
+          f"own benchmark fp32={bench.get('fp32_tflops')} TFLOP/s")
     return 0
 
 

@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import __version__, gpus, verify_runner
+from . import __version__, challenge, gpus, verify_runner
 from .api import AgentRejected, ApiClient, ApiUnavailable, Backoff
 from .job import JobRun
 from .outbox import Outbox
@@ -72,6 +72,8 @@ class Agent:
         # Why this agent cannot take work (its sandbox cannot run a script), or None. Sent with every
         # heartbeat so the provider sees it in /provider and the matcher offers it nothing.
         self.fault = fault
+        # The cloud asks for a hardware challenge (heartbeat answer); answered when every GPU is idle
+        self.challenge_due = threading.Event()
 
     # ------------------------------------------------------------------ entry
     def run(self) -> int:
@@ -178,6 +180,9 @@ class Agent:
             return answer
         for job_id in answer.get("cancel") or []:
             self.cancel(str(job_id))
+        if answer.get("challenge_due"):
+            self.challenge_due.set()
+            self.slot_freed.set()
         if answer.get("lease_seconds"):
             self.lease_seconds = float(answer["lease_seconds"])
             # at least three heartbeats per lease, so one or two lost ones never cost a job its lease
@@ -217,6 +222,9 @@ class Agent:
         backoff = Backoff(self.config.backoff_initial_seconds, self.config.backoff_max_seconds)
         while not self.stop.is_set() and not self.rejected.is_set():
             free = self.free_gpus()
+            if self.challenge_due.is_set() and len(free) == len(self.shared):
+                self.answer_challenge()
+                continue
             if not free:
                 self.slot_freed.wait(1.0)
                 self.slot_freed.clear()
@@ -243,6 +251,20 @@ class Agent:
             elif status not in (200, 204):
                 log.warning("claim answered %s: %s", status, answer)
                 self.stop.wait(backoff.delay(3))
+
+    def answer_challenge(self) -> None:
+        """Run the cloud's hardware challenge on the idle devices (between jobs: none is running)."""
+        self.challenge_due.clear()
+        try:
+            outcome = challenge.answer(self.api, challenge.Prover(challenge.torch_devices(
+                [self.devices[index] for index in self.shared])))
+        except AgentRejected:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the API down, a device error: the cloud asks again
+            log.warning("hardware challenge interrupted (%s); the cloud will ask again", exc)
+            return
+        log.log(logging.INFO if outcome.get("passed") else logging.ERROR, "hardware challenge: %s",
+                outcome.get("verdict"))
 
     def _accept(self, job: dict) -> None:
         job_id = str(job.get("job_id"))
@@ -323,11 +345,17 @@ def register(config, provider_token: str, api: ApiClient | None = None, fault: s
     if status != 201 or not answer.get("agent_token"):
         raise RegistrationFailed(f"register answered HTTP {status}: {answer.get('error') or answer.get('message') or answer}")
     config.write_token(answer["agent_token"])
+    outcome = {"passed": False, "verdict": answer.get("verdict")}
+    if answer.get("challenge_due"):
+        # the benchmark above is only the agent's word: the cloud verifies with its own challenge, now
+        api.set_token(answer["agent_token"])
+        outcome = challenge.answer(api, challenge.Prover(challenge.torch_devices(offered)))
     if answer.get("heartbeat_seconds"):  # the cloud's value is the longest gap it tolerates
         config.heartbeat_seconds = min(config.heartbeat_seconds, float(answer["heartbeat_seconds"]))
     if answer.get("lease_seconds"):
         config.lease_seconds = float(answer["lease_seconds"])
-    return {"agent_id": answer.get("agent_id"), "benchmark": benchmark, "gpus": body["gpus"]}
+    return {"agent_id": answer.get("agent_id"), "benchmark": benchmark, "gpus": body["gpus"],
+            "verified": bool(outcome.get("passed")), "verdict": outcome.get("verdict")}
 
 
 class RegistrationFailed(RuntimeError):

@@ -16,7 +16,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from depu import jsonbody, tracing
-from depu.agents import package, registry, tokens
+from depu.agents import challenges, package, registry, tokens
 from depu.agents.registry import Agent, RegistrationError
 from depu.forks.host_api import fork_router
 from depu.jobs import lifecycle, work
@@ -31,6 +31,7 @@ MAX_BODY_BYTES = 256 * 1024
 # register is the one route that parses before it authenticates (the provider token is in the body): an
 # outsider's body gets a small limit. A 16-GPU machine's registration is under 8 KiB.
 REGISTER_MAX_BODY_BYTES = 32 * 1024
+REVEAL_MAX_BODY_BYTES = 1024 * 1024  # 16 devices x 2 rows of 8192 packed entries with proofs, after auth
 PACKAGE_SHA256_HEADER = "X-Depu-Package-Sha256"
 PACKAGE_SIGNATURE_HEADER = "X-Depu-Package-Signature"
 
@@ -145,6 +146,7 @@ def register() -> Response:
             "gpu_class": registration.gpu_class,
             "verified": registration.verified,
             "verdict": registration.verdict,
+            "challenge_due": registration.challenge_due,
         },
     )
 
@@ -156,7 +158,8 @@ def heartbeat() -> Response:
     cancel = work.heartbeat(agent, body.get("metrics"), body.get("running_jobs"), body.get("free_gpus"),
                             body.get("fault"))
     return _json(200, {"cancel": cancel, "lease_seconds": LEASE_SECONDS, "heartbeat_seconds": HEARTBEAT_SECONDS,
-                       "renew_token": _renew_hint()})
+                       "renew_token": _renew_hint(), "challenge_due": challenges.is_due(agent),
+                       "verified": bool(agent.verified)})
 
 
 @app.post("/agent/token/renew")
@@ -170,6 +173,40 @@ def renew_token() -> Response:
     logger.info("agent token renewed", extra={"agent_id": agent.agent_id})
     return _json(200, {"agent_token": renewal.agent_token, "expires_in": renewal.expires_at - int(time.time()),
                        "overlap_seconds": tokens.AGENT_TOKEN_OVERLAP_SECONDS})
+
+
+# Hardware challenges (depu.agents.challenges): issue -> commit (in time) -> reveal (checked)
+@app.exception_handler(challenges.NoChallenge)
+def _no_challenge(_: challenges.NoChallenge) -> Response:
+    return _json(409, {"error": "no such challenge: unknown, already answered, or not this agent's"})
+
+
+@app.exception_handler(challenges.ChallengeRefused)
+def _challenge_refused(error: challenges.ChallengeRefused) -> Response:
+    return _json(409, {"error": f"no challenge for this agent: {error}"})
+
+
+@app.post("/agent/challenge")
+def challenge() -> Response:
+    agent = _agent()
+    _body()
+    return _json(200, challenges.issue(agent))
+
+
+@app.post("/agent/challenge/commit")
+def challenge_commit() -> Response:
+    agent = _agent()
+    body = _body()
+    return _json(200, challenges.commit(agent, body.get("challenge_id"), body.get("roots")))
+
+
+@app.post("/agent/challenge/reveal")
+def challenge_reveal() -> Response:
+    agent = _agent()
+    body = _body(REVEAL_MAX_BODY_BYTES)
+    outcome = challenges.reveal(agent, body.get("challenge_id"), body.get("devices"))
+    logger.info("challenge answered", extra={"agent_id": agent.agent_id, "passed": outcome["passed"]})
+    return _json(200, outcome)
 
 
 @app.post("/agent/claim")

@@ -55,6 +55,8 @@ class Offer:
     price_per_hour: int
     agents_online: int
     gpus_free: int
+    # the best reliability among its online verified agents (challenges passed, leases completed; 0..1)
+    reliability: float = 0.0
 
 
 def offers(now: float | None = None) -> list[Offer]:
@@ -71,6 +73,7 @@ def offers(now: float | None = None) -> list[Offer]:
             price_per_hour(gpu_class),
             len(agents),
             sum(max(0, int(a.gpu_count) - int(a.busy or 0)) for a in agents),
+            max(a.reliability for a in agents),
         )
         for gpu_class, agents in online.items()
     ]

@@ -2,8 +2,11 @@
 
 Candidates are the agents of the job's GPU class heard from within ONLINE_SECONDS (one Query on by_gpu_class,
 its range key bounding last_seen_at), keeping the verified rental agents with a free slot that the job has not failed
-on before and that report no fault (an agent whose sandbox cannot run a script says so in its heartbeat). They are ranked by load (busy / GPUs, lowest first, which spreads work across machines), then by
-measured benchmark score (fastest first), then most recently seen. The first is offered the job with one
+on before, that report no fault (an agent whose sandbox cannot run a script says so in its heartbeat) and that
+owe no hardware challenge (a due one is answered on idle GPUs, so it gets no new work until then). They are
+ranked by load (busy / GPUs, lowest first, which spreads work across machines), then by reliability (challenges
+passed and leases completed against those failed and lost: what the cloud observed, never what the agent
+reports), then most recently seen. The first is offered the job with one
 conditional transaction (job queued -> assigned, agent busy < GPUs); if that agent filled up meanwhile the next
 one is tried. Nobody fits: the job stays queued and SQS offers it again after a backoff.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import time
 
+from depu.agents.challenges import is_due
 from depu.agents.registry import RENTAL_CAPABILITY, Agent
 from depu.jobs import lifecycle
 from depu.jobs.leases import ONLINE_SECONDS
@@ -29,8 +33,9 @@ def candidates(job: Job, now: float | None = None) -> list[Agent]:
         and RENTAL_CAPABILITY in (agent.capabilities or [])
         and int(agent.busy or 0) < int(agent.gpu_count)
         and agent.agent_id not in excluded
+        and not is_due(agent, now)
     ]
-    return sorted(fit, key=lambda agent: (agent.load, -float(agent.benchmark_score or 0), -int(agent.last_seen_at)))
+    return sorted(fit, key=lambda agent: (agent.load, -agent.reliability, -int(agent.last_seen_at)))
 
 
 def match(job: Job, now: float | None = None) -> Agent | None:

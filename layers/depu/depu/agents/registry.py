@@ -29,6 +29,7 @@ from depu.agents.verification import BenchmarkVerdict, judge_benchmark
 from depu.config import get_settings
 
 CPU_CLASS = "cpu"
+AWAITING_CHALLENGE = "awaiting its first hardware challenge"
 RENTAL_CAPABILITY = "gpu"  # "runs rental jobs" (a CPU-only agent declares it too); fork hosts say "fork_host"
 MAX_GPUS_PER_AGENT = 16
 MAX_FAULT_CHARS = 300
@@ -96,9 +97,24 @@ class Agent(Model):
     # Revoked by its provider or an operator: every token of it answers 401 from then on, for good.
     revoked_at = NumberAttribute(null=True)
     revoked_by = UnicodeAttribute(null=True)
+    # Hardware challenges (depu.agents.challenges): the pending one, when the next falls due, the outcomes
+    challenge_id = UnicodeAttribute(null=True)
+    challenge = JSONAttribute(null=True)
+    challenge_due_at = NumberAttribute(null=True)
+    challenges_passed = NumberAttribute(default=0)
+    challenges_failed = NumberAttribute(default=0)
+    leases_lost = NumberAttribute(default=0)
+    verified_at = NumberAttribute(null=True)
+    measured_tflops = NumberAttribute(null=True)
 
     by_provider = AgentsByProvider()
     by_gpu_class = AgentsByGpuClass()
+
+    @property
+    def reliability(self) -> float:
+        from depu.agents.challenges import reliability
+
+        return reliability(self)
 
     @property
     def load(self) -> float:
@@ -126,6 +142,7 @@ class Registration:
     gpu_class: str
     verified: bool
     verdict: str
+    challenge_due: bool = False
 
 
 class RegistrationError(ValueError):
@@ -202,7 +219,10 @@ def register(
         except hosturl.HostUrlRefused as refused:
             raise RegistrationError(f"fork_rpc_base_url refused: {refused}") from None
     gpu_class = gpu_class_of(clean_gpus[0]["name"], clean_gpus[0]["memory_mb"]) if clean_gpus else CPU_CLASS
-    verdict: BenchmarkVerdict = judge_benchmark(clean_gpus[0]["name"] if clean_gpus else None, benchmark or {})
+    # The agent's own benchmark can only rule it out; it is verified by passing a hardware challenge
+    precheck: BenchmarkVerdict = judge_benchmark(clean_gpus[0]["name"] if clean_gpus else None, benchmark or {})
+    verdict = (BenchmarkVerdict(False, 0.0, AWAITING_CHALLENGE) if precheck.verified
+               else BenchmarkVerdict(False, 0.0, precheck.reason))
     agent_id = "ag_" + uuid.uuid4().hex[:20]
     provider_id = tokens.consume_enrolment(provider_token, agent_id)
     if provider_id is None:
@@ -230,12 +250,13 @@ def register(
             free_gpus=[gpu["index"] for gpu in clean_gpus] or [0],
             fault=clean_fault(fault),
             token_hash=token_hash,
+            challenge_due_at=now if precheck.verified else None,
         ).save(condition=Agent.agent_id.does_not_exist())
     except Exception:
         tokens.give_back_enrolment(provider_token, agent_id)  # type: ignore[arg-type]
         raise
     tokens.save_agent_token(token_hash, agent_id, provider_id, now)
-    return Registration(agent_id, agent_token, gpu_class, verdict.verified, verdict.reason)
+    return Registration(agent_id, agent_token, gpu_class, verdict.verified, verdict.reason, precheck.verified)
 
 
 def authenticate(token: str | None, now: float | None = None) -> Agent | None:

@@ -1,4 +1,8 @@
-"""Is a machine's start-up benchmark plausible for the GPU it claims?
+"""Is a machine's start-up benchmark plausible for the GPU it claims, and how fast must its class be?
+
+The benchmark is the agent's own word: it is only a first filter (an agent whose own report rules it out is
+never challenged), it never verifies an agent and never ranks one. Verification is the server's hardware
+challenge (depu.agents.challenges), whose deadlines come from ``expected_tflops`` below.
 
 io.net saw about 1.8 million fake GPUs try to join in one month: a machine that claims an H100 but measures
 CPU-like TFLOP/s, or whose benchmark ran on the CPU or on another model (``device`` is ``cuda:N`` or the CUDA
@@ -31,6 +35,11 @@ _PUBLISHED: dict[str, tuple[float, float]] = {
     "rtxa6000": (38.7, 768.0),
 }
 FLOOR_SHARE = 0.25
+# What an honest card reaches on the challenge (exact float32 products, no TF32): half the published dense
+# FP32 figure, which real cards clear (they measure 60-90 %); the deadline adds a margin on top of that.
+EXPECTED_SHARE = 0.5
+UNKNOWN_GPU_TFLOPS = 2.0
+CPU_TFLOPS = 0.005  # 5 GFLOP/s: the slowest machine still worth offering as "cpu" (2 shared cores do ~20)
 UNKNOWN_GPU_MIN_TFLOPS = 2.0
 ABSURD_TFLOPS = 5000.0
 
@@ -59,6 +68,14 @@ def _model(gpu_name: str) -> str:
 
 def published_specs(gpu_name: str) -> tuple[float, float] | None:
     return _PUBLISHED.get(_model(gpu_name))
+
+
+def expected_tflops(gpu_name: str | None) -> float:
+    """The FP32 TFLOP/s the challenge assumes for a claimed GPU (None: the CPU class)."""
+    if gpu_name is None:
+        return CPU_TFLOPS
+    specs = published_specs(gpu_name)
+    return specs[0] * EXPECTED_SHARE if specs else UNKNOWN_GPU_TFLOPS
 
 
 def judge_benchmark(gpu_name: str | None, benchmark: dict[str, Any]) -> BenchmarkVerdict:

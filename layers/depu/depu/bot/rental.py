@@ -67,7 +67,8 @@ def rent_gpu(incoming: Incoming, chat: Chat) -> None:
         return
     conversation.start(incoming.user_id, FLOW, "class")
     rows = [
-        [_button(f"{offer.label} · {offer.agents_online} online · {offer.price_per_hour} cr/h", "c", offer.gpu_class)]
+        [_button(f"{offer.label} · {offer.agents_online} online · {offer.price_per_hour} cr/h"
+                 f" · {round(offer.reliability * 100)}% reliable", "c", offer.gpu_class)]
         for offer in offers[:8]
     ]
     rows.append([_button("Cancel", "x")])
@@ -363,6 +364,8 @@ def _agent_line(agent, now: float) -> str:
     done, earned = _agent_earnings(agent.agent_id)
     line = (f"• <b>{html.escape(agent.name)}</b> — {hardware} · {verified}\n"
             f"  {state} · busy {int(agent.busy or 0)}/{int(agent.gpu_count)} · {done} jobs · {earned} credits earned")
+    line += (f"\n  reliability {round(agent.reliability * 100)}% · challenges {int(agent.challenges_passed or 0)} passed, "
+             f"{int(agent.challenges_failed or 0)} failed · {int(agent.leases_lost or 0)} leases lost")
     if agent.fault:
         line += f"\n  ⚠️ takes no jobs: {html.escape(agent.fault)}"
     return line

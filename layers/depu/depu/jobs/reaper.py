@@ -40,7 +40,9 @@ def sweep(now: int | None = None) -> Sweep:
             service.after_move(job)
             result.offers_returned.append(job.job_id)
     for job in _due(lifecycle.RUNNING, now):
+        lost_by = job.agent_id
         if _move(lifecycle.lease_lost, job, now):
+            _count_lost_lease(lost_by)
             service.after_move(job, retry=True)
             (result.retried if job.status == lifecycle.QUEUED else result.failed).append(job.job_id)
     for job in _due(lifecycle.QUEUED, now):
@@ -53,6 +55,17 @@ def sweep(now: int | None = None) -> Sweep:
             metering.settle(job)
             result.settled.append(job.job_id)
     return result
+
+
+def _count_lost_lease(agent_id: str | None) -> None:
+    """A lost lease lowers the agent's reliability score (depu.agents.challenges.reliability)."""
+    from depu.agents.registry import Agent
+
+    if agent_id:
+        try:
+            Agent(agent_id).update(actions=[Agent.leases_lost.add(1)], condition=Agent.agent_id.exists())
+        except Exception:  # noqa: BLE001 - a deleted agent or a throttled write must not stop the sweep
+            pass
 
 
 def _move(move, job: Job, now: int) -> bool:  # noqa: ANN001 - one of lifecycle's timeout moves

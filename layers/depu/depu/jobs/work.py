@@ -15,7 +15,7 @@ from typing import Any
 from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.condition import size as size_of
 
-from depu.agents import registry
+from depu.agents import challenges, registry
 from depu.agents.registry import Agent
 from depu.jobs import lifecycle, messages, service, storage
 from depu.jobs.leases import CLAIM_POLL_INTERVAL_SECONDS, CLAIM_WAIT_SECONDS, MAX_QUEUE_SECONDS, TIME_LIMIT_GRACE_SECONDS
@@ -131,6 +131,7 @@ def heartbeat(agent: Agent, metrics: Any, running_jobs: Any, free_gpus: Any, fau
     metrics_list = [m for m in map(clean_metrics, metrics[:16] if isinstance(metrics, list) else []) if m]
     registry.record_heartbeat(agent.agent_id, metrics_list, _indices(free_gpus, "free_gpus"),
                               fault=registry.clean_fault(fault))
+    challenges.lapse_if_ignored(agent)
     by_gpu = {item["gpu_index"]: item for item in metrics_list if "gpu_index" in item}
     cancel: list[str] = []
     now = time.time()
@@ -175,7 +176,7 @@ def _used_gpus(agent_id: str) -> set[int]:
 def _steal(agent: Agent, now: int) -> Job | None:
     """Take a job that has waited in the queue a few seconds for this agent's class (the matcher found
     nobody, and SQS is backing off): an idle, fitting agent should not wait for the redelivery."""
-    if not agent.verified:
+    if not agent.verified or challenges.is_due(agent, now):
         return None
     newest = now + MAX_QUEUE_SECONDS - STEAL_AFTER_SECONDS
     for job in Job.by_status.query(lifecycle.QUEUED, Job.lease_expires_at.between(now, newest), limit=25):
