@@ -139,3 +139,9 @@ def alive(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def private_uid_base(module_slot: int) -> int:
+    """Sandbox uids for one test module in this test process (an xdist worker): a job's end kills every
+    process of its uid, so two workers (or two modules) must never share one. Four uids per module slot."""
+    return 3_000_000 + (os.getpid() % 100_000) * 16 + module_slot * 4

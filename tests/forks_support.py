@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 import requests
 
-from deadlines import wait_for  # noqa: F401 - the fork tests' wait, shared with every e2e test
+from deadlines import scaled, wait_for  # wait_for: the fork tests' wait, shared with every e2e test
 from local.moto_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,16 +139,19 @@ def mined_anvil(blocks: int = 300) -> "Anvil":
     return chain
 
 
-def notices(timeout: float = 0.0) -> list[dict[str, Any]]:
-    """Drain the notify queue (the notices the back end asked to deliver)."""
+def notices(timeout: float = 0.0, fork_id: str | None = None) -> list[dict[str, Any]]:
+    """Drain the notify queue (the notices the back end asked to deliver); with ``fork_id``, only that fork's
+    (an execution of an earlier test, still running in moto after its reset, may post about its own fork)."""
     from depu.config import get_settings
 
     sqs = boto3.client("sqs")
-    found, deadline = [], time.monotonic() + timeout
+    found, deadline = [], time.monotonic() + scaled(timeout)
     while True:
         answer = sqs.receive_message(QueueUrl=get_settings().notify_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
         for message in answer.get("Messages", []):
-            found.append(json.loads(message["Body"]))
+            notice = json.loads(message["Body"])
+            if fork_id is None or f"<b>{fork_id}</b>" in notice.get("text", ""):
+                found.append(notice)
             sqs.delete_message(QueueUrl=get_settings().notify_queue_url, ReceiptHandle=message["ReceiptHandle"])
         if answer.get("Messages"):
             continue

@@ -25,6 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from agent_process import private_uid_base
+
 from depu_agent import gpus, isolation
 from depu_agent.api import ApiClient, Backoff
 from depu_agent.config import load_config
@@ -39,7 +41,7 @@ pytestmark = [
 ]
 
 TOKEN = "depa_" + "c3RvbGVuLWJ5LWEtc3ltbGluaw" * 2
-SLOT_UID_BASE = 63_000  # no passwd entry needed; unused on this machine
+SLOT_UID_BASE = private_uid_base(0)  # no passwd entry needed; this worker's own
 SWAP_ROUNDS = 30
 
 

@@ -18,6 +18,8 @@ import time
 
 import pytest
 
+from agent_process import private_uid_base
+
 from depu_agent import isolation
 from depu_agent.config import load_config
 from depu_agent.runner import StopRequest
@@ -31,7 +33,7 @@ TOKEN = "depa_" + "Zm9yLXRlc3RzLW9ubHk" * 3
 AWS_LIKE = "AKIA" + "TESTONLY0000000"
 
 
-SANDBOX_UID_BASE = 61_000  # no passwd entry needed; unused on this machine
+SANDBOX_UID_BASE = private_uid_base(1)  # no passwd entry needed; this worker's own
 
 MODES = [pytest.param("uid per slot", id="uid-per-slot"), pytest.param("shared user", id="shared-sandbox-user")]
 
@@ -106,7 +108,7 @@ def test_secret_hunting_script_finds_nothing(config, tmp_path):
     assert found["hits"] == [], found
     assert not any(name.startswith(("AWS", "DEPU")) for name in found["env"]), found["env"]
     assert set(found["env"]) <= {"PATH", "HOME", "TMPDIR", "LANG", "PYTHONUNBUFFERED", "PYTHONNOUSERSITE",
-                                 "PYTHONDONTWRITEBYTECODE", "CUDA_VISIBLE_DEVICES", "CUDA_CACHE_PATH", "LD_LIBRARY_PATH",
+                                 "PYTHONDONTWRITEBYTECODE", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "CUDA_CACHE_PATH", "LD_LIBRARY_PATH",
                                  "LC_CTYPE", "PWD"}, found["env"]  # PWD: bwrap sets it to the workspace
     # /proc/1 is the sandbox's own init (bwrap's reaper, with the script's scrubbed environment): the hits
     # above cover it; the host's processes are not there at all

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from agent_process import private_uid_base
+
 from depu_agent import isolation
 from depu_agent.config import load_config
 from depu_agent.runner import StopRequest
@@ -179,7 +181,7 @@ def test_bubblewrap_binds_no_agent_folder_and_its_gpu_nodes_only(agent_config, m
         isolation.remove_workspace(plan)
 
 
-SLOT_UID_BASE = 470000
+SLOT_UID_BASE = private_uid_base(2)  # no passwd entry needed; this worker's own
 
 
 @pytest.fixture

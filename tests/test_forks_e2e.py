@@ -91,7 +91,7 @@ def test_create_use_sync_and_delete_a_fork_through_its_rpc_url(stack):
     assert w3.eth.chain_id == fork.chain_id == chainids.for_fork(fork.fork_id) and chainids.is_forks(fork.chain_id)
     assert chain_id_seen_by_contracts(w3) == fork.chain_id
     creation_s = time.monotonic() - started
-    assert f"<b>{fork.fork_id}</b> is ready at block {fork.base_block}" in notices(10)[0]["text"]
+    assert f"<b>{fork.fork_id}</b> is ready at block {fork.base_block}" in notices(10, fork.fork_id)[0]["text"]
     assert fork.base_block == stack.mainnet.block_number()
 
     # the user funds a fresh account (gas-free, through the bot's service) and sends a signed transaction
@@ -120,7 +120,7 @@ def test_create_use_sync_and_delete_a_fork_through_its_rpc_url(stack):
     service.sync_now(USER, fork.fork_id)
     synced = wait_for(lambda: (f := Fork.get(fork.fork_id)).status == "active" and f.base_block >= head and f, 60, "sync")
     assert synced.conflict_count == 0, synced.conflicts
-    assert "now follows block" in notices(10)[0]["text"]
+    assert "now follows block" in notices(10, fork.fork_id)[0]["text"]
     # the fork's head follows mainnet, mainnet's new activity is visible, and the user's changes are still there
     assert w3.eth.block_number >= head
     assert w3.eth.get_balance(RECIPIENT) == mainnet_recipient + 7 + 10**18
@@ -135,7 +135,7 @@ def test_create_use_sync_and_delete_a_fork_through_its_rpc_url(stack):
     answer = requests.post(created.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}, timeout=10)
     assert answer.status_code == 401 and answer.json()["error"]["code"] == -32001
     wait_status(fork.fork_id, "deleted", 30)
-    assert "no longer answers" in notices(10)[0]["text"]
+    assert "no longer answers" in notices(10, fork.fork_id)[0]["text"]
     wait_for(lambda: not host.forks, 20, "host stopped the fork")
     with pytest.raises(requests.ConnectionError):
         requests.post(old_host_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}, timeout=5)
@@ -146,7 +146,7 @@ def test_a_fork_whose_host_dies_comes_back_on_another_host_with_its_journal(stac
     first = stack.start_host("host-a")
     created = service.create_fork(USER, USER, "latest")
     fork = wait_status(created.fork.fork_id, "active")
-    notices(10)
+    notices(10, fork.fork_id)
     w3 = Web3(Web3.HTTPProvider(created.rpc_url, request_kwargs={"timeout": 30}))
     user = Account.create()
     service.fund(USER, fork.fork_id, user.address, "5")
@@ -168,7 +168,7 @@ def test_a_fork_whose_host_dies_comes_back_on_another_host_with_its_journal(stac
     assert swept.rebuilt == [fork.fork_id]
     rebuilt = wait_status(fork.fork_id, "active", 60)
     assert rebuilt.host_agent_id != fork.host_agent_id and rebuilt.base_block == fork.base_block
-    assert "rebuilt on another host" in notices(10)[0]["text"]
+    assert "rebuilt on another host" in notices(10, fork.fork_id)[0]["text"]
     assert list(second.forks) == [fork.fork_id]
     # same URL, same base, the journal replayed: the funding and the transaction are there
     assert w3.eth.get_balance(RECIPIENT) == expected_recipient
@@ -188,7 +188,7 @@ def test_a_host_that_cannot_fork_ends_the_creation_failed_and_the_user_is_told(s
     failed = wait_status(created.fork.fork_id, "failed", 60)
     assert failed.failure == "ForkHostFailed"
     assert wait_execution(failed.create_execution, 30) == "FAILED"
-    assert "could not be started (ForkHostFailed)" in notices(10)[0]["text"]
+    assert "could not be started (ForkHostFailed)" in notices(10, created.fork.fork_id)[0]["text"]
     answer = requests.post(created.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=10)
     assert answer.status_code == 404
 
@@ -200,7 +200,7 @@ def test_a_sync_reports_a_transaction_that_mainnet_made_impossible(stack):
     stack.start_host("host-a")
     created = service.create_fork(USER, USER, "latest")
     fork = wait_status(created.fork.fork_id, "active")
-    notices(10)
+    notices(10, fork.fork_id)
     w3 = Web3(Web3.HTTPProvider(created.rpc_url, request_kwargs={"timeout": 30}))
     dev = Account.from_key(ANVIL_DEV_KEY_0)
     assert dev.address == stack.mainnet.accounts[0]
@@ -213,7 +213,7 @@ def test_a_sync_reports_a_transaction_that_mainnet_made_impossible(stack):
     service.sync_now(USER, fork.fork_id)
     synced = wait_for(lambda: (f := Fork.get(fork.fork_id)).status == "active" and f.base_block > fork.base_block and f, 60, "sync")
     assert synced.conflict_count == 1
-    [notice] = notices(10)
+    [notice] = notices(10, fork.fork_id)
     assert "1 journal entries behave differently" in notice["text"]
     assert "#0 eth_sendRawTransaction: now fails" in notice["text"] and "nonce" in notice["text"].lower()
     assert w3.eth.get_transaction_count(dev.address) == nonce + 1  # mainnet's transaction, not the user's
