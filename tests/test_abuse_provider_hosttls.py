@@ -17,6 +17,7 @@ import stat
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -26,6 +27,7 @@ from depu.config import get_settings
 from depu.forks import chainids, hosts, policy, proxy, tokens
 from depu.forks.models import ACTIVE, Fork, utcnow_iso
 from depu_agent import forkfront, forktls
+from depu_agent.forkhost import ForkHost
 from forks_support import Anvil
 
 pytestmark = pytest.mark.e2e
@@ -183,6 +185,24 @@ def test_an_https_host_cannot_register_without_a_well_formed_pin(aws, local_stag
             registry.register(agent_tokens.issue_enrolment_token(6), name="host", gpus=[], capabilities=["fork_host"],
                               benchmark={}, version="t", fork_rpc_base_url="https://127.0.0.1", fork_tls_sha256=pin)
     assert list(Agent.scan()) == []
+
+
+def test_the_fork_host_serves_the_certificate_it_registered(aws, local_stage, tmp_path, chain):
+    """What the agent registers (daemon.register: forktls.pin_for_registration) is what its ForkHost's fronts
+    serve, so the proxy's pin check passes for the genuine host."""
+    config = SimpleNamespace(fork_rpc_base_url="https://127.0.0.1", work_dir=str(tmp_path / "agent-work"),
+                             fork_upstream_url=chain.url)
+    pin = forktls.pin_for_registration(config.work_dir, config.fork_rpc_base_url)
+    host = ForkHost(api=None, config=config)
+    assert host.tls is not None
+    front = forkfront.ForkFront(host.bind_host, chain.url, SECRET, tls=host.tls)
+    try:
+        host_agent(pin)
+        assert ask(save_fork(f"{host.public_base}:{front.port}"))["result"] == chain.rpc("eth_blockNumber")
+    finally:
+        front.stop()
+        host.shutdown()
+    assert ForkHost(api=None, config=SimpleNamespace(fork_rpc_base_url="http://127.0.0.1", work_dir=str(tmp_path))).tls is None
 
 
 # ------------------------------------------------------------------------------------------------ the link

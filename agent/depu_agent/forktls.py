@@ -51,6 +51,8 @@ def ensure(work_dir: str | os.PathLike[str], host: str) -> tuple[Path, Path]:
              "-addext", f"subjectAltName={alt_name}"],
             check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
         )
+    except FileNotFoundError:
+        raise RuntimeError("the openssl command is needed to make the fork TLS certificate (install openssl)") from None
     except subprocess.CalledProcessError as error:
         raise RuntimeError(f"openssl could not make the fork TLS certificate: {error.stderr.decode(errors='replace')[-300:]}") from None
     finally:
