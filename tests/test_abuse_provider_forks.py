@@ -24,6 +24,7 @@ import requests
 import rlp
 from eth_account import Account
 
+from depu.agents import registry
 from depu.config import get_settings
 from depu.forks import chainids, hosturl, journal, limits, policy, proxy, tasks, tokens
 from depu.forks.models import ACTIVE, Fork, utcnow_iso
@@ -552,6 +553,12 @@ def test_a_name_that_rebinds_to_loopback_after_the_check_is_refused_at_connect(a
 
     monkeypatch.setattr(hosturl, "_lookup", rebinding)
     fork, _ = save_fork(f"https://rebind.example:{listener.port}")
+    # the host has a pinned certificate (docs/security.md, "The proxy-to-host link"), so the forward gets as far
+    # as connecting, where the re-resolved address is refused
+    now = int(time.time())
+    registry.Agent("ag_host", provider_id=900, gpu_class="cpu", last_seen_at=now, registered_at=now, name="ag_host",
+                   gpu_count=1, capabilities=["fork_host"], fork_rpc_base_url="https://rebind.example",
+                   fork_tls_sha256="ab" * 32).save()
     answer = proxy.ForkProxy().call(fork, {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []})
     assert answer["error"]["code"] == policy.FORK_UNAVAILABLE
     assert len(lookups) >= 2  # the connection resolved the name again, and refused what it found

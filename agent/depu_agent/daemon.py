@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import __version__, challenge, gpus, verify_runner
+from . import __version__, challenge, forktls, gpus, verify_runner
 from .api import AgentRejected, ApiClient, ApiUnavailable, Backoff
 from .job import JobRun
 from .outbox import Outbox
@@ -339,6 +339,10 @@ def register(config, provider_token: str, api: ApiClient | None = None, fault: s
     }
     if config.fork_rpc_base_url:
         body["fork_rpc_base_url"] = config.fork_rpc_base_url
+        # an https fork front's certificate, made now and kept in work_dir: the API pins its fingerprint
+        pin = forktls.pin_for_registration(config.work_dir, config.fork_rpc_base_url)
+        if pin:
+            body["fork_tls_sha256"] = pin
     if fault:
         body["fault"] = fault
     status, answer = api.post("/agent/register", body)

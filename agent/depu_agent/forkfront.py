@@ -14,17 +14,24 @@ increasing seq order: a write whose seq is not above the last one applied reache
 (its lease ran out while it was in flight) and is refused with 409, so the fork never applies writes in an
 order other than the journal's. Answers from anvil are read up to ``MAX_ANSWER_BYTES``; a bigger one is
 replaced by a clear JSON-RPC error, so the proxy is never sent more than that.
+
+Outside the local stack the front serves https (``tls``, from ``forktls.server_context``) with the certificate
+whose fingerprint the API pinned at registration; the TLS handshake runs in the connection's own thread, so a
+client that stalls it holds up nobody else.
 """
 from __future__ import annotations
 
 import hmac
 import json
+import logging
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import requests
 
+log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 512 * 1024  # the proxy forwards one request of a body it already capped at 128 KiB
 MAX_DRAIN_BYTES = 8 * 1024 * 1024  # an oversized body is read and dropped up to this, then the connection closes
 MAX_ANSWER_BYTES = 8 * 1024 * 1024  # the proxy accepts at most 4 MiB of one answer anyway
@@ -41,11 +48,18 @@ def _error(code: int, message: str) -> bytes:
     return json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}).encode()
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A failed TLS handshake or a dropped connection is the client's problem, not a traceback on stderr."""
+        log.debug("fork front connection from %s failed", client_address, exc_info=True)
+
+
 class ForkFront:
     """A ThreadingHTTPServer on ``bind_host`` (port chosen by the kernel) that forwards to ``anvil_url``."""
 
-    def __init__(self, bind_host: str, anvil_url: str, secret: str, last_seq: int = -1):
-        """``last_seq``: the highest journal seq the anvil already holds (replayed), so only later writes pass."""
+    def __init__(self, bind_host: str, anvil_url: str, secret: str, last_seq: int = -1, tls: ssl.SSLContext | None = None):
+        """``last_seq``: the highest journal seq the anvil already holds (replayed), so only later writes pass.
+        ``tls``: serve https with this context (plain http without, on the local stack)."""
         if not secret:
             raise ValueError("a fork front needs its host secret")
         self.anvil_url = anvil_url
@@ -54,8 +68,11 @@ class ForkFront:
         self._secret = secret.encode()
         self._local = threading.local()
         self._stopped = threading.Event()
-        self.server = ThreadingHTTPServer((bind_host, 0), self._handler_class())
+        self.server = _Server((bind_host, 0), self._handler_class())
         self.server.daemon_threads = True
+        self.tls = tls is not None
+        if tls is not None:  # the handshake happens on the first read, in the connection's thread
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True, do_handshake_on_connect=False)
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, name=f"fork-front-{self.port}", daemon=True)
         self._thread.start()

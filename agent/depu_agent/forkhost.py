@@ -22,6 +22,10 @@ the address of ``fork_rpc_base_url``, which forwards only requests carrying the 
 sends a fresh one in every provision and rebase task, the host keeps it in memory only, and the DePU proxy
 presents it on every forward. So nobody who merely reaches the port can bypass the proxy.
 
+When ``fork_rpc_base_url`` is https (always, outside the local stack) every front serves TLS with this machine's
+fork certificate (forktls.py: made once in ``work_dir``, its fingerprint pinned by the API at registration), so
+the proxy knows it talks to this machine and nobody on the way reads the traffic or the host secret.
+
 Settings come from the agent config when it has them, else from the environment:
 ``fork_upstream_url`` / DEPU_FORK_UPSTREAM_URL (the mainnet JSON-RPC anvil forks from; the host's own, never
 sent by the API), ``fork_rpc_base_url`` (how the DePU proxy reaches this machine, default http://127.0.0.1),
@@ -42,8 +46,11 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import ssl
+
 import requests
 
+from depu_agent import forktls
 from depu_agent.forkfront import ForkFront
 from depu_agent.lifetime import die_with_parent
 
@@ -77,7 +84,7 @@ class AnvilFork:
     ``bind_host`` that admits only requests carrying ``secret``."""
 
     def __init__(self, binary: str, upstream: str, block: int, bind_host: str, public_base: str, secret: str,
-                 chain_id: int, last_seq: int = -1):
+                 chain_id: int, last_seq: int = -1, tls: ssl.SSLContext | None = None):
         if not secret:
             raise ValueError("no host secret for this fork: refusing to serve it unauthenticated")
         if not isinstance(chain_id, int) or isinstance(chain_id, bool) or chain_id <= 0:
@@ -95,7 +102,7 @@ class AnvilFork:
             preexec_fn=die_with_parent(),  # a killed agent leaves no anvil behind
         )
         try:
-            self.front = ForkFront(bind_host, self.local_url, secret, last_seq=last_seq)
+            self.front = ForkFront(bind_host, self.local_url, secret, last_seq=last_seq, tls=tls)
         except Exception:
             self._stop_anvil()
             raise
@@ -181,6 +188,10 @@ class ForkHost:
         public_base = _setting(config, "fork_rpc_base_url", "DEPU_FORK_RPC_BASE_URL", "http://127.0.0.1")
         self.public_base = public_base.rstrip("/")
         self.bind_host = urlsplit(self.public_base).hostname or "127.0.0.1"
+        self.tls: ssl.SSLContext | None = None
+        if urlsplit(self.public_base).scheme == "https":
+            work_dir = _setting(config, "work_dir", "DEPU_WORK_DIR", str(Path.cwd() / "work"))
+            self.tls = forktls.server_context(*forktls.ensure(work_dir, self.bind_host))
         self.binary = _setting(config, "fork_anvil_path", "DEPU_FORK_ANVIL") or shutil.which("anvil") or str(_REPO_ANVIL)
         self.max_forks = int(getattr(config, "fork_max_forks", 0) or 8)
         self.claim_wait = min(float(getattr(config, "claim_wait_seconds", CLAIM_WAIT_SECONDS) or CLAIM_WAIT_SECONDS), CLAIM_WAIT_SECONDS)
@@ -251,7 +262,7 @@ class ForkHost:
         journal = task.get("journal") or []
         last_seq = max((int(entry["seq"]) for entry in journal), default=-1)
         anvil = AnvilFork(self.binary, self.upstream, number, self.bind_host, self.public_base, str(task.get("host_secret") or ""),
-                          chain_id=task.get("chain_id"), last_seq=last_seq)
+                          chain_id=task.get("chain_id"), last_seq=last_seq, tls=self.tls)
         try:
             anvil.wait_ready()
             entries, snapshots = anvil.replay(journal)

@@ -129,6 +129,7 @@ def register() -> Response:
         benchmark=body.get("benchmark") if isinstance(body.get("benchmark"), dict) else {},
         version=body.get("version") if isinstance(body.get("version"), str) else None,
         fork_rpc_base_url=body.get("fork_rpc_base_url") if isinstance(body.get("fork_rpc_base_url"), str) else None,
+        fork_tls_sha256=body.get("fork_tls_sha256"),
         fault=body.get("fault"),
     )
     if registration is None:

@@ -34,6 +34,7 @@ RENTAL_CAPABILITY = "gpu"  # "runs rental jobs" (a CPU-only agent declares it to
 MAX_GPUS_PER_AGENT = 16
 MAX_FAULT_CHARS = 300
 _UNCHANGED: Any = object()
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]+")
 _VENDOR_WORDS = {"nvidia", "geforce", "tesla", "quadro", "corporation", "graphics"}
 _MEMORY_SIZES_GB = (2, 4, 6, 8, 10, 11, 12, 16, 20, 24, 32, 40, 48, 64, 80, 94, 96, 141, 192)
@@ -76,6 +77,8 @@ class Agent(Model):
     verdict = UnicodeAttribute(null=True)
     version = UnicodeAttribute(null=True)
     fork_rpc_base_url = UnicodeAttribute(null=True)
+    # SHA-256 (hex) of the certificate the host's https fork fronts serve: the proxy accepts that one only
+    fork_tls_sha256 = UnicodeAttribute(null=True)
     busy = NumberAttribute(default=0)
     free_gpus = ListAttribute(of=NumberAttribute, default=list)
     metrics = JSONAttribute(null=True)
@@ -201,6 +204,7 @@ def register(
     benchmark: dict[str, Any] | None,
     version: str | None,
     fork_rpc_base_url: str | None = None,
+    fork_tls_sha256: Any = None,
     fault: Any = None,
 ) -> Registration | None:
     """Register a machine for the provider that owns ``provider_token``; None if the token is not valid (or
@@ -218,6 +222,7 @@ def register(
             hosturl.check_url(fork_rpc_base_url)
         except hosturl.HostUrlRefused as refused:
             raise RegistrationError(f"fork_rpc_base_url refused: {refused}") from None
+    pin = clean_tls_pin(fork_tls_sha256, fork_rpc_base_url)
     gpu_class = gpu_class_of(clean_gpus[0]["name"], clean_gpus[0]["memory_mb"]) if clean_gpus else CPU_CLASS
     # The agent's own benchmark can only rule it out; it is verified by passing a hardware challenge
     precheck: BenchmarkVerdict = judge_benchmark(clean_gpus[0]["name"] if clean_gpus else None, benchmark or {})
@@ -246,6 +251,7 @@ def register(
             verdict=verdict.reason,
             version=str(version or "")[:32] or None,
             fork_rpc_base_url=(fork_rpc_base_url or '')[:300] or None,
+            fork_tls_sha256=pin,
             busy=0,
             free_gpus=[gpu["index"] for gpu in clean_gpus] or [0],
             fault=clean_fault(fault),
@@ -257,6 +263,23 @@ def register(
         raise
     tokens.save_agent_token(token_hash, agent_id, provider_id, now)
     return Registration(agent_id, agent_token, gpu_class, verdict.verified, verdict.reason, precheck.verified)
+
+
+def clean_tls_pin(pin: Any, base_url: str | None) -> str | None:
+    """The fork front's certificate fingerprint as the proxy compares it (64 lowercase hex digits), required
+    with an https ``fork_rpc_base_url``: the proxy talks to an https host only if it knows which certificate
+    to expect (docs/security.md, "The proxy-to-host link")."""
+    if pin is None or pin == "":
+        if base_url and base_url.lower().startswith("https:"):
+            raise RegistrationError("fork_tls_sha256 is required with an https fork_rpc_base_url: the SHA-256 of "
+                                    "the certificate the host's fork fronts serve")
+        return None
+    if not base_url:
+        raise RegistrationError("fork_tls_sha256 belongs with a fork_rpc_base_url")
+    text = pin.replace(":", "").lower() if isinstance(pin, str) else ""
+    if not _SHA256_HEX.fullmatch(text):
+        raise RegistrationError("fork_tls_sha256 must be a SHA-256 fingerprint: 64 hex digits (colons allowed)")
+    return text
 
 
 def authenticate(token: str | None, now: float | None = None) -> Agent | None:

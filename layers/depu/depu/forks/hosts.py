@@ -130,21 +130,24 @@ def choose(avoid: Iterable[str] = ()) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------------ checking
-def check_base(rpc_url: str, host_secret: str | None, base_block: int) -> None:
-    """The fork at ``rpc_url`` must carry mainnet's block ``base_block``: same number, same hash. Raises
-    HostLied when it does not, Unverifiable when either side did not answer."""
+def check_base(rpc_url: str, host_secret: str | None, base_block: int, host_agent_id: str | None = None) -> None:
+    """The fork at ``rpc_url`` (built by ``host_agent_id``, whose pinned certificate the link must present) must
+    carry mainnet's block ``base_block``: same number, same hash. Raises HostLied when it does not,
+    Unverifiable when either side did not answer."""
     mainnet = _mainnet_block(base_block)
     if mainnet is None:
         raise HostLied(f"mainnet has no block {base_block}")
     from depu.forks import proxy  # the same forwarding path (and checks) as users' calls
 
-    probe = Fork("base-check", host_rpc_url=rpc_url, host_secrets={rpc_url: host_secret} if host_secret else {})
+    probe = Fork("base-check", host_rpc_url=rpc_url, host_secrets={rpc_url: host_secret} if host_secret else {},
+                 host_agent_id=host_agent_id)
     try:
         answer = proxy.default_proxy()._forward(probe, "eth_getBlockByNumber", [hex(base_block), False], 1)
     except (requests.RequestException, ValueError) as error:
         raise Unverifiable(f"the host's fork did not answer ({type(error).__name__})") from None
     if "error" in answer:
-        raise Unverifiable("the host's fork refused to show its base block")
+        refusal = answer["error"].get("message") if isinstance(answer["error"], dict) else answer["error"]
+        raise Unverifiable(f"the host's fork refused to show its base block: {str(refusal)[:200]}")
     block = answer.get("result")
     if not isinstance(block, dict) or str(block.get("hash", "")).lower() != mainnet.lower():
         raise HostLied(f"its block {base_block} is not mainnet's")
@@ -190,6 +193,6 @@ def suspend(agent_id: str, reason: str) -> list[str]:
 def describe(agent: Agent) -> dict[str, Any]:
     """What an operator sees of a fork host before approving it."""
     return {"agent_id": agent.agent_id, "name": agent.name, "provider_id": int(agent.provider_id),
-            "fork_rpc_base_url": agent.fork_rpc_base_url, "approved": bool(agent.fork_host_approved),
+            "fork_rpc_base_url": agent.fork_rpc_base_url, "fork_tls_sha256": agent.fork_tls_sha256, "approved": bool(agent.fork_host_approved),
             "suspended": agent.fork_host_suspended, "alive": is_alive(agent),
             "capabilities": list(agent.capabilities or [])}

@@ -16,6 +16,12 @@ is judged by where it actually leads:
 reports a fork's RPC URL, and before the proxy forwards. ``guarded_session`` is what the proxy forwards with: it
 re-resolves and re-checks at **every new connection** and connects to the address it checked (so a name that
 re-binds to a private address after the check gains nothing), and it never follows a redirect.
+
+``guarded_session(pin)`` also pins the host's TLS certificate: an https connection is accepted only if the
+certificate the host presents has the SHA-256 ``pin`` it registered (``Agent.fork_tls_sha256``). The check
+runs right after the handshake, before a byte of the request (body, bearer secret) is written; no certificate
+authority is consulted, since the pin says exactly which certificate is the host's (docs/security.md,
+"The proxy-to-host link").
 """
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ from urllib3.util import connection as urllib3_connection
 from depu.config import get_settings
 
 LOCAL_STAGE = "local"
+_NO_PIN = "0" * 64  # matches no certificate: an https session without a pin fails every handshake check
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -166,6 +173,24 @@ class _CheckedHTTPSPool(HTTPSConnectionPool):
 
 
 class _CheckedAdapter(HTTPAdapter):
+    def __init__(self, pin: str | None = None):
+        self.pin = pin
+        super().__init__()
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):  # noqa: ANN001, ANN201 - requests'
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        if host_params.get("scheme") == "https":
+            # exactly the pinned certificate, whatever ``verify`` says; no pin: a certificate nobody vouches for
+            # would be taken on trust, so the connection is never made (see _pinned below)
+            pool_kwargs = {"cert_reqs": "CERT_NONE", "assert_fingerprint": self.pin or _NO_PIN}
+        return host_params, pool_kwargs
+
+    def cert_verify(self, conn, url, verify, cert):  # noqa: ANN001, ANN201 - requests' signature
+        super().cert_verify(conn, url, verify, cert)
+        if url.lower().startswith("https"):
+            conn.cert_reqs, conn.ca_certs, conn.ca_cert_dir = "CERT_NONE", None, None
+            conn.assert_fingerprint = self.pin or _NO_PIN
+
     def init_poolmanager(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - requests' signature
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _CheckedHTTPPool, "https": _CheckedHTTPSPool}
@@ -178,12 +203,13 @@ class _NoRedirects(requests.Session):
         return None
 
 
-def guarded_session() -> requests.Session:
+def guarded_session(pin: str | None = None) -> requests.Session:
     """A Session whose every new connection is checked like ``check_url`` (after its own DNS lookup), that
-    never follows redirects and ignores environment proxies. A 3xx is the caller's error to report."""
+    never follows redirects and ignores environment proxies. A 3xx is the caller's error to report. Over https
+    it accepts only the certificate whose SHA-256 is ``pin`` (without a pin, no https connection succeeds)."""
     session = _NoRedirects()
     session.trust_env = False  # an HTTP(S)_PROXY variable would otherwise carry the connection elsewhere
-    adapter = _CheckedAdapter()
+    adapter = _CheckedAdapter(pin)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session

@@ -18,6 +18,11 @@ writes and host URLs"):
 - Forwards go only to a host URL that passes ``hosturl.check_url`` (https, public addresses, re-checked at
   every new connection), never follow a redirect, and read at most ``MAX_ANSWER_BYTES`` of an answer
   (``MAX_RESPONSE_BYTES`` for a whole batch), so a host cannot make the proxy exceed Lambda's response limit.
+
+The link itself is TLS outside the local stack (docs/security.md, "The proxy-to-host link"): an https host is
+reached only if it presents the certificate whose SHA-256 it registered (``Agent.fork_tls_sha256`` of the
+fork's host), checked before the request, its body or the bearer host secret are written. A host without a pin,
+or plain http outside the local stack, gets nothing.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -43,6 +49,11 @@ MAX_ANSWER_BYTES = 4 * 1024 * 1024  # one forwarded answer
 MAX_RESPONSE_BYTES = 5 * 1024 * 1024  # one HTTP response (a batch), under Lambda's 6 MB response limit
 HOST_URL_CHECK_SECONDS = 30.0  # a host URL's pre-check is cached; every new connection is checked regardless
 WRITE_SEQ_HEADER = "X-DePU-Write-Seq"
+MAX_SESSIONS = 64  # pinned sessions (one per host certificate) one proxy container keeps
+
+
+class HostTlsRefused(ValueError):
+    """The link to the fork's host would not be the pinned TLS one: nothing is sent."""
 
 
 class AnswerTooLarge(Exception):
@@ -174,6 +185,13 @@ class ForkProxy:
             return error(request_id, policy.INVALID_PARAMS if refused.invalid else policy.LIMIT_EXCEEDED, f"write refused: {refused}")
         except AnswerTooLarge as too_large:
             return error(request_id, policy.LIMIT_EXCEEDED, str(too_large))
+        except HostTlsRefused as refused:
+            log.warning("fork %s host link refused: %s", fork.fork_id, refused)
+            return error(request_id, policy.FORK_UNAVAILABLE, f"the fork's host cannot be reached safely: {refused}")
+        except requests.exceptions.SSLError:
+            log.warning("fork %s host failed the TLS pin check", fork.fork_id)
+            return error(request_id, policy.FORK_UNAVAILABLE, "the fork's host did not present the TLS certificate it "
+                         "registered with DePU; nothing was sent to it")
         except hosturl.HostUrlRefused as refused:
             log.warning("fork %s host URL refused: %s", fork.fork_id, refused)
             return error(request_id, policy.FORK_UNAVAILABLE, "the fork's host address is not allowed (a fork host must be on a public https address)")
@@ -260,9 +278,13 @@ class ForkProxy:
         if not url:
             raise requests.ConnectionError("no host")
         self._check_host(url)
-        session = getattr(self._local, "session", None)
+        pin = self._pin(fork, url)
+        sessions = getattr(self._local, "sessions", None)
+        if sessions is None or len(sessions) > MAX_SESSIONS:
+            sessions = self._local.sessions = {}
+        session = sessions.get(pin)
         if session is None:
-            session = self._local.session = hosturl.guarded_session()
+            session = sessions[pin] = hosturl.guarded_session(pin)
         secret = (fork.host_secrets or {}).get(url)
         headers = {"Authorization": f"Bearer {secret}"} if secret else {}
         if write_seq is not None:
@@ -291,6 +313,32 @@ class ForkProxy:
             return error(request_id, policy.FORK_UNAVAILABLE, "the fork's host answered nonsense")
         answer["id"] = request_id
         return answer
+
+    def _pin(self, fork: Fork, url: str) -> str | None:
+        """The certificate fingerprint an https ``url`` must present: the one its host registered. None for
+        plain http, which only the local stack allows (``check_url`` refuses it elsewhere; refused here too)."""
+        if urlsplit(url).scheme != "https":
+            if not hosturl.local_stage():
+                raise HostTlsRefused("a fork host is reached over https only")
+            return None
+        agent_id = fork.host_agent_id or fork.assigned_host
+        if not agent_id:
+            raise HostTlsRefused("the fork has no host whose TLS certificate DePU knows")
+        pins = getattr(self._local, "pins", None)
+        if pins is None or len(pins) > MAX_SESSIONS:
+            pins = self._local.pins = {}
+        now = time.monotonic()
+        cached = pins.get(agent_id)
+        if cached and cached[0] > now:
+            return cached[1]
+        from depu.agents.registry import get_agent
+
+        agent = get_agent(agent_id)
+        pin = agent.fork_tls_sha256 if agent else None
+        if not pin:
+            raise HostTlsRefused("its host registered no TLS certificate fingerprint (fork_tls_sha256)")
+        pins[agent_id] = (now + HOST_URL_CHECK_SECONDS, pin)
+        return pin
 
     def _check_host(self, url: str) -> None:
         """The host URL passes ``hosturl.check_url`` (cached briefly; the session re-checks every connection)."""

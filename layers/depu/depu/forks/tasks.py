@@ -308,7 +308,7 @@ def _replayed(fork: Fork, agent_id: str, report: dict[str, Any], allowed_url_hos
     requested = str(pending.get("block") or "latest")
     if pending.get("kind") == PROVISION and requested.isdigit() and int(requested) != base_block:
         raise hosts.HostLied(f"it was asked for block {requested} and reported {base_block}")
-    hosts.check_base(rpc_url, pending.get("host_secret"), base_block)
+    hosts.check_base(rpc_url, pending.get("host_secret"), base_block, host_agent_id=agent_id)
     conflicts, changed = [], {}
     for entry in journal.entries(fork.fork_id):
         replayed = replay.get(int(entry.seq))
