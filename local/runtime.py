@@ -372,6 +372,9 @@ def stage_throttles(template: LocalTemplate) -> dict[str, StageThrottle]:
 
 
 # ---------------------------------------------------------------------------------------------- runtime
+DELETE_ATTEMPTS = 60  # one a second: longer than any outage the fault tests inject
+
+
 @dataclass
 class RuntimeOptions:
     host: str = "127.0.0.1"
@@ -581,11 +584,21 @@ class LocalRuntime:
             succeeded = self._invoke_batch(function, event, partial)
             done = [m for m in received if m["MessageId"] in succeeded]
             for start in range(0, len(done), 10):
-                sqs.delete_message_batch(
-                    QueueUrl=queue_url,
-                    Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                             for i, m in enumerate(done[start:start + 10])],
-                )
+                self._delete(sqs, queue_url, queue_id, done[start:start + 10])
+
+    def _delete(self, sqs: Any, queue_url: str, queue_id: str, messages: list[dict[str, Any]]) -> None:
+        """Delete handled messages, retrying while the endpoint is away (as Lambda's event source mapping
+        does): a delete lost to an outage would hand an already handled message out again."""
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
+        for _attempt in range(DELETE_ATTEMPTS):
+            try:
+                sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+                return
+            except Exception as error:  # noqa: BLE001 - the endpoint is away: try again shortly
+                log.warning("deleting handled messages from %s failed: %s", queue_id, error)
+                if self._stop.wait(1):
+                    return
+        log.error("gave up deleting %d handled messages from %s: they will be offered again", len(entries), queue_id)
 
     @staticmethod
     def _invoke_batch(function: LocalFunction, event: dict[str, Any], partial: bool) -> set[str]:
