@@ -64,3 +64,24 @@ def aws(moto_server):
     get_settings.cache_clear()
     yield moto_server
     get_settings.cache_clear()
+
+
+def _stage(monkeypatch, stage: str):
+    from depu.config import get_settings
+
+    monkeypatch.setenv("STAGE", stage)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def production(monkeypatch):
+    """Outside the local stack: host URLs must be https and public, host links TLS with a pin."""
+    yield from _stage(monkeypatch, "prod")
+
+
+@pytest.fixture
+def local_stage(monkeypatch):
+    """The local stack's rules (plain http on loopback allowed)."""
+    yield from _stage(monkeypatch, "local")

@@ -90,15 +90,6 @@ def call(proxy_: proxy.ForkProxy, method: str, *params) -> dict:
     return proxy_.call(fork, {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)})
 
 
-@pytest.fixture
-def production(monkeypatch):
-    """Outside the local stack: host URLs must be https and public."""
-    monkeypatch.setenv("STAGE", "prod")
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
-
-
 class FakeHost:
     """A 127.0.0.1 HTTP server that answers every POST with ``answer(body, headers) -> (status, headers, bytes)``
     and counts what reached it."""

@@ -23,7 +23,6 @@ import pytest
 
 from depu.agents import registry, tokens as agent_tokens
 from depu.agents.registry import Agent
-from depu.config import get_settings
 from depu.forks import chainids, hosts, policy, proxy, tokens
 from depu.forks.models import ACTIVE, Fork, utcnow_iso
 from depu_agent import forkfront, forktls
@@ -37,22 +36,6 @@ SECRET = "host-secret-of-the-tls-fork"
 
 
 # ------------------------------------------------------------------------------------------------ pieces
-@pytest.fixture
-def local_stage(monkeypatch):
-    monkeypatch.setenv("STAGE", "local")
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
-
-
-@pytest.fixture
-def production(monkeypatch):
-    monkeypatch.setenv("STAGE", "prod")
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
-
-
 @pytest.fixture
 def chain():
     anvil = Anvil()
