@@ -53,7 +53,8 @@ def test_reads_pass_and_unknown_methods_are_refused_with_a_json_rpc_error(front,
     token = make_fork(ALICE, host.url)
     answer = rpc(front, token, "eth_chainId")
     assert answer.status_code == 200 and answer.json() == {"jsonrpc": "2.0", "id": 7, "result": hex(31337)}
-    for method in ("anvil_reset", "anvil_setRpcUrl", "anvil_dumpState", "eth_sign", "debug_traceTransaction", "admin_peers"):
+    for method in ("anvil_reset", "anvil_setRpcUrl", "anvil_dumpState", "eth_sign", "admin_peers", "eth_subscribe",
+                   "depu_setFollow", "debug_traceBlockByNumber"):
         refused = rpc(front, token, method).json()
         assert refused["error"] == {"code": -32601, "message": "method not allowed on DePU forks"}, method
     assert not JournalEntry.count("ftest01")

@@ -15,6 +15,15 @@ increasing seq order: a write whose seq is not above the last one applied reache
 order other than the journal's. Answers from anvil are read up to ``MAX_ANSWER_BYTES``; a bigger one is
 replaced by a clear JSON-RPC error, so the proxy is never sent more than that.
 
+The front also keeps what a follow step (forkfollow.py) needs to move the fork onto a new mainnet head without
+the API: its own copy of the journal it applied (the provision's replay plus every write since, with what each
+did), the snapshot ids it handed out and the filters clients created. Both are mapped through the front: a
+snapshot id or filter id a client holds keeps working when the anvil behind the front is replaced, because the
+front translates it to the id the current anvil gave (``swap``). All of it can be rebuilt from the API's
+journal, so nothing a restart needs lives only here. The front answers two DePU methods itself:
+``depu_followStatus`` (what following did: base block, steps, upstream calls per block, conflicts) and
+``depu_setFollow`` (the API switching follow mode; the proxy never lets a user send it).
+
 Outside the local stack the front serves https (``tls``, from ``forktls.server_context``) with the certificate
 whose fingerprint the API pinned at registration; the TLS handshake runs in the connection's own thread, so a
 client that stalls it holds up nobody else.
@@ -44,8 +53,66 @@ FORK_UNAVAILABLE = -32003
 LIMIT_EXCEEDED = -32005
 
 
-def _error(code: int, message: str) -> bytes:
-    return json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}).encode()
+TX_METHODS = frozenset({"eth_sendRawTransaction", "eth_sendTransaction"})
+NEW_FILTERS = frozenset({"eth_newFilter", "eth_newBlockFilter", "eth_newPendingTransactionFilter"})
+FILTER_USES = frozenset({"eth_getFilterChanges", "eth_getFilterLogs", "eth_uninstallFilter"})
+MAX_FILTERS = 64  # per fork: anvil keeps each until it is uninstalled or expires
+FOLLOW_STATUS, SET_FOLLOW = "depu_followStatus", "depu_setFollow"
+
+
+def _error(code: int, message: str, request_id: Any = None) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}).encode()
+
+
+def _result(request_id: Any, value: Any) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "result": value}).encode()
+
+
+def outcome_of(method: str, answer: dict[str, Any], receipt: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a write did, to compare two runs of it (the same facts depu.forks.outcomes compares)."""
+    if "error" in answer:
+        return {"kind": "error", "message": str((answer.get("error") or {}).get("message", ""))[:200]}
+    if method in TX_METHODS:
+        if not receipt:
+            return {"kind": "tx", "pending": True}
+        logs = [[str(log.get("address", "")).lower(), [str(t).lower() for t in log.get("topics", [])], str(log.get("data", "")).lower()]
+                for log in receipt.get("logs") or []]
+        return {"kind": "tx", "status": int(str(receipt.get("status") or "0x0"), 16), "logs": json.dumps(logs)}
+    return {"kind": "call"}
+
+
+def conflict_of(before: dict[str, Any] | None, after: dict[str, Any]) -> str | None:
+    """Why a replayed write no longer does what it did (a short phrase), or None. Gas is not compared: it
+    moves with the base block and is no conflict."""
+    if not before:
+        return None
+    if after.get("kind") == "error" and before.get("kind") != "error":
+        return f"now fails: {after.get('message', '')}"
+    if before.get("kind") == "error" and after.get("kind") != "error":
+        return "now succeeds (it failed before)"
+    if after.get("kind") == "tx" and before.get("kind") == "tx" and not after.get("pending") and not before.get("pending"):
+        if before.get("status") != after.get("status"):
+            return "now reverts" if after.get("status") == 0 else "now succeeds (it reverted before)"
+        if before.get("logs") != after.get("logs"):
+            return "emits different events"
+    return None
+
+
+def _json(payload: bytes) -> Any:
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return None
+
+
+def _single(body: bytes) -> dict[str, Any] | None:
+    """The body as one JSON-RPC request object, or None (a batch, or not JSON: forwarded as it is)."""
+    if not body.lstrip().startswith(b"{"):
+        return None
+    request = _json(body)
+    if isinstance(request, dict) and isinstance(request.get("method"), str) and isinstance(request.get("params", []), list):
+        return request
+    return None
 
 
 class _Server(ThreadingHTTPServer):
@@ -65,6 +132,13 @@ class ForkFront:
         self.anvil_url = anvil_url
         self.last_seq = int(last_seq)
         self._write_lock = threading.Lock()
+        self.state_lock = threading.Lock()  # guards journal, snapshots, filters (taken briefly, never across I/O)
+        self.journal: list[dict[str, Any]] = []  # {"seq", "method", "params", "outcome"}, in seq order
+        self.snapshots: dict[str, tuple[int, str]] = {}  # id the client holds -> (journal seq, current anvil id)
+        self.filters: dict[str, dict[str, Any]] = {}  # id the client holds -> {"method", "params", "anvil_id"}
+        self.revision = 0  # bumped by every change to the journal other than an append (a revert)
+        self.follow: dict[str, Any] = {"following": False}
+        self.on_set_follow: Any = None  # set by the host: called with True/False
         self._secret = secret.encode()
         self._local = threading.local()
         self._stopped = threading.Event()
@@ -86,7 +160,12 @@ class ForkFront:
 
     def forward(self, body: bytes, write_seq: str | None = None) -> tuple[int, bytes]:
         """Forward one body to anvil; a write (``write_seq`` given) only in seq order, one at a time."""
+        request = _single(body)
         if write_seq is None:
+            if request is not None and request["method"] in (FOLLOW_STATUS, SET_FOLLOW):
+                return 200, self._own(request)
+            if request is not None and request["method"] in NEW_FILTERS | FILTER_USES:
+                return self._filter(request)
             return self._forward(body)
         try:
             seq = int(write_seq)
@@ -99,14 +178,141 @@ class ForkFront:
                     f"write refused: it reached the fork after a later write (seq {seq} <= {self.last_seq}); nothing was applied, retry it",
                 )
             self.last_seq = seq
-            return self._forward(body)
+            if request is None:
+                return self._forward(body)
+            return self._write(seq, request)
 
-    def _forward(self, body: bytes) -> tuple[int, bytes]:
+    # ------------------------------------------------------------------ what the front keeps
+    def _write(self, seq: int, request: dict[str, Any]) -> tuple[int, bytes]:
+        """Apply one write (under the write lock) and keep it in the front's journal with what it did."""
+        method, params = request["method"], request.get("params") or []
+        if method == "evm_revert":
+            return self._revert(seq, request)
+        status, payload = self._forward(json.dumps(request).encode())
+        answer = _json(payload)
+        if status != 200 or not isinstance(answer, dict) or "error" in answer:
+            return status, payload  # not applied: the proxy journals nothing either
+        receipt = self._receipt(answer.get("result")) if method in TX_METHODS else None
+        with self.state_lock:
+            self.journal.append({"seq": seq, "method": method, "params": params, "outcome": outcome_of(method, answer, receipt)})
+            if method == "evm_snapshot" and isinstance(answer.get("result"), str):
+                self.snapshots[answer["result"]] = (seq, answer["result"])
+        return status, payload
+
+    def _revert(self, seq: int, request: dict[str, Any]) -> tuple[int, bytes]:
+        params = request.get("params") or []
+        held = str(params[0]) if params else ""
+        with self.state_lock:
+            mapped = self.snapshots.get(held)
+        if mapped is None:
+            return 200, _result(request.get("id"), False)
+        status, payload = self._forward(json.dumps({**request, "params": [mapped[1]]}).encode())
+        answer = _json(payload)
+        if isinstance(answer, dict) and answer.get("result") is True:
+            with self.state_lock:
+                self.journal = [entry for entry in self.journal if entry["seq"] < mapped[0]]
+                self.snapshots = {key: value for key, value in self.snapshots.items() if value[0] < mapped[0]}
+                self.revision += 1
+        return status, payload
+
+    def _receipt(self, tx_hash: Any, timeout: float = 5.0) -> dict[str, Any] | None:
+        """anvil answers a transaction's hash before its automine block is sealed: wait for the receipt."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while isinstance(tx_hash, str):
+            _status, payload = self._forward(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_getTransactionReceipt",
+                                                        "params": [tx_hash]}).encode())
+            receipt = (_json(payload) or {}).get("result") if isinstance(_json(payload), dict) else None
+            if receipt or time.monotonic() > deadline:
+                return receipt
+            time.sleep(0.02)
+        return None
+
+    def _filter(self, request: dict[str, Any]) -> tuple[int, bytes]:
+        """Filters by the id the client holds, translated to the current anvil's (see ``swap``)."""
+        method, params = request["method"], list(request.get("params") or [])
+        if method in NEW_FILTERS:
+            with self.state_lock:
+                if len(self.filters) >= MAX_FILTERS:
+                    return 200, _error(LIMIT_EXCEEDED, f"this fork holds {MAX_FILTERS} filters already; uninstall some first",
+                                       request.get("id"))
+            status, payload = self._forward(json.dumps(request).encode())
+            answer = _json(payload)
+            if isinstance(answer, dict) and isinstance(answer.get("result"), str):
+                with self.state_lock:
+                    self.filters[answer["result"]] = {"method": method, "params": params, "anvil_id": answer["result"]}
+            return status, payload
+        held = str(params[0]) if params else ""
+        with self.state_lock:
+            known = self.filters.get(held)
+            if method == "eth_uninstallFilter":
+                self.filters.pop(held, None)
+        if known is not None:
+            params[0] = known["anvil_id"]
+        status, payload = self._forward(json.dumps({**request, "params": params}).encode())
+        if method == "eth_uninstallFilter" and known is not None:
+            return 200, _result(request.get("id"), True)
+        return status, payload
+
+    def _own(self, request: dict[str, Any]) -> bytes:
+        if request["method"] == SET_FOLLOW:
+            params = request.get("params") or []
+            enabled = bool(params[0]) if params else True
+            if self.on_set_follow is not None:
+                self.on_set_follow(enabled)
+            self.follow["following"] = enabled
+        with self.state_lock:
+            status = {**{k: v for k, v in self.follow.items() if not k.startswith("_")},
+                      "journal": len(self.journal), "filters": len(self.filters)}
+        return _result(request.get("id"), status)
+
+    def entries(self) -> tuple[list[dict[str, Any]], int]:
+        """A copy of the front's journal and its revision (for a follow step's replay)."""
+        with self.state_lock:
+            return [dict(entry) for entry in self.journal], self.revision
+
+    def adopt(self, entries: list[dict[str, Any]], snapshots: dict[str, Any]) -> None:
+        """The journal a provision or rebase replayed (with each entry's outcome) and the snapshot ids its
+        anvil gave: where the front's own copy starts."""
+        with self.state_lock:
+            self.journal = [dict(entry) for entry in entries]
+            self.snapshots = {str(anvil_id): (int(seq), str(anvil_id)) for seq, anvil_id in snapshots.items()}
+
+    @property
+    def write_lock(self) -> threading.Lock:
+        return self._write_lock
+
+    def swap(self, anvil_url: str, outcomes: dict[int, dict[str, Any]], snapshot_ids: dict[int, str]) -> None:
+        """Serve from another anvil (call with ``write_lock`` held): the replayed journal's new outcomes, the
+        ids its anvil gave the journal's snapshots, and every client filter created again there."""
+        with self.state_lock:
+            for entry in self.journal:
+                if entry["seq"] in outcomes:
+                    entry["outcome"] = outcomes[entry["seq"]]
+            self.snapshots = {held: (seq, snapshot_ids.get(seq, anvil_id)) for held, (seq, anvil_id) in self.snapshots.items()}
+            filters = dict(self.filters)
+        created = {}
+        for held, spec in filters.items():  # on the new anvil first, so no poll finds a filter missing
+            params = [{k: v for k, v in p.items() if k not in ("fromBlock", "toBlock")} if isinstance(p, dict) else p
+                      for p in spec["params"]]
+            _status, payload = self._forward(json.dumps({"jsonrpc": "2.0", "id": 1, "method": spec["method"], "params": params}).encode(),
+                                             url=anvil_url)
+            answer = _json(payload)
+            if isinstance(answer, dict) and isinstance(answer.get("result"), str):
+                created[held] = answer["result"]
+        with self.state_lock:
+            self.anvil_url = anvil_url
+            for held, anvil_id in created.items():
+                if held in self.filters:
+                    self.filters[held]["anvil_id"] = anvil_id
+
+    def _forward(self, body: bytes, url: str | None = None) -> tuple[int, bytes]:
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
         try:
-            answer = session.post(self.anvil_url, data=body, headers={"Content-Type": "application/json"},
+            answer = session.post(url or self.anvil_url, data=body, headers={"Content-Type": "application/json"},
                                   timeout=FORWARD_TIMEOUT_S, stream=True)
         except requests.RequestException:
             return 502, _error(FORK_UNAVAILABLE, "the fork's anvil did not answer")

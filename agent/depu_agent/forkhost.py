@@ -10,6 +10,9 @@ stopping those the API says are no longer its own), and does one task at a time:
   anvil replaces the old one, which is stopped after a short grace period so in-flight reads finish;
 - stop: stop the fork's anvil.
 
+Forks whose task says ``follow`` (the default for new forks) then follow mainnet block by block, moved by
+this host itself (forkfollow.py); every anvil here reads mainnet through the host's RPC cache (forkcache.py).
+
 The host keeps no state a restart needs: a fork is its base plus its journal, which the API holds.
 
 Every fork runs with its own chain id (``--chain-id``, from the task: DePU assigns it, docs/security.md), so what
@@ -51,7 +54,9 @@ import ssl
 import requests
 
 from depu_agent import forktls
-from depu_agent.forkfront import ForkFront
+from depu_agent.forkcache import UpstreamCache
+from depu_agent.forkfollow import Follower
+from depu_agent.forkfront import ForkFront, outcome_of
 from depu_agent.lifetime import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -79,51 +84,42 @@ def _free_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
-class AnvilFork:
-    """One anvil process forked from ``upstream`` at ``block``, on 127.0.0.1 only, behind a ForkFront on
-    ``bind_host`` that admits only requests carrying ``secret``."""
+class AnvilProcess:
+    """One anvil process on 127.0.0.1 (a private port), forked from ``upstream`` at ``block`` by ``reset``."""
 
-    def __init__(self, binary: str, upstream: str, block: int, bind_host: str, public_base: str, secret: str,
-                 chain_id: int, last_seq: int = -1, tls: ssl.SSLContext | None = None):
-        if not secret:
-            raise ValueError("no host secret for this fork: refusing to serve it unauthenticated")
+    def __init__(self, binary: str, chain_id: int):
         if not isinstance(chain_id, int) or isinstance(chain_id, bool) or chain_id <= 0:
             raise ValueError("no chain id for this fork: refusing to start it with the upstream's")
-        self.block = block
         self.chain_id = chain_id
-        self._upstream = upstream
+        self.block: int | None = None
         self.anvil_port = _free_port(ANVIL_HOST)
         self.local_url = f"http://{ANVIL_HOST}:{self.anvil_port}"
         self._session = requests.Session()
-        # no --fork-url: the upstream URL (with its API key) is handed over by anvil_reset in wait_ready
+        # no --fork-url: the upstream URL (with its API key) is handed over by anvil_reset in reset
         self.process = subprocess.Popen(
             [binary, "--chain-id", str(chain_id), "--host", ANVIL_HOST, "--port", str(self.anvil_port), "--quiet"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True,
             preexec_fn=die_with_parent(),  # a killed agent leaves no anvil behind
         )
-        try:
-            self.front = ForkFront(bind_host, self.local_url, secret, last_seq=last_seq, tls=tls)
-        except Exception:
-            self._stop_anvil()
-            raise
-        self.port = self.front.port
-        self.rpc_url = f"{public_base.rstrip('/')}:{self.port}"
 
-    def wait_ready(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
+    def wait_started(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"anvil exited with status {self.process.returncode}")
             try:
                 self.call("eth_chainId", [])
-                break
+                return
             except (requests.RequestException, RuntimeError, ValueError):
                 time.sleep(0.05)
-        else:
-            raise TimeoutError("anvil did not answer in time")
-        self.value("anvil_reset", [{"forking": {"jsonRpcUrl": self._upstream, "blockNumber": self.block}}])
+        raise TimeoutError("anvil did not answer in time")
+
+    def reset(self, upstream: str, block: int) -> None:
+        """Fork ``upstream`` at ``block`` (anvil_reset: the fork's state starts over there)."""
+        self.value("anvil_reset", [{"forking": {"jsonRpcUrl": upstream, "blockNumber": block}}])
         if int(self.value("eth_chainId", []), 16) != self.chain_id:
             raise RuntimeError("anvil did not keep the fork's chain id")
+        self.block = block
 
     def call(self, method: str, params: list[Any]) -> dict[str, Any]:
         """The raw JSON-RPC answer (``result`` or ``error``)."""
@@ -164,10 +160,6 @@ class AnvilFork:
         return reports, snapshots
 
     def stop(self) -> None:
-        self.front.stop()
-        self._stop_anvil()
-
-    def _stop_anvil(self) -> None:
         self._session.close()
         if self.process.poll() is None:
             try:
@@ -179,6 +171,83 @@ class AnvilFork:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=5)
+
+
+def outcomes_of(journal: list[dict[str, Any]], reports: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Each replayed entry's outcome in the front's terms (forkfront.outcome_of), by seq."""
+    methods = {int(entry["seq"]): entry["method"] for entry in journal}
+    found = {}
+    for report in reports:
+        seq = int(report["seq"])
+        answer = {"error": report["error"]} if "error" in report else {"result": report.get("result")}
+        found[seq] = outcome_of(methods.get(seq, ""), answer, report.get("receipt"))
+    return found
+
+
+class AnvilFork:
+    """One fork on this host: an anvil process forked from ``upstream`` at ``block``, on 127.0.0.1 only,
+    behind a ForkFront on ``bind_host`` that admits only requests carrying ``secret``. A follow step
+    (forkfollow.py) may replace the process behind the front (``process_`` and ``spare``)."""
+
+    def __init__(self, binary: str, upstream: str, block: int, bind_host: str, public_base: str, secret: str,
+                 chain_id: int, last_seq: int = -1, tls: ssl.SSLContext | None = None):
+        if not secret:
+            raise ValueError("no host secret for this fork: refusing to serve it unauthenticated")
+        self.block = block
+        self.binary = binary
+        self._upstream = upstream
+        self.anvil = AnvilProcess(binary, chain_id)
+        self.chain_id = self.anvil.chain_id
+        self.spare: AnvilProcess | None = None  # the previous process, kept for the next follow step
+        try:
+            self.front = ForkFront(bind_host, self.anvil.local_url, secret, last_seq=last_seq, tls=tls)
+        except Exception:
+            self.anvil.stop()
+            raise
+        self.port = self.front.port
+        self.rpc_url = f"{public_base.rstrip('/')}:{self.port}"
+
+    # the process serving now (tests and the host read these)
+    @property
+    def process(self) -> subprocess.Popen:
+        return self.anvil.process
+
+    @property
+    def local_url(self) -> str:
+        return self.anvil.local_url
+
+    @property
+    def anvil_port(self) -> int:
+        return self.anvil.anvil_port
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
+        self.anvil.wait_started(timeout)
+        self.anvil.reset(self._upstream, self.block)
+
+    def call(self, method: str, params: list[Any]) -> dict[str, Any]:
+        return self.anvil.call(method, params)
+
+    def value(self, method: str, params: list[Any]) -> Any:
+        return self.anvil.value(method, params)
+
+    def receipt(self, tx_hash: str, timeout: float = 5.0) -> dict[str, Any] | None:
+        return self.anvil.receipt(tx_hash, timeout)
+
+    def replay(self, journal: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        reports, snapshots = self.anvil.replay(journal)
+        outcomes = outcomes_of(journal, reports)
+        self.front.adopt([{**entry, "seq": int(entry["seq"]), "params": entry.get("params") or [],
+                           "outcome": outcomes.get(int(entry["seq"]))} for entry in journal], snapshots)
+        return reports, snapshots
+
+    def stop(self) -> None:
+        self.front.stop()
+        self.anvil.stop()
+        if self.spare is not None:
+            self.spare.stop()
+
+    def _stop_anvil(self) -> None:
+        self.anvil.stop()
 
 
 class ForkHost:
@@ -198,6 +267,8 @@ class ForkHost:
         self.forks: dict[str, AnvilFork] = {}
         self._lock = threading.Lock()
         self._retiring: list[tuple[threading.Timer, AnvilFork]] = []
+        self.cache = UpstreamCache(self.upstream) if self.upstream else None
+        self.follower = Follower(self._serving, self._upstream_head, self.cache.url if self.cache else "", self.cache)
         # the agent may exit without waiting for this thread (its threads are daemons): never leave anvils behind
         atexit.register(self.shutdown)
 
@@ -206,6 +277,8 @@ class ForkHost:
         if not self.upstream:
             log.error("fork host disabled: no fork_upstream_url / DEPU_FORK_UPSTREAM_URL configured")
             return
+        following = threading.Thread(target=self.follower.run, args=(stop_event,), name="fork-follow", daemon=True)
+        following.start()
         try:
             while not stop_event.is_set():
                 try:
@@ -215,6 +288,10 @@ class ForkHost:
                     stop_event.wait(ERROR_BACKOFF_SECONDS)
         finally:
             self.shutdown()
+
+    def _serving(self) -> dict[str, AnvilFork]:
+        with self._lock:
+            return dict(self.forks)
 
     def step(self) -> bool:
         """One claim round; True if a task was done."""
@@ -261,8 +338,10 @@ class ForkHost:
         number = self._upstream_head() if block == "latest" else int(block)
         journal = task.get("journal") or []
         last_seq = max((int(entry["seq"]) for entry in journal), default=-1)
-        anvil = AnvilFork(self.binary, self.upstream, number, self.bind_host, self.public_base, str(task.get("host_secret") or ""),
+        upstream = self.cache.url if self.cache else self.upstream
+        anvil = AnvilFork(self.binary, upstream, number, self.bind_host, self.public_base, str(task.get("host_secret") or ""),
                           chain_id=task.get("chain_id"), last_seq=last_seq, tls=self.tls)
+        anvil.front.follow.update({"following": bool(task.get("follow")), "base_block": number, "steps": 0})
         try:
             anvil.wait_ready()
             entries, snapshots = anvil.replay(journal)
@@ -299,3 +378,6 @@ class ForkHost:
         self._retiring.clear()
         for anvil in forks:
             anvil.stop()
+        if self.cache is not None:
+            self.cache.stop()
+            self.cache = None

@@ -80,6 +80,7 @@ class Fork(Model):
     host_secrets = JSONAttribute(null=True)
     rpc_token_hash = UnicodeAttribute(null=True)
     auto_sync = BooleanAttribute(default=False)
+    follow = BooleanAttribute(null=True)  # follow mainnet block by block on the host (None: a fork from before follow mode)
     sync_interval_s = NumberAttribute(default=600)
     sync_loop = UnicodeAttribute(default="")
     expires_at = NumberAttribute()

@@ -1,8 +1,14 @@
 """Which JSON-RPC methods a DePU fork serves, which of them are journaled writes, and the proxy's limits.
 
 Anything not listed is refused: admin methods (``anvil_reset``, ``anvil_dumpState``, ``anvil_setRpcUrl``...)
-would let one user break the host or read the upstream URL, and filters/subscriptions hold host-local state a
-rebuild would lose.
+would let one user break the host or read the upstream URL. WebSocket subscriptions are not served (HTTP only).
+
+Filters live on the fork's host: its front keeps them across the follow steps it makes itself
+(agent/depu_agent/forkfront.py), and a rebuild or a state-machine rebase drops them, so an old filter id then
+answers "filter not found", as any node that drops filters does, and the client creates a new one.
+
+Traces are bounded (docs/security.md, "Fork traces"): only the tracers in ``TRACERS``, each call charged
+``TRACE_COST`` from the fork's rate bucket, at most ``TRACE_TIMEOUT_S`` seconds and ``TRACE_MAX_BYTES`` of answer.
 """
 from __future__ import annotations
 
@@ -22,6 +28,27 @@ READS = frozenset(
         "eth_getUncleCountByBlockNumber", "eth_getUncleCountByBlockHash",
     }
 )
+
+# filters: host-local, kept by the host's front across its own follow steps (see the module docstring)
+FILTERS = frozenset(
+    {
+        "eth_newFilter", "eth_newBlockFilter", "eth_newPendingTransactionFilter", "eth_getFilterChanges",
+        "eth_getFilterLogs", "eth_uninstallFilter",
+    }
+)
+
+TRACES = frozenset({"debug_traceTransaction", "debug_traceCall", "trace_transaction", "trace_block"})
+# debug_* tracers a fork runs: anvil's native ones. None is the struct logger (opcode by opcode, the biggest);
+# JavaScript tracers are refused (arbitrary code on the host).
+TRACERS = frozenset({None, "callTracer", "prestateTracer", "4byteTracer", "noopTracer"})
+TRACE_COST = 20.0  # rate-bucket tokens per trace: a trace can cost the host far more than a read
+TRACE_TIMEOUT_S = 20.0
+TRACE_MAX_BYTES = 2 * 1024 * 1024
+
+# DePU's own methods: funding an ERC-20 balance (depu.forks.erc20) and the host's follow status
+ERC20_BALANCE = "depu_setErc20Balance"
+FOLLOW_STATUS = "depu_followStatus"
+OWN_METHODS = frozenset({ERC20_BALANCE, "tenderly_setErc20Balance", FOLLOW_STATUS})
 
 # user-facing name -> the canonical name journaled and sent to anvil (hardhat_* are aliases)
 WRITES = {
@@ -67,7 +94,25 @@ def canonical_write(method: str) -> str | None:
 
 
 def is_allowed(method: str) -> bool:
-    return method in READS or method in WRITES or method == REVERT
+    return (method in READS or method in WRITES or method == REVERT or method in FILTERS or method in TRACES
+            or method in OWN_METHODS)
+
+
+def tracer_refused(method: str, params: list) -> str | None:
+    """Why this trace request is not run on a fork (a tracer outside ``TRACERS``), or None."""
+    if not method.startswith("debug_"):
+        return None
+    options = params[1] if method == "debug_traceTransaction" and len(params) > 1 else (
+        params[2] if method == "debug_traceCall" and len(params) > 2 else None)
+    if options is None:
+        return None
+    if not isinstance(options, dict):
+        return "the trace options must be an object"
+    tracer = options.get("tracer")
+    if tracer not in TRACERS:
+        names = ", ".join(sorted(t for t in TRACERS if t))
+        return f"tracer {str(tracer)[:40]!r} is not available on DePU forks (use one of {names}, or none for opcode logs)"
+    return None
 
 
 class TokenBucket:

@@ -166,6 +166,12 @@ class ForkProxy:
         if not policy.is_allowed(method):
             return error(request_id, policy.METHOD_NOT_ALLOWED, "method not allowed on DePU forks")
         try:
+            if method in policy.TRACES:
+                return self._trace(fork, method, params, request_id)
+            if method in (policy.ERC20_BALANCE, "tenderly_setErc20Balance"):
+                from depu.forks import erc20
+
+                return erc20.set_balance_call(self, fork, request_id, params)
             if method == "eth_sendRawTransaction":
                 refused_tx = self._wrong_chain(fork, params)
                 if refused_tx:
@@ -214,6 +220,27 @@ class ForkProxy:
             return (f"transaction signed for chain id {signed_for}, but this fork's chain id is {int(expected)}: "
                     f"sign it for chain id {int(expected)} (eth_chainId tells you)")
         return None
+
+    def _trace(self, fork: Fork, method: str, params: list[Any], request_id: Any) -> dict[str, Any]:
+        """A trace, bounded: a known tracer only, charged TRACE_COST, cut off past TRACE_TIMEOUT_S or
+        TRACE_MAX_BYTES (docs/security.md, "Fork traces")."""
+        refused = policy.tracer_refused(method, params)
+        if refused:
+            return error(request_id, policy.INVALID_PARAMS, refused)
+        if not self.bucket.take(fork.fork_id, policy.TRACE_COST - 1):
+            return error(request_id, policy.LIMIT_EXCEEDED, "trace rate limit exceeded for this fork; retry in a few seconds")
+        cap = getattr(self._local, "cap", None)
+        self._local.cap = min(policy.TRACE_MAX_BYTES, MAX_ANSWER_BYTES if cap is None else cap)
+        try:
+            return self._forward(fork, method, params, request_id, timeout=policy.TRACE_TIMEOUT_S)
+        except AnswerTooLarge:
+            return error(request_id, policy.LIMIT_EXCEEDED,
+                         f"the trace is over {self._local.cap} bytes, more than DePU returns: use callTracer "
+                         "(or the opcode logger with disableStack/disableStorage and enableMemory false)")
+        except requests.Timeout:
+            return error(request_id, policy.LIMIT_EXCEEDED, f"the trace took over {policy.TRACE_TIMEOUT_S:.0f} s and was cut off")
+        finally:
+            self._local.cap = cap
 
     def _write(self, fork: Fork, request_id: Any, method: str, params: list[Any]) -> dict[str, Any]:
         current, seq, lease = journal.begin_write(fork.fork_id)
@@ -273,7 +300,7 @@ class ForkProxy:
             time.sleep(0.02)
 
     def _forward(self, fork: Fork, method: str, params: list[Any], request_id: Any,
-                 write_seq: int | None = None) -> dict[str, Any]:
+                 write_seq: int | None = None, timeout: float = FORWARD_TIMEOUT_S) -> dict[str, Any]:
         url = fork.host_rpc_url
         if not url:
             raise requests.ConnectionError("no host")
@@ -293,7 +320,7 @@ class ForkProxy:
         cap = MAX_ANSWER_BYTES if cap is None else cap
         response = session.post(
             url, json={"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}, headers=headers,
-            timeout=FORWARD_TIMEOUT_S, allow_redirects=False, stream=True,
+            timeout=timeout, allow_redirects=False, stream=True,
         )
         try:
             if response.status_code == 401:
@@ -302,7 +329,7 @@ class ForkProxy:
             if 300 <= response.status_code < 400:
                 log.warning("fork %s host answered a redirect (%s): not followed", fork.fork_id, response.status_code)
                 return error(request_id, policy.FORK_UNAVAILABLE, "the fork's host answered with a redirect, which DePU never follows")
-            body = _read_capped(response, cap)
+            body = _read_capped(response, cap, time.monotonic() + timeout)
         finally:
             response.close()
         try:
@@ -352,8 +379,9 @@ class ForkProxy:
         checked[url] = now + HOST_URL_CHECK_SECONDS
 
 
-def _read_capped(response: requests.Response, cap: int) -> bytes:
-    """The response body, or AnswerTooLarge once it passes ``cap`` bytes (never reading much more)."""
+def _read_capped(response: requests.Response, cap: int, deadline: float | None = None) -> bytes:
+    """The response body, or AnswerTooLarge once it passes ``cap`` bytes (never reading much more);
+    requests.Timeout once ``deadline`` (monotonic) passes, however slowly the bytes trickle in."""
     too_large = AnswerTooLarge(
         f"the fork's answer is over {cap} bytes, more than DePU forwards; ask for less "
         "(e.g. a narrower block range for eth_getLogs, or fewer requests in a batch)"
@@ -366,6 +394,8 @@ def _read_capped(response: requests.Response, cap: int) -> bytes:
         total += len(chunk)
         if total > cap:
             raise too_large
+        if deadline is not None and time.monotonic() > deadline:
+            raise requests.Timeout("the host's answer took too long")
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -20,7 +20,7 @@ import requests
 from depu.config import get_settings
 from depu.errors import UserError
 from depu.forks import chainids, hosts, journal, proxy, tokens
-from depu.forks.models import ACTIVE, ALIVE, DELETED, DELETING, FAILED, REQUESTED, Fork, utcnow_iso
+from depu.forks.models import ACTIVE, ALIVE, DELETED, DELETING, FAILED, REQUESTED, SERVING, Fork, utcnow_iso
 
 MAX_ALIVE_FORKS = 3
 FORK_LIFETIME_S = 24 * 3600
@@ -45,12 +45,22 @@ class ForkInfo:
     fork: Fork
     journal_size: int
     mainnet_head: int | None
+    follow: dict[str, Any] | None = None  # the host's depu_followStatus, when the fork follows
+
+    @property
+    def base_block(self) -> int | None:
+        """Where the fork is now: a following fork moves on its host, ahead of the recorded base."""
+        live = (self.follow or {}).get("base_block")
+        recorded = int(self.fork.base_block) if self.fork.base_block is not None else None
+        if isinstance(live, int) and (recorded is None or live >= recorded):
+            return live
+        return recorded
 
     @property
     def blocks_behind(self) -> int | None:
-        if self.mainnet_head is None or self.fork.base_block is None:
+        if self.mainnet_head is None or self.base_block is None:
             return None
-        return max(0, self.mainnet_head - int(self.fork.base_block))
+        return max(0, self.mainnet_head - self.base_block)
 
 
 def _sfn():
@@ -102,6 +112,7 @@ def create_fork(user_id: int, chat_id: int, block: str | int | None = "latest", 
         chain_id=chainids.MAINNET if keep_mainnet_chain_id else chainids.for_fork(fork_id),
         rpc_token_hash=token_hash,
         auto_sync=False,
+        follow=True,
         sync_interval_s=DEFAULT_SYNC_INTERVAL_S,
         sync_loop="",
         expires_at=now + FORK_LIFETIME_S,
@@ -179,6 +190,34 @@ def set_auto_sync(user_id: int, fork_id: str, enabled: bool, interval_s: int = D
     return fork
 
 
+def set_follow(user_id: int, fork_id: str, enabled: bool) -> Fork:
+    """Follow mode on or off for one fork: recorded on the fork (so a rebuilt fork keeps it) and told to the
+    fork's host now (``depu_setFollow``, a method only DePU itself sends; the proxy refuses it from users)."""
+    fork = owned(user_id, fork_id)
+    if fork.status not in ALIVE:
+        raise UserError("This fork is no longer running.")
+    fork.update(actions=[Fork.follow.set(bool(enabled))], condition=Fork.status.is_in(*ALIVE))
+    if fork.host_rpc_url and fork.status in SERVING:
+        try:
+            proxy.default_proxy()._forward(fork, "depu_setFollow", [bool(enabled)], 1)
+        except (requests.RequestException, ValueError):
+            pass  # the host learns it from the next provision or rebase task
+    return fork
+
+
+def follow_status(fork: Fork) -> dict[str, Any] | None:
+    """What following has done on the fork's host (base block, steps, upstream calls per block, conflicts),
+    or None when the host does not say."""
+    if not fork.host_rpc_url or fork.status not in SERVING:
+        return None
+    try:
+        answer = proxy.default_proxy()._forward(fork, "depu_followStatus", [], 1)
+    except (requests.RequestException, ValueError):
+        return None
+    status = answer.get("result")
+    return status if isinstance(status, dict) else None
+
+
 def rotate_url(user_id: int, fork_id: str) -> str:
     """A new RPC URL for the fork; the old one stops answering. (Tokens are stored hashed: this is the only
     way to see a fork's URL again.)"""
@@ -210,7 +249,7 @@ def owned(user_id: int, fork_id: str) -> Fork:
 
 def info(user_id: int, fork_id: str) -> ForkInfo:
     fork = owned(user_id, fork_id)
-    return ForkInfo(fork, journal.size(fork.fork_id), mainnet_head())
+    return ForkInfo(fork, journal.size(fork.fork_id), mainnet_head(), follow_status(fork))
 
 
 def mainnet_head() -> int | None:

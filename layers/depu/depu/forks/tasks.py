@@ -69,9 +69,12 @@ class ClaimedTask:
     journal: list[dict[str, Any]]
     host_secret: str = ""
     chain_id: int | None = None
+    follow: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         task = {"task_id": self.task_id, "kind": self.kind, "fork_id": self.fork_id, "block": self.block, "journal": self.journal}
+        if self.kind in (PROVISION, REBASE):
+            task["follow"] = self.follow
         if self.chain_id is not None:
             task["chain_id"] = self.chain_id
         if self.host_secret:
@@ -216,7 +219,7 @@ def _take(agent_id: str) -> ClaimedTask | None:
             fork = _after_writes(fork)
             entries = [{"seq": int(e.seq), "method": e.method, "params": e.params} for e in journal.entries(fork.fork_id)]
         return ClaimedTask(pending["task_id"], kind, fork.fork_id, pending.get("block") or "latest", entries,
-                           pending.get("host_secret", ""), _chain_id(fork) if kind != STOP else None)
+                           pending.get("host_secret", ""), _chain_id(fork) if kind != STOP else None, bool(fork.follow))
     return None
 
 
