@@ -54,6 +54,12 @@ def cacheable(method: str, params: list[Any]) -> bool:
     return isinstance(block, str) and block.lower() not in MOVING_TAGS and block.startswith("0x")
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """An anvil that went away mid-answer is no traceback on stderr."""
+        log.debug("fork RPC cache connection failed", exc_info=True)
+
+
 class UpstreamCache:
     def __init__(self, upstream: str, max_entries: int = MAX_ENTRIES):
         self._upstream = upstream
@@ -64,7 +70,7 @@ class UpstreamCache:
         self._local = threading.local()
         self.upstream_calls = 0
         self.hits = 0
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = _Server(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}{self._path}"
         threading.Thread(target=self.server.serve_forever, name="fork-rpc-cache", daemon=True).start()
