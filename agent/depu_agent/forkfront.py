@@ -41,6 +41,7 @@ from typing import Any
 import requests
 
 log = logging.getLogger(__name__)
+RECEIPT_POLL_S = 0.003  # a replayed transaction's block is sealed within milliseconds
 MAX_BODY_BYTES = 512 * 1024  # the proxy forwards one request of a body it already capped at 128 KiB
 MAX_DRAIN_BYTES = 8 * 1024 * 1024  # an oversized body is read and dropped up to this, then the connection closes
 MAX_ANSWER_BYTES = 8 * 1024 * 1024  # the proxy accepts at most 4 MiB of one answer anyway
@@ -226,7 +227,7 @@ class ForkFront:
             receipt = (_json(payload) or {}).get("result") if isinstance(_json(payload), dict) else None
             if receipt or time.monotonic() > deadline:
                 return receipt
-            time.sleep(0.02)
+            time.sleep(RECEIPT_POLL_S)
         return None
 
     def _filter(self, request: dict[str, Any]) -> tuple[int, bytes]:

@@ -60,6 +60,7 @@ from depu_agent.forkfront import ForkFront, outcome_of
 from depu_agent.lifetime import die_with_parent
 
 log = logging.getLogger(__name__)
+RECEIPT_POLL_S = 0.003  # a replayed transaction's block is sealed within milliseconds
 
 CLAIM_WAIT_SECONDS = 10.0  # the API caps a claim's long poll at 10 s
 START_TIMEOUT_SECONDS = 30.0
@@ -139,7 +140,7 @@ class AnvilProcess:
             receipt = self.value("eth_getTransactionReceipt", [tx_hash])
             if receipt or time.monotonic() > deadline:
                 return receipt
-            time.sleep(0.02)
+            time.sleep(RECEIPT_POLL_S)
 
     def replay(self, journal: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Apply the journal in order; returns each entry's raw outcome and the snapshot ids anvil gave."""
