@@ -312,3 +312,44 @@ def forks_of(chain_ids: set[int]) -> list[int]:
         if at < len(argv) and argv[at] in wanted:
             found.append(int(proc.name))
     return found
+
+
+def test_a_new_fork_follows_mainnet_and_a_conflict_is_told_with_the_transaction_and_reason(stack):
+    stack.start_host("host-a")
+    created = service.create_fork(USER, USER, "latest")
+    fork = wait_status(created.fork.fork_id, "active")
+    notices(10, fork.fork_id)
+    assert fork.follow is True
+    w3 = Web3(Web3.HTTPProvider(created.rpc_url, request_kwargs={"timeout": 30}))
+    service.fund(USER, fork.fork_id, RECIPIENT, "1")
+    # mainnet moves: the fork follows by itself, its journal replayed on each head
+    target = stack.mainnet.mine(2)
+    wait_for(lambda: (service.info(USER, fork.fork_id).base_block or 0) >= target, 30, "the fork to follow")
+    details = service.info(USER, fork.fork_id)
+    assert details.blocks_behind == 0 and details.follow["following"] is True and details.follow["steps"] >= 1
+    assert details.follow["upstream_calls_per_block"] is not None
+    assert w3.eth.get_balance(RECIPIENT) == stack.mainnet.w3.eth.get_balance(RECIPIENT) + 10**18
+    # a transaction mainnet then makes impossible (its nonce spent there) is a conflict, told once, with its reason
+    dev = Account.from_key(ANVIL_DEV_KEY_0)
+    nonce = w3.eth.get_transaction_count(dev.address)
+    signed = dev.sign_transaction({"to": RECIPIENT, "value": 5, "nonce": nonce, "gas": 21000, "chainId": fork.chain_id,
+                                   "maxFeePerGas": w3.eth.gas_price * 3, "maxPriorityFeePerGas": 1})
+    w3.eth.send_raw_transaction(signed.raw_transaction)
+    spent = stack.mainnet.w3.eth.send_transaction({"from": dev.address, "to": RECIPIENT, "value": 1})
+    stack.mainnet.w3.eth.wait_for_transaction_receipt(spent, timeout=30)
+    wait_for(lambda: (service.info(USER, fork.fork_id).follow or {}).get("conflicts_total") == 1, 30, "the conflict")
+    assert janitor.sweep().conflicts == [fork.fork_id]
+    [notice] = notices(10, fork.fork_id)
+    assert "1 journal entries now behave differently" in notice["text"]
+    assert "#1 eth_sendRawTransaction: now fails" in notice["text"] and "nonce" in notice["text"].lower()
+    assert janitor.sweep().conflicts == []  # told once
+    assert w3.eth.get_transaction_count(dev.address) == nonce + 1 and w3.eth.chain_id == fork.chain_id  # still usable
+    # follow off: mainnet moves, the fork stays; on again: it catches up
+    service.set_follow(USER, fork.fork_id, False)
+    assert Fork.get(fork.fork_id).follow is False
+    stayed = service.info(USER, fork.fork_id).base_block
+    target = stack.mainnet.mine(2)
+    time.sleep(1.5)
+    assert service.info(USER, fork.fork_id).base_block == stayed < target
+    service.set_follow(USER, fork.fork_id, True)
+    wait_for(lambda: (service.info(USER, fork.fork_id).base_block or 0) >= target, 30, "the fork to catch up")

@@ -1,5 +1,6 @@
-"""Housekeeping the fork janitor runs every minute: expiry warnings, expiry, and rebuilding forks whose host
-went silent (the host is a cache: a fork is its base plus its journal, so another host can rebuild it)."""
+"""Housekeeping the fork janitor runs every minute: expiry warnings, expiry, rebuilding forks whose host
+went silent (the host is a cache: a fork is its base plus its journal, so another host can rebuild it), and
+telling users about conflicts their following forks met (the host reports them in ``depu_followStatus``)."""
 from __future__ import annotations
 
 import logging
@@ -22,6 +23,7 @@ class Sweep:
     warned: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
     rebuilt: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
 
 
 def sweep(now: float | None = None) -> Sweep:
@@ -34,6 +36,8 @@ def sweep(now: float | None = None) -> Sweep:
             _warn(fork, now, done)
         if fork.status in (ACTIVE, SYNCING) and fork.expires_at > now and _host_silent(fork, now):
             _rebuild(fork, done)
+        elif fork.status == ACTIVE and fork.follow and fork.expires_at > now:
+            _follow_conflicts(fork, done)
     _address_waiting_tasks()
     return done
 
@@ -63,6 +67,27 @@ def _warn(fork: Fork, now: float, done: Sweep) -> None:
     enqueue(Notice(int(fork.chat_id), f"Shadow fork <b>{fork.fork_id}</b> expires in {minutes} minutes and will then be deleted.",
                    buttons=[[{"text": "Open fork", "data": f"sf:1:i:{fork.fork_id}"}]], dedupe_key=f"fork-expiry:{fork.fork_id}"))
     done.warned.append(fork.fork_id)
+
+
+def _follow_conflicts(fork: Fork, done: Sweep) -> None:
+    """New conflicts since the user was last told: one notice with the transactions and reasons."""
+    status = service.follow_status(fork) or {}
+    total = status.get("conflicts_total")
+    seen = int(fork.follow_conflicts_seen or 0)
+    if not isinstance(total, int) or total <= seen:
+        return
+    try:
+        fork.update(actions=[Fork.follow_conflicts_seen.set(total)], condition=Fork.follow_conflicts_seen == fork.follow_conflicts_seen)
+    except UpdateError:
+        return  # another sweep told them
+    from depu.forks import outcomes
+
+    fresh = [c for c in status.get("conflicts") or [] if isinstance(c, dict) and "seq" in c][-(total - seen):]
+    text = (f"Shadow fork <b>{fork.fork_id}</b> follows mainnet; {total - seen} journal entries now behave differently: "
+            f"{outcomes.conflicts_text(fresh)}. The fork stays on the new head and usable.")
+    enqueue(Notice(int(fork.chat_id), text, buttons=[[{"text": "Open fork", "data": f"sf:1:i:{fork.fork_id}"}]],
+                   dedupe_key=f"fork-follow-conflicts:{fork.fork_id}:{total}"))
+    done.conflicts.append(fork.fork_id)
 
 
 def _host_silent(fork: Fork, now: float) -> bool:

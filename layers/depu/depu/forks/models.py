@@ -81,6 +81,7 @@ class Fork(Model):
     rpc_token_hash = UnicodeAttribute(null=True)
     auto_sync = BooleanAttribute(default=False)
     follow = BooleanAttribute(null=True)  # follow mainnet block by block on the host (None: a fork from before follow mode)
+    follow_conflicts_seen = NumberAttribute(default=0)  # follow-mode conflicts the user was told about (janitor)
     sync_interval_s = NumberAttribute(default=600)
     sync_loop = UnicodeAttribute(default="")
     expires_at = NumberAttribute()
