@@ -234,3 +234,33 @@ def test_set_erc20_balance_refuses_rebasing_tokens_and_non_tokens_clearly(front,
         answer = call(front, token, "depu_setErc20Balance", *bad)
         assert answer["error"]["code"] == policy.INVALID_PARAMS, bad
     assert len(journal.entries("fdebug1")) == before  # nothing written
+
+
+# ------------------------------------------------------------------ what the chat offers (depu.forks.service)
+def test_recent_transactions_offer_why_it_reverted_and_funding_refusals_read_clearly(front, host):
+    from depu.errors import UserError
+    from depu.forks import service
+
+    token = make_fork(host.url)
+    value(front, token, "anvil_setCode", REVERTER, reverts_with(error_string("slippage")))
+    value(front, token, "anvil_setCode", CALLER, bubbles_from(REVERTER))
+    ok = value(front, token, "eth_sendTransaction", {"from": DEV, "to": HOLDER, "value": "0x1"})
+    failed = value(front, token, "eth_sendTransaction", {"from": DEV, "to": CALLER, "gas": hex(200_000)})
+    recent = service.recent_transactions(ALICE, "fdebug1")
+    assert [(tx.tx_hash, tx.reverted) for tx in recent] == [(failed, True), (ok, False)]
+    explained = service.why_reverted(ALICE, "fdebug1", failed)
+    assert explained.reverted and explained.reason == 'Error("slippage")'
+    assert explained.tree[-1].endswith('✗ Error("slippage")') and len(explained.tree) == 2
+    assert service.why_reverted(ALICE, "fdebug1", ok).reason is None
+    with pytest.raises(UserError, match="No such shadow fork"):
+        service.why_reverted(202, "fdebug1", failed)  # another user's fork
+    with pytest.raises(UserError, match="not a transaction hash"):
+        service.why_reverted(ALICE, "fdebug1", "0x12")
+    token_address = deploy_token(front, token, host)
+    service.fund_erc20(ALICE, "fdebug1", token_address, HOLDER, "5000")
+    assert balance_of(host, token_address, HOLDER) == 5000
+    value(front, token, "anvil_setCode", REBASING, REBASING_CODE)
+    with pytest.raises(UserError, match="rebasing or share-based"):
+        service.fund_erc20(ALICE, "fdebug1", REBASING, HOLDER, "5000")
+    with pytest.raises(UserError, match="whole number"):
+        service.fund_erc20(ALICE, "fdebug1", token_address, HOLDER, "1.5")

@@ -39,6 +39,7 @@ def of_receipt(receipt: dict[str, Any] | None) -> dict[str, Any]:
         "gas_used": _as_int(receipt.get("gasUsed")),
         "logs": logs_digest(receipt.get("logs", [])),
         "log_count": len(receipt.get("logs", []) or []),
+        "hash": str(receipt.get("transactionHash") or ""),
     }
 
 

@@ -218,6 +218,78 @@ def follow_status(fork: Fork) -> dict[str, Any] | None:
     return status if isinstance(status, dict) else None
 
 
+@dataclass
+class RecentTx:
+    seq: int
+    method: str
+    tx_hash: str
+    reverted: bool
+
+
+@dataclass
+class RevertExplained:
+    tx_hash: str
+    reverted: bool
+    reason: str | None  # the decoded revert reason, None when the transaction succeeded
+    tree: list[str]  # the compact call tree (depu.forks.debug.call_tree)
+
+
+def recent_transactions(user_id: int, fork_id: str, limit: int = 5) -> list[RecentTx]:
+    """The fork's latest journaled transactions, newest first, with whether each reverted."""
+    fork = owned(user_id, fork_id)
+    found = []
+    for entry in reversed(journal.entries(fork.fork_id)):
+        outcome = entry.outcome or {}
+        if outcome.get("kind") == "tx" and outcome.get("hash"):
+            found.append(RecentTx(int(entry.seq), entry.method, str(outcome["hash"]), outcome.get("status") == 0))
+            if len(found) >= limit:
+                break
+    return found
+
+
+def why_reverted(user_id: int, fork_id: str, tx_hash: str) -> RevertExplained:
+    """Trace one of the fork's transactions (callTracer) and say why it reverted, with its call tree."""
+    from depu.forks import debug
+
+    fork = _serving_for_reads(user_id, fork_id)
+    digits = str(tx_hash or "").strip().lower()
+    if len(digits) != 66 or not digits.startswith("0x") or any(c not in "0123456789abcdef" for c in digits[2:]):
+        raise UserError("That is not a transaction hash (0x and 64 hex digits).")
+    answer = proxy.default_proxy().call(fork, {"jsonrpc": "2.0", "id": 1, "method": "debug_traceTransaction",
+                                               "params": [digits, {"tracer": "callTracer"}]})
+    frame = answer.get("result")
+    if not isinstance(frame, dict):
+        message = str((answer.get("error") or {}).get("message") or "no trace")
+        raise UserError("This transaction is not on the fork now (a rebuild or a follow step replays the journal; a "
+                        f"transaction sent with eth_sendTransaction gets a new hash then): {_short(message)}")
+    found = debug.reason(frame)
+    return RevertExplained(digits, found is not None, found.text if found else None, debug.call_tree(frame))
+
+
+def _serving_for_reads(user_id: int, fork_id: str) -> Fork:
+    fork = owned(user_id, fork_id)
+    if fork.status not in SERVING:
+        raise UserError(f"This fork is {fork.status} right now; try again when it is active.")
+    return fork
+
+
+def fund_erc20(user_id: int, fork_id: str, token: str, address: str, amount: str | int) -> dict[str, Any]:
+    """Set ``address``'s balance of ``token`` to ``amount`` (in the token's smallest units) on the fork:
+    ``depu_setErc20Balance`` through the proxy, journaled like any write."""
+    fork = _serving(user_id, fork_id)
+    account, contract = checksum_address(address), checksum_address(token)
+    text = str(amount).strip()
+    if not text.isdigit() or len(text) > 78:
+        raise UserError("The amount is a whole number of the token's smallest units, e.g. <code>1000000</code> for 1 USDC.")
+    answer = proxy.default_proxy().call(fork, {"jsonrpc": "2.0", "id": 1, "method": "depu_setErc20Balance",
+                                               "params": [contract, account, hex(int(text))]})
+    if "error" in answer:
+        import html
+
+        raise UserError(html.escape(str(answer["error"].get("message", ""))[:400]))
+    return answer["result"]
+
+
 def rotate_url(user_id: int, fork_id: str) -> str:
     """A new RPC URL for the fork; the old one stops answering. (Tokens are stored hashed: this is the only
     way to see a fork's URL again.)"""
