@@ -139,9 +139,8 @@ def follow_lag(chain, service, session: requests.Session, seconds: float, user_b
         producing = threading.Event()
 
         def produce() -> None:
-            while not producing.wait(block_time):
+            while not producing.wait(block_time):  # one block per interval, with a transfer in it (automine)
                 chain.w3.eth.send_transaction({"from": chain.accounts[1], "to": chain.accounts[2], "value": 1})
-                chain.mine(1)
 
         producer = threading.Thread(target=produce, daemon=True)
         producer.start()

@@ -194,3 +194,19 @@ def test_the_rpc_cache_keeps_only_what_cannot_change(mainnet):
         assert requests.post(wrong_path, json=body, timeout=10).status_code == 404  # the key's path is secret
     finally:
         cache.stop()
+
+
+def test_a_step_prefetches_what_the_fork_read_in_batches(mainnet, hosted):
+    fork, cache = hosted
+    client = Client(fork)
+    for index in range(12):  # a journal touching a dozen accounts the upstream knows
+        client.value("anvil_setBalance", "0x" + f"{index + 1:040x}", hex(index), write=True)
+    client.value("eth_sendRawTransaction", signed_transfer(0), write=True)
+    mainnet.rpc("evm_mine")
+    step(fork, head(mainnet), cache.url, cache)  # the first step at a new block learns what the fork reads
+    mainnet.rpc("evm_mine")
+    done = step(fork, head(mainnet), cache.url, cache)
+    # many of the reads went out in a few batches before the replay (without: one round trip each)
+    assert done["upstream_calls"] >= 20 and done["upstream_round_trips"] <= done["upstream_calls"] * 0.6, done
+    assert int(client.value("eth_getTransactionCount", DEV, "latest"), 16) == 1
+    assert client.value("eth_getBalance", "0x" + f"{12:040x}", "latest") == hex(11)

@@ -136,6 +136,9 @@ def step(fork: "AnvilFork", head: int, upstream: str, cache: "UpstreamCache | No
 
     started = time.monotonic()
     calls_before = cache.upstream_calls if cache else 0
+    round_trips_before = cache.upstream_requests if cache else 0
+    if cache is not None and fork.block < head:
+        cache.prefetch(fork.block, head)  # what the fork read at its base, at the new head, in a few batches
     front = fork.front
     entries, revision = front.entries()
     mode = "rebase"
@@ -176,8 +179,11 @@ def step(fork: "AnvilFork", head: int, upstream: str, cache: "UpstreamCache | No
     fork.block = head
     took_ms = (time.monotonic() - started) * 1000
     calls = (cache.upstream_calls - calls_before) if cache else None
+    round_trips = (cache.upstream_requests - round_trips_before) if cache else None
     _record(front.follow, head, mode, took_ms, calls, len(entries), conflicts)
-    return {"mode": mode, "block": head, "ms": took_ms, "upstream_calls": calls, "conflicts": conflicts}
+    front.follow["upstream_round_trips_last_step"] = round_trips
+    return {"mode": mode, "block": head, "ms": took_ms, "upstream_calls": calls, "upstream_round_trips": round_trips,
+            "conflicts": conflicts}
 
 
 def _record(state: dict[str, Any], head: int, mode: str, took_ms: float, calls: int | None, replayed: int,

@@ -117,6 +117,8 @@ def _single(body: bytes) -> dict[str, Any] | None:
 
 
 class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # concurrent clients (proxy containers, a batch of trace calls) never wait for a SYN retry
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A failed TLS handshake or a dropped connection is the client's problem, not a traceback on stderr."""
         log.debug("fork front connection from %s failed", client_address, exc_info=True)
