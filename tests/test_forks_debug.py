@@ -264,3 +264,20 @@ def test_recent_transactions_offer_why_it_reverted_and_funding_refusals_read_cle
         service.fund_erc20(ALICE, "fdebug1", REBASING, HOLDER, "5000")
     with pytest.raises(UserError, match="whole number"):
         service.fund_erc20(ALICE, "fdebug1", token_address, HOLDER, "1.5")
+
+
+def test_the_mini_apps_fork_section_carries_the_call_tree_of_a_reverted_transaction(front, host):
+    from depu.dashboard import overview
+
+    token = make_fork(host.url)
+    value(front, token, "anvil_setCode", REVERTER, reverts_with(error_string("deadline passed")))
+    value(front, token, "anvil_setCode", CALLER, bubbles_from(REVERTER))
+    section = overview.forks_section(ALICE)
+    assert "last_revert" not in section["items"][0]  # no transaction yet
+    failed = value(front, token, "eth_sendTransaction", {"from": DEV, "to": CALLER, "gas": hex(200_000)})
+    [item] = overview.forks_section(ALICE)["items"]
+    assert item["last_revert"]["tx_hash"] == failed and item["last_revert"]["reason"] == 'Error("deadline passed")'
+    assert item["last_revert"]["tree"][1].endswith('✗ Error("deadline passed")')
+    value(front, token, "eth_sendTransaction", {"from": DEV, "to": HOLDER, "value": "0x1"})
+    assert "last_revert" not in overview.forks_section(ALICE)["items"][0]  # only the latest transaction counts
+    assert overview.forks_section(202)["state"] == "none"  # another user sees nothing of it

@@ -329,9 +329,19 @@
       [{ color: "--series-1", values: items.map(function (f) { return Number(f.lag_blocks) || 0; }) }],
       function (f) {
         var lag = f.lag_blocks === null || f.lag_blocks === undefined ? "lag unknown" : charts.formatNumber(f.lag_blocks) + " blocks behind";
-        return [f.name + " · " + (f.status || ""), lag + (f.synced_at ? " · synced " + ago(f.synced_at) : "") + " · " + chainIdText(f.chain_id)];
+        var when = f.following ? " · following mainnet" : (f.synced_at ? " · synced " + ago(f.synced_at) : "");
+        return [f.name + " · " + (f.status || ""), lag + when + " · " + chainIdText(f.chain_id)];
       },
       items);
+    // why the fork's latest transaction reverted: the decoded reason and its call tree, one line per call
+    items.forEach(function (f) {
+      if (!f.last_revert) return;
+      var box = element("div", "calltree");
+      box.dataset.forkId = f.fork_id;
+      box.appendChild(element("div", "calltree-title", f.name + ": why did " + String(f.last_revert.tx_hash).slice(0, 10) + "… revert? " + (f.last_revert.reason || "")));
+      box.appendChild(element("pre", "calltree-lines", (f.last_revert.tree || []).join("\n")));
+      $("forks").appendChild(box);
+    });
   }
 
   function renderWatches(section) {

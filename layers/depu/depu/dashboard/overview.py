@@ -186,9 +186,32 @@ def forks_section(user_id: int) -> Section:
             "auto_sync": bool(fork.auto_sync),
             "chain_id": _number(fork.chain_id),  # wallets need it; 1 means the user kept mainnet's (warned)
         })
+        _live_fork(items[-1], fork, head)
         if len(items) >= MAX_FORKS:
             break
     return {"state": "ok" if items else "none", "items": items, "mainnet_block": head}
+
+
+def _live_fork(item: dict[str, Any], fork: Any, head: int | None) -> None:
+    """What only the fork's host knows: where a following fork is now, and why its latest transaction
+    reverted (decoded reason and compact call tree), when it did. Best effort: the section stands without."""
+    try:
+        from depu.forks import service
+        from depu.forks.models import SERVING
+
+        if fork.status not in SERVING:
+            return
+        if fork.follow:
+            live = (service.follow_status(fork) or {}).get("base_block")
+            if isinstance(live, int) and (item["block"] is None or live >= item["block"]):
+                item["block"], item["following"] = live, True
+                item["lag_blocks"] = max(0, head - live) if head is not None else None
+        recent = service.recent_transactions(int(fork.user_id), str(fork.fork_id), limit=1)
+        if recent and recent[0].reverted:
+            explained = service.why_reverted(int(fork.user_id), str(fork.fork_id), recent[0].tx_hash)
+            item["last_revert"] = {"tx_hash": explained.tx_hash, "reason": explained.reason, "tree": explained.tree}
+    except Exception:  # noqa: BLE001 - a host that does not answer leaves the recorded figures
+        log.info("fork %s: live details unavailable", getattr(fork, "fork_id", "?"))
 
 
 def _iso_seconds(value: Any) -> float | None:
