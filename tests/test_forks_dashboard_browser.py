@@ -11,16 +11,19 @@ from depu.dashboard import initdata
 from depu.forks import chainids, proxy, tokens
 from depu.forks.models import ACTIVE, Fork, utcnow_iso
 from forks_support import Anvil
-from test_dashboard_browser import THEME, browser_ready, drive, launch_url, local_api  # noqa: F401 - fixtures
+import test_dashboard_browser
+from test_dashboard_browser import THEME, drive, launch_url
 from test_forks_debug import CALLER, DEV, REVERTER, bubbles_from, error_string, reverts_with
 from tests.conftest import TEST_BOT_TOKEN
 from tests.dashboard_support import seed_profile, telegram_user
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 USER_ID = 5252
+browser_ready = test_dashboard_browser.browser_ready  # the fixtures: Chromium installed, the local API runtime
+local_api = test_dashboard_browser.local_api
 
 
-def test_the_mini_app_shows_the_call_tree_of_a_reverted_transaction(browser_ready, local_api, tmp_path):  # noqa: F811
+def test_the_mini_app_shows_the_call_tree_of_a_reverted_transaction(browser_ready, local_api, tmp_path):
     host = Anvil()
     try:
         seed_profile(USER_ID, "Ada")
