@@ -121,6 +121,7 @@ def fill_journal(session: requests.Session, url: str, chain_id: int, entries: in
 def follow_lag(chain, service, session: requests.Session, seconds: float, user_base: int) -> list[dict]:
     """Blocks behind mainnet, sampled every second, for each block time and journal size; then the reference:
     the state-machine rebase loop ('sync now' back to back) at 2 s blocks with a 10-entry journal."""
+    from depu.errors import UserError
     from depu.forks.models import Fork
 
     results = []
@@ -160,8 +161,11 @@ def follow_lag(chain, service, session: requests.Session, seconds: float, user_b
                 current = Fork.get(fork_id, consistent_read=True)
                 base = current.base_block
                 if current.status == "active" and (syncing is None or time.monotonic() - syncing > 0.5):
-                    service.sync_now(user, fork_id)
-                    syncing = time.monotonic()
+                    try:
+                        service.sync_now(user, fork_id)
+                        syncing = time.monotonic()
+                    except UserError:  # the last sync had not finished after all
+                        pass
             if base is not None:
                 behind.append(max(0, chain.block_number() - int(base)))
             time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
@@ -172,6 +176,7 @@ def follow_lag(chain, service, session: requests.Session, seconds: float, user_b
                         "p50": percentile(behind, 0.5), "p95": percentile(behind, 0.95), "max": max(behind, default=0),
                         "step_ms_p50": percentile(steps_ms, 0.5) if steps_ms else None,
                         "upstream_calls_p50": percentile(calls, 0.5) if calls else None})
+        print("| " + " | ".join(follow_rows(results[-1:])[0]) + " |", file=sys.stderr, flush=True)  # progress
     return results
 
 

@@ -175,6 +175,9 @@ def step(fork: "AnvilFork", head: int, upstream: str, cache: "UpstreamCache | No
                 fork.anvil, spare = spare, fork.anvil
         finally:
             fork.spare = spare  # the process no longer serving: the next step's (in-flight reads finish first)
+            if fork.front.stopped:  # the fork was stopped meanwhile: leave no anvil of it behind
+                fork.anvil.stop()
+                spare.stop()
         entries = now
     fork.block = head
     took_ms = (time.monotonic() - started) * 1000

@@ -333,6 +333,10 @@ class ForkFront:
         finally:
             answer.close()
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
     def stop(self) -> None:
         self._stopped.set()
         self.server.shutdown()
