@@ -58,7 +58,7 @@ def test_warns_once_before_expiry_then_deletes_at_expiry(janitor):
 def test_forks_on_live_hosts_are_left_alone_and_silent_hosts_forks_are_rebuilt(janitor):
     fork = create_active("100")
     hosted_by_live_agent(fork)
-    assert janitor() == {"warned": [], "expired": [], "rebuilt": []}
+    assert janitor() == {"warned": [], "expired": [], "rebuilt": [], "conflicts": []}
     assert Fork.get(fork.fork_id).status == "active"
     notices(5)
     Fork(fork.fork_id).update(actions=[Fork.host_agent_id.set("ag_gone")])  # an agent that no longer exists
