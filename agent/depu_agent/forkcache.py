@@ -104,6 +104,7 @@ class UpstreamCache:
                     missing.append(index)
                 else:
                     answers[index] = found
+                    self._remember(request)
             if missing:
                 fetched = self._upstream_call([body[i] for i in missing])
                 by_id = {json.dumps(a.get("id")): a for a in fetched} if isinstance(fetched, list) else {}
@@ -114,6 +115,7 @@ class UpstreamCache:
             return answers
         found = self._cached(body)
         if found is not None:
+            self._remember(body)
             return found
         reply = self._upstream_call(body)
         self._keep(body, reply)
@@ -140,7 +142,9 @@ class UpstreamCache:
             self.hits += 1
         return {"jsonrpc": "2.0", "id": request.get("id"), "result": value}
 
-    def _keep(self, request: Any, reply: Any) -> None:
+    def _keep(self, request: Any, reply: Any, remember: bool = True) -> None:
+        """Cache the reply; ``remember``: an anvil read it, so the next block's prefetch asks for it again
+        (a prefetched answer is not remembered: only what a fork really reads is fetched ahead)."""
         key = self._key(request)
         if key is None or not isinstance(reply, dict) or "result" not in reply or reply["result"] is None:
             return  # errors and "not found yet" (a receipt still pending) are not kept
@@ -152,13 +156,28 @@ class UpstreamCache:
                 self._entries.popitem(last=False)
             index = BLOCK_PARAM.get(request["method"])
             params = request.get("params") or []
-            if index is not None and len(params) > index and isinstance(params[index], str):
+            if remember and index is not None and len(params) > index and isinstance(params[index], str):
                 reads = self._by_block.setdefault(params[index].lower(), {})
                 self._by_block.move_to_end(params[index].lower())
                 if len(reads) < PREFETCH_MAX:
                     reads[key] = (request["method"], params, index)
                 while len(self._by_block) > BLOCKS_REMEMBERED:
                     self._by_block.popitem(last=False)
+
+    def _remember(self, request: dict[str, Any]) -> None:
+        """A cached answer an anvil asked for (a prefetch hit): fetch it ahead at the next block too."""
+        index = BLOCK_PARAM.get(request["method"])
+        params = request.get("params") or []
+        if index is None or len(params) <= index or not isinstance(params[index], str):
+            return
+        key = self._key(request)
+        with self._lock:
+            reads = self._by_block.setdefault(params[index].lower(), {})
+            self._by_block.move_to_end(params[index].lower())
+            if key and len(reads) < PREFETCH_MAX:
+                reads[key] = (request["method"], params, index)
+            while len(self._by_block) > BLOCKS_REMEMBERED:
+                self._by_block.popitem(last=False)
 
     def prefetch(self, old_block: int, new_block: int) -> int:
         """Fetch at ``new_block``, in batches, what was read at ``old_block``; returns how many were fetched."""
@@ -180,7 +199,7 @@ class UpstreamCache:
             by_id = {a.get("id"): a for a in answers} if isinstance(answers, list) else {}
             for request in chunk:
                 if request["id"] in by_id:
-                    self._keep(request, by_id[request["id"]])
+                    self._keep(request, by_id[request["id"]], remember=False)
         return len(wanted)
 
     def _upstream_call(self, body: Any) -> Any:
