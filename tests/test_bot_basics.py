@@ -29,6 +29,20 @@ def press(data: str, user_id: int = 11, chat_type: str = "private") -> Incoming:
                     callback_data=data, message_id=9, first_name="Ada")
 
 
+def run(incoming: Incoming, chat: RecordingChat) -> str:
+    """Through the dispatcher (with every feature installed), as the webhook runs it."""
+    from depu.bot.dispatch import dispatch
+
+    return dispatch(incoming, chat, correlation_id="test")
+
+
+def installed():
+    """The registry with every feature installed (what /help and the menu buttons read)."""
+    from depu.bot.dispatch import load_features
+
+    return load_features()
+
+
 @pytest.fixture
 def bot(aws, monkeypatch):
     serialize_dynamodb(monkeypatch)
@@ -98,8 +112,7 @@ def test_referral_payload_is_recorded_and_unknown_payload_ignored_politely(bot):
 
 
 def test_help_lists_every_menu_command(bot, monkeypatch):
-    from depu.bot.registry import registry
-
+    registry = installed()
     monkeypatch.setitem(registry.commands, "zz_test", Command("zz_test", "A <test> command", lambda i, c: None))
     monkeypatch.setitem(registry.commands, "hidden", Command("hidden", "not listed", lambda i, c: None, menu=False))
     chat = new_chat()
@@ -110,11 +123,13 @@ def test_help_lists_every_menu_command(bot, monkeypatch):
 
 
 def test_profile_shows_identity_balances_and_sections(bot, monkeypatch):
-    from depu import credits, profiles
+    from depu import credits
+    from depu.bot.registry import registry
+    from depu.bot.sections import Section
 
-    monkeypatch.setattr(profiles, "_sections", dict(profiles._sections))
-    profiles._sections.pop("GPU rentals", None)  # a stand-in for the rental feature, whoever imported it first
-    profiles.profile_section(order=10, title="GPU rentals")(lambda user_id: "No rentals yet.")
+    # a stand-in for the rental feature's section, next to this feature's own
+    monkeypatch.setattr(registry, "sections", [Section(10, "GPU rentals", lambda user_id: "No rentals yet."),
+                                               *bot.FEATURE.sections])
     chat = new_chat()
     bot.start(message(command="start"), chat)
     credits.hold(11, 300, "job-7")
@@ -138,39 +153,35 @@ def test_profile_without_start_creates_the_profile(bot):
 
 
 def test_menu_button_opens_the_feature_command(bot, monkeypatch):
-    from depu.bot.registry import registry
-
+    registry = installed()
     seen: list[Incoming] = []
     for name in ("rent_gpu", "rent"):
         monkeypatch.delitem(registry.commands, name, raising=False)
     monkeypatch.setitem(registry.commands, "rent_gpu",
                         Command("rent_gpu", "Rent a GPU", lambda incoming, chat: seen.append(incoming)))
     chat = new_chat()
-    bot.menu_button(press("menu:1:rent"), chat)
+    run(press("menu:1:rent"), chat)
     assert len(seen) == 1
     assert (seen[0].command, seen[0].callback_id, seen[0].user_id, seen[0].chat_id) == ("rent_gpu", None, 11, 11)
     assert chat.answers == [(None, False)]
 
 
 def test_menu_button_profile_and_coming_soon(bot, monkeypatch):
-    from depu.bot.registry import registry
-
+    registry = installed()
     for name in bot.MENU_TARGETS["fork"]:
         monkeypatch.delitem(registry.commands, name, raising=False)
     chat = new_chat()
-    bot.menu_button(press("menu:1:fork"), chat)
+    run(press("menu:1:fork"), chat)
     assert "coming soon" in chat.text and chat.answers[-1][0] == "Shadow forks: coming soon."
 
-    bot.menu_button(press("menu:1:profile"), chat)
+    run(press("menu:1:profile"), chat)
     assert "<b>Your profile</b>" in chat.text
 
 
 @pytest.mark.parametrize("data", ["menu:0:rent", "menu:1:nope", "menu:1", "menu"])
 def test_menu_button_refuses_stale_or_unknown_buttons(data):
-    from depu.bot import basics
-
     chat = new_chat()
-    basics.menu_button(press(data), chat)  # refused before any storage is touched
+    run(press(data), chat)  # refused before any storage is touched
     assert chat.replies == []
     assert len(chat.answers) == 1 and chat.answers[0][1] is True and "/start" in chat.answers[0][0]
 
@@ -186,9 +197,9 @@ def test_format_credits():
 # ---------------------------------------------------------------- through the real webhook function
 @pytest.fixture
 def webhook(aws, monkeypatch):
-    """The telegram_webhook Lambda with only this module's feature loaded, talking to a fake Bot API."""
+    """The telegram_webhook Lambda, talking to a fake Bot API."""
     from conftest import TEST_BOT_TOKEN
-    from depu.bot import dispatch, features
+    from depu.bot import dispatch
     from depu.config import get_settings
     from depu.telegram.client import bot_api
     from telegram_fake_api import FakeTelegram
@@ -197,7 +208,6 @@ def webhook(aws, monkeypatch):
     serialize_dynamodb(monkeypatch)
     telegram = FakeTelegram(TEST_BOT_TOKEN).start()
     monkeypatch.setenv("TELEGRAM_API_BASE", telegram.base_url)
-    monkeypatch.setattr(features, "FEATURES", ("depu.bot.basics",))
     monkeypatch.setattr(dispatch, "_loaded", False)
     get_settings.cache_clear()
     bot_api.cache_clear()
@@ -256,5 +266,5 @@ def test_profile_is_never_shown_in_a_group(bot):
     in_group = message(command="profile", chat_type="supergroup")
     bot.profile_command(in_group, chat)
     assert "private chat" in chat.text and "credits ($" not in chat.text and "<code>11</code>" not in chat.text
-    bot.menu_button(press("menu:1:profile", chat_type="group"), chat)
+    run(press("menu:1:profile", chat_type="group"), chat)
     assert "private chat" in chat.text and "Available:" not in chat.text

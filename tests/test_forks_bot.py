@@ -12,7 +12,7 @@ from depu.bot.dispatch import dispatch
 from depu.bot.registry import Incoming
 from depu.forks import chainids
 from depu.forks.models import Fork
-from depu.profiles import render_sections
+from depu.bot.sections import render_sections
 from forks_support import approved_host_item, notices, wait_for
 from recording_chat import RecordingChat
 from test_forks_e2e import mainnet, stack  # noqa: F401 - fixtures

@@ -39,6 +39,14 @@ def sent_document(name: str, size: int, file_id: str = "file-1", user_id: int = 
                     document=Document(file_id=file_id, file_name=name, mime_type="text/x-python", file_size=size))
 
 
+def run(incoming: Incoming, chat: RecordingChat) -> str:
+    """Through the dispatcher, as the webhook runs it: it decodes the button, reads the conversation and runs
+    the rent flow's table entry for that step."""
+    from depu.bot.dispatch import dispatch
+
+    return dispatch(incoming, chat, correlation_id="test")
+
+
 @pytest.fixture
 def bot(aws):
     from depu.bot import rental
@@ -67,18 +75,18 @@ def test_train_flow_holds_the_maximum_and_sends_one_progress_message(bot, cpu_ag
     chat = new_chat()
     bot.rent_gpu(command("rent_gpu"), chat)
     assert "CPU (no GPU) · 1 online · 30 cr/h · 67% reliable" in chat.timeline[-1][1][0][0].text  # 1 pass (fixture)
-    bot.rent_step(press(chat.button("CPU")), chat)
-    bot.rent_step(press(chat.button("Train")), chat)
-    bot.rent_step(press(chat.button("3 epochs")), chat)
+    run(press(chat.button("CPU")), chat)
+    run(press(chat.button("Train")), chat)
+    run(press(chat.button("3 epochs")), chat)
     assert "dataset" in chat.text
-    with pytest.raises(UserError):
-        bot.rent_dataset_url(typed("ftp://example.com/data.csv"), chat)  # clear error, flow kept
-    assert bot.rent_dataset_url(typed("https://example.com/data.csv"), chat) is True
-    bot.rent_step(press(chat.button("1 h")), chat)
+    assert run(typed("ftp://example.com/data.csv"), chat) == "user_error"  # clear error, flow kept
+    assert "https://" in chat.text
+    assert run(typed("https://example.com/data.csv"), chat) == "text"
+    run(press(chat.button("1 h")), chat)
     assert "at most <b>30</b> credits" in chat.text and "1000 credits available" in chat.text
     ok = chat.button("Submit")
-    bot.rent_step(press(ok), chat)
-    bot.rent_step(press(ok), chat)  # double tap: still one job
+    run(press(ok), chat)
+    run(press(ok), chat)  # double tap: still one job
 
     jobs = list(Job.by_user.query(USER_ID))
     assert len(jobs) == 1
@@ -100,15 +108,15 @@ def test_too_expensive_choice_is_refused_and_nothing_is_held(bot, aws):
     register_agent(AgentApi(), issue_enrolment_token(7001))  # an H100 at 2500 credits/h
     chat = new_chat()
     bot.rent_gpu(command("rent_gpu"), chat)
-    bot.rent_step(press(chat.button("H100 80GB")), chat)
-    bot.rent_step(press(chat.button("Benchmark")), chat)
-    bot.rent_step(press(chat.button("1 h")), chat)
-    bot.rent_step(press(chat.button("Submit")), chat)
+    run(press(chat.button("H100 80GB")), chat)
+    run(press(chat.button("Benchmark")), chat)
+    run(press(chat.button("1 h")), chat)
+    run(press(chat.button("Submit")), chat)
     assert "can cost up to <b>2500</b>" in chat.text and "1000</b> available" in chat.text
     assert list(Job.by_user.query(USER_ID)) == []
     assert credits.balance(USER_ID) == credits.Balance(1000, 0, 0)
-    bot.rent_step(press(chat.button("5 min")), chat)  # a shorter limit fits
-    bot.rent_step(press(chat.button("Submit")), chat)
+    run(press(chat.button("5 min")), chat)  # a shorter limit fits
+    run(press(chat.button("Submit")), chat)
     assert len(list(Job.by_user.query(USER_ID))) == 1
 
 
@@ -127,15 +135,13 @@ def test_script_flow_stores_the_file_and_the_agent_gets_a_presigned_url(bot, cpu
         telegram.add_file("file-1", "documents/train.py", b"print('hello from the user')\n")
         chat = new_chat()
         bot.rent_gpu(command("rent_gpu"), chat)
-        bot.rent_step(press(chat.button("CPU")), chat)
-        bot.rent_step(press(chat.button("script")), chat)
-        with pytest.raises(UserError):
-            bot.rent_script(sent_document("notes.txt", 10), chat)
-        with pytest.raises(UserError):
-            bot.rent_script(sent_document("huge.py", 5 * 1024 * 1024), chat)
-        assert bot.rent_script(sent_document("train.py", 29), chat) is True
-        bot.rent_step(press(chat.button("5 min")), chat)
-        bot.rent_step(press(chat.button("Submit")), chat)
+        run(press(chat.button("CPU")), chat)
+        run(press(chat.button("script")), chat)
+        assert run(sent_document("notes.txt", 10), chat) == "user_error"
+        assert run(sent_document("huge.py", 5 * 1024 * 1024), chat) == "user_error"
+        assert run(sent_document("train.py", 29), chat) == "document"
+        run(press(chat.button("5 min")), chat)
+        run(press(chat.button("Submit")), chat)
     finally:
         telegram.stop()
         bot_api.cache_clear()
@@ -148,8 +154,8 @@ def test_script_flow_stores_the_file_and_the_agent_gets_a_presigned_url(bot, cpu
 
 def test_documents_outside_the_script_step_are_not_taken(bot, cpu_agent):
     ensure_user(USER_ID)
-    assert bot.rent_script(sent_document("train.py", 10), new_chat()) is False
-    assert bot.rent_dataset_url(typed("https://example.com"), new_chat()) is False
+    assert run(sent_document("train.py", 10), new_chat()) == "unexpected_document"
+    assert run(typed("https://example.com"), new_chat()) == "unhandled_text"
 
 
 def test_jobs_lists_only_mine_and_cancel_works_only_on_mine(bot, cpu_agent):
@@ -164,7 +170,7 @@ def test_jobs_lists_only_mine_and_cancel_works_only_on_mine(bot, cpu_agent):
     assert mine.job_id in chat.text and theirs.job_id not in chat.text
     with pytest.raises(UserError):
         bot.cancel_job(command("cancel", theirs.job_id), chat)
-    bot.job_button(press(chat.button(f"Cancel {mine.job_id}")), chat)
+    run(press(chat.button(f"Cancel {mine.job_id}")), chat)
     assert "cancelled" in chat.text
     from depu.jobs.models import Job
 
@@ -193,20 +199,19 @@ def test_provider_gives_a_working_install_token_and_lists_machines(bot):
 
 
 def test_profile_section(bot, cpu_agent):
-    from depu.profiles import render_sections
+    from depu.bot.sections import render_sections
     from rental_helpers import submit_job
 
     ensure_user(USER_ID)
     submit_job(USER_ID, gpu_class="cpu")
-    sections = dict(render_sections(USER_ID))
+    sections = dict(render_sections(USER_ID, bot.FEATURE.sections))
     assert "1 recent jobs, 1 active" in sections["GPU rentals"]
-    assert "1 machines (1 online)" in dict(render_sections(7001))["GPU rentals"]
+    assert "1 machines (1 online)" in dict(render_sections(7001, bot.FEATURE.sections))["GPU rentals"]
 
 
 def test_through_the_dispatcher_bad_input_is_answered_and_the_flow_survives(bot, cpu_agent, monkeypatch):
     from depu.bot import dispatch
 
-    monkeypatch.setattr(dispatch, "_loaded", True)  # only this feature's handlers, as registered on import
     chat = new_chat()
     assert dispatch.dispatch(command("rent_gpu"), chat, correlation_id="t1") == "command:rent_gpu"
     dispatch.dispatch(press(chat.button("CPU")), chat, correlation_id="t2")

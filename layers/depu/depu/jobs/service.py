@@ -130,6 +130,15 @@ def user_jobs(user_id: int, limit: int = JOBS_LISTED) -> list[Job]:
     return list(Job.by_user.query(int(user_id), scan_index_forward=False, limit=limit))
 
 
+def gpu_seconds_by_class(user_id: int) -> dict[str, int]:
+    """The GPU seconds billed to the user so far, by GPU class (one query of the user's jobs)."""
+    usage: dict[str, int] = {}
+    for job in Job.by_user.query(int(user_id)):
+        if job.billed_seconds:
+            usage[job.gpu_class] = usage.get(job.gpu_class, 0) + int(job.billed_seconds)
+    return usage
+
+
 def cancel(user_id: int, job_id: str) -> Job:
     job = user_job(user_id, job_id)
     if job is None:
