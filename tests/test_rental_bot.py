@@ -198,6 +198,25 @@ def test_provider_gives_a_working_install_token_and_lists_machines(bot):
     assert "private chat" in group.text and "--token" not in group.text
 
 
+def test_provider_shows_each_machines_finished_jobs_and_earnings(bot, cpu_agent):
+    from depu import credits
+    from rental_helpers import run_matcher, submit_job
+
+    ensure_user(USER_ID)
+    job = submit_job(USER_ID, gpu_class="cpu")
+    run_matcher()
+    api = AgentApi()
+    status, body = api.call("/agent/claim", {"free_gpus": [0], "wait_seconds": 0}, cpu_agent["agent_token"])
+    assert status == 200 and body["job"]["job_id"] == job.job_id
+    assert api.call(f"/agent/jobs/{job.job_id}/complete", {"result": {"ok": 1}, "artifacts": []},
+                    cpu_agent["agent_token"])[0] == 200
+    earned = credits.balance(7001).earned
+    chat = new_chat()
+    bot.provider(command("provider", user_id=7001), chat)
+    (line,) = [line for line in chat.text.splitlines() if "jobs ·" in line]
+    assert re.search(r"\b1 jobs · (\d+) credits earned", line).group(1) == str(earned)  # the one machine's numbers
+
+
 def test_profile_section(bot, cpu_agent):
     from depu.bot.sections import render_sections
     from rental_helpers import submit_job

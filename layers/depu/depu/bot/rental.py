@@ -333,16 +333,7 @@ def _ago(seconds: float) -> str:
     return f"{seconds // 86400} d"
 
 
-def _agent_earnings(agent_id: str) -> tuple[int, int]:
-    """(jobs finished, credits earned) from the agent's jobs."""
-    done, earned = 0, 0
-    for job in Job.by_agent.query(agent_id, filter_condition=Job.status.is_in(*lifecycle.TERMINAL)):
-        done += 1
-        earned += int(job.provider_earned or 0)
-    return done, earned
-
-
-def _agent_line(agent, now: float) -> str:
+def _agent_line(agent, now: float, earnings: service.AgentEarnings) -> str:
     online = agents.is_online(agent, now)
     gpus = agent.gpus or []
     hardware = f"{len(gpus)}× {html.escape(gpus[0]['name'])}" if gpus else "CPU only"
@@ -351,7 +342,7 @@ def _agent_line(agent, now: float) -> str:
     if agent.revoked_at is not None:
         state = f"⛔ revoked {_ago(now - float(agent.revoked_at))} ago"
     verified = "verified" if agent.verified else f"unverified ({html.escape(agent.verdict or '')})"
-    done, earned = _agent_earnings(agent.agent_id)
+    done, earned = earnings.jobs_done, earnings.earned
     line = (f"• <b>{html.escape(agent.name)}</b> — {hardware} · {verified}\n"
             f"  {state} · busy {int(agent.busy or 0)}/{int(agent.gpu_count)} · {done} jobs · {earned} credits earned")
     line += (f"\n  reliability {round(agent.reliability * 100)}% · challenges {int(agent.challenges_passed or 0)} passed, "
@@ -381,7 +372,8 @@ def provider(incoming: Incoming, chat: Chat) -> None:
     shown = mine[:10]
     if shown:
         lines.append("\n<b>Your machines</b>")
-        lines.extend(_agent_line(agent, now) for agent in shown)
+        earnings = service.earnings_by_agent(incoming.user_id)
+        lines.extend(_agent_line(agent, now, earnings.get(agent.agent_id, service.AgentEarnings())) for agent in shown)
         lines.append("Revoke a machine you no longer control (sold, lost, or its token leaked): it is cut off at once.")
     lines.append(f"\nTotal earned: <b>{credits.balance(incoming.user_id).earned}</b> credits.")
     buttons = [[PROVIDER.button(f"Revoke {agent.name}"[:60], "rv", agent.agent_id)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -137,6 +138,26 @@ def gpu_seconds_by_class(user_id: int) -> dict[str, int]:
         if job.billed_seconds:
             usage[job.gpu_class] = usage.get(job.gpu_class, 0) + int(job.billed_seconds)
     return usage
+
+
+@dataclass(frozen=True)
+class AgentEarnings:
+    """What one of a provider's machines has done: jobs finished and credits earned."""
+
+    jobs_done: int = 0
+    earned: int = 0
+
+
+def earnings_by_agent(provider_id: int) -> dict[str, AgentEarnings]:
+    """Each of the provider's machines' finished jobs and earnings, from one query of the provider's jobs
+    (the ``by_provider`` index), not one query per machine. Machines with nothing finished are absent."""
+    totals: dict[str, AgentEarnings] = {}
+    for job in Job.by_provider.query(int(provider_id)):
+        if job.status not in lifecycle.TERMINAL or not job.agent_id:
+            continue
+        seen = totals.get(job.agent_id, AgentEarnings())
+        totals[job.agent_id] = AgentEarnings(seen.jobs_done + 1, seen.earned + int(job.provider_earned or 0))
+    return totals
 
 
 def cancel(user_id: int, job_id: str) -> Job:
