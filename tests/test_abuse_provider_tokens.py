@@ -111,7 +111,7 @@ def test_a_stolen_token_is_401_at_once_after_its_provider_revokes_the_machine(ru
     rental.provider(provider_command(PROVIDER_ID), chat)
     revoke = chat.button("Revoke basement-rig")
     run_button(press(revoke, PROVIDER_ID), chat)  # the first press only asks
-    assert "Revoke <b>basement-rig</b>?" in chat.text
+    assert "Revoke basement-rig?" in chat.plain
     assert heartbeat(api, stolen)[0] == 200 and agent_item(rig["agent_id"]).revoked_at is None
     run_button(press(chat.button("Yes, revoke"), PROVIDER_ID), chat)
     assert "is revoked" in chat.text and "1 of its jobs went back to the queue" in chat.text

@@ -8,7 +8,7 @@ import pytest
 
 from depu.bot.registry import Command, Incoming
 from moto_serializable import serialize_dynamodb
-from recording_chat import RecordingChat
+from recording_chat import RecordingChat, to_plain
 
 
 def new_chat() -> RecordingChat:
@@ -137,12 +137,12 @@ def test_profile_shows_identity_balances_and_sections(bot, monkeypatch):
     credits.settle(11, "job-7", 120, provider_id=99, job_id="job-7")
 
     bot.profile_command(message(command="profile"), chat)
-    text = chat.text
-    assert "Name: Ada (@ada)" in text and "Telegram id: <code>11</code>" in text
+    text = chat.plain
+    assert "Name: Ada (@ada)" in text and "Telegram id: 11" in text
     assert "Available: 780 credits ($0.78)" in text
     assert "Held for running jobs: 100 credits ($0.10)" in text
     assert "Earned as a provider: 0 credits ($0.00)" in text
-    assert text.index("<b>GPU rentals</b>\nNo rentals yet.") < text.index("<b>Recent credit activity</b>")
+    assert text.index("GPU rentals\nNo rentals yet.") < text.index("Recent credit activity")
     assert "charged 120 job job-7" in text and "+1,000 Welcome credits" in text
 
 
@@ -175,7 +175,7 @@ def test_menu_button_profile_and_coming_soon(bot, monkeypatch):
     assert "coming soon" in chat.text and chat.answers[-1][0] == "Shadow forks: coming soon."
 
     run(press("menu:1:profile"), chat)
-    assert "<b>Your profile</b>" in chat.text
+    assert "Your profile" in chat.plain and "Available: 1,000 credits" in chat.plain
 
 
 @pytest.mark.parametrize("data", ["menu:0:rent", "menu:1:nope", "menu:1", "menu"])
@@ -256,7 +256,7 @@ def test_start_and_menu_through_the_webhook(webhook):
                                                        "chat_instance": "1",
                                                        "message": {"message_id": 2, "date": 1764000000, "chat": chat}}}
     assert _post(function, press_update)["statusCode"] == 200
-    assert "<b>Your profile</b>" in telegram.calls_of("sendMessage")[-1].params["text"]
+    assert "Your profile" in to_plain(telegram.calls_of("sendMessage")[-1].params["text"])
     assert [call.params["callback_query_id"] for call in telegram.calls_of("answerCallbackQuery")] == ["cbq-3"]
 
 
@@ -265,6 +265,6 @@ def test_profile_is_never_shown_in_a_group(bot):
     bot.start(message(command="start"), chat)
     in_group = message(command="profile", chat_type="supergroup")
     bot.profile_command(in_group, chat)
-    assert "private chat" in chat.text and "credits ($" not in chat.text and "<code>11</code>" not in chat.text
+    assert "private chat" in chat.plain and "credits ($" not in chat.plain and "Telegram id" not in chat.plain
     run(press("menu:1:profile", chat_type="group"), chat)
     assert "private chat" in chat.text and "Available:" not in chat.text
