@@ -249,7 +249,7 @@ def _commit(turn: Turn, outcome: Next) -> Conversation | None:
     ttl = outcome.ttl_seconds or flow.ttl_seconds
     if outcome.step is None:
         conversation.clear(user_id, flow.name)
-        return None
+        return turn.conversation  # ``then`` still reads what the flow had gathered
     if outcome.start or turn.conversation is None:
         return conversation.start(user_id, flow.name, outcome.step, dict(outcome.data), ttl_seconds=ttl)
     return conversation.advance(user_id, outcome.step, dict(outcome.data), flow=flow.name, ttl_seconds=ttl,

@@ -118,7 +118,7 @@ def begin_step(step: str, data: Mapping[str, Any] | None = None, *, then: Callab
 
 
 def end(*, then: Callable[[Turn], None] | None = None) -> Next:
-    """Finish this flow (only if it is still the active one)."""
+    """Finish this flow (only if it is still the active one); ``then`` still reads the data it gathered."""
     return Next(None, then=then)
 
 
