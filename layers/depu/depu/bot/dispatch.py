@@ -165,7 +165,7 @@ def _button(incoming: Incoming, chat: Chat) -> str:
         chat.answer_callback(EXPIRED_BUTTON)
         return "expired_callback"
     from depu import conversation
-    from depu.bot.flows import StaleButton, button
+    from depu.bot.flows import ANY, StaleButton, button
 
     try:
         _, parts = conversation.decode(data)
@@ -180,7 +180,7 @@ def _button(incoming: Incoming, chat: Chat) -> str:
     if flow.answer_first:
         chat.answer_callback()
     current = None
-    if any(step != "*" and key_on == on for step, key_on in flow.steps):  # a step's button: where is the user?
+    if any(step != ANY and key_on == on for step, key_on in flow.steps):  # a step's button: where is the user?
         current = _conversation_of(incoming.user_id, flow)
     handler = flow.entry(current.step if current else None, on)
     if handler is None:

@@ -107,7 +107,7 @@ class Next:
 def go(step: str, data: Mapping[str, Any] | None = None, *, then: Callable[[Turn], None] | None = None,
        ttl_seconds: int | None = None) -> Next:
     """Move this flow to ``step``, merging ``data``; refused (``Already done.``) if another update moved it
-    first."""
+    first. From an ``ANY`` entry (which reads no conversation) it begins the flow at ``step``."""
     return Next(step, dict(data or {}), then, ttl_seconds=ttl_seconds)
 
 
