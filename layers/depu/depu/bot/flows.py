@@ -46,11 +46,15 @@ Rules of the table:
 - A step name keys an entry that runs only while this flow is the user's active conversation at that step;
   ``ANY`` keys one that runs whatever the step (a stateless button: "open fork 7", "cancel job 3").
 - A handler returns what the conversation becomes: ``go(step, data)`` (a conditional write on the version
-  read, data merged), ``begin(step, data)`` (start this flow, replacing any other), ``end()`` (clear it,
-  only if it is still this flow), or ``None`` (no write). Work that must happen at most once, or a screen
+  read, data merged), ``begin_step(step, data)`` (start this flow, replacing any other), ``end()`` (clear
+  it, only if it is still this flow), or ``None`` (no write). An entry point (a command) starts a flow with
+  ``begin(user_id, FLOW, step)``. Work that must happen at most once, or a screen
   that shows what was stored, goes in ``then=``: it runs after the write has won, so a double tap runs it
   once. Work in the handler itself runs before the write: a ``UserError`` there leaves the step as it was
-  (the user corrects the input and tries again).
+  (the user corrects the input and tries again). Inside ``then``, ``turn.advance(step)`` and
+  ``turn.finish()`` write again (a submit the service refused goes back a step: ``depu.bot.rental``).
+- A handler answers the button with ``turn.answer(text)`` if it has something to say; the dispatcher
+  answers it (silently) otherwise. ``Flow(answer_first=True)`` answers before the handler, for slow ones.
 - ``raise Refuse(text, alert)`` answers the button with ``text`` and writes nothing; ``turn.arg``/
   ``turn.int_arg`` raise ``StaleButton`` for missing or unexpected parts, answered as an expired button.
 - The fallbacks are the dispatcher's, worded from ``Flow.restart``: a button from another release or with
