@@ -152,3 +152,19 @@ def test_a_double_tap_writes_one_step_and_runs_then_once(tip):
     assert answers.count("Already done.") == 1
     (shown,) = seen.thens  # only the winner's screen
     assert step() == ("tip", "confirm", {"amount": int(shown.split()[1])})  # and it shows what was stored
+
+
+def test_the_telegram_plumbing_imports_nothing_from_the_bot():
+    """Layers point one way: depu.bot uses depu.telegram; the shared types live in depu.chat."""
+    import ast
+    from pathlib import Path
+
+    import depu.telegram
+
+    offenders = []
+    for path in Path(depu.telegram.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.name}: {name}" for name in names if name == "depu.bot" or name.startswith("depu.bot.")]
+    assert offenders == []
