@@ -20,13 +20,12 @@ import time
 from depu import conversation, credits
 from depu.agents import bootstrap, catalogue, revocation, registry as agents
 from depu.agents.tokens import ENROLMENT_TTL_SECONDS, issue_enrolment_token
-from depu.bot import flows, private
+from depu.bot import flows, job_text, private
 from depu.bot.flows import ANY, DOCUMENT, TEXT, Flow, Next, Refuse, Turn, button
 from depu.bot.registry import Button, Chat, Command, Feature, Incoming
 from depu.bot.sections import Section
 from depu.config import get_settings
 from depu.errors import UserError
-from depu.bot import job_text
 from depu.jobs import lifecycle, service, workloads
 from depu.jobs.metering import max_cost
 from depu.jobs.models import Job
