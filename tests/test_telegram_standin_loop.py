@@ -128,7 +128,7 @@ def test_document_is_downloaded_through_get_file(loop, features_under_test) -> N
 
 
 def test_forged_update_to_the_relay_is_refused(loop) -> None:
-    loop._webhook_secret = "not-the-secret"  # a sender that does not know our secret
+    loop.webhook_secret = "not-the-secret"  # a sender that does not know our secret
     delivery = loop.send_user_message(USER, text="/treport")
     assert delivery.status == 401
     assert loop.messages(USER) == []
