@@ -29,7 +29,6 @@ from forks_support import wait_for
 from local.moto_server import free_port
 from rental_helpers import USER_ID, enrol_provider, ensure_user, run_matcher, submit_job
 from rental_helpers import GPU_H100, H100_BENCHMARK, vouch_for
-from telegram_fake_api import FakeTelegram
 
 pytestmark = pytest.mark.e2e
 
@@ -173,15 +172,6 @@ class Relay:
                     end.close()
                 except OSError:
                     pass
-
-
-@pytest.fixture
-def telegram():
-    fake = FakeTelegram(TEST_BOT_TOKEN).start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 def test_the_sqs_poller_survives_an_aws_endpoint_outage_and_delivers_afterwards(aws, telegram):
