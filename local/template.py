@@ -11,10 +11,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from cfnlint.decode import cfn_yaml
-from samtranslator.model.eventsources import pull, push
-from samtranslator.model.sam_resources import SamFunction
-from samtranslator.plugins.globals.globals import Globals
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = ROOT / "template.yaml"
@@ -28,6 +24,8 @@ LOCAL_STAGE = "local"
 def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
     """template.yaml as CloudFormation reads it (short tags such as ``!Ref`` in their long form), by cfn-lint's
     decoder: the same reading ``make lint`` checks."""
+    from cfnlint.decode import cfn_yaml  # imported when needed: a second or two, and ROOT users need none
+
     return cfn_yaml.load(str(path))
 
 
@@ -81,6 +79,7 @@ class LocalTemplate:
 
     def __init__(self, parameters: dict[str, str] | None = None, path: Path = TEMPLATE_PATH):
         self.raw = load_template(path)
+        self._globals: Any = None  # SAM's Globals of this template, made on first use
         self.root = path.parent  # CodeUri and DefinitionUri are relative to the template's folder
         self.resources: dict[str, dict[str, Any]] = self.raw["Resources"]
         self.parameters = {name: str(spec.get("Default", "")) for name, spec in self.raw.get("Parameters", {}).items()}
@@ -199,8 +198,11 @@ class LocalTemplate:
 
     def function_properties(self, logical_id: str) -> dict[str, Any]:
         """A function's properties with the template's Globals merged in, as SAM merges them."""
-        return Globals(dict(self.raw)).merge("AWS::Serverless::Function",
-                                             dict(self.resources[logical_id].get("Properties", {})))
+        if self._globals is None:
+            from samtranslator.plugins.globals.globals import Globals
+
+            self._globals = Globals(dict(self.raw))
+        return self._globals.merge("AWS::Serverless::Function", dict(self.resources[logical_id].get("Properties", {})))
 
     def environment(self, endpoint: str = "http://127.0.0.1:5000", function: str | None = None) -> dict[str, str]:
         """Environment variables a function sees (Globals merged with its own), all resolved; without a
@@ -218,6 +220,8 @@ class LocalTemplate:
             props = self.function_properties(logical_id)
             routes, queues, schedules = [], [], []
             partial_batch_queues: set[str] = set()
+            from samtranslator.model.eventsources import pull, push
+
             for event_id, event in props.get("Events", {}).items():
                 source = _event_source(event_id, event)
                 if isinstance(source, push.Api):
@@ -259,6 +263,8 @@ IMPLICIT_API = "ServerlessRestApi"  # the API SAM creates for Api events that na
 
 def _event_source(event_id: str, event: dict[str, Any]) -> Any:
     """SAM's own model of one function event (Api, SQS, Schedule, ...), validated as ``sam validate`` would."""
+    from samtranslator.model.sam_resources import SamFunction
+
     if event.get("Type") == "Api" and "RestApiId" not in event.get("Properties", {}):
         # what SAM's implicit-API plugin does before the events are read
         event = {**event, "Properties": {**event["Properties"], "RestApiId": {"Ref": IMPLICIT_API}}}

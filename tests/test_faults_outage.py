@@ -194,7 +194,7 @@ def test_the_sqs_poller_survives_an_aws_endpoint_outage_and_delivers_afterwards(
         direct_sqs.send_message(QueueUrl=queue, MessageBody=Notice(USER_ID, "during the outage").to_json())
         time.sleep(3)  # several poll attempts fail meanwhile
         assert len(telegram.calls_of("sendMessage")) == 1
-        poller = [thread for thread in runtime._threads if thread.name == "depu-local-sqs-NotifierFunction"]
+        poller = [thread for thread in threading.enumerate() if thread.name == "depu-local-sqs-NotifierFunction"]
         assert poller and poller[0].is_alive()
         relay.up()
         wait_for(lambda: len(telegram.calls_of("sendMessage")) == 2, 60, "the notice queued during the outage")

@@ -84,7 +84,7 @@ def test_idle_chats_are_forgotten() -> None:
     for chat in range(50):
         limiter.reserve(chat, max_wait=100)
         time.now += 2
-    assert len(limiter._next_chat) <= 11
+    assert limiter.tracked_chats <= 11
 
 
 # ---------------------------------------------------------------- the notifier function
