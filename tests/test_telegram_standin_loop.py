@@ -1,4 +1,4 @@
-"""The whole loop with the local Telegram stand-in (local/telegram_standin.py), an independent implementation
+"""The whole loop with the local Telegram stand-in (local/telegram_standin/), an independent implementation
 of the Bot API that validates HTML, keyboards and callback data the way Telegram does:
 
 stand-in user types -> webhook POST over HTTP -> the real handler (moto) -> BotApi -> stand-in's chat.

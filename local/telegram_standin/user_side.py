@@ -49,7 +49,7 @@ class UserSide:
         ]
         if entities:
             api_message["entities"] = entities
-        delivery = self._deliver({"message": api_message})
+        delivery = self.deliver({"message": api_message})
         delivery.message_id = message.message_id
         return delivery
 
@@ -69,7 +69,7 @@ class UserSide:
             stored = self.store_file(content, filename, mime_type, "documents")
             message = self._record_user_message(chat_id, person, text=caption, document=stored.document_api())
             api_message = self.api_message(message)
-        delivery = self._deliver({"message": api_message})
+        delivery = self.deliver({"message": api_message})
         delivery.message_id = message.message_id
         return delivery
 
@@ -92,7 +92,7 @@ class UserSide:
                 "chat_instance": str(abs(hash((chat, self.bot_id)))),
                 "data": callback_data,
             }
-        delivery = self._deliver({"callback_query": query})
+        delivery = self.deliver({"callback_query": query})
         delivery.callback_query_id = query_id
         return delivery
 
@@ -131,7 +131,9 @@ class UserSide:
         self.event("message", message)
         return message
 
-    def _deliver(self: TelegramStandIn, payload: dict[str, Any]) -> Delivery:
+    def deliver(self: TelegramStandIn, payload: dict[str, Any]) -> Delivery:
+        """Deliver an update of ``payload`` (``{"message": ...}``, ``{"callback_query": ...}``, ...) with the next
+        update id: to the webhook, or kept for getUpdates while there is none."""
         with self.lock:
             update = {"update_id": next(self._update_ids), **payload}
             if not self.webhook_url:
