@@ -262,13 +262,19 @@ IMPLICIT_API = "ServerlessRestApi"  # the API SAM creates for Api events that na
 
 
 def _event_source(event_id: str, event: dict[str, Any]) -> Any:
-    """SAM's own model of one function event (Api, SQS, Schedule, ...), validated as ``sam validate`` would."""
-    from samtranslator.model.sam_resources import SamFunction
+    """SAM's own model of one function event (Api, SQS, Schedule, ...), validated as ``sam validate`` would;
+    None for kinds the local runtime does not run. Only SAM's event source models are imported (its whole
+    function model costs seconds of import)."""
+    from samtranslator.model import ResourceTypeResolver
+    from samtranslator.model.eventsources import pull, push
 
+    resolver = ResourceTypeResolver(pull, push)
+    if not resolver.can_resolve(event):
+        return None
     if event.get("Type") == "Api" and "RestApiId" not in event.get("Properties", {}):
         # what SAM's implicit-API plugin does before the events are read
         event = {**event, "Properties": {**event["Properties"], "RestApiId": {"Ref": IMPLICIT_API}}}
-    return SamFunction.event_resolver.resolve_resource_type(event).from_dict(event_id, event)
+    return resolver.resolve_resource_type(event).from_dict(event_id, event)
 
 
 def parse_rate(expression: str) -> float:
