@@ -23,7 +23,7 @@ from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
 from depu.config import get_settings
-from depu.profiles import Profile, utcnow
+from depu.users import Profile, utcnow
 
 STARTER_ENTRY = "grant#starter"
 _TRANSACTION_ATTEMPTS = 4  # DynamoDB cancels transactions that collide on an item; they are safe to retry
