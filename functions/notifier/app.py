@@ -12,7 +12,6 @@ made per call, never in module state; only the rate limiter outlives an invocati
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -69,14 +68,15 @@ def fetch_artifact(key: str) -> bytes:
     return _s3().get_object(Bucket=get_settings().artifacts_bucket, Key=key)["Body"].read()
 
 
-@dataclass
 class Invocation:
     """One invocation's shared budget: its Lambda context (time left), the seconds its records have waited
-    for send slots so far, and the chats whose notice failed in this batch."""
+    for send slots so far, and the chats whose notice failed in this batch. (A plain class: a handler
+    module is loaded by path, outside sys.modules, where dataclasses cannot resolve its annotations.)"""
 
-    context: LambdaContext | None = None
-    waited: float = 0.0
-    held_chats: set[int] = field(default_factory=set)
+    def __init__(self, context: LambdaContext | None = None) -> None:
+        self.context = context
+        self.waited = 0.0
+        self.held_chats: set[int] = set()
 
     def max_wait(self) -> float:
         """How long the next record may wait for its slot: bounded per record, per batch and by time left."""
