@@ -5,10 +5,13 @@ by the SQS message id, which covers the queue's own at-least-once redelivery). A
 down, rate limited, unreadable notice) is reported as a batch item failure: SQS retries it and after the
 queue's maxReceiveCount moves it to the dead-letter queue, where an alarm fires. Nothing is lost silently.
 
-Per-chat order (README, Reliability): within one batch a chat's notices go out in queue order, and once one of
-them fails the rest of that chat's notices in the batch are held back with it. What one invocation's records
-share (its time left, the seconds spent waiting for slots, the chats held back) lives in an ``Invocation``
-made per call, never in module state; only the rate limiter outlives an invocation, on purpose.
+Per-chat order: NotifyQueue is FIFO with one message group per chat (depu.notify), so SQS hands a chat's
+notices out in the order they were sent, and none of a group's later messages while earlier ones are in
+flight. Powertools' SqsFifoPartialProcessor with ``skip_group_on_error`` keeps that within a batch: once a
+chat's notice fails, the chat's later records in the batch are reported failed unsent, and they all come back
+in order; other chats go on. What one invocation's records share (its time left, the seconds spent waiting
+for slots) lives in an ``Invocation`` made per call, never in module state; only the rate limiter outlives an
+invocation, on purpose.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
@@ -33,7 +36,8 @@ from depu.telegram.delivery import RateLimiter, deliver
 
 logger = Logger()
 tracer = tracing.tracer()
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+processor.raise_on_entire_batch_failure = False  # all records failing is a normal answer: SQS retries them
 limiter = RateLimiter()
 
 MAX_WAIT_SECONDS = 5.0  # longer than this for one slot: give the record back to the queue
@@ -44,11 +48,6 @@ DEDUPE_SECONDS = 24 * 3600
 
 idempotency_config = IdempotencyConfig(event_key_jmespath="key", raise_on_no_idempotency_key=True,
                                        expires_after_seconds=DEDUPE_SECONDS)
-
-
-class HeldBack(Exception):
-    """An earlier notice for the same chat failed in this batch: keep this one back too, so the chat's
-    messages are not delivered out of order (a stale progress edit after the final result, say)."""
 
 
 @lru_cache(maxsize=1)
@@ -69,14 +68,13 @@ def fetch_artifact(key: str) -> bytes:
 
 
 class Invocation:
-    """One invocation's shared budget: its Lambda context (time left), the seconds its records have waited
-    for send slots so far, and the chats whose notice failed in this batch. (A plain class: a handler
-    module is loaded by path, outside sys.modules, where dataclasses cannot resolve its annotations.)"""
+    """One invocation's shared budget: its Lambda context (time left) and the seconds its records have
+    waited for send slots so far. (A plain class: a handler module is loaded by path, outside sys.modules,
+    where dataclasses cannot resolve its annotations.)"""
 
     def __init__(self, context: LambdaContext | None = None) -> None:
         self.context = context
         self.waited = 0.0
-        self.held_chats: set[int] = set()
 
     def max_wait(self) -> float:
         """How long the next record may wait for its slot: bounded per record, per batch and by time left."""
@@ -86,18 +84,12 @@ class Invocation:
         return max(0.0, allowance)
 
     def handle(self, record: SQSRecord) -> dict[str, Any]:
-        """Deliver one record's notice once, unless an earlier notice of its chat failed in this batch."""
+        """Deliver one record's notice once (the processor skips it if its chat's earlier one failed)."""
         notice = Notice.from_json(record.body)  # an unreadable notice fails here and ends in the DLQ
         if not isinstance(notice.chat_id, int) or isinstance(notice.chat_id, bool) or not isinstance(notice.text, str):
             raise ValueError("a notice needs an integer chat_id and a text")
-        if notice.chat_id in self.held_chats:
-            raise HeldBack(f"an earlier notice for chat {notice.chat_id} failed in this batch")
         key = f"dedupe:{notice.dedupe_key}" if notice.dedupe_key else f"sqs:{record.message_id}"
-        try:
-            result = _send_once()(delivery={"key": key, "body": record.body}, invocation=self)
-        except Exception:
-            self.held_chats.add(notice.chat_id)
-            raise
+        result = _send_once()(delivery={"key": key, "body": record.body}, invocation=self)
         logger.info("notice delivered", extra={"chat_id": notice.chat_id, "message_id": result.get("message_id")})
         return result
 
