@@ -24,7 +24,7 @@ from depu.agents import challenges, package, registry, tokens
 from depu.agents.registry import Agent, RegistrationError
 from depu.contracts import agent_api as c
 from depu.contracts import fork_hosts as f
-from depu.contracts.common import error_responses
+from depu.contracts.common import answers
 from depu.forks import hosts, tasks
 from depu.jobs import lifecycle, work
 from depu.jobs.leases import HEARTBEAT_SECONDS, LEASE_SECONDS
@@ -64,8 +64,8 @@ AUTH = [(400, "The body does not fit the contract; `error` says which field."), 
         (413, "The body is over the route's limit (register 32 KiB, reveal 1 MiB, others 256 KiB).")]
 JOB = AUTH + [(404, "No such job of this agent's.")]
 BUDGET = (413, "Over the route's size limit, or the job's log or artifact budget; `error` says which.")
-CONFLICT = {409: {"description": "Not legal from the job's current state.",
-                  "content": {"application/json": {"model": c.ConflictReply}}}}
+CONFLICT: dict[int, dict[str, Any]] = {409: {"description": "Not legal from the job's current state.",
+                                             "content": {"application/json": {"model": c.ConflictReply}}}}
 CHALLENGE_CONFLICT = (409, "No such pending challenge of this agent's, or this agent may not take one.")
 
 
@@ -125,13 +125,13 @@ def _bad_request(error: ValueError) -> Response:
     return error_response(400, str(error))
 
 
-@app.post("/agent/register", security=[], summary="Register a machine with a provider enrolment token from /provider.",
-          responses={201: {"description": "Registered. The agent token is shown once; only its hash is stored.",
-                           "content": {"application/json": {"model": c.RegisterReply}}},
-                     **error_responses((400, "The body does not fit the contract, or the machine's details are refused."),
-                                       (401, "No such enrolment token (or it was used)."),
-                                       (413, "The body is over 32 KiB (it is read before any token is checked)."))})
-def register(request: Annotated[c.RegisterRequest, Body()] = c.RegisterRequest()) -> Response[c.RegisterReply]:
+@app.post("/agent/register", operation_id="register", status_code=201,
+          summary="Register a machine with a provider enrolment token from /provider.",
+          responses=answers("Registered. The agent token is shown once; only its hash is stored.",
+                            (400, "The body does not fit the contract, or the machine's details are refused."),
+                            (401, "No such enrolment token (or it was used)."),
+                            (413, "The body is over 32 KiB (it is read before any token is checked)."), status=201))
+def register(request: Annotated[c.RegisterRequest, Body()] = c.RegisterRequest()) -> c.RegisterReply:
     registration = registry.register(
         request.provider_token,
         name=request.name,
@@ -147,14 +147,14 @@ def register(request: Annotated[c.RegisterRequest, Body()] = c.RegisterRequest()
         raise Unauthorized()
     logger.info("agent registered", extra={"agent_id": registration.agent_id, "gpu_class": registration.gpu_class,
                                             "verified": registration.verified})
-    return Response(201, "application/json", c.RegisterReply(
+    return c.RegisterReply(
         agent_id=registration.agent_id, agent_token=registration.agent_token,
         token_expires_in=tokens.AGENT_TOKEN_TTL_SECONDS, heartbeat_seconds=HEARTBEAT_SECONDS,
         lease_seconds=LEASE_SECONDS, gpu_class=registration.gpu_class, verified=registration.verified,
-        verdict=registration.verdict, challenge_due=registration.challenge_due))
+        verdict=registration.verdict, challenge_due=registration.challenge_due)
 
 
-@app.post("/agent/heartbeat", responses=error_responses(*AUTH),
+@app.post("/agent/heartbeat", operation_id="heartbeat", responses=answers("Leases renewed; `cancel` lists jobs to stop now.", *AUTH),
           summary="Say the agent is alive, report GPU metrics, renew the leases of running jobs.")
 def heartbeat(report: Annotated[c.HeartbeatRequest, Body()] = c.HeartbeatRequest()) -> c.HeartbeatReply:
     agent = _agent()
@@ -164,7 +164,7 @@ def heartbeat(report: Annotated[c.HeartbeatRequest, Body()] = c.HeartbeatRequest
                             verified=bool(agent.verified))
 
 
-@app.post("/agent/token/renew", responses=error_responses(*AUTH),
+@app.post("/agent/token/renew", operation_id="renewToken", responses=answers("The fresh token (store it, mode 600, before using it).", *AUTH),
           summary="Replace this agent's token with a fresh one (the old one works for overlap_seconds more).")
 def renew_token(_: Annotated[c.EmptyRequest, Body()] = c.EmptyRequest()) -> c.RenewReply:
     """A fresh agent token; the one this request used keeps working for a short overlap only."""
@@ -189,20 +189,20 @@ def _challenge_refused(error: challenges.ChallengeRefused) -> Response:
     return error_response(409, f"no challenge for this agent: {error}")
 
 
-@app.post("/agent/challenge", responses=error_responses(*AUTH, CHALLENGE_CONFLICT),
+@app.post("/agent/challenge", operation_id="challenge", responses=answers("The challenge: compute, then commit within deadline_seconds.", *AUTH, CHALLENGE_CONFLICT),
           summary="Get a hardware challenge (the only way an agent becomes verified; docs/scheduling.md).")
 def challenge(_: Annotated[c.EmptyRequest, Body()] = c.EmptyRequest()) -> c.ChallengeIssued:
     return c.ChallengeIssued(**challenges.issue(_agent()))
 
 
-@app.post("/agent/challenge/commit", responses=error_responses(*AUTH, CHALLENGE_CONFLICT),
+@app.post("/agent/challenge/commit", operation_id="challengeCommit", responses=answers("The checks to reveal, or the failed verdict (late or malformed).", *AUTH, CHALLENGE_CONFLICT),
           summary="Commit to the computed chain (one Merkle root per device) before the deadline.")
 def challenge_commit(request: Annotated[c.CommitRequest, Body()] = c.CommitRequest()) -> c.ChecksToReveal | c.ChallengeVerdict:
     step = challenges.commit(_agent(), request.challenge_id, request.roots)
     return c.ChecksToReveal(**step) if "checks" in step else c.ChallengeVerdict(**step)
 
 
-@app.post("/agent/challenge/reveal", responses=error_responses(*AUTH, CHALLENGE_CONFLICT),
+@app.post("/agent/challenge/reveal", operation_id="challengeReveal", responses=answers("The verdict; either outcome ends the challenge.", *AUTH, CHALLENGE_CONFLICT),
           summary="Reveal the checked rows with their Merkle proofs and the memory values; the verdict.")
 def challenge_reveal(request: Annotated[c.RevealRequest, Body()] = c.RevealRequest()) -> c.ChallengeVerdict:
     agent = _agent()
@@ -211,7 +211,8 @@ def challenge_reveal(request: Annotated[c.RevealRequest, Body()] = c.RevealReque
     return c.ChallengeVerdict(**outcome)
 
 
-@app.post("/agent/claim", responses={204: {"description": "No job within the wait."}, **error_responses(*AUTH)},
+@app.post("/agent/claim", operation_id="claim",
+          responses=answers("A job to run now on `gpu_index`.", *AUTH, extra={204: {"description": "No job within the wait.", "content": {}}}),
           summary="Long poll for the next job assigned to this agent (starts its first lease).")
 def claim(request: Annotated[c.ClaimRequest, Body()] = c.ClaimRequest()) -> c.ClaimReply:
     agent = _agent()
@@ -222,39 +223,42 @@ def claim(request: Annotated[c.ClaimRequest, Body()] = c.ClaimRequest()) -> c.Cl
     return c.ClaimReply(job=offer.as_contract(), lease_seconds=LEASE_SECONDS)
 
 
-@app.post("/agent/jobs/<job_id>/progress", responses={**error_responses(*JOB), **CONFLICT})
+@app.post("/agent/jobs/<job_id>/progress", operation_id="progress", responses=answers("The job's state after the call.", *JOB, extra=CONFLICT),
+          summary="Report how far the job is (0..1), with a one-line message and the GPU's readings.")
 def progress(job_id: str, report: Annotated[c.ProgressRequest, Body()] = c.ProgressRequest()) -> c.StateReply:
     job = work.progress(_agent(), job_id, report.progress, report.message, report.metrics)
     return c.StateReply(state=job.status)
 
 
-@app.post("/agent/jobs/<job_id>/logs", responses={**error_responses(*JOB[:-2], BUDGET, JOB[-1]), **CONFLICT},
+@app.post("/agent/jobs/<job_id>/logs", operation_id="logs", responses=answers("Stored, or a repeat (accepted false).", *JOB[:-2], BUDGET, JOB[-1], extra=CONFLICT),
           summary="Append one numbered chunk of log lines (a repeated seq is accepted and ignored).")
 def logs(job_id: str, chunk: Annotated[c.LogsRequest, Body()]) -> c.LogsReply:
     return c.LogsReply(accepted=work.append_logs(_agent(), job_id, chunk.seq, chunk.lines))
 
 
-@app.post("/agent/jobs/<job_id>/artifacts", responses={**error_responses(*JOB[:-2], BUDGET, JOB[-1]), **CONFLICT},
+@app.post("/agent/jobs/<job_id>/artifacts", operation_id="artifactUpload",
+          responses=answers("PUT with Content-Length `size` and `upload_headers`; report `key` in complete. A key that "
+                            "holds an object already answers 412 (an earlier upload landed).", *JOB[:-2], BUDGET, JOB[-1], extra=CONFLICT),
           summary="A write-once presigned PUT URL for one output file of exactly `size` bytes.")
 def artifacts(job_id: str, request: Annotated[c.ArtifactRequest, Body()]) -> c.ArtifactReply:
     return c.ArtifactReply(**work.artifact_upload(_agent(), job_id, request.name, request.size))
 
 
-@app.post("/agent/jobs/<job_id>/complete", responses={**error_responses(*JOB), **CONFLICT},
+@app.post("/agent/jobs/<job_id>/complete", operation_id="complete", responses=answers("Succeeded (also for a retry after success).", *JOB, extra=CONFLICT),
           summary="Finish the job successfully. Safe to retry; the user is charged once.")
 def complete(job_id: str, report: Annotated[c.CompleteRequest, Body()] = c.CompleteRequest()) -> c.CompleteReply:
     job = work.complete(_agent(), job_id, report.result, report.artifacts)
     return c.CompleteReply(state=job.status, charged=int(job.charged or 0))
 
 
-@app.post("/agent/jobs/<job_id>/fail", responses={**error_responses(*JOB), **CONFLICT},
+@app.post("/agent/jobs/<job_id>/fail", operation_id="fail", responses=answers("The job's state after the call.", *JOB, extra=CONFLICT),
           summary="The attempt failed. Retryable with attempts left -> queued for another agent; else failed.")
 def fail(job_id: str, report: Annotated[c.FailRequest, Body()] = c.FailRequest()) -> c.StateReply:
     job = work.fail(_agent(), job_id, report.error, report.retryable)
     return c.StateReply(state=job.status)
 
 
-@app.post("/agent/release", responses=error_responses(*AUTH),
+@app.post("/agent/release", operation_id="release", responses=answers("The ids actually handed back (others were not this agent's or ended).", *AUTH),
           summary="Graceful shutdown; hand back assigned or running jobs (requeued, not counted as failures).")
 def release(request: Annotated[c.ReleaseRequest, Body()] = c.ReleaseRequest()) -> c.ReleaseReply:
     return c.ReleaseReply(released=work.release(_agent(), request.job_ids))
@@ -289,7 +293,8 @@ def _bad_report(error: tasks.BadReport) -> Response:
 FORK_AUTH = [(400, AUTH[0][1]), (401, AUTH[1][1]), (413, "The body is over 512 KiB.")]
 
 
-@app.post("/agent/forks/claim", responses=error_responses(*FORK_AUTH, (403, "Not an approved fork host.")),
+@app.post("/agent/forks/claim", operation_id="claimForkTask",
+          responses=answers("A task (or null) and the forks to stop.", *FORK_AUTH, (403, "Not an approved fork host.")),
           summary="A fork host's long poll: the next task addressed to it, and the forks it must stop.")
 def claim_fork_task(request: Annotated[f.ForkClaimRequest, Body()] = f.ForkClaimRequest()) -> f.ForkClaimReply:
     agent = _agent()
@@ -302,8 +307,9 @@ def claim_fork_task(request: Annotated[f.ForkClaimRequest, Body()] = f.ForkClaim
 
 
 @app.post("/agent/forks/tasks/<task_id>/result",
-          responses=error_responses(*FORK_AUTH, (404, "Not this host's task."),
-                                    (410, "The state machine stopped waiting; drop what was built.")),
+          operation_id="reportForkTask",
+          responses=answers("What the waiting state machine was told.", *FORK_AUTH, (404, "Not this host's task."),
+                            (410, "The state machine stopped waiting; drop what was built.")),
           summary="A fork host's answer to one task: what it built, or why it could not.")
 def report_fork_task(task_id: str, report: Annotated[f.ForkReport, Body()] = f.ForkReport()) -> f.ForkReportReply:
     agent = _agent()

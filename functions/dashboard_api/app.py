@@ -26,7 +26,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from depu import tracing
 from depu.config import get_settings
 from depu.contracts import dashboard_api as c
-from depu.contracts.common import error_responses
+from depu.contracts.common import answers
 from depu.dashboard import initdata, overview, sessions, site
 from depu.web import bodies, errors
 from depu.web.bearer import bearer_token
@@ -97,7 +97,8 @@ def _static(name: str | None) -> Response[str]:
     return Response(status_code=200, content_type=found.content_type, body=found.body, headers=site.SECURITY_HEADERS)
 
 
-@app.get("/dashboard/login", responses={302: {"description": "To the page, with the code in the URL fragment."}},
+@app.get("/dashboard/login", operation_id="loginLink",
+         responses={302: {"description": "To the page, with the code in the URL fragment.", "content": {}}},
          summary="The bot's one-time browser link (never redeemed by a GET, so link previews cannot burn it).")
 def login_link(code: Annotated[str, Query()] = "") -> Response[None]:
     target = f"app/#login={code}" if _LOGIN_CODE.fullmatch(code) else "app/#login_error=1"
@@ -107,11 +108,11 @@ def login_link(code: Annotated[str, Query()] = "") -> Response[None]:
 
 
 # ------------------------------------------------------------------------------------------- sessions
-@app.post("/dashboard/session", security=[],
-          responses={201: {"description": "A 15-minute bearer session.", "content": {"application/json": {"model": c.SessionReply}}},
-                     **error_responses((400, "Neither init_data nor login_code, or a body that does not fit."),
-                                       (401, "initData refused (signature, age) or the login code is unknown or used."),
-                                       (413, "The body is over 16 KiB (it is read before anything is checked)."))},
+@app.post("/dashboard/session", operation_id="openSession", status_code=201,
+          responses=answers("A 15-minute bearer session.",
+                            (400, "Neither init_data nor login_code, or a body that does not fit."),
+                            (401, "initData refused (signature, age) or the login code is unknown or used."),
+                            (413, "The body is over 16 KiB (it is read before anything is checked)."), status=201),
           summary="Open a session: init_data inside Telegram, login_code from the bot's browser link.")
 def open_session(request: Annotated[c.SessionRequest, Body()] = c.SessionRequest()) -> Response[c.SessionReply]:
     init_data, login_code = request.init_data, request.login_code
@@ -129,7 +130,8 @@ def open_session(request: Annotated[c.SessionRequest, Body()] = c.SessionRequest
                     headers=_JSON_HEADERS)
 
 
-@app.delete("/dashboard/session", responses={204: {"description": "Signed out (also when already signed out)."}},
+@app.delete("/dashboard/session", operation_id="closeSession",
+            responses={204: {"description": "Signed out (also when already signed out).", "content": {}}},
             summary="Sign out: the session's token stops working at once.")
 def close_session() -> Response[None]:
     token = bearer_token(app.current_event.headers)
@@ -150,7 +152,8 @@ def _first_name(user_id: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------- data
-@app.get("/dashboard/overview", responses=error_responses((401, "No session, or it expired or was closed.")),
+@app.get("/dashboard/overview", operation_id="overview",
+         responses=answers("The overview; each section has its own state.", (401, "No session, or it expired or was closed.")),
          summary="The session user's credits, jobs with GPU metrics, forks, watches and chain (polled).")
 def get_overview() -> Response[c.Overview]:
     return Response(200, "application/json", _overview(_session()), headers=_JSON_HEADERS)

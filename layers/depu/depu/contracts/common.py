@@ -24,3 +24,10 @@ def error_responses(*pairs: tuple[int, str]) -> dict[int, dict[str, Any]]:
     """The ``responses=`` of a route decorator: each refusal status with its description and ErrorReply."""
     return {status: {"description": description, "content": {"application/json": {"model": ErrorReply}}}
             for status, description in pairs}
+
+
+def answers(success: str, *refusals: tuple[int, str], status: int = 200,
+            extra: dict[int, dict[str, Any]] | None = None) -> dict[int, dict[str, Any]]:
+    """A route's ``responses=``: its success (``status``, described, its schema taken from the route's return
+    type), each refusal with ErrorReply, and ``extra`` ones as written (e.g. a 204 with no content)."""
+    return {status: {"description": success}, **error_responses(*refusals), **(extra or {})}

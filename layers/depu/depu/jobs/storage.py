@@ -20,7 +20,6 @@ from botocore.config import Config
 
 from depu.config import get_settings
 
-from depu.contracts.agent_api import MAX_ARTIFACT_BYTES  # noqa: E402  (one copy: the contract)
 UPLOAD_URL_SECONDS = 15 * 60
 JOB_FILES_DAYS = 30  # template.yaml's expire-job-files rule; the summary's links say so
 WRITE_ONCE_HEADERS = {"If-None-Match": "*"}
