@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from depu.contracts.common import Contract
+from depu.contracts.common import Contract, whole
 
 MAX_JOBS_PER_CALL = 64
 MAX_GPUS = 16
@@ -21,7 +21,7 @@ MAX_ARTIFACT_KEYS = 50
 MAX_ARTIFACT_BYTES = 512 * 1024 * 1024  # one file's size; depu.jobs.storage signs links up to this
 JOB_ID_CHARS = 40
 
-GpuIndex = Annotated[int, Field(ge=0, lt=MAX_JOBS_PER_CALL)]
+GpuIndex = whole(ge=0, lt=MAX_JOBS_PER_CALL)
 JobId = Annotated[str, Field(min_length=1, max_length=JOB_ID_CHARS)]
 Reading = Annotated[float | None, Field(allow_inf_nan=False)]
 JobState = Literal["queued", "assigned", "running", "succeeded", "failed", "cancelled", "expired"]
@@ -150,7 +150,7 @@ class ConflictReply(Contract):
 
 
 class LogsRequest(Contract):
-    seq: int = Field(ge=0, lt=MAX_LOG_SEQ, description="chunk number from 0; a repeated seq is accepted and ignored")
+    seq: Annotated[whole(ge=0, lt=MAX_LOG_SEQ), Field(description="chunk number from 0; a repeat is accepted and ignored")]
     lines: list[str] = Field(max_length=MAX_LOG_LINES)
 
 
@@ -160,7 +160,7 @@ class LogsReply(Contract):
 
 class ArtifactRequest(Contract):
     name: str = Field(min_length=1)
-    size: int = Field(ge=1, le=MAX_ARTIFACT_BYTES)
+    size: whole(ge=1, le=MAX_ARTIFACT_BYTES)
 
 
 class ArtifactReply(Contract):
