@@ -56,7 +56,13 @@ def _body_limit() -> int:
     return MAX_BODY_BYTES
 
 
-app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=bodies.limited_json(_body_limit),
+def _token_first() -> None:
+    """Every route but register checks the token before its body is read (register's token is in the body)."""
+    if not app.current_event.path.endswith("/agent/register"):
+        _agent()
+
+
+app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=bodies.limited_json(_body_limit, _token_first),
                              response_validation_error_http_code=500)
 errors.install(app)
 
@@ -82,9 +88,13 @@ def _bearer() -> str | None:
 
 
 def _agent() -> Agent:
-    agent = registry.authenticate(_bearer())
+    """The calling agent (Unauthorized without a valid token), looked up once per request."""
+    agent = app.context.get("agent")
     if agent is None:
-        raise Unauthorized()
+        agent = registry.authenticate(_bearer())
+        if agent is None:
+            raise Unauthorized()
+        app.append_context(agent=agent)
     return agent
 
 

@@ -12,10 +12,15 @@ from typing import Any
 from depu import jsonbody
 
 
-def limited_json(limit: Callable[[], int]) -> Callable[[str], Any]:
-    """A deserializer that parses with ``jsonbody.loads`` under the byte limit of the request being served."""
+def limited_json(limit: Callable[[], int], before: Callable[[], None] | None = None) -> Callable[[str], Any]:
+    """A deserializer that parses with ``jsonbody.loads`` under the byte limit of the request being served.
+    ``before`` runs first and may refuse by raising: a route that authenticates checks its bearer token
+    there, so an outsider's body is never parsed, whatever its size (Powertools validates the body before
+    the route's own code runs)."""
 
     def loads(text: str) -> Any:
+        if before is not None:
+            before()
         return jsonbody.loads(text, max_bytes=limit())
 
     return loads
