@@ -9,6 +9,7 @@ does not fit answers 400 saying which field is wrong, and the domain gets typed 
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -87,14 +88,22 @@ def _bearer() -> str | None:
     return bearer_token(app.current_event.headers)
 
 
+# The agent the request in this thread authenticated as, so the token check before the body and the
+# route's own call cost one lookup. Per thread and tied to the request's event object, not kept in the
+# resolver's context: that dict is shared by concurrent requests (the local runtime's threads), and one
+# request must never see another's agent.
+_authenticated = threading.local()
+
+
 def _agent() -> Agent:
-    """The calling agent (Unauthorized without a valid token), looked up once per request."""
-    agent = app.context.get("agent")
+    """The calling agent; Unauthorized without a valid token."""
+    event = app.current_event
+    if getattr(_authenticated, "event", None) is event:
+        return _authenticated.agent
+    agent = registry.authenticate(_bearer())
     if agent is None:
-        agent = registry.authenticate(_bearer())
-        if agent is None:
-            raise Unauthorized()
-        app.append_context(agent=agent)
+        raise Unauthorized()
+    _authenticated.event, _authenticated.agent = event, agent
     return agent
 
 
@@ -135,13 +144,13 @@ def _bad_request(error: ValueError) -> Response:
     return error_response(400, str(error))
 
 
-@app.post("/agent/register", operation_id="register", status_code=201,
+@app.post("/agent/register", operation_id="register",
           summary="Register a machine with a provider enrolment token from /provider.",
           responses=answers("Registered. The agent token is shown once; only its hash is stored.",
                             (400, "The body does not fit the contract, or the machine's details are refused."),
                             (401, "No such enrolment token (or it was used)."),
                             (413, "The body is over 32 KiB (it is read before any token is checked)."), status=201))
-def register(request: Annotated[c.RegisterRequest, Body()] = c.RegisterRequest()) -> c.RegisterReply:
+def register(request: Annotated[c.RegisterRequest, Body()] = c.RegisterRequest()) -> Response[c.RegisterReply]:
     registration = registry.register(
         request.provider_token,
         name=request.name,
@@ -157,11 +166,13 @@ def register(request: Annotated[c.RegisterRequest, Body()] = c.RegisterRequest()
         raise Unauthorized()
     logger.info("agent registered", extra={"agent_id": registration.agent_id, "gpu_class": registration.gpu_class,
                                             "verified": registration.verified})
-    return c.RegisterReply(
+    # the status travels in the Response: a route's status_code= is looked up in the resolver's shared
+    # context, which concurrent requests (the local runtime's threads) clear under each other
+    return Response(201, "application/json", c.RegisterReply(
         agent_id=registration.agent_id, agent_token=registration.agent_token,
         token_expires_in=tokens.AGENT_TOKEN_TTL_SECONDS, heartbeat_seconds=HEARTBEAT_SECONDS,
         lease_seconds=LEASE_SECONDS, gpu_class=registration.gpu_class, verified=registration.verified,
-        verdict=registration.verdict, challenge_due=registration.challenge_due)
+        verdict=registration.verdict, challenge_due=registration.challenge_due))
 
 
 @app.post("/agent/heartbeat", operation_id="heartbeat", responses=answers("Leases renewed; `cancel` lists jobs to stop now.", *AUTH),

@@ -108,7 +108,7 @@ def login_link(code: Annotated[str, Query()] = "") -> Response[None]:
 
 
 # ------------------------------------------------------------------------------------------- sessions
-@app.post("/dashboard/session", operation_id="openSession", status_code=201,
+@app.post("/dashboard/session", operation_id="openSession",
           responses=answers("A 15-minute bearer session.",
                             (400, "Neither init_data nor login_code, or a body that does not fit."),
                             (401, "initData refused (signature, age) or the login code is unknown or used."),
