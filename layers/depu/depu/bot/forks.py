@@ -1,5 +1,5 @@
-"""``/shadow_fork``: create, list, inspect, fund, impersonate, snapshot/revert, sync, auto-sync and delete
-shadow forks. Every action goes through ``depu.forks.service``, which checks the fork is the sender's own.
+"""``/shadow_fork``: create, list, inspect, fund (ETH or any ERC-20), impersonate, snapshot/revert, follow mainnet
+(on by default) or sync, see recent transactions and why one reverted, and delete shadow forks. Every action goes through ``depu.forks.service``, which checks the fork is the sender's own.
 
 Every fork has its own chain id (``depu.forks.chainids``); keeping mainnet's is an explicit choice made behind a
 warning ("New fork with mainnet's chain id…", or ``/shadow_fork <block> keep-chain-id``).
@@ -96,13 +96,15 @@ def info_text(user_id: int, fork_id: str) -> tuple[str, Keyboard]:
     details = service.info(user_id, fork_id)
     fork = details.fork
     behind = details.blocks_behind
+    base = details.base_block
     left = max(0, int(fork.expires_at - time.time()))
     lines = [
         f"<b>Shadow fork {fork.fork_id}</b> — {fork.status}",
-        f"Base block: {int(fork.base_block) if fork.base_block is not None else 'not yet'}"
+        f"Base block: {base if base is not None else 'not yet'}"
         + (f" ({behind} blocks behind mainnet)" if behind is not None else ""),
         chain_id_line(fork),
         f"Journal: {details.journal_size} entries",
+        _follow_line(fork, details.follow),
         f"Auto-sync: {'every ' + str(int(fork.sync_interval_s)) + ' s' if fork.auto_sync else 'off'}",
         f"Expires in: {left // 3600} h {left % 3600 // 60} min",
         "RPC URL: shown once at creation; “New RPC URL” replaces it.",
@@ -116,13 +118,30 @@ def info_text(user_id: int, fork_id: str) -> tuple[str, Keyboard]:
     if fork.status in ALIVE:
         keyboard = [
             [Button("Fund an address", data=_data("fund", fid)), Button("Impersonate", data=_data("imp", fid))],
+            [Button("Fund a token", data=_data("fundt", fid)), Button("Recent transactions", data=_data("txs", fid))],
             [Button("Snapshot", data=_data("snap", fid)), Button("Revert…", data=_data("rev", fid))],
+            [Button("Follow mainnet: turn off" if fork.follow else "Follow mainnet: turn on",
+                    data=_data("follow", fid, "off" if fork.follow else "on"))],
             [Button("Sync now", data=_data("sync", fid)),
              Button("Auto-sync off" if fork.auto_sync else "Auto-sync on", data=_data("auto", fid, "off" if fork.auto_sync else "on"))],
             [Button("New RPC URL", data=_data("url", fid)), Button("Delete", data=_data("del", fid))],
         ]
     keyboard.append([Button("All forks", data=_data("list"))])
     return "\n".join(lines), keyboard
+
+
+def _follow_line(fork: Fork, follow: dict | None) -> str:
+    """Follow mode as the user should see it: on (what the host did last) or off."""
+    if not fork.follow:
+        return "Follows mainnet: off (Sync now or auto-sync move it)"
+    if not follow:
+        return "Follows mainnet: on (every new block)"
+    parts = [f"{int(follow.get('steps') or 0)} blocks followed"]
+    if follow.get("upstream_calls_per_block") is not None:
+        parts.append(f"{follow['upstream_calls_per_block']:g} upstream calls per block")
+    if follow.get("conflicts_total"):
+        parts.append(f"{int(follow['conflicts_total'])} conflicts")
+    return "Follows mainnet: on, every new block (" + ", ".join(parts) + ")"
 
 
 _ASK = {
@@ -194,6 +213,46 @@ def auto_sync(turn: Turn) -> None:
     _say_turn(turn, *info_text(turn.user_id, fork_id))
 
 
+def follow(turn: Turn) -> None:
+    fork_id, wanted = turn.arg(0), turn.arg(1)
+    service.set_follow(turn.user_id, fork_id, wanted == "on")
+    turn.answer("Following mainnet" if wanted == "on" else "Follow mode off")
+    _say_turn(turn, *info_text(turn.user_id, fork_id))
+
+
+MAX_TREE_LINES_IN_CHAT = 25
+
+
+def recent(turn: Turn) -> None:
+    """The fork's latest transactions; each reverted one offers "Why did it revert?"."""
+    fork_id = turn.arg(0)
+    txs = service.recent_transactions(turn.user_id, fork_id)
+    back = [Button("Open fork", data=_data("i", fork_id))]
+    if not txs:
+        _say_turn(turn, f"No transactions on fork <b>{fork_id}</b> yet.", [back])
+        return
+    lines = [f"<b>Recent transactions on fork {fork_id}</b> (newest first)"]
+    lines += [f"#{tx.seq} <code>{tx.tx_hash[:14]}…</code> {'✗ reverted' if tx.reverted else '✓ succeeded'}" for tx in txs]
+    keyboard: Keyboard = [[Button(f"Why did #{tx.seq} revert?", data=_data("why", fork_id, tx.seq))] for tx in txs if tx.reverted]
+    _say_turn(turn, "\n".join(lines), keyboard + [back])
+
+
+def why(turn: Turn) -> None:
+    """The decoded revert reason and the compact call tree of one of the fork's recent transactions."""
+    fork_id, seq = turn.arg(0), turn.arg(1)
+    tx = next((tx for tx in service.recent_transactions(turn.user_id, fork_id, limit=20) if str(tx.seq) == seq), None)
+    if tx is None:
+        raise UserError("That transaction is no longer among the fork's recent ones.")
+    explained = service.why_reverted(turn.user_id, fork_id, tx.tx_hash)
+    tree = explained.tree[:MAX_TREE_LINES_IN_CHAT]
+    if len(explained.tree) > len(tree):
+        tree.append(f"… {len(explained.tree) - len(tree)} more lines in the Mini App")
+    reason = html.escape(explained.reason) if explained.reason else "It did not revert."
+    _say_turn(turn, f"<b>Why did #{seq} revert?</b> <code>{tx.tx_hash[:14]}…</code>\n{reason}\n\n"
+                    f"<b>Call tree</b>\n<pre>{html.escape(chr(10).join(tree))}</pre>",
+              [[Button("Recent transactions", data=_data("txs", fork_id)), Button("Open fork", data=_data("i", fork_id))]])
+
+
 def new_url(turn: Turn) -> None:
     fork_id = turn.arg(0)
     url = service.rotate_url(turn.user_id, fork_id)
@@ -230,6 +289,18 @@ def typed_fund(turn: Turn) -> Next:
     return flows.end()
 
 
+def typed_fund_token(turn: Turn) -> Next:
+    words, fork_id = turn.incoming.text.split(), str(turn.data.get("fork_id", ""))
+    if len(words) != 3:
+        raise UserError("Send three things: the token's address, the address to fund and the amount in the token's "
+                        "smallest units, e.g. <code>0xA0b8…eB48 0xAb58…eC9B 1000000</code> (1 USDC).")
+    service.fund_erc20(turn.user_id, fork_id, words[0], words[1], words[2])
+    token, account = service.checksum_address(words[0]), service.checksum_address(words[1])
+    _say_turn(turn, f"<code>{account}</code> now holds {int(words[2]):,} units of <code>{token}</code> on fork <b>{fork_id}</b> "
+                    "(journaled: it stays through syncs and rebuilds).")
+    return flows.end()
+
+
 def typed_impersonate(turn: Turn) -> Next:
     fork_id = str(turn.data.get("fork_id", ""))
     account = service.impersonate(turn.user_id, fork_id, turn.incoming.text)
@@ -254,6 +325,12 @@ FORKS = Flow(
         (ANY, button("i")): open_fork,
         (ANY, button("fund")): _ask("await_fund", "Send the address to fund and the amount of ETH, e.g.\n"
                                     "<code>0xAb5801a7D398351b8bE11C439e05C5B3259aeC9B 10</code>"),
+        (ANY, button("fundt")): _ask("await_fund_token", "Send the token's address, the address to fund and the amount "
+                                     "in the token's smallest units, e.g.\n<code>0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48 "
+                                     "0xAb5801a7D398351b8bE11C439e05C5B3259aeC9B 1000000</code>"),
+        (ANY, button("txs")): recent,
+        (ANY, button("why")): why,
+        (ANY, button("follow")): follow,
         (ANY, button("imp")): _ask("await_impersonate", "Send the address to impersonate. Transactions from it "
                                    "(eth_sendTransaction) then need no key."),
         (ANY, button("rev")): _ask("await_revert", "Send the snapshot id to revert to (e.g. <code>0x3</code>). "
@@ -266,6 +343,7 @@ FORKS = Flow(
         (ANY, button("delok")): delete,
         ("await_block", TEXT): typed_block,
         ("await_fund", TEXT): typed_fund,
+        ("await_fund_token", TEXT): typed_fund_token,
         ("await_impersonate", TEXT): typed_impersonate,
         ("await_revert", TEXT): typed_revert,
     },

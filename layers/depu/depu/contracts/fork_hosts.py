@@ -24,6 +24,7 @@ class ForkTask(Contract):
     journal: list[Any] = Field(default_factory=list)
     chain_id: int | None = None
     host_secret: str | None = Field(None, description="the secret the host's front checks (create only)")
+    follow: bool = Field(False, description="follow mainnet block by block on the host (provision and rebase)")
 
 
 class ForkClaimReply(Contract):
