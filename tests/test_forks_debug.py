@@ -9,6 +9,7 @@ import requests
 from eth_abi import encode
 
 from depu.forks import debug, erc20, journal, policy, proxy, tokens
+from depu.ratelimit import KeyedBuckets
 from depu.forks.models import ACTIVE, Fork, utcnow_iso
 from forks_support import Anvil, ApiFront
 from local.devchain import load_artifact
@@ -164,7 +165,7 @@ def test_a_trace_past_its_time_limit_is_cut_off(front, host, monkeypatch):
 
 
 def test_traces_cost_more_of_the_forks_rate_budget(front, host, monkeypatch):
-    monkeypatch.setattr(proxy, "_default", proxy.ForkProxy(bucket=policy.TokenBucket(rate=0.001, burst=policy.TRACE_COST * 2)))
+    monkeypatch.setattr(proxy, "_default", proxy.ForkProxy(bucket=KeyedBuckets(rate=0.001, burst=policy.TRACE_COST * 2)))
     token = make_fork(host.url)
     assert "result" in call(front, token, "trace_block", "latest")
     assert "result" in call(front, token, "trace_block", "latest")
