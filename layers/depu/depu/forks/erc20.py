@@ -15,13 +15,13 @@ proxy whose balances live somewhere no probed slot reaches, or an address that i
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from depu.forks import policy
 
-if TYPE_CHECKING:
-    from depu.forks.models import Fork
-    from depu.forks.proxy import ForkProxy
+# the proxy calls this module with itself (its _forward and _write), so nothing here imports depu.forks.proxy
+ForkProxy = Any
+Fork = Any
 
 BALANCE_OF = "70a08231"
 MAX_SLOT = 60  # mapping positions tried, for each layout
@@ -70,7 +70,7 @@ def _word(value: int) -> str:
 
 
 class _Probe:
-    def __init__(self, proxy: "ForkProxy", fork: "Fork", token: str, holder: str):
+    def __init__(self, proxy: ForkProxy, fork: Fork, token: str, holder: str):
         self.proxy, self.fork, self.token = proxy, fork, token
         self.data = "0x" + BALANCE_OF + "00" * 12 + holder[2:]
 
@@ -85,7 +85,7 @@ class _Probe:
         return int(result[:66], 16)
 
 
-def find_slot(proxy: "ForkProxy", fork: "Fork", token: str, holder: str) -> str:
+def find_slot(proxy: ForkProxy, fork: Fork, token: str, holder: str) -> str:
     """The storage key that holds ``holder``'s balance of ``token``; Erc20Refused when there is none."""
     probe = _Probe(proxy, fork, token, holder)
     if probe.balance() is None:
@@ -107,9 +107,13 @@ def find_slot(proxy: "ForkProxy", fork: "Fork", token: str, holder: str) -> str:
                        "in both Solidity and Vyper layouts): it may be a rebasing token, or keep balances elsewhere.")
 
 
-def set_balance_call(proxy: "ForkProxy", fork: "Fork", request_id: Any, params: list[Any]) -> dict[str, Any]:
+def set_balance_call(proxy: ForkProxy, fork: Fork, request_id: Any, params: list[Any]) -> dict[str, Any]:
     """The JSON-RPC method: params ``[token, holder, amount]``; the result names the slot and the new balance."""
-    from depu.forks.proxy import error, result
+    def error(request_id: Any, code: int, message: str) -> dict[str, Any]:
+        return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+
+    def result(request_id: Any, value: Any) -> dict[str, Any]:
+        return {"jsonrpc": "2.0", "id": request_id, "result": value}
 
     try:
         if len(params) < 3:
