@@ -620,11 +620,22 @@ class LocalRuntime:
     def _run_schedule(self, function: LocalFunction, every: float) -> None:
         rule_arn = f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{function.physical_name}-schedule"
         next_run = time.monotonic() + every
-        while not self._stop.wait(max(0.0, next_run - time.monotonic())):
+        running: list[threading.Thread] = []
+
+        def invoke() -> None:
             try:
                 function.invoke(scheduled_event(rule_arn))
             except Exception:  # noqa: BLE001 - already logged; the next tick tries again
                 pass
+
+        while not self._stop.wait(max(0.0, next_run - time.monotonic())):
+            # EventBridge invokes asynchronously: a run longer than the rate overlaps the next one (the
+            # indexer hands its follower lease over that way), up to the function's reserved concurrency
+            running = [thread for thread in running if thread.is_alive()]
+            if len(running) < (function.spec.reserved_concurrency or 1):
+                thread = threading.Thread(target=invoke, name=f"depu-local-tick-{function.name}", daemon=True)
+                thread.start()
+                running.append(thread)
             next_run += every
             if next_run < time.monotonic():  # missed ticks are skipped, not run back to back
                 next_run = time.monotonic() + every
