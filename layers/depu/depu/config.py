@@ -42,6 +42,7 @@ class Settings:
     fork_create_state_machine_arn: str
     fork_sync_state_machine_arn: str
     fork_delete_state_machine_arn: str
+    explorer_url: str = "https://etherscan.io"  # transaction links in chain views and alerts: <url>/tx/<hash>
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -72,6 +73,7 @@ class Settings:
             fork_create_state_machine_arn=_env("FORK_CREATE_STATE_MACHINE_ARN"),
             fork_sync_state_machine_arn=_env("FORK_SYNC_STATE_MACHINE_ARN"),
             fork_delete_state_machine_arn=_env("FORK_DELETE_STATE_MACHINE_ARN"),
+            explorer_url=_env("EXPLORER_URL", "https://etherscan.io").rstrip("/"),
         )
 
 

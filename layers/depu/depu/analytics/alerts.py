@@ -83,34 +83,34 @@ def record(chat_id: int, transfer: str, address: str) -> dict[str, Any] | None:
 class AlertBook:
     """Writes alert state and queues the notices that show it; one per indexer (it holds the settings)."""
 
-    def __init__(self, notify: Callable[["Notice"], None], confirmations: int,
-                 decorate: Callable[[str, dict[str, Any]], str] | None = None):
+    def __init__(self, notify: Callable[["Notice"], None], confirmations: int):
         self.notify = notify
         self.confirmations = confirmations
-        self.decorate = decorate or (lambda body, row: body)
 
     # ------------------------------------------------------------------ a block is seen
     def include(self, rows: list[dict[str, Any]], current: dict[str, list["Watch"]],
-                metas: dict[str, "TokenMeta"], *, confirmed: bool) -> int:
+                metas: dict[str, "TokenMeta"], *, confirmed: bool,
+                usd: Callable[[dict[str, Any]], Any] | None = None) -> int:
         """Alert (or update the alerts of) the watched transfers of one block; returns notices queued.
 
         ``confirmed`` is False at the tip and True when the confirmed indexer applies the block: a transfer
         the tip never saw (the indexer was down, or it started below the tip) is then alerted once, already
-        confirmed."""
-        from depu.analytics import watches
+        confirmed. ``usd`` values a row in dollars where a price exists (``depu.analytics.prices``)."""
+        from depu.analytics import labels, watches
         from depu.notify import Notice
 
         if not current:
             return 0
         names = transfer_keys(rows)
+        people = labels.names_for(watch.user_id for found in current.values() for watch in found)
         per_watch: dict[tuple[int, str], list[tuple["Watch", dict[str, Any], str]]] = defaultdict(list)
-        for watch, row, body in watches.alerts_for(rows, current, metas):
+        for watch, row, body in watches.alerts_for(rows, current, metas, people, usd):
             per_watch[(watch.chat_id, watch.address)].append((watch, row, body))
         queued = 0
         for (chat_id, address), fired in per_watch.items():
             # a busy address must not flood a chat: a few alerts per block, then one summary
             for watch, row, body in fired[:MAX_ALERTS_PER_BLOCK]:
-                queued += self._upsert(watch, row, names[row["pos"]], self.decorate(body, row), confirmed)
+                queued += self._upsert(watch, row, names[row["pos"]], body, confirmed)
             if len(fired) > MAX_ALERTS_PER_BLOCK:
                 first = fired[0][1]
                 self.notify(Notice(chat_id=chat_id, dedupe_key=f"watch:{chat_id}:{first['block_hash']}:{address}:more",

@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 from botocore.exceptions import ClientError
 
-from depu.analytics import aggregates, metadata, raw, watches
+from depu.analytics import aggregates, metadata, prices, raw, watches
 from depu.analytics.alerts import AlertBook
 from depu.chain import store
 from depu.chain.lease import LEASE_SECONDS, FollowerLease
@@ -65,6 +65,7 @@ class IndexerConfig:
     max_reorg_depth: int = 128
     poll_seconds: float = 0.5  # between looks at the head when nothing is new: the alert latency's floor
     alert_at_tip: bool = True
+    observe_prices: bool = True  # the listed pools' cumulative prices, once per chunk (depu.analytics.prices)
     write_raw: bool = True
     rpc_batch_size: int = 50
     rpc_workers: int = 4
@@ -84,6 +85,7 @@ class IndexerConfig:
             max_reorg_depth=number("CHAIN_MAX_REORG_DEPTH", 128),
             rpc_rate=number("CHAIN_RPC_RATE", None, float),
             poll_seconds=number("CHAIN_POLL_SECONDS", 0.5, float),
+            alert_at_tip=number("CHAIN_ALERT_AT_TIP", True, lambda value: value.lower() not in ("0", "false", "no")),
         )
 
 
@@ -321,6 +323,8 @@ class Indexer:
         if self.config.write_raw:
             raw.write_part("transfers", first, last, chunk_rows)
             raw.write_part("blocks", first, last, chunk_headers)
+        if self.config.observe_prices:
+            prices.observe(self.rpc, last, chunk_headers[-1]["timestamp"])
         new = Checkpoint(last, blocks[-1]["hash"])
         save_checkpoint(new, checkpoint)
         report.blocks += len(blocks)
@@ -366,11 +370,17 @@ class Indexer:
                 batch.put_item(Item=_row_item(row, expires_at) | _index_key(row))
         aggregates.apply_block(number, aggregates.block_deltas(rows, header["timestamp"]))
         current = watches.watching(watches.moved_addresses(rows))
-        report.alerts += self.book.include(rows, current, self.metas, confirmed=True)
+        report.alerts += self.book.include(rows, current, self.metas, confirmed=True,
+                                           usd=self.dollars(header["timestamp"]) if current else None)
         report.alerts += self.book.settle(number, header["hash"])
         table.update_item(Key={"pk": store.BLOCKS, "sk": store.block_key(number)},
                           UpdateExpression="SET #s = :done", ExpressionAttributeNames={"#s": "status"},
                           ExpressionAttributeValues={":done": "done"})
+
+    def dollars(self, at: int | None) -> Callable[[dict[str, Any]], Any]:
+        """A row's value in dollars at the time-weighted price as of ``at`` (None: the newest)."""
+        book = prices.PriceBook(self.rpc, lambda asset: self.metas.get(asset) or metadata.cached(asset), at=at)
+        return book.row_usd
 
     def revert_block(self, header: dict[str, Any], floor: int) -> None:
         """Undo everything one stored block contributed (idempotent: a crash midway is finished next run)."""
@@ -419,6 +429,8 @@ class Indexer:
         if self.config.write_raw:
             raw.truncate_after("transfers", keep)
             raw.truncate_after("blocks", keep)
+        if self.config.observe_prices:
+            prices.forget_after(keep)
         if ancestor is None:
             store.table().delete_item(Key={"pk": store.CHAIN, "sk": store.CHECKPOINT})
             return None

@@ -76,7 +76,8 @@ class TipFollower:
         for block in blocks:
             rows = transfer_rows(block, logs_by_block.get(block["hash"], []), receipts)
             current = watches.watching(watches.moved_addresses(rows))
-            report.alerts += ix.book.include(rows, current, ix.metas, confirmed=False)
+            report.alerts += ix.book.include(rows, current, ix.metas, confirmed=False,
+                                             usd=ix.dollars(None) if current else None)
             hashes[_int(block["number"])] = block["hash"]
         save(TipCursor(last, hashes))
         report.tip_blocks += len(blocks)
