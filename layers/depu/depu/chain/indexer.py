@@ -291,6 +291,11 @@ class Indexer:
         if checkpoint is None:
             first = self.config.start_block if self.config.start_block is not None else max(
                 target - self.config.backfill + 1, 0)
+            from depu.chain.backfill import history_last
+
+            covered = history_last()
+            if covered is not None:
+                first = max(first, covered + 1)  # a backfill's aggregates already hold the blocks below
         else:
             first = checkpoint.number + 1
         if first > target:
