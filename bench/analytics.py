@@ -156,8 +156,7 @@ def bench_backfill(rpc_url: str, head: int, values_only: bool) -> tuple[float, i
     """DePU's history backfill, fetch + decode only (no writes), blocks 0..head: blocks/s and rows."""
     from depu.chain.backfill import Backfill, BackfillConfig
 
-    config = BackfillConfig(write=False, values_only=values_only, chunk_blocks=100, workers=8, rpc_batch_size=100,
-                            rpc_workers=2)
+    config = BackfillConfig(write=False, values_only=values_only)  # its defaults: 50-block chunks, 8 at a time
     rows = {}
 
     def run() -> None:

@@ -83,6 +83,10 @@ def test_transfers_get_dollar_values_and_dollar_thresholds_choose_the_alerts(mar
         later(market, 600)
         indexer.run(until_caught_up=True)
     big, small = market.accounts[2].lower(), market.accounts[3].lower()
+    from depu.analytics import labels
+
+    labels.set_label(9, big, "my whale")
+    labels.set_label(10, big, "someone else's name")
     watches.add(9, 9, big, Decimal(0), min_usd=Decimal(10_000))
     watches.add(9, 9, small, Decimal(0), min_usd=Decimal(10_000))
     deth = market.tokens["DETH"]
@@ -92,3 +96,17 @@ def test_transfers_get_dollar_values_and_dollar_thresholds_choose_the_alerts(mar
     indexer.run(until_caught_up=True)
     texts = [n.text for n in notices if n.chat_id == 9]
     assert len(texts) == 1 and big in texts[0] and "5 DETH (≈ $15,000.00)" in texts[0]
+    assert f"<code>{big}</code> (my whale)" in texts[0] and "someone else" not in texts[0]
+    assert '<a href="https://etherscan.io/tx/0x' in texts[0]
+
+    from depu.analytics import views
+
+    view = views.address_view(big, "7d")
+    [seen] = [flow for flow in view.seen if flow.asset == deth.address.lower()]
+    assert abs(seen.usd(seen.inflow) - 15_000) < 1
+    token = views.token_view(deth.address.lower(), "7d")
+    assert abs(token.price_usd - 3000) < Decimal("0.01") and token.volume_usd > 15_000
+    usdd = views.token_view(market.tokens["USDD"].address.lower(), "7d")
+    assert usdd.price_usd == 1
+    odd = views.token_view(market.tokens["ODD"].address.lower(), "7d")
+    assert odd.price_usd is None and odd.volume_usd is None, "no pool, no dollar figure"

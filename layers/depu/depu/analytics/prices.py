@@ -76,8 +76,8 @@ POOLS_SK = "PRICE_POOLS"
 
 
 def pools(rpc: "RpcClient") -> list[Pool]:
-    """The listed pools that exist on this chain, with their sides (read once per process, and kept in
-    ChainTable's ``CHAIN/PRICE_POOLS`` for the processes that read prices without a node)."""
+    """The listed pools that exist on this chain, with their sides (read from the node once per process,
+    and kept in ChainTable's ``CHAIN/PRICE_POOLS`` for the processes that read prices without a node)."""
     stable = listing()["stablecoins"]
     known = len(_pools)
     for pair in listing()["pools"]:
@@ -95,7 +95,7 @@ def pools(rpc: "RpcClient") -> list[Pool]:
         else:
             _pools[pair] = None
     found = [pool for pool in _pools.values() if pool is not None]
-    if len(_pools) != known:
+    if len(_pools) != known or {pool.pair for pool in stored_pools()} != {pool.pair for pool in found}:
         store.table().put_item(Item={"pk": store.CHAIN, "sk": POOLS_SK, "pools": {
             pool.pair: {"token": pool.token, "stable": pool.stable, "token_is_0": pool.token_is_0}
             for pool in found}})

@@ -41,10 +41,10 @@ class BackfillRefused(ValueError):
 
 @dataclass(frozen=True)
 class BackfillConfig:
-    chunk_blocks: int = 500
-    workers: int = 8  # chunks in flight
+    chunk_blocks: int = 50  # one Parquet part each, like the live indexer's chunks
+    workers: int = 8  # chunks in flight: many small chunks keep the node busier than a few big ones
     rpc_batch_size: int = 100
-    rpc_workers: int = 4  # requests in flight per chunk
+    rpc_workers: int = 1  # requests in flight per chunk
     rpc_rate: float | None = None
     max_reorg_depth: int = 128
     write: bool = True  # False: fetch and decode only (the benchmark's figure)
