@@ -112,3 +112,22 @@ def test_backfill_keeps_to_its_rate_limit(aws, chain):
     elapsed = time.monotonic() - started
     calls = backfill.rpc.stats.calls
     assert calls > 20 and elapsed >= (calls - 10) / 10 * 0.9, f"{calls} calls in {elapsed:.2f} s"
+
+
+def test_a_transfers_only_backfill_dates_rows_by_their_logs(aws, chain):
+    """``values_only`` (cryo's erc20_transfers data): no block headers fetched, where the node dates its logs;
+    token balances still exact."""
+    from depu.analytics import raw
+    from depu.chain.backfill import Backfill
+
+    chain.mine(2)
+    last = chain.block_number() - 2
+    backfill = Backfill(chain.rpc_url, "tokens", 0, last, config(values_only=True))
+    backfill.run()
+    assert backfill.rpc.stats.calls == len(backfill.chunks()) + 1, "the head, then one eth_getLogs per chunk"
+    truth = [t for t in chain.history if t.block_number <= last and t.kind != "native"]
+    tokens_only = {k: v for k, v in truth_balances(truth).items() if v != (0, 0)}
+    assert stored_balances() == tokens_only
+    stamps = {r["block_number"]: r["block_timestamp"] for r in raw.read_range("transfers", 0, last)}
+    for number in list(stamps)[:5]:
+        assert stamps[number] == int(chain.block(number)["timestamp"], 16)
