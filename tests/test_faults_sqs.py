@@ -15,14 +15,12 @@ import time
 import boto3
 import pytest
 
-from conftest import TEST_BOT_TOKEN
 from depu.config import get_settings
 from depu.notify import Notice
 from depu.telegram.client import bot_api
 from forks_support import wait_for
 from local.moto_server import free_port
 from rental_helpers import USER_ID, AgentApi, enrol_provider, ensure_user, notices, register_agent, run_reaper, submit_job
-from telegram_fake_api import FakeTelegram
 
 pytestmark = pytest.mark.e2e
 
@@ -58,15 +56,6 @@ def shorten(logical_id: str, max_receive_count: int | None = None) -> None:
         policy["maxReceiveCount"] = max_receive_count
         attributes["RedrivePolicy"] = json.dumps(policy)
     sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
-
-
-@pytest.fixture
-def telegram():
-    fake = FakeTelegram(TEST_BOT_TOKEN).start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 def start_runtime(aws, functions: tuple[str, ...], extra_env: dict[str, str] | None = None):

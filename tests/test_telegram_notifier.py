@@ -7,12 +7,11 @@ import json
 import boto3
 import pytest
 
-from conftest import TEST_BOT_TOKEN
 from depu.config import get_settings
 from depu.notify import Notice, enqueue
 from depu.telegram.client import bot_api
 from depu.telegram.delivery import RateLimited, RateLimiter
-from telegram_fake_api import FakeTelegram
+from local.telegram_standin import TelegramStandIn
 from telegram_harness import FakeLambdaContext, load_function, sqs_event
 
 
@@ -85,19 +84,10 @@ def test_idle_chats_are_forgotten() -> None:
     for chat in range(50):
         limiter.reserve(chat, max_wait=100)
         time.now += 2
-    assert len(limiter._next_chat) <= 11
+    assert limiter.tracked_chats <= 11
 
 
 # ---------------------------------------------------------------- the notifier function
-@pytest.fixture
-def telegram():
-    fake = FakeTelegram(TEST_BOT_TOKEN).start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
 @pytest.fixture
 def fake_time() -> FakeTime:
     return FakeTime()
@@ -125,7 +115,7 @@ def notice(chat_id: int, text: str, **extra) -> str:
     return Notice(chat_id=chat_id, text=text, **extra).to_json()
 
 
-def sent(telegram: FakeTelegram) -> list[tuple[int, str]]:
+def sent(telegram: TelegramStandIn) -> list[tuple[int, str]]:
     return [(call.params["chat_id"], call.params["text"]) for call in telegram.calls_of("sendMessage")]
 
 

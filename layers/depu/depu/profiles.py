@@ -2,15 +2,13 @@
 
 One UsersTable item per Telegram user. The balance fields (``credits``, ``held``, ``earned``) are only ever
 changed by ``depu.credits`` in the same transaction as the ledger entry that explains the change, so the
-profile and the ledger cannot disagree. Other features add their own lines to /profile through
-``@profile_section`` instead of this module knowing about rentals, forks or analytics.
+profile and the ledger cannot disagree. What /profile shows is the bot's (``depu.bot.basics``,
+``depu.bot.sections``); this module keeps the data.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable
 
 from pynamodb.attributes import (
     JSONAttribute,
@@ -142,50 +140,3 @@ def record_start(user_id: int, referral: str | None = None) -> None:
     if referral:
         actions.append(Profile.referred_by.set(Profile.referred_by | referral))
     Profile(user_id).update(actions=actions, condition=Profile.user_id.exists())
-
-
-# --- /profile sections ---------------------------------------------------------------------------------
-
-SectionRenderer = Callable[[int], str]
-
-
-@dataclass(frozen=True)
-class ProfileSection:
-    order: int
-    title: str
-    render: SectionRenderer
-
-
-_sections: dict[str, ProfileSection] = {}
-
-
-def profile_section(order: int, title: str) -> Callable[[SectionRenderer], SectionRenderer]:
-    """Register ``fn(user_id) -> str`` (HTML) as a /profile section, shown in ascending ``order``.
-
-    The renderer owns its empty state ("No rentals yet."); an empty string is shown as "Nothing yet."."""
-
-    def register(render: SectionRenderer) -> SectionRenderer:
-        if title in _sections and _sections[title].render is not render:
-            raise ValueError(f"profile section {title!r} registered twice")
-        _sections[title] = ProfileSection(order, title, render)
-        return render
-
-    return register
-
-
-def profile_sections() -> list[ProfileSection]:
-    return sorted(_sections.values(), key=lambda section: (section.order, section.title))
-
-
-def render_sections(user_id: int) -> list[tuple[str, str]]:
-    """Every section's ``(title, html)``. A failing section shows that it is unavailable instead of
-    breaking the whole /profile."""
-    rendered: list[tuple[str, str]] = []
-    for section in profile_sections():
-        try:
-            body = section.render(user_id).strip() or "Nothing yet."
-        except Exception:  # one feature's bug must not hide the balance
-            log.exception("profile section %s failed", section.title)
-            body = "Unavailable right now."
-        rendered.append((section.title, body))
-    return rendered

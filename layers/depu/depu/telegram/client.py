@@ -18,7 +18,7 @@ from typing import Any
 
 import requests
 
-from depu.bot.registry import Button
+from depu.chat import Button
 from depu.config import get_settings
 from depu.telegram import redact
 from depu.telegram.text import CAPTION_LIMIT, split_message
@@ -62,7 +62,7 @@ ButtonLike = Button | dict[str, str]
 
 
 def inline_keyboard(rows: Sequence[Sequence[ButtonLike]] | None) -> dict[str, Any] | None:
-    """Telegram's ``reply_markup`` for rows of ``registry.Button`` (or the dicts a ``Notice`` carries)."""
+    """Telegram's ``reply_markup`` for rows of ``depu.chat.Button`` (or the dicts a ``Notice`` carries)."""
     if not rows:
         return None
     keyboard: list[list[dict[str, str]]] = []
