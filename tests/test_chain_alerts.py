@@ -1,5 +1,5 @@
-"""Two-phase chain alerts against a real anvil chain, ChainTable in moto, and the notifier delivering to a fake
-Bot API: one message per (watch, transfer), sent at inclusion, edited on confirmation and on reorgs (forced
+"""Two-phase chain alerts against a real anvil chain, ChainTable in moto, and the notifier delivering to the
+Telegram stand-in: one message per (watch, transfer), sent at inclusion, edited on confirmation and on reorgs (forced
 with evm_snapshot/evm_revert); and the follower lease handing over between overlapping indexer runs."""
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import TEST_BOT_TOKEN
 from local.devchain import DevChain
-from telegram_fake_api import FakeTelegram
 from telegram_harness import FakeLambdaContext, load_function, sqs_event
 
 pytestmark = pytest.mark.e2e
@@ -24,15 +22,6 @@ def chain():
     with DevChain(accounts=4) as devchain:
         devchain.deploy_defaults()
         yield devchain
-
-
-@pytest.fixture
-def telegram():
-    fake = FakeTelegram(TEST_BOT_TOKEN).start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 @pytest.fixture
