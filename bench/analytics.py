@@ -298,7 +298,7 @@ def main() -> int:
         history_rows_table = [
             ("cryo erc20_transfers (cryo.collect → polars)",
              cryo_text + (f", {cryo_rows:,} rows" if cryo_rows is not None else "")),
-            ("DePU backfill, Transfer logs + block headers (fetch + decode)",
+            ("DePU backfill, token transfers (eth_getLogs, dated by blockTimestamp)",
              f"{history:,.0f} blocks/s, {history_rows:,} rows"),
             ("DePU backfill, full rows (+ full blocks, value receipts)",
              f"{history_full:,.0f} blocks/s, {history_full_rows:,} rows"),
