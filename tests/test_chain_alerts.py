@@ -213,8 +213,9 @@ def test_overlapping_runs_hand_the_chain_over_without_a_gap(aws):
         a, b = reports["first"], reports["second"]
         assert a.handed_over and not b.handed_over
         assert a.seconds < 10, "the first run stopped when the second asked, long before its own deadline"
+        # the first stops stepping when it hands over, before it notes the time: a few ms below zero is fine
         gap = b.following_since - a.followed_until
-        assert 0 <= gap < 1.0, f"the chain was not followed for {gap:.2f} s between the runs"
+        assert -0.5 < gap < 1.0, f"the chain was not followed for {gap:.2f} s between the runs"
         assert a.tip_blocks > 0 and b.tip_blocks > 0
         unconfirmed = {n.slot.split(":")[2] for _, n in seen if n.slot and n.slot_version == 0}
         mined = [tx for tx in sent if chain.w3.eth.get_transaction_receipt(tx)["blockNumber"]
