@@ -131,3 +131,21 @@ def test_a_transfers_only_backfill_dates_rows_by_their_logs(aws, chain):
     stamps = {r["block_number"]: r["block_timestamp"] for r in raw.read_range("transfers", 0, last)}
     for number in list(stamps)[:5]:
         assert stamps[number] == int(chain.block(number)["timestamp"], 16)
+
+
+def test_the_operators_script_backfills_and_refuses_clearly(aws, chain, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "backfill.py"
+    spec = importlib.util.spec_from_file_location("backfill_script", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    head = chain.block_number()
+    assert module.main([str(0), str(head), "--rpc", chain.rpc_url, "--job", "near"]) == 2
+    assert "can still be reorganised" in capsys.readouterr().err
+    chain.mine(130)
+    assert module.main(["0", str(head), "--rpc", chain.rpc_url, "--job", "ops", "--chunk", "5"]) == 0
+    truth = [t for t in chain.history if t.block_number <= head]
+    assert stored_balances() == {k: v for k, v in truth_balances(truth).items() if v != (0, 0)}
+    assert f"{head + 1:,} blocks" in capsys.readouterr().out
