@@ -98,6 +98,8 @@ class LocalTemplate:
             return self.resolve(props["Name"])
         if kind == "AWS::S3::Bucket":
             return f"{LOCAL_PREFIX}-{logical_id}".lower()
+        if kind == "AWS::SQS::Queue" and str(props.get("FifoQueue", "")).lower() == "true":
+            return f"{LOCAL_PREFIX}-{logical_id}.fifo"  # as CloudFormation names a FIFO queue
         return f"{LOCAL_PREFIX}-{logical_id}"
 
     def queue_url(self, logical_id: str, endpoint: str) -> str:

@@ -174,6 +174,13 @@ class Relay:
                     pass
 
 
+def fifo_fields(chat_id: int) -> dict[str, str]:
+    """What the FIFO notify queue needs with each message, as depu.notify.enqueue sends it."""
+    import uuid
+
+    return {"MessageGroupId": str(chat_id), "MessageDeduplicationId": uuid.uuid4().hex}
+
+
 def test_the_sqs_poller_survives_an_aws_endpoint_outage_and_delivers_afterwards(aws, telegram):
     from depu.config import get_settings
 
@@ -188,10 +195,12 @@ def test_the_sqs_poller_survives_an_aws_endpoint_outage_and_delivers_afterwards(
     runtime = runtime_on(aws, free_port(), ("NotifierFunction",), endpoint=relay.url,
                          extra_env={"TELEGRAM_API_BASE": telegram.base_url})
     try:
-        direct_sqs.send_message(QueueUrl=queue, MessageBody=Notice(USER_ID, "before the outage").to_json())
+        direct_sqs.send_message(QueueUrl=queue, MessageBody=Notice(USER_ID, "before the outage").to_json(),
+                                **fifo_fields(USER_ID))
         wait_for(lambda: len(telegram.calls_of("sendMessage")) == 1, 30, "the first notice")
         relay.down()
-        direct_sqs.send_message(QueueUrl=queue, MessageBody=Notice(USER_ID, "during the outage").to_json())
+        direct_sqs.send_message(QueueUrl=queue, MessageBody=Notice(USER_ID, "during the outage").to_json(),
+                                **fifo_fields(USER_ID))
         time.sleep(3)  # several poll attempts fail meanwhile
         assert len(telegram.calls_of("sendMessage")) == 1
         poller = [thread for thread in threading.enumerate() if thread.name == "depu-local-sqs-NotifierFunction"]

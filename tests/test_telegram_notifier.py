@@ -12,7 +12,21 @@ from depu.notify import Notice, enqueue
 from depu.telegram.client import bot_api
 from depu.telegram.delivery import RateLimited, RateLimiter
 from local.telegram_standin import TelegramStandIn
-from telegram_harness import FakeLambdaContext, load_function, sqs_event
+from telegram_harness import FakeLambdaContext, load_function
+from telegram_harness import sqs_event as standard_sqs_event
+
+
+def sqs_event(bodies: list[str]) -> dict:
+    """The event Lambda builds from the FIFO NotifyQueue: each record carries its message group, the chat id
+    as depu.notify sends it (a body without a readable chat id gets a group of its own)."""
+    event = standard_sqs_event(bodies)
+    for record in event["Records"]:
+        try:
+            group = str(json.loads(record["body"])["chat_id"])
+        except (ValueError, KeyError, TypeError):
+            group = record["messageId"]
+        record["attributes"]["MessageGroupId"] = group
+    return event
 
 
 class FakeTime:

@@ -26,7 +26,6 @@ deleted, Parquet parts truncated. Unlike lag-only indexers, confirmations only r
 from __future__ import annotations
 
 import logging
-import os
 import statistics
 import time
 from collections import defaultdict
@@ -41,6 +40,7 @@ from depu.chain import store
 from depu.chain.lease import LEASE_SECONDS, FollowerLease
 from depu.chain.decode import DECODED_SHAPES, NFT, TRANSFER_TOPIC, decode_transfer
 from depu.chain.rpc import RpcClient
+from depu.config import chain_tuning
 
 log = logging.getLogger(__name__)
 
@@ -73,20 +73,19 @@ class IndexerConfig:
 
     @classmethod
     def from_env(cls) -> "IndexerConfig":
-        def number(name: str, default: Any, cast: Callable[[str], Any] = int) -> Any:
-            value = os.environ.get(name, "")
-            return cast(value) if value else default
-
-        return cls(
-            confirmations=number("CHAIN_CONFIRMATIONS", 6),
-            chunk_blocks=number("CHAIN_CHUNK_BLOCKS", 50),
-            start_block=number("CHAIN_START_BLOCK", None),
-            backfill=number("CHAIN_BACKFILL_BLOCKS", 100),
-            max_reorg_depth=number("CHAIN_MAX_REORG_DEPTH", 128),
-            rpc_rate=number("CHAIN_RPC_RATE", None, float),
-            poll_seconds=number("CHAIN_POLL_SECONDS", 0.5, float),
-            alert_at_tip=number("CHAIN_ALERT_AT_TIP", True, lambda value: value.lower() not in ("0", "false", "no")),
-        )
+        """The defaults above, with what the deployment's settings (depu.config.chain_tuning) override."""
+        tuning = chain_tuning()
+        overrides = {
+            "confirmations": tuning.confirmations,
+            "chunk_blocks": tuning.chunk_blocks,
+            "start_block": tuning.start_block,
+            "backfill": tuning.backfill,
+            "max_reorg_depth": tuning.max_reorg_depth,
+            "rpc_rate": tuning.rpc_rate,
+            "poll_seconds": tuning.poll_seconds,
+            "alert_at_tip": tuning.alert_at_tip,
+        }
+        return cls(**{name: value for name, value in overrides.items() if value is not None})
 
 
 @dataclass(frozen=True)
