@@ -12,6 +12,10 @@
      (an in-process AWS stand-in, so this row measures moto more than DynamoDB);
    * ethereum-etl ``export_token_transfers`` to CSV, installed into a throwaway venv outside the repository
      (``/tmp/depu-etl-venv``); if it cannot be installed or run here, its row says why instead of a figure.
+3. History backfill (``depu.chain.backfill``), fetch + decode over the same range, beside cryo's
+   ``erc20_transfers`` (the ``cryo`` package, pinned in requirements-dev.txt, its Rust core collecting into
+   a polars DataFrame): DePU's backfill of the same data (Transfer logs and the block headers that date
+   them, ``values_only``) and its full rows (plus ETH transfers from full blocks and receipts).
 
 ``python bench/analytics.py [--blocks N] [--logs N]``
 """
@@ -148,6 +152,39 @@ def bench_full_indexer(rpc_url: str, head: int) -> tuple[float, int]:
         server.stop()
 
 
+def bench_backfill(rpc_url: str, head: int, values_only: bool) -> tuple[float, int]:
+    """DePU's history backfill, fetch + decode only (no writes), blocks 0..head: blocks/s and rows."""
+    from depu.chain.backfill import Backfill, BackfillConfig
+
+    config = BackfillConfig(write=False, values_only=values_only)  # its defaults: 50-block chunks, 8 at a time
+    rows = {}
+
+    def run() -> None:
+        rows["n"] = Backfill(rpc_url, "bench", 0, head, config).run().rows
+
+    return (head + 1) / best_of(3, run), rows["n"]
+
+
+def bench_cryo(rpc_url: str, head: int) -> tuple[str, float | None, int | None]:
+    """cryo's erc20_transfers over blocks 0..head into a polars DataFrame, in this process."""
+    try:
+        import cryo
+    except ImportError as error:
+        return f"unavailable (cryo does not import: {error})", None, None
+    found = {}
+
+    def run() -> None:
+        frame = cryo.collect("erc20_transfers", blocks=[f"0:{head + 1}"], rpc=rpc_url, no_verbose=True)
+        found["rows"] = len(frame)
+
+    try:
+        elapsed = best_of(3, run)
+    except Exception as error:  # noqa: BLE001 - the row says why instead of a figure
+        return f"unavailable (cryo.collect failed: {str(error)[:160]})", None, None
+    rate = (head + 1) / elapsed
+    return f"{rate:,.0f} blocks/s", rate, found["rows"]
+
+
 def etl_python() -> str | None:
     """An interpreter ethereum-etl runs on: its pinned dependencies (web3 5, parsimonious 0.8) use
     ``inspect.getargspec``, which Python 3.11 removed, so look for 3.10 or older next to this one."""
@@ -243,6 +280,9 @@ def main() -> int:
         indexer_head = mixed_head  # moto is slow: the full indexer runs over the mixed part only
         full, indexed_rows = bench_full_indexer(chain.rpc_url, indexer_head)
         etl_text, etl_rate, etl_rows = bench_etl(chain.rpc_url, head)
+        history, history_rows = bench_backfill(chain.rpc_url, head, values_only=True)
+        history_full, history_full_rows = bench_backfill(chain.rpc_url, head, values_only=False)
+        cryo_text, cryo_rate, cryo_rows = bench_cryo(chain.rpc_url, head)
         rows = [
             ("block range", f"0–{head}: {len(truth):,} Transfer logs, {len(chain.history) - len(truth)} ETH transfers; "
                             f"blocks {mixed_head + 1}–{head} hold {args.per_block} Transfers each"),
@@ -254,6 +294,21 @@ def main() -> int:
              f"{ours / etl_rate:.1f}x" if etl_rate else "n/a (no reference figure)"),
         ]
         print(table("Ingestion from the local chain (anvil), blocks per second", rows))
+        print()
+        history_rows_table = [
+            ("cryo erc20_transfers (cryo.collect → polars)",
+             cryo_text + (f", {cryo_rows:,} rows" if cryo_rows is not None else "")),
+            ("DePU backfill, token transfers (eth_getLogs, dated by blockTimestamp)",
+             f"{history:,.0f} blocks/s, {history_rows:,} rows"),
+            ("DePU backfill, full rows (+ full blocks, value receipts)",
+             f"{history_full:,.0f} blocks/s, {history_full_rows:,} rows"),
+            ("ratio DePU backfill (same data) / cryo", f"{history / cryo_rate:.2f}x" if cryo_rate else "n/a"),
+            ("ratio DePU backfill (full rows) / cryo", f"{history_full / cryo_rate:.2f}x" if cryo_rate else "n/a"),
+        ]
+        print(table("History backfill beside cryo, same chain, same range", history_rows_table))
+        if cryo_rate:
+            headline(f"history backfill fetch + decode (0-{head})", f"{history:,.0f} blocks/s",
+                     "cryo erc20_transfers, same range", f"{cryo_rate:,.0f} blocks/s", f"{history / cryo_rate:.2f}x")
         headline(f"blocks fetched + decoded from the local chain (0-{head})", f"{ours:,.0f} blocks/s",
                  "ethereum-etl export_token_transfers, same range", f"{etl_rate:,.0f} blocks/s" if etl_rate else etl_text,
                  f"{ours / etl_rate:.1f}x faster" if etl_rate else "no reference figure this run")

@@ -22,6 +22,8 @@ out, build, version = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.
 for abi_file in sorted(out.glob("*.abi")):
     name = abi_file.stem.rsplit("_", 1)[-1]
     bytecode = abi_file.with_suffix(".bin").read_text().strip()
+    if not bytecode:
+        continue  # an interface: nothing to deploy
     artifact = {"contractName": name, "compiler": f"solcjs {version}", "abi": json.loads(abi_file.read_text()),
                 "bytecode": "0x" + bytecode}
     (build / f"{name}.json").write_text(json.dumps(artifact, indent=1) + "\n")

@@ -156,6 +156,7 @@ class DevChain:
         self.extra_args = list(extra_args or [])
         self.rpc_url = f"http://127.0.0.1:{self.port}"
         self.tokens: dict[str, Token] = {}
+        self.pair: str | None = None  # the DepuPair of deploy_market()
         self.history: list[Transfer] = []  # every transfer made through this object, mints included
         self._process: subprocess.Popen | None = None
         self._log_file = None
@@ -332,6 +333,50 @@ class DevChain:
         self.deploy_collectible()
         self.deploy_odd()
         return dict(self.tokens)
+
+    # ------------------------------------------------------------------ a market: DePU's constant-product pair
+    def deploy_market(self, eth_price: int = 3000, depth_eth: int = 1000) -> str:
+        """DETH ("DePU Ether", the local chain's wrapped ETH) and a DepuPair of DETH against USDD holding
+        ``depth_eth`` DETH at ``eth_price`` USDD each, funded by account 0; returns the pair's address.
+        Right after ``deploy_defaults`` the addresses are always the same (account 0's nonces 4 and 5), which
+        DePU's price pools list for the local chain."""
+        deth = self.deploy_token("DePU Ether", "DETH", 18, 10**9 * 10**18, key="DETH")
+        usdd = self.tokens["USDD"]
+        pair = self.deploy("DepuPair", deth.address, usdd.address)
+        self.pair = pair
+        amounts = {deth.address: depth_eth * 10**18, usdd.address: depth_eth * eth_price * 10**6}
+        funder = self.accounts[0]
+        for token in (deth, usdd):
+            self._approve(token, funder, pair)
+        token0, token1 = sorted((deth.address, usdd.address), key=lambda a: int(a, 16))
+        data = self._pair().encode_abi("addLiquidity", args=[amounts[token0], amounts[token1]])
+        facts = [Transfer("erc20", funder, pair, amounts[t], token=t) for t in (token0, token1)]
+        self._send({"from": funder, "to": pair, "data": data, "gas": 300_000, **self._fees(None)}, facts)
+        return pair
+
+    def _pair(self):
+        return self.w3.eth.contract(address=self.pair, abi=load_artifact("DepuPair")["abi"])
+
+    def _approve(self, token: Token, owner: str, spender: str) -> None:
+        data = self._contract(token).encode_abi("approve", args=[spender, 2**256 - 1])
+        self._send({"from": owner, "to": token.address, "data": data, **self._fees(None)}, [])
+
+    def swap(self, sender: str, token_in: str, amount_in: int) -> str:
+        """Sell ``amount_in`` of ``token_in`` (a key: "DETH" or "USDD") to the pair for the other token."""
+        tokens = {key: self.tokens[key] for key in ("DETH", "USDD")}
+        sold = tokens[token_in]
+        bought = tokens["USDD" if token_in == "DETH" else "DETH"]
+        if self._contract(sold).functions.allowance(sender, self.pair).call() < amount_in:
+            self._approve(sold, sender, self.pair)
+        token0 = self._pair().functions.token0().call()
+        reserve0, reserve1, _ = self._pair().functions.getReserves().call()
+        zero_for_one = sold.address == token0
+        r_in, r_out = (reserve0, reserve1) if zero_for_one else (reserve1, reserve0)
+        out = amount_in * 997 * r_out // (r_in * 1000 + amount_in * 997)
+        data = self._pair().encode_abi("swap", args=[amount_in, zero_for_one, 0])
+        facts = [Transfer("erc20", sender, self.pair, amount_in, token=sold.address),
+                 Transfer("erc20", self.pair, sender, out, token=bought.address)]
+        return self._send({"from": sender, "to": self.pair, "data": data, "gas": 200_000, **self._fees(None)}, facts)
 
     def _contract(self, token: Token):
         artifact = {"erc20": "DepuToken", "nft": "DepuCollectible", "odd": "OddToken"}[token.kind]

@@ -138,6 +138,7 @@ class LocalStack:
         chain = self.chain
         try:
             chain.deploy_defaults()
+            chain.deploy_market()  # DePU's DETH/USDD pair: dollar prices (at the addresses price_pools.json lists)
             chain.activity(rounds=5)
             log.info("local chain seeded: head block %d", chain.block_number())
             seed, last_activity = 8, time.monotonic()

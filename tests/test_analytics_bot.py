@@ -146,8 +146,11 @@ def test_bad_input_gets_a_clear_error(indexed):
         ("export", "transfers", "Usage"),
         ("export", "balances 1-2 csv", "Dataset must be"),
         ("export", "transfers 9-2 csv", "START ≤ END"),
-        ("export", "transfers 1-20000 csv", "At most"),
+        ("export", "transfers 1-200000000 csv", "At most"),
         ("export", "blocks 1-2 xlsx", "Format must be"),
+        ("watch", f"{chain.accounts[1]} 10k$", "must be a number"),
+        ("label", f"{chain.accounts[1]} <b>x</b>", "may hold letters"),
+        ("label", "0x1234 name", "not an Ethereum address"),
     ]:
         with pytest.raises(UserError) as error:
             getattr(bot, command)(message(command, args), chat)
@@ -312,7 +315,10 @@ def test_export_in_each_format_reads_back_exactly(indexed, fmt):
     exporter = load_function("exporter")
     result = exporter.lambda_handler(sqs_event([json.dumps(requests[0])]), FakeLambdaContext())
     assert result == {"batchItemFailures": []}
-    notice = drain(get_settings().notify_queue_url)[0]
+    notices = drain(get_settings().notify_queue_url)
+    progress = [n for n in notices if n["slot"]]
+    assert progress and all(n["slot"] == progress[0]["slot"] for n in progress), "one progress message, edited"
+    [notice] = [n for n in notices if n["document_key"]]
     assert notice["chat_id"] == 42 and notice["document_key"].startswith("exports/42/")
     assert notice["filename"].endswith({"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}[fmt])
     body = boto3.client("s3").get_object(Bucket=get_settings().artifacts_bucket, Key=notice["document_key"])["Body"].read()
@@ -415,3 +421,29 @@ def test_dashboard_charts_the_users_own_gpu_time_and_forks(aws):
     bot.dashboard(message("dashboard"), chat)
     assert len(chat.photos) == 2 and all(photo.startswith(PNG) for photo, *_ in chat.photos)
     assert [caption for _, caption, _ in chat.photos] == ["GPU minutes billed, by GPU class", "Your shadow forks, by status"]
+
+
+def test_dollar_watches_and_labels_in_the_chat(indexed):
+    from depu.analytics import labels, watches
+
+    chain, bot = indexed
+    chat = new_chat()
+    address = chain.accounts[2].lower()
+    bot.watch(message("watch", f"{chain.accounts[2]} 10000$"), chat)
+    assert "worth at least $10,000" in chat.text and "unconfirmed" in chat.text
+    [mine] = watches.of_user(42)
+    assert mine["min_usd"] == "10000"
+    [current] = watches.watching([address])[address]
+    assert current.min_usd == 10000 and current.min_amount == 0
+    bot.watch(message("watch"), chat)
+    assert f"<code>{address}</code> (min $10000)" in chat.text
+
+    bot.label(message("label", f"{chain.accounts[2]}   my  cold wallet"), chat)
+    assert "my cold wallet" in chat.text and labels.user_labels(42) == {address: "my cold wallet"}
+    assert labels.user_labels(43) == {}
+    bot.label(message("label"), chat)
+    assert f"<code>{address}</code> my cold wallet" in chat.text
+    bot.analytics(message("analytics", chain.accounts[2]), chat)
+    assert "(my cold wallet)" in chat.text
+    bot.label(message("label", chain.accounts[2]), chat)
+    assert "removed" in chat.text and labels.user_labels(42) == {}

@@ -163,32 +163,42 @@ def test_second_run_repeats_nothing_and_crash_resumes(aws, chain, monkeypatch):
 
 @pytest.mark.parametrize("new_blocks", [1, 3, 5], ids=["shorter", "same-height", "longer"])
 def test_forced_reorg_is_corrected(aws, chain, new_blocks):
-    chain.activity(rounds=2, seed=11, per_block=4)
-    fork_point = chain.snapshot()
-    ancestor = chain.block_number()
-    dropped = chain.activity(rounds=3, seed=12, per_block=4)
-    indexer = make_indexer(chain)
-    indexer.run(until_caught_up=True)
-    assert_matches_truth(chain.history, chain.block_number())
-    old_head = chain.block_number()
-
-    chain.revert(fork_point)  # the dropped blocks leave the chain (and the truth)
-    replacement = chain.activity(rounds=new_blocks, seed=99, per_block=3)
     from decimal import Decimal
 
     from depu.analytics import watches
 
     watched = chain.accounts[1].lower()
     watches.add(7, 7, watched, Decimal(0))
+    chain.activity(rounds=2, seed=11, per_block=4)
+    fork_point = chain.snapshot()
+    ancestor = chain.block_number()
+    dropped = chain.activity(rounds=3, seed=12, per_block=4)
+    first_notices: list = []
+    indexer = make_indexer(chain, first_notices)
+    indexer.run(until_caught_up=True)
+    assert_matches_truth(chain.history, chain.block_number())
+    old_head = chain.block_number()
+
+    chain.revert(fork_point)  # the dropped blocks leave the chain (and the truth)
+    replacement = chain.activity(rounds=new_blocks, seed=99, per_block=3)
+
+    def touching(transfers):
+        return [t for t in transfers if watched in (t.sender.lower(), t.recipient.lower())
+                and (t.amount is not None or t.token_id is not None)]
+
     notices: list = []
     report = make_indexer(chain, notices).run(until_caught_up=True)
-    dropped_touching = {t.block_number for t in dropped if watched in (t.sender.lower(), t.recipient.lower())
-                        and (t.amount is not None or t.token_id is not None)}
-    retractions = [n for n in notices if "replaced by a chain reorganisation" in n.text]
-    assert len(retractions) == len(dropped_touching) and all(n.chat_id == 7 for n in retractions)
-    new_alerts = [n for n in notices if n not in retractions]
-    assert len(new_alerts) == sum(watched in (t.sender.lower(), t.recipient.lower())
-                                  and (t.amount is not None or t.token_id is not None) for t in replacement)
+    sent_first = {n.slot: n for n in first_notices if n.slot}
+    dropped_slots = {n.slot for n in sent_first.values()
+                     if any(t.tx_hash in n.slot for t in touching(dropped))}
+    assert len(dropped_slots) == len(touching(dropped)) > 0
+    retractions = [n for n in notices if n.slot in dropped_slots]
+    # each alert of a dropped block is its own message edited once, never a second message
+    assert sorted(n.slot for n in retractions) == sorted(dropped_slots)
+    assert all(n.slot_version == 1 and "dropped" in n.text and n.chat_id == 7 for n in retractions)
+    new_alerts = [n for n in notices if n.slot not in dropped_slots]
+    assert all(n.slot_version == 0 and "confirmed" in n.text for n in new_alerts)
+    assert len(new_alerts) == len(touching(replacement))
     assert report.reorgs == 1 and report.reverted_blocks == len({t.block_number for t in dropped})
     head = chain.block_number()
     assert report.checkpoint == head

@@ -252,3 +252,22 @@ def test_blocked_user_is_dropped_not_retried(notifier, telegram) -> None:
     telegram.fail_next("sendMessage", 403, {"ok": False, "error_code": 403, "description": "Forbidden: bot was blocked by the user"})
     assert run(notifier, [notice(1, "you will not see this")]) == []
     assert len(telegram.calls_of("sendMessage")) == 1
+
+
+def test_a_message_slot_is_sent_once_then_edited_forwards_only(notifier, telegram) -> None:
+    from depu import message_slots
+
+    def slot(version: int, text: str) -> str:
+        return notice(5, text, slot="alert:5:t", slot_version=version, dedupe_key=f"alert:5:t:{version}")
+
+    early_edit = slot(1, "v1 confirmed")
+    assert len(run(notifier, [early_edit])) == 1, "an edit before its first message is retried, not sent"
+    assert telegram.calls_of("sendMessage") == []
+    assert run(notifier, [slot(0, "v0 unconfirmed")]) == []
+    message_id = message_slots.message_id("alert:5:t")
+    assert telegram.texts[(5, message_id)] == "v0 unconfirmed"
+    assert run(notifier, [early_edit]) == []  # the retry now edits
+    assert telegram.texts[(5, message_id)] == "v1 confirmed"
+    assert run(notifier, [slot(3, "v3 dropped"), slot(2, "v2 late")]) == []
+    assert telegram.texts[(5, message_id)] == "v3 dropped", "an older version arriving late changes nothing"
+    assert len(telegram.calls_of("sendMessage")) == 1 and len(telegram.calls_of("editMessageText")) == 2

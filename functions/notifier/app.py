@@ -28,7 +28,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from depu import tracing
+from depu import message_slots, tracing
 from depu.config import get_settings
 from depu.notify import Notice
 from depu.telegram.client import BotApi, TelegramError
@@ -95,7 +95,13 @@ class Invocation:
 
 
 def send(notice: Notice, invocation: Invocation) -> dict[str, Any]:
-    """Wait for a send slot, then deliver; feeds Telegram's 429 back into the limiter."""
+    """Wait for a send slot, then deliver; feeds Telegram's 429 back into the limiter. A notice with a
+    message slot edits the slot's message (or is dropped when the slot already shows a newer version)."""
+    if notice.slot:
+        edits = message_slots.target(notice.slot, notice.slot_version)
+        if edits is message_slots.STALE:
+            return {"message_id": None, "stale": True}
+        notice.edit_message_id = edits
     invocation.waited += limiter.acquire(notice.chat_id, invocation.max_wait())
     try:
         message_id = deliver(notice, _api(), fetch_artifact)
@@ -103,6 +109,8 @@ def send(notice: Notice, invocation: Invocation) -> dict[str, Any]:
         if exc.rate_limited:
             limiter.penalize(notice.chat_id, exc.retry_after or 1.0)
         raise
+    if notice.slot and message_id is not None:
+        message_slots.record(notice.slot, message_id, notice.slot_version)
     return {"message_id": message_id}
 
 

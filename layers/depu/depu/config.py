@@ -48,6 +48,7 @@ class Settings:
     fork_create_state_machine_arn: str
     fork_sync_state_machine_arn: str
     fork_delete_state_machine_arn: str
+    explorer_url: str = "https://etherscan.io"  # transaction links in chain views and alerts: <url>/tx/<hash>
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -78,6 +79,7 @@ class Settings:
             fork_create_state_machine_arn=_env("FORK_CREATE_STATE_MACHINE_ARN"),
             fork_sync_state_machine_arn=_env("FORK_SYNC_STATE_MACHINE_ARN"),
             fork_delete_state_machine_arn=_env("FORK_DELETE_STATE_MACHINE_ARN"),
+            explorer_url=_env("EXPLORER_URL", "https://etherscan.io").rstrip("/"),
         )
 
 
@@ -98,6 +100,8 @@ class ChainTuning:
     max_reorg_depth: int | None
     rpc_rate: float | None
     aggregate_workers: int  # aggregate updates in flight per block
+    poll_seconds: float | None = None  # how often the head is looked at when nothing is new
+    alert_at_tip: bool | None = None  # False: alerts only once confirmed (CHAIN_ALERT_AT_TIP=0)
 
 
 def _optional(name: str, cast: type = int):
@@ -115,6 +119,9 @@ def chain_tuning() -> ChainTuning:
         max_reorg_depth=_optional("CHAIN_MAX_REORG_DEPTH"),
         rpc_rate=_optional("CHAIN_RPC_RATE", float),
         aggregate_workers=int(_env("CHAIN_AGGREGATE_WORKERS", "8")),
+        poll_seconds=_optional("CHAIN_POLL_SECONDS", float),
+        alert_at_tip=(_env("CHAIN_ALERT_AT_TIP").lower() not in ("0", "false", "no")) if _env("CHAIN_ALERT_AT_TIP")
+        else None,
     )
 
 

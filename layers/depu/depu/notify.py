@@ -22,7 +22,9 @@ from depu.config import get_settings
 class Notice:
     """One outgoing chat action. ``edit_message_id`` turns it into an in-place edit (progress messages);
     ``photo_key``/``document_key`` name S3 objects in the artifacts bucket to send as files;
-    ``buttons`` is a list of rows of ``{"text": ..., "data": ...}`` or ``{"text": ..., "url": ...}``."""
+    ``buttons`` is a list of rows of ``{"text": ..., "data": ...}`` or ``{"text": ..., "url": ...}``;
+    ``slot``/``slot_version`` send (version 0) and later edit one message whose id the back end never sees
+    (``depu.message_slots``: chain alerts edited on confirmation or reorg)."""
 
     chat_id: int
     text: str
@@ -32,6 +34,8 @@ class Notice:
     document_key: str | None = None
     filename: str | None = None
     dedupe_key: str | None = None
+    slot: str | None = None
+    slot_version: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:

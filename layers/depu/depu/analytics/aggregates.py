@@ -138,3 +138,38 @@ def apply_block(number: int, deltas: dict[tuple[str, str], Delta]) -> int:
 def revert_block(number: int, deltas: dict[tuple[str, str], Delta], floor: int) -> int:
     """Subtract a dropped block's deltas (``floor``: the block the rewind returns to); returns items changed."""
     return _each(sorted(deltas.items()), lambda key, delta: _update(key, delta, number, -1, floor))
+
+
+def chunk_deltas(blocks: Iterable[tuple[int, list[dict[str, Any]]]]) -> dict[tuple[str, str], Delta]:
+    """The summed deltas of many blocks (``(timestamp, rows)`` each): one update per item for a history chunk."""
+    total: dict[tuple[str, str], Delta] = defaultdict(lambda: defaultdict(int))
+    for timestamp, rows in blocks:
+        for key, delta in block_deltas(rows, timestamp).items():
+            for name, value in delta.items():
+                total[key][name] += value
+    return {key: dict(delta) for key, delta in total.items()}
+
+
+def _add_chunk(key: tuple[str, str], delta: Delta, chunk: str) -> bool:
+    names = {f"#f{i}": name for i, name in enumerate(delta)}
+    values: dict[str, Any] = {f":v{i}": value for i, value in enumerate(delta.values())}
+    values[":c"] = chunk
+    values[":cs"] = {chunk}
+    add = ", ".join(f"#f{i} :v{i}" for i in range(len(delta)))
+    try:
+        _table().update_item(
+            Key={"pk": key[0], "sk": key[1]}, UpdateExpression=f"ADD {add}, history :cs",
+            ConditionExpression="attribute_not_exists(history) OR NOT contains(history, :c)",
+            ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+        return True
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            return False  # this chunk is in the item already: the retry after a crash
+        raise
+
+
+def apply_history_chunk(chunk: str, deltas: dict[tuple[str, str], Delta]) -> int:
+    """Add a backfilled chunk's deltas, once per item: each item remembers the history chunks it holds
+    (``history``, a string set), because ``last_block`` belongs to the live indexer, which is ahead of any
+    history (blocks below the first one it indexed, see ``depu.chain.backfill``)."""
+    return _each(sorted(deltas.items()), lambda key, delta: _add_chunk(key, delta, chunk))

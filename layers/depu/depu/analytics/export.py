@@ -1,9 +1,12 @@
-"""/export: a dataset (transfers or blocks) over a block range as CSV, JSON lines or Parquet.
+"""/export: a dataset (transfers or blocks) over any block range as CSV, JSON lines or Parquet.
 
 The bot validates the request and puts it on the export queue; the exporter function builds the file from
-the raw Parquet parts in S3, stores it under ``exports/<user id>/`` (the bucket expires that prefix after
-7 days) and sends it as a document, or as a presigned link when it is too big for the Bot API. The object key
-comes from the request id, so a redelivered message rewrites the same file and the notice is deduplicated.
+the raw Parquet parts in S3, one part at a time into a temporary file (memory holds one part, whatever the
+range: Parquet gets one row group per part), stores it under ``exports/<user id>/`` (the bucket expires that
+prefix after 7 days) and sends it as a document up to the Bot API's 50 MB upload limit, as a presigned link
+beyond. While it works, one progress message is edited in place (a message slot, ``depu.message_slots``:
+blocks and rows done, percent), and at the end says where the file is. The object key comes from the
+request id, so a redelivered message rewrites the same file and every notice is deduplicated.
 """
 from __future__ import annotations
 
@@ -12,8 +15,10 @@ import io
 import json
 import re
 import secrets
+import tempfile
+import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import IO, Any, Callable
 
 import boto3
 
@@ -23,8 +28,9 @@ from depu.config import get_settings
 FORMATS = {"csv": ("csv", "text/csv"), "jsonl": ("jsonl", "application/x-ndjson"),
            "parquet": ("parquet", "application/vnd.apache.parquet")}
 FORMAT_ALIASES = {"json": "jsonl", "jsonlines": "jsonl", "ndjson": "jsonl", "pq": "parquet"}
-MAX_BLOCKS = 10_000
-DOCUMENT_LIMIT = 45 * 1024 * 1024  # the Bot API takes documents up to 50 MB
+MAX_BLOCKS = 100_000_000  # any range of mainnet's history (a sanity bound on the request, not a cost limit)
+DOCUMENT_LIMIT = 50 * 1000 * 1000  # the Bot API takes uploads up to 50 MB; beyond that, a link
+PROGRESS_SECONDS = 3.0  # at most one progress edit this often (the chat's 1 message/s, and readability)
 LINK_SECONDS = 24 * 3600
 RANGE = re.compile(r"^(\d+)\s*(?:-|\.\.|–)\s*(\d+)$")
 
@@ -107,25 +113,103 @@ def render(dataset: str, rows: list[dict[str, Any]], fmt: str) -> bytes:
     return text.getvalue().encode()
 
 
-def build(request: ExportRequest):
-    """Write the export to S3 and return the Notice that delivers it."""
-    from depu.notify import Notice
+class _Writer:
+    """Rows appended part by part to a file in one format (Parquet: one row group per part)."""
 
-    rows = raw.read_range(request.dataset, request.start, request.end)
+    def __init__(self, dataset: str, fmt: str, out: IO[bytes]):
+        self.dataset, self.fmt, self.out = dataset, fmt, out
+        self.columns = list(raw.COLUMNS[dataset])
+        self._parquet = None
+        self._header = fmt == "csv"
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        if self.fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            table = raw.to_table(self.dataset, rows)
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(self.out, table.schema, compression="zstd")
+            self._parquet.write_table(table)
+            return
+        if self._header:
+            self.out.write((",".join(self.columns) + "\n").encode())
+            self._header = False
+        if self.fmt == "jsonl":
+            self.out.write("".join(json.dumps({c: row.get(c) for c in self.columns}, separators=(",", ":")) + "\n"
+                                   for row in rows).encode())
+        else:
+            text = io.StringIO()
+            writer = csv.DictWriter(text, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n")
+            for row in rows:
+                writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in self.columns})
+            self.out.write(text.getvalue().encode())
+
+    def close(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+
+
+def _progress_text(request: ExportRequest, blocks_done: int, rows: int, state: str) -> str:
+    total = request.end - request.start + 1
+    percent = 100 * blocks_done // total if total else 100
+    return (f"📦 Export of {request.dataset}, blocks {request.start:,}–{request.end:,} as "
+            f"{request.format.upper()}: {state}\n{percent}% of the range, {rows:,} rows so far")
+
+
+def build(request: ExportRequest, notify: Callable[[Any], None] | None = None,
+          document_limit: int = DOCUMENT_LIMIT, progress_seconds: float = PROGRESS_SECONDS):
+    """Write the export to S3, editing the progress message as it goes; returns the Notice that delivers
+    the file (a document, or a link beyond ``document_limit`` bytes)."""
+    from depu.notify import Notice
+    from depu.notify import enqueue as default_notify
+
+    notify = notify or default_notify
+    slot = f"export:{request.request_id}"
+    version = 0
+
+    def progress(text: str) -> None:
+        nonlocal version
+        notify(Notice(request.chat_id, text, slot=slot, slot_version=version, dedupe_key=f"{slot}:{version}"))
+        version += 1
+
     dedupe = f"export:{request.request_id}"
-    if not rows:
-        return Notice(request.chat_id, f"Export: no {request.dataset} in blocks {request.start}–{request.end} "
-                      "(they may not be indexed yet).", dedupe_key=dedupe)
-    body = render(request.dataset, rows, request.format)
-    s3 = boto3.client("s3")
-    bucket = get_settings().artifacts_bucket
-    s3.put_object(Bucket=bucket, Key=request.key, Body=body, ContentType=FORMATS[request.format][1])
-    caption = (f"Export: {len(rows):,} {request.dataset} rows, blocks {request.start}–{request.end}, "
-               f"{request.format.upper()}")
-    if len(body) <= DOCUMENT_LIMIT:
+    progress(_progress_text(request, 0, 0, "started"))
+    pieces = [(start, end, key) for start, end, key in raw.parts(request.dataset)
+              if end >= request.start and start <= request.end]
+    order = raw.ORDER[request.dataset]
+    rows_written = 0
+    last_progress = time.monotonic()
+    with tempfile.TemporaryFile() as out:
+        writer = _Writer(request.dataset, request.format, out)
+        for start, end, key in pieces:
+            rows = [row for row in raw.read_part(key) if request.start <= row[order] <= request.end]
+            rows.sort(key=lambda row: (row[order], row.get("log_index") if row.get("log_index") is not None else -1,
+                                       row.get("tx_index") or 0))
+            if rows:
+                writer.add(rows)
+                rows_written += len(rows)
+            if time.monotonic() - last_progress >= progress_seconds:
+                progress(_progress_text(request, min(end, request.end) - request.start + 1, rows_written, "working"))
+                last_progress = time.monotonic()
+        writer.close()
+        size = out.tell()
+        if not rows_written:
+            progress(_progress_text(request, request.end - request.start + 1, 0, "nothing there"))
+            return Notice(request.chat_id, f"Export: no {request.dataset} in blocks {request.start}–{request.end} "
+                          "(they may not be indexed yet).", dedupe_key=dedupe)
+        out.seek(0)
+        s3 = boto3.client("s3")
+        bucket = get_settings().artifacts_bucket
+        s3.upload_fileobj(out, bucket, request.key, ExtraArgs={"ContentType": FORMATS[request.format][1]})
+    caption = (f"Export: {rows_written:,} {request.dataset} rows, blocks {request.start}–{request.end}, "
+               f"{request.format.upper()}, {size / 1e6:,.1f} MB")
+    if size <= document_limit:
+        progress(_progress_text(request, request.end - request.start + 1, rows_written, "done: the file follows"))
         return Notice(request.chat_id, caption, document_key=request.key, filename=request.filename,
                       dedupe_key=dedupe)
+    progress(_progress_text(request, request.end - request.start + 1, rows_written,
+                            "done: too big for a chat file, the download link follows"))
     link = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": request.key},
                                      ExpiresIn=LINK_SECONDS)
-    return Notice(request.chat_id, caption + " (too big for a chat file: download link valid 24 h)",
+    return Notice(request.chat_id, caption + " (over the Bot API's 50 MB upload limit: download link valid 24 h)",
                   buttons=[[{"text": "Download", "url": link}]], dedupe_key=dedupe)

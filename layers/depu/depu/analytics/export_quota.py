@@ -26,8 +26,8 @@ from depu.errors import UserError
 MAX_RUNNING = 1
 MAX_PER_HOUR = 10
 WINDOW_SECONDS = 3600
-# ExportQueue: 3 receives × 720 s visibility, plus the exporter's 120 s timeout (template.yaml)
-RUNNING_LEASE_SECONDS = 3 * 720 + 120
+# ExportQueue: 3 receives × 720 s visibility, plus the exporter's 600 s timeout (template.yaml)
+RUNNING_LEASE_SECONDS = 3 * 720 + 600
 SK = "QUOTA"
 _PLACEHOLDER = re.compile(r":\w+")
 

@@ -2,11 +2,15 @@
 
 Windows (1h, 24h, 7d) end at the newest indexed block's time (chain time, so a lagging indexer shows a
 consistent picture instead of an empty last hour) and sum the hourly aggregates they cover.
+
+Dollar values: every view carries the time-weighted price of each asset it shows, where a pool prices it
+(``depu.analytics.prices``), as of the newest indexed block; ``usd(asset, amount)`` is None without one.
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from depu.analytics import metadata
@@ -35,6 +39,18 @@ def _hours(start: int, end: int) -> list[int]:
     return list(range(hour_of(start), hour_of(end) + 1, HOUR))
 
 
+def _prices():
+    from depu.analytics.prices import PriceBook
+
+    return PriceBook()
+
+
+def usd(asset: str, amount: int, meta: metadata.TokenMeta | None, book: Any = None) -> Decimal | None:
+    """``amount`` base units of ``asset`` in dollars at the time-weighted price, or None without a price."""
+    book = book or _prices()
+    return book.usd(asset, amount, meta.decimals if meta else None)
+
+
 @dataclass
 class AssetFlow:
     asset: str
@@ -42,10 +58,16 @@ class AssetFlow:
     inflow: int = 0
     outflow: int = 0
     transfers: int = 0
+    price_usd: Decimal | None = None  # dollars per whole token, time-weighted; None without a pool
 
     @property
     def net(self) -> int:
         return self.inflow - self.outflow
+
+    def usd(self, amount: int) -> Decimal | None:
+        if self.price_usd is None or self.meta is None or self.meta.decimals is None:
+            return None
+        return Decimal(amount).scaleb(-self.meta.decimals) * self.price_usd
 
 
 @dataclass
@@ -84,6 +106,9 @@ def address_view(address: str, window: str = "24h") -> AddressView:
             counterparties.append((asset, other, int(item.get("sent", 0)), int(item.get("received", 0)),
                                    int(item.get("n", 0))))
     counterparties.sort(key=lambda row: -row[4])
+    book = _prices()
+    for flow in list(seen) + list(flows.values()):
+        flow.price_usd = book.price(flow.asset)
     return AddressView(address, window, [s for s in seen if s.inflow or s.outflow],
                        sorted(flows.values(), key=lambda f: -f.transfers), dict(series), counterparties[:10])
 
@@ -99,6 +124,16 @@ class TokenView:
     series: list[tuple[int, int, int]] = field(default_factory=list)  # (hour, volume, count)
     top_transfers: list[dict[str, Any]] = field(default_factory=list)
     top_movers: list[tuple[str, int]] = field(default_factory=list)  # (address, gross moved)
+    price_usd: Decimal | None = None  # dollars per whole token, time-weighted; None without a pool
+
+    def usd(self, amount: int) -> Decimal | None:
+        if self.price_usd is None or self.meta is None or self.meta.decimals is None:
+            return None
+        return Decimal(amount).scaleb(-self.meta.decimals) * self.price_usd
+
+    @property
+    def volume_usd(self) -> Decimal | None:
+        return self.usd(self.volume)
 
 
 def token_view(token: str, window: str = "24h") -> TokenView:
@@ -127,6 +162,7 @@ def token_view(token: str, window: str = "24h") -> TokenView:
     view.active_addresses = len(addresses)
     view.top_transfers = sorted((r for r in rows if r.get("amount")), key=lambda r: -int(r["amount"]))[:5]
     view.top_movers = sorted(((a, v) for a, v in moved.items() if a != "0x" + "0" * 40), key=lambda x: -x[1])[:5]
+    view.price_usd = _prices().price(token)
     return view
 
 

@@ -35,6 +35,9 @@ from depu.analytics.amounts import fmt, scale
 from depu.analytics.metadata import NATIVE_META
 
 if TYPE_CHECKING:
+    from typing import Callable
+
+    from depu.analytics.labels import Names
     from depu.analytics.metadata import TokenMeta
 
 ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -54,6 +57,7 @@ class Watch:
     chat_id: int
     user_id: int
     min_amount: Decimal
+    min_usd: Decimal | None = None  # a dollar threshold (``/watch 0x… 10000$``) instead of token units
 
 
 def parse_address(text: str) -> str:
@@ -78,6 +82,13 @@ def parse_min_amount(text: str) -> Decimal:
     return value
 
 
+def parse_threshold(text: str) -> tuple[Decimal, bool]:
+    """``1000`` (token units) or ``10000$`` / ``$10000`` (US dollars): the amount and whether it is dollars."""
+    stripped = text.strip()
+    in_usd = stripped.endswith("$") or stripped.startswith("$")
+    return parse_min_amount(stripped.strip("$").strip()), in_usd
+
+
 def _watch_key(address: str, chat_id: int | str) -> dict[str, str]:
     return {"pk": f"WATCH#{address}", "sk": str(chat_id)}
 
@@ -86,21 +97,24 @@ def _marker_key(address: str) -> dict[str, str]:
     return {"pk": f"{MARKER_PREFIX}{address}", "sk": MARKER_SK}
 
 
-def add(user_id: int, chat_id: int, address: str, min_amount: Decimal) -> bool:
+def add(user_id: int, chat_id: int, address: str, min_amount: Decimal, *, min_usd: Decimal | None = None) -> bool:
     """Create or update the watch; returns False when the user already has the maximum number of watches.
+    With ``min_usd`` the threshold is in dollars (a transfer alerts when its value, at the time-weighted
+    on-chain price, reaches it; a token without a price never reaches it).
 
     When this returns the watch is durable and the indexer's next block lookup sees it."""
     mine = list(store.query_all(f"USERWATCH#{user_id}"))
     if len(mine) >= MAX_WATCHES_PER_USER and all(item["sk"] != address for item in mine):
         return False
     name = store.table().name
+    usd = {"min_usd": str(min_usd)} if min_usd is not None else {}
     store.table().meta.client.transact_write_items(TransactItems=[
         {"Put": {"TableName": name, "Item": _watch_key(address, chat_id) | {
-            "user_id": user_id, "min_amount": str(min_amount)}}},
+            "user_id": user_id, "min_amount": str(min_amount)} | usd}},
         {"Update": {"TableName": name, "Key": _marker_key(address), "UpdateExpression": "ADD changes :one",
                     "ExpressionAttributeValues": {":one": 1}}},
         {"Put": {"TableName": name, "Item": {"pk": f"USERWATCH#{user_id}", "sk": address, "chat_id": chat_id,
-                                             "min_amount": str(min_amount)}}},
+                                             "min_amount": str(min_amount)} | usd}},
     ])
     return True
 
@@ -157,7 +171,8 @@ def watching(addresses: Iterable[str]) -> dict[str, list[Watch]]:
     for address in sorted(marked):
         for item in store.query_all(f"WATCH#{address}"):
             found.setdefault(address, []).append(
-                Watch(address, int(item["sk"]), int(item["user_id"]), Decimal(item["min_amount"])))
+                Watch(address, int(item["sk"]), int(item["user_id"]), Decimal(item["min_amount"]),
+                      Decimal(item["min_usd"]) if item.get("min_usd") is not None else None))
     return found
 
 
@@ -187,8 +202,15 @@ def backfill_markers(deadline: float) -> bool:
 
 
 def alerts_for(rows: Iterable[dict[str, Any]], watches: dict[str, list[Watch]],
-               metas: dict[str, "TokenMeta"]) -> list[tuple[Watch, dict[str, Any], str]]:
-    """``(watch, row, text)`` for each watched address a row moves funds from or to, above its minimum."""
+               metas: dict[str, "TokenMeta"], names: dict[int, "Names"] | None = None,
+               usd: "Callable[[dict[str, Any]], Decimal | None] | None" = None,
+               ) -> list[tuple[Watch, dict[str, Any], str]]:
+    """``(watch, row, text)`` for each watched address a row moves funds from or to, above its minimum.
+
+    ``names`` (per user) puts labels beside addresses; ``usd`` values a row in dollars where a price exists,
+    which a watch with a dollar minimum (``min_usd``) needs: without a price such a watch does not fire."""
+    from depu.analytics.labels import Names, tx_link
+
     fired = []
     for row in rows:
         for side in ("sender", "recipient"):
@@ -197,19 +219,26 @@ def alerts_for(rows: Iterable[dict[str, Any]], watches: dict[str, list[Watch]],
                 meta = NATIVE_META if row["asset"] == store.NATIVE else metas.get(row["asset"])
                 decimals = meta.decimals if meta else None
                 symbol = meta.label if meta else row["asset"]
+                value = usd(row) if usd is not None and row.get("amount") is not None else None
                 if row.get("token_id") is not None:
                     what = f"{html.escape(symbol)} #{row['token_id']}"
                 elif row.get("amount") is not None:
                     amount = int(row["amount"])
-                    if scale(amount, decimals) < watch.min_amount:
+                    if watch.min_usd is not None:
+                        if value is None or value < watch.min_usd:
+                            continue
+                    elif scale(amount, decimals) < watch.min_amount:
                         continue
                     what = html.escape(fmt(amount, decimals, symbol))
+                    if value is not None:
+                        what += f" (≈ ${value:,.2f})"
                 else:
                     continue
+                shown = (names or {}).get(watch.user_id) or Names(own={})
                 direction = "sent" if side == "sender" else "received"
                 other = row["recipient"] if side == "sender" else row["sender"]
-                text = (f"🔔 <code>{address}</code> {direction} {what}\n"
-                        f"{'to' if side == 'sender' else 'from'} <code>{other}</code>\n"
-                        f"block {row['block_number']}, tx <code>{row['tx_hash']}</code>")
+                text = (f"🔔 {shown.show(address)} {direction} {what}\n"
+                        f"{'to' if side == 'sender' else 'from'} {shown.show(other)}\n"
+                        f"block {row['block_number']}, tx <code>{row['tx_hash']}</code> · {tx_link(row['tx_hash'])}")
                 fired.append((watch, row, text))
     return fired

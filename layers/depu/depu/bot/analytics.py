@@ -12,6 +12,7 @@ from decimal import Decimal
 
 from depu import conversation
 from depu.analytics import views, watches
+from depu.analytics.labels import tx_link
 from depu.analytics.amounts import fmt, scale
 from depu.analytics.metadata import TokenMeta
 from depu.bot import flows
@@ -49,6 +50,23 @@ def _amount(amount: int, meta: TokenMeta | None, asset: str) -> str:
 def _float(amount: int, meta: TokenMeta | None) -> float:
     """For chart axes only; every number in text stays exact."""
     return float(scale(amount, meta.decimals if meta else None))
+
+
+def _usd(value) -> str:
+    """`` (≈ $1,234.56)`` where a dollar value exists (time-weighted on-chain price), else nothing."""
+    return f" (≈ ${value:,.2f})" if value is not None else ""
+
+
+def _names(incoming: Incoming):
+    from depu.analytics.labels import Names
+
+    return Names(incoming.user_id)
+
+
+def _who(names, address: str) -> str:
+    """A short address in code, with the user's (or the address book's) label beside it."""
+    label = names.label(address)
+    return f"<code>{_short(address)}</code>" + (f" ({html.escape(label)})" if label else "")
 
 
 # ---------------------------------------------------------------- menu
@@ -190,21 +208,25 @@ def token_view(incoming: Incoming, chat: Chat, token: str, window: str) -> None:
     view = views.token_view(token, window)
     meta = view.meta
     name = html.escape(meta.label if meta else _short(token))
+    names = _names(incoming)
     lines = [f"<b>{name}</b> <code>{token}</code>, last {WINDOW_LABELS[window]}",
-             f"Transfers: {view.transfers:,} · volume: {html.escape(_amount(view.volume, meta, token))}",
+             f"Transfers: {view.transfers:,} · volume: {html.escape(_amount(view.volume, meta, token))}"
+             f"{_usd(view.volume_usd)}",
              f"Active addresses: {view.active_addresses:,}"]
+    if view.price_usd is not None:
+        lines.append(f"Price: ${view.price_usd:,.4f} (30-minute time-weighted, on-chain)")
     if meta and meta.decimals is None:
         lines.append("<i>This token does not report decimals: amounts are in base units.</i>")
     if view.top_transfers:
         lines.append("\n<b>Top transfers</b>")
         for row in view.top_transfers:
-            lines.append(f"{html.escape(_amount(int(row['amount']), meta, token))}: "
-                         f"<code>{_short(row['sender'])}</code> → <code>{_short(row['recipient'])}</code> "
-                         f"(block {row['block_number']})")
+            lines.append(f"{html.escape(_amount(int(row['amount']), meta, token))}{_usd(view.usd(int(row['amount'])))}: "
+                         f"{_who(names, row['sender'])} → {_who(names, row['recipient'])} "
+                         f"(block {row['block_number']}, {tx_link(row['tx_hash'])})")
     if view.top_movers:
         lines.append("\n<b>Top movers</b> (sent + received)")
         for address, moved in view.top_movers:
-            lines.append(f"<code>{_short(address)}</code> {html.escape(_amount(moved, meta, token))}")
+            lines.append(f"{_who(names, address)} {html.escape(_amount(moved, meta, token))}{_usd(view.usd(moved))}")
     show(incoming, chat, "\n".join(lines), _windows("t", window, token))
     hours = [hour for hour, _, _ in view.series]
     chart = charts.flows_chart(f"{meta.label if meta else _short(token)} volume per hour", hours,
@@ -217,7 +239,9 @@ def address_view(incoming: Incoming, chat: Chat, address: str, window: str) -> N
     from depu.analytics import charts
 
     view = views.address_view(address, window)
-    lines = [f"<b>Address</b> <code>{address}</code>"]
+    names = _names(incoming)
+    label = names.label(address)
+    lines = [f"<b>Address</b> <code>{address}</code>" + (f" ({html.escape(label)})" if label else "")]
     if not view.seen:
         lines.append("No transfers seen for this address since indexing began.")
         show(incoming, chat, "\n".join(lines), _windows("a", window, address))
@@ -226,18 +250,20 @@ def address_view(incoming: Incoming, chat: Chat, address: str, window: str) -> N
     for flow in view.seen[:8]:
         lines.append(f"{html.escape(_amount(flow.inflow, flow.meta, flow.asset))} / "
                      f"{html.escape(_amount(flow.outflow, flow.meta, flow.asset))} / "
-                     f"{'-' if flow.net < 0 else ''}{html.escape(_amount(abs(flow.net), flow.meta, flow.asset))}")
+                     f"{'-' if flow.net < 0 else ''}{html.escape(_amount(abs(flow.net), flow.meta, flow.asset))}"
+                     f"{_usd(flow.usd(flow.net))}")
     lines.append(f"\n<b>Last {WINDOW_LABELS[window]}</b>")
     if not view.flows:
         lines.append("No transfers in this window.")
     for flow in view.flows[:8]:
-        lines.append(f"{flow.transfers} transfers: in {html.escape(_amount(flow.inflow, flow.meta, flow.asset))}, "
-                     f"out {html.escape(_amount(flow.outflow, flow.meta, flow.asset))}")
+        lines.append(f"{flow.transfers} transfers: in {html.escape(_amount(flow.inflow, flow.meta, flow.asset))}"
+                     f"{_usd(flow.usd(flow.inflow))}, out {html.escape(_amount(flow.outflow, flow.meta, flow.asset))}"
+                     f"{_usd(flow.usd(flow.outflow))}")
     if view.counterparties:
         lines.append("\n<b>Top counterparties</b>")
         for asset, other, sent, received, count in view.counterparties[:5]:
             meta = views.metadata.cached(asset)
-            lines.append(f"<code>{_short(other)}</code>: {count}× · sent {html.escape(_amount(sent, meta, asset))}"
+            lines.append(f"{_who(names, other)}: {count}× · sent {html.escape(_amount(sent, meta, asset))}"
                          f" · received {html.escape(_amount(received, meta, asset))}")
     show(incoming, chat, "\n".join(lines), _windows("a", window, address))
     busiest = view.flows[0] if view.flows else None
@@ -258,22 +284,32 @@ def watch(incoming: Incoming, chat: Chat) -> None:
         if not mine:
             chat.reply("Usage: <code>/watch 0xADDRESS [min amount]</code>\nYou watch no address yet.")
             return
-        lines = ["<b>Your watches</b>"] + [f"<code>{item['sk']}</code> (min {html.escape(str(item['min_amount']))})"
-                                           for item in mine]
+        lines = ["<b>Your watches</b>"] + [
+            f"<code>{item['sk']}</code> (min "
+            + (f"${html.escape(str(item['min_usd']))}" if item.get("min_usd") is not None
+               else html.escape(str(item["min_amount"]))) + ")"
+            for item in mine]
         chat.reply("\n".join(lines) + "\n\nRemove one with <code>/unwatch 0xADDRESS</code>.")
         return
     if len(parts) > 2:
-        raise UserError("Usage: <code>/watch 0xADDRESS [min amount]</code>")
+        raise UserError("Usage: <code>/watch 0xADDRESS [min amount]</code>, or a dollar minimum: "
+                        "<code>/watch 0xADDRESS 10000$</code>")
     try:
         address = watches.parse_address(parts[0])
-        minimum = watches.parse_min_amount(parts[1]) if len(parts) == 2 else Decimal(0)
+        minimum, in_usd = watches.parse_threshold(parts[1]) if len(parts) == 2 else (Decimal(0), False)
     except watches.WatchError as error:
         raise UserError(str(error)) from None
-    if not watches.add(incoming.user_id, incoming.chat_id, address, minimum):
+    added = (watches.add(incoming.user_id, incoming.chat_id, address, Decimal(0), min_usd=minimum) if in_usd
+             else watches.add(incoming.user_id, incoming.chat_id, address, minimum))
+    if not added:
         raise UserError(f"You already watch {watches.MAX_WATCHES_PER_USER} addresses: /unwatch one first.")
-    chat.reply(f"👀 Watching <code>{address}</code>"
-               + (f" for moves of at least {html.escape(str(minimum))} (tokens or ETH)" if minimum else "")
-               + ". Alerts arrive here as blocks are indexed.")
+    if in_usd:
+        threshold = (f" for moves worth at least ${minimum:,} (time-weighted on-chain price; tokens without a "
+                     "price do not alert)")
+    else:
+        threshold = f" for moves of at least {html.escape(str(minimum))} (tokens or ETH)" if minimum else ""
+    chat.reply(f"👀 Watching <code>{address}</code>{threshold}. Alerts arrive here within seconds of "
+               "inclusion, marked unconfirmed, and the same message says when they are confirmed.")
 
 
 def unwatch(incoming: Incoming, chat: Chat) -> None:
@@ -284,6 +320,35 @@ def unwatch(incoming: Incoming, chat: Chat) -> None:
         chat.reply(f"Stopped watching <code>{address}</code>.")
     else:
         chat.reply(f"You were not watching <code>{address}</code>.")
+
+
+# ---------------------------------------------------------------- labels
+def label(incoming: Incoming, chat: Chat) -> None:
+    """``/label`` lists yours; ``/label 0x… name`` names an address for you alone; ``/label 0x…`` removes it."""
+    from depu.analytics import labels
+
+    parts = incoming.args.split(maxsplit=1)
+    if not parts:
+        mine = labels.user_labels(incoming.user_id)
+        if not mine:
+            chat.reply("Usage: <code>/label 0xADDRESS my name for it</code>\nYou have labelled no address yet.")
+            return
+        chat.reply("<b>Your labels</b>\n" + "\n".join(f"<code>{address}</code> {html.escape(name)}"
+                                                     for address, name in sorted(mine.items())))
+        return
+    address = _address(parts[0])
+    if len(parts) == 1:
+        removed = labels.remove_label(incoming.user_id, address)
+        chat.reply(f"Label of <code>{address}</code> removed." if removed
+                   else f"You have no label for <code>{address}</code>.")
+        return
+    try:
+        name = labels.parse_label(parts[1])
+        if not labels.set_label(incoming.user_id, address, name):
+            raise UserError(f"You already have {labels.MAX_LABELS_PER_USER} labels: remove one first.")
+    except labels.LabelError as error:
+        raise UserError(str(error)) from None
+    chat.reply(f"🏷 <code>{address}</code> is <b>{html.escape(name)}</b> in your views and alerts.")
 
 
 # ---------------------------------------------------------------- export
@@ -303,7 +368,7 @@ def export(incoming: Incoming, chat: Chat) -> None:
         export_quota.release(incoming.user_id, request.request_id)
         raise
     chat.reply(f"📦 Preparing {request.dataset} for blocks {request.start}–{request.end} as "
-               f"{request.format.upper()}; the file arrives here shortly.")
+               f"{request.format.upper()}; a progress message follows and the file arrives here when it is done.")
 
 
 # ---------------------------------------------------------------- dashboard
@@ -353,7 +418,8 @@ FEATURE = Feature(
     "analytics",
     commands=(
         Command("analytics", "Chain analytics: an address, a token or the chain", analytics),
-        Command("watch", "Alert me when an address moves funds: /watch 0xADDRESS [min amount]", watch),
+        Command("watch", "Alert me when an address moves funds: /watch 0xADDRESS [min amount | min$]", watch),
+        Command("label", "Name an address for yourself: /label 0xADDRESS name", label),
         Command("unwatch", "Stop alerts for an address: /unwatch 0xADDRESS", unwatch),
         Command("export", "Export transfers or blocks: /export transfers 100-200 csv", export),
         Command("dashboard", "Your GPU usage and fork activity as charts", dashboard),

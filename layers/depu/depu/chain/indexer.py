@@ -7,9 +7,15 @@ value-carrying transactions (a reverted transaction moves no ETH). Each block th
 1. its header is written with ``status=applying`` (a crash leaves a trace the next run can undo);
 2. its transfer rows, keyed by block and log/tx index, are written (puts: a retry rewrites the same items);
 3. its aggregate deltas are applied (guarded by ``last_block``: a retry changes nothing twice);
-4. watch alerts are queued (``dedupe_key`` per transfer and chat), for the watches that exist as the block is
-   applied: they are looked up per block by the addresses it moves, never cached across blocks;
+4. watch alerts are settled (``depu.analytics.alerts``): the message the tip follower sent at inclusion is
+   edited to confirmed, a transfer the tip never saw is alerted once, already confirmed, and an alert whose
+   block at this height was replaced is edited to dropped. Watches are looked up per block by the addresses
+   it moves, never cached across blocks;
 5. the header becomes ``status=done``.
+
+Each loop turn first runs the tip follower (``depu.chain.tip``), which alerts the blocks above the confirmed
+head within a poll interval of their inclusion. One invocation follows the chain at a time, and the next
+takes over without a gap (``depu.chain.lease``).
 
 After a chunk its raw rows go to S3 as one Parquet part, then the checkpoint (number and hash) moves with a
 conditional write. Every block's parent hash must equal the hash stored for the block before it; when it does
@@ -28,8 +34,10 @@ from typing import Any, Callable
 
 from botocore.exceptions import ClientError
 
-from depu.analytics import aggregates, metadata, raw, watches
+from depu.analytics import aggregates, metadata, prices, raw, watches
+from depu.analytics.alerts import AlertBook
 from depu.chain import store
+from depu.chain.lease import LEASE_SECONDS, FollowerLease
 from depu.chain.decode import DECODED_SHAPES, NFT, TRANSFER_TOPIC, decode_transfer
 from depu.chain.rpc import RpcClient
 from depu.config import chain_tuning
@@ -38,7 +46,6 @@ log = logging.getLogger(__name__)
 
 RAW_TTL_DAYS = 30
 MARKER_BACKFILL_SECONDS = 5.0  # per run, until watches stored before markers existed all have one
-MAX_ALERTS_PER_BLOCK = 5  # per watch (chat and address); the rest of a block is summed up in one notice
 
 
 class ReorgTooDeep(RuntimeError):
@@ -56,7 +63,9 @@ class IndexerConfig:
     start_block: int | None = None  # where a first run starts; default: ``backfill`` blocks before the confirmed head
     backfill: int = 100
     max_reorg_depth: int = 128
-    poll_seconds: float = 2.0
+    poll_seconds: float = 0.5  # between looks at the head when nothing is new: the alert latency's floor
+    alert_at_tip: bool = True
+    observe_prices: bool = True  # the listed pools' cumulative prices, once per chunk (depu.analytics.prices)
     write_raw: bool = True
     rpc_batch_size: int = 50
     rpc_workers: int = 4
@@ -73,6 +82,8 @@ class IndexerConfig:
             "backfill": tuning.backfill,
             "max_reorg_depth": tuning.max_reorg_depth,
             "rpc_rate": tuning.rpc_rate,
+            "poll_seconds": tuning.poll_seconds,
+            "alert_at_tip": tuning.alert_at_tip,
         }
         return cls(**{name: value for name, value in overrides.items() if value is not None})
 
@@ -92,6 +103,11 @@ class RunReport:
     alerts: int = 0
     checkpoint: int | None = None
     seconds: float = 0.0
+    tip_blocks: int = 0
+    tip_reorgs: int = 0
+    following_since: float | None = None  # wall clock: when this run took the follower lease
+    followed_until: float | None = None  # wall clock: when it stopped (handed over, or its time was up)
+    handed_over: bool = False
     shapes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
@@ -206,31 +222,52 @@ class Indexer:
             from depu.notify import enqueue as notify
         self.notify = notify
         self.metas: dict[str, metadata.TokenMeta] = {}
+        self.book = AlertBook(notify, self.config.confirmations)
+        from depu.chain.tip import TipFollower
+
+        self.tip = TipFollower(self)
 
     # ------------------------------------------------------------------ run loop
-    def run(self, deadline: float | None = None, *, until_caught_up: bool = False) -> RunReport:
+    def run(self, deadline: float | None = None, *, until_caught_up: bool = False,
+            lease: FollowerLease | None = None) -> RunReport:
         """Index until ``deadline`` (time.monotonic()), polling when caught up; or, with ``until_caught_up``,
-        stop as soon as the confirmed head is reached."""
+        stop as soon as the confirmed head is reached. Only while holding the follower lease: a run started
+        while another follows waits as its successor, and a run hands over as soon as a successor waits."""
         report = RunReport()
+        started = time.monotonic()
+        lease = lease or FollowerLease()
+        if not lease.acquire(deadline if deadline is not None else started + 2 * LEASE_SECONDS):
+            report.seconds = time.monotonic() - started
+            return report
+        report.following_since = time.time()
+        try:
+            self._follow(report, lease, deadline, until_caught_up)
+        finally:
+            report.followed_until = time.time()
+            lease.release()
+            report.handed_over = lease.handed_over
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _follow(self, report: RunReport, lease: FollowerLease, deadline: float | None, until_caught_up: bool) -> None:
         started = time.monotonic()
         watches.backfill_markers(min(deadline, started + MARKER_BACKFILL_SECONDS) if deadline is not None
                                  else started + MARKER_BACKFILL_SECONDS)
         checkpoint = self.verify_checkpoint(report)
-        while deadline is None or time.monotonic() < deadline:
+        while (deadline is None or time.monotonic() < deadline) and lease.keep():
             try:
+                seen = self.tip.step(report) if self.config.alert_at_tip else 0
                 checkpoint, indexed = self.step(checkpoint, report, deadline)
             except ChainMoved as moved:
                 log.info("chain moved while fetching, retrying: %s", moved)
                 checkpoint = self.verify_checkpoint(report)
                 continue
-            if indexed:
+            if indexed or seen:
                 continue
             if until_caught_up or deadline is None:
                 break
             time.sleep(min(self.config.poll_seconds, max(0.0, deadline - time.monotonic())))
         report.checkpoint = checkpoint.number if checkpoint else None
-        report.seconds = time.monotonic() - started
-        return report
 
     def verify_checkpoint(self, report: RunReport) -> Checkpoint | None:
         """The stored checkpoint if its block is still canonical, else the common ancestor after a rewind.
@@ -253,6 +290,11 @@ class Indexer:
         if checkpoint is None:
             first = self.config.start_block if self.config.start_block is not None else max(
                 target - self.config.backfill + 1, 0)
+            from depu.chain.backfill import history_last
+
+            covered = history_last()
+            if covered is not None:
+                first = max(first, covered + 1)  # a backfill's aggregates already hold the blocks below
         else:
             first = checkpoint.number + 1
         if first > target:
@@ -285,6 +327,8 @@ class Indexer:
         if self.config.write_raw:
             raw.write_part("transfers", first, last, chunk_rows)
             raw.write_part("blocks", first, last, chunk_headers)
+        if self.config.observe_prices:
+            prices.observe(self.rpc, last, chunk_headers[-1]["timestamp"])
         new = Checkpoint(last, blocks[-1]["hash"])
         save_checkpoint(new, checkpoint)
         report.blocks += len(blocks)
@@ -329,36 +373,18 @@ class Indexer:
             for row in rows:
                 batch.put_item(Item=_row_item(row, expires_at) | _index_key(row))
         aggregates.apply_block(number, aggregates.block_deltas(rows, header["timestamp"]))
-        report.alerts += self.alert(rows)
+        current = watches.watching(watches.moved_addresses(rows))
+        report.alerts += self.book.include(rows, current, self.metas, confirmed=True,
+                                           usd=self.dollars(header["timestamp"]) if current else None)
+        report.alerts += self.book.settle(number, header["hash"])
         table.update_item(Key={"pk": store.BLOCKS, "sk": store.block_key(number)},
                           UpdateExpression="SET #s = :done", ExpressionAttributeNames={"#s": "status"},
                           ExpressionAttributeValues={":done": "done"})
 
-    def alert(self, rows: list[dict[str, Any]]) -> int:
-        current = watches.watching(watches.moved_addresses(rows))
-        if not current:
-            return 0
-        from depu.notify import Notice
-
-        fired = watches.alerts_for(rows, current, self.metas)
-        per_watch: dict[tuple[int, str], list[tuple[dict[str, Any], str]]] = defaultdict(list)
-        for watch, row, text in fired:
-            per_watch[(watch.chat_id, watch.address)].append((row, text))
-        sent = 0
-        for (chat_id, address), alerts in per_watch.items():
-            # a busy address must not flood a chat: a few alerts per block, then one summary
-            for row, text in alerts[:MAX_ALERTS_PER_BLOCK]:
-                self.notify(Notice(chat_id=chat_id, text=text,
-                                   dedupe_key=f"watch:{chat_id}:{row['block_hash']}:{row['pos']}"))
-                sent += 1
-            if len(alerts) > MAX_ALERTS_PER_BLOCK:
-                block = alerts[0][0]
-                self.notify(Notice(chat_id=chat_id, dedupe_key=f"watch:{chat_id}:{block['block_hash']}:{address}:more",
-                                   text=f"🔔 …and {len(alerts) - MAX_ALERTS_PER_BLOCK} more transfers of "
-                                        f"<code>{address}</code> in block {block['block_number']}: "
-                                        f"<code>/analytics {address}</code>"))
-                sent += 1
-        return sent
+    def dollars(self, at: int | None) -> Callable[[dict[str, Any]], Any]:
+        """A row's value in dollars at the time-weighted price as of ``at`` (None: the newest)."""
+        book = prices.PriceBook(self.rpc, lambda asset: self.metas.get(asset) or metadata.cached(asset), at=at)
+        return book.row_usd
 
     def revert_block(self, header: dict[str, Any], floor: int) -> None:
         """Undo everything one stored block contributed (idempotent: a crash midway is finished next run)."""
@@ -367,32 +393,12 @@ class Indexer:
         for row in rows:
             row["block_number"] = int(row["block_number"])
         aggregates.revert_block(number, aggregates.block_deltas(rows, int(header["timestamp"])), floor)
-        self.retract_alerts(header, rows)
+        self.book.retract(number, header["hash"])
         with store.table().batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
             for row in rows:
                 batch.delete_item(Key=_index_key(row))
                 batch.delete_item(Key={"pk": row["pk"], "sk": row["sk"]})
         store.table().delete_item(Key={"pk": store.BLOCKS, "sk": store.block_key(number)})
-
-    def retract_alerts(self, header: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-        """Alerts cannot be unsent: tell each watcher whose address moved in a dropped block that it is gone
-        (the watchers as they are now: one who has since unwatched is not told)."""
-        current = watches.watching(watches.moved_addresses(rows))
-        if not current:
-            return
-        from depu.notify import Notice
-
-        told: set[tuple[int, str]] = set()
-        for watch, _row, _text in watches.alerts_for(rows, current, self.metas):
-            if (watch.chat_id, watch.address) in told:
-                continue
-            told.add((watch.chat_id, watch.address))
-            self.notify(Notice(
-                chat_id=watch.chat_id,
-                dedupe_key=f"watch:{watch.chat_id}:{header['hash']}:{watch.address}:dropped",
-                text=(f"↩️ Block {int(header['number'])} was replaced by a chain reorganisation: alerts for "
-                      f"<code>{watch.address}</code> from that block no longer hold. Transfers that made it into "
-                      "the new chain are alerted again.")))
 
     def revert_above(self, number: int, report: RunReport) -> int:
         """Revert stored blocks above ``number``, highest first; returns how many."""
@@ -427,6 +433,8 @@ class Indexer:
         if self.config.write_raw:
             raw.truncate_after("transfers", keep)
             raw.truncate_after("blocks", keep)
+        if self.config.observe_prices:
+            prices.forget_after(keep)
         if ancestor is None:
             store.table().delete_item(Key={"pk": store.CHAIN, "sk": store.CHECKPOINT})
             return None

@@ -13,6 +13,15 @@
     WATCHED#<address> MARKER                  present while the address may have watches (per-block lookup)
     USERWATCH#<user> <address>                the user's watches (for /unwatch and listing)
     CHAIN            WATCH_MARKERS            progress of the one-off marker backfill for older watches
+    CHAIN            TIP                      the tip follower's cursor: last block seen, hashes of the last 64
+    CHAIN            FOLLOWER                 the follower lease: owner, expires_at, successor (depu.chain.lease)
+    CHAIN            HISTORY                  the highest block a history backfill covered
+    CHAIN            PRICE_POOLS              the listed price pools found on this chain, with their sides
+    ALERT#<chat>     <transfer>#<address>     one two-phase alert: state, version, block, body (analytics.alerts)
+    ALERTBLK#<number> <chat>#<transfer>#<addr> the alerts sent for a block at that height (settled there)
+    LABEL#<user>     <address>                the user's own label for an address
+    PRICE#<pair>     <timestamp:012>#<block>  a pool's cumulative price as of a block (analytics.prices)
+    BACKFILL#<job>   JOB | <start:012>        a history backfill's range, and each chunk it finished
 
 ``asset`` is ``eth`` for native transfers, else the token's lower-case address. Aggregates carry
 ``last_block``, the guard that makes applying and reverting a block's deltas idempotent (see
