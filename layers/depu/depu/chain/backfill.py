@@ -140,7 +140,7 @@ class Backfill:
 
     def fetch_rows(self, start: int, end: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(transfer rows, block headers) of ``start..end``, decoded as the live indexer decodes them."""
-        from depu.chain.indexer import block_header, transfer_rows
+        from depu.chain.rows import block_header, transfer_rows
 
         logs = self.rpc.logs(start, end, [TRANSFER_TOPIC], span=self.config.chunk_blocks)
         if self.config.values_only and all("blockTimestamp" in entry for entry in logs):
@@ -167,7 +167,7 @@ class Backfill:
 
     @staticmethod
     def _rows_from_logs(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from depu.chain.indexer import transfer_rows
+        from depu.chain.rows import transfer_rows
 
         by_block: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for entry in logs:

@@ -26,7 +26,6 @@ deleted, Parquet parts truncated. Unlike lag-only indexers, confirmations only r
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -38,7 +37,8 @@ from depu.analytics import aggregates, metadata, prices, raw, watches
 from depu.analytics.alerts import AlertBook
 from depu.chain import store
 from depu.chain.lease import LEASE_SECONDS, FollowerLease
-from depu.chain.decode import DECODED_SHAPES, NFT, TRANSFER_TOPIC, decode_transfer
+from depu.chain.decode import TRANSFER_TOPIC
+from depu.chain.rows import ChainMoved, block_header, hex_int as _int, transfer_rows
 from depu.chain.rpc import RpcClient
 from depu.config import chain_tuning
 
@@ -50,10 +50,6 @@ MARKER_BACKFILL_SECONDS = 5.0  # per run, until watches stored before markers ex
 
 class ReorgTooDeep(RuntimeError):
     """No stored block within ``max_reorg_depth`` is canonical any more: an operator must look."""
-
-
-class ChainMoved(RuntimeError):
-    """The node's answers within one chunk disagree (a reorg happened while fetching): retry the chunk."""
 
 
 @dataclass(frozen=True)
@@ -111,10 +107,6 @@ class RunReport:
     shapes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
-def _int(value: str | None) -> int:
-    return int(value, 16) if value else 0
-
-
 # ---------------------------------------------------------------------------- checkpoint
 def load_checkpoint() -> Checkpoint | None:
     item = store.get(store.CHAIN, store.CHECKPOINT)
@@ -131,76 +123,6 @@ def save_checkpoint(new: Checkpoint, previous: Checkpoint | None) -> None:
         store.table().put_item(Item=item, ConditionExpression="#n = :prev",
                                ExpressionAttributeNames={"#n": "number"},
                                ExpressionAttributeValues={":prev": previous.number})
-
-
-# ---------------------------------------------------------------------------- rows of one block
-def block_header(block: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Header and gas statistics: base fee, gas used, and the effective priority fee each tx paid."""
-    base_fee = _int(block.get("baseFeePerGas"))
-    tips = []
-    for tx in block.get("transactions", []):
-        if not isinstance(tx, dict):
-            continue
-        if tx.get("maxPriorityFeePerGas") is not None:
-            tip = min(_int(tx["maxPriorityFeePerGas"]), _int(tx["maxFeePerGas"]) - base_fee)
-        else:
-            tip = _int(tx.get("gasPrice")) - base_fee
-        tips.append(max(tip, 0))
-    return {
-        "number": _int(block["number"]),
-        "hash": block["hash"],
-        "parent_hash": block["parentHash"],
-        "timestamp": _int(block["timestamp"]),
-        "gas_used": _int(block["gasUsed"]),
-        "gas_limit": _int(block["gasLimit"]),
-        "base_fee": base_fee,
-        "tx_count": len(block.get("transactions", [])),
-        "transfer_count": sum(1 for row in rows if row["kind"] != "native"),
-        "native_count": sum(1 for row in rows if row["kind"] == "native"),
-        "tip_min": min(tips) if tips else 0,
-        "tip_median": int(statistics.median(tips)) if tips else 0,
-        "tip_max": max(tips) if tips else 0,
-    }
-
-
-def transfer_rows(block: dict[str, Any], logs: list[dict[str, Any]], receipts: dict[str, dict[str, Any]],
-                  shapes: dict[str, int] | None = None) -> list[dict[str, Any]]:
-    """Every value movement in a block: native ETH from transactions' value, tokens from Transfer logs."""
-    number, block_hash, timestamp = _int(block["number"]), block["hash"], _int(block["timestamp"])
-    rows: list[dict[str, Any]] = []
-    for tx in block.get("transactions", []):
-        value = _int(tx.get("value"))
-        if value <= 0:
-            continue
-        receipt = receipts.get(tx["hash"])
-        if receipt is not None and _int(receipt.get("status")) != 1:
-            continue  # reverted: no ETH moved
-        recipient = tx.get("to") or (receipt or {}).get("contractAddress")
-        tx_index = _int(tx["transactionIndex"])
-        rows.append({
-            "pos": f"N{tx_index:06d}", "block_number": number, "block_hash": block_hash,
-            "block_timestamp": timestamp, "tx_hash": tx["hash"], "tx_index": tx_index, "log_index": None,
-            "asset": store.NATIVE, "kind": "native", "shape": "native", "sender": tx["from"].lower(),
-            "recipient": recipient.lower() if recipient else None, "amount": str(value), "token_id": None,
-        })
-    for entry in logs:
-        if entry.get("removed"):
-            continue
-        decoded = decode_transfer(entry)
-        if decoded is None:
-            continue
-        if shapes is not None:
-            shapes[decoded.shape] += 1
-        kind = "nft" if decoded.shape == NFT else ("erc20" if decoded.shape in DECODED_SHAPES else "odd")
-        rows.append({
-            "pos": f"L{decoded.log_index:06d}", "block_number": number, "block_hash": block_hash,
-            "block_timestamp": timestamp, "tx_hash": decoded.tx_hash, "tx_index": decoded.tx_index,
-            "log_index": decoded.log_index, "asset": decoded.token, "kind": kind, "shape": decoded.shape,
-            "sender": decoded.sender, "recipient": decoded.recipient,
-            "amount": None if decoded.amount is None else str(decoded.amount),
-            "token_id": None if decoded.token_id is None else str(decoded.token_id),
-        })
-    return rows
 
 
 def _index_key(row: dict[str, Any]) -> dict[str, str]:

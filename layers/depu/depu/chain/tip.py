@@ -51,7 +51,7 @@ class TipFollower:
 
     def step(self, report: "RunReport") -> int:
         """Alert the new blocks at the tip; returns how many blocks it looked at."""
-        from depu.chain.indexer import ChainMoved, _int, transfer_rows
+        from depu.chain.rows import ChainMoved, hex_int as _int, transfer_rows
 
         ix = self.indexer
         head = ix.rpc.head()
