@@ -33,6 +33,7 @@ import requests
 
 from local.http_server import ClosingHTTPServer
 from local.telegram_html import EntityError, parse_html, utf16_length
+from local.telegram_stars import StarsMixin
 
 log = logging.getLogger("local.telegram")
 
@@ -118,6 +119,7 @@ class ChatMessage:
     edits: int = 0
     deleted: bool = False
     user: LocalUser | None = None
+    invoice: dict[str, Any] | None = None  # an invoice (local/telegram_stars.py): title, currency, total_amount
 
     def button_data(self) -> list[str]:
         return [button["callback_data"] for row in self.buttons for button in row if "callback_data" in button]
@@ -136,10 +138,11 @@ class ChatMessage:
             "document": self.document,
             "edits": self.edits,
             "deleted": self.deleted,
+            "invoice": self.invoice,
         }
 
 
-class TelegramStandIn:
+class TelegramStandIn(StarsMixin):
     """The Bot API on ``http://127.0.0.1:<port>/bot<token>/<method>`` plus the user's side of the chat."""
 
     def __init__(
@@ -747,6 +750,8 @@ class TelegramStandIn:
             return _delivery_json(self.send_user_document(
                 user, chat, str(body.get("filename") or "file.bin"), content, body.get("mime_type"),
                 str(body.get("caption") or "")))
+        if method == "POST" and action == "pay":
+            return self.control_pay(body)
         if method == "POST" and action == "press":
             user_id = body.get("user_id")
             return _delivery_json(self.press_button(int(body["chat_id"]), int(body["message_id"]),

@@ -5,4 +5,5 @@ FEATURES: tuple[str, ...] = (
     "depu.bot.rental",
     "depu.bot.forks",
     "depu.bot.analytics",
+    "depu.bot.money",
 )

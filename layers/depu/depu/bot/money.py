@@ -1,0 +1,152 @@
+"""Money in the chat: ``/topup`` (credit packs paid in Telegram Stars), ``/refund`` (unused top-ups),
+``/payout_address`` and ``/withdraw`` (providers' earnings out as DUSD on chain).
+
+The invoice itself is answered by the webhook (``depu.payments.webhook``): these handlers only open orders,
+send invoices and start refunds and withdrawals. Money never moves in a group chat.
+"""
+from __future__ import annotations
+
+import html
+from datetime import datetime, timezone
+
+from depu import conversation
+from depu.bot.basics import format_credits, profile_of
+from depu.bot.registry import Button, Chat, Incoming, callback, command
+from depu.errors import UserError
+from depu.profiles import profile_section
+
+TOPUP_PREFIX = "topup"
+REFUND_PREFIX = "refund"
+
+
+def _private_only(incoming: Incoming) -> None:
+    if incoming.chat_type != "private":
+        raise UserError("Payments happen in our private chat only: send the command there.")
+
+
+def topup_keyboard() -> list[list[Button]]:
+    from depu.payments.orders import packs
+
+    return [[Button(f"{pack.credits:,} credits for ⭐{pack.stars}", data=conversation.encode(TOPUP_PREFIX, pack.stars))]
+            for pack in packs()]
+
+
+@command("topup", "Buy credits with Telegram Stars")
+def topup(incoming: Incoming, chat: Chat) -> None:
+    _private_only(incoming)
+    profile = profile_of(incoming)
+    chat.reply(f"You have {format_credits(int(profile.credits or 0))}. Pick a pack; you pay in Telegram Stars, "
+               "and the credits are yours the moment Telegram confirms the payment.", topup_keyboard())
+
+
+@callback(TOPUP_PREFIX)
+def topup_button(incoming: Incoming, chat: Chat) -> None:
+    from depu.payments import orders, stars_api
+    from depu.telegram.client import bot_api
+
+    _private_only(incoming)
+    _, parts = conversation.decode(incoming.callback_data or "")
+    if len(parts) != 1 or not parts[0].isdigit():
+        raise UserError("This button has expired. Send /topup again.")
+    profile_of(incoming)
+    order = orders.open_order(incoming.user_id, int(parts[0]), chat_id=incoming.chat_id)
+    pack = orders.pack_for(int(order.stars))
+    message_id = stars_api.send_invoice(bot_api(), incoming.chat_id, order, pack.title,
+                                        f"{pack.credits:,} credits for GPU time, shadow forks and analytics on DePU.")
+    orders.remember_invoice(order, message_id)
+    chat.answer_callback()
+
+
+@command("refund", "Refund a recent, unused top-up")
+def refund_command(incoming: Incoming, chat: Chat) -> None:
+    from depu.config import get_settings
+    from depu.payments.refunds import refundable
+
+    _private_only(incoming)
+    charges = refundable(incoming.user_id)[:5]
+    days = get_settings().refund_window_days
+    if not charges:
+        chat.reply(f"No top-up of the last {days} days can be refunded.")
+        return
+    buttons = [[Button(f"⭐{int(c.stars)} → {int(c.credits):,} credits ({c.created_at:%d %b})",
+                       data=conversation.encode(REFUND_PREFIX, c.order_id))] for c in charges]
+    chat.reply(f"Top-ups whose credits are unused can be refunded within {days} days. Which one?", buttons)
+
+
+@callback(REFUND_PREFIX)
+def refund_button(incoming: Incoming, chat: Chat) -> None:
+    from depu.payments import orders, refunds
+    from depu.telegram.client import bot_api
+
+    _private_only(incoming)
+    _, parts = conversation.decode(incoming.callback_data or "")
+    order = orders.find(parts[0]) if len(parts) == 1 else None
+    if order is None or int(order.user_id) != incoming.user_id or not order.charge_id:
+        raise UserError("There is no such top-up to refund.")
+    result = refunds.refund(bot_api(), incoming.user_id, order.charge_id)
+    chat.answer_callback()
+    if result.status == "refunded":
+        chat.reply(f"Refunded: ⭐{result.stars} are on their way back to you; {result.credits:,} credits were taken back.")
+    elif result.status == "failed":
+        chat.reply("Telegram refused the refund, so nothing changed: your credits are still yours.")
+    else:
+        chat.reply("The refund is being processed; I will settle it within the hour.")
+
+
+@command("payout_address", "Set the Ethereum address your earnings are paid to")
+def payout_address(incoming: Incoming, chat: Chat) -> None:
+    from depu.payouts import addresses
+
+    _private_only(incoming)
+    if not incoming.args:
+        state = addresses.current(incoming.user_id)
+        lines = [f"Payouts go to <code>{state.active}</code>." if state.active else "No payout address yet."]
+        if state.pending:
+            lines.append(f"Changing to <code>{state.pending}</code> at {_when(state.pending_from)}.")
+        lines.append("Set one with <code>/payout_address 0x…</code>.")
+        chat.reply("\n".join(lines))
+        return
+    state = addresses.set_address(incoming.user_id, incoming.args)
+    if state.pending:
+        chat.reply(f"⚠️ Your payout address changes to <code>{state.pending}</code> at {_when(state.pending_from)} "
+                   f"(24 hours from now). Until then payouts still go to <code>{state.active}</code>. "
+                   "If this was not you, set your old address again now to cancel the change.")
+    else:
+        chat.reply(f"Payouts go to <code>{state.active}</code>.")
+
+
+@command("withdraw", "Withdraw provider earnings as DUSD")
+def withdraw(incoming: Incoming, chat: Chat) -> None:
+    from depu.config import get_settings
+    from depu.payouts import withdrawals
+
+    _private_only(incoming)
+    profile = profile_of(incoming)
+    minimum = get_settings().payout_min_credits
+    if not incoming.args:
+        chat.reply(f"You have {format_credits(int(profile.earned or 0))} earned. Send "
+                   f"<code>/withdraw AMOUNT</code> (at least {minimum:,} credits) to get it as DUSD.")
+        return
+    text = incoming.args.replace(",", "").strip()
+    if not text.isdigit() or len(text) > 15:
+        raise UserError("Send the amount in whole credits, e.g. <code>/withdraw 5000</code>.")
+    payout = withdrawals.request(incoming.user_id, int(text))
+    chat.reply(f"Withdrawal of {format_credits(int(payout.credits))} to <code>{html.escape(payout.to_address)}</code> "
+               "is on its way. I will message you when it is confirmed on chain.")
+
+
+def _when(epoch: int | None) -> str:
+    if epoch is None:
+        return "soon"
+    return datetime.fromtimestamp(int(epoch), timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@profile_section(order=80, title="Withdrawals")
+def withdrawals_section(user_id: int) -> str:
+    from depu.payouts.models import payouts_of
+
+    payouts = payouts_of(user_id)[:5]
+    if not payouts:
+        return "None yet. Providers withdraw earnings with /withdraw; buy credits with /topup."
+    return "\n".join(f"{int(p.credits):,} credits: {p.state}" + (f" <code>{p.tx_hash}</code>" if p.tx_hash else "")
+                     for p in payouts)
