@@ -10,9 +10,11 @@ from depu import credits
 from depu.payments import reconcile as reconciliation
 from depu.payments.models import get_order
 from depu.telegram.client import bot_api
-from payments_support import invoice_for, pay_over_control_api, start, stars  # noqa: F401 - fixture
+import payments_support
+from payments_support import invoice_for, pay_over_control_api, start
 from telegram_harness import FakeLambdaContext, load_function
 
+stars = payments_support.stars  # the fixture
 USER, OTHER, REFERRER = 81001, 81002, 81003
 STARTER = 1000
 
