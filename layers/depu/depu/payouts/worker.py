@@ -56,16 +56,18 @@ class Worker:
         if payout is None:
             raise LookupError(f"no payout {payout_id}")
         for _ in range(6):
-            if payout.state in FINAL:
-                break
-            step = {DEBITED: self._sign if payout.nonce is not None else self._take_nonce,
-                    SIGNED: self._broadcast, SENT: self._confirm}.get(payout.state)
-            if step is None:
-                break  # requested: the debit never happened (the request failed); nothing to do
-            if not step(payout):
-                break  # waiting (confirmations) or lost a race; the next run goes on
+            if not self.step(payout):
+                break  # final, waiting (confirmations) or lost a race; the next run goes on
             payout = get_payout(payout_id)
         return Outcome(payout_id, payout.state, payout.tx_hash, self.treasury_low())
+
+    def step(self, payout: Payout) -> bool:
+        """One transition from the payout's stored state; False when there is nothing to do now."""
+        if payout.state in FINAL:
+            return False
+        step = {DEBITED: self._sign if payout.nonce is not None else self._take_nonce,
+                SIGNED: self._broadcast, SENT: self._confirm}.get(payout.state)
+        return step(payout) if step is not None else False  # requested: never debited, nothing to do
 
     def run(self, payout_id: str, seconds: float, poll: float = 1.0) -> Outcome:
         """``advance`` until the payout is final or ``seconds`` have passed."""
