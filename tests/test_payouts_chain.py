@@ -194,3 +194,29 @@ def test_address_change_takes_effect_after_24_hours_with_a_notice(stars, payout_
     assert addresses.current(PROVIDER, now=time.time() + 24 * 3600 + 1).active == second
     start(stars, PROVIDER, "/payout_address 0x123")
     assert "not an Ethereum address" in stars.messages(PROVIDER)[-1].text
+
+
+def test_worker_lambda_takes_a_queued_payout_to_confirmed_and_sweeps_leftovers(payout_chain, capsys) -> None:
+    import json
+
+    from telegram_harness import FakeLambdaContext, load_function, sqs_event
+
+    fund_treasury(payout_chain)
+    provider_with_earnings(PROVIDER, 10_000)
+    addresses.set_address(PROVIDER, payout_chain.accounts[2])
+    handler = load_function("payout_worker")
+    handler.WAIT_SECONDS = 3.0
+    queued = withdrawals.request(PROVIDER, 2000)
+    first = handler.lambda_handler(sqs_event([json.dumps({"payout_id": queued.payout_id})]), FakeLambdaContext())
+    assert len(first["batchItemFailures"]) == 1  # sent, waiting for confirmations: back to the queue
+    assert get_payout(queued.payout_id).state == SENT
+    payout_chain.mine(2)
+    assert handler.lambda_handler(sqs_event([json.dumps({"payout_id": queued.payout_id})]),
+                                  FakeLambdaContext()) == {"batchItemFailures": []}
+    assert get_payout(queued.payout_id).state == CONFIRMED
+    leftover = withdrawals.request(PROVIDER, 3000)  # its queue message lost: the schedule finds it
+    assert handler.lambda_handler({"source": "aws.events"}, FakeLambdaContext()) == {"advanced": 1}
+    payout_chain.mine(2)
+    handler.lambda_handler({"source": "aws.events"}, FakeLambdaContext())
+    assert get_payout(leftover.payout_id).state == CONFIRMED
+    assert '"TreasuryLow":[0' in capsys.readouterr().out.replace(" ", "")
