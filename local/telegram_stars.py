@@ -175,11 +175,13 @@ class StarsMixin:
         delivery = self._deliver({"pre_checkout_query": query})
         while query_id not in self.stars.answers and time.monotonic() - started < PRE_CHECKOUT_TIMEOUT:
             self.stars.answered.wait(0.05)
+        answered_in = time.monotonic() - started
         with self._lock:
             self.stars.open_queries.pop(query_id, None)
             answer = self.stars.answers.get(query_id) or {"ok": False, "error_message": None, "timed_out": True}
         result: dict[str, Any] = {"pre_checkout_update_id": delivery.update_id, "webhook_status": delivery.status,
-                                  "pre_checkout": answer, "paid": False}
+                                  "pre_checkout": answer, "pre_checkout_seconds": round(answered_in, 4),
+                                  "paid": False}
         if not answer["ok"]:
             return result
         with self._lock:
