@@ -355,8 +355,11 @@ class TelegramStandIn(StarsMixin):
     def _post_update(self, update: dict[str, Any]) -> Delivery:
         with self._lock:
             url, secret = self.webhook_url, self._webhook_secret
+            allowed = getattr(self, "allowed_updates", None)
         if not url:
             return Delivery(update["update_id"], None)
+        if allowed is not None and not any(kind in update for kind in allowed):
+            return Delivery(update["update_id"], None, error="update type not in allowed_updates")
         headers = {"Content-Type": "application/json"}
         if secret:
             headers["X-Telegram-Bot-Api-Secret-Token"] = secret
@@ -503,6 +506,9 @@ class TelegramStandIn(StarsMixin):
             raise ApiError(400, "Bad Request: secret token contains unallowed characters")
         self.webhook_url = url or None
         self._webhook_secret = str(secret) if secret and url else None
+        allowed = _json_param(params.get("allowed_updates"), "allowed_updates")
+        if isinstance(allowed, list) and allowed:  # as on Telegram: omitted keeps the previous setting
+            self.allowed_updates = [str(kind) for kind in allowed]
         if _truthy(params.get("drop_pending_updates")):
             self._pending_updates.clear()
         if self.webhook_url and self._pending_updates:

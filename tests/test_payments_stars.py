@@ -179,3 +179,32 @@ def test_referrer_gets_a_share_of_the_first_topup_once(stars) -> None:
 def test_malformed_payment_updates_are_accepted_and_ignored(stars, update) -> None:
     webhook = load_function("telegram_webhook")
     assert webhook.handle_update(update) == "ignored"
+
+
+def test_webhook_without_pre_checkout_in_allowed_updates_gets_no_query_and_nothing_is_paid(stars) -> None:
+    from conftest import TEST_BOT_TOKEN, TEST_WEBHOOK_SECRET
+    from depu.telegram.client import BotApi
+
+    start(stars, USER)
+    invoice = invoice_for(stars, USER, 50)
+    BotApi(token=TEST_BOT_TOKEN, base_url=stars.api_base).set_webhook(
+        stars.webhook_url, TEST_WEBHOOK_SECRET, ["message", "callback_query"])  # as before payments existed
+    result = stars.pay(USER, invoice.message_id)
+    assert result["pre_checkout"].get("timed_out") is True and result["paid"] is False
+    assert credits.balance(USER).credits == STARTER
+
+
+def test_mini_app_top_up_button_sends_the_invoice_to_the_chat(stars) -> None:
+    from dashboard_support import invoke
+    from depu.dashboard import sessions
+
+    start(stars, USER)
+    token, _ = sessions.open_session(USER)
+    assert invoke("POST", "/dashboard/topup", json_body={"stars": 50})["statusCode"] == 401  # no session
+    assert invoke("POST", "/dashboard/topup", token=token, json_body={"stars": 7})["statusCode"] == 400  # no such pack
+    answer = invoke("POST", "/dashboard/topup", token=token, json_body={"stars": 50})
+    assert answer["statusCode"] == 201 and answer["json"] == {"sent": True, "stars": 50, "credits": 500}
+    invoice = stars.messages(USER)[-1]
+    assert invoice.invoice["total_amount"] == 50
+    assert stars.pay(USER, invoice.message_id)["paid"] is True
+    assert credits.balance(USER).credits == STARTER + 500

@@ -160,6 +160,28 @@ def get_overview() -> Response:
     return _json(200, data)
 
 
+@app.post("/dashboard/topup")
+def post_topup() -> Response:
+    """The Mini App's Top up button: the invoice for ``{"stars": N}`` goes to the user's private chat."""
+    from depu.errors import UserError
+    from depu.payments.invoices import send_topup_invoice
+    from depu.telegram.client import bot_api
+
+    session = _session()
+    try:
+        body = jsonbody.loads(app.current_event.decoded_body or "", max_bytes=1024)
+    except (ValueError, TypeError):
+        body = None
+    stars = body.get("stars") if isinstance(body, dict) else None
+    if isinstance(stars, bool) or not isinstance(stars, int):
+        return _json(400, {"error": "send {\"stars\": N} for one of the packs"})
+    try:
+        order = send_topup_invoice(bot_api(), session.user_id, stars)
+    except UserError as error:
+        return _json(400, {"error": error.message})
+    return _json(201, {"sent": True, "stars": int(order.stars), "credits": int(order.credits)})
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

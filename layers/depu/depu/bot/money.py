@@ -41,7 +41,7 @@ def topup(incoming: Incoming, chat: Chat) -> None:
 
 @callback(TOPUP_PREFIX)
 def topup_button(incoming: Incoming, chat: Chat) -> None:
-    from depu.payments import orders, stars_api
+    from depu.payments.invoices import send_topup_invoice
     from depu.telegram.client import bot_api
 
     _private_only(incoming)
@@ -49,11 +49,7 @@ def topup_button(incoming: Incoming, chat: Chat) -> None:
     if len(parts) != 1 or not parts[0].isdigit():
         raise UserError("This button has expired. Send /topup again.")
     profile_of(incoming)
-    order = orders.open_order(incoming.user_id, int(parts[0]), chat_id=incoming.chat_id)
-    pack = orders.pack_for(int(order.stars))
-    message_id = stars_api.send_invoice(bot_api(), incoming.chat_id, order, pack.title,
-                                        f"{pack.credits:,} credits for GPU time, shadow forks and analytics on DePU.")
-    orders.remember_invoice(order, message_id)
+    send_topup_invoice(bot_api(), incoming.user_id, int(parts[0]), chat_id=incoming.chat_id)
     chat.answer_callback()
 
 
