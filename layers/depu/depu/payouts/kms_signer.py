@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import boto3
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_der_public_key
 from eth_keys import keys
 from eth_utils import keccak, to_checksum_address
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+# SubjectPublicKeyInfo of an EC key on secp256k1 (OIDs 1.2.840.10045.2.1 and 1.3.132.0.10), then the
+# 65-byte uncompressed point in a BIT STRING: the fixed DER prefix KMS's GetPublicKey answers with
+SPKI_SECP256K1_PREFIX = bytes.fromhex("3056301006072a8648ce3d020106052b8104000a034200")
 
 
 class SignerError(RuntimeError):
@@ -32,12 +32,31 @@ class Signature:
 
 
 def address_of(public_key_der: bytes) -> str:
-    """The Ethereum address of a DER SubjectPublicKeyInfo secp256k1 key: Keccak-256 of x||y, last 20 bytes."""
-    public = load_der_public_key(public_key_der)
-    if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name != "secp256k1":
-        raise SignerError("the treasury key is not a secp256k1 key")
-    point = public.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)[1:]
-    return to_checksum_address(keccak(point)[-20:])
+    """The Ethereum address of a DER SubjectPublicKeyInfo secp256k1 key: Keccak-256 of x||y, last 20 bytes.
+    (Parsed by hand: the layer carries no ASN.1 library, and the prefix of such a key is fixed.)"""
+    key = bytes(public_key_der)
+    if len(key) != len(SPKI_SECP256K1_PREFIX) + 65 or not key.startswith(SPKI_SECP256K1_PREFIX + b"\x04"):
+        raise SignerError("the treasury key is not an uncompressed secp256k1 public key")
+    return to_checksum_address(keccak(key[len(SPKI_SECP256K1_PREFIX) + 1:])[-20:])
+
+
+def decode_der_signature(der: bytes) -> tuple[int, int]:
+    """``(r, s)`` of a DER ECDSA signature: SEQUENCE { INTEGER r, INTEGER s } (short lengths: 72 bytes at most)."""
+    data = bytes(der)
+
+    def integer(at: int) -> tuple[int, int]:
+        if data[at] != 0x02 or data[at + 1] > 33:
+            raise SignerError("not a DER ECDSA signature")
+        end = at + 2 + data[at + 1]
+        return int.from_bytes(data[at + 2:end], "big"), end
+
+    if len(data) < 8 or data[0] != 0x30 or data[1] != len(data) - 2:
+        raise SignerError("not a DER ECDSA signature")
+    r, after_r = integer(2)
+    s, after_s = integer(after_r)
+    if after_s != len(data) or not (0 < r < SECP256K1_N and 0 < s < SECP256K1_N):
+        raise SignerError("not a DER ECDSA signature")
+    return r, s
 
 
 def low_s(s: int) -> int:
@@ -64,7 +83,7 @@ class KmsSigner:
             raise ValueError("an Ethereum signing digest is 32 bytes")
         answer = self.client.sign(KeyId=self.key_id, Message=digest, MessageType="DIGEST",
                                   SigningAlgorithm="ECDSA_SHA_256")
-        r, s = decode_dss_signature(answer["Signature"])
+        r, s = decode_der_signature(answer["Signature"])
         s = low_s(s)
         for v in (0, 1):
             try:
