@@ -173,6 +173,8 @@ def test_limits_and_minimum(payout_chain, monkeypatch) -> None:
         withdrawals.request(PROVIDER, 999)
     monkeypatch.setenv("PAYOUT_DAILY_LIMIT_CREDITS", "6000")
     get_settings.cache_clear()
+    with pytest.raises(UserError, match="daily withdrawal limit"):
+        withdrawals.request(PROVIDER, 6001)  # over the limit on the day's first withdrawal
     withdrawals.request(PROVIDER, 5000)
     with pytest.raises(UserError, match="daily withdrawal limit"):
         withdrawals.request(PROVIDER, 1001)

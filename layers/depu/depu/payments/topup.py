@@ -47,6 +47,9 @@ def apply(payment: SuccessfulPayment) -> TopUp:
     """Grant the credits of one payment, once. Unknown orders are logged and not credited (the reconciliation
     alarm reports the Stars received for them, for a person to refund)."""
     order = get_order(payment.payload)
+    if payment.currency != "XTR":
+        log.error("payment in a currency DePU never invoices", extra={"currency": payment.currency[:8]})
+        return TopUp(False, 0, payment.charge_id, None)
     if order is None or int(order.user_id) != payment.user_id:
         log.error("payment for an unknown order", extra={"order_id": payment.payload[:64]})
         return TopUp(False, 0, payment.charge_id, None)

@@ -30,6 +30,9 @@ def request(provider_id: int, amount: int) -> Payout:
     settings = get_settings()
     if isinstance(amount, bool) or not isinstance(amount, int) or amount < settings.payout_min_credits:
         raise UserError(f"The smallest withdrawal is {settings.payout_min_credits:,} credits.")
+    if amount > min(settings.payout_daily_limit_credits, settings.payout_daily_total_credits):
+        raise UserError(f"That is over the daily withdrawal limit of "
+                        f"{min(settings.payout_daily_limit_credits, settings.payout_daily_total_credits):,} credits.")
     if not settings.payout_token_address:
         raise UserError("Withdrawals are not available right now.")
     address = addresses.current(provider_id).active
