@@ -64,6 +64,8 @@ class StarsState:
     transactions: list[StarTransaction] = field(default_factory=list)
     payments: dict[str, dict[str, Any]] = field(default_factory=dict)  # charge id -> the update delivered
     refund_failures: int = 0  # the next N refundStarPayment calls fail (tests of the re-credit path)
+    refund_outages: int = 0  # the next N calls answer 500 without refunding (outcome unknown to the bot)
+    refund_lost_answers: int = 0  # the next N calls refund, then answer 500 (the answer is lost)
     charge_numbers: Any = field(default_factory=lambda: itertools.count(1))
     answered: threading.Event = field(default_factory=threading.Event)
 
@@ -139,6 +141,9 @@ class StarsMixin:
         if self.stars.refund_failures > 0:
             self.stars.refund_failures -= 1
             raise ApiError(400, "Bad Request: REFUND_FAILED")
+        if self.stars.refund_outages > 0:
+            self.stars.refund_outages -= 1
+            raise ApiError(500, "Internal Server Error")
         payments = [t for t in self.stars.transactions if t.id == charge_id]
         if not payments or payments[0].user_id != user_id:
             raise ApiError(400, "Bad Request: CHARGE_NOT_FOUND")
@@ -146,6 +151,9 @@ class StarsMixin:
             raise ApiError(400, "Bad Request: CHARGE_ALREADY_REFUNDED")
         self.stars.transactions.append(StarTransaction(charge_id, payments[0].amount, int(time.time()), user_id,
                                                        incoming=False))
+        if self.stars.refund_lost_answers > 0:
+            self.stars.refund_lost_answers -= 1
+            raise ApiError(500, "Internal Server Error")
         return True
 
     def _api_getstartransactions(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -208,3 +208,31 @@ def test_mini_app_top_up_button_sends_the_invoice_to_the_chat(stars) -> None:
     assert invoice.invoice["total_amount"] == 50
     assert stars.pay(USER, invoice.message_id)["paid"] is True
     assert credits.balance(USER).credits == STARTER + 500
+
+
+def test_refund_whose_answer_was_lost_is_finished_by_the_retry(stars) -> None:
+    start(stars, USER)
+    charge_id = stars.pay(USER, invoice_for(stars, USER, 50).message_id)["charge_id"]
+    stars.stars.refund_lost_answers = 1  # Telegram refunds, the answer never arrives; the retry is "already refunded"
+    assert "Refunded" in _refund_via_chat(stars, USER)
+    assert credits.balance(USER).credits == STARTER
+    assert [t.incoming for t in stars.stars.transactions if t.id == charge_id] == [True, False]
+    assert reconciliation.reconcile(bot_api()).mismatches == []
+
+
+def test_refund_with_unknown_outcome_is_settled_by_reconciliation(stars) -> None:
+    from datetime import timedelta
+
+    from depu.payments.models import Charge, get_charge
+    from depu.profiles import utcnow
+
+    start(stars, USER)
+    charge_id = stars.pay(USER, invoice_for(stars, USER, 50).message_id)["charge_id"]
+    stars.stars.refund_outages = 10  # Telegram unreachable: did it refund? unknown
+    assert "being processed" in _refund_via_chat(stars, USER)
+    assert credits.balance(USER).credits == STARTER and get_charge(charge_id).status == "refunding"
+    assert reconciliation.reconcile(bot_api()).settled == []  # too early to decide
+    get_charge(charge_id).update(actions=[Charge.refund_started_at.set(utcnow() - timedelta(minutes=11))])
+    report = reconciliation.reconcile(bot_api())
+    assert report.settled == [f"{charge_id}: refund never happened, credits returned"] and report.mismatches == []
+    assert credits.balance(USER).credits == STARTER + 500 and get_charge(charge_id).status == "paid"
