@@ -21,7 +21,7 @@ from depu.payouts.models import CONFIRMED, FINAL, SIGNED, get_payout, payouts_of
 from depu.payouts.worker import Worker
 from depu.profiles import ensure_profile
 from depu.telegram.client import bot_api
-from local.telegram_stars import StarTransaction
+from local.telegram_standin.stars import StarTransaction
 from payouts_support import fund_treasury, provider_with_earnings, transfers_to
 
 pytestmark = pytest.mark.e2e

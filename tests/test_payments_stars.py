@@ -146,7 +146,7 @@ def test_spent_topup_cannot_be_refunded(stars) -> None:
 
 
 def test_reconciliation_raises_the_alarm_metric_on_a_mismatch(stars, capsys) -> None:
-    from local.telegram_stars import StarTransaction
+    from local.telegram_standin.stars import StarTransaction
 
     start(stars, USER)
     stars.pay(USER, invoice_for(stars, USER, 50).message_id)

@@ -2,21 +2,19 @@
 ``/payout_address`` and ``/withdraw`` (providers' earnings out as DUSD on chain).
 
 The invoice itself is answered by the webhook (``depu.payments.webhook``): these handlers only open orders,
-send invoices and start refunds and withdrawals. Money never moves in a group chat.
+send invoices and start refunds and withdrawals. Money never moves in a group chat. Its buttons are one flow
+table of stateless entries (``ANY``): a pack button sends an invoice, a refund button refunds one top-up.
 """
 from __future__ import annotations
 
 import html
 from datetime import datetime, timezone
 
-from depu import conversation
 from depu.bot.basics import format_credits, profile_of
-from depu.bot.registry import Button, Chat, Incoming, callback, command
+from depu.bot.flows import ANY, Flow, Turn, button
+from depu.bot.registry import Button, Chat, Command, Feature, Incoming
+from depu.bot.sections import Section
 from depu.errors import UserError
-from depu.profiles import profile_section
-
-TOPUP_PREFIX = "topup"
-REFUND_PREFIX = "refund"
 
 
 def _private_only(incoming: Incoming) -> None:
@@ -27,11 +25,9 @@ def _private_only(incoming: Incoming) -> None:
 def topup_keyboard() -> list[list[Button]]:
     from depu.payments.orders import packs
 
-    return [[Button(f"{pack.credits:,} credits for ⭐{pack.stars}", data=conversation.encode(TOPUP_PREFIX, pack.stars))]
-            for pack in packs()]
+    return [[MONEY.button(f"{pack.credits:,} credits for ⭐{pack.stars}", "pack", pack.stars)] for pack in packs()]
 
 
-@command("topup", "Buy credits with Telegram Stars")
 def topup(incoming: Incoming, chat: Chat) -> None:
     _private_only(incoming)
     profile = profile_of(incoming)
@@ -39,21 +35,19 @@ def topup(incoming: Incoming, chat: Chat) -> None:
                "and the credits are yours the moment Telegram confirms the payment.", topup_keyboard())
 
 
-@callback(TOPUP_PREFIX)
-def topup_button(incoming: Incoming, chat: Chat) -> None:
+def pack_button(turn: Turn) -> None:
     from depu.payments.invoices import send_topup_invoice
+    from depu.payments.orders import packs
     from depu.telegram.client import bot_api
 
-    _private_only(incoming)
-    _, parts = conversation.decode(incoming.callback_data or "")
-    if len(parts) != 1 or not parts[0].isdigit():
-        raise UserError("This button has expired. Send /topup again.")
-    profile_of(incoming)
-    send_topup_invoice(bot_api(), incoming.user_id, int(parts[0]), chat_id=incoming.chat_id)
-    chat.answer_callback()
+    _private_only(turn.incoming)
+    stars = turn.int_arg(0, allowed=tuple(pack.stars for pack in packs()))
+    profile_of(turn.incoming)
+    send_topup_invoice(bot_api(), turn.user_id, stars, chat_id=turn.incoming.chat_id)
+    turn.answer()
+    return None
 
 
-@command("refund", "Refund a recent, unused top-up")
 def refund_command(incoming: Incoming, chat: Chat) -> None:
     from depu.config import get_settings
     from depu.payments.refunds import refundable
@@ -64,32 +58,42 @@ def refund_command(incoming: Incoming, chat: Chat) -> None:
     if not charges:
         chat.reply(f"No top-up of the last {days} days can be refunded.")
         return
-    buttons = [[Button(f"⭐{int(c.stars)} → {int(c.credits):,} credits ({c.created_at:%d %b})",
-                       data=conversation.encode(REFUND_PREFIX, c.order_id))] for c in charges]
+    buttons = [[MONEY.button(f"⭐{int(c.stars)} → {int(c.credits):,} credits ({c.created_at:%d %b})", "refund", c.order_id)]
+               for c in charges]
     chat.reply(f"Top-ups whose credits are unused can be refunded within {days} days. Which one?", buttons)
 
 
-@callback(REFUND_PREFIX)
-def refund_button(incoming: Incoming, chat: Chat) -> None:
+def refund_button(turn: Turn) -> None:
     from depu.payments import orders, refunds
     from depu.telegram.client import bot_api
 
-    _private_only(incoming)
-    _, parts = conversation.decode(incoming.callback_data or "")
-    order = orders.find(parts[0]) if len(parts) == 1 else None
-    if order is None or int(order.user_id) != incoming.user_id or not order.charge_id:
+    _private_only(turn.incoming)
+    order = orders.find(turn.arg(0))
+    if order is None or int(order.user_id) != turn.user_id or not order.charge_id:
         raise UserError("There is no such top-up to refund.")
-    result = refunds.refund(bot_api(), incoming.user_id, order.charge_id)
-    chat.answer_callback()
+    result = refunds.refund(bot_api(), turn.user_id, order.charge_id)
+    turn.answer()
     if result.status == "refunded":
-        chat.reply(f"Refunded: ⭐{result.stars} are on their way back to you; {result.credits:,} credits were taken back.")
+        turn.reply(f"Refunded: ⭐{result.stars} are on their way back to you; {result.credits:,} credits were taken back.")
     elif result.status == "failed":
-        chat.reply("Telegram refused the refund, so nothing changed: your credits are still yours.")
+        turn.reply("Telegram refused the refund, so nothing changed: your credits are still yours.")
     else:
-        chat.reply("The refund is being processed; I will settle it within the hour.")
+        turn.reply("The refund is being processed; I will settle it within the hour.")
+    return None
 
 
-@command("payout_address", "Set the Ethereum address your earnings are paid to")
+def topup_menu_button(turn: Turn) -> None:
+    """The Top up button under /profile."""
+    topup(turn.incoming, turn.chat)
+    return None
+
+
+def withdraw_menu_button(turn: Turn) -> None:
+    """The Withdraw button under /provider."""
+    withdraw(turn.incoming, turn.chat)
+    return None
+
+
 def payout_address(incoming: Incoming, chat: Chat) -> None:
     from depu.payouts import addresses
 
@@ -111,7 +115,6 @@ def payout_address(incoming: Incoming, chat: Chat) -> None:
         chat.reply(f"Payouts go to <code>{state.active}</code>.")
 
 
-@command("withdraw", "Withdraw provider earnings as DUSD")
 def withdraw(incoming: Incoming, chat: Chat) -> None:
     from depu.config import get_settings
     from depu.payouts import withdrawals
@@ -137,7 +140,29 @@ def _when(epoch: int | None) -> str:
     return datetime.fromtimestamp(int(epoch), timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-@profile_section(order=80, title="Withdrawals")
+def topup_button() -> Button:
+    """Under /profile."""
+    return MONEY.button("Top up with Telegram Stars", "topup")
+
+
+def withdraw_button() -> Button:
+    """Under /provider."""
+    return MONEY.button("Withdraw earnings", "withdraw")
+
+
+def provider_lines(user_id: int) -> list[str]:
+    """/provider's withdrawals: where payouts go and the recent ones, each with its transaction hash."""
+    from depu.payouts import addresses
+
+    address = addresses.current(user_id).active
+    lines = ["\n<b>Withdrawals</b> (DUSD on chain): " + (f"to <code>{address}</code>" if address
+                                                         else "set an address with /payout_address first")]
+    body = withdrawals_section(user_id)
+    if not body.startswith("None yet"):
+        lines.append(body)
+    return lines
+
+
 def withdrawals_section(user_id: int) -> str:
     from depu.payouts.models import payouts_of
 
@@ -146,3 +171,26 @@ def withdrawals_section(user_id: int) -> str:
         return "None yet. Providers withdraw earnings with /withdraw; buy credits with /topup."
     return "\n".join(f"{int(p.credits):,} credits: {p.state}" + (f" <code>{p.tx_hash}</code>" if p.tx_hash else "")
                      for p in payouts)
+
+
+MONEY = Flow(
+    name="money", prefix="money", restart="/topup",
+    steps={
+        (ANY, button("pack")): pack_button,
+        (ANY, button("refund")): refund_button,
+        (ANY, button("topup")): topup_menu_button,
+        (ANY, button("withdraw")): withdraw_menu_button,
+    },
+)
+
+FEATURE = Feature(
+    "money",
+    commands=(
+        Command("topup", "Buy credits with Telegram Stars", topup),
+        Command("refund", "Refund a recent, unused top-up", refund_command),
+        Command("payout_address", "Set the Ethereum address your earnings are paid to", payout_address),
+        Command("withdraw", "Withdraw provider earnings as DUSD", withdraw),
+    ),
+    flows=(MONEY,),
+    sections=(Section(80, "Withdrawals", withdrawals_section),),
+)
