@@ -236,3 +236,15 @@ def test_refund_with_unknown_outcome_is_settled_by_reconciliation(stars) -> None
     report = reconciliation.reconcile(bot_api())
     assert report.settled == [f"{charge_id}: refund never happened, credits returned"] and report.mismatches == []
     assert credits.balance(USER).credits == STARTER + 500 and get_charge(charge_id).status == "paid"
+
+
+def test_profile_has_a_top_up_button_that_offers_the_packs(stars) -> None:
+    start(stars, USER)
+    start(stars, USER, "/profile")
+    profile = stars.messages(USER)[-1]
+    [data] = [d for d in profile.button_data() if d.startswith("money:")]
+    assert stars.press_button(USER, profile.message_id, data).status == 200
+    menu = stars.messages(USER)[-1]
+    assert "Pick a pack" in menu.text and len(menu.button_data()) == 3
+    assert stars.press_button(USER, menu.message_id, menu.button_data()[0]).status == 200
+    assert stars.messages(USER)[-1].invoice["total_amount"] == 50

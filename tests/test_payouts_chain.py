@@ -223,3 +223,18 @@ def test_worker_lambda_takes_a_queued_payout_to_confirmed_and_sweeps_leftovers(p
     handler.lambda_handler({"source": "aws.events"}, FakeLambdaContext())
     assert get_payout(leftover.payout_id).state == CONFIRMED
     assert '"TreasuryLow":[0' in capsys.readouterr().out.replace(" ", "")
+
+
+def test_provider_shows_withdrawals_with_their_transaction_and_a_withdraw_button(stars, payout_chain) -> None:
+    fund_treasury(payout_chain)
+    provider_with_earnings(PROVIDER, 10_000)
+    payee = payout_chain.accounts[2]
+    addresses.set_address(PROVIDER, payee)
+    payout = withdrawals.request(PROVIDER, 2000)
+    assert _settle(Worker(), payout_chain, payout.payout_id) == CONFIRMED
+    start(stars, PROVIDER, "/provider")
+    shown = stars.messages(PROVIDER)[-1]
+    assert get_payout(payout.payout_id).tx_hash in shown.text and payee in shown.text
+    [data] = [d for d in shown.button_data() if d.startswith("money:")]
+    assert stars.press_button(PROVIDER, shown.message_id, data).status == 200
+    assert "/withdraw AMOUNT" in stars.messages(PROVIDER)[-1].text
