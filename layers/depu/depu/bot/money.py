@@ -11,6 +11,7 @@ import html
 from datetime import datetime, timezone
 
 from depu.bot.basics import format_credits, profile_of
+from depu.bot import money_buttons
 from depu.bot.flows import ANY, Flow, Turn, button
 from depu.bot.registry import Button, Chat, Command, Feature, Incoming
 from depu.bot.sections import Section
@@ -140,16 +141,6 @@ def _when(epoch: int | None) -> str:
     return datetime.fromtimestamp(int(epoch), timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def topup_button() -> Button:
-    """Under /profile."""
-    return MONEY.button("Top up with Telegram Stars", "topup")
-
-
-def withdraw_button() -> Button:
-    """Under /provider."""
-    return MONEY.button("Withdraw earnings", "withdraw")
-
-
 def provider_lines(user_id: int) -> list[str]:
     """/provider's withdrawals: where payouts go and the recent ones, each with its transaction hash."""
     from depu.payouts import addresses
@@ -174,7 +165,7 @@ def withdrawals_section(user_id: int) -> str:
 
 
 MONEY = Flow(
-    name="money", prefix="money", restart="/topup",
+    name="money", prefix=money_buttons.PREFIX, restart="/topup",
     steps={
         (ANY, button("pack")): pack_button,
         (ANY, button("refund")): refund_button,

@@ -29,10 +29,9 @@ def handle(raw: dict[str, Any], api: "BotApi") -> str:
     result = topup.apply(payment)
     if result.credited:
         from depu import credits
-        from depu.bot.basics import format_credits
 
         balance = credits.balance(payment.user_id)
-        api.send_message(payment.chat_id, f"Payment received: <b>+{format_credits(result.credits)}</b>.\n"
-                                          f"Available now: {format_credits(balance.credits)}.")
+        api.send_message(payment.chat_id, f"Payment received: <b>+{result.credits:,} credits</b>.\n"
+                                          f"Available now: {balance.credits:,} credits.")
         return "payment:credited"
     return "payment:duplicate"
