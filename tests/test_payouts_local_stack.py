@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from eth_account import Account
 
+from conftest import TEST_BOT_TOKEN, TEST_WEBHOOK_SECRET
 from deadlines import wait_for
 from depu import credits
 from depu.payouts.models import CONFIRMED, payouts_of
@@ -18,7 +19,8 @@ PROVIDER = 94001
 
 
 def test_make_up_pays_a_withdrawal_in_dusd_on_the_local_chain(aws, tmp_path) -> None:
-    secrets = LocalSecrets(bot_token="1234:stack-payout-token", webhook_secret="stack-payout-webhook-secret")
+    # the tests' own secrets: the functions run in this process, whose Parameters cache may hold them already
+    secrets = LocalSecrets(bot_token=TEST_BOT_TOKEN, webhook_secret=TEST_WEBHOOK_SECRET)
     options = StackOptions(api_port=free_port(), standin_port=free_port(), chain_port=free_port(),
                            aws_endpoint=aws.endpoint, chain=True, agent=False, state_dir=tmp_path)
     stack = LocalStack(secrets, options).start()
