@@ -64,7 +64,26 @@ class ChatSession:
         button = buttons[number - 1]
         if "url" in button:
             return self._say(f"(link: {button['url']})")
+        if button.get("pay"):
+            return self.pay(message_id)
         self._post("press", {"message_id": message_id, "data": button["callback_data"]})
+
+    def pay(self, message_id: int) -> None:
+        """The Pay button of an invoice: Telegram asks the bot first and shows its refusal, if any."""
+        try:
+            response = self.http.post(f"{self.standin}/_standin/pay", timeout=90, json={
+                "chat_id": self.user_id, "user_id": self.user_id, "message_id": message_id})
+        except requests.RequestException:
+            return self._say(f"(cannot reach the Telegram stand-in at {self.standin}: is `make up` running?)")
+        reply = response.json() if response.headers.get("Content-Type") == "application/json" else {}
+        if response.status_code != 200:
+            return self._say(f"({reply.get('error', response.status_code)})")
+        answer = reply.get("pre_checkout") or {}
+        if reply.get("paid"):
+            self._say("(paid with Telegram Stars)")
+        else:
+            self._say(f"(payment declined: {answer.get('error_message') or 'the bot did not answer in time'})")
+        self.last_activity = time.monotonic()
 
     def send_file(self, path_text: str) -> None:
         path = Path(path_text).expanduser()
@@ -129,6 +148,9 @@ class ChatSession:
         if message.get("document"):
             document = message["document"]
             lines.append(f"[document saved to {self._download(document['file_id'], document['file_name'])}]")
+        if message.get("invoice"):
+            invoice = message["invoice"]
+            lines.append(f"[invoice: {invoice['total_amount']} {invoice['currency']}]")
         buttons = [button for row in message.get("buttons") or [] for button in row]
         for number, button in enumerate(buttons, start=1):
             suffix = f" -> {button['url']}" if "url" in button else ""

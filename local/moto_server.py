@@ -25,6 +25,9 @@ class MotoServer:
     def start(self) -> "MotoServer":
         from moto.server import ThreadedMotoServer
 
+        from local import kms_digest
+
+        kms_digest.install()  # AWS KMS's DIGEST signing, which moto lacks (the treasury key signs tx digests)
         os.environ["MOTO_PORT"] = str(self.port)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()

@@ -29,6 +29,7 @@ def provision(template: LocalTemplate, endpoint: str, *, bot_token: str, webhook
     _buckets(template, endpoint)
     _secrets_(template, endpoint, bot_token=bot_token, webhook_secret=webhook_secret)
     _state_machines(template, endpoint)
+    _kms_keys(template, endpoint)
 
 
 def _tables(template: LocalTemplate, endpoint: str) -> None:
@@ -122,3 +123,17 @@ def _state_machines(template: LocalTemplate, endpoint: str) -> None:
             definition=definition,
             roleArn=f"arn:aws:iam::{ACCOUNT_ID}:role/{name}-role",
         )
+
+
+def _kms_keys(template: LocalTemplate, endpoint: str) -> None:
+    """Each KMS alias of the template with a new key of its target's spec (the treasury's secp256k1 key)."""
+    kms = client("kms", endpoint)
+    existing = {alias["AliasName"] for alias in kms.list_aliases()["Aliases"]}
+    for resource in template.of_type("AWS::KMS::Alias").values():
+        props = template.resolve(resource["Properties"], endpoint)
+        if props["AliasName"] in existing:
+            continue
+        target = template.resources[resource["Properties"]["TargetKeyId"]["Ref"]]["Properties"]
+        key = kms.create_key(KeySpec=target["KeySpec"], KeyUsage=target["KeyUsage"],
+                             Description=str(target.get("Description", "")))["KeyMetadata"]["KeyId"]
+        kms.create_alias(AliasName=props["AliasName"], TargetKeyId=key)

@@ -18,7 +18,7 @@ from typing import Any
 
 import requests
 
-from local import agent_launcher
+from local import agent_launcher, treasury
 from local.moto_server import MotoServer
 from local.provision import provision
 from local.runtime import LocalRuntime, RuntimeOptions
@@ -92,11 +92,16 @@ class LocalStack:
             self.notes.append("local chain: off (--no-chain)")
         self.standin = TelegramStandIn(self.secrets.bot_token, port=options.standin_port).start()
         api_url = f"http://127.0.0.1:{options.api_port}"
+        payouts = {}
+        if self.chain:  # withdrawals pay DUSD on the local chain (local/treasury.py)
+            payouts = {"PayoutTokenAddress": self.payout_token, "PayoutChainRpcUrl": self.chain_url}
         template = LocalTemplate(parameters={
             "PublicApiUrl": api_url,
             "TelegramApiBase": self.standin.api_base,
             "ChainRpcUrl": self.chain_url,
+            **payouts,
         })
+
         self.standin.bot_username = template.parameters["BotUsername"]
         provision(template, self.aws_endpoint, bot_token=self.secrets.bot_token,
                   webhook_secret=self.secrets.webhook_secret)
@@ -126,6 +131,9 @@ class LocalStack:
             self.notes.append(f"local chain: failed to start ({error}); see {log_path}")
             return
         self.chain_url = self.chain.rpc_url
+        self.payout_token = treasury.first_contract_address(self.chain.accounts[0])
+        self.treasury_alias = LocalTemplate().resolve(
+            LocalTemplate().resources["TreasuryKeyAlias"]["Properties"]["AliasName"])
         self.notes.append(f"local chain: {self.chain_url} (chain id {self.chain.chain_id}); "
                           "DePU's test tokens and some activity are being added in the background")
         threading.Thread(target=self._seed_chain, name="depu-local-chain-seed", daemon=True).start()
@@ -139,6 +147,7 @@ class LocalStack:
         try:
             chain.deploy_defaults()
             chain.deploy_market()  # DePU's DETH/USDD pair: dollar prices (at the addresses price_pools.json lists)
+            treasury.fund(chain, self.aws_endpoint, self.treasury_alias, self.payout_token)
             chain.activity(rounds=5)
             log.info("local chain seeded: head block %d", chain.block_number())
             seed, last_activity = 8, time.monotonic()
@@ -158,7 +167,7 @@ class LocalStack:
         response = requests.post(
             f"{self.standin.api_base}/bot{self.secrets.bot_token}/setWebhook",
             json={"url": f"{self.runtime.url}/telegram/webhook", "secret_token": self.secrets.webhook_secret,
-                  "allowed_updates": ["message", "callback_query"]},
+                  "allowed_updates": ["message", "callback_query", "pre_checkout_query"]},
             timeout=10,
         )
         response.raise_for_status()

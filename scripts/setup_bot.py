@@ -17,7 +17,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "layers" / "depu"))
 
-ALLOWED_UPDATES = ("message", "callback_query")
+ALLOWED_UPDATES = ("message", "callback_query", "pre_checkout_query")  # payments: depu.payments
 
 
 def stack_outputs(stack_name: str, region: str | None) -> dict[str, str]:

@@ -45,7 +45,7 @@ def test_setup_publishes_the_menu_and_registers_the_webhook(stack, telegram, cap
     assert webhook.method == "setWebhook"
     assert webhook.params["url"] == WEBHOOK_URL
     assert webhook.params["secret_token"] == TEST_WEBHOOK_SECRET
-    assert webhook.params["allowed_updates"] == ["message", "callback_query"]
+    assert webhook.params["allowed_updates"] == ["message", "callback_query", "pre_checkout_query"]
     assert check.method == "getWebhookInfo"
     printed = capsys.readouterr().out
     assert "webhook registered: yes" in printed

@@ -28,6 +28,7 @@ from depu.config import get_settings
 from depu.contracts import dashboard_api as c
 from depu.contracts.common import answers
 from depu.dashboard import initdata, overview, sessions, site
+from depu.errors import UserError
 from depu.web import bodies, errors
 from depu.web.bearer import bearer_token
 from depu.web.responses import error_response, json_response
@@ -61,6 +62,11 @@ def _bot_token() -> str:
 
 def _session() -> sessions.Session:
     return sessions.session_for(bearer_token(app.current_event.headers))
+
+
+@app.exception_handler(UserError)
+def _user_error(error: UserError) -> Response:
+    return error_response(400, error.message, _JSON_HEADERS)
 
 
 @app.exception_handler(sessions.SessionError)
@@ -162,6 +168,21 @@ def get_overview() -> Response[c.Overview]:
 @tracer.capture_method(capture_response=False, capture_error=False)
 def _overview(session: sessions.Session) -> c.Overview:
     return c.Overview(**overview.build_overview(session.user_id), session_expires_at=int(session.expires_at))
+
+
+@app.post("/dashboard/topup", operation_id="topUp",
+          responses=answers("The invoice is in the user's private chat; Telegram's Pay button is there.",
+                            (400, "Not one of the packs on offer, or a body that does not fit."),
+                            (413, "The body is over 16 KiB."),
+                            (401, "No session, or it expired or was closed."), status=201),
+          summary="Top up: send the invoice for one credit pack (paid in Telegram Stars) to the chat.")
+def post_topup(request: Annotated[c.TopUpRequest, Body()]) -> Response[c.TopUpReply]:
+    from depu.payments.invoices import send_topup_invoice
+    from depu.telegram.client import bot_api
+
+    order = send_topup_invoice(bot_api(), _session().user_id, request.stars)  # UserError: not a pack on offer
+    return Response(201, "application/json", c.TopUpReply(sent=True, stars=int(order.stars), credits=int(order.credits)),
+                    headers=_JSON_HEADERS)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -28,6 +28,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from depu import jsonbody, tracing
 from depu.bot.dispatch import TelegramChat, dispatch
 from depu.config import get_settings
+from depu.payments import updates as payment_updates
 from depu.telegram.client import bot_api
 from depu.telegram.updates import MalformedUpdate, parse_body, parse_update
 
@@ -61,6 +62,10 @@ def _secret_matches(presented: str | None) -> bool:
 
 def handle_update(update: dict[str, Any]) -> str:
     """Run the bot for one update; returns the dispatcher's outcome ("ignored" when nothing was for us)."""
+    if payment_updates.is_payment(update):  # answered here, not queued: Telegram waits 10 s at most
+        from depu.payments import webhook as payments_webhook
+
+        return payments_webhook.handle(update, bot_api())
     incoming = parse_update(update, get_settings().bot_username)
     if incoming is None:
         return "ignored"

@@ -98,6 +98,7 @@ class ChatMessage:
     edits: int = 0
     deleted: bool = False
     user: LocalUser | None = None
+    invoice: dict[str, Any] | None = None  # an invoice (stars.py): title, description, currency, total_amount
 
     def button_data(self) -> list[str]:
         return [button["callback_data"] for row in self.buttons for button in row if "callback_data" in button]
@@ -116,4 +117,5 @@ class ChatMessage:
             "document": self.document,
             "edits": self.edits,
             "deleted": self.deleted,
+            "invoice": self.invoice,
         }

@@ -19,13 +19,14 @@ from typing import Any
 from local.http_server import ClosingHTTPServer
 from local.telegram_standin import methods
 from local.telegram_standin.models import ApiError, Call, ChatMessage, LocalUser, StoredFile
+from local.telegram_standin.stars import StarsUserSide
 from local.telegram_standin.user_side import UserSide
 from local.telegram_standin.validation import MAX_UPLOAD, chat_id as chat_id_of
 
 log = logging.getLogger("local.telegram")
 
 
-class TelegramStandIn(UserSide):
+class TelegramStandIn(UserSide, StarsUserSide):
     """The Bot API on ``http://127.0.0.1:<port>/bot<token>/<method>`` plus the user's side of the chat.
 
     ``accept_foreign_callbacks``: answers to callback queries the stand-in did not deliver are accepted (tests

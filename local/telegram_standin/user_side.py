@@ -101,8 +101,11 @@ class UserSide:
         """POST one update to the webhook as Telegram does, and run a method the answer carries."""
         with self.lock:
             url, secret = self.webhook_url, self.webhook_secret
+            allowed = getattr(self, "allowed_updates", None)
         if not url:
             return Delivery(update["update_id"], None)
+        if allowed is not None and not any(kind in update for kind in allowed):
+            return Delivery(update["update_id"], None, error="update type not in allowed_updates")
         headers = {"Content-Type": "application/json"}
         if secret:
             headers["X-Telegram-Bot-Api-Secret-Token"] = secret

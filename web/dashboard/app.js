@@ -189,7 +189,17 @@
     container.replaceChildren(element("p", "empty", section.state === "unavailable" ? "Unavailable right now." : text));
   }
 
+  function topUp() {
+    $("topup-note").textContent = "Sending the invoice…";
+    api("POST", "/topup", { stars: 50 }).then(function (answer) {
+      $("topup-note").textContent = answer.status === 201 ? "The invoice is in your chat with the bot: pay it there."
+        : (answer.data.error || "Could not send the invoice (" + answer.status + ")");
+    });
+  }
+
   function renderCredits(section) {
+    var button = $("topup");
+    if (button && !button.dataset.bound) { button.dataset.bound = "1"; button.addEventListener("click", topUp); }
     var box = $("credits");
     if (section.state !== "ok") return empty(box, section, "None yet: send /start to the bot.");
     box.replaceChildren.apply(box, [["available", "Available"], ["held", "Held by jobs"], ["earned", "Earned"]].map(function (pair) {

@@ -49,6 +49,25 @@ class Settings:
     fork_sync_state_machine_arn: str
     fork_delete_state_machine_arn: str
     explorer_url: str = "https://etherscan.io"  # transaction links in chain views and alerts: <url>/tx/<hash>
+    # money in (Telegram Stars) and out (DUSD on chain): depu.payments, depu.payouts
+    payments_table: str = "depu-PaymentsTable"
+    payouts_table: str = "depu-PayoutsTable"
+    payout_queue_url: str = ""
+    credits_per_star: int = 10
+    star_packs: tuple[int, ...] = (50, 100, 500)
+    order_ttl_seconds: int = 3600
+    refund_window_days: int = 14
+    referral_share_pct: int = 10
+    treasury_key_id: str = "alias/depu-local-treasury"
+    payout_token_address: str = ""
+    payout_chain_rpc_url: str = ""
+    payout_token_decimals: int = 18
+    payout_confirmations: int = 3
+    payout_min_credits: int = 1000
+    payout_daily_limit_credits: int = 1_000_000
+    payout_daily_total_credits: int = 10_000_000
+    treasury_low_credits: int = 100_000
+    payout_address_delay_seconds: int = 24 * 3600
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -80,6 +99,24 @@ class Settings:
             fork_sync_state_machine_arn=_env("FORK_SYNC_STATE_MACHINE_ARN"),
             fork_delete_state_machine_arn=_env("FORK_DELETE_STATE_MACHINE_ARN"),
             explorer_url=_env("EXPLORER_URL", "https://etherscan.io").rstrip("/"),
+            payments_table=_env("PAYMENTS_TABLE", "depu-PaymentsTable"),
+            payouts_table=_env("PAYOUTS_TABLE", "depu-PayoutsTable"),
+            payout_queue_url=_env("PAYOUT_QUEUE_URL"),
+            credits_per_star=int(_env("CREDITS_PER_STAR", "10")),
+            star_packs=tuple(int(part) for part in _env("STAR_PACKS", "50,100,500").split(",") if part.strip()),
+            order_ttl_seconds=int(_env("ORDER_TTL_SECONDS", "3600")),
+            refund_window_days=int(_env("REFUND_WINDOW_DAYS", "14")),
+            referral_share_pct=int(_env("REFERRAL_SHARE_PCT", "10")),
+            treasury_key_id=_env("TREASURY_KEY_ID", "alias/depu-local-treasury"),
+            payout_token_address=_env("PAYOUT_TOKEN_ADDRESS"),
+            payout_chain_rpc_url=_env("PAYOUT_CHAIN_RPC_URL") or _env("CHAIN_RPC_URL", "http://127.0.0.1:8545"),
+            payout_token_decimals=int(_env("PAYOUT_TOKEN_DECIMALS", "18")),
+            payout_confirmations=int(_env("PAYOUT_CONFIRMATIONS", "3")),
+            payout_min_credits=int(_env("PAYOUT_MIN_CREDITS", "1000")),
+            payout_daily_limit_credits=int(_env("PAYOUT_DAILY_LIMIT_CREDITS", "1000000")),
+            payout_daily_total_credits=int(_env("PAYOUT_DAILY_TOTAL_CREDITS", "10000000")),
+            treasury_low_credits=int(_env("TREASURY_LOW_CREDITS", "100000")),
+            payout_address_delay_seconds=int(_env("PAYOUT_ADDRESS_DELAY_SECONDS", str(24 * 3600))),
         )
 
 

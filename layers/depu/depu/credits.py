@@ -66,6 +66,8 @@ class LedgerEntry(Model):
     job_id = UnicodeAttribute(null=True)
     provider_id = NumberAttribute(null=True)
     user_id = NumberAttribute(null=True)  # on provider entries: who paid
+    charge_id = UnicodeAttribute(null=True)  # top-ups and refunds: Telegram's telegram_payment_charge_id
+    payout_id = UnicodeAttribute(null=True)  # withdrawals: the payout (depu.payouts)
     created_at = UTCDateTimeAttribute()
 
 
@@ -82,6 +84,13 @@ def user_account(user_id: int) -> str:
 
 def provider_account(provider_id: int) -> str:
     return f"provider#{int(provider_id)}"
+
+
+# Accounts outside DePU's users, for the ledger's double entries (depu.payments, depu.payouts): credits
+# bought with Stars come from the world, DUSD paid out goes to it, referral rewards come from the treasury.
+WORLD_STARS = "world#stars"
+WORLD_DUSD = "world#dusd"
+TREASURY = "treasury#credits"
 
 
 def _hold_entry(hold_id: str) -> str:

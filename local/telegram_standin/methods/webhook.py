@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from local.telegram_standin.methods import bot_method
 from local.telegram_standin.models import ApiError
-from local.telegram_standin.validation import SECRET_TOKEN, truthy
+from local.telegram_standin.validation import SECRET_TOKEN, json_param, truthy
 
 if TYPE_CHECKING:
     from local.telegram_standin.standin import TelegramStandIn
@@ -22,6 +22,9 @@ def set_webhook(standin: TelegramStandIn, params: dict[str, Any]) -> bool:
         raise ApiError(400, "Bad Request: secret token contains unallowed characters")
     standin.webhook_url = url or None
     standin.webhook_secret = str(secret) if secret and url else None
+    allowed = json_param(params.get("allowed_updates"), "allowed_updates")
+    if isinstance(allowed, list) and allowed:  # as on Telegram: omitted keeps the previous setting
+        standin.allowed_updates = [str(kind) for kind in allowed]
     if truthy(params.get("drop_pending_updates")):
         standin.pending_updates.clear()
     if standin.webhook_url and standin.pending_updates:

@@ -125,8 +125,10 @@ def profile_command(incoming: Incoming, chat: Chat) -> None:
             [[Button("Open a private chat", url=f"https://t.me/{bot}")]],
         )
         return
+    from depu.bot.money_buttons import topup_button  # Telegram Stars (depu.bot.money)
+
     profile = profile_of(incoming)
-    chat.reply(render_profile(profile))
+    chat.reply(render_profile(profile), [[topup_button()]])
 
 
 def render_profile(profile: Profile) -> str:

@@ -375,8 +375,12 @@ def provider(incoming: Incoming, chat: Chat) -> None:
         lines.extend(_agent_line(agent, now, earnings.get(agent.agent_id, service.AgentEarnings())) for agent in shown)
         lines.append("Revoke a machine you no longer control (sold, lost, or its token leaked): it is cut off at once.")
     lines.append(f"\nTotal earned: <b>{credits.balance(incoming.user_id).earned}</b> credits.")
+    from depu.bot import money, money_buttons  # withdrawals: the payouts with their transactions, Withdraw
+
+    lines.extend(money.provider_lines(incoming.user_id))
     buttons = [[PROVIDER.button(f"Revoke {agent.name}"[:60], "rv", agent.agent_id)]
                for agent in shown if agent.revoked_at is None]
+    buttons.append([money_buttons.withdraw_button()])
     # the install token enrols a machine as this provider: from a group it goes to the private chat only
     private.send(incoming, chat, "\n".join(lines), buttons or None, resume="provider")
 

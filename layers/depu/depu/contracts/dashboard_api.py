@@ -44,3 +44,15 @@ class Overview(Contract):
     forks: Section
     watches: Section
     chain: Section
+
+
+class TopUpRequest(Contract):
+    """The Mini App's Top up button: which credit pack (by its price in Stars)."""
+
+    stars: int = Field(description="the pack's price in Telegram Stars (one of STAR_PACKS)", ge=1, le=100000)
+
+
+class TopUpReply(Contract):
+    sent: bool = Field(description="the invoice is in the user's private chat with the bot")
+    stars: int
+    credits: int

@@ -330,7 +330,7 @@ class BotApi:
         self,
         url: str,
         secret_token: str,
-        allowed_updates: Sequence[str] = ("message", "callback_query"),
+        allowed_updates: Sequence[str] = ("message", "callback_query", "pre_checkout_query"),
         *,
         drop_pending_updates: bool = False,
         max_connections: int = 40,

@@ -1,0 +1,55 @@
+"""The loop the payment tests run in: the Telegram stand-in (with its Stars emulation) posting to the real
+webhook handler through a loopback relay, against moto."""
+from __future__ import annotations
+
+import pytest
+import requests
+
+from conftest import TEST_BOT_TOKEN, TEST_WEBHOOK_SECRET
+from depu.config import get_settings
+from depu.telegram.client import BotApi, bot_api
+from local.telegram_standin import TelegramStandIn
+from telegram_harness import load_function
+from test_telegram_standin_loop import WebhookRelay
+
+
+@pytest.fixture
+def stars(aws, monkeypatch):
+    """A stand-in whose webhook is the real TelegramWebhookFunction handler."""
+    standin = TelegramStandIn(TEST_BOT_TOKEN, port=0).start()
+    monkeypatch.setenv("TELEGRAM_API_BASE", standin.api_base)
+    get_settings.cache_clear()
+    bot_api.cache_clear()
+    webhook = load_function("telegram_webhook")
+    relay = WebhookRelay(webhook.lambda_handler)
+    BotApi(token=TEST_BOT_TOKEN, base_url=standin.api_base).set_webhook(relay.url, TEST_WEBHOOK_SECRET)
+    try:
+        yield standin
+    finally:
+        relay.stop()
+        standin.stop()
+        bot_api.cache_clear()
+
+
+def start(standin: TelegramStandIn, user_id: int, text: str = "/start") -> None:
+    assert standin.send_user_message(user_id, text=text).status == 200
+
+
+def invoice_for(standin: TelegramStandIn, user_id: int, stars: int):
+    """/topup, then the pack's button: returns the invoice message the bot sent."""
+    start(standin, user_id, "/topup")
+    menu = standin.messages(user_id)[-1]
+    data = next(d for d in menu.button_data() if d.endswith(f":{stars}"))
+    assert standin.press_button(user_id, menu.message_id, data).status == 200
+    invoice = standin.messages(user_id)[-1]
+    assert invoice.invoice is not None, invoice.text
+    return invoice
+
+
+def pay_over_control_api(standin: TelegramStandIn, chat_id: int, message_id: int, user_id: int | None = None) -> dict:
+    body = {"chat_id": chat_id, "message_id": message_id}
+    if user_id is not None:
+        body["user_id"] = user_id
+    response = requests.post(f"{standin.url}/_standin/pay", json=body, timeout=30)
+    response.raise_for_status()
+    return response.json()
