@@ -26,6 +26,7 @@ FORMAT_ALIASES = {"json": "jsonl", "jsonlines": "jsonl", "ndjson": "jsonl", "pq"
 MAX_BLOCKS = 10_000
 DOCUMENT_LIMIT = 45 * 1024 * 1024  # the Bot API takes documents up to 50 MB
 LINK_SECONDS = 24 * 3600
+ASSET = re.compile(r"^0x[0-9a-f]{40}$")
 RANGE = re.compile(r"^(\d+)\s*(?:-|\.\.|–)\s*(\d+)$")
 
 
@@ -42,6 +43,7 @@ class ExportRequest:
     start: int
     end: int
     format: str
+    asset: str | None = None  # transfers of this token only (the public API's exports); None: every asset
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -49,8 +51,8 @@ class ExportRequest:
     @classmethod
     def from_json(cls, body: str) -> "ExportRequest":
         data = json.loads(body)
-        request = cls(**{name: data[name] for name in cls.__dataclass_fields__})
-        validate(request.dataset, request.start, request.end, request.format)
+        request = cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+        validate(request.dataset, request.start, request.end, request.format, request.asset)
         return request
 
     @property
@@ -62,7 +64,7 @@ class ExportRequest:
         return f"exports/{self.user_id}/{self.request_id}/{self.filename}"
 
 
-def validate(dataset: str, start: int, end: int, fmt: str) -> None:
+def validate(dataset: str, start: int, end: int, fmt: str, asset: str | None = None) -> None:
     if dataset not in raw.DATASETS:
         raise ExportError(f"Dataset must be one of: {', '.join(raw.DATASETS)}.")
     if fmt not in FORMATS:
@@ -71,6 +73,8 @@ def validate(dataset: str, start: int, end: int, fmt: str) -> None:
         raise ExportError("The block range must be START-END with START ≤ END.")
     if end - start + 1 > MAX_BLOCKS:
         raise ExportError(f"At most {MAX_BLOCKS:,} blocks per export.")
+    if asset is not None and (dataset != "transfers" or not ASSET.match(asset)):
+        raise ExportError("A token filter is a lowercase 0x address, for transfers only.")
 
 
 def parse(args: str, user_id: int, chat_id: int) -> ExportRequest:
@@ -112,6 +116,8 @@ def build(request: ExportRequest):
     from depu.notify import Notice
 
     rows = raw.read_range(request.dataset, request.start, request.end)
+    if request.asset:
+        rows = [row for row in rows if row.get("asset") == request.asset]
     dedupe = f"export:{request.request_id}"
     if not rows:
         return Notice(request.chat_id, f"Export: no {request.dataset} in blocks {request.start}–{request.end} "

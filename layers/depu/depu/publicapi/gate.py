@@ -1,0 +1,61 @@
+"""Who may make a request, decided before any route runs: body size, the key, its scope, its throttle.
+
+Deciding it here, from the method and path alone, means no route can forget a check, and an outsider's
+request is refused before its body is parsed or validated. The area of a path is its first segment after
+``/v1`` (``AREAS``); GET and HEAD read, every other method writes.
+"""
+from __future__ import annotations
+
+from depu.apikeys import keys, scopes, throttle
+from depu.publicapi.errors import ApiError
+
+MAX_BODY_BYTES = 2 * 1024 * 1024  # a job's script (1 MiB) as base64 with its spec, and nothing bigger
+PUBLIC_PATHS = frozenset({"/v1/openapi.json"})
+AREAS = {
+    "jobs": scopes.JOBS,
+    "forks": scopes.FORKS,
+    "analytics": scopes.ANALYTICS,
+    "exports": scopes.ANALYTICS,
+    "profile": scopes.PROFILE,
+    "credits": scopes.PROFILE,
+}
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def bearer(authorization: str | None) -> str | None:
+    scheme, _, value = (authorization or "").partition(" ")
+    value = value.strip()
+    return value if scheme.lower() == "bearer" and value and value.isascii() else None
+
+
+def area_of(path: str) -> str | None:
+    parts = path.strip("/").split("/")
+    if len(parts) < 2 or parts[0] != "v1":
+        return None
+    return AREAS.get(parts[1])
+
+
+def admit(method: str, path: str, authorization: str | None, body_bytes: int) -> keys.Caller | None:
+    """The caller, None for a public path, or ApiError (401, 403, 413, 429)."""
+    if body_bytes > MAX_BODY_BYTES:
+        raise ApiError(413, "payload_too_large", f"The request body is over {MAX_BODY_BYTES // (1024 * 1024)} MiB.")
+    if path in PUBLIC_PATHS and method.upper() in READS:
+        return None
+    caller = keys.authenticate(bearer(authorization))
+    if caller is None:
+        raise ApiError(401, "unauthorized", "Send a live API key: Authorization: Bearer dpk_... "
+                                            "(create one in the chat: /profile → API keys).",
+                       headers={"WWW-Authenticate": 'Bearer realm="depu"'})
+    area = area_of(path)
+    write = method.upper() not in READS
+    if area is not None and not caller.may(area, write):
+        wanted = f"the {area} scope" if area != scopes.PROFILE else "a key"
+        raise ApiError(403, "forbidden", f"This key may not {'change' if write else 'read'} {area}: it needs "
+                                         f"{wanted}{' without read-only' if write else ''}.")
+    verdict = throttle.take(caller.record)
+    if verdict.revoked:
+        raise ApiError(401, "unauthorized", "This API key was revoked.")
+    if not verdict.allowed:
+        raise ApiError(429, "rate_limited", f"Too many requests with this key; retry in {verdict.retry_after_s} s.",
+                       headers={"Retry-After": str(verdict.retry_after_s)})
+    return caller
