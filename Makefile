@@ -18,11 +18,12 @@ bwrap:  ## bubblewrap: the agent runs renters' scripts in namespaces of their ow
 		apt-get install -y -q bubblewrap || { apt-get update -q && apt-get install -y -q bubblewrap; }; \
 	else echo "need bubblewrap for the agent's sandbox: sudo apt-get install bubblewrap"; exit 1; fi; }
 
-$(STAMP): requirements-dev.txt layers/depu/requirements.txt agent/requirements.txt
+$(STAMP): requirements-dev.txt layers/depu/requirements.txt agent/requirements.txt clients/python/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet -e clients/python  # the `depu` command (README: Use DePU from code)
 	$(VENV)/bin/pip uninstall --quiet --yes pynvml 2>/dev/null || true  # deprecated twin of nvidia-ml-py (warns in every job's log)
 	touch $(STAMP)
 

@@ -368,3 +368,19 @@ def test_no_key_appears_in_any_log_line(aws, capfd):
     assert "request refused" in everything  # the logs were captured
     for secret in (key, revoked, read_only):
         assert secret not in everything and secret[4:20] not in everything
+
+
+def test_bodies_that_are_not_utf8_json_or_nest_too_deeply_get_a_clear_400(aws):
+    from tests.dashboard_support import FakeContext, proxy_event
+    from tests.public_api_support import handler_module
+
+    key = user_with_key(ALICE)
+    binary = proxy_event("POST", "/v1/jobs", headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+                         body=base64.b64encode(b"\xd5\xff\x00garbage").decode())
+    binary["isBase64Encoded"] = True
+    answer = handler_module().lambda_handler(binary, FakeContext())
+    assert answer["statusCode"] == 400 and "UTF-8" in answer["body"]
+    deep = call("POST", "/v1/jobs", key=key, raw_body="[" * 100_000 + "]" * 100_000,
+                headers={"Content-Type": "application/json"})
+    assert_error(deep, 400, "invalid_request")
+    assert list(Job.by_user.query(ALICE)) == []

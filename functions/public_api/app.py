@@ -22,7 +22,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Header, Query
+from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
@@ -54,6 +54,10 @@ idempotency_config = IdempotencyConfig(
     event_key_jmespath="id", payload_validation_jmespath="body", expires_after_seconds=IDEMPOTENCY_SECONDS,
     raise_on_no_idempotency_key=True,
 )
+JobId = Annotated[str, Path(pattern=models.ID_PATTERN, description="a job id, as submit returned it")]
+ForkId = Annotated[str, Path(pattern=models.ID_PATTERN, description="a fork id, as create returned it")]
+ExportId = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$", description="an export id, as create returned it")]
+Address = Annotated[str, Path(pattern=models.ADDRESS_PATTERN, description="0x and 40 hex digits")]
 IdempotencyKey = Annotated[Optional[str], Header(alias="idempotency-key", max_length=128,
                                                  description="repeat a POST safely: the same key within a day "
                                                              "gets the first answer")]
@@ -289,12 +293,12 @@ def list_jobs(limit: Annotated[int, Query(ge=1, le=100)] = 20) -> models.JobList
 
 
 @app.get("/v1/jobs/<job_id>", tags=["jobs"], summary="One job: state, progress, result, cost")
-def get_job(job_id: str) -> models.JobOut:
+def get_job(job_id: JobId) -> models.JobOut:
     return views.job(_owned_job(job_id))
 
 
 @app.get("/v1/jobs/<job_id>/logs", tags=["jobs"], summary="The job's log from a cursor (follow: wait for more)")
-def get_logs(job_id: str, cursor: Annotated[int, Query(ge=-1, le=10_000_000)] = -1,
+def get_logs(job_id: JobId, cursor: Annotated[int, Query(ge=-1, le=10_000_000)] = -1,
              follow: bool = False) -> models.LogPageOut:
     from depu.jobs import lifecycle, logs
 
@@ -311,7 +315,7 @@ def get_logs(job_id: str, cursor: Annotated[int, Query(ge=-1, le=10_000_000)] = 
 
 
 @app.post("/v1/jobs/<job_id>/cancel", tags=["jobs"], summary="Cancel a job (the agent stops it within 10 s)")
-def cancel_job(job_id: str, idempotency_key: IdempotencyKey = None) -> models.JobOut:
+def cancel_job(job_id: JobId, idempotency_key: IdempotencyKey = None) -> models.JobOut:
     def run() -> dict[str, Any]:
         from depu.jobs import service
 
@@ -322,7 +326,7 @@ def cancel_job(job_id: str, idempotency_key: IdempotencyKey = None) -> models.Jo
 
 
 @app.get("/v1/jobs/<job_id>/artifacts", tags=["jobs"], summary="The files the job produced, as download links")
-def get_artifacts(job_id: str) -> models.ArtifactList:
+def get_artifacts(job_id: JobId) -> models.ArtifactList:
     from depu.jobs import artifacts
 
     job = _owned_job(job_id)
@@ -360,7 +364,7 @@ def list_forks() -> models.ForkList:
 
 
 @app.get("/v1/forks/<fork_id>", tags=["forks"], summary="One fork: state, base block, journal, lag behind mainnet")
-def get_fork(fork_id: str) -> models.ForkDetail:
+def get_fork(fork_id: ForkId) -> models.ForkDetail:
     from depu.forks import service
 
     _owned_fork(fork_id)
@@ -370,7 +374,7 @@ def get_fork(fork_id: str) -> models.ForkDetail:
 
 
 @app.delete("/v1/forks/<fork_id>", tags=["forks"], summary="Delete a fork (its RPC URL stops at once)")
-def delete_fork(fork_id: str) -> models.Deleted:
+def delete_fork(fork_id: ForkId) -> models.Deleted:
     from depu.forks import service
 
     _owned_fork(fork_id)
@@ -379,7 +383,7 @@ def delete_fork(fork_id: str) -> models.Deleted:
 
 
 @app.post("/v1/forks/<fork_id>/sync", tags=["forks"], summary="Rebase the fork on mainnet's head now", status_code=202)
-def sync_fork(fork_id: str, idempotency_key: IdempotencyKey = None) -> models.SyncStarted:
+def sync_fork(fork_id: ForkId, idempotency_key: IdempotencyKey = None) -> models.SyncStarted:
     def run() -> dict[str, Any]:
         from depu.forks import service
 
@@ -391,7 +395,7 @@ def sync_fork(fork_id: str, idempotency_key: IdempotencyKey = None) -> models.Sy
 
 
 @app.post("/v1/forks/<fork_id>/fund", tags=["forks"], summary="Add ETH to an address on the fork (gas-free)")
-def fund_fork(fork_id: str, request: models.FundRequest, idempotency_key: IdempotencyKey = None) -> models.FundOut:
+def fund_fork(fork_id: ForkId, request: models.FundRequest, idempotency_key: IdempotencyKey = None) -> models.FundOut:
     def run() -> dict[str, Any]:
         from depu.forks import service
 
@@ -403,7 +407,7 @@ def fund_fork(fork_id: str, request: models.FundRequest, idempotency_key: Idempo
 
 
 @app.post("/v1/forks/<fork_id>/impersonate", tags=["forks"], summary="Send as an address without its key (or stop)")
-def impersonate(fork_id: str, request: models.ImpersonateRequest,
+def impersonate(fork_id: ForkId, request: models.ImpersonateRequest,
                 idempotency_key: IdempotencyKey = None) -> models.ImpersonateOut:
     def run() -> dict[str, Any]:
         from depu.forks import service
@@ -416,7 +420,7 @@ def impersonate(fork_id: str, request: models.ImpersonateRequest,
 
 
 @app.post("/v1/forks/<fork_id>/snapshots", tags=["forks"], summary="Snapshot the fork's state")
-def snapshot(fork_id: str, idempotency_key: IdempotencyKey = None) -> models.SnapshotOut:
+def snapshot(fork_id: ForkId, idempotency_key: IdempotencyKey = None) -> models.SnapshotOut:
     def run() -> dict[str, Any]:
         from depu.forks import service
 
@@ -427,7 +431,7 @@ def snapshot(fork_id: str, idempotency_key: IdempotencyKey = None) -> models.Sna
 
 
 @app.post("/v1/forks/<fork_id>/revert", tags=["forks"], summary="Revert the fork to a snapshot")
-def revert(fork_id: str, request: models.RevertRequest, idempotency_key: IdempotencyKey = None) -> models.RevertOut:
+def revert(fork_id: ForkId, request: models.RevertRequest, idempotency_key: IdempotencyKey = None) -> models.RevertOut:
     def run() -> dict[str, Any]:
         from depu.forks import service
 
@@ -438,7 +442,7 @@ def revert(fork_id: str, request: models.RevertRequest, idempotency_key: Idempot
 
 
 @app.post("/v1/forks/<fork_id>/rpc-url", tags=["forks"], summary="A new RPC URL (the old one stops answering)")
-def new_rpc_url(fork_id: str, idempotency_key: IdempotencyKey = None) -> models.RpcUrlOut:
+def new_rpc_url(fork_id: ForkId, idempotency_key: IdempotencyKey = None) -> models.RpcUrlOut:
     def run() -> dict[str, Any]:
         from depu.forks import service
 
@@ -450,9 +454,7 @@ def new_rpc_url(fork_id: str, idempotency_key: IdempotencyKey = None) -> models.
 
 # ------------------------------------------------------------------------------------------- analytics
 def _address(text: str) -> str:
-    if len(text) != 42 or not text.startswith("0x") or any(c not in "0123456789abcdefABCDEF" for c in text[2:]):
-        raise ApiError(400, "invalid_request", "An address is 0x followed by 40 hex digits.")
-    return text.lower()
+    return text.lower()  # the path's pattern checked its shape
 
 
 @app.get("/v1/analytics/chain", tags=["analytics"], summary="Blocks, transactions, transfers and gas over a window")
@@ -463,14 +465,14 @@ def chain_view(window: models.Window = "1h") -> models.ChainViewOut:
 
 
 @app.get("/v1/analytics/tokens/<address>", tags=["analytics"], summary="A token's volume, transfers and top movers")
-def token_view(address: str, window: models.Window = "24h") -> models.TokenViewOut:
+def token_view(address: Address, window: models.Window = "24h") -> models.TokenViewOut:
     from depu.analytics import views as analytics
 
     return views.token_view(analytics.token_view(_address(address), window))
 
 
 @app.get("/v1/analytics/addresses/<address>", tags=["analytics"], summary="An address's flows and counterparties")
-def address_view(address: str, window: models.Window = "24h") -> models.AddressViewOut:
+def address_view(address: Address, window: models.Window = "24h") -> models.AddressViewOut:
     from depu.analytics import views as analytics
 
     return views.address_view(analytics.address_view(_address(address), window))
@@ -499,7 +501,7 @@ def create_export(request: models.ExportCreate, idempotency_key: IdempotencyKey 
 
 
 @app.get("/v1/exports/<export_id>", tags=["analytics"], summary="An export's state, and its download link when ready")
-def get_export(export_id: str) -> models.ExportOut:
+def get_export(export_id: ExportId) -> models.ExportOut:
     from depu.publicapi import exports
 
     found = exports.find(caller().user_id, export_id)
@@ -532,6 +534,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     try:
         who = gate.admit(str(event.get("httpMethod", "GET")), str(event.get("path", "")),
                          _header(event, "authorization"), size)
+        gate.readable_body(raw, bool(event.get("isBase64Encoded")))
     except ApiError as error:
         logger.info("request refused", extra={"status": error.status, "code": error.code})
         return _refusal(error, event)

@@ -6,6 +6,10 @@ request is refused before its body is parsed or validated. The area of a path is
 """
 from __future__ import annotations
 
+import base64
+import binascii
+
+from depu import jsonbody
 from depu.apikeys import keys, scopes, throttle
 from depu.publicapi.errors import ApiError
 
@@ -59,3 +63,20 @@ def admit(method: str, path: str, authorization: str | None, body_bytes: int) ->
         raise ApiError(429, "rate_limited", f"Too many requests with this key; retry in {verdict.retry_after_s} s.",
                        headers={"Retry-After": str(verdict.retry_after_s)})
     return caller
+
+
+def readable_body(raw: str, is_base64: bool) -> None:
+    """A body is UTF-8 JSON (or nothing): anything else is a clear 400 here, not a failure in the validator.
+    Parsed with DePU's depth-limited reader, so a deeply nested body is refused before Python's own parser
+    (which recurses) sees it."""
+    if not raw:
+        return
+    try:
+        text = base64.b64decode(raw, validate=True).decode("utf-8") if is_base64 else raw
+        jsonbody.loads(text, max_bytes=MAX_BODY_BYTES)
+    except (binascii.Error, UnicodeDecodeError, jsonbody.NotUnicode):
+        raise ApiError(400, "invalid_request", "The body is not UTF-8 text.") from None
+    except jsonbody.TooLarge:
+        raise ApiError(413, "payload_too_large", f"The request body is over {MAX_BODY_BYTES // (1024 * 1024)} MiB.") from None
+    except ValueError:
+        raise ApiError(400, "invalid_request", "The body is not JSON (or nests too deeply).") from None
