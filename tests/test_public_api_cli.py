@@ -174,7 +174,9 @@ def fork_stack(aws, monkeypatch, tmp_path):
     from local.runtime import LocalRuntime, RuntimeOptions
     from local.template import LocalTemplate
 
-    runtime = LocalRuntime(LocalTemplate(), aws.endpoint, RuntimeOptions(port=port, poll_wait_seconds=1))
+    environment = {"PUBLIC_API_URL": f"http://127.0.0.1:{port}", "CHAIN_RPC_URL": mainnet.rpc_url}
+    runtime = LocalRuntime(LocalTemplate(), aws.endpoint,
+                           RuntimeOptions(port=port, poll_wait_seconds=1, extra_environment=environment))
     runtime.functions = {n: f for n, f in runtime.functions.items()
                          if n in ("PublicApiFunction", "AgentApiFunction", "ForkRpcFunction")}
     runtime.start()
