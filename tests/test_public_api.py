@@ -39,7 +39,7 @@ def test_a_key_is_shown_once_stored_only_as_a_hash_and_lists_without_its_secret(
     assert keys.list_keys(BOB) == []
 
 
-@pytest.mark.parametrize(("scopes", "days"), [(["admin"], 30), (["read-only"], 30), (["jobs"], 0), (["jobs"], 400)])
+@pytest.mark.parametrize(("scopes", "days"), [(["admin"], 30), (["read-only"], 30), ([], 30), (["jobs"], 0), (["jobs"], 400)])
 def test_bad_key_requests_are_refused_clearly(aws, scopes, days):
     with pytest.raises(keys.KeyRequestError):
         keys.create(ALICE, "x", scopes, days)

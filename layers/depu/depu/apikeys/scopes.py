@@ -21,7 +21,7 @@ class BadScopes(ValueError):
 
 def normalise(requested: list[str] | tuple[str, ...] | None) -> list[str]:
     """The scopes a new key gets: known names only, at least one area; order fixed for display."""
-    wanted = {str(s).strip().lower() for s in (requested or AREAS)}
+    wanted = {str(s).strip().lower() for s in (AREAS if requested is None else requested)}
     unknown = wanted - set(ALL)
     if unknown:
         raise BadScopes(f"unknown scope(s): {', '.join(sorted(unknown))}; choose from {', '.join(ALL)}")
