@@ -112,6 +112,20 @@ def once(idempotency_key: str | None, run: Callable[[], dict[str, Any]], secret_
     return fresh or stored
 
 
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "not_found", f"No such {what} of yours.")
+
+
+GATE_STATUS = {gate.NO_KEY: 401, gate.NOT_ALLOWED: 403, gate.TOO_LARGE: 413, gate.THROTTLED: 429, gate.UNREADABLE: 400}
+
+
+def _gate_error(refused: gate.Refused) -> ApiError:
+    headers = {"WWW-Authenticate": 'Bearer realm="depu"'} if refused.reason == gate.NO_KEY else {}
+    if refused.retry_after_s is not None:
+        headers["Retry-After"] = str(refused.retry_after_s)
+    return ApiError(GATE_STATUS[refused.reason], refused.reason, refused.message, headers=headers)
+
+
 def _user_error(error: UserError) -> ApiError:
     return ApiError(400, "invalid_request", errors.plain(error.message))
 
@@ -250,7 +264,7 @@ def _owned_job(job_id: str):
 
     job = service.user_job(caller().user_id, job_id)
     if job is None:
-        raise errors.not_found("job")
+        raise not_found("job")
     return job
 
 
@@ -340,7 +354,7 @@ def _owned_fork(fork_id: str):
     try:
         return service.owned(caller().user_id, fork_id)
     except UserError:
-        raise errors.not_found("shadow fork") from None
+        raise not_found("shadow fork") from None
 
 
 @app.post("/v1/forks", tags=["forks"], summary="Create a shadow fork; its RPC URL is shown once", status_code=201)
@@ -506,7 +520,7 @@ def get_export(export_id: ExportId) -> models.ExportOut:
 
     found = exports.find(caller().user_id, export_id)
     if found is None:
-        raise errors.not_found("export")
+        raise not_found("export")
     return _export_out(found)
 
 
@@ -535,7 +549,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         who = gate.admit(str(event.get("httpMethod", "GET")), str(event.get("path", "")),
                          _header(event, "authorization"), size)
         gate.readable_body(raw, bool(event.get("isBase64Encoded")))
-    except ApiError as error:
+    except gate.Refused as refused:
+        error = _gate_error(refused)
         logger.info("request refused", extra={"status": error.status, "code": error.code})
         return _refusal(error, event)
     if who is not None:

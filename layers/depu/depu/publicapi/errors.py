@@ -1,5 +1,7 @@
 """One JSON error shape for every refusal: ``{"error": {"code", "message", "request_id", "details"}}``.
 
+The statuses are the handler's (functions/public_api/app.py); this module only shapes the body.
+
 Domain messages are written for the chat (HTML with <b> and <code>); an API client gets them as plain text.
 """
 from __future__ import annotations
@@ -27,10 +29,6 @@ class ApiError(Exception):
 def plain(message: str) -> str:
     """A chat message (HTML) as plain text."""
     return html.unescape(_TAG.sub("", message)).strip()
-
-
-def not_found(what: str) -> ApiError:
-    return ApiError(404, "not_found", f"No such {what} of yours.")
 
 
 def body(error: ApiError, request_id: str | None) -> dict[str, Any]:

@@ -11,7 +11,6 @@ import binascii
 
 from depu import jsonbody
 from depu.apikeys import keys, scopes, throttle
-from depu.publicapi.errors import ApiError
 
 MAX_BODY_BYTES = 2 * 1024 * 1024  # a job's script (1 MiB) as base64 with its spec, and nothing bigger
 PUBLIC_PATHS = frozenset({"/v1/openapi.json"})
@@ -24,6 +23,20 @@ AREAS = {
     "credits": scopes.PROFILE,
 }
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+# why a request was refused; the handler turns each into its HTTP status (functions/public_api/app.py)
+NO_KEY, NOT_ALLOWED, TOO_LARGE, THROTTLED, UNREADABLE = "unauthorized", "forbidden", "payload_too_large", \
+    "rate_limited", "invalid_request"
+
+
+class Refused(Exception):
+    """The request may not go on: ``reason`` is one of the names above, ``message`` says why in plain words."""
+
+    def __init__(self, reason: str, message: str, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.retry_after_s = retry_after_s
 
 
 def bearer(authorization: str | None) -> str | None:
@@ -40,28 +53,27 @@ def area_of(path: str) -> str | None:
 
 
 def admit(method: str, path: str, authorization: str | None, body_bytes: int) -> keys.Caller | None:
-    """The caller, None for a public path, or ApiError (401, 403, 413, 429)."""
+    """The caller, None for a public path; ``Refused`` when the request may not go on."""
     if body_bytes > MAX_BODY_BYTES:
-        raise ApiError(413, "payload_too_large", f"The request body is over {MAX_BODY_BYTES // (1024 * 1024)} MiB.")
+        raise Refused(TOO_LARGE, f"The request body is over {MAX_BODY_BYTES // (1024 * 1024)} MiB.")
     if path in PUBLIC_PATHS and method.upper() in READS:
         return None
     caller = keys.authenticate(bearer(authorization))
     if caller is None:
-        raise ApiError(401, "unauthorized", "Send a live API key: Authorization: Bearer dpk_... "
-                                            "(create one in the chat: /profile → API keys).",
-                       headers={"WWW-Authenticate": 'Bearer realm="depu"'})
+        raise Refused(NO_KEY, "Send a live API key: Authorization: Bearer dpk_... "
+                              "(make one in the chat: /api_keys, also reached from /profile).")
     area = area_of(path)
     write = method.upper() not in READS
     if area is not None and not caller.may(area, write):
         wanted = f"the {area} scope" if area != scopes.PROFILE else "a key"
-        raise ApiError(403, "forbidden", f"This key may not {'change' if write else 'read'} {area}: it needs "
+        raise Refused(NOT_ALLOWED, f"This key may not {'change' if write else 'read'} {area}: it needs "
                                          f"{wanted}{' without read-only' if write else ''}.")
     verdict = throttle.take(caller.record)
     if verdict.revoked:
-        raise ApiError(401, "unauthorized", "This API key was revoked.")
+        raise Refused(NO_KEY, "This API key was revoked.")
     if not verdict.allowed:
-        raise ApiError(429, "rate_limited", f"Too many requests with this key; retry in {verdict.retry_after_s} s.",
-                       headers={"Retry-After": str(verdict.retry_after_s)})
+        raise Refused(THROTTLED, f"Too many requests with this key; retry in {verdict.retry_after_s} s.",
+                      retry_after_s=verdict.retry_after_s)
     return caller
 
 
@@ -75,8 +87,8 @@ def readable_body(raw: str, is_base64: bool) -> None:
         text = base64.b64decode(raw, validate=True).decode("utf-8") if is_base64 else raw
         jsonbody.loads(text, max_bytes=MAX_BODY_BYTES)
     except (binascii.Error, UnicodeDecodeError, jsonbody.NotUnicode):
-        raise ApiError(400, "invalid_request", "The body is not UTF-8 text.") from None
+        raise Refused(UNREADABLE, "The body is not UTF-8 text.") from None
     except jsonbody.TooLarge:
-        raise ApiError(413, "payload_too_large", f"The request body is over {MAX_BODY_BYTES // (1024 * 1024)} MiB.") from None
+        raise Refused(TOO_LARGE, f"The request body is over {MAX_BODY_BYTES // (1024 * 1024)} MiB.") from None
     except ValueError:
-        raise ApiError(400, "invalid_request", "The body is not JSON (or nests too deeply).") from None
+        raise Refused(UNREADABLE, "The body is not JSON (or nests too deeply).") from None
