@@ -4,16 +4,30 @@ It remembers everything a handler did: new messages (``sent``, with the message 
 edits, one ``timeline`` of what the user sees (new messages and edits in order), callback answers and
 ``callback_answered`` (what the dispatcher checks after a button handler), photos and documents. A test
 reads what the user sees now (``text``, ``button_data``, ``button_labels``) and presses buttons by label
-(``button``).
+(``button``). Assert what a reply means with ``plain`` (the words and numbers without the HTML markup, so
+wording and formatting can change) and ``links``; keep raw ``text`` for what is about the markup itself
+(escaping user input).
 
 The flags make a module's expectations strict: ``require_text`` fails a reply with blank text, and
 ``allow_edits``/``allow_photos``/``allow_documents`` set to False fail the test when a handler edits or sends one.
 """
 from __future__ import annotations
 
+import html
+import re
 from dataclasses import dataclass, field
 
 from depu.bot.registry import Button, Keyboard
+
+
+def to_plain(text: str) -> str:
+    """What the user reads in an HTML message: tags dropped, entities decoded."""
+    return html.unescape(re.sub(r"<[^>]+>", "", text))
+
+
+def links_in(text: str) -> list[str]:
+    """The ``href`` of every link in an HTML message, decoded."""
+    return [html.unescape(href) for href in re.findall(r'<a\s[^>]*href="([^"]*)"', text)]
 
 
 @dataclass
@@ -88,6 +102,16 @@ class RecordingChat:
     def text(self) -> str:
         """The text of the latest message or edit."""
         return self.timeline[-1][0]
+
+    @property
+    def plain(self) -> str:
+        """The latest message or edit as the user reads it (no markup)."""
+        return to_plain(self.text)
+
+    @property
+    def links(self) -> list[str]:
+        """Links of the latest message or edit: ``<a href>`` in its text, then its URL buttons."""
+        return links_in(self.text) + [button.url for button in self.keyboard if button.url]
 
     @property
     def keyboard(self) -> list[Button]:

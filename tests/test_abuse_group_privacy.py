@@ -24,7 +24,7 @@ from depu.config import get_settings
 from depu.forks import service as fork_service
 from depu.jobs.models import Job
 from forks_support import approved_host_item
-from recording_chat import RecordingChat
+from recording_chat import RecordingChat, to_plain
 
 GROUP = -100777
 USER = 7401
@@ -75,7 +75,7 @@ def test_creating_a_shadow_fork_in_a_group_posts_no_rpc_url_there_and_sends_it_p
     assert chat.reply_texts == ["🔒 Sent to you privately (in our private chat): it is for your eyes only."]
     [(created, _buttons)] = chat.private
     assert RPC_URL.search(created) and "Creating shadow fork" in created
-    fork_id = re.search(r"<b>(f[0-9a-f]+)</b>", created).group(1)
+    fork_id = re.search(r"Creating shadow fork (f[0-9a-f]+) ", to_plain(created)).group(1)
     # its later notices (ready, synced, expiring) go to the private chat too, not to the group
     assert int(fork_service.owned(USER, fork_id).chat_id) == USER
 
@@ -159,10 +159,10 @@ def test_provider_in_a_group_sends_the_install_token_privately(aws):
 def test_the_bot_api_403_for_a_user_who_never_started_the_bot_means_no_private_chat(aws):
     """The real client against a Telegram double: sendMessage to the user answers 403 like Telegram."""
     from depu.telegram.client import BotApi
-    from telegram_fake_api import FakeTelegram
+    from telegram_harness import bot_api_double
     from tests.conftest import TEST_BOT_TOKEN
 
-    fake = FakeTelegram(TEST_BOT_TOKEN).start()
+    fake = bot_api_double(TEST_BOT_TOKEN)
     try:
         api = BotApi(TEST_BOT_TOKEN, base_url=fake.base_url)
         chat = TelegramChat(api, in_group("/jobs", command="jobs"))

@@ -134,7 +134,7 @@ def test_an_artifact_link_requested_after_completion_is_refused(running):
 
 
 def test_a_link_obtained_before_completion_cannot_overwrite_the_completed_artifact(running):
-    from depu.jobs import messages
+    from depu.bot import job_text as messages
     from depu.jobs.models import Job
 
     call, job = running

@@ -298,9 +298,15 @@ def test_reliability_is_shown_on_offers_and_to_the_provider(aws):
     (offer,) = [item for item in catalogue.offers() if item.gpu_class == "cpu"]
     assert offer.reliability == pytest.approx((1 + 2 + 1) / (1 + 2 + 1 + 2), abs=1e-3)
     from depu.bot import rental
+    from depu.chat import Incoming
+    from recording_chat import RecordingChat
+    from rental_helpers import PROVIDER_ID
 
-    line = rental._agent_line(_agent(agent["agent_id"]), time.time())  # the agent's line in /provider
-    assert "reliability 67%" in line and "challenges 1 passed, 0 failed" in line and "1 leases lost" in line
+    chat = RecordingChat()
+    rental.provider(Incoming(update_id=1, user_id=PROVIDER_ID, chat_id=PROVIDER_ID, chat_type="private",
+                             text="/provider", command="provider", first_name="Ada"), chat)
+    assert "reliability 67%" in chat.plain and "challenges 1 passed, 0 failed" in chat.plain  # what /provider shows
+    assert "1 leases lost" in chat.plain
 
 
 def test_torch_prover_and_server_arithmetic_agree():

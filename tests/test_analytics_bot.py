@@ -29,6 +29,13 @@ def message(command: str, args: str = "", user_id: int = 42) -> Incoming:
                     command=command, args=args, message_id=3, first_name="Ada")
 
 
+def run(incoming: Incoming, chat: RecordingChat) -> str:
+    """Through the dispatcher, as the webhook runs it (it decodes the button and runs the flow's entry)."""
+    from depu.bot.dispatch import dispatch
+
+    return dispatch(incoming, chat, correlation_id="test")
+
+
 def press(data: str, user_id: int = 42) -> Incoming:
     return Incoming(update_id=2, user_id=user_id, chat_id=user_id, chat_type="private", callback_id="cb",
                     callback_data=data, message_id=7, first_name="Ada")
@@ -86,7 +93,7 @@ def test_views_show_exact_figures_and_send_charts(indexed):
     chat = new_chat()
     bot.analytics(message("analytics"), chat)
     assert "Chain analytics" in chat.text
-    bot.on_button(press("an:1:c:1h"), chat)
+    run(press("an:1:c:1h"), chat)
     assert f"up to block {chain.block_number()}" in chat.text
     transfers = sum(1 for t in chain.history)
     assert f"transfers: {transfers:,}" in chat.text
@@ -95,7 +102,7 @@ def test_views_show_exact_figures_and_send_charts(indexed):
     # a token: volume equals the ground truth's sum, exactly, in whole tokens
     usdd = chain.tokens["USDD"]
     moved = [t for t in chain.history if t.token == usdd.address]
-    bot.on_button(press(f"an:1:t:24h:{usdd.address.lower()}"), chat)
+    run(press(f"an:1:t:24h:{usdd.address.lower()}"), chat)
     from depu.analytics.amounts import fmt
 
     assert f"Transfers: {len(moved):,}" in chat.text
@@ -327,9 +334,9 @@ def test_dashboard_and_profile_section_without_activity(indexed):
     chat = new_chat()
     bot.dashboard(message("dashboard"), chat)
     assert "Nothing to chart yet" in chat.text
-    from depu.profiles import render_sections
+    from depu.bot.sections import render_sections
 
-    sections = dict(render_sections(42))
+    sections = dict(render_sections(42, bot.FEATURE.sections))
     assert "No watched addresses" in sections["Analytics"]
 
 
@@ -373,16 +380,16 @@ def test_a_busy_watched_address_cannot_flood_the_chat(indexed):
 def test_address_typed_after_the_address_button(indexed):
     chain, bot = indexed
     chat = new_chat()
-    bot.on_button(press("an:1:ask"), chat)
+    run(press("an:1:ask"), chat)
     assert "Send the address" in chat.text
     typed = Incoming(update_id=3, user_id=42, chat_id=42, chat_type="private", text="0xnope", message_id=4)
-    assert bot.typed_address(typed, chat) is True and "not an Ethereum address" in chat.text
+    assert run(typed, chat) == "text" and "not an Ethereum address" in chat.text
     holder = chain.accounts[2]
     typed = Incoming(update_id=4, user_id=42, chat_id=42, chat_type="private", text=f" {holder} ", message_id=5)
-    assert bot.typed_address(typed, chat) is True
+    assert run(typed, chat) == "text"
     assert holder.lower() in chat.text and "Seen since indexing began" in chat.text
     other = Incoming(update_id=5, user_id=42, chat_id=42, chat_type="private", text=holder, message_id=6)
-    assert bot.typed_address(other, chat) is False  # the flow ended: later text is not taken
+    assert run(other, chat) == "unhandled_text"  # the flow ended: later text is not taken
 
 
 def test_dashboard_charts_the_users_own_gpu_time_and_forks(aws):
@@ -399,8 +406,12 @@ def test_dashboard_charts_the_users_own_gpu_time_and_forks(aws):
     Job("job-other").update(actions=[Job.billed_seconds.set(99_999)])
     seed_fork(42, "fork-1", 100)
     seed_fork(42, "fork-2", 101, status="deleted")
-    assert bot._gpu_usage(42) == {"A100-80GB": 2400}
-    assert bot._fork_activity(42) == {"active": 1, "deleted": 1}
+    from depu.forks import service as forks
+    from depu.jobs import service
+
+    assert service.gpu_seconds_by_class(42) == {"A100-80GB": 2400}  # the user's own jobs only
+    assert sorted(fork.status for fork in forks.list_forks(42)) == ["active", "deleted"]
     chat = new_chat()
     bot.dashboard(message("dashboard"), chat)
     assert len(chat.photos) == 2 and all(photo.startswith(PNG) for photo, *_ in chat.photos)
+    assert [caption for _, caption, _ in chat.photos] == ["GPU minutes billed, by GPU class", "Your shadow forks, by status"]

@@ -8,7 +8,7 @@ import pytest
 
 from depu.bot.registry import Command, Incoming
 from moto_serializable import serialize_dynamodb
-from recording_chat import RecordingChat
+from recording_chat import RecordingChat, to_plain
 
 
 def new_chat() -> RecordingChat:
@@ -27,6 +27,20 @@ def message(user_id: int = 11, command: str | None = None, args: str = "", **ext
 def press(data: str, user_id: int = 11, chat_type: str = "private") -> Incoming:
     return Incoming(update_id=2, user_id=user_id, chat_id=user_id, chat_type=chat_type, callback_id="cb-1",
                     callback_data=data, message_id=9, first_name="Ada")
+
+
+def run(incoming: Incoming, chat: RecordingChat) -> str:
+    """Through the dispatcher (with every feature installed), as the webhook runs it."""
+    from depu.bot.dispatch import dispatch
+
+    return dispatch(incoming, chat, correlation_id="test")
+
+
+def installed():
+    """The registry with every feature installed (what /help and the menu buttons read)."""
+    from depu.bot.dispatch import load_features
+
+    return load_features()
 
 
 @pytest.fixture
@@ -98,8 +112,7 @@ def test_referral_payload_is_recorded_and_unknown_payload_ignored_politely(bot):
 
 
 def test_help_lists_every_menu_command(bot, monkeypatch):
-    from depu.bot.registry import registry
-
+    registry = installed()
     monkeypatch.setitem(registry.commands, "zz_test", Command("zz_test", "A <test> command", lambda i, c: None))
     monkeypatch.setitem(registry.commands, "hidden", Command("hidden", "not listed", lambda i, c: None, menu=False))
     chat = new_chat()
@@ -110,11 +123,13 @@ def test_help_lists_every_menu_command(bot, monkeypatch):
 
 
 def test_profile_shows_identity_balances_and_sections(bot, monkeypatch):
-    from depu import credits, profiles
+    from depu import credits
+    from depu.bot.registry import registry
+    from depu.bot.sections import Section
 
-    monkeypatch.setattr(profiles, "_sections", dict(profiles._sections))
-    profiles._sections.pop("GPU rentals", None)  # a stand-in for the rental feature, whoever imported it first
-    profiles.profile_section(order=10, title="GPU rentals")(lambda user_id: "No rentals yet.")
+    # a stand-in for the rental feature's section, next to this feature's own
+    monkeypatch.setattr(registry, "sections", [Section(10, "GPU rentals", lambda user_id: "No rentals yet."),
+                                               *bot.FEATURE.sections])
     chat = new_chat()
     bot.start(message(command="start"), chat)
     credits.hold(11, 300, "job-7")
@@ -122,12 +137,12 @@ def test_profile_shows_identity_balances_and_sections(bot, monkeypatch):
     credits.settle(11, "job-7", 120, provider_id=99, job_id="job-7")
 
     bot.profile_command(message(command="profile"), chat)
-    text = chat.text
-    assert "Name: Ada (@ada)" in text and "Telegram id: <code>11</code>" in text
+    text = chat.plain
+    assert "Name: Ada (@ada)" in text and "Telegram id: 11" in text
     assert "Available: 780 credits ($0.78)" in text
     assert "Held for running jobs: 100 credits ($0.10)" in text
     assert "Earned as a provider: 0 credits ($0.00)" in text
-    assert text.index("<b>GPU rentals</b>\nNo rentals yet.") < text.index("<b>Recent credit activity</b>")
+    assert text.index("GPU rentals\nNo rentals yet.") < text.index("Recent credit activity")
     assert "charged 120 job job-7" in text and "+1,000 Welcome credits" in text
 
 
@@ -138,39 +153,35 @@ def test_profile_without_start_creates_the_profile(bot):
 
 
 def test_menu_button_opens_the_feature_command(bot, monkeypatch):
-    from depu.bot.registry import registry
-
+    registry = installed()
     seen: list[Incoming] = []
     for name in ("rent_gpu", "rent"):
         monkeypatch.delitem(registry.commands, name, raising=False)
     monkeypatch.setitem(registry.commands, "rent_gpu",
                         Command("rent_gpu", "Rent a GPU", lambda incoming, chat: seen.append(incoming)))
     chat = new_chat()
-    bot.menu_button(press("menu:1:rent"), chat)
+    run(press("menu:1:rent"), chat)
     assert len(seen) == 1
     assert (seen[0].command, seen[0].callback_id, seen[0].user_id, seen[0].chat_id) == ("rent_gpu", None, 11, 11)
     assert chat.answers == [(None, False)]
 
 
 def test_menu_button_profile_and_coming_soon(bot, monkeypatch):
-    from depu.bot.registry import registry
-
+    registry = installed()
     for name in bot.MENU_TARGETS["fork"]:
         monkeypatch.delitem(registry.commands, name, raising=False)
     chat = new_chat()
-    bot.menu_button(press("menu:1:fork"), chat)
+    run(press("menu:1:fork"), chat)
     assert "coming soon" in chat.text and chat.answers[-1][0] == "Shadow forks: coming soon."
 
-    bot.menu_button(press("menu:1:profile"), chat)
-    assert "<b>Your profile</b>" in chat.text
+    run(press("menu:1:profile"), chat)
+    assert "Your profile" in chat.plain and "Available: 1,000 credits" in chat.plain
 
 
 @pytest.mark.parametrize("data", ["menu:0:rent", "menu:1:nope", "menu:1", "menu"])
 def test_menu_button_refuses_stale_or_unknown_buttons(data):
-    from depu.bot import basics
-
     chat = new_chat()
-    basics.menu_button(press(data), chat)  # refused before any storage is touched
+    run(press(data), chat)  # refused before any storage is touched
     assert chat.replies == []
     assert len(chat.answers) == 1 and chat.answers[0][1] is True and "/start" in chat.answers[0][0]
 
@@ -186,18 +197,17 @@ def test_format_credits():
 # ---------------------------------------------------------------- through the real webhook function
 @pytest.fixture
 def webhook(aws, monkeypatch):
-    """The telegram_webhook Lambda with only this module's feature loaded, talking to a fake Bot API."""
+    """The telegram_webhook Lambda, talking to a fake Bot API."""
     from conftest import TEST_BOT_TOKEN
-    from depu.bot import dispatch, features
+    from depu.bot import dispatch
     from depu.config import get_settings
     from depu.telegram.client import bot_api
-    from telegram_fake_api import FakeTelegram
+    from telegram_harness import bot_api_double
     from telegram_harness import load_function
 
     serialize_dynamodb(monkeypatch)
-    telegram = FakeTelegram(TEST_BOT_TOKEN).start()
+    telegram = bot_api_double(TEST_BOT_TOKEN)
     monkeypatch.setenv("TELEGRAM_API_BASE", telegram.base_url)
-    monkeypatch.setattr(features, "FEATURES", ("depu.bot.basics",))
     monkeypatch.setattr(dispatch, "_loaded", False)
     get_settings.cache_clear()
     bot_api.cache_clear()
@@ -246,7 +256,7 @@ def test_start_and_menu_through_the_webhook(webhook):
                                                        "chat_instance": "1",
                                                        "message": {"message_id": 2, "date": 1764000000, "chat": chat}}}
     assert _post(function, press_update)["statusCode"] == 200
-    assert "<b>Your profile</b>" in telegram.calls_of("sendMessage")[-1].params["text"]
+    assert "Your profile" in to_plain(telegram.calls_of("sendMessage")[-1].params["text"])
     assert [call.params["callback_query_id"] for call in telegram.calls_of("answerCallbackQuery")] == ["cbq-3"]
 
 
@@ -255,6 +265,6 @@ def test_profile_is_never_shown_in_a_group(bot):
     bot.start(message(command="start"), chat)
     in_group = message(command="profile", chat_type="supergroup")
     bot.profile_command(in_group, chat)
-    assert "private chat" in chat.text and "credits ($" not in chat.text and "<code>11</code>" not in chat.text
-    bot.menu_button(press("menu:1:profile", chat_type="group"), chat)
+    assert "private chat" in chat.plain and "credits ($" not in chat.plain and "Telegram id" not in chat.plain
+    run(press("menu:1:profile", chat_type="group"), chat)
     assert "private chat" in chat.text and "Available:" not in chat.text

@@ -7,7 +7,8 @@ import boto3
 import pytest
 
 from depu.bot import features
-from depu.bot.registry import Button, Incoming, registry
+from depu.bot.dispatch import load_features
+from depu.bot.registry import Button, Incoming
 from depu.config import get_settings
 from depu.dashboard import sessions
 from depu.telegram.client import inline_keyboard
@@ -16,21 +17,20 @@ from tests.dashboard_support import invoke
 
 
 def run_webapp(user_id: int, chat_type: str = "private") -> tuple[str, list[list[Button]]]:
-    import depu.bot.dashboard_link  # noqa: F401 - registers /webapp
-
     chat = RecordingChat()
     incoming = Incoming(update_id=1, user_id=user_id, chat_id=user_id if chat_type == "private" else -100,
                         chat_type=chat_type, text="/webapp", command="webapp")
-    registry.commands["webapp"].handler(incoming, chat)
+    load_features().commands["webapp"].handler(incoming, chat)
     assert len(chat.replies) == 1
     text, buttons = chat.replies[0]
     return text, buttons or []
 
 
 def test_webapp_is_a_listed_feature_with_a_menu_entry():
-    import depu.bot.dashboard_link  # noqa: F401
+    from depu.bot import dashboard_link
 
-    assert "depu.bot.dashboard_link" in features.FEATURES
+    assert dashboard_link.FEATURE in features.load()
+    registry = load_features()
     command = registry.commands["webapp"]
     assert command.menu and command.description == "Open the live dashboard"
     assert "dashboard" not in registry.commands or registry.commands["dashboard"].handler is not command.handler

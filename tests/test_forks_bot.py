@@ -12,7 +12,7 @@ from depu.bot.dispatch import dispatch
 from depu.bot.registry import Incoming
 from depu.forks import chainids
 from depu.forks.models import Fork
-from depu.profiles import render_sections
+from depu.bot.sections import render_sections
 from forks_support import approved_host_item, notices, wait_for
 from recording_chat import RecordingChat
 from test_forks_e2e import mainnet, stack  # noqa: F401 - fixtures
@@ -49,18 +49,18 @@ def test_the_shadow_fork_menu_end_to_end(stack):
     assert "0 of 3 live forks" in menu.text and menu.button_data == ["sf:1:new:latest", "sf:1:new:ask", "sf:1:new:mainnet"]
 
     created = press(OWNER, "sf:1:new:latest")
-    url = re.search(r"<code>(http[^<]+/rpc/dpf_[^<]+)</code>", created.text).group(1)
+    url = re.search(r"(http\S+/rpc/dpf_\S+)", created.plain).group(1)
     fork_id = created.button_data[0].split(":")[-1]
     wait_for(lambda: Fork.get(fork_id).status == "active", 60, "active")
     notices(5)
     w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
 
     chain_id = chainids.for_fork(fork_id)
-    assert f"Chain id: <code>{chain_id}</code>" in created.text and "valid on Ethereum mainnet" not in created.text
+    assert f"Chain id: {chain_id} " in created.plain and "valid on Ethereum mainnet" not in created.plain
     assert w3.eth.chain_id == chain_id
     info = press(OWNER, f"sf:1:i:{fork_id}")
     assert "— active" in info.text and "Journal: 0 entries" in info.text and "blocks behind mainnet" in info.text
-    assert f"Chain id: <code>{chain_id}</code> (this fork's own" in info.text
+    assert f"Chain id: {chain_id} (this fork's own" in info.plain
     assert f"sf:1:fund:{fork_id}" in info.button_data and f"sf:1:del:{fork_id}" in info.button_data
     # another user cannot open, fund or delete it
     for data in (f"sf:1:i:{fork_id}", f"sf:1:fund:{fork_id}", f"sf:1:delok:{fork_id}"):
@@ -72,11 +72,11 @@ def test_the_shadow_fork_menu_end_to_end(stack):
     assert "is not an Ethereum address" in send(OWNER, f"{bad_checksum} 5").text
     assert "amount must be" in send(OWNER, f"{ADDRESS} -3").text
     funded = send(OWNER, f"{ADDRESS.lower()} 2.5")  # the flow survived the mistakes
-    assert f"<code>{ADDRESS}</code> now holds 2.500000 ETH" in funded.text
+    assert f"{ADDRESS} now holds 2.500000 ETH" in funded.plain
     assert w3.eth.get_balance(ADDRESS) == 25 * 10**17
 
     snap = press(OWNER, f"sf:1:snap:{fork_id}")
-    snapshot_id = re.search(r"Snapshot <code>(0x[0-9a-f]+)</code>", snap.text).group(1)
+    snapshot_id = re.search(r"Snapshot (0x[0-9a-f]+) ", snap.plain).group(1)
     press(OWNER, f"sf:1:fund:{fork_id}")
     send(OWNER, f"{ADDRESS} 1")
     assert w3.eth.get_balance(ADDRESS) == 35 * 10**17
@@ -112,8 +112,8 @@ def test_keeping_mainnets_chain_id_is_an_explicit_choice_behind_a_warning(stack)
     kept = press(OWNER, "sf:1:newmainnet")
     fork_id = kept.button_data[0].split(":")[-1]
     assert Fork.get(fork_id).chain_id == 1
-    assert "Chain id: <b>1 (mainnet's)</b>" in kept.text and "could broadcast it there for real" in kept.text
-    assert "Chain id: <b>1 (mainnet's)</b>" in press(OWNER, f"sf:1:i:{fork_id}").text
+    assert "Chain id: 1 (mainnet's)" in kept.plain and "could broadcast it there for real" in kept.plain
+    assert "Chain id: 1 (mainnet's)" in press(OWNER, f"sf:1:i:{fork_id}").plain
     # by command: only with the explicit word, and the warning comes with it
     by_command = send(OWNER, "/shadow_fork latest keep-chain-id", command="shadow_fork", args="latest keep-chain-id")
     assert "could broadcast it there for real" in by_command.text

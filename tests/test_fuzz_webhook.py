@@ -12,12 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import TEST_WEBHOOK_SECRET
-from proof_support import diff, invoke, snapshot, webhook_event, telegram, webhook  # noqa: F401 - fixtures
+from proof_support import diff, invoke, snapshot, webhook_event, webhook  # noqa: F401 - fixtures
 
 ALLOWED = {200, 400, 401, 413}
 COMMANDS = ["/start", "/help", "/profile", "/jobs", "/cancel", "/rent_gpu", "/provider", "/shadow_fork", "/analytics",
             "/watch", "/unwatch", "/export", "/dashboard", "/webapp", "/nothing"]
-CALLBACK_PREFIXES = ["rg", "rj", "sf", "an", "pf", "x", ""]
+# every flow's prefix, bare and with this release's version (so the data reaches the flow tables' entries)
+CALLBACK_PREFIXES = ["rg", "rj", "pv", "sf", "an", "menu", "pf", "x", "", "rg:1", "rg:1:c", "rj:1:c", "pv:1:rv", "sf:1:i",
+                     "sf:1:auto", "an:1:t", "menu:1"]
 
 scalars = st.none() | st.booleans() | st.integers(-2**63, 2**64) | st.floats(allow_nan=False) | st.text(max_size=40)
 json_values = st.recursive(scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=10), c, max_size=4),

@@ -88,33 +88,21 @@ def test_record_start_counts_and_keeps_the_first_referral(store):
     assert (profile.starts, profile.referred_by) == (3, "ref_first")
 
 
-@pytest.fixture
-def sections(monkeypatch):
-    from depu import profiles
+def test_sections_render_in_order_with_empty_and_failing_ones_contained():
+    from depu.bot.registry import Feature, Registry
+    from depu.bot.sections import Section, render_sections
 
-    monkeypatch.setattr(profiles, "_sections", {})
-    return profiles
-
-
-def test_sections_render_in_order_with_empty_and_failing_ones_contained(sections):
-    profiles = sections
-
-    @profiles.profile_section(order=20, title="Forks")
-    def forks(user_id: int) -> str:
-        return ""
-
-    @profiles.profile_section(order=10, title="Rentals")
-    def rentals(user_id: int) -> str:
-        return f"2 jobs for {user_id}"
-
-    @profiles.profile_section(order=30, title="Analytics")
     def broken(user_id: int) -> str:
         raise RuntimeError("feature bug")
 
-    assert profiles.render_sections(5) == [
+    sections = [Section(20, "Forks", lambda user_id: ""), Section(10, "Rentals", lambda user_id: f"2 jobs for {user_id}"),
+                Section(30, "Analytics", broken)]
+    assert render_sections(5, sections) == [
         ("Rentals", "2 jobs for 5"),
         ("Forks", "Nothing yet."),
         ("Analytics", "Unavailable right now."),
     ]
+    registry = Registry()
+    registry.install(Feature("one", sections=tuple(sections)))
     with pytest.raises(ValueError):
-        profiles.profile_section(order=1, title="Rentals")(lambda user_id: "another")
+        registry.install(Feature("two", sections=(Section(1, "Rentals", lambda user_id: "another"),)))

@@ -12,7 +12,7 @@ from depu.bot.registry import Document, Incoming
 from depu.errors import UserError
 from recording_chat import RecordingChat
 from rental_helpers import CPU_BENCHMARK, USER_ID, AgentApi, ensure_user, register_agent
-from telegram_fake_api import FakeTelegram
+from telegram_harness import bot_api_double
 
 
 def new_chat() -> RecordingChat:
@@ -37,6 +37,14 @@ def typed(text: str, user_id: int = USER_ID) -> Incoming:
 def sent_document(name: str, size: int, file_id: str = "file-1", user_id: int = USER_ID) -> Incoming:
     return Incoming(update_id=4, user_id=user_id, chat_id=user_id, chat_type="private", message_id=7,
                     document=Document(file_id=file_id, file_name=name, mime_type="text/x-python", file_size=size))
+
+
+def run(incoming: Incoming, chat: RecordingChat) -> str:
+    """Through the dispatcher, as the webhook runs it: it decodes the button, reads the conversation and runs
+    the rent flow's table entry for that step."""
+    from depu.bot.dispatch import dispatch
+
+    return dispatch(incoming, chat, correlation_id="test")
 
 
 @pytest.fixture
@@ -67,18 +75,18 @@ def test_train_flow_holds_the_maximum_and_sends_one_progress_message(bot, cpu_ag
     chat = new_chat()
     bot.rent_gpu(command("rent_gpu"), chat)
     assert "CPU (no GPU) · 1 online · 30 cr/h · 67% reliable" in chat.timeline[-1][1][0][0].text  # 1 pass (fixture)
-    bot.rent_step(press(chat.button("CPU")), chat)
-    bot.rent_step(press(chat.button("Train")), chat)
-    bot.rent_step(press(chat.button("3 epochs")), chat)
+    run(press(chat.button("CPU")), chat)
+    run(press(chat.button("Train")), chat)
+    run(press(chat.button("3 epochs")), chat)
     assert "dataset" in chat.text
-    with pytest.raises(UserError):
-        bot.rent_dataset_url(typed("ftp://example.com/data.csv"), chat)  # clear error, flow kept
-    assert bot.rent_dataset_url(typed("https://example.com/data.csv"), chat) is True
-    bot.rent_step(press(chat.button("1 h")), chat)
-    assert "at most <b>30</b> credits" in chat.text and "1000 credits available" in chat.text
+    assert run(typed("ftp://example.com/data.csv"), chat) == "user_error"  # clear error, flow kept
+    assert "https://" in chat.text
+    assert run(typed("https://example.com/data.csv"), chat) == "text"
+    run(press(chat.button("1 h")), chat)
+    assert "at most 30 credits" in chat.plain and "1000 credits available" in chat.plain
     ok = chat.button("Submit")
-    bot.rent_step(press(ok), chat)
-    bot.rent_step(press(ok), chat)  # double tap: still one job
+    run(press(ok), chat)
+    run(press(ok), chat)  # double tap: still one job
 
     jobs = list(Job.by_user.query(USER_ID))
     assert len(jobs) == 1
@@ -100,15 +108,15 @@ def test_too_expensive_choice_is_refused_and_nothing_is_held(bot, aws):
     register_agent(AgentApi(), issue_enrolment_token(7001))  # an H100 at 2500 credits/h
     chat = new_chat()
     bot.rent_gpu(command("rent_gpu"), chat)
-    bot.rent_step(press(chat.button("H100 80GB")), chat)
-    bot.rent_step(press(chat.button("Benchmark")), chat)
-    bot.rent_step(press(chat.button("1 h")), chat)
-    bot.rent_step(press(chat.button("Submit")), chat)
-    assert "can cost up to <b>2500</b>" in chat.text and "1000</b> available" in chat.text
+    run(press(chat.button("H100 80GB")), chat)
+    run(press(chat.button("Benchmark")), chat)
+    run(press(chat.button("1 h")), chat)
+    run(press(chat.button("Submit")), chat)
+    assert "can cost up to 2500" in chat.plain and "1000 available" in chat.plain
     assert list(Job.by_user.query(USER_ID)) == []
     assert credits.balance(USER_ID) == credits.Balance(1000, 0, 0)
-    bot.rent_step(press(chat.button("5 min")), chat)  # a shorter limit fits
-    bot.rent_step(press(chat.button("Submit")), chat)
+    run(press(chat.button("5 min")), chat)  # a shorter limit fits
+    run(press(chat.button("Submit")), chat)
     assert len(list(Job.by_user.query(USER_ID))) == 1
 
 
@@ -119,7 +127,7 @@ def test_script_flow_stores_the_file_and_the_agent_gets_a_presigned_url(bot, cpu
     from depu.telegram.client import bot_api
     from rental_helpers import run_matcher
 
-    telegram = FakeTelegram(TEST_BOT_TOKEN).start()
+    telegram = bot_api_double(TEST_BOT_TOKEN)
     try:
         monkeypatch.setenv("TELEGRAM_API_BASE", telegram.base_url)
         get_settings.cache_clear()
@@ -127,15 +135,13 @@ def test_script_flow_stores_the_file_and_the_agent_gets_a_presigned_url(bot, cpu
         telegram.add_file("file-1", "documents/train.py", b"print('hello from the user')\n")
         chat = new_chat()
         bot.rent_gpu(command("rent_gpu"), chat)
-        bot.rent_step(press(chat.button("CPU")), chat)
-        bot.rent_step(press(chat.button("script")), chat)
-        with pytest.raises(UserError):
-            bot.rent_script(sent_document("notes.txt", 10), chat)
-        with pytest.raises(UserError):
-            bot.rent_script(sent_document("huge.py", 5 * 1024 * 1024), chat)
-        assert bot.rent_script(sent_document("train.py", 29), chat) is True
-        bot.rent_step(press(chat.button("5 min")), chat)
-        bot.rent_step(press(chat.button("Submit")), chat)
+        run(press(chat.button("CPU")), chat)
+        run(press(chat.button("script")), chat)
+        assert run(sent_document("notes.txt", 10), chat) == "user_error"
+        assert run(sent_document("huge.py", 5 * 1024 * 1024), chat) == "user_error"
+        assert run(sent_document("train.py", 29), chat) == "document"
+        run(press(chat.button("5 min")), chat)
+        run(press(chat.button("Submit")), chat)
     finally:
         telegram.stop()
         bot_api.cache_clear()
@@ -148,8 +154,8 @@ def test_script_flow_stores_the_file_and_the_agent_gets_a_presigned_url(bot, cpu
 
 def test_documents_outside_the_script_step_are_not_taken(bot, cpu_agent):
     ensure_user(USER_ID)
-    assert bot.rent_script(sent_document("train.py", 10), new_chat()) is False
-    assert bot.rent_dataset_url(typed("https://example.com"), new_chat()) is False
+    assert run(sent_document("train.py", 10), new_chat()) == "unexpected_document"
+    assert run(typed("https://example.com"), new_chat()) == "unhandled_text"
 
 
 def test_jobs_lists_only_mine_and_cancel_works_only_on_mine(bot, cpu_agent):
@@ -164,7 +170,7 @@ def test_jobs_lists_only_mine_and_cancel_works_only_on_mine(bot, cpu_agent):
     assert mine.job_id in chat.text and theirs.job_id not in chat.text
     with pytest.raises(UserError):
         bot.cancel_job(command("cancel", theirs.job_id), chat)
-    bot.job_button(press(chat.button(f"Cancel {mine.job_id}")), chat)
+    run(press(chat.button(f"Cancel {mine.job_id}")), chat)
     assert "cancelled" in chat.text
     from depu.jobs.models import Job
 
@@ -192,21 +198,39 @@ def test_provider_gives_a_working_install_token_and_lists_machines(bot):
     assert "private chat" in group.text and "--token" not in group.text
 
 
+def test_provider_shows_each_machines_finished_jobs_and_earnings(bot, cpu_agent):
+    from depu import credits
+    from rental_helpers import run_matcher, submit_job
+
+    ensure_user(USER_ID)
+    job = submit_job(USER_ID, gpu_class="cpu")
+    run_matcher()
+    api = AgentApi()
+    status, body = api.call("/agent/claim", {"free_gpus": [0], "wait_seconds": 0}, cpu_agent["agent_token"])
+    assert status == 200 and body["job"]["job_id"] == job.job_id
+    assert api.call(f"/agent/jobs/{job.job_id}/complete", {"result": {"ok": 1}, "artifacts": []},
+                    cpu_agent["agent_token"])[0] == 200
+    earned = credits.balance(7001).earned
+    chat = new_chat()
+    bot.provider(command("provider", user_id=7001), chat)
+    (line,) = [line for line in chat.text.splitlines() if "jobs ·" in line]
+    assert re.search(r"\b1 jobs · (\d+) credits earned", line).group(1) == str(earned)  # the one machine's numbers
+
+
 def test_profile_section(bot, cpu_agent):
-    from depu.profiles import render_sections
+    from depu.bot.sections import render_sections
     from rental_helpers import submit_job
 
     ensure_user(USER_ID)
     submit_job(USER_ID, gpu_class="cpu")
-    sections = dict(render_sections(USER_ID))
+    sections = dict(render_sections(USER_ID, bot.FEATURE.sections))
     assert "1 recent jobs, 1 active" in sections["GPU rentals"]
-    assert "1 machines (1 online)" in dict(render_sections(7001))["GPU rentals"]
+    assert "1 machines (1 online)" in dict(render_sections(7001, bot.FEATURE.sections))["GPU rentals"]
 
 
 def test_through_the_dispatcher_bad_input_is_answered_and_the_flow_survives(bot, cpu_agent, monkeypatch):
     from depu.bot import dispatch
 
-    monkeypatch.setattr(dispatch, "_loaded", True)  # only this feature's handlers, as registered on import
     chat = new_chat()
     assert dispatch.dispatch(command("rent_gpu"), chat, correlation_id="t1") == "command:rent_gpu"
     dispatch.dispatch(press(chat.button("CPU")), chat, correlation_id="t2")
@@ -237,4 +261,4 @@ def test_one_jobs_details_are_shown_only_to_its_owner(bot, cpu_agent):
 
     service.cancel(USER_ID, job.job_id)
     bot.list_jobs(command("jobs", job.job_id), chat)
-    assert "cancelled" in chat.text and "Charged: <b>0</b> credits" in chat.text
+    assert "cancelled" in chat.plain and "Charged: 0 credits" in chat.plain

@@ -351,7 +351,7 @@ def test_an_agent_whose_sandbox_cannot_run_scripts_says_why_and_takes_no_work(ag
 
 def test_a_failed_script_tells_the_user_why_in_the_job_and_in_jobs(agents):
     from depu.bot import rental
-    from depu.jobs import messages
+    from depu.bot import job_text as messages
 
     ensure_user(USER_ID)
     agent = agents("rig-failing")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 
 from depu.bot import dispatch as dispatch_module
-from depu.bot import features
 from depu.bot.dispatch import dispatch
 from depu.bot.registry import Document, Incoming, registry
 from depu.errors import UserError
@@ -13,9 +12,9 @@ from recording_chat import RecordingChat
 
 @pytest.fixture
 def handlers(monkeypatch):
-    """Swap the registry's handler lists for this test's own."""
-    monkeypatch.setattr(features, "FEATURES", ())
-    monkeypatch.setattr(dispatch_module, "_loaded", False)
+    """Swap the registry's handlers for this test's own (no features installed)."""
+    monkeypatch.setattr(dispatch_module, "_loaded", True)
+    monkeypatch.setattr(registry, "flows", {})
     monkeypatch.setattr(registry, "texts", [])
     monkeypatch.setattr(registry, "documents", [])
     monkeypatch.setattr(registry, "commands", {})

@@ -1,4 +1,4 @@
-"""The whole loop with the local Telegram stand-in (local/telegram_standin.py), an independent implementation
+"""The whole loop with the local Telegram stand-in (local/telegram_standin/), an independent implementation
 of the Bot API that validates HTML, keyboards and callback data the way Telegram does:
 
 stand-in user types -> webhook POST over HTTP -> the real handler (moto) -> BotApi -> stand-in's chat.
@@ -13,7 +13,6 @@ import pytest
 
 from conftest import TEST_BOT_TOKEN, TEST_WEBHOOK_SECRET
 from depu.bot import dispatch as dispatch_module
-from depu.bot import features
 from depu.bot.registry import Button, registry
 from depu.config import get_settings
 from depu.telegram.client import BotApi, bot_api
@@ -70,8 +69,7 @@ def features_under_test(monkeypatch):
         chat.reply(f"Got <code>{incoming.document.file_name}</code> ({len(received[-1])} bytes)")
         return True
 
-    monkeypatch.setattr(features, "FEATURES", ())
-    monkeypatch.setattr(dispatch_module, "_loaded", False)
+    monkeypatch.setattr(dispatch_module, "_loaded", True)  # install no features: the registry as it is
     registry.command("treport", "test report", menu=False)(report)
     registry.callback("trep")(refresh)
     registry.document(script)
@@ -128,7 +126,7 @@ def test_document_is_downloaded_through_get_file(loop, features_under_test) -> N
 
 
 def test_forged_update_to_the_relay_is_refused(loop) -> None:
-    loop._webhook_secret = "not-the-secret"  # a sender that does not know our secret
+    loop.webhook_secret = "not-the-secret"  # a sender that does not know our secret
     delivery = loop.send_user_message(USER, text="/treport")
     assert delivery.status == 401
     assert loop.messages(USER) == []

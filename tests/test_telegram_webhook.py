@@ -14,12 +14,11 @@ import pytest
 
 from conftest import TEST_BOT_TOKEN, TEST_WEBHOOK_SECRET
 from depu.bot import dispatch as dispatch_module
-from depu.bot import features
 from depu.bot.registry import Button, registry
 from depu.config import get_settings
 from depu.errors import UserError
 from depu.telegram.client import bot_api
-from telegram_fake_api import FakeTelegram
+from local.telegram_standin import TelegramStandIn
 from telegram_harness import ROOT, FakeLambdaContext, api_event, load_function
 
 PATH = "/telegram/webhook"
@@ -56,20 +55,10 @@ class Recorder:
 
 
 @pytest.fixture
-def telegram():
-    fake = FakeTelegram(TEST_BOT_TOKEN).start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
-@pytest.fixture
 def recorder(monkeypatch):
     """Our own tiny feature set: hidden test commands, removed again afterwards."""
     recorder = Recorder()
-    monkeypatch.setattr(features, "FEATURES", ())
-    monkeypatch.setattr(dispatch_module, "_loaded", False)
+    monkeypatch.setattr(dispatch_module, "_loaded", True)  # install no features: the registry as it is
     registry.command("tping", "test ping", menu=False)(recorder.ping)
     registry.command("trefuse", "test user error", menu=False)(recorder.refuse)
     registry.command("tcrash", "test crash", menu=False)(recorder.crash)
@@ -110,7 +99,7 @@ def idempotency_items() -> list[dict]:
     return boto3.client("dynamodb").scan(TableName=get_settings().idempotency_table)["Items"]
 
 
-def sent_texts(telegram: FakeTelegram) -> list[str]:
+def sent_texts(telegram: TelegramStandIn) -> list[str]:
     return [call.params["text"] for call in telegram.calls_of("sendMessage")]
 
 
@@ -274,11 +263,17 @@ def test_logs_never_contain_secrets(webhook, telegram, recorder, caplog, capsys)
 
 
 def test_a_feature_that_fails_to_import_fails_loudly_and_keeps_the_update(webhook, telegram, recorder, monkeypatch) -> None:
-    monkeypatch.setattr(features, "FEATURES", ("depu.bot.no_such_feature",))
+    import depu.bot
+    from depu.bot import analytics
+
+    monkeypatch.setattr(dispatch_module, "_loaded", False)
+    monkeypatch.delattr(depu.bot, "analytics")
+    monkeypatch.setitem(sys.modules, "depu.bot.analytics", None)  # that feature module cannot be imported now
     with pytest.raises(ModuleNotFoundError):
         invoke(webhook, message_update(70, "/tping"))  # a Lambda error: Telegram retries, the alarm fires
     assert idempotency_items() == []  # not marked done, so the retry after the fix is processed
-    monkeypatch.setattr(features, "FEATURES", ())
+    monkeypatch.setitem(sys.modules, "depu.bot.analytics", analytics)  # fixed
+    monkeypatch.setattr(depu.bot, "analytics", analytics, raising=False)
     assert invoke(webhook, message_update(70, "/tping"))["statusCode"] == 200
     assert recorder.calls == [("ping", "")]
 

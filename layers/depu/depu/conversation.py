@@ -106,11 +106,15 @@ def advance(
     *,
     flow: str | None = None,
     ttl_seconds: int = DEFAULT_TTL_SECONDS,
+    current: Conversation | None = None,
 ) -> Conversation:
     """Move the active flow to ``step``, merging ``data`` into what earlier steps stored and renewing the
     expiry. With ``flow`` given, refuses unless that flow is the active one. The write is conditioned on the
-    version read, so of two racing updates exactly one advances; the other gets ``ConversationChanged``."""
-    current = load(user_id)
+    version read, so of two racing updates exactly one advances; the other gets ``ConversationChanged``.
+    ``current`` is the conversation the caller already loaded (the dispatcher reads it once per update);
+    the write is then conditioned on that version, so no second read is needed."""
+    if current is None or current.expired:
+        current = load(user_id)
     if current is None or (flow is not None and current.flow != flow):
         raise NoConversation(f"no active {flow + ' ' if flow else ''}flow for user {user_id}")
     merged = {**current.data, **(data or {})}

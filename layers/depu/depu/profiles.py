@@ -2,70 +2,20 @@
 
 One UsersTable item per Telegram user. The balance fields (``credits``, ``held``, ``earned``) are only ever
 changed by ``depu.credits`` in the same transaction as the ledger entry that explains the change, so the
-profile and the ledger cannot disagree. Other features add their own lines to /profile through
-``@profile_section`` instead of this module knowing about rentals, forks or analytics.
+profile and the ledger cannot disagree. What /profile shows is the bot's (``depu.bot.basics``,
+``depu.bot.sections``); this module keeps the data.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable
 
-from pynamodb.attributes import (
-    JSONAttribute,
-    MapAttribute,
-    NumberAttribute,
-    UnicodeAttribute,
-    UTCDateTimeAttribute,
-)
-from pynamodb.models import Model
-
+from depu import credits
 from depu.config import get_settings
+from depu.users import ConversationState, Profile, get_profile, utcnow
+
+__all__ = ["ConversationState", "Profile", "get_profile", "utcnow"]  # the model lives in depu.users
 
 log = logging.getLogger(__name__)
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class ConversationState(MapAttribute):
-    """Where a user is in a multi-step flow (see ``depu.conversation``); ``version`` guards concurrent steps."""
-
-    flow = UnicodeAttribute()
-    step = UnicodeAttribute()
-    data = JSONAttribute(null=True)
-    expires_at = NumberAttribute()  # epoch seconds
-    version = NumberAttribute(default=0)
-
-
-class Profile(Model):
-    """A user. Amounts are integer credits (1 credit = 0.001 USD)."""
-
-    class Meta:
-        table_name = get_settings().users_table
-
-    user_id = NumberAttribute(hash_key=True)
-    first_name = UnicodeAttribute(null=True)
-    username = UnicodeAttribute(null=True)
-    language_code = UnicodeAttribute(null=True)
-    created_at = UTCDateTimeAttribute(null=True)
-    updated_at = UTCDateTimeAttribute(null=True)
-    credits = NumberAttribute(default=0)  # available to spend
-    held = NumberAttribute(default=0)  # reserved for running jobs
-    earned = NumberAttribute(default=0)  # earned as a GPU provider
-    starts = NumberAttribute(default=0)  # how many times /start was sent
-    referred_by = UnicodeAttribute(null=True)  # the first deep-link referral payload, e.g. "ref_42"
-    conversation = ConversationState(null=True)
-
-
-def get_profile(user_id: int) -> Profile | None:
-    """The user's profile, read consistently (balances just changed must show), or None if never started."""
-    try:
-        return Profile.get(user_id, consistent_read=True)
-    except Profile.DoesNotExist:
-        return None
 
 
 def ensure_profile(
@@ -82,8 +32,6 @@ def ensure_profile(
     profile row that was created some other way (a provider credited before ever sending /start) still
     gets it once. Returns ``(profile, created)``.
     """
-    from depu import credits  # credits imports this module's Profile; import here to avoid a cycle
-
     now = utcnow()
     starter = max(0, get_settings().starter_credits)
     created = credits.open_account(
@@ -142,50 +90,3 @@ def record_start(user_id: int, referral: str | None = None) -> None:
     if referral:
         actions.append(Profile.referred_by.set(Profile.referred_by | referral))
     Profile(user_id).update(actions=actions, condition=Profile.user_id.exists())
-
-
-# --- /profile sections ---------------------------------------------------------------------------------
-
-SectionRenderer = Callable[[int], str]
-
-
-@dataclass(frozen=True)
-class ProfileSection:
-    order: int
-    title: str
-    render: SectionRenderer
-
-
-_sections: dict[str, ProfileSection] = {}
-
-
-def profile_section(order: int, title: str) -> Callable[[SectionRenderer], SectionRenderer]:
-    """Register ``fn(user_id) -> str`` (HTML) as a /profile section, shown in ascending ``order``.
-
-    The renderer owns its empty state ("No rentals yet."); an empty string is shown as "Nothing yet."."""
-
-    def register(render: SectionRenderer) -> SectionRenderer:
-        if title in _sections and _sections[title].render is not render:
-            raise ValueError(f"profile section {title!r} registered twice")
-        _sections[title] = ProfileSection(order, title, render)
-        return render
-
-    return register
-
-
-def profile_sections() -> list[ProfileSection]:
-    return sorted(_sections.values(), key=lambda section: (section.order, section.title))
-
-
-def render_sections(user_id: int) -> list[tuple[str, str]]:
-    """Every section's ``(title, html)``. A failing section shows that it is unavailable instead of
-    breaking the whole /profile."""
-    rendered: list[tuple[str, str]] = []
-    for section in profile_sections():
-        try:
-            body = section.render(user_id).strip() or "Nothing yet."
-        except Exception:  # one feature's bug must not hide the balance
-            log.exception("profile section %s failed", section.title)
-            body = "Unavailable right now."
-        rendered.append((section.title, body))
-    return rendered

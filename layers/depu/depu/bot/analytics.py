@@ -1,7 +1,8 @@
 """``/analytics``, ``/watch``, ``/unwatch``, ``/export`` and ``/dashboard``: chain analytics in the chat.
 
 Each view is a short text summary with window buttons (1h / 24h / 7d) followed by a chart as a photo. Callback
-data is ``an:1:<view>:<window>[:<address>]`` (at most 53 bytes). Charts import matplotlib only when drawn, and
+data is ``an:1:<view>:<window>[:<address>]`` (at most 53 bytes); the table ``ANALYTICS`` (``depu.bot.flows``)
+maps each view to its handler, and its one step (``address``) takes the address typed after "Address". Charts import matplotlib only when drawn, and
 nothing here imports web3 or pyarrow, so the webhook's cold start stays light.
 """
 from __future__ import annotations
@@ -13,10 +14,12 @@ from depu import conversation
 from depu.analytics import views, watches
 from depu.analytics.amounts import fmt, scale
 from depu.analytics.metadata import TokenMeta
-from depu.bot.registry import Button, Chat, Incoming, Keyboard, callback, command, text
+from depu.bot import flows
+from depu.bot.flows import ANY, TEXT, Flow, Next, Turn, button
+from depu.bot.registry import Button, Chat, Command, Feature, Incoming, Keyboard
 from depu.bot.screens import show
+from depu.bot.sections import Section
 from depu.errors import UserError
-from depu.profiles import profile_section
 
 PREFIX = "an"
 FLOW = "analytics"  # one step: waiting for a typed address after the "Address" button
@@ -49,7 +52,6 @@ def _float(amount: int, meta: TokenMeta | None) -> float:
 
 
 # ---------------------------------------------------------------- menu
-@command("analytics", "Chain analytics: an address, a token or the chain")
 def analytics(incoming: Incoming, chat: Chat) -> None:
     target = incoming.args.strip()
     if target:
@@ -82,52 +84,69 @@ def _address(text: str) -> str:
         raise UserError(html.escape(str(error))) from None
 
 
-@callback(PREFIX)
-def on_button(incoming: Incoming, chat: Chat) -> None:
-    try:
-        _, parts = conversation.decode(incoming.callback_data or "")
-    except conversation.CallbackDataError:
-        chat.answer_callback("This button has expired: send /analytics again.")
-        return
-    chat.answer_callback()
-    view, rest = (parts[0], parts[1:]) if parts else ("m", [])
-    window = rest[0] if rest and rest[0] in views.WINDOWS else "24h"
-    if view == "c":
-        chain_view(incoming, chat, window)
-    elif view == "tl":
-        token_list(incoming, chat)
-    elif view == "ask":
-        from depu.profiles import ensure_profile
-
-        ensure_profile(incoming.user_id, incoming.first_name, incoming.username, incoming.language_code)
-        conversation.start(incoming.user_id, FLOW, "address", ttl_seconds=600)
-        show(incoming, chat, "Send the address (0x followed by 40 hex characters), a wallet or a token.",
-              [[_button("◀ Analytics menu", "m")]])
-    elif view == "t" and len(rest) == 2:
-        token_view(incoming, chat, _address(rest[1]), window)
-    elif view == "a" and len(rest) == 2:
-        address_view(incoming, chat, _address(rest[1]), window)
-    else:
-        _menu(incoming, chat)
+def _window(turn: Turn) -> str:
+    return turn.args[0] if turn.args and turn.args[0] in views.WINDOWS else "24h"
 
 
-@text
-def typed_address(incoming: Incoming, chat: Chat) -> bool:
+def menu_view(turn: Turn) -> None:
+    _menu(turn.incoming, turn.chat)
+
+
+def chain_button(turn: Turn) -> None:
+    chain_view(turn.incoming, turn.chat, _window(turn))
+
+
+def tokens_button(turn: Turn) -> None:
+    token_list(turn.incoming, turn.chat)
+
+
+def token_button(turn: Turn) -> None:
+    token_view(turn.incoming, turn.chat, _address(turn.arg(1)), _window(turn))
+
+
+def address_button(turn: Turn) -> None:
+    address_view(turn.incoming, turn.chat, _address(turn.arg(1)), _window(turn))
+
+
+def ask_address(turn: Turn) -> Next:
+    from depu.profiles import ensure_profile
+
+    incoming = turn.incoming
+    ensure_profile(incoming.user_id, incoming.first_name, incoming.username, incoming.language_code)
+    return flows.begin_step("address", then=lambda turn: turn.show(
+        "Send the address (0x followed by 40 hex characters), a wallet or a token.", [[_button("◀ Analytics menu", "m")]]))
+
+
+def typed_address(turn: Turn) -> Next | None:
     """The address typed after pressing "Address"; a typo keeps the flow open for another try."""
-    flow = conversation.load(incoming.user_id)
-    if flow is None or flow.flow != FLOW or incoming.command is not None:
-        return False
     try:
-        address = watches.parse_address(incoming.text)
+        address = watches.parse_address(turn.incoming.text)
     except watches.WatchError as error:
-        chat.reply(html.escape(str(error)) + " Try again, or send /analytics for the menu.")
-        return True
-    conversation.clear(incoming.user_id, FLOW)
-    if views.metadata.cached(address) is not None:
-        token_view(incoming, chat, address, "24h")
-    else:
-        address_view(incoming, chat, address, "24h")
-    return True
+        turn.reply(html.escape(str(error)) + " Try again, or send /analytics for the menu.")
+        return None
+
+    def open_view(turn: Turn) -> None:
+        if views.metadata.cached(address) is not None:
+            token_view(turn.incoming, turn.chat, address, "24h")
+        else:
+            address_view(turn.incoming, turn.chat, address, "24h")
+
+    return flows.end(then=open_view)
+
+
+ANALYTICS = Flow(
+    name=FLOW, prefix=PREFIX, restart="/analytics", ttl_seconds=600,
+    answer_first=True,  # the views draw charts: stop the button's spinner first
+    steps={
+        (ANY, button("m")): menu_view,
+        (ANY, button("c")): chain_button,
+        (ANY, button("tl")): tokens_button,
+        (ANY, button("t")): token_button,
+        (ANY, button("a")): address_button,
+        (ANY, button("ask")): ask_address,
+        ("address", TEXT): typed_address,
+    },
+)
 
 
 # ---------------------------------------------------------------- views
@@ -232,7 +251,6 @@ def address_view(incoming: Incoming, chat: Chat, address: str, window: str) -> N
 
 
 # ---------------------------------------------------------------- watches
-@command("watch", "Alert me when an address moves funds: /watch 0xADDRESS [min amount]")
 def watch(incoming: Incoming, chat: Chat) -> None:
     parts = incoming.args.split()
     if not parts:
@@ -258,7 +276,6 @@ def watch(incoming: Incoming, chat: Chat) -> None:
                + ". Alerts arrive here as blocks are indexed.")
 
 
-@command("unwatch", "Stop alerts for an address: /unwatch 0xADDRESS")
 def unwatch(incoming: Incoming, chat: Chat) -> None:
     if not incoming.args.strip():
         raise UserError("Usage: <code>/unwatch 0xADDRESS</code> (send /watch to list yours).")
@@ -270,7 +287,6 @@ def unwatch(incoming: Incoming, chat: Chat) -> None:
 
 
 # ---------------------------------------------------------------- export
-@command("export", "Export transfers or blocks: /export transfers 100-200 csv")
 def export(incoming: Incoming, chat: Chat) -> None:
     from depu.analytics import export as exports
     from depu.analytics import export_quota
@@ -291,7 +307,6 @@ def export(incoming: Incoming, chat: Chat) -> None:
 
 
 # ---------------------------------------------------------------- dashboard
-@command("dashboard", "Your GPU usage and fork activity as charts")
 def dashboard(incoming: Incoming, chat: Chat) -> None:
     from depu.analytics import charts
 
@@ -312,32 +327,37 @@ def dashboard(incoming: Incoming, chat: Chat) -> None:
 
 
 def _gpu_usage(user_id: int) -> dict[str, int]:
-    try:
-        from depu.jobs.models import Job
-    except ImportError:
-        return {}
-    usage: dict[str, int] = {}
-    for job in Job.by_user.query(user_id):
-        if job.billed_seconds:
-            usage[job.gpu_class] = usage.get(job.gpu_class, 0) + int(job.billed_seconds)
-    return usage
+    from depu.jobs import service as jobs
+
+    return jobs.gpu_seconds_by_class(user_id)
 
 
 def _fork_activity(user_id: int) -> dict[str, int]:
-    try:
-        from depu.forks.models import Fork
-    except ImportError:
-        return {}
+    from depu.forks import service as forks  # not at import: it brings eth_utils, which the cold start need not pay
+
     counts: dict[str, int] = {}
-    for fork in Fork.by_user.query(user_id):
+    for fork in forks.list_forks(user_id):
         counts[fork.status] = counts.get(fork.status, 0) + 1
     return counts
 
 
-@profile_section(40, "Analytics")
 def analytics_profile(user_id: int) -> str:
     mine = watches.of_user(user_id)
     if not mine:
         return "No watched addresses. Try <code>/watch 0xADDRESS</code>."
     return f"Watching {len(mine)} address{'es' if len(mine) != 1 else ''}: " + ", ".join(
         f"<code>{_short(item['sk'])}</code>" for item in mine[:5])
+
+
+FEATURE = Feature(
+    "analytics",
+    commands=(
+        Command("analytics", "Chain analytics: an address, a token or the chain", analytics),
+        Command("watch", "Alert me when an address moves funds: /watch 0xADDRESS [min amount]", watch),
+        Command("unwatch", "Stop alerts for an address: /unwatch 0xADDRESS", unwatch),
+        Command("export", "Export transfers or blocks: /export transfers 100-200 csv", export),
+        Command("dashboard", "Your GPU usage and fork activity as charts", dashboard),
+    ),
+    flows=(ANALYTICS,),
+    sections=(Section(40, "Analytics", analytics_profile),),
+)

@@ -1,8 +1,9 @@
 """``/start``, ``/help``, ``/profile`` and the onboarding menu buttons.
 
 ``/start`` is where a user's profile (and their one-time starter credits) is created; it is safe to send
-any number of times. The menu buttons open the other features through the registry, so this module does not
-import them and a feature that is not deployed yet says so instead of failing.
+any number of times. The menu buttons (the ``menu`` flow: one stateless entry per target) open the other
+features through the registry, so this module does not import them and a feature that is not deployed yet
+says so instead of failing.
 """
 from __future__ import annotations
 
@@ -11,18 +12,11 @@ import html
 import re
 
 from depu import conversation, credits
-from depu.bot.registry import Button, Chat, Incoming, Keyboard, callback, command, registry
+from depu.bot.flows import ANY, Flow, Turn, button
+from depu.bot.registry import Button, Chat, Command, Feature, Incoming, Keyboard, registry
+from depu.bot.sections import Section, render_sections
 from depu.config import get_settings
-from depu.profiles import (
-    Profile,
-    ensure_profile,
-    get_profile,
-    identity_changed,
-    profile_section,
-    record_start,
-    refresh_identity,
-    render_sections,
-)
+from depu.profiles import Profile, ensure_profile, get_profile, identity_changed, record_start, refresh_identity
 
 MENU_PREFIX = "menu"
 
@@ -79,7 +73,6 @@ def profile_of(incoming: Incoming) -> Profile:
     return profile
 
 
-@command("start", "Welcome, starter credits and the main menu")
 def start(incoming: Incoming, chat: Chat) -> None:
     profile, created = ensure_profile(incoming.user_id, incoming.first_name, incoming.username, incoming.language_code)
     payload = incoming.args.strip()
@@ -114,7 +107,6 @@ def start(incoming: Incoming, chat: Chat) -> None:
     chat.reply("\n".join(lines), menu_keyboard())
 
 
-@command("help", "List every command")
 def help_command(incoming: Incoming, chat: Chat) -> None:
     lines = ["<b>DePU commands</b>"]
     for entry in sorted(registry.menu(), key=lambda entry: entry.name):
@@ -123,7 +115,6 @@ def help_command(incoming: Incoming, chat: Chat) -> None:
     chat.reply("\n".join(lines), menu_keyboard())
 
 
-@command("profile", "Your identity, credits and activity")
 def profile_command(incoming: Incoming, chat: Chat) -> None:
     if incoming.chat_type != "private":
         # Balances and activity are the user's own business: never shown to a whole group.
@@ -167,7 +158,6 @@ _KIND_WORDS = {
 }
 
 
-@profile_section(order=90, title="Recent credit activity")
 def credit_activity(user_id: int) -> str:
     entries = credits.history(user_id, limit=5)
     if not entries:
@@ -180,20 +170,10 @@ def credit_activity(user_id: int) -> str:
     return "\n".join(lines)
 
 
-@callback(MENU_PREFIX)
-def menu_button(incoming: Incoming, chat: Chat) -> None:
-    try:
-        _, parts = conversation.decode(incoming.callback_data or "")
-    except conversation.StaleCallback:
-        chat.answer_callback("This menu is from an older version. Send /start for a fresh one.", alert=True)
-        return
-    except conversation.CallbackDataError:
-        chat.answer_callback("I couldn't read that button. Send /start for a fresh menu.", alert=True)
-        return
-    target = parts[0] if parts else ""
-    if target not in MENU_TARGETS:
-        chat.answer_callback("That button no longer exists. Send /start for a fresh menu.", alert=True)
-        return
+def open_target(turn: Turn) -> None:
+    """A menu button: the feature's entry command runs as if the user had typed it."""
+    incoming, chat = turn.incoming, turn.chat
+    target = turn.action
     entry = next((registry.commands[name] for name in MENU_TARGETS[target] if name in registry.commands), None)
     if entry is None:
         feature = _COMING_SOON.get(target, target)
@@ -201,7 +181,6 @@ def menu_button(incoming: Incoming, chat: Chat) -> None:
         chat.reply(f"<b>{html.escape(feature)}</b> is coming soon. Send /help to see what works today.")
         return
     chat.answer_callback()
-    # The feature's entry command runs as if the user had typed it.
     as_command = dataclasses.replace(
         incoming,
         command=entry.name,
@@ -211,3 +190,18 @@ def menu_button(incoming: Incoming, chat: Chat) -> None:
         callback_data=None,
     )
     entry.handler(as_command, chat)
+
+
+MENU = Flow(name="menu", prefix=MENU_PREFIX, restart="/start",
+            steps={(ANY, button(target)): open_target for target in MENU_TARGETS})
+
+FEATURE = Feature(
+    "basics",
+    commands=(
+        Command("start", "Welcome, starter credits and the main menu", start),
+        Command("help", "List every command", help_command),
+        Command("profile", "Your identity, credits and activity", profile_command),
+    ),
+    flows=(MENU,),
+    sections=(Section(90, "Recent credit activity", credit_activity),),
+)

@@ -10,7 +10,7 @@ in a group, it goes to the user's private chat (``depu.bot.private``), since any
 from __future__ import annotations
 
 from depu.bot import private
-from depu.bot.registry import Button, Chat, Incoming, command
+from depu.bot.registry import Button, Chat, Command, Feature, Incoming
 from depu.config import get_settings
 from depu.dashboard import sessions
 
@@ -23,7 +23,6 @@ def login_url(code: str) -> str:
     return f"{get_settings().public_api_url}/dashboard/login?code={code}"
 
 
-@command("webapp", "Open the live dashboard")
 def open_dashboard(incoming: Incoming, chat: Chat) -> None:
     rows: list[list[Button]] = []
     lines = ["<b>Live dashboard</b>: your GPU jobs with live metrics, forks, watched addresses, credits."]
@@ -38,3 +37,6 @@ def open_dashboard(incoming: Incoming, chat: Chat) -> None:
     # from a group both go to the private chat: the link signs in as the user, and Mini App buttons work there only
     if private.send(incoming, chat, "\n".join(lines), rows, resume="webapp") is None and private.in_group(incoming):
         sessions.revoke_login_code(code)  # it reached no one
+
+
+FEATURE = Feature("dashboard_link", commands=(Command("webapp", "Open the live dashboard", open_dashboard),))

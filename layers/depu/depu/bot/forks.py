@@ -4,8 +4,10 @@ shadow forks. Every action goes through ``depu.forks.service``, which checks the
 Every fork has its own chain id (``depu.forks.chainids``); keeping mainnet's is an explicit choice made behind a
 warning ("New fork with mainnet's chain id…", or ``/shadow_fork <block> keep-chain-id``).
 
-Buttons are ``sf:1:<action>:<fork_id>[:<arg>]``. Steps that need typed input (a block number, an address and
-amount, a snapshot id) are explicit conversation steps of the ``fork`` flow.
+Buttons are ``sf:1:<action>:<fork_id>[:<arg>]``; the table ``FORKS`` (``depu.bot.flows``) names what each
+does. The buttons are stateless (``ANY``: the fork id is on the button, and the service checks it is the
+sender's); the inputs a button cannot carry (a block number, an address and amount, a snapshot id) are typed
+at explicit steps of the ``fork`` flow, which a button begins.
 """
 from __future__ import annotations
 
@@ -13,13 +15,14 @@ import html
 import time
 
 from depu import conversation
-from depu.bot import private
+from depu.bot import flows, private
 from depu.bot.basics import profile_of
-from depu.bot.registry import Button, Chat, Incoming, Keyboard, callback, command, text
+from depu.bot.flows import ANY, TEXT, Flow, Next, Turn, button
+from depu.bot.registry import Button, Chat, Command, Feature, Incoming, Keyboard
+from depu.bot.sections import Section
 from depu.errors import UserError
 from depu.forks import chainids, service
 from depu.forks.models import ALIVE, Fork
-from depu.profiles import profile_section
 
 PREFIX = "sf"
 FLOW = "fork"
@@ -46,7 +49,6 @@ def menu(user_id: int) -> tuple[str, Keyboard]:
     return "\n".join(lines), keyboard
 
 
-@command("shadow_fork", "Shadow forks of Ethereum mainnet")
 def shadow_fork(incoming: Incoming, chat: Chat) -> None:
     profile_of(incoming)
     if incoming.args:
@@ -130,106 +132,157 @@ _ASK = {
 }
 
 
-@callback(PREFIX)
-def fork_button(incoming: Incoming, chat: Chat) -> None:
-    try:
-        _, parts = conversation.decode(incoming.callback_data or "")
-    except conversation.CallbackDataError:
-        chat.answer_callback("This button is from an older version. Send /shadow_fork again.", alert=True)
-        return
-    action, args = (parts[0], parts[1:]) if parts else ("list", [])
-    user = incoming.user_id
-    if action == "list":
-        chat.answer_callback()
-        _say(incoming, chat, *menu(user))
-    elif action == "new":
-        if args and args[0] == "mainnet":
-            chat.answer_callback()
-            chat.reply(f"{service.MAINNET_CHAIN_ID_WARNING}\n\nCreate a fork at latest that keeps chain id 1 anyway?",
-                       [[Button("Yes, keep chain id 1", data=_data("newmainnet")), Button("No, its own chain id", data=_data("new", "latest"))]])
-        elif args and args[0] == "ask":
-            profile_of(incoming)
-            conversation.start(user, FLOW, "await_block")
-            chat.answer_callback()
-            _say(incoming, chat, "Send the mainnet block number to fork from.")
-        else:
-            chat.answer_callback()
-            _create(incoming, chat, "latest")
-    elif action == "newmainnet":
-        chat.answer_callback()
-        _create(incoming, chat, "latest", keep_mainnet_chain_id=True)
-    elif action == "i" and args:
-        chat.answer_callback()
-        _say(incoming, chat, *info_text(user, args[0]))
-    elif action in _ASK and args:
-        service.owned(user, args[0])
-        step, prompt = _ASK[action]
-        profile_of(incoming)
-        conversation.start(user, FLOW, step, {"fork_id": args[0]})
-        chat.answer_callback()
-        _say(incoming, chat, prompt)
-    elif action == "snap" and args:
-        snapshot_id = service.snapshot(user, args[0])
-        chat.answer_callback()
-        _say(incoming, chat, f"Snapshot <code>{html.escape(snapshot_id)}</code> taken on fork <b>{args[0]}</b>. Revert to it with “Revert…”.")
-    elif action == "sync" and args:
-        service.sync_now(user, args[0])
-        chat.answer_callback("Sync started")
-        _say(incoming, chat, f"Syncing fork <b>{args[0]}</b> onto mainnet's head; I will report the new base and any conflicts.")
-    elif action == "auto" and len(args) == 2:
-        fork = service.set_auto_sync(user, args[0], args[1] == "on")
-        chat.answer_callback("Auto-sync " + ("on" if fork.auto_sync else "off"))
-        _say(incoming, chat, *info_text(user, args[0]))
-    elif action == "url" and args:
-        url = service.rotate_url(user, args[0])
-        chat.answer_callback()
-        _say(incoming, chat, f"New RPC URL for fork <b>{args[0]}</b> (the old one no longer answers):\n<code>{html.escape(url)}</code>")
-    elif action == "del" and args:
-        service.owned(user, args[0])
-        chat.answer_callback()
-        _say(incoming, chat, f"Delete fork <b>{args[0]}</b>? Its state and journal are gone for good.",
-                   [[Button("Yes, delete", data=_data("delok", args[0])), Button("Keep it", data=_data("i", args[0]))]])
-    elif action == "delok" and args:
-        service.delete_fork(user, args[0])
-        chat.answer_callback("Deleting")
-        _say(incoming, chat, f"Deleting fork <b>{args[0]}</b>; its RPC URL no longer answers.")
-    else:
-        chat.answer_callback("Unknown action. Send /shadow_fork.", alert=True)
+def _say_turn(turn: Turn, text: str, buttons: Keyboard | None = None) -> None:
+    _say(turn.incoming, turn.chat, text, buttons)
 
 
-@text
-def fork_input(incoming: Incoming, chat: Chat) -> bool:
-    """Typed answers to the fork flow's questions; False when no fork question is pending."""
-    current = conversation.load(incoming.user_id)
-    if current is None or current.flow != FLOW:
-        return False
-    words = incoming.text.split()
-    fork_id = str(current.data.get("fork_id", ""))
-    if current.step == "await_block":
-        _create(incoming, chat, incoming.text)
-    elif current.step == "await_fund":
-        if len(words) != 2:
-            raise UserError("Send two things: the address and the amount of ETH, e.g. <code>0xAb58…eC9B 10</code>.")
-        balance = service.fund(incoming.user_id, fork_id, words[0], words[1])
-        account = service.checksum_address(words[0])
-        _say(incoming, chat, f"<code>{account}</code> now holds {balance / 10**18:,.6f} ETH on fork <b>{fork_id}</b>.")
-    elif current.step == "await_impersonate":
-        account = service.impersonate(incoming.user_id, fork_id, incoming.text)
-        _say(incoming, chat, f"Fork <b>{fork_id}</b> now accepts eth_sendTransaction from <code>{account}</code> without its key.")
-    elif current.step == "await_revert":
-        reverted = service.revert(incoming.user_id, fork_id, incoming.text.strip())
-        _say(incoming, chat, f"Fork <b>{fork_id}</b> reverted; the journal dropped everything after the snapshot."
-                   if reverted else "No such snapshot on this fork (a snapshot can be reverted to once).")
-    else:
-        return False
-    conversation.clear(incoming.user_id, FLOW)
-    return True
+def show_list(turn: Turn) -> None:
+    _say_turn(turn, *menu(turn.user_id))
 
 
-@profile_section(30, "Shadow forks")
+def new_fork(turn: Turn) -> Next | None:
+    """``new:latest`` creates one; ``new:ask`` asks for a block (step ``await_block``); ``new:mainnet`` warns
+    before a fork keeps chain id 1."""
+    how = turn.args[0] if turn.args else "latest"
+    if how == "mainnet":
+        turn.reply(f"{service.MAINNET_CHAIN_ID_WARNING}\n\nCreate a fork at latest that keeps chain id 1 anyway?",
+                   [[Button("Yes, keep chain id 1", data=_data("newmainnet")), Button("No, its own chain id", data=_data("new", "latest"))]])
+        return None
+    if how == "ask":
+        profile_of(turn.incoming)
+        return flows.begin_step("await_block", then=lambda turn: _say_turn(turn, "Send the mainnet block number to fork from."))
+    _create(turn.incoming, turn.chat, "latest")
+    return None
+
+
+def new_mainnet_fork(turn: Turn) -> None:
+    _create(turn.incoming, turn.chat, "latest", keep_mainnet_chain_id=True)
+
+
+def open_fork(turn: Turn) -> None:
+    _say_turn(turn, *info_text(turn.user_id, turn.arg(0)))
+
+
+def _ask(step: str, prompt: str):  # noqa: ANN202 - a flows.Handler
+    """A button that asks for typed input about one fork: the flow begins at ``step``, remembering the fork."""
+    def ask(turn: Turn) -> Next:
+        fork_id = turn.arg(0)
+        service.owned(turn.user_id, fork_id)
+        profile_of(turn.incoming)
+        return flows.begin_step(step, {"fork_id": fork_id}, then=lambda turn: _say_turn(turn, prompt))
+
+    return ask
+
+
+def snapshot(turn: Turn) -> None:
+    fork_id = turn.arg(0)
+    snapshot_id = service.snapshot(turn.user_id, fork_id)
+    _say_turn(turn, f"Snapshot <code>{html.escape(snapshot_id)}</code> taken on fork <b>{fork_id}</b>. Revert to it with “Revert…”.")
+
+
+def sync_now(turn: Turn) -> None:
+    fork_id = turn.arg(0)
+    service.sync_now(turn.user_id, fork_id)
+    turn.answer("Sync started")
+    _say_turn(turn, f"Syncing fork <b>{fork_id}</b> onto mainnet's head; I will report the new base and any conflicts.")
+
+
+def auto_sync(turn: Turn) -> None:
+    fork_id, wanted = turn.arg(0), turn.arg(1)
+    fork = service.set_auto_sync(turn.user_id, fork_id, wanted == "on")
+    turn.answer("Auto-sync " + ("on" if fork.auto_sync else "off"))
+    _say_turn(turn, *info_text(turn.user_id, fork_id))
+
+
+def new_url(turn: Turn) -> None:
+    fork_id = turn.arg(0)
+    url = service.rotate_url(turn.user_id, fork_id)
+    _say_turn(turn, f"New RPC URL for fork <b>{fork_id}</b> (the old one no longer answers):\n<code>{html.escape(url)}</code>")
+
+
+def ask_delete(turn: Turn) -> None:
+    fork_id = turn.arg(0)
+    service.owned(turn.user_id, fork_id)
+    _say_turn(turn, f"Delete fork <b>{fork_id}</b>? Its state and journal are gone for good.",
+              [[Button("Yes, delete", data=_data("delok", fork_id)), Button("Keep it", data=_data("i", fork_id))]])
+
+
+def delete(turn: Turn) -> None:
+    fork_id = turn.arg(0)
+    service.delete_fork(turn.user_id, fork_id)
+    turn.answer("Deleting")
+    _say_turn(turn, f"Deleting fork <b>{fork_id}</b>; its RPC URL no longer answers.")
+
+
+# typed answers to the flow's questions; a UserError (bad address, no such block) keeps the question open
+def typed_block(turn: Turn) -> Next:
+    _create(turn.incoming, turn.chat, turn.incoming.text)
+    return flows.end()
+
+
+def typed_fund(turn: Turn) -> Next:
+    words, fork_id = turn.incoming.text.split(), str(turn.data.get("fork_id", ""))
+    if len(words) != 2:
+        raise UserError("Send two things: the address and the amount of ETH, e.g. <code>0xAb58…eC9B 10</code>.")
+    balance = service.fund(turn.user_id, fork_id, words[0], words[1])
+    account = service.checksum_address(words[0])
+    _say_turn(turn, f"<code>{account}</code> now holds {balance / 10**18:,.6f} ETH on fork <b>{fork_id}</b>.")
+    return flows.end()
+
+
+def typed_impersonate(turn: Turn) -> Next:
+    fork_id = str(turn.data.get("fork_id", ""))
+    account = service.impersonate(turn.user_id, fork_id, turn.incoming.text)
+    _say_turn(turn, f"Fork <b>{fork_id}</b> now accepts eth_sendTransaction from <code>{account}</code> without its key.")
+    return flows.end()
+
+
+def typed_revert(turn: Turn) -> Next:
+    fork_id = str(turn.data.get("fork_id", ""))
+    reverted = service.revert(turn.user_id, fork_id, turn.incoming.text.strip())
+    _say_turn(turn, f"Fork <b>{fork_id}</b> reverted; the journal dropped everything after the snapshot."
+              if reverted else "No such snapshot on this fork (a snapshot can be reverted to once).")
+    return flows.end()
+
+
+FORKS = Flow(
+    name=FLOW, prefix=PREFIX, restart="/shadow_fork",
+    steps={
+        (ANY, button("list")): show_list,
+        (ANY, button("new")): new_fork,
+        (ANY, button("newmainnet")): new_mainnet_fork,
+        (ANY, button("i")): open_fork,
+        (ANY, button("fund")): _ask("await_fund", "Send the address to fund and the amount of ETH, e.g.\n"
+                                    "<code>0xAb5801a7D398351b8bE11C439e05C5B3259aeC9B 10</code>"),
+        (ANY, button("imp")): _ask("await_impersonate", "Send the address to impersonate. Transactions from it "
+                                   "(eth_sendTransaction) then need no key."),
+        (ANY, button("rev")): _ask("await_revert", "Send the snapshot id to revert to (e.g. <code>0x3</code>). "
+                                   "Everything after it is dropped from the journal."),
+        (ANY, button("snap")): snapshot,
+        (ANY, button("sync")): sync_now,
+        (ANY, button("auto")): auto_sync,
+        (ANY, button("url")): new_url,
+        (ANY, button("del")): ask_delete,
+        (ANY, button("delok")): delete,
+        ("await_block", TEXT): typed_block,
+        ("await_fund", TEXT): typed_fund,
+        ("await_impersonate", TEXT): typed_impersonate,
+        ("await_revert", TEXT): typed_revert,
+    },
+)
+
+
 def forks_section(user_id: int) -> str:
     forks = [fork for fork in service.list_forks(user_id) if fork.status in ALIVE]
     if not forks:
         return "No shadow forks yet. /shadow_fork creates one."
     listed = ", ".join(f"{fork.fork_id} ({fork.status})" for fork in forks)
     return f"{len(forks)} of {service.MAX_ALIVE_FORKS} live: {listed}"
+
+
+FEATURE = Feature(
+    "forks",
+    commands=(Command("shadow_fork", "Shadow forks of Ethereum mainnet", shadow_fork),),
+    flows=(FORKS,),
+    sections=(Section(30, "Shadow forks", forks_section),),
+)

@@ -1,91 +1,30 @@
-"""The one visible table of what the bot answers: ``/commands`` and inline-button callbacks.
+"""What the bot answers, in one table built from the features' own declarations.
 
-A feature module registers its handlers with the decorators below; ``depu.bot.dispatch`` looks them up.
-Handlers receive an ``Incoming`` (what the user did) and a ``Chat`` (how to answer) and never see Telegram's
-raw JSON or an AWS event.
+Each feature module declares one ``Feature``: its ``/commands`` (entry points), its flows (``depu.bot.flows``:
+one table per conversation) and its ``/profile`` sections. ``depu.bot.features.load`` imports every feature
+module by name (plain import statements, so go-to-definition leads from here to the code) and installs it;
+``depu.bot.dispatch`` routes each update through what was installed. Handlers receive an ``Incoming`` (what
+the user did) and a ``Chat`` (how to answer) and never see Telegram's raw JSON or an AWS event.
 
-Callback data is ``<prefix>:<payload>`` and at most 64 bytes (Telegram's limit); the prefix names the
-handler, the payload is the handler's own short, versioned encoding.
+``Registry.command``/``callback``/``text``/``document`` register a bare handler outside any flow (the
+webhook's own tests use them); a feature declares a ``Feature`` instead.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Callable
+
+# the shared types, re-exported for the bot's modules (and their tests) that import them from here
+from depu.chat import Button, Chat, Document, Incoming, Keyboard
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from depu.bot.flows import Flow
+    from depu.bot.sections import Section
 
-@dataclass(frozen=True)
-class Button:
-    """An inline keyboard button: callback ``data`` (<= 64 bytes), a ``url``, or a ``web_app_url`` (opens a
-    Telegram Mini App; Telegram allows those in private chats only)."""
-
-    text: str
-    data: str | None = None
-    url: str | None = None
-    web_app_url: str | None = None
-
-    def __post_init__(self) -> None:
-        if sum(value is not None for value in (self.data, self.url, self.web_app_url)) != 1:
-            raise ValueError("a button has exactly one of data, url or web_app_url")
-        if self.data is not None and len(self.data.encode()) > 64:
-            raise ValueError(f"callback data over 64 bytes: {self.data!r}")
-
-
-Keyboard = list[list[Button]]
-
-
-@dataclass(frozen=True)
-class Document:
-    """A file the user sent (Telegram keeps it; we get its id and fetch it when needed)."""
-
-    file_id: str
-    file_name: str
-    mime_type: str | None
-    file_size: int | None
-
-
-@dataclass(frozen=True)
-class Incoming:
-    """What a user did, in DePU's words: a command, a plain message or a button press."""
-
-    update_id: int
-    user_id: int
-    chat_id: int
-    chat_type: str  # private, group, supergroup, channel
-    text: str = ""
-    command: str | None = None  # lower-case, without "/" and "@BotName"
-    args: str = ""  # text after the command, stripped
-    callback_id: str | None = None
-    callback_data: str | None = None
-    message_id: int | None = None  # the message a button belongs to, or the user's message
-    document: Document | None = None
-    first_name: str = ""
-    username: str | None = None
-    language_code: str | None = None
-
-
-class Chat(Protocol):
-    """How a handler answers. Implemented over the Bot API client; tests can record calls."""
-
-    def reply(self, text: str, buttons: Keyboard | None = None) -> int | None:
-        """Send a new HTML message to the incoming chat; returns its message id."""
-
-    def reply_private(self, text: str, buttons: Keyboard | None = None) -> int | None:
-        """Send a new HTML message to the sender's private chat (from a group: ``depu.bot.private``); raises
-        ``depu.bot.private.PrivateChatClosed`` when the sender never opened one."""
-
-    def edit(self, message_id: int, text: str, buttons: Keyboard | None = None) -> None:
-        """Replace a message's text and buttons (progress, menus)."""
-
-    def answer_callback(self, text: str | None = None, alert: bool = False) -> None:
-        """Acknowledge the button press so the client's spinner stops."""
-
-    def send_photo(self, photo: bytes, caption: str = "", filename: str = "chart.png") -> None: ...
-
-    def send_document(self, content: bytes, filename: str, caption: str = "") -> None: ...
-
+__all__ = ["Button", "Chat", "Command", "Document", "Feature", "Handler", "Incoming", "Keyboard", "Registry",
+           "registry"]
 
 Handler = Callable[[Incoming, Chat], None]
 
@@ -98,12 +37,51 @@ class Command:
     menu: bool = True  # shown in Telegram's command menu (setMyCommands)
 
 
+@dataclass(frozen=True)
+class Feature:
+    """One feature module's declaration: its entry commands, its flow tables and its /profile sections."""
+
+    name: str
+    commands: tuple[Command, ...] = ()
+    flows: tuple[Flow, ...] = ()
+    sections: tuple[Section, ...] = ()
+
+
 @dataclass
 class Registry:
     commands: dict[str, Command] = field(default_factory=dict)
+    flows: dict[str, Flow] = field(default_factory=dict)  # by callback prefix
+    sections: list[Section] = field(default_factory=list)
+    features: list[Feature] = field(default_factory=list)
+    # bare handlers outside any flow
     callbacks: dict[str, Handler] = field(default_factory=dict)
     documents: list[Handler] = field(default_factory=list)
     texts: list[Callable[[Incoming, Chat], bool]] = field(default_factory=list)
+
+    def install(self, feature: Feature) -> None:
+        """Add a feature's commands, flows and sections; installing the same feature again does nothing, and
+        a command, callback prefix, flow name or section title that another feature already has is refused."""
+        if any(known is feature for known in self.features):
+            return
+        for command in feature.commands:
+            if command.name in self.commands:
+                raise ValueError(f"/{command.name} registered twice")
+        names = {flow.name for flow in self.flows.values()}
+        for flow in feature.flows:
+            if flow.prefix in self.flows or flow.prefix in self.callbacks or flow.name in names:
+                raise ValueError(f"flow {flow.name!r} or callback prefix {flow.prefix!r} registered twice")
+        titles = {section.title for section in self.sections}
+        for section in feature.sections:
+            if section.title in titles:
+                raise ValueError(f"profile section {section.title!r} registered twice")
+        self.commands.update({command.name: command for command in feature.commands})
+        self.flows.update({flow.prefix: flow for flow in feature.flows})
+        self.sections.extend(feature.sections)
+        self.features.append(feature)
+
+    def flow_named(self, name: str) -> Flow | None:
+        """The flow whose conversation is called ``name`` (what the profile stores)."""
+        return next((flow for flow in self.flows.values() if flow.name == name), None)
 
     def command(self, name: str, description: str, *, menu: bool = True) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
@@ -115,8 +93,9 @@ class Registry:
         return register
 
     def callback(self, prefix: str) -> Callable[[Handler], Handler]:
+        """A bare button handler for ``<prefix>:...``: it gets the raw callback data (no version, no flow)."""
         def register(handler: Handler) -> Handler:
-            if prefix in self.callbacks or ":" in prefix:
+            if prefix in self.callbacks or prefix in self.flows or ":" in prefix:
                 raise ValueError(f"bad or duplicate callback prefix {prefix!r}")
             self.callbacks[prefix] = handler
             return handler
@@ -124,12 +103,12 @@ class Registry:
         return register
 
     def document(self, handler: Handler) -> Handler:
-        """Register a handler offered every document the user sends (e.g. a script for /rent_gpu)."""
+        """A bare handler offered every document no flow step took; it returns False to decline it."""
         self.documents.append(handler)
         return handler
 
     def text(self, handler: Callable[[Incoming, Chat], bool]) -> Callable[[Incoming, Chat], bool]:
-        """Register a plain-text handler (a flow waiting for typed input); it returns True if it took the text."""
+        """A bare plain-text handler offered text no flow step took; it returns True if it took the text."""
         self.texts.append(handler)
         return handler
 
@@ -138,7 +117,3 @@ class Registry:
 
 
 registry = Registry()
-command = registry.command
-callback = registry.callback
-document = registry.document
-text = registry.text

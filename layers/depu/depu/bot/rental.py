@@ -5,9 +5,11 @@ two inputs a button cannot carry, a typed URL or a document:
 
     class -> workload -> [epochs -> dataset | script] -> limit -> confirm -> submitting
 
-Callback data is ``rg:1:<step>:<value>`` (``depu.conversation.encode``); the flow's state lives on the
-profile, so a button from an abandoned or finished flow is answered, never misread. Submitting moves the
-flow to ``submitting`` first (a conditional write), so a double-tapped Submit starts one job.
+The steps are the table ``RENT`` (``depu.bot.flows``). Callback data is ``rg:1:<action>:<value>``; the
+flow's state lives on the profile, so a button from an abandoned or finished flow is answered, never
+misread. Submitting moves the flow to ``submitting`` first (a conditional write) and submits in ``then``,
+so a double-tapped Submit starts one job. Job buttons (``rj``) and provider buttons (``pv``) are flows
+without steps: each entry is ``ANY``.
 """
 from __future__ import annotations
 
@@ -18,21 +20,22 @@ import time
 from depu import conversation, credits
 from depu.agents import bootstrap, catalogue, revocation, registry as agents
 from depu.agents.tokens import ENROLMENT_TTL_SECONDS, issue_enrolment_token
-from depu.bot import private
-from depu.bot.registry import Button, Chat, Incoming, callback, command, document, text
-from depu.bot.screens import show
+from depu.bot import flows, job_text, private
+from depu.bot.flows import ANY, DOCUMENT, TEXT, Flow, Next, Refuse, Turn, button
+from depu.bot.registry import Button, Chat, Command, Feature, Incoming
+from depu.bot.sections import Section
 from depu.config import get_settings
 from depu.errors import UserError
-from depu.jobs import lifecycle, messages, service, workloads
+from depu.jobs import lifecycle, service, workloads
 from depu.jobs.metering import max_cost
 from depu.jobs.models import Job
-from depu.profiles import ensure_profile, profile_section
+from depu.profiles import ensure_profile
 
 log = logging.getLogger(__name__)
 
 FLOW = "rent"
 PREFIX = "rg"
-JOB_PREFIX = messages.CANCEL_PREFIX
+JOB_PREFIX = job_text.CANCEL_PREFIX
 PROVIDER_PREFIX = "pv"
 EPOCH_CHOICES = (1, 3, 10)
 WORKLOAD_LABELS = {
@@ -57,15 +60,15 @@ def _profile(incoming: Incoming) -> None:
 # ---------------------------------------------------------------- /rent_gpu
 
 
-@command("rent_gpu", "Rent GPU time from a provider")
 def rent_gpu(incoming: Incoming, chat: Chat) -> None:
+    """The flow's entry point: the class menu, at step ``class``."""
     _profile(incoming)
     offers = catalogue.offers()
     if not offers:
         conversation.clear(incoming.user_id, FLOW)
         chat.reply("No provider is online right now. Try again in a while, or offer your own machine with /provider.")
         return
-    conversation.start(incoming.user_id, FLOW, "class")
+    flows.begin(incoming.user_id, RENT, "class")
     rows = [
         [_button(f"{offer.label} · {offer.agents_online} online · {offer.price_per_hour} cr/h"
                  f" · {round(offer.reliability * 100)}% reliable", "c", offer.gpu_class)]
@@ -77,20 +80,20 @@ def rent_gpu(incoming: Incoming, chat: Chat) -> None:
                  resume="rent")
 
 
-def _workload_menu(chat: Chat, incoming: Incoming, gpu_class: str) -> None:
+def _workload_menu(turn: Turn) -> None:
     rows = [[_button(label, "w", name)] for name, label in WORKLOAD_LABELS.items()]
     rows.append([_button("Cancel", "x")])
-    show(incoming, chat, f"<b>{html.escape(catalogue.describe(gpu_class))}</b>\nWhat should it run?", rows)
+    turn.show(f"<b>{html.escape(catalogue.describe(turn.data['gpu_class']))}</b>\nWhat should it run?", rows)
 
 
-def _limit_menu(chat: Chat, incoming: Incoming, gpu_class: str, note: str = "") -> None:
-    price = catalogue.price_per_hour(gpu_class)
+def _limit_menu(turn: Turn, note: str = "") -> None:
+    price = catalogue.price_per_hour(turn.data["gpu_class"])
     rows = [
         [_button(f"{_minutes(seconds)} · at most {max_cost(price, seconds)} credits", "t", seconds)]
         for seconds in workloads.TIME_LIMIT_CHOICES
     ]
     rows.append([_button("Cancel", "x")])
-    show(incoming, chat, (note + "\n\n" if note else "") + "Time limit? The job stops when it is reached.", rows)
+    turn.show((note + "\n\n" if note else "") + "Time limit? The job stops when it is reached.", rows)
 
 
 def _summary(data: dict) -> str:
@@ -108,10 +111,10 @@ def _summary(data: dict) -> str:
     )
 
 
-def _confirm(chat: Chat, incoming: Incoming, data: dict) -> None:
-    balance = credits.balance(incoming.user_id)
+def _confirm(turn: Turn) -> None:
+    balance = credits.balance(turn.user_id)
     rows = [[_button("Submit", "ok"), _button("Cancel", "x")]]
-    show(incoming, chat, _summary(data) + f"\nYou have {balance.credits} credits available.", rows)
+    turn.show(_summary(turn.data) + f"\nYou have {balance.credits} credits available.", rows)
 
 
 def _params(data: dict) -> dict:
@@ -122,7 +125,9 @@ def _params(data: dict) -> dict:
     return {}
 
 
-def _submit(incoming: Incoming, chat: Chat, data: dict) -> None:
+def _submit(turn: Turn) -> None:
+    """Runs once the flow is at ``submitting`` (the write a second tap loses)."""
+    incoming, chat, data = turn.incoming, turn.chat, turn.data
     script = None
     if data["workload"] == "script":
         from depu.telegram.client import bot_api
@@ -139,107 +144,98 @@ def _submit(incoming: Incoming, chat: Chat, data: dict) -> None:
             script=script,
         )
     except UserError as error:
-        conversation.advance(incoming.user_id, "limit", flow=FLOW)
-        chat.answer_callback()
-        _limit_menu(chat, incoming, data["gpu_class"], note=error.message)
+        turn.advance("limit")
+        turn.answer()
+        _limit_menu(turn, note=error.message)
         return
-    conversation.clear(incoming.user_id, FLOW)
-    chat.answer_callback("Submitted")
-    show(incoming, chat, _summary(data) + "\n\nSubmitted. Follow it below, or with /jobs.")
-    message_id = private.send(incoming, chat, messages.status_text(job),
-                              [[Button("Cancel job", data=messages.cancel_button(job.job_id)["data"])]], resume="jobs")
+    turn.finish()
+    turn.answer("Submitted")
+    turn.show(_summary(data) + "\n\nSubmitted. Follow it below, or with /jobs.")
+    message_id = private.send(incoming, chat, job_text.status_text(job), [[job_text.cancel_button(job.job_id)]],
+                              resume="jobs")
     if message_id is not None:
         service.set_progress_message(job.job_id, message_id)
 
 
-@callback(PREFIX)
-def rent_step(incoming: Incoming, chat: Chat) -> None:
-    try:
-        _, parts = conversation.decode(incoming.callback_data or "")
-    except conversation.CallbackDataError:
-        chat.answer_callback("This button has expired. Send /rent_gpu again.")
-        return
-    step, value = (parts + ["", ""])[:2]
-    if step == "x":
-        conversation.clear(incoming.user_id, FLOW)
-        chat.answer_callback()
-        show(incoming, chat, "Cancelled. Nothing was charged.")
-        return
-    flow = conversation.load(incoming.user_id)
-    if flow is None or flow.flow != FLOW:
-        chat.answer_callback("This menu has expired. Send /rent_gpu again.")
-        return
-    data = flow.data
-    try:
-        if step == "c" and flow.step == "class":
-            if value not in {offer.gpu_class for offer in catalogue.offers()}:
-                chat.answer_callback("That class is not online any more. Send /rent_gpu again.", alert=True)
-                return
-            conversation.advance(incoming.user_id, "workload", {"gpu_class": value}, flow=FLOW)
-            chat.answer_callback()
-            _workload_menu(chat, incoming, value)
-        elif step == "w" and flow.step == "workload" and value in workloads.WORKLOADS:
-            chat.answer_callback()
-            if value == "benchmark":
-                conversation.advance(incoming.user_id, "limit", {"workload": value}, flow=FLOW)
-                _limit_menu(chat, incoming, data["gpu_class"])
-            elif value == "train":
-                conversation.advance(incoming.user_id, "epochs", {"workload": value}, flow=FLOW)
-                rows = [[_button(f"{n} epoch{'s' if n > 1 else ''}", "e", n) for n in EPOCH_CHOICES]]
-                show(incoming, chat, "How many epochs?", rows)
-            else:
-                conversation.advance(incoming.user_id, "script", {"workload": value}, flow=FLOW)
-                show(incoming, chat, f"Send your <b>.py</b> file as a document (at most "
-                                      f"{workloads.MAX_SCRIPT_BYTES // 1024} KiB). Files it writes to "
-                                      "<code>outputs/</code> come back to you.")
-        elif step == "e" and flow.step == "epochs" and value.isdigit() and int(value) in EPOCH_CHOICES:
-            conversation.advance(incoming.user_id, "dataset", {"epochs": int(value)}, flow=FLOW)
-            chat.answer_callback()
-            show(incoming, chat, "Which dataset? Tap <b>Synthetic</b> or send an https:// URL of a CSV file.",
-                  [[_button("Synthetic", "d", "synthetic")]])
-        elif step == "d" and flow.step == "dataset" and value == "synthetic":
-            conversation.advance(incoming.user_id, "limit", {"dataset": "synthetic"}, flow=FLOW)
-            chat.answer_callback()
-            _limit_menu(chat, incoming, data["gpu_class"])
-        elif step == "t" and flow.step == "limit" and value.isdigit() and int(value) in workloads.TIME_LIMIT_CHOICES:
-            advanced = conversation.advance(incoming.user_id, "confirm", {"time_limit_s": int(value)}, flow=FLOW)
-            chat.answer_callback()
-            _confirm(chat, incoming, advanced.data)
-        elif step == "ok" and flow.step == "confirm":
-            conversation.advance(incoming.user_id, "submitting", flow=FLOW)
-            _submit(incoming, chat, data)
-        else:
-            chat.answer_callback("That step is done already.")
-    except conversation.ConversationChanged:
-        chat.answer_callback("Already done.")
+def cancel_rent(turn: Turn) -> Next:
+    return flows.end(then=lambda turn: turn.show("Cancelled. Nothing was charged."))
 
 
-@text
-def rent_dataset_url(incoming: Incoming, chat: Chat) -> bool:
-    flow = conversation.load(incoming.user_id)
-    if flow is None or flow.flow != FLOW or flow.step != "dataset" or incoming.command is not None:
-        return False
-    url = workloads.validate_dataset(incoming.text.strip())
-    conversation.advance(incoming.user_id, "limit", {"dataset": url}, flow=FLOW)
-    _limit_menu(chat, incoming, flow.data["gpu_class"])
-    return True
+def choose_class(turn: Turn) -> Next:
+    gpu_class = turn.arg(0)
+    if gpu_class not in {offer.gpu_class for offer in catalogue.offers()}:
+        raise Refuse("That class is not online any more. Send /rent_gpu again.", alert=True)
+    return flows.go("workload", {"gpu_class": gpu_class}, then=_workload_menu)
 
 
-@document
-def rent_script(incoming: Incoming, chat: Chat) -> bool:
-    flow = conversation.load(incoming.user_id)
-    if flow is None or flow.flow != FLOW or flow.step != "script" or incoming.document is None:
-        return False
-    doc = incoming.document
+def _epochs_menu(turn: Turn) -> None:
+    turn.show("How many epochs?", [[_button(f"{n} epoch{'s' if n > 1 else ''}", "e", n) for n in EPOCH_CHOICES]])
+
+
+def _script_prompt(turn: Turn) -> None:
+    turn.show(f"Send your <b>.py</b> file as a document (at most {workloads.MAX_SCRIPT_BYTES // 1024} KiB). "
+              "Files it writes to <code>outputs/</code> come back to you.")
+
+
+_AFTER_WORKLOAD = {"benchmark": ("limit", _limit_menu), "train": ("epochs", _epochs_menu), "script": ("script", _script_prompt)}
+
+
+def choose_workload(turn: Turn) -> Next:
+    workload = turn.arg(0)
+    if workload not in workloads.WORKLOADS or workload not in _AFTER_WORKLOAD:
+        raise flows.StaleButton()
+    step, screen = _AFTER_WORKLOAD[workload]
+    return flows.go(step, {"workload": workload}, then=screen)
+
+
+def choose_epochs(turn: Turn) -> Next:
+    epochs = turn.int_arg(0, allowed=EPOCH_CHOICES)
+    return flows.go("dataset", {"epochs": epochs}, then=lambda turn: turn.show(
+        "Which dataset? Tap <b>Synthetic</b> or send an https:// URL of a CSV file.", [[_button("Synthetic", "d", "synthetic")]]))
+
+
+def synthetic_dataset(turn: Turn) -> Next:
+    if turn.arg(0) != "synthetic":
+        raise flows.StaleButton()
+    return flows.go("limit", {"dataset": "synthetic"}, then=_limit_menu)
+
+
+def dataset_url(turn: Turn) -> Next:
+    url = workloads.validate_dataset(turn.incoming.text.strip())  # a UserError keeps the question open
+    return flows.go("limit", {"dataset": url}, then=_limit_menu)
+
+
+def script_file(turn: Turn) -> Next:
+    doc = turn.incoming.document
+    assert doc is not None  # the dispatcher routes documents only
     workloads.validate_script_file(doc.file_name, doc.file_size)
-    conversation.advance(
-        incoming.user_id,
-        "limit",
-        {"file_id": doc.file_id, "file_name": doc.file_name[:100], "file_size": int(doc.file_size or 0)},
-        flow=FLOW,
-    )
-    _limit_menu(chat, incoming, flow.data["gpu_class"], note=f"Got <code>{html.escape(doc.file_name)}</code>.")
-    return True
+    return flows.go("limit", {"file_id": doc.file_id, "file_name": doc.file_name[:100], "file_size": int(doc.file_size or 0)},
+                    then=lambda turn: _limit_menu(turn, note=f"Got <code>{html.escape(doc.file_name)}</code>."))
+
+
+def choose_limit(turn: Turn) -> Next:
+    seconds = turn.int_arg(0, allowed=tuple(workloads.TIME_LIMIT_CHOICES))
+    return flows.go("confirm", {"time_limit_s": seconds}, then=_confirm)
+
+
+def submit(turn: Turn) -> Next:
+    return flows.go("submitting", then=_submit)
+
+
+RENT = Flow(
+    name=FLOW, prefix=PREFIX, restart="/rent_gpu",
+    steps={
+        (ANY, button("x")): cancel_rent,
+        ("class", button("c")): choose_class,
+        ("workload", button("w")): choose_workload,
+        ("epochs", button("e")): choose_epochs,
+        ("dataset", button("d")): synthetic_dataset,
+        ("dataset", TEXT): dataset_url,
+        ("script", DOCUMENT): script_file,
+        ("limit", button("t")): choose_limit,
+        ("confirm", button("ok")): submit,
+    },
+)
 
 
 # ---------------------------------------------------------------- /jobs and /cancel
@@ -253,15 +249,14 @@ def _job_line(job: Job) -> str:
     )
 
 
-@command("jobs", "Your GPU jobs; /jobs <job id> for one job's result, logs and files")
 def list_jobs(incoming: Incoming, chat: Chat) -> None:
     wanted = incoming.args.split()[0] if incoming.command == "jobs" and incoming.args.split() else ""
     if wanted:
         job = service.user_job(incoming.user_id, wanted)
         if job is None:
             raise UserError("No such job of yours. /jobs lists them.")
-        body = messages.summary_text(job) if job.status in lifecycle.TERMINAL else messages.status_text(job)
-        active = [[Button("Cancel job", data=messages.cancel_button(job.job_id)["data"])]]
+        body = job_text.summary_text(job) if job.status in lifecycle.TERMINAL else job_text.status_text(job)
+        active = [[job_text.cancel_button(job.job_id)]]
         # artifact links (presigned, 24 h) and log lines are the renter's alone: never into a group
         private.send(incoming, chat, body, active if job.status in lifecycle.ACTIVE else None, resume=f"jobs_{job.job_id}")
         return
@@ -270,7 +265,7 @@ def list_jobs(incoming: Incoming, chat: Chat) -> None:
         chat.reply("You have no jobs yet. Start one with /rent_gpu.")
         return
     rows = [
-        [Button(f"Cancel {job.job_id}", data=messages.cancel_button(job.job_id)["data"])]
+        [Button(f"Cancel {job.job_id}", data=job_text.cancel_button(job.job_id).data)]
         for job in jobs
         if job.status in lifecycle.ACTIVE
     ][:5]
@@ -285,7 +280,6 @@ def _cancel(incoming: Incoming, chat: Chat, job_id: str) -> None:
                "You pay only for the seconds it ran.")
 
 
-@command("cancel", "Cancel one of your jobs: /cancel <job id>")
 def cancel_job(incoming: Incoming, chat: Chat) -> None:
     job_id = incoming.args.split()[0] if incoming.args.split() else ""
     if not job_id:
@@ -294,20 +288,15 @@ def cancel_job(incoming: Incoming, chat: Chat) -> None:
     _cancel(incoming, chat, job_id)
 
 
-@callback(JOB_PREFIX)
-def job_button(incoming: Incoming, chat: Chat) -> None:
+def cancel_button_pressed(turn: Turn) -> None:
+    """``rj:1:c:<job id>``: a refusal (not yours, already over) is a popup, not a new message."""
     try:
-        _, parts = conversation.decode(incoming.callback_data or "")
-    except conversation.CallbackDataError:
-        chat.answer_callback("This button has expired.")
-        return
-    if len(parts) == 2 and parts[0] == "c":
-        try:
-            _cancel(incoming, chat, parts[1])
-        except UserError as error:
-            chat.answer_callback(html.unescape(_strip_tags(error.message)), alert=True)
-        return
-    chat.answer_callback("This button has expired.")
+        _cancel(turn.incoming, turn.chat, turn.arg(0))
+    except UserError as error:
+        raise Refuse(html.unescape(_strip_tags(error.message)), alert=True) from None
+
+
+JOBS = Flow(name="jobs", prefix=JOB_PREFIX, restart="/jobs", steps={(ANY, button("c")): cancel_button_pressed})
 
 
 def _strip_tags(value: str) -> str:
@@ -343,16 +332,7 @@ def _ago(seconds: float) -> str:
     return f"{seconds // 86400} d"
 
 
-def _agent_earnings(agent_id: str) -> tuple[int, int]:
-    """(jobs finished, credits earned) from the agent's jobs."""
-    done, earned = 0, 0
-    for job in Job.by_agent.query(agent_id, filter_condition=Job.status.is_in(*lifecycle.TERMINAL)):
-        done += 1
-        earned += int(job.provider_earned or 0)
-    return done, earned
-
-
-def _agent_line(agent, now: float) -> str:
+def _agent_line(agent, now: float, earnings: service.AgentEarnings) -> str:
     online = agents.is_online(agent, now)
     gpus = agent.gpus or []
     hardware = f"{len(gpus)}× {html.escape(gpus[0]['name'])}" if gpus else "CPU only"
@@ -361,7 +341,7 @@ def _agent_line(agent, now: float) -> str:
     if agent.revoked_at is not None:
         state = f"⛔ revoked {_ago(now - float(agent.revoked_at))} ago"
     verified = "verified" if agent.verified else f"unverified ({html.escape(agent.verdict or '')})"
-    done, earned = _agent_earnings(agent.agent_id)
+    done, earned = earnings.jobs_done, earnings.earned
     line = (f"• <b>{html.escape(agent.name)}</b> — {hardware} · {verified}\n"
             f"  {state} · busy {int(agent.busy or 0)}/{int(agent.gpu_count)} · {done} jobs · {earned} credits earned")
     line += (f"\n  reliability {round(agent.reliability * 100)}% · challenges {int(agent.challenges_passed or 0)} passed, "
@@ -371,7 +351,6 @@ def _agent_line(agent, now: float) -> str:
     return line
 
 
-@command("provider", "Offer your GPU machine and see your earnings")
 def provider(incoming: Incoming, chat: Chat) -> None:
     _profile(incoming)
     now = time.time()
@@ -392,53 +371,57 @@ def provider(incoming: Incoming, chat: Chat) -> None:
     shown = mine[:10]
     if shown:
         lines.append("\n<b>Your machines</b>")
-        lines.extend(_agent_line(agent, now) for agent in shown)
+        earnings = service.earnings_by_agent(incoming.user_id)
+        lines.extend(_agent_line(agent, now, earnings.get(agent.agent_id, service.AgentEarnings())) for agent in shown)
         lines.append("Revoke a machine you no longer control (sold, lost, or its token leaked): it is cut off at once.")
     lines.append(f"\nTotal earned: <b>{credits.balance(incoming.user_id).earned}</b> credits.")
-    buttons = [[Button(f"Revoke {agent.name}"[:60], data=conversation.encode(PROVIDER_PREFIX, "rv", agent.agent_id))]
+    buttons = [[PROVIDER.button(f"Revoke {agent.name}"[:60], "rv", agent.agent_id)]
                for agent in shown if agent.revoked_at is None]
     # the install token enrols a machine as this provider: from a group it goes to the private chat only
     private.send(incoming, chat, "\n".join(lines), buttons or None, resume="provider")
 
 
-@callback(PROVIDER_PREFIX)
-def provider_button(incoming: Incoming, chat: Chat) -> None:
-    """Revoke one of this provider's machines: a confirmation first, then one conditional write (only the
-    owner's machine, only once; depu.agents.revocation)."""
-    try:
-        _, parts = conversation.decode(incoming.callback_data or "")
-    except conversation.CallbackDataError:
-        chat.answer_callback("This button has expired. Send /provider again.")
-        return
-    action, agent_id = (parts[0], parts[1]) if len(parts) == 2 else ("", "")
-    if action == "keep":
-        chat.answer_callback("Kept")
-        return
-    agent = agents.get_agent(agent_id) if action in ("rv", "rvok") else None
-    if agent is None or int(agent.provider_id) != incoming.user_id:
-        chat.answer_callback("That machine is not one of yours. Send /provider again.", alert=True)
-        return
-    name = html.escape(agent.name)
-    if action == "rv":
-        chat.answer_callback()
-        chat.reply(f"Revoke <b>{name}</b>? Its agent stops at once and the jobs it runs go to another provider. "
-                   "To offer the machine again, install it with a new token from /provider.",
-                   [[Button("Yes, revoke", data=conversation.encode(PROVIDER_PREFIX, "rvok", agent.agent_id)),
-                     Button("Keep it", data=conversation.encode(PROVIDER_PREFIX, "keep", agent.agent_id))]])
-        return
-    outcome = revocation.revoke(agent.agent_id, by=f"provider:{incoming.user_id}", provider_id=incoming.user_id)
+def keep_machine(turn: Turn) -> None:
+    turn.answer("Kept")
+
+
+def _own_agent(turn: Turn):  # noqa: ANN202 - an Agent item
+    agent = agents.get_agent(turn.arg(0))
+    if agent is None or int(agent.provider_id) != turn.user_id:
+        raise Refuse("That machine is not one of yours. Send /provider again.", alert=True)
+    return agent
+
+
+def ask_revoke(turn: Turn) -> None:
+    """Revoking one of this provider's machines asks first."""
+    agent = _own_agent(turn)
+    turn.answer()
+    turn.reply(f"Revoke <b>{html.escape(agent.name)}</b>? Its agent stops at once and the jobs it runs go to another "
+               "provider. To offer the machine again, install it with a new token from /provider.",
+               [[PROVIDER.button("Yes, revoke", "rvok", agent.agent_id), PROVIDER.button("Keep it", "keep", agent.agent_id)]])
+
+
+def revoke(turn: Turn) -> None:
+    """One conditional write: only the owner's machine, only once (depu.agents.revocation)."""
+    agent = _own_agent(turn)
+    outcome = revocation.revoke(agent.agent_id, by=f"provider:{turn.user_id}", provider_id=turn.user_id)
     if outcome.outcome == revocation.ALREADY_REVOKED:
-        chat.answer_callback("Already revoked.")
-        return
-    chat.answer_callback("Revoked")
+        raise Refuse("Already revoked.")
+    turn.answer("Revoked")
     moved = f" {len(outcome.requeued)} of its jobs went back to the queue." if outcome.requeued else ""
-    chat.reply(f"⛔ <b>{name}</b> is revoked: its token no longer works.{moved}")
+    turn.reply(f"⛔ <b>{html.escape(agent.name)}</b> is revoked: its token no longer works.{moved}")
+
+
+PROVIDER = Flow(name="provider", prefix=PROVIDER_PREFIX, restart="/provider", steps={
+    (ANY, button("rv")): ask_revoke,
+    (ANY, button("rvok")): revoke,
+    (ANY, button("keep")): keep_machine,
+})
 
 
 # ---------------------------------------------------------------- /profile section
 
 
-@profile_section(20, "GPU rentals")
 def rentals_section(user_id: int) -> str:
     jobs = service.user_jobs(user_id, limit=50)
     mine = agents.agents_of_provider(user_id)
@@ -451,3 +434,16 @@ def rentals_section(user_id: int) -> str:
         online = sum(1 for agent in mine if agents.is_online(agent))
         parts.append(f"Provider: {len(mine)} machines ({online} online), {credits.balance(user_id).earned} credits earned.")
     return " ".join(parts)
+
+
+FEATURE = Feature(
+    "rental",
+    commands=(
+        Command("rent_gpu", "Rent GPU time from a provider", rent_gpu),
+        Command("jobs", "Your GPU jobs; /jobs <job id> for one job's result, logs and files", list_jobs),
+        Command("cancel", "Cancel one of your jobs: /cancel <job id>", cancel_job),
+        Command("provider", "Offer your GPU machine and see your earnings", provider),
+    ),
+    flows=(RENT, JOBS, PROVIDER),
+    sections=(Section(20, "GPU rentals", rentals_section),),
+)

@@ -14,7 +14,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UnicodeSetAttribute,
 )
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
 from pynamodb.models import Model
 
 from depu.config import get_settings
@@ -36,6 +36,17 @@ class JobsByAgent(GlobalSecondaryIndex):
 
     agent_id = UnicodeAttribute(hash_key=True)
     status = UnicodeAttribute(range_key=True)
+
+
+class JobsByProvider(GlobalSecondaryIndex):
+    """A provider's jobs (sparse: only jobs an agent took carry ``provider_id``), with just what /provider's
+    per-machine earnings need, so they are one query, not one per machine."""
+
+    class Meta:
+        index_name = "by_provider"
+        projection = IncludeProjection(["agent_id", "status", "provider_earned"])
+
+    provider_id = NumberAttribute(hash_key=True)
 
 
 class JobsByStatus(GlobalSecondaryIndex):
@@ -101,4 +112,5 @@ class Job(Model):
 
     by_user = JobsByUser()
     by_agent = JobsByAgent()
+    by_provider = JobsByProvider()
     by_status = JobsByStatus()

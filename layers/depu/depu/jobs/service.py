@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -128,6 +129,35 @@ def user_job(user_id: int, job_id: str) -> Job | None:
 
 def user_jobs(user_id: int, limit: int = JOBS_LISTED) -> list[Job]:
     return list(Job.by_user.query(int(user_id), scan_index_forward=False, limit=limit))
+
+
+def gpu_seconds_by_class(user_id: int) -> dict[str, int]:
+    """The GPU seconds billed to the user so far, by GPU class (one query of the user's jobs)."""
+    usage: dict[str, int] = {}
+    for job in Job.by_user.query(int(user_id)):
+        if job.billed_seconds:
+            usage[job.gpu_class] = usage.get(job.gpu_class, 0) + int(job.billed_seconds)
+    return usage
+
+
+@dataclass(frozen=True)
+class AgentEarnings:
+    """What one of a provider's machines has done: jobs finished and credits earned."""
+
+    jobs_done: int = 0
+    earned: int = 0
+
+
+def earnings_by_agent(provider_id: int) -> dict[str, AgentEarnings]:
+    """Each of the provider's machines' finished jobs and earnings, from one query of the provider's jobs
+    (the ``by_provider`` index), not one query per machine. Machines with nothing finished are absent."""
+    totals: dict[str, AgentEarnings] = {}
+    for job in Job.by_provider.query(int(provider_id)):
+        if job.status not in lifecycle.TERMINAL or not job.agent_id:
+            continue
+        seen = totals.get(job.agent_id, AgentEarnings())
+        totals[job.agent_id] = AgentEarnings(seen.jobs_done + 1, seen.earned + int(job.provider_earned or 0))
+    return totals
 
 
 def cancel(user_id: int, job_id: str) -> Job:

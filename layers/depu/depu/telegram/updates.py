@@ -1,4 +1,4 @@
-"""Turn a raw Telegram update into a ``registry.Incoming`` (or ``None``: nothing for the bot to do).
+"""Turn a raw Telegram update into a ``depu.chat.Incoming`` (or ``None``: nothing for the bot to do).
 
 Telegram's JSON is trusted for nothing: every field is type-checked, so a surprising update is ignored
 instead of crashing the webhook. Only a body that is not an update at all (not JSON, not an object, no
@@ -17,7 +17,7 @@ import re
 from typing import Any
 
 from depu import jsonbody
-from depu.bot.registry import Document, Incoming
+from depu.chat import Document, Incoming
 
 MAX_CALLBACK_DATA = 64
 _COMMAND = re.compile(r"^/([A-Za-z0-9_]{1,64})(?:@([A-Za-z0-9_]{1,64}))?(?=\s|$)")
