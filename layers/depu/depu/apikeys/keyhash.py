@@ -1,32 +1,31 @@
-"""The one place API keys meet hashing: a new secret, its digest, a constant-time comparison.
+"""API keys as one more kind of DePU token (``depu.tokens``): how a key is made, hashed and pre-checked.
 
-A thin interface over the token code's SHA-256 hashing (``depu.agents.tokens.hash_token``), so when token
-issue/hash/check lives in one shared module, only this file changes.
+The key's own item (``depu.apikeys.keys.ApiKey``) holds more than ``depu.tokens.TokenRecord`` does (scopes,
+last use, the throttle's bucket), so it is its own model in TokensTable; what makes it a DePU token (256 random
+bits behind a prefix, stored only as its SHA-256, refused before hashing when malformed) comes from the kind.
 """
 from __future__ import annotations
 
 import hmac
-import secrets
+
+from depu.tokens import TokenKind, hash_token
 
 PREFIX = "dpk_"
-SECRET_BYTES = 32
-MAX_KEY_CHARS = 100
+API_KEY = TokenKind("api_key", PREFIX, ttl=None, max_chars=100)
 
 
 def new_key() -> str:
     """A fresh key: the prefix (so a leaked key is recognisable in a secret scanner) and 256 random bits."""
-    return PREFIX + secrets.token_urlsafe(SECRET_BYTES)
+    return API_KEY.new()[0]
 
 
 def digest(key: str) -> str:
-    from depu.agents.tokens import hash_token
-
     return hash_token(key)
 
 
 def well_formed(key: object) -> bool:
     """Worth a lookup: a short ASCII string with our prefix (anything else is refused without touching the table)."""
-    return isinstance(key, str) and key.startswith(PREFIX) and len(key) <= MAX_KEY_CHARS and key.isascii()
+    return API_KEY.usable(key)
 
 
 def same(a: str, b: str) -> bool:

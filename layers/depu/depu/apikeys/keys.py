@@ -26,7 +26,7 @@ from pynamodb.transactions import TransactWrite
 from depu.apikeys import keyhash, scopes as scope_rules
 from depu.config import get_settings
 
-KIND = "api_key"
+KIND = keyhash.API_KEY.name
 INDEX_KIND = "api_key_index"
 MAX_KEYS_PER_USER = 10
 DEFAULT_DAYS = 90
