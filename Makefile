@@ -23,6 +23,7 @@ browser: $(NODE_STAMP)  ## Chromium (Debian package chromium) for the dashboard'
 
 openapi: $(STAMP)  ## write docs/*.openapi.json from the API routes and models (tests/test_api_contracts.py checks them)
 	$(PY) scripts/openapi.py
+	$(PY) scripts/public_api_openapi.py
 
 $(STAMP): requirements-dev.txt layers/depu/requirements.txt agent/requirements.txt clients/python/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
