@@ -23,12 +23,14 @@ browser: $(NODE_STAMP)  ## Chromium (Debian package chromium) for the dashboard'
 
 openapi: $(STAMP)  ## write docs/*.openapi.json from the API routes and models (tests/test_api_contracts.py checks them)
 	$(PY) scripts/openapi.py
+	$(PY) scripts/public_api_openapi.py
 
-$(STAMP): requirements-dev.txt layers/depu/requirements.txt agent/requirements.txt
+$(STAMP): requirements-dev.txt layers/depu/requirements.txt agent/requirements.txt clients/python/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet -e clients/python  # the `depu` command (README: Use DePU from code)
 	$(VENV)/bin/pip uninstall --quiet --yes pynvml 2>/dev/null || true  # deprecated twin of nvidia-ml-py (warns in every job's log)
 	touch $(STAMP)
 

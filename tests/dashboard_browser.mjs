@@ -107,7 +107,20 @@ async function run(scenario) {
       { timeout: scenario.timeoutMs || 20000, polling: 100 },
     );
     await page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))));
-    const seen = await page.evaluate(inspectPage);
+    let made = {};
+    if (scenario.makeKey) {  // the API keys card: name a key, switch scopes, make it, read it once, revoke it
+      await page.fill("#key-name", scenario.makeKey.name);
+      for (const scope of scenario.makeKey.untick || []) await page.uncheck(`input[name=scope][value="${scope}"]`);
+      await page.click("#key-create");
+      await page.waitForFunction(() => document.getElementById("new-key").textContent.startsWith("dpk_")
+        && document.querySelectorAll("#keys li").length === 1, null, { timeout: 15000, polling: 100 });
+      made.newKey = await page.textContent("#new-key");
+      made.keysListed = await page.textContent("#keys");
+      await page.click("#keys li .revoke");
+      await page.waitForFunction(() => document.querySelectorAll("#keys li").length === 0, null, { timeout: 15000, polling: 100 });
+      made.keysAfterRevoke = await page.textContent("#keys");
+    }
+    const seen = { ...(await page.evaluate(inspectPage)), ...made };
     if (scenario.screenshot) {
       mkdirSync(dirname(scenario.screenshot), { recursive: true });
       await page.screenshot({ path: scenario.screenshot, fullPage: true });

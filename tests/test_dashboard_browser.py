@@ -128,7 +128,7 @@ def test_dashboard_in_headless_chromium(browser_ready, local_api, tmp_path):
             {"name": "tampered", "url": launch_url(local_api, tampered), "waitFor": "error",
              "screenshot": str(refused_shot)},
             {"name": "expired", "url": launch_url(local_api, expired), "waitFor": "error"},
-            {"name": "login-link", "url": login_link},
+            {"name": "login-link", "url": login_link, "makeKey": {"name": "from-browser", "untick": ["forks"]}},
             {"name": "login-link-again", "url": login_link, "waitFor": "error"},
             {"name": "injected-webapp", "url": f"{local_api}/dashboard/app/?poll=1000",
              "injectTelegram": {"initData": injected, "themeParams": {"bg_color": "#123456"}}},
@@ -182,6 +182,11 @@ def test_dashboard_in_headless_chromium(browser_ready, local_api, tmp_path):
     # outside Telegram, the bot's one-time link signs in once; the code is wiped from the address bar
     assert seen["login-link"]["state"] == "ready" and seen["login-link"]["jobs"] == ["job-grace-live"]
     assert "login=" not in seen["login-link"]["hash"]
+    # the API keys card makes a key (shown once, listed by its hint only) and revokes it
+    made = seen["login-link"]
+    assert made["newKey"].startswith("dpk_") and made["newKey"] not in made["keysListed"]
+    assert "from-browser" in made["keysListed"] and "jobs, analytics" in made["keysListed"]
+    assert made["keysAfterRevoke"] == "None yet."
     assert seen["login-link-again"]["state"] == "error"
     assert "already used" in seen["login-link-again"]["error"]
 

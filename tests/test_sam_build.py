@@ -192,6 +192,13 @@ def test_every_built_function_imports_and_answers_one_route_with_only_what_lambd
                   api_event("/dashboard/session", json.dumps({"init_data": "user=forged&hash=00"})), endpoint)
     assert answer["result"]["statusCode"] in (400, 401), answer["result"]
 
+    # the public API validates with pydantic, which the DePU layer carries; the contract is generated there
+    answer = _run(manifest, runtime_dir, "PublicApiFunction", api_event("/v1/openapi.json", None, method="GET"), endpoint)
+    assert answer["result"]["statusCode"] == 200 and "/v1/jobs" in answer["result"]["body"], answer["result"]
+    assert _layer_of(manifest, answer, "pydantic") == "DepuLayer"
+    answer = _run(manifest, runtime_dir, "PublicApiFunction", api_event("/v1/jobs", "{}"), endpoint)
+    assert answer["result"]["statusCode"] == 401, answer["result"]
+
     answer = _run(manifest, runtime_dir, "ForkRpcFunction", api_event(
         "/rpc/not-a-token", json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"})), endpoint)
     assert answer["result"]["statusCode"] in (401, 403, 404), answer["result"]

@@ -7,6 +7,8 @@ Routes:
 - ``POST /dashboard/session``: ``{"init_data": ...}`` (inside Telegram) or ``{"login_code": ...}`` (browser)
   in, a 15-minute bearer session out. ``DELETE`` signs out.
 - ``GET  /dashboard/overview``: the session user's credits, jobs with GPU metrics, forks, watches, chain.
+- ``GET/POST /dashboard/api-keys``, ``DELETE /dashboard/api-keys/<key_id>``: the user's API keys for the public
+  API and the ``depu`` command (``depu.apikeys.keys``): listed without the keys, made (shown once), revoked.
 
 Live updates are polling: the page asks for the overview every few seconds. API Gateway REST APIs cannot
 push; the upgrade path is an API Gateway WebSocket API fed by the jobs' metric writes.
@@ -24,6 +26,7 @@ from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from depu import tracing
+from depu.apikeys import keys
 from depu.config import get_settings
 from depu.contracts import dashboard_api as c
 from depu.contracts.common import answers
@@ -183,6 +186,50 @@ def post_topup(request: Annotated[c.TopUpRequest, Body()]) -> Response[c.TopUpRe
     order = send_topup_invoice(bot_api(), _session().user_id, request.stars)  # UserError: not a pack on offer
     return Response(201, "application/json", c.TopUpReply(sent=True, stars=int(order.stars), credits=int(order.credits)),
                     headers=_JSON_HEADERS)
+
+
+# ------------------------------------------------------------------------------------------- API keys
+def _key_info(info: Any) -> c.ApiKeyInfo:
+    return c.ApiKeyInfo(key_id=info.key_id, name=info.name, hint=info.hint, scopes=list(info.scopes),
+                        created_at=info.created_at, expires_at=info.expires_at, last_used_at=info.last_used_at,
+                        expired=info.expired)
+
+
+@app.exception_handler(keys.KeyRequestError)
+def _bad_key_request(error: keys.KeyRequestError) -> Response:
+    return error_response(400, str(error), _JSON_HEADERS)
+
+
+@app.get("/dashboard/api-keys", operation_id="apiKeys",
+         responses=answers("The session user's API keys (never the keys themselves).",
+                           (401, "No session, or it expired or was closed.")),
+         summary="The API keys of the public API and the depu command: list.")
+def list_api_keys() -> Response[c.ApiKeyList]:
+    listed = keys.list_keys(_session().user_id)
+    return Response(200, "application/json", c.ApiKeyList(keys=[_key_info(i) for i in listed],
+                                                          max_keys=keys.MAX_KEYS_PER_USER), headers=_JSON_HEADERS)
+
+
+@app.post("/dashboard/api-keys", operation_id="makeApiKey", status_code=201,
+          responses=answers("A new key, shown this once.",
+                            (400, "Unknown scopes, no area, a lifetime outside 1-365 days, or 10 keys already."),
+                            (401, "No session, or it expired or was closed."),
+                            (413, "The body is over 16 KiB (it is read before anything is checked)."), status=201),
+          summary="Make an API key (shown once, stored hashed).")
+def make_api_key(request: Annotated[c.ApiKeyRequest, Body()] = c.ApiKeyRequest()) -> Response[c.ApiKeyMade]:
+    session = _session()
+    key, info = keys.create(session.user_id, request.name, request.scopes, request.days)
+    logger.info("API key made from the dashboard", extra={"user_id": session.user_id, "key_id": info.key_id})
+    return Response(201, "application/json", c.ApiKeyMade(key=key, info=_key_info(info)), headers=_JSON_HEADERS)
+
+
+@app.delete("/dashboard/api-keys/<key_id>", operation_id="revokeApiKey",
+            responses=answers("The revoked key: it stops working at once.",
+                              (400, "No such API key of yours."), (401, "No session, or it expired or was closed.")),
+            summary="Revoke one of the user's API keys.")
+def revoke_api_key(key_id: str) -> Response[c.ApiKeyInfo]:
+    info = keys.revoke(_session().user_id, key_id)
+    return Response(200, "application/json", _key_info(info), headers=_JSON_HEADERS)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -376,12 +376,73 @@
       blocks.slice(-5).reverse());
   }
 
+  // ------------------------------------------------------------------ API keys
+  // Loaded when the dashboard opens and after each change (not on every poll). The new key is put into the
+  // page once, with textContent, and is gone from it at the next list or sign-out.
+  function loadKeys() {
+    return api("GET", "/api-keys").then(function (answer) {
+      if (answer.status !== 200) throw new Error(answer.data.error || "API keys are unavailable (" + answer.status + ")");
+      renderKeys(answer.data.keys || [], answer.data.max_keys);
+    }).catch(function (error) { showError((error && error.message) || "API keys are unavailable."); });
+  }
+
+  function renderKeys(keys, maxKeys) {
+    var box = $("keys");
+    $("key-create").disabled = maxKeys !== undefined && keys.length >= maxKeys;
+    if (!keys.length) return box.replaceChildren(element("p", "empty", "None yet."));
+    var list = element("ul", "rows");
+    keys.forEach(function (key) {
+      var row = element("li");
+      row.dataset.keyId = key.key_id;
+      var state = key.expired ? "expired" : "until " + new Date(key.expires_at * 1000).toISOString().slice(0, 10);
+      var used = key.last_used_at ? "used " + ago(key.last_used_at) : "never used";
+      row.append(element("span", "mono", key.hint + " " + key.name),
+                 element("span", "", key.scopes.join(", ") + " · " + state + " · " + used));
+      var revoke = element("button", "revoke", "Revoke");
+      revoke.type = "button";
+      revoke.addEventListener("click", function () {
+        revoke.disabled = true;
+        api("DELETE", "/api-keys/" + encodeURIComponent(key.key_id)).then(function (answer) {
+          if (answer.status !== 200) throw new Error(answer.data.error || "Revoking failed (" + answer.status + ")");
+          return loadKeys();
+        }).catch(function (error) { revoke.disabled = false; showError(error.message); });
+      });
+      row.append(revoke);
+      list.append(row);
+    });
+    box.replaceChildren(list);
+  }
+
+  function createKey(event) {
+    event.preventDefault();
+    var form = $("key-form");
+    var scopes = Array.prototype.slice.call(form.querySelectorAll("input[name=scope]:checked")).map(function (box) { return box.value; });
+    var body = { name: $("key-name").value || null, scopes: scopes, days: Number($("key-days").value) };
+    $("key-create").disabled = true;
+    api("POST", "/api-keys", body).then(function (answer) {
+      if (answer.status !== 201) throw new Error(answer.data.error || "The key was not made (" + answer.status + ")");
+      $("new-key").textContent = answer.data.key;
+      $("new-key-shown").hidden = false;
+      $("key-name").value = "";
+      showError("");
+      return loadKeys();
+    }).catch(function (error) { showError(error.message); }).then(function () {
+      $("key-create").disabled = false;
+    });
+  }
+
   // ------------------------------------------------------------------ start
   function start() {
     applyTheme(tg.themeParams);
     tg.onThemeChanged(applyTheme);
     tg.ready();
+    $("key-form").addEventListener("submit", createKey);
+    $("new-key-copy").addEventListener("click", function () {
+      if (navigator.clipboard) navigator.clipboard.writeText($("new-key").textContent);
+    });
     $("signout").addEventListener("click", function () {
+      $("new-key").textContent = "";
+      $("new-key-shown").hidden = true;
       var ending = session;
       clearTimeout(timer);
       if (ending) api("DELETE", "/session");
@@ -395,6 +456,7 @@
     });
     signIn().then(function (opened) {
       if (!opened) return showSignin("");
+      loadKeys();
       return poll();
     }).catch(function (error) {
       forgetSession();

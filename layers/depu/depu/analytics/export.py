@@ -32,6 +32,7 @@ MAX_BLOCKS = 100_000_000  # any range of mainnet's history (a sanity bound on th
 DOCUMENT_LIMIT = 50 * 1000 * 1000  # the Bot API takes uploads up to 50 MB; beyond that, a link
 PROGRESS_SECONDS = 3.0  # at most one progress edit this often (the chat's 1 message/s, and readability)
 LINK_SECONDS = 24 * 3600
+ASSET = re.compile(r"^0x[0-9a-f]{40}$")
 RANGE = re.compile(r"^(\d+)\s*(?:-|\.\.|–)\s*(\d+)$")
 
 
@@ -48,6 +49,7 @@ class ExportRequest:
     start: int
     end: int
     format: str
+    asset: str | None = None  # transfers of this token only (the public API's exports); None: every asset
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -55,8 +57,8 @@ class ExportRequest:
     @classmethod
     def from_json(cls, body: str) -> "ExportRequest":
         data = json.loads(body)
-        request = cls(**{name: data[name] for name in cls.__dataclass_fields__})
-        validate(request.dataset, request.start, request.end, request.format)
+        request = cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+        validate(request.dataset, request.start, request.end, request.format, request.asset)
         return request
 
     @property
@@ -68,7 +70,7 @@ class ExportRequest:
         return f"exports/{self.user_id}/{self.request_id}/{self.filename}"
 
 
-def validate(dataset: str, start: int, end: int, fmt: str) -> None:
+def validate(dataset: str, start: int, end: int, fmt: str, asset: str | None = None) -> None:
     if dataset not in raw.DATASETS:
         raise ExportError(f"Dataset must be one of: {', '.join(raw.DATASETS)}.")
     if fmt not in FORMATS:
@@ -77,6 +79,8 @@ def validate(dataset: str, start: int, end: int, fmt: str) -> None:
         raise ExportError("The block range must be START-END with START ≤ END.")
     if end - start + 1 > MAX_BLOCKS:
         raise ExportError(f"At most {MAX_BLOCKS:,} blocks per export.")
+    if asset is not None and (dataset != "transfers" or not ASSET.match(asset)):
+        raise ExportError("A token filter is a lowercase 0x address, for transfers only.")
 
 
 def parse(args: str, user_id: int, chat_id: int) -> ExportRequest:
@@ -182,7 +186,8 @@ def build(request: ExportRequest, notify: Callable[[Any], None] | None = None,
     with tempfile.TemporaryFile() as out:
         writer = _Writer(request.dataset, request.format, out)
         for start, end, key in pieces:
-            rows = [row for row in raw.read_part(key) if request.start <= row[order] <= request.end]
+            rows = [row for row in raw.read_part(key) if request.start <= row[order] <= request.end
+                    and (request.asset is None or row.get("asset") == request.asset)]
             rows.sort(key=lambda row: (row[order], row.get("log_index") if row.get("log_index") is not None else -1,
                                        row.get("tx_index") or 0))
             if rows:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 def load() -> tuple[Feature, ...]:
     """Every feature's declaration, in the order /help and the registry see them. An import error
     propagates: a bot silently missing its commands is worse than an error."""
-    from depu.bot import analytics, basics, dashboard_link, forks, money, rental
+    from depu.bot import analytics, api_keys, basics, dashboard_link, forks, money, rental
 
-    return (basics.FEATURE, dashboard_link.FEATURE, rental.FEATURE, forks.FEATURE, analytics.FEATURE, money.FEATURE)
+    return (basics.FEATURE, dashboard_link.FEATURE, rental.FEATURE, forks.FEATURE, analytics.FEATURE, money.FEATURE,
+            api_keys.FEATURE)

@@ -1,11 +1,11 @@
-"""The live dashboard's bodies (functions/dashboard_api): sign-in and the overview the page polls."""
+"""The live dashboard's bodies (functions/dashboard_api): sign-in, the overview the page polls, API keys."""
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from pydantic import Field
 
-from depu.contracts.common import Contract
+from depu.contracts.common import Contract, whole
 
 
 Section = Annotated[dict[str, Any], Field(description='{"state": "ok", ...}, {"state": "none"} or {"state": "unavailable"}')]
@@ -56,3 +56,33 @@ class TopUpReply(Contract):
     sent: bool = Field(description="the invoice is in the user's private chat with the bot")
     stars: int
     credits: int
+
+class ApiKeyInfo(Contract):
+    """One of the user's API keys as a listing shows it: never the key itself."""
+
+    key_id: str
+    name: str
+    hint: str = Field(description="the key's first characters, to tell keys apart")
+    scopes: list[str]
+    created_at: int
+    expires_at: int
+    last_used_at: int | None = None
+    expired: bool
+
+
+class ApiKeyList(Contract):
+    keys: list[ApiKeyInfo]
+    max_keys: int
+
+
+class ApiKeyRequest(Contract):
+    """A new key for the public API and the ``depu`` command (defaults: jobs, forks and analytics, 90 days)."""
+
+    name: str | None = Field(None, max_length=40)
+    scopes: list[str] | None = Field(None, description="any of jobs, forks, analytics, read-only")
+    days: whole(ge=1, le=365) | None = None
+
+
+class ApiKeyMade(Contract):
+    key: str = Field(description="the key itself: shown this once, stored only as a hash")
+    info: ApiKeyInfo

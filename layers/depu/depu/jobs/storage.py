@@ -91,3 +91,12 @@ def download_url(key: str, seconds: int = DOWNLOAD_URL_SECONDS, filename: str | 
     if filename:
         params["ResponseContentDisposition"] = f'attachment; filename="{safe_name(filename)}"'
     return _s3().generate_presigned_url("get_object", Params=params, ExpiresIn=seconds)
+
+
+def list_after(prefix: str, start_after: str | None, max_keys: int) -> tuple[list[str], bool]:
+    """Keys under ``prefix`` after ``start_after`` in key order (at most ``max_keys``), and whether more follow."""
+    params: dict[str, Any] = {"Bucket": get_settings().artifacts_bucket, "Prefix": prefix, "MaxKeys": max_keys}
+    if start_after:
+        params["StartAfter"] = start_after
+    answer = _s3().list_objects_v2(**params)
+    return [item["Key"] for item in answer.get("Contents", [])], bool(answer.get("IsTruncated"))

@@ -1,0 +1,3 @@
+from depu_cli.cli import main
+
+main(prog_name="depu")

@@ -1,0 +1,40 @@
+"""The files a job completed with, as download links: only while each is what the job completed with.
+
+Upload links are write-once (S3 refuses an overwrite), and this check makes sure a file changed after the
+job ended is never handed out even where that refusal is missing: a file's ETag must match the one recorded
+at completion.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from depu.jobs import storage
+from depu.jobs.models import Job
+
+MAX_LISTED = 50
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str
+    state: str  # "ok" | "missing" (no longer stored) | "withheld" (changed after the job ended)
+    size: int | None = None
+    url: str | None = None
+
+
+def artifacts(job: Job) -> list[Artifact]:
+    prefix = storage.artifact_prefix(job.job_id)
+    etags = list(job.artifact_etags or [])
+    found: list[Artifact] = []
+    for index, key in enumerate((job.artifacts or [])[:MAX_LISTED]):
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix):]
+        stored = storage.head(key)
+        if stored is None:
+            found.append(Artifact(name, "missing"))
+        elif index < len(etags) and stored[1] != etags[index]:
+            found.append(Artifact(name, "withheld"))
+        else:
+            found.append(Artifact(name, "ok", stored[0], storage.download_url(key, filename=name)))
+    return found
