@@ -25,8 +25,9 @@ class MotoServer:
     def start(self) -> "MotoServer":
         from moto.server import ThreadedMotoServer
 
-        from local import kms_digest
+        from local import dynamodb_atomic, kms_digest
 
+        dynamodb_atomic.install()  # one request at a time per table item, as DynamoDB applies them
         kms_digest.install()  # AWS KMS's DIGEST signing, which moto lacks (the treasury key signs tx digests)
         os.environ["MOTO_PORT"] = str(self.port)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)

@@ -288,9 +288,17 @@ def test_an_idle_agent_takes_a_job_that_waited_in_the_queue_without_the_matcher(
     other_class = submit_job(gpu_class="t4-16gb")
     assert len(run_matcher()["batchItemFailures"]) == 2  # nobody online yet; SQS backs off
     agent = register_agent(api, enrol_provider())
-    assert _claim(api, agent) is None  # fresh jobs are left to the matcher's best-fit choice
-    for queued in (job, other_class):  # they have waited a while now
-        Job(queued.job_id).update(actions=[Job.lease_expires_at.add(-10)])
+    from depu.jobs.leases import MAX_QUEUE_SECONDS
+    from depu.jobs.work import STEAL_AFTER_SECONDS
+
+    def queued_for(seconds: int) -> None:  # as if submitted ``seconds`` ago (a loaded machine is slow to here)
+        for queued in (job, other_class):
+            Job(queued.job_id).update(actions=[
+                Job.lease_expires_at.set(int(time.time()) + MAX_QUEUE_SECONDS - seconds)])
+
+    queued_for(-60)  # fresh: left to the matcher's best-fit choice
+    assert _claim(api, agent) is None
+    queued_for(STEAL_AFTER_SECONDS + 5)  # they have waited a while now
     offer = _claim(api, agent)
     assert offer["job_id"] == job.job_id and Job.get(job.job_id).status == "running"
     assert Job.get(other_class.job_id).status == "queued"  # never another class's job
