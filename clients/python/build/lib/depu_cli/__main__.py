@@ -1,3 +1,0 @@
-from depu_cli.cli import main
-
-main(prog_name="depu")
