@@ -23,6 +23,9 @@ from local.moto_server import MotoServer  # noqa: E402
 from local.provision import provision  # noqa: E402
 from local.template import LocalTemplate  # noqa: E402
 
+# fixtures defined beside the helpers they use: forks_support.host and .front (a bare anvil, the fork proxy)
+pytest_plugins = ("forks_support",)
+
 TEST_BOT_TOKEN = "123456:TEST-bot-token-not-a-secret"
 TEST_WEBHOOK_SECRET = "test-webhook-secret-0123456789"
 

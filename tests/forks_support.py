@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 import requests
 
 from deadlines import scaled, wait_for  # wait_for: the fork tests' wait, shared with every e2e test
@@ -177,3 +178,26 @@ def rpc_event(token: str, body: str | bytes) -> dict[str, Any]:
     event["requestContext"] = {"resourcePath": "/rpc/{token}", "httpMethod": "POST", "stage": "local",
                                "requestId": "test", "identity": {"sourceIp": "127.0.0.1"}}
     return event
+
+
+@pytest.fixture
+def host():
+    """A bare anvil: the fork host's chain, for tests that drive the proxy against it directly."""
+    anvil = Anvil()
+    try:
+        yield anvil
+    finally:
+        anvil.stop()
+
+
+@pytest.fixture
+def front(aws, monkeypatch):
+    """The fork RPC proxy served over HTTP on moto, with no fork cache (each test changes forks under it)."""
+    from depu.forks import proxy
+
+    monkeypatch.setattr(proxy, "FORK_CACHE_SECONDS", 0)
+    api = ApiFront(aws.endpoint)
+    try:
+        yield api
+    finally:
+        api.stop()

@@ -23,25 +23,6 @@ LOOPER = "0x00000000000000000000000000000000000000c3"
 REBASING = "0x00000000000000000000000000000000000000c4"
 
 
-@pytest.fixture
-def host():
-    anvil = Anvil()
-    try:
-        yield anvil
-    finally:
-        anvil.stop()
-
-
-@pytest.fixture
-def front(aws, monkeypatch):
-    monkeypatch.setattr(proxy, "FORK_CACHE_SECONDS", 0)
-    api = ApiFront(aws.endpoint)
-    try:
-        yield api
-    finally:
-        api.stop()
-
-
 def make_fork(host_url: str, fork_id: str = "fdebug1") -> str:
     token, token_hash = tokens.issue(fork_id, ALICE, int(time.time()) + 3600)
     Fork(fork_id, user_id=ALICE, chat_id=ALICE, created_at=utcnow_iso(), status=ACTIVE, host_rpc_url=host_url,

@@ -5,37 +5,17 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 import requests
 
 from depu.forks import journal, outcomes, policy, proxy, tokens
 from depu.ratelimit import KeyedBuckets
 from depu.forks.models import ACTIVE, SYNCING, Fork, JournalEntry, utcnow_iso
-from forks_support import Anvil, ApiFront
+from forks_support import ApiFront
 
 ALICE = 101
 BOB = 202
 DEV = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"  # anvil's first dev account (unlocked)
 SOMEONE = "0x00000000000000000000000000000000000000aa"
-
-
-@pytest.fixture
-def host():
-    anvil = Anvil()
-    try:
-        yield anvil
-    finally:
-        anvil.stop()
-
-
-@pytest.fixture
-def front(aws, monkeypatch):
-    monkeypatch.setattr(proxy, "FORK_CACHE_SECONDS", 0)
-    api = ApiFront(aws.endpoint)
-    try:
-        yield api
-    finally:
-        api.stop()
 
 
 def make_fork(user_id: int, host_url: str, fork_id: str = "ftest01", status: str = ACTIVE) -> str:

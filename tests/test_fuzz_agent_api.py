@@ -18,14 +18,12 @@ schemathesis, the reference tool (a dependency in requirements-dev.txt), does it
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
+from schemathesis_run import run_against
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -34,7 +32,6 @@ from schemathesis import GenerationMode
 from schemathesis.core import NotSet
 
 from depu.contracts import agent_api as contract
-from local.moto_server import free_port
 from rental_helpers import USER_ID, AgentApi, enrol_provider, ensure_user, register_agent, run_matcher, submit_job
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,8 +165,6 @@ def test_the_document_and_the_models_agree():
 # ---------------------------------------------------------------- schemathesis
 @pytest.mark.e2e
 def test_schemathesis_finds_no_contract_violation(aws, tmp_path):
-    from local.runtime import LocalRuntime, RuntimeOptions
-    from local.template import LocalTemplate
 
     api = AgentApi()
     ensure_user(USER_ID, credits=5000)
@@ -177,35 +172,5 @@ def test_schemathesis_finds_no_contract_violation(aws, tmp_path):
     job = submit_job()  # a job this agent runs, so the job routes are reached with an id that exists
     run_matcher()
     assert api.call("/agent/claim", {"free_gpus": [0], "wait_seconds": 0}, agent["agent_token"])[0] == 200
-    (tmp_path / "schemathesis.toml").write_text(f'[parameters]\n"path.job_id" = "{job.job_id}"\n')
-    runtime = LocalRuntime(LocalTemplate(), aws.endpoint, RuntimeOptions(port=free_port()))
-    runtime.functions = {name: fn for name, fn in runtime.functions.items() if name == "AgentApiFunction"}
-    runtime.start()
-    # The stdlib server under the local runtime answers methods it has no do_X for (TRACE, QUERY, ...) itself,
-    # with an HTML 501, before any route or handler is reached (reported; pinned by a strict xfail in
-    # test_abuse_floods.py). API Gateway sends every method to the route, so send them to it here too: what
-    # is fuzzed is the handler's contract, not http.server's.
-    handler_class = runtime._server.RequestHandlerClass
-
-    def any_method(self, name: str):
-        if name.startswith("do_"):
-            return self._handle
-        raise AttributeError(name)
-
-    handler_class.__getattr__ = any_method
-    try:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "NO_COLOR": "1"}
-        command = [
-            sys.executable, "-m", "schemathesis.cli", "run", str(SPEC_PATH), "--url", runtime.url,
-            "-H", f"Authorization: Bearer {agent['agent_token']}",
-            "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
-            "--phases", os.environ.get("DEPU_SCHEMATHESIS_PHASES", "examples,fuzzing"), "--max-examples", "8", "--workers", "1", "--seed", "6",
-            "--request-timeout", "30", "--generation-database", "none", "--no-color",
-            "--report", "junit", "--report-dir", str(tmp_path / "report"),
-        ]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=400, env=env, cwd=tmp_path)
-    finally:
-        runtime.stop()
-    output = done.stdout + done.stderr
-    print(output[-6000:])
-    assert done.returncode == 0, output[-6000:]
+    run_against(aws, "AgentApiFunction", SPEC_PATH, agent["agent_token"], tmp_path, job_id=job.job_id, seed=6,
+                max_examples=8, timeout=400, extra=("--report", "junit", "--report-dir", str(tmp_path / "report")))

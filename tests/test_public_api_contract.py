@@ -4,14 +4,12 @@ handler behind the local runtime, finds no answer outside it."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from schemathesis_run import run_against
 
-from local.moto_server import free_port
 from tests.public_api_support import call, user_with_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,39 +49,10 @@ def test_every_operation_needs_a_key_and_documents_the_one_error_shape():
 def test_schemathesis_finds_no_contract_violation(aws, tmp_path, monkeypatch):
     from depu.apikeys import throttle
     from forks_support import register_fork_host
-    from local.runtime import LocalRuntime, RuntimeOptions
-    from local.template import LocalTemplate
 
     monkeypatch.setattr(throttle, "BURST", 10_000.0)  # the fuzzer's burst is not what is under test here
     key = user_with_key(6001, credits=50_000)
     register_fork_host("host-fuzz")
     job = call("POST", "/v1/jobs", key=key, json_body={"gpu_class": "cpu", "workload": "benchmark"})["json"]
-    (tmp_path / "schemathesis.toml").write_text(f'[parameters]\n"path.job_id" = "{job["job_id"]}"\n')
-    runtime = LocalRuntime(LocalTemplate(), aws.endpoint, RuntimeOptions(port=free_port()))
-    runtime.functions = {name: fn for name, fn in runtime.functions.items() if name == "PublicApiFunction"}
-    runtime.start()
-    # as in test_fuzz_agent_api.py: API Gateway sends every method to the route; the stdlib server would answer
-    # methods it has no do_X for itself, before any handler
-    handler_class = runtime._server.RequestHandlerClass
-
-    def any_method(self, name: str):
-        if name.startswith("do_"):
-            return self._handle
-        raise AttributeError(name)
-
-    handler_class.__getattr__ = any_method
-    try:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "NO_COLOR": "1"}
-        command = [
-            sys.executable, "-m", "schemathesis.cli", "run", str(DOCUMENT), "--url", runtime.url,
-            "-H", f"Authorization: Bearer {key}",
-            "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
-            "--phases", os.environ.get("DEPU_SCHEMATHESIS_PHASES", "examples,fuzzing"), "--max-examples", "6",
-            "--workers", "1", "--seed", "16", "--request-timeout", "30", "--generation-database", "none", "--no-color",
-        ]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=500, env=env, cwd=tmp_path)
-    finally:
-        runtime.stop()
-    output = done.stdout + done.stderr
-    print(output[-6000:])
-    assert done.returncode == 0, output[-6000:]
+    run_against(aws, "PublicApiFunction", DOCUMENT, key, tmp_path, job_id=job["job_id"], seed=16, max_examples=6,
+                timeout=500)
