@@ -131,6 +131,7 @@ def register() -> Response:
         fork_rpc_base_url=body.get("fork_rpc_base_url") if isinstance(body.get("fork_rpc_base_url"), str) else None,
         fork_tls_sha256=body.get("fork_tls_sha256"),
         fault=body.get("fault"),
+        cpu_slots=body.get("cpu_slots"),
     )
     if registration is None:
         raise Unauthorized()
@@ -157,7 +158,7 @@ def heartbeat() -> Response:
     agent = _agent()
     body = _body()
     cancel = work.heartbeat(agent, body.get("metrics"), body.get("running_jobs"), body.get("free_gpus"),
-                            body.get("fault"))
+                            body.get("fault"), env_hashes=body.get("env_hashes"))
     return _json(200, {"cancel": cancel, "lease_seconds": LEASE_SECONDS, "heartbeat_seconds": HEARTBEAT_SECONDS,
                        "renew_token": _renew_hint(), "challenge_due": challenges.is_due(agent),
                        "verified": bool(agent.verified)})
@@ -225,7 +226,8 @@ def claim() -> Response:
 def progress(job_id: str) -> Response:
     agent = _agent()
     body = _body()
-    job = work.progress(agent, job_id, body.get("progress", 0), body.get("message"), body.get("metrics"))
+    job = work.progress(agent, job_id, body.get("progress", 0), body.get("message"), body.get("metrics"),
+                        phase=body.get("phase"))
     return _json(200, {"state": job.status})
 
 

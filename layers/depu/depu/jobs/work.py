@@ -18,7 +18,13 @@ from pynamodb.expressions.condition import size as size_of
 from depu.agents import challenges, registry
 from depu.agents.registry import Agent
 from depu.jobs import lifecycle, messages, service, storage
-from depu.jobs.leases import CLAIM_POLL_INTERVAL_SECONDS, CLAIM_WAIT_SECONDS, MAX_QUEUE_SECONDS, TIME_LIMIT_GRACE_SECONDS
+from depu.jobs.leases import (
+    CLAIM_POLL_INTERVAL_SECONDS,
+    CLAIM_WAIT_SECONDS,
+    MAX_QUEUE_SECONDS,
+    SETUP_LIMIT_SECONDS,
+    TIME_LIMIT_GRACE_SECONDS,
+)
 from depu.jobs.models import Job
 
 MAX_JOBS_PER_CALL = 64
@@ -63,6 +69,7 @@ class Offer:
             "params": self.job.params or {},
             "time_limit_s": int(self.job.time_limit_s),
             "gpu_index": int(self.job.gpu_index) if self.job.gpu_index is not None else 0,
+            "gpu_indices": [int(i) for i in (self.job.gpu_indices or [self.job.gpu_index or 0])],
             "attempt": int(self.job.attempt),
             "gpu_class": self.job.gpu_class,
         }
@@ -123,14 +130,16 @@ def own_job(agent_id: str, job_id: str) -> Job:
 # ---------------------------------------------------------------- heartbeat
 
 
-def heartbeat(agent: Agent, metrics: Any, running_jobs: Any, free_gpus: Any, fault: Any = None) -> list[str]:
+def heartbeat(agent: Agent, metrics: Any, running_jobs: Any, free_gpus: Any, fault: Any = None,
+              env_hashes: Any = None) -> list[str]:
     """Renew the leases of the listed jobs this agent runs; returns the ids it must stop (cancelled by the
-    user, taken back after a lost lease, over their time limit, or never its own). ``fault`` is the agent's
-    reason it cannot take work (None when it can)."""
+    user, taken back after a lost lease, over their time limit or setup bound, or never its own). ``fault`` is
+    the agent's reason it cannot take work (None when it can); ``env_hashes`` the job environments it holds
+    built (the matcher prefers it for those)."""
     running_ids = _job_ids(running_jobs, "running_jobs")
     metrics_list = [m for m in map(clean_metrics, metrics[:16] if isinstance(metrics, list) else []) if m]
     registry.record_heartbeat(agent.agent_id, metrics_list, _indices(free_gpus, "free_gpus"),
-                              fault=registry.clean_fault(fault))
+                              fault=registry.clean_fault(fault), env_hashes=registry.clean_env_hashes(env_hashes))
     challenges.lapse_if_ignored(agent)
     by_gpu = {item["gpu_index"]: item for item in metrics_list if "gpu_index" in item}
     cancel: list[str] = []
@@ -152,6 +161,16 @@ def heartbeat(agent: Agent, metrics: Any, running_jobs: Any, free_gpus: Any, fau
                 pass
             cancel.append(job_id)
             continue
+        if job.started_at is None and job.setup_started_at is not None \
+                and now > float(job.setup_started_at) + SETUP_LIMIT_SECONDS + TIME_LIMIT_GRACE_SECONDS:
+            try:  # unbilled: its code never started
+                lifecycle.fail(job, agent.agent_id, f"setup took longer than {SETUP_LIMIT_SECONDS // 60} minutes "
+                               "(installing packages, fetching inputs); nothing was billed", False)
+                service.after_move(job)
+            except lifecycle.Conflict:
+                pass
+            cancel.append(job_id)
+            continue
         gpu_metrics = by_gpu.get(int(job.gpu_index)) if job.gpu_index is not None else None
         also = [Job.metrics.set(gpu_metrics)] if gpu_metrics is not None else []
         if not lifecycle.renew_lease(job, agent.agent_id, also):
@@ -166,11 +185,10 @@ def heartbeat(agent: Agent, metrics: Any, running_jobs: Any, free_gpus: Any, fau
 
 
 def _used_gpus(agent_id: str) -> set[int]:
-    return {
-        int(job.gpu_index)
-        for job in Job.by_agent.query(agent_id, Job.status == lifecycle.RUNNING)
-        if job.gpu_index is not None
-    }
+    used: set[int] = set()
+    for job in Job.by_agent.query(agent_id, Job.status == lifecycle.RUNNING):
+        used.update(int(index) for index in (job.gpu_indices or ([job.gpu_index] if job.gpu_index is not None else [])))
+    return used
 
 
 def _steal(agent: Agent, now: int) -> Job | None:
@@ -201,8 +219,11 @@ def _claim_once(agent: Agent, free: list[int]) -> Offer | None:
         stolen = _steal(agent, int(time.time()))
         offered = [stolen] if stolen else []
     for job in offered:
+        slots = lifecycle.slots_of(job)
+        if slots > len(choices):
+            continue  # its slots are not all free yet (a job there is still ending): offered again next poll
         try:
-            lifecycle.claim(job, agent.agent_id, choices[0])
+            lifecycle.claim(job, agent.agent_id, choices[0], choices[:slots])
         except lifecycle.Conflict:
             continue
         script_url = storage.download_url(job.script_key, seconds=storage.SCRIPT_URL_SECONDS) if job.script_key else None
@@ -238,8 +259,17 @@ def _running(agent_id: str, job_id: str, wanted: str) -> Job:
     return job
 
 
-def progress(agent: Agent, job_id: str, fraction: Any, message: Any, metrics: Any = None) -> Job:
+PHASES = ("setup", "running")
+
+
+def progress(agent: Agent, job_id: str, fraction: Any, message: Any, metrics: Any = None, phase: Any = None) -> Job:
+    """The agent's progress report. A job spec reports ``phase`` 'setup' while it installs and fetches, then
+    'running' once when the user's code starts: billing starts at that moment (lifecycle.code_started)."""
     job = _running(agent.agent_id, job_id, lifecycle.RUNNING)
+    if phase is not None and phase not in PHASES:
+        raise BadRequest(f"phase must be one of {', '.join(PHASES)}")
+    if phase == "running" and job.started_at is None:
+        lifecycle.code_started(job, agent.agent_id)
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
         raise BadRequest("progress must be a number between 0 and 1")
     value = float(fraction)
