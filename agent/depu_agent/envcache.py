@@ -50,7 +50,7 @@ MAX_REQUIREMENTS = 100
 # the same grammar as depu.jobs.spec.REQUIREMENT (tests/test_agent_envcache.py holds them equal)
 REQUIREMENT = re.compile(
     r"^(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?)"
-    r"(?P<extras>\[[A-Za-z0-9._-]+(?:\s*,\s*[A-Za-z0-9._-]+)*\])?"
+    r"(?P<extras>\s*\[[A-Za-z0-9._-]+(?:\s*,\s*[A-Za-z0-9._-]+)*\])?"
     r"(?P<spec>\s*(?:===?|>=|<=|~=|!=|<|>)\s*[A-Za-z0-9.*+!_-]+(?:\s*,\s*(?:===?|>=|<=|~=|!=|<|>)\s*[A-Za-z0-9.*+!_-]+)*)?$"
 )
 _DESCRIBE = """
