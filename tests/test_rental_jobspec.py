@@ -29,7 +29,8 @@ pytestmark = pytest.mark.e2e
 cloud, agents = e2e.cloud, e2e.agents  # the e2e module's fixtures: the cloud in this process, agent processes
 
 COMMAND = ("python -c 'import json, os, depu_probe; print(json.dumps({\"value\": depu_probe.VALUE, "
-           "\"slots\": os.environ[\"DEPU_JOB_SLOTS\"], \"greeting\": os.environ[\"GREETING\"]}))' "
+           "\"slots\": os.environ[\"DEPU_JOB_SLOTS\"], \"greeting\": os.environ[\"GREETING\"], "
+           "\"data\": open(\"inputs/data.csv\").read() if os.path.exists(\"inputs/data.csv\") else None}))' "
            "&& echo one > outputs/one.txt && echo two > outputs/two.txt")
 
 
@@ -49,21 +50,25 @@ def spec(**fields):
             "gpu_count": 2, **fields}
 
 
-def test_a_two_slot_job_with_packages_inputs_setup_unbilled_and_outputs_as_one_zip(agents, provider_dirs):
+def test_a_two_slot_job_with_packages_and_an_input_file_sets_up_unbilled_and_returns_one_zip(agents, provider_dirs):
     from depu.jobs import storage
 
     ensure_user(USER_ID, credits=1000)
     agent = agents("rig-two", settings={"cpu_slots": 2, "package_find_links": provider_dirs["find_links"],
                                         "env_cache_dir": provider_dirs["env_cache_dir"]})
     agent.wait_registered()
-    job = submit_job(USER_ID, gpu_class="cpu", workload="job", params=spec(), time_limit_s=300)
+    from depu.jobs import service
+
+    job = service.submit(USER_ID, USER_ID, gpu_class="cpu", workload="job", params=spec(), time_limit_s=300,
+                         inputs=[("data.csv", b"1,2,3\n")])
     assert job.gpu_count == 2 and job.params["env_hash"]
 
     done = finished(job.job_id, 120)
     assert done.status == "succeeded", (done.error, agent.log_text()[-3000:])
     assert sorted(done.gpu_indices) == [0, 1]  # both slots, taken at once
     facts = json.loads(next(line for line in done.logs_tail if line.startswith("{")))
-    assert facts == {"value": 42, "slots": "0,1", "greeting": "hello"}
+    assert facts == {"value": 42, "slots": "0,1", "greeting": "hello", "data": "1,2,3\n"}
+    assert "[setup] input data.csv ready" in done.logs_tail
     assert any(line.startswith("[setup]") for line in done.logs_tail), done.logs_tail
     # billing started when the code did, after the setup
     assert done.setup_started_at is not None and done.started_at >= done.setup_started_at

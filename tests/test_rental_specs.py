@@ -14,7 +14,7 @@ from rental_helpers import USER_ID, ensure_user, submit_job
 from depu.agents import matcher
 from depu.agents.registry import Agent
 from depu.errors import UserError
-from depu.jobs import leases, lifecycle, spec, work
+from depu.jobs import leases, lifecycle, service, spec, work
 from depu.jobs.models import Job
 
 
@@ -151,3 +151,19 @@ def test_setup_past_its_bound_fails_the_job_unbilled_and_code_start_starts_billi
     assert first is not None
     work.progress(agent, quick.job_id, 0.5, "still running", phase="running")
     assert Job.get(quick.job_id).started_at == first  # started once
+
+
+def test_input_files_are_for_job_specs_only_and_within_their_caps(aws):
+    from depu import credits
+
+    ensure_user(USER_ID, credits=1000)
+    before = credits.balance(USER_ID)
+    with pytest.raises(UserError, match="Only your own jobs"):
+        service.submit(USER_ID, USER_ID, gpu_class="cpu", workload="benchmark", params={}, time_limit_s=300,
+                       inputs=[("a.csv", b"1")])
+    for files, says in (([("a.csv", b"1")] * 2, "both named"), ([("a", b"")], "1 byte"),
+                        ([(f"f{i}", b"1") for i in range(spec.MAX_INPUT_FILES + 1)], "at most"),
+                        ([("big", b"0" * (spec.MAX_INPUT_FILE_BYTES + 1))], "MB")):
+        with pytest.raises(UserError, match=says):
+            spec.clean_inputs(files)
+    assert credits.balance(USER_ID) == before

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import requests
 
-from . import envcache, failures, isolation
+from . import envcache, failures, inputs, isolation
 from .gpus import Gpu
 from .logship import JobChannel
 from .runner import EVENTS_FD, ChildProcess, Outcome, StopRequest
@@ -177,6 +177,12 @@ class JobRun:
                 time_limit_s=self.time_limit_s, config=self.config, use_docker=False, job=program)
         except (isolation.SandboxUnusable, OSError) as exc:
             return Report("fail", {"error": f"sandbox could not start: {exc}"[:500], "retryable": True}, [])
+        try:
+            inputs.fetch(self.job.get("inputs") or [], Path(plan.cwd) / isolation.INPUTS_DIR, plan.owner_uid,
+                         self.config.max_input_mb * 1024 * 1024, channel.add_line)
+        except (envcache.SetupFailed, OSError) as exc:
+            isolation.remove_workspace(plan)
+            return Report("fail", {"error": f"setup failed (nothing was billed): {exc}"[:600], "retryable": False}, [])
         channel.add_line(f"[depu] running your {'command' if command else 'script'} on {len(self.gpus)} "
                          f"slot(s) in a {plan.kind} sandbox")
         channel.set_progress(0.0, "running your code", phase="running")

@@ -76,6 +76,7 @@ class Job(Model):
     params = JSONAttribute(default=dict)
     time_limit_s = NumberAttribute()
     script_key = UnicodeAttribute(null=True)
+    input_keys = ListAttribute(of=UnicodeAttribute, null=True)  # a job spec's input files (storage.input_key)
 
     price_per_hour = NumberAttribute()
     max_cost = NumberAttribute()

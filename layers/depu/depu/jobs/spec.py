@@ -27,6 +27,10 @@ MAX_COMMAND_CHARS = 4000
 MAX_REQUIREMENTS_BYTES = 16 * 1024
 MAX_REQUIREMENTS = 100
 MAX_ENV_VARS = 32
+# Input files: Telegram documents up to the Bot API's getFile limit each, at most this many and this much.
+MAX_INPUT_FILES = 10
+MAX_INPUT_FILE_BYTES = 20 * 1024 * 1024
+MAX_INPUT_BYTES = 64 * 1024 * 1024
 MAX_ENV_VALUE_CHARS = 1000
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # What a job may not set: how the sandbox finds its interpreter and devices, and names that hold secrets.
@@ -93,6 +97,27 @@ def clean_env(env: Any) -> dict[str, str]:
             raise UserError(f"{name}'s value must be text of at most {MAX_ENV_VALUE_CHARS} characters.")
         clean[name] = str(value)
     return clean
+
+
+def clean_inputs(inputs: Any) -> list[tuple[str, bytes]]:
+    """Input files as (safe name, bytes): names unique after cleaning, within the count and size caps."""
+    from depu.jobs.storage import safe_name
+
+    if not inputs:
+        return []
+    if not isinstance(inputs, list) or len(inputs) > MAX_INPUT_FILES:
+        raise UserError(f"A job takes at most {MAX_INPUT_FILES} input files.")
+    clean: dict[str, bytes] = {}
+    for name, body in inputs:
+        if not isinstance(body, bytes) or not 0 < len(body) <= MAX_INPUT_FILE_BYTES:
+            raise UserError(f"Each input file is 1 byte to {MAX_INPUT_FILE_BYTES // (1024 * 1024)} MB.")
+        safe = safe_name(str(name))
+        if safe in clean:
+            raise UserError(f"Two input files are both named {safe}.")
+        clean[safe] = body
+    if sum(map(len, clean.values())) > MAX_INPUT_BYTES:
+        raise UserError(f"Input files are at most {MAX_INPUT_BYTES // (1024 * 1024)} MB together.")
+    return list(clean.items())
 
 
 def clean_gpu_count(value: Any) -> int:

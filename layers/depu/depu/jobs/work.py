@@ -61,6 +61,7 @@ class Offer:
 
     job: Job
     script_url: str | None
+    input_urls: list[dict[str, str]] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -75,6 +76,8 @@ class Offer:
         }
         if self.script_url:
             body["script_url"] = self.script_url
+        if self.input_urls:
+            body["inputs"] = self.input_urls
         return body
 
 
@@ -227,8 +230,10 @@ def _claim_once(agent: Agent, free: list[int]) -> Offer | None:
         except lifecycle.Conflict:
             continue
         script_url = storage.download_url(job.script_key, seconds=storage.SCRIPT_URL_SECONDS) if job.script_key else None
+        inputs = [{"name": key.rsplit("/", 1)[-1], "url": storage.download_url(key, seconds=storage.SCRIPT_URL_SECONDS)}
+                  for key in (job.input_keys or [])]
         messages.maybe_update_progress(job, force=True)
-        return Offer(job, script_url)
+        return Offer(job, script_url, inputs or None)
     return None
 
 
