@@ -342,18 +342,17 @@ def scrubbed_environment(visible_devices: str, home: str) -> dict[str, str]:
 
 
 def make_workspace(root: str | None, user: SandboxUser | None, script: bytes, *, uid: int | None = None,
-                   gid: int | None = None) -> Path:
-    """A fresh directory only the script's uid can enter, holding the script, an empty outputs/ and inputs/
-    (a job spec's input files are placed there by the agent before its code starts)."""
+                   gid: int | None = None, with_inputs: bool = False) -> Path:
+    """A fresh directory only the script's uid can enter, holding the script and an empty outputs/ (and, for
+    a job spec, inputs/: its input files are placed there by the agent before its code starts)."""
     workspace = Path(tempfile.mkdtemp(prefix="depu-job-", dir=root))
-    (workspace / OUTPUTS_DIR).mkdir()
-    (workspace / INPUTS_DIR).mkdir()
-    (workspace / "tmp").mkdir()
+    folders = [OUTPUTS_DIR, "tmp"] + ([INPUTS_DIR] if with_inputs else [])
+    for folder in folders:
+        (workspace / folder).mkdir()
     (workspace / SCRIPT_NAME).write_bytes(script)
     if user is not None:
         uid, gid = user.uid, user.gid
-    for path in (workspace, workspace / OUTPUTS_DIR, workspace / INPUTS_DIR, workspace / "tmp",
-                 workspace / SCRIPT_NAME):
+    for path in (workspace, *(workspace / folder for folder in folders), workspace / SCRIPT_NAME):
         if uid is not None:
             os.chown(path, uid, gid)
         os.chmod(path, 0o700 if path.is_dir() else 0o600)
@@ -432,7 +431,7 @@ def plan_script(
         raise SandboxUnusable(BWRAP_MISSING)
     user = job_user(config, gpu_index)
     runtime = runtime_for(user, config)
-    workspace = make_workspace(config.sandbox_workspace_dir or None, user, script)
+    workspace = make_workspace(config.sandbox_workspace_dir or None, user, script, with_inputs=job is not None)
     # inside bwrap the script sees its GPU's device node only, so the index would be wrong: the uuid is not
     env = scrubbed_environment("" if on_cpu else (gpu_uuid or str(gpu_index)), str(workspace))
     for key, value in runtime.environment().items():
