@@ -167,3 +167,34 @@ def test_input_files_are_for_job_specs_only_and_within_their_caps(aws):
         with pytest.raises(UserError, match=says):
             spec.clean_inputs(files)
     assert credits.balance(USER_ID) == before
+
+
+def test_live_logs_and_the_setup_phase_reach_the_progress_message_at_most_every_few_seconds(aws):
+    from rental_helpers import AgentApi, CPU_BENCHMARK, notices, register_agent, run_matcher
+
+    from depu.agents.tokens import issue_enrolment_token
+
+    ensure_user(7001)
+    ensure_user(USER_ID, credits=1000)
+    api = AgentApi()
+    agent = register_agent(api, issue_enrolment_token(7001), name="laptop", gpus=[], benchmark=CPU_BENCHMARK)
+    job = submit_job(USER_ID, gpu_class="cpu", workload="job", params={"command": "python train.py"},
+                     time_limit_s=600)
+    service.set_progress_message(job.job_id, 78)
+    run_matcher()
+    status, body = api.call("/agent/claim", {"free_gpus": [0], "wait_seconds": 0}, agent["agent_token"])
+    assert status == 200 and body["job"]["workload"] == "job" and body["job"]["gpu_indices"] == [0]
+    api.call(f"/agent/jobs/{job.job_id}/progress", {"progress": 0, "message": "setting up", "phase": "setup"},
+             agent["agent_token"])
+    Job(job.job_id).update(actions=[Job.progress_notified_at.set(0)])
+    notices()  # drop what came before
+    for seq in range(3):  # three chunks in a row: one edit (the throttle), with the latest lines
+        api.call(f"/agent/jobs/{job.job_id}/logs", {"seq": seq, "lines": [f"[setup] step {seq}"]}, agent["agent_token"])
+    [edit] = [n for n in notices() if n["edit_message_id"] == 78]
+    assert "[setup] step 0" in edit["text"] and "not billed" in edit["text"]
+    Job(job.job_id).update(actions=[Job.progress_notified_at.set(int(time.time()) - 10)])
+    api.call(f"/agent/jobs/{job.job_id}/progress", {"progress": 0.1, "message": "running", "phase": "running"},
+             agent["agent_token"])
+    [edit] = [n for n in notices() if n["edit_message_id"] == 78]
+    assert "not billed" not in edit["text"] and "[setup] step 2" in edit["text"]
+    assert Job.get(job.job_id).started_at is not None

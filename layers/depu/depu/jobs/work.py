@@ -327,6 +327,7 @@ def append_logs(agent: Agent, job_id: str, seq: Any, lines: Any) -> bool:
         )
     except UpdateError:
         return False  # a concurrent retry of this or a later chunk got there first (or the job just ended)
+    messages.maybe_update_progress(job)  # live logs in the chat, at most one edit every few seconds
     return True
 
 
