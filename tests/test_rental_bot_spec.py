@@ -33,6 +33,11 @@ def test_own_job_flow_submits_a_spec_with_command_packages_and_gpus(bot, cpu_age
         assert "line 2" in chat.text
         assert run(sent_document("requirements.txt", 30, file_id="req-ok"), chat) == "document", chat.text
         assert "2 package(s)" in chat.text
+        telegram.add_file("data-1", "documents/data.csv", b"a,b\n1,2\n")
+        assert run(sent_document("data.csv", 10**9, file_id="data-1"), chat) == "user_error"  # over 20 MB
+        assert run(sent_document("data.csv", 8, file_id="data-1"), chat) == "document"
+        assert "1 so far" in chat.text
+        run(press(chat.button("Done")), chat)
         run(press(chat.button("2")), chat)
         run(press(chat.button("5 min")), chat)
         assert "2 GPU(s)" in chat.text
@@ -43,6 +48,10 @@ def test_own_job_flow_submits_a_spec_with_command_packages_and_gpus(bot, cpu_age
     [job] = service.user_jobs(USER_ID)
     assert job.workload == "job" and job.gpu_count == 2
     assert job.params["command"] == "python -c 'print(1)'" and job.params["requirements"] == ["numpy>=1.2", "torch"]
+    from depu.jobs import storage
+
+    [key] = job.input_keys
+    assert key.endswith("/inputs/data.csv") and storage.get(key) == b"a,b\n1,2\n"
     run_matcher()  # the only agent has one slot: a 2-GPU job is not placed on it
     job.refresh()
     assert job.status == "queued" and job.agent_id is None

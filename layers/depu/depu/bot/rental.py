@@ -152,6 +152,12 @@ def _submit(turn: Turn) -> None:
         from depu.telegram.client import bot_api
 
         script = bot_api().download_file(data["file_id"], max_bytes=workloads.MAX_SCRIPT_BYTES)
+    inputs = None
+    if data["workload"] == spec.WORKLOAD and data.get("inputs"):
+        from depu.telegram.client import bot_api
+
+        inputs = [(item["name"], bot_api().download_file(item["file_id"], max_bytes=spec.MAX_INPUT_FILE_BYTES))
+                  for item in data["inputs"]]
     try:
         job = service.submit(
             incoming.user_id,
@@ -161,6 +167,7 @@ def _submit(turn: Turn) -> None:
             params=_params(data),
             time_limit_s=int(data["time_limit_s"]),
             script=script,
+            inputs=inputs,
         )
     except UserError as error:
         turn.advance("limit")
@@ -278,12 +285,38 @@ def requirements_file(turn: Turn) -> Next:
     except UnicodeDecodeError as error:
         raise UserError("requirements.txt must be UTF-8 text.") from error
     lines = spec.requirement_lines(text)  # a UserError names the line to fix
-    return flows.go("gpus", {"requirements": "\n".join(lines)},
-                    then=lambda turn: _gpus_menu(turn, note=f"Got {len(lines)} package(s)."))
+    return flows.go("inputs", {"requirements": "\n".join(lines)},
+                    then=lambda turn: _inputs_prompt(turn, note=f"Got {len(lines)} package(s)."))
 
 
 def no_packages(turn: Turn) -> Next:
-    return flows.go("gpus", {"requirements": ""}, then=_gpus_menu)
+    return flows.go("inputs", {"requirements": ""}, then=_inputs_prompt)
+
+
+def _inputs_prompt(turn: Turn, note: str = "") -> None:
+    count = len(turn.data.get("inputs") or [])
+    turn.show((note + "\n\n" if note else "") + "Input files? Send each as a document (at most "
+              f"{spec.MAX_INPUT_FILE_BYTES // (1024 * 1024)} MB each, {spec.MAX_INPUT_FILES} files): your code finds "
+              "them in <code>inputs/</code>." + (f" {count} so far." if count else ""),
+              [[_button("Done" if count else "No input files", "nd")], [_button("Cancel", "x")]])
+
+
+def input_file(turn: Turn) -> Next:
+    doc = turn.incoming.document
+    assert doc is not None
+    held = list(turn.data.get("inputs") or [])
+    if len(held) >= spec.MAX_INPUT_FILES:
+        raise UserError(f"A job takes at most {spec.MAX_INPUT_FILES} input files: tap Done.")
+    if not 0 < int(doc.file_size or 0) <= spec.MAX_INPUT_FILE_BYTES:
+        raise UserError(f"Each input file is at most {spec.MAX_INPUT_FILE_BYTES // (1024 * 1024)} MB "
+                        "(the most a bot can download from Telegram).")
+    held.append({"file_id": doc.file_id, "name": (doc.file_name or "input")[:100], "size": int(doc.file_size)})
+    return flows.go("inputs", {"inputs": held},
+                    then=lambda turn: _inputs_prompt(turn, note=f"Got <code>{html.escape(held[-1]['name'])}</code>."))
+
+
+def inputs_done(turn: Turn) -> Next:
+    return flows.go("gpus", then=_gpus_menu)
 
 
 def choose_gpus(turn: Turn) -> Next:
@@ -314,6 +347,8 @@ RENT = Flow(
         ("code", DOCUMENT): job_script,
         ("packages", DOCUMENT): requirements_file,
         ("packages", button("np")): no_packages,
+        ("inputs", DOCUMENT): input_file,
+        ("inputs", button("nd")): inputs_done,
         ("gpus", button("g")): choose_gpus,
         ("limit", button("t")): choose_limit,
         ("confirm", button("ok")): submit,
