@@ -9,14 +9,20 @@ SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: up chat test lint build bench deps clean bwrap
+.PHONY: up chat test lint build bench deps clean bwrap browser openapi
 
-deps: $(STAMP) $(NODE_STAMP) bwrap
+deps: $(STAMP) $(NODE_STAMP) bwrap browser
 
 bwrap:  ## bubblewrap: the agent runs renters' scripts in namespaces of their own (Debian package bubblewrap)
 	@command -v bwrap >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get install -y -q bubblewrap || { apt-get update -q && apt-get install -y -q bubblewrap; }; \
 	else echo "need bubblewrap for the agent's sandbox: sudo apt-get install bubblewrap"; exit 1; fi; }
+
+browser: $(NODE_STAMP)  ## Chromium (Debian package chromium) for the dashboard's browser test; playwright-core drives it
+	@bash scripts/install_browser.sh
+
+openapi: $(STAMP)  ## write docs/*.openapi.json from the API routes and models (tests/test_api_contracts.py checks them)
+	$(PY) scripts/openapi.py
 
 $(STAMP): requirements-dev.txt layers/depu/requirements.txt agent/requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }

@@ -57,6 +57,9 @@ def _queues(template: LocalTemplate, endpoint: str) -> None:
         for key in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds"):
             if key in props:
                 attributes[key] = str(props[key])
+        for key in ("FifoQueue", "ContentBasedDeduplication"):  # booleans, as the SQS API spells them
+            if key in props:
+                attributes[key] = str(props[key]).lower()
         if "RedrivePolicy" in props:
             attributes["RedrivePolicy"] = json.dumps(props["RedrivePolicy"])
         sqs.create_queue(QueueName=template.physical_name(logical_id), Attributes=attributes)

@@ -11,7 +11,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = ROOT / "template.yaml"
@@ -21,30 +20,13 @@ LOCAL_PREFIX = "depu"
 LOCAL_STAGE = "local"
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """YAML loader that turns CloudFormation short tags (!Ref, !GetAtt, ...) into their long form."""
-
-
-def _construct_tag(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-        if suffix == "GetAtt":
-            value = value.split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    return {name: value}
-
-
-_CfnLoader.add_multi_constructor("!", _construct_tag)
-
-
 @lru_cache(maxsize=4)
 def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as handle:
-        return yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    """template.yaml as CloudFormation reads it (short tags such as ``!Ref`` in their long form), by cfn-lint's
+    decoder: the same reading ``make lint`` checks."""
+    from cfnlint.decode import cfn_yaml  # imported when needed: a second or two, and ROOT users need none
+
+    return cfn_yaml.load(str(path))
 
 
 @dataclass
@@ -55,6 +37,7 @@ class Route:
     path: str
     method: str
     pattern: re.Pattern[str] = field(repr=False)
+    api: str | None = None  # the AWS::Serverless::Api it belongs to (RestApiId), None: SAM's implicit API
 
     def match(self, method: str, path: str) -> dict[str, str] | None:
         if self.method not in ("ANY", method.upper()):
@@ -96,6 +79,7 @@ class LocalTemplate:
 
     def __init__(self, parameters: dict[str, str] | None = None, path: Path = TEMPLATE_PATH):
         self.raw = load_template(path)
+        self._globals: Any = None  # SAM's Globals of this template, made on first use
         self.root = path.parent  # CodeUri and DefinitionUri are relative to the template's folder
         self.resources: dict[str, dict[str, Any]] = self.raw["Resources"]
         self.parameters = {name: str(spec.get("Default", "")) for name, spec in self.raw.get("Parameters", {}).items()}
@@ -114,6 +98,8 @@ class LocalTemplate:
             return self.resolve(props["Name"])
         if kind == "AWS::S3::Bucket":
             return f"{LOCAL_PREFIX}-{logical_id}".lower()
+        if kind == "AWS::SQS::Queue" and str(props.get("FifoQueue", "")).lower() == "true":
+            return f"{LOCAL_PREFIX}-{logical_id}.fifo"  # as CloudFormation names a FIFO queue
         return f"{LOCAL_PREFIX}-{logical_id}"
 
     def queue_url(self, logical_id: str, endpoint: str) -> str:
@@ -212,43 +198,57 @@ class LocalTemplate:
     def of_type(self, *kinds: str) -> dict[str, dict[str, Any]]:
         return {lid: res for lid, res in self.resources.items() if res["Type"] in kinds}
 
+    def function_properties(self, logical_id: str) -> dict[str, Any]:
+        """A function's properties with the template's Globals merged in, as SAM merges them."""
+        if self._globals is None:
+            from samtranslator.plugins.globals.globals import Globals
+
+            self._globals = Globals(dict(self.raw))
+        return self._globals.merge("AWS::Serverless::Function", dict(self.resources[logical_id].get("Properties", {})))
+
     def environment(self, endpoint: str = "http://127.0.0.1:5000", function: str | None = None) -> dict[str, str]:
-        """Environment variables a function sees: Globals merged with its own, all resolved."""
-        env = dict(self.raw.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {}))
+        """Environment variables a function sees (Globals merged with its own), all resolved; without a
+        function, those every function gets from Globals."""
         if function:
-            env.update(self.resources[function].get("Properties", {}).get("Environment", {}).get("Variables", {}))
+            props = self.function_properties(function)
+        else:
+            props = self.raw.get("Globals", {}).get("Function", {})
+        env = props.get("Environment", {}).get("Variables", {})
         return {key: str(self.resolve(value, endpoint)) for key, value in env.items()}
 
     def functions(self, endpoint: str = "http://127.0.0.1:5000") -> dict[str, Function]:
-        globals_ = self.raw.get("Globals", {}).get("Function", {})
         result = {}
-        for logical_id, resource in self.of_type("AWS::Serverless::Function").items():
-            props = resource["Properties"]
+        for logical_id in self.of_type("AWS::Serverless::Function"):
+            props = self.function_properties(logical_id)
             routes, queues, schedules = [], [], []
             partial_batch_queues: set[str] = set()
-            for event in props.get("Events", {}).values():
-                event_props = event.get("Properties", {})
-                if event["Type"] == "Api":
-                    path, method = event_props["Path"], event_props["Method"].upper()
-                    routes.append(Route(logical_id, path, method, _route_pattern(path)))
-                elif event["Type"] == "SQS":
-                    queue_arn = event_props["Queue"]
-                    queue_id = queue_arn["Fn::GetAtt"][0]
-                    queues.append((queue_id, int(event_props.get("BatchSize", 10))))
-                    if "ReportBatchItemFailures" in event_props.get("FunctionResponseTypes", []):
+            from samtranslator.model.eventsources import pull, push
+
+            for event_id, event in props.get("Events", {}).items():
+                source = _event_source(event_id, event)
+                if isinstance(source, push.Api):
+                    path, method = source.Path, source.Method.upper()
+                    api = source.RestApiId.get("Ref") if isinstance(source.RestApiId, dict) else source.RestApiId
+                    routes.append(Route(logical_id, path, method, _route_pattern(path), api))
+                elif isinstance(source, pull.SQS):
+                    queue_id = source.Queue["Fn::GetAtt"][0]
+                    queues.append((queue_id, int(source.BatchSize or 10)))
+                    if "ReportBatchItemFailures" in (source.FunctionResponseTypes or []):
                         partial_batch_queues.add(queue_id)
-                elif event["Type"] in ("Schedule", "ScheduleV2"):
-                    schedules.append(parse_rate(event_props.get("Schedule") or event_props["ScheduleExpression"]))
+                elif isinstance(source, push.Schedule):
+                    schedules.append(parse_rate(source.Schedule))
+                elif event.get("Type") == "ScheduleV2":
+                    schedules.append(parse_rate(event["Properties"]["ScheduleExpression"]))
             result[logical_id] = Function(
                 logical_id=logical_id,
                 code_dir=self.root / props["CodeUri"],
-                handler=props.get("Handler", globals_.get("Handler", "app.lambda_handler")),
-                timeout=int(props.get("Timeout", globals_.get("Timeout", 30))),
+                handler=props.get("Handler", "app.lambda_handler"),
+                timeout=int(props.get("Timeout", 3)),
                 environment=self.environment(endpoint, logical_id),
                 routes=routes,
                 queues=queues,
                 schedules=schedules,
-                memory_size=int(props.get("MemorySize", globals_.get("MemorySize", 128))),
+                memory_size=int(props.get("MemorySize", 128)),
                 reserved_concurrency=(
                     int(props["ReservedConcurrentExecutions"]) if "ReservedConcurrentExecutions" in props else None
                 ),
@@ -258,6 +258,25 @@ class LocalTemplate:
 
     def routes(self) -> list[Route]:
         return [route for function in self.functions().values() for route in function.routes]
+
+
+IMPLICIT_API = "ServerlessRestApi"  # the API SAM creates for Api events that name none
+
+
+def _event_source(event_id: str, event: dict[str, Any]) -> Any:
+    """SAM's own model of one function event (Api, SQS, Schedule, ...), validated as ``sam validate`` would;
+    None for kinds the local runtime does not run. Only SAM's event source models are imported (its whole
+    function model costs seconds of import)."""
+    from samtranslator.model import ResourceTypeResolver
+    from samtranslator.model.eventsources import pull, push
+
+    resolver = ResourceTypeResolver(pull, push)
+    if not resolver.can_resolve(event):
+        return None
+    if event.get("Type") == "Api" and "RestApiId" not in event.get("Properties", {}):
+        # what SAM's implicit-API plugin does before the events are read
+        event = {**event, "Properties": {**event["Properties"], "RestApiId": {"Ref": IMPLICIT_API}}}
+    return resolver.resolve_resource_type(event).from_dict(event_id, event)
 
 
 def parse_rate(expression: str) -> float:

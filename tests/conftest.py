@@ -55,6 +55,25 @@ def moto_server():
 
 
 @pytest.fixture
+def bot_token() -> str:
+    """The bot token the ``telegram`` fixture accepts (a module may override it)."""
+    return TEST_BOT_TOKEN
+
+
+@pytest.fixture
+def telegram(bot_token):
+    """The Telegram stand-in (local/telegram_standin) as the Bot API: it records every call (``calls``,
+    ``calls_of``, ``texts``) and takes scripted failures (``fail_next``) and files (``add_file``)."""
+    from telegram_harness import bot_api_double
+
+    standin = bot_api_double(bot_token)
+    try:
+        yield standin
+    finally:
+        standin.stop()
+
+
+@pytest.fixture
 def aws(moto_server):
     """A fresh copy of template.yaml's stateful resources in moto; returns the moto server."""
     from depu.config import get_settings

@@ -2,7 +2,6 @@
 sign launch data the way Telegram does, and seed users and jobs through their real models."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 import uuid
@@ -11,33 +10,27 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from telegram_harness import FakeLambdaContext, load_function
+
 ROOT = Path(__file__).resolve().parent.parent
-HANDLER_PATH = ROOT / "functions" / "dashboard_api" / "app.py"
 _module = None
 
 
-class FakeContext:
+class FakeContext(FakeLambdaContext):
+    """Lambda's context for the dashboard function (the runtime's own context class)."""
+
     function_name = "depu-DashboardApiFunction"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:depu-DashboardApiFunction"
-    log_group_name = "/aws/lambda/depu-DashboardApiFunction"
-    log_stream_name = "test"
 
     def __init__(self) -> None:
-        self.aws_request_id = str(uuid.uuid4())
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
+        super().__init__(timeout_s=30.0)
+        self.log_group_name = "/aws/lambda/depu-DashboardApiFunction"
 
 
 def handler_module():
+    """The dashboard function's app.py, loaded once by the runtime's loader (``telegram_harness``)."""
     global _module
     if _module is None:
-        spec = importlib.util.spec_from_file_location("depu_test_dashboard_api_app", HANDLER_PATH)
-        assert spec and spec.loader
-        _module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(_module)
+        _module = load_function("dashboard_api")
     return _module
 
 

@@ -18,6 +18,7 @@ import requests
 
 from deadlines import scaled, wait_for  # wait_for: the fork tests' wait, shared with every e2e test
 from local.moto_server import free_port
+from telegram_harness import recorded_event
 
 ROOT = Path(__file__).resolve().parent.parent
 ANVIL = str(ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil")
@@ -169,13 +170,10 @@ def wait_execution(arn: str, timeout: float = 30.0) -> str:
 
 
 def rpc_event(token: str, body: str | bytes) -> dict[str, Any]:
-    """An API Gateway proxy event for POST /rpc/{token}."""
-    text = body.decode() if isinstance(body, bytes) else body
-    return {
-        "resource": "/rpc/{token}", "path": f"/rpc/{token}", "httpMethod": "POST",
-        "headers": {"Content-Type": "application/json"}, "multiValueHeaders": {}, "queryStringParameters": None,
-        "multiValueQueryStringParameters": None, "pathParameters": {"token": token}, "stageVariables": None,
-        "requestContext": {"resourcePath": "/rpc/{token}", "httpMethod": "POST", "stage": "local", "requestId": "test",
-                           "identity": {"sourceIp": "127.0.0.1"}},
-        "body": text, "isBase64Encoded": False,
-    }
+    """An API Gateway proxy event for POST /rpc/{token} (the recorded shape, tests/events/)."""
+    event = recorded_event("api_gateway_proxy")
+    event.update(resource="/rpc/{token}", path=f"/rpc/{token}", multiValueHeaders={}, pathParameters={"token": token},
+                 body=body.decode() if isinstance(body, bytes) else body)
+    event["requestContext"] = {"resourcePath": "/rpc/{token}", "httpMethod": "POST", "stage": "local",
+                               "requestId": "test", "identity": {"sourceIp": "127.0.0.1"}}
+    return event

@@ -12,9 +12,8 @@ from typing import Any, Iterable
 import boto3
 import pytest
 
-from conftest import TEST_BOT_TOKEN, TEST_WEBHOOK_SECRET
-from telegram_fake_api import FakeTelegram
-from telegram_harness import FakeLambdaContext, api_event, load_function
+from conftest import TEST_WEBHOOK_SECRET
+from telegram_harness import FakeLambdaContext, api_event, load_function, recorded_event
 
 WEBHOOK_PATH = "/telegram/webhook"
 
@@ -88,20 +87,26 @@ def invoke(module: Any, event: dict[str, Any]) -> tuple[int, Any]:
 
 def message(update_id: int, user_id: int, text: str) -> dict[str, Any]:
     """A private-chat text message update from ``user_id``; a leading /command gets its entity."""
-    body: dict[str, Any] = {"message_id": update_id % 100000 + 1, "date": 1764000000,
-                            "chat": {"id": user_id, "type": "private"},
-                            "from": {"id": user_id, "is_bot": False, "first_name": f"u{user_id}"}, "text": text}
+    update = recorded_event("telegram_message")
+    body = update["message"]
+    update["update_id"] = update_id
+    body.update(message_id=update_id % 100000 + 1, text=text)
+    body["chat"]["id"] = body["from"]["id"] = user_id
+    body["from"]["first_name"] = f"u{user_id}"
     if text.startswith("/"):
         body["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
-    return {"update_id": update_id, "message": body}
+    return update
 
 
 def button(update_id: int, user_id: int, data: str) -> dict[str, Any]:
     """A callback_query update: ``user_id`` pressed a button carrying ``data``."""
-    return {"update_id": update_id, "callback_query": {
-        "id": f"cbq-{update_id}", "from": {"id": user_id, "is_bot": False, "first_name": f"u{user_id}"},
-        "data": data, "chat_instance": "1",
-        "message": {"message_id": 77, "date": 1764000000, "chat": {"id": user_id, "type": "private"}}}}
+    update = recorded_event("telegram_callback_query")
+    query = update["callback_query"]
+    update["update_id"] = update_id
+    query.update(id=f"cbq-{update_id}", data=data)
+    query["from"]["id"] = query["message"]["chat"]["id"] = user_id
+    query["from"]["first_name"] = f"u{user_id}"
+    return update
 
 
 class RecordingHost:
@@ -162,16 +167,6 @@ class RecordingHost:
 
 
 # ---------------------------------------------------------------- fixtures (import them into a test module)
-@pytest.fixture
-def telegram():
-    """A fake Bot API on 127.0.0.1 that records what the bot sends."""
-    fake = FakeTelegram(TEST_BOT_TOKEN).start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
 @pytest.fixture
 def webhook(aws, telegram, monkeypatch):
     """The real webhook function with every bot feature, answering through ``telegram``."""

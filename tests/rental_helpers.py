@@ -9,6 +9,8 @@ from typing import Any
 
 import boto3
 
+from local.runtime import sqs_event
+from local.template import LocalTemplate
 from telegram_harness import FakeLambdaContext, api_event, load_function
 
 PROVIDER_ID = 7001
@@ -144,22 +146,7 @@ def run_matcher(max_messages: int = 10) -> dict[str, Any]:
     ).get("Messages", [])
     if not received:
         return {"batchItemFailures": [], "received": 0}
-    event = {
-        "Records": [
-            {
-                "messageId": message["MessageId"],
-                "receiptHandle": message["ReceiptHandle"],
-                "body": message["Body"],
-                "attributes": message.get("Attributes", {}),
-                "messageAttributes": {},
-                "md5OfBody": message.get("MD5OfBody", ""),
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:depu-JobQueue",
-                "awsRegion": "us-east-1",
-            }
-            for message in received
-        ]
-    }
+    event = sqs_event(received, LocalTemplate().arn("JobQueue"))  # what the event source mapping passes
     matcher = function("matcher")
     result = matcher.lambda_handler(event, FakeLambdaContext())
     failed = {item["itemIdentifier"] for item in result["batchItemFailures"]}

@@ -1,88 +1,89 @@
-"""Helpers shared by the Telegram function tests: load a function's app.py, build Lambda events/context."""
+"""Helpers shared by the function tests: load a function's app.py, Lambda's context, recorded events, and
+the Telegram stand-in as the tests' Bot API.
+
+Handlers load and see their context exactly as under the local runtime (``local.runtime.loader``,
+``local.runtime.LambdaContext``): one invoker for both. Events start from the recorded shapes in
+``tests/events/`` and get what the test is about filled in.
+"""
 from __future__ import annotations
 
-import importlib.util
+import copy
 import json
-import sys
 import uuid
+from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from local.runtime import LambdaContext
+from local.runtime.loader import add_layers, load_module
+from local.telegram_standin import TelegramStandIn
+from local.template import Function, LocalTemplate
+
 ROOT = Path(__file__).resolve().parent.parent
+EVENTS = Path(__file__).resolve().parent / "events"
+
+
+@lru_cache(maxsize=None)
+def _function_specs() -> dict[str, Function]:
+    return {spec.code_dir.name: spec for spec in LocalTemplate().functions().values()}
 
 
 def load_function(name: str) -> ModuleType:
-    """Import functions/<name>/app.py under a unique module name (every function's file is app.py)."""
-    module_name = f"depu_function_{name}"
-    sys.modules.pop(module_name, None)
-    spec = importlib.util.spec_from_file_location(module_name, ROOT / "functions" / name / "app.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
+    """Import functions/<name>/app.py afresh under a unique module name (every function's file is app.py)."""
+    add_layers()
+    return load_module(_function_specs()[name], f"depu_function_{name}")
 
 
-class FakeLambdaContext:
+class FakeLambdaContext(LambdaContext):
+    """Lambda's context for a handler a test calls directly (a subclass may set another ``function_name``)."""
+
     function_name = "depu-TelegramWebhookFunction"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:depu-TelegramWebhookFunction"
-    log_group_name = "/aws/lambda/depu"
-    log_stream_name = "test"
 
-    def __init__(self) -> None:
-        self.aws_request_id = str(uuid.uuid4())
+    def __init__(self, memory_mb: int = 512, timeout_s: float = 25.0) -> None:
+        super().__init__(type(self).function_name, memory_mb, timeout_s)
+        self.log_group_name = "/aws/lambda/depu"
+        self.log_stream_name = "test"
 
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 25_000
+
+def recorded_event(name: str) -> dict[str, Any]:
+    """A fresh copy of ``tests/events/<name>.json``."""
+    return copy.deepcopy(_recorded(name))
+
+
+@lru_cache(maxsize=None)
+def _recorded(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / f"{name}.json").read_text())
 
 
 def api_event(path: str, body: str | None, headers: dict[str, str] | None = None, method: str = "POST") -> dict[str, Any]:
+    """An API Gateway proxy event for ``method path`` with ``body`` (the recorded shape, filled in)."""
+    event = recorded_event("api_gateway_proxy")
     headers = {"Content-Type": "application/json", **(headers or {})}
-    return {
-        "resource": path,
-        "path": path,
-        "httpMethod": method,
-        "headers": headers,
-        "multiValueHeaders": {key: [value] for key, value in headers.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
-        "pathParameters": None,
-        "stageVariables": None,
-        "requestContext": {
-            "requestId": str(uuid.uuid4()),
-            "resourcePath": path,
-            "httpMethod": method,
-            "path": f"/dev{path}",
-            "stage": "dev",
-            "identity": {"sourceIp": "91.108.6.1"},
-        },
-        "body": body,
-        "isBase64Encoded": False,
-    }
+    event.update(resource=path, path=path, httpMethod=method, headers=headers, body=body,
+                 multiValueHeaders={key: [value] for key, value in headers.items()})
+    event["requestContext"].update(requestId=str(uuid.uuid4()), resourcePath=path, httpMethod=method,
+                                   path=f"/dev{path}")
+    return event
 
 
 def sqs_event(bodies: list[str]) -> dict[str, Any]:
-    return {
-        "Records": [
-            {
-                "messageId": str(uuid.uuid4()),
-                "receiptHandle": f"handle-{index}",
-                "body": body,
-                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1764000000000"},
-                "messageAttributes": {},
-                "md5OfBody": "",
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:depu-NotifyQueue",
-                "awsRegion": "us-east-1",
-            }
-            for index, body in enumerate(bodies)
-        ]
-    }
+    """An SQS event source mapping batch with one record per body."""
+    records = []
+    for index, body in enumerate(bodies):
+        record = recorded_event("sqs_record")
+        record.update(messageId=str(uuid.uuid4()), receiptHandle=f"handle-{index}", body=body)
+        records.append(record)
+    return {"Records": records}
 
 
 def update_json(update: dict[str, Any]) -> str:
     return json.dumps(update)
+
+
+def bot_api_double(token: str) -> TelegramStandIn:
+    """The Telegram stand-in on a free port, started, as the Bot API for a test that calls handlers itself.
+
+    Such tests build updates and hand them to the webhook directly, so the stand-in never delivered the
+    callback queries the bot answers: it accepts answers to those."""
+    return TelegramStandIn(token, port=0, accept_foreign_callbacks=True).start()

@@ -12,9 +12,9 @@ import boto3
 import pytest
 
 from depu.config import get_settings
-from proof_support import button, diff, invoke, message, snapshot, webhook_event, telegram, webhook  # noqa: F401 - fixtures
+from proof_support import button, diff, invoke, message, snapshot, webhook_event, webhook  # noqa: F401 - fixtures
 from rental_helpers import USER_ID, AgentApi, enrol_provider, ensure_user, register_agent, run_matcher, submit_job
-from telegram_fake_api import FakeTelegram
+from local.telegram_standin import TelegramStandIn
 
 VICTIM = USER_ID
 STRANGER = 6161
@@ -33,7 +33,7 @@ def victims_fork(fork_id: str = "fvictim1") -> str:
     return fork_id
 
 
-def texts_to(telegram: FakeTelegram, chat_id: int) -> list[str]:
+def texts_to(telegram: TelegramStandIn, chat_id: int) -> list[str]:
     sent = [call.params.get("text", "") for call in telegram.calls if call.method in ("sendMessage", "editMessageText")
             and int(call.params.get("chat_id", 0)) == chat_id]
     alerts = [call.params.get("text", "") or "" for call in telegram.calls_of("answerCallbackQuery")]

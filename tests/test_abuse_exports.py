@@ -12,7 +12,7 @@ import time
 import boto3
 import pytest
 
-from proof_support import invoke, message, telegram, webhook, webhook_event  # noqa: F401 - fixtures
+from proof_support import invoke, message, webhook, webhook_event  # noqa: F401 - fixtures
 from rental_helpers import USER_ID, ensure_user
 from telegram_harness import FakeLambdaContext, load_function, sqs_event
 

@@ -159,10 +159,10 @@ def test_provider_in_a_group_sends_the_install_token_privately(aws):
 def test_the_bot_api_403_for_a_user_who_never_started_the_bot_means_no_private_chat(aws):
     """The real client against a Telegram double: sendMessage to the user answers 403 like Telegram."""
     from depu.telegram.client import BotApi
-    from telegram_fake_api import FakeTelegram
+    from telegram_harness import bot_api_double
     from tests.conftest import TEST_BOT_TOKEN
 
-    fake = FakeTelegram(TEST_BOT_TOKEN).start()
+    fake = bot_api_double(TEST_BOT_TOKEN)
     try:
         api = BotApi(TEST_BOT_TOKEN, base_url=fake.base_url)
         chat = TelegramChat(api, in_group("/jobs", command="jobs"))

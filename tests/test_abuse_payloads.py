@@ -13,7 +13,7 @@ import pytest
 
 from conftest import TEST_WEBHOOK_SECRET
 from forks_support import rpc_event
-from proof_support import diff, invoke, message, snapshot, webhook_event, telegram, webhook  # noqa: F401 - fixtures
+from proof_support import diff, invoke, message, snapshot, webhook_event, webhook  # noqa: F401 - fixtures
 from rental_helpers import USER_ID, AgentApi, enrol_provider, ensure_user, register_agent, run_matcher, submit_job
 from telegram_harness import api_event, load_function
 

@@ -192,13 +192,14 @@ def test_too_many_artifacts_are_refused(running):
 
 
 def test_too_large_artifacts_are_refused(running):
-    from depu.jobs import storage, work
+    from depu.contracts.agent_api import MAX_ARTIFACT_BYTES
+    from depu.jobs import work
     from depu.jobs.models import Job
 
     call, job = running
-    status, answer = call("artifacts", {"name": "huge.bin", "size": storage.MAX_ARTIFACT_BYTES + 1})
-    assert status == 400 and "size must be" in answer["error"]
-    per_file = storage.MAX_ARTIFACT_BYTES
+    status, answer = call("artifacts", {"name": "huge.bin", "size": MAX_ARTIFACT_BYTES + 1})
+    assert status == 400 and answer["error"].startswith("size:") and str(MAX_ARTIFACT_BYTES) in answer["error"]
+    per_file = MAX_ARTIFACT_BYTES
     fits = work.MAX_ARTIFACT_BYTES_PER_JOB // per_file
     for index in range(fits):
         assert call("artifacts", {"name": f"big{index}.bin", "size": per_file})[0] == 200

@@ -24,7 +24,7 @@ import pytest
 
 from conftest import ROOT, TEST_BOT_TOKEN, TEST_WEBHOOK_SECRET
 from forks_support import rpc_event
-from proof_support import RecordingHost, diff, invoke, message, snapshot, telegram, webhook, webhook_event  # noqa: F401
+from proof_support import RecordingHost, diff, invoke, message, snapshot, webhook, webhook_event  # noqa: F401
 from rental_helpers import USER_ID, AgentApi, enrol_provider, ensure_user, register_agent
 from telegram_harness import api_event, load_function
 

@@ -202,11 +202,11 @@ def webhook(aws, monkeypatch):
     from depu.bot import dispatch
     from depu.config import get_settings
     from depu.telegram.client import bot_api
-    from telegram_fake_api import FakeTelegram
+    from telegram_harness import bot_api_double
     from telegram_harness import load_function
 
     serialize_dynamodb(monkeypatch)
-    telegram = FakeTelegram(TEST_BOT_TOKEN).start()
+    telegram = bot_api_double(TEST_BOT_TOKEN)
     monkeypatch.setenv("TELEGRAM_API_BASE", telegram.base_url)
     monkeypatch.setattr(dispatch, "_loaded", False)
     get_settings.cache_clear()

@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from depu.chain.rpc import RpcClient, RpcError, TokenBucket
+from depu.chain.rpc import MissingAnswer, RpcClient, RpcError
+from depu.ratelimit import BlockingBucket
 
 
 class FlakyNode(BaseHTTPRequestHandler):
@@ -95,5 +96,104 @@ def test_token_bucket_limits_calls_per_second(node):
     started = time.monotonic()
     client.batch([("echo", [i]) for i in range(100)])
     assert time.monotonic() - started >= 0.9  # 50 beyond the burst at 50/s
-    bucket = TokenBucket(rate=1000.0, burst=1)
+    bucket = BlockingBucket(rate=1000.0, burst=1)
     assert bucket.take() == 0.0 and bucket.take() > 0.0
+
+
+# ---------------------------------------------------------------- against a real anvil, through a faulty relay
+class Relay(BaseHTTPRequestHandler):
+    """Forwards every request to a real anvil and, for the first ``faulty`` batch requests, spoils anvil's
+    answer the way ``fault`` says: ``drop`` leaves one call unanswered, ``error`` swaps one answer for a
+    transient error object, ``foreign`` renumbers one answer to an id nobody asked for. Answers always go
+    back reversed, as a node may order them."""
+
+    upstream = ""
+    fault = "none"
+    faulty = 0
+    batches_seen = 0
+    requests_seen = 0
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        raw = self.rfile.read(int(self.headers["Content-Length"]))
+        answer = requests.post(Relay.upstream, data=raw, headers={"Content-Type": "application/json"}, timeout=30).json()
+        with Relay.lock:
+            Relay.requests_seen += 1
+            if isinstance(answer, list):
+                Relay.batches_seen += 1
+                spoil = Relay.batches_seen <= Relay.faulty
+            else:
+                spoil = False
+        if isinstance(answer, list):
+            answer = list(reversed(answer))
+            if spoil and Relay.fault == "drop":
+                answer = answer[1:]
+            elif spoil and Relay.fault == "error":
+                answer[0] = {"jsonrpc": "2.0", "id": answer[0]["id"],
+                             "error": {"code": -32005, "message": "limit exceeded, try again"}}
+            elif spoil and Relay.fault == "foreign":
+                answer[0] = dict(answer[0], id=10**9)
+        payload = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def anvil():
+    from local.devchain import DevChain
+
+    with DevChain(accounts=2) as chain:
+        chain.mine(40)
+        yield chain
+
+
+@pytest.fixture
+def relay(anvil):
+    Relay.upstream, Relay.fault, Relay.faulty, Relay.batches_seen, Relay.requests_seen = anvil.rpc_url, "none", 0, 0, 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Relay)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def truth(anvil, numbers):
+    return [anvil.rpc("eth_getBlockByNumber", hex(n), False) for n in numbers]
+
+
+@pytest.mark.parametrize("fault", ["drop", "error", "foreign"])
+def test_a_spoiled_batch_answer_from_anvil_is_retried_never_read_as_block_not_found(anvil, relay, fault):
+    Relay.fault, Relay.faulty = fault, 2
+    client = RpcClient(relay, batch_size=8, workers=1)
+    numbers = list(range(1, 25))
+    assert client.blocks(numbers, full=False) == truth(anvil, numbers)  # every block, in order, none None
+    assert client.stats.retries == 2 and Relay.batches_seen == 3 + 2
+
+
+def test_an_answer_that_stays_missing_is_an_error_not_none(anvil, relay):
+    Relay.fault, Relay.faulty = "drop", 100
+    client = RpcClient(relay, batch_size=5, retries=2)
+    with pytest.raises(MissingAnswer, match="got no answer"):
+        client.blocks([1, 2, 3], full=False)
+    assert Relay.batches_seen == 3  # first try + 2 retries, bounded
+
+
+def test_a_block_anvil_does_not_have_is_none_and_an_invalid_call_is_not_retried(anvil, relay):
+    client = RpcClient(relay)
+    head = anvil.block_number()
+    assert client.blocks([head, head + 1000], full=False) == [anvil.block(head), None]
+    Relay.requests_seen = 0
+    with pytest.raises(RpcError) as raised:
+        client.call("eth_noSuchMethod")
+    assert raised.value.invalid and Relay.requests_seen == 1 and client.stats.retries == 0
+    results = client.batch([("eth_blockNumber", []), ("eth_getBalance", ["not an address", "latest"])], allow_errors=True)
+    assert int(results[0], 16) == head and isinstance(results[1], RpcError)

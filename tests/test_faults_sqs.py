@@ -15,14 +15,12 @@ import time
 import boto3
 import pytest
 
-from conftest import TEST_BOT_TOKEN
 from depu.config import get_settings
 from depu.notify import Notice
 from depu.telegram.client import bot_api
 from forks_support import wait_for
 from local.moto_server import free_port
 from rental_helpers import USER_ID, AgentApi, enrol_provider, ensure_user, notices, register_agent, run_reaper, submit_job
-from telegram_fake_api import FakeTelegram
 
 pytestmark = pytest.mark.e2e
 
@@ -60,15 +58,6 @@ def shorten(logical_id: str, max_receive_count: int | None = None) -> None:
     sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
 
 
-@pytest.fixture
-def telegram():
-    fake = FakeTelegram(TEST_BOT_TOKEN).start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
 def start_runtime(aws, functions: tuple[str, ...], extra_env: dict[str, str] | None = None):
     from local.runtime import LocalRuntime, RuntimeOptions
     from local.template import LocalTemplate
@@ -79,12 +68,40 @@ def start_runtime(aws, functions: tuple[str, ...], extra_env: dict[str, str] | N
     return runtime.start()
 
 
+def test_a_chats_notices_reach_telegram_in_order_across_batches_when_one_fails(aws, telegram):
+    """The notify queue is FIFO, grouped by chat: a notice queued while the chat's earlier one is back in the
+    queue after a failure waits for it, instead of overtaking it in a later batch (a standard queue would
+    hand it out at once). Another chat is not held up."""
+    from depu.notify import enqueue
+
+    sqs = boto3.client("sqs")
+    sqs.set_queue_attributes(QueueUrl=get_settings().notify_queue_url, Attributes={"VisibilityTimeout": "3"})
+    telegram.fail_next("sendMessage", 500, {"ok": False, "error_code": 500, "description": "Internal"}, times=2)
+    enqueue(Notice(USER_ID, "job running"))
+    bot_api.cache_clear()
+    runtime = start_runtime(aws, ("NotifierFunction",), {"TELEGRAM_API_BASE": telegram.base_url})
+    try:
+        wait_for(lambda: len(telegram.calls_of("sendMessage")) >= 2, 30, "the first notice to fail (two tries)")
+        enqueue(Notice(USER_ID, "job finished"))  # while "job running" waits out its visibility timeout
+        enqueue(Notice(USER_ID + 1, "other chat"))
+        texts = lambda chat: [c.params["text"] for c in telegram.calls_of("sendMessage") if c.params["chat_id"] == chat]  # noqa: E731
+        wait_for(lambda: "job finished" in texts(USER_ID) and texts(USER_ID + 1), 60, "both chats' notices")
+        wait_for(lambda: messages_in(get_settings().notify_queue_url) == 0, 30, "the notify queue to empty")
+    finally:
+        runtime.stop()
+        bot_api.cache_clear()
+    mine = texts(USER_ID)
+    assert mine == ["job running"] * 3 + ["job finished"]  # two failed tries, the retry, then the later notice
+    assert texts(USER_ID + 1) == ["other chat"]
+
+
 def test_a_poison_notice_fails_alone_and_ends_in_the_dead_letter_queue(aws, telegram):
     from depu.notify import enqueue
 
     shorten("NotifyQueue")
     enqueue(Notice(USER_ID, "first"))
-    boto3.client("sqs").send_message(QueueUrl=get_settings().notify_queue_url, MessageBody='{"chat_id": "not json')
+    boto3.client("sqs").send_message(QueueUrl=get_settings().notify_queue_url, MessageBody='{"chat_id": "not json',
+                                     MessageGroupId="poison", MessageDeduplicationId="poison-1")  # a group of its own
     enqueue(Notice(USER_ID + 1, "third"))
     bot_api.cache_clear()
     runtime = start_runtime(aws, ("NotifierFunction",), {"TELEGRAM_API_BASE": telegram.base_url})

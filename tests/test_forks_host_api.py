@@ -1,6 +1,8 @@
-"""The fork-host routes mounted in the agent API (functions/agent_api via the template's route): who may claim
+"""The fork-host routes of the agent API (functions/agent_api/app.py, /agent/forks/...): who may claim
 fork tasks and report on them."""
 from __future__ import annotations
+
+import json
 
 import pytest
 import requests
@@ -59,3 +61,24 @@ def test_only_authenticated_fork_hosts_claim_and_only_the_claimer_reports(front)
     assert wrong_chain.status_code == 400 and "chain id" in wrong_chain.json()["error"]
     accepted = post(front, path, token, {"ok": True, "rpc_url": front.mainnet_url, "base_block": 1, "chain_id": claimed["chain_id"]})
     assert accepted.status_code == 200 and accepted.json()["told"]["base_block"] == "1"
+
+
+def test_wrongly_typed_fork_host_bodies_get_a_clear_400_not_a_5xx(aws):
+    """issue 13: ``{"wait": "x"}`` used to reach ``float("x")`` and answer 5xx. The route's contract
+    (depu.contracts.fork_hosts) refuses it, and every other wrongly typed field, with a 400 naming the field;
+    a caller without a valid token still gets 401 before its body is read."""
+    from rental_helpers import AgentApi
+
+    api = AgentApi()
+    _host, token = register_fork_host("host-typed")
+    for body, field in (({"wait": "x"}, "wait"), ({"wait": -1}, "wait"), ({"wait": float("nan")}, "wait"),
+                        ({"running": "f_1"}, "running"), ({"running": [5]}, "running.0")):
+        status, answer = api.call("/agent/forks/claim", json.dumps(body), token)
+        assert status == 400 and answer["error"].startswith(f"{field}:"), (body, status, answer)
+    status, answer = api.call("/agent/forks/tasks/f_x.1/result", json.dumps({"ok": "yes"}), token)
+    assert status == 400 and answer["error"].startswith("ok:"), answer
+    assert api.call("/agent/forks/claim", json.dumps({"wait": "x"}), "depa_not-a-token")[0] == 401
+    assert api.call("/agent/forks/claim", '{"wait": 0}' + " " * 600_000, "depa_not-a-token")[0] == 401
+    assert api.call("/agent/forks/claim", '{"wait": 0}' + " " * 600_000, token)[0] == 413
+    status, answer = api.call("/agent/forks/claim", json.dumps({"wait": 0, "running": ["f_gone"]}), token)
+    assert status == 200 and answer == {"task": None, "stop": ["f_gone"]}

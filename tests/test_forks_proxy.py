@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from depu.forks import journal, outcomes, policy, proxy, tokens
+from depu.ratelimit import KeyedBuckets
 from depu.forks.models import ACTIVE, SYNCING, Fork, JournalEntry, utcnow_iso
 from forks_support import Anvil, ApiFront
 
@@ -86,10 +87,10 @@ def test_oversized_bodies_bad_json_and_big_batches_are_refused(front, host):
 
 
 def test_rate_limit_answers_429_after_the_burst(front, host, monkeypatch):
-    bucket = policy.TokenBucket(rate=0.001, burst=3)
+    bucket = KeyedBuckets(rate=0.001, burst=3)
     assert [bucket.take("f") for _ in range(4)] == [True, True, True, False]
     assert bucket.take("g")  # per fork
-    monkeypatch.setattr(proxy, "_default", proxy.ForkProxy(bucket=policy.TokenBucket(rate=0.001, burst=2)))
+    monkeypatch.setattr(proxy, "_default", proxy.ForkProxy(bucket=KeyedBuckets(rate=0.001, burst=2)))
     token = make_fork(ALICE, host.url)
     assert [rpc(front, token, "eth_chainId").status_code for _ in range(3)] == [200, 200, 429]
     assert rpc(front, token, "eth_chainId").json()["error"]["code"] == policy.LIMIT_EXCEEDED

@@ -1,20 +1,19 @@
-"""Fuzzing the agent API against the contract it publishes (docs/agent-api.openapi.yaml).
+"""Fuzzing the agent API against the contract it publishes (docs/agent-api.openapi.json, generated from the
+handler's models by scripts/openapi.py).
 
-Two independent fuzzers:
+schemathesis, the reference tool (a dependency in requirements-dev.txt), does it twice:
 
-1. Our own: hypothesis strategies generated from the OpenAPI schemas (a small JSON-Schema-to-strategy
-   translation below), in two modes: bodies that conform to the schema, and conforming bodies with one field
-   replaced by arbitrary JSON. Every answer must be a documented status of that operation, its body must
-   validate against the documented response schema, a conforming body is never refused as malformed (400)
-   except where the server's rule is documented in prose, and after every call the state invariants hold:
-   one job, owned by one agent, balances never negative, held credits equal to the open job's hold.
-   (test_rental_agent_api.py fuzzes bodies made of the known field names; this one follows the schema.)
+1. In process: its hypothesis strategies for each operation, in two modes: bodies that conform to the
+   document (positive) and bodies that break it (negative). Every answer must be a documented status of that
+   operation and conform to the documented response (schemathesis validates it), a conforming body is never
+   refused as malformed (400) except where the server's rule is stated in prose, and after every call the
+   state invariants hold: one job, owned by one agent, balances never negative, held credits equal to the
+   open job's hold. (test_rental_agent_api.py fuzzes bodies made of the known field names.)
 
-2. schemathesis, the reference tool, run as a separate process against the local runtime on 127.0.0.1 with
-   its not_a_server_error, status_code_conformance, content_type_conformance and response_schema_conformance
+2. Its command line, run as a separate process against the local runtime on 127.0.0.1 with its
+   not_a_server_error, status_code_conformance, content_type_conformance and response_schema_conformance
    checks (the coverage phase, ~660 boundary cases and ~90 s here, runs with
-   DEPU_SCHEMATHESIS_PHASES=examples,coverage,fuzzing). schemathesis is not one of the project's packages: the test installs it into a private folder
-   outside the project (pip --target under the temp dir) and skips when that is not possible.
+   DEPU_SCHEMATHESIS_PHASES=examples,coverage,fuzzing).
 """
 from __future__ import annotations
 
@@ -22,125 +21,39 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+import requests
+import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.core import NotSet
 
+from depu.contracts import agent_api as contract
 from local.moto_server import free_port
 from rental_helpers import USER_ID, AgentApi, enrol_provider, ensure_user, register_agent, run_matcher, submit_job
 
 ROOT = Path(__file__).resolve().parent.parent
-SPEC_PATH = ROOT / "docs" / "agent-api.openapi.yaml"
-SPEC = yaml.safe_load(SPEC_PATH.read_text())
-
-
-# ---------------------------------------------------------------- schema helpers
-def resolve(schema: Any) -> Any:
-    """Follow local ``$ref``s (only ``#/...`` ones exist in our document)."""
-    while isinstance(schema, dict) and "$ref" in schema:
-        node: Any = SPEC
-        for part in schema["$ref"].lstrip("#/").split("/"):
-            node = node[part]
-        schema = node
-    return schema
-
-
-JSON_ANY = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**64, 2**64) | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
-    max_leaves=8,
-)
-
-
-def conforming(schema: Any, depth: int = 0) -> st.SearchStrategy:
-    """Values that validate against ``schema`` (the subset of JSON Schema our document uses)."""
-    schema = resolve(schema)
-    if "enum" in schema:
-        return st.sampled_from(schema["enum"])
-    kind = schema.get("type")
-    if kind == "object" or "properties" in schema:
-        properties = schema.get("properties", {})
-        required = set(schema.get("required", []))
-        fixed = {name: conforming(sub, depth + 1) for name, sub in properties.items() if name in required}
-        optional = {name: conforming(sub, depth + 1) for name, sub in properties.items() if name not in required}
-        return st.fixed_dictionaries(fixed, optional=optional)
-    if kind == "array":
-        cap = min(schema.get("maxItems", 4), 4 if depth < 2 else 1)
-        return st.lists(conforming(schema.get("items", {}), depth + 1), min_size=schema.get("minItems", 0), max_size=cap)
-    if kind == "string":
-        return st.text(min_size=schema.get("minLength", 0), max_size=min(schema.get("maxLength", 30), 30))
-    if kind == "integer":
-        return st.integers(schema.get("minimum", -10**6), schema.get("maximum", 10**9))
-    if kind == "number":
-        low, high = schema.get("minimum", -1e9), schema.get("maximum", 1e9)
-        return st.floats(low, high, allow_nan=False, exclude_min=bool(schema.get("exclusiveMinimum")))
-    if kind == "boolean":
-        return st.booleans()
-    return JSON_ANY
-
-
-def mutated(schema: Any) -> st.SearchStrategy:
-    """A conforming object with one property (possibly an undeclared one) set to arbitrary JSON."""
-    schema = resolve(schema)
-    names = sorted(schema.get("properties", {})) + ["unexpected"]
-    return st.builds(lambda body, name, value: {**body, name: value},
-                     conforming(schema), st.sampled_from(names), JSON_ANY)
-
-
-def validate(value: Any, schema: Any, where: str = "$") -> list[str]:
-    """Problems of ``value`` against ``schema`` (types, required, enum, items, bounds); [] when valid."""
-    schema = resolve(schema)
-    problems: list[str] = []
-    kind = schema.get("type")
-    checks = {"object": dict, "array": list, "string": str, "boolean": bool}
-    if kind in checks and not isinstance(value, checks[kind]):
-        return [f"{where}: expected {kind}, got {type(value).__name__}"]
-    if kind == "integer" and (isinstance(value, bool) or not isinstance(value, int)):
-        return [f"{where}: expected integer, got {value!r}"]
-    if kind == "number" and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        return [f"{where}: expected number, got {value!r}"]
-    if "enum" in schema and value not in schema["enum"]:
-        problems.append(f"{where}: {value!r} not in {schema['enum']}")
-    if isinstance(value, dict):
-        for name in schema.get("required", []):
-            if name not in value:
-                problems.append(f"{where}: missing {name}")
-        for name, sub in schema.get("properties", {}).items():
-            if name in value and value[name] is not None:
-                problems += validate(value[name], sub, f"{where}.{name}")
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            problems += validate(item, schema.get("items", {}), f"{where}[{index}]")
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and "minimum" in schema:
-        if value < schema["minimum"]:
-            problems.append(f"{where}: {value} below minimum {schema['minimum']}")
-    return problems
+SPEC_PATH = ROOT / "docs" / "agent-api.openapi.json"
+SPEC = json.loads(SPEC_PATH.read_text())
+SCHEMA = schemathesis.openapi.from_path(str(SPEC_PATH))
+JOB_STATES = set(typing.get_args(contract.JobState))
 
 
 def operation(path: str) -> dict[str, Any]:
     return SPEC["paths"][path]["post"]
 
 
-def request_schema(path: str) -> Any:
-    return operation(path)["requestBody"]["content"]["application/json"]["schema"]
-
-
-def response_schema(path: str, status: int) -> Any | None:
-    response = resolve(operation(path)["responses"].get(str(status)))
-    content = (response or {}).get("content", {}).get("application/json")
-    return content["schema"] if content else None
-
-
 # Conforming bodies the server may still refuse with 400, for rules the document states only in prose.
 PROSE_RULES = {
     "/agent/jobs/{job_id}/complete": "artifact keys must be the ones the artifacts route returned for this job",
     "/agent/jobs/{job_id}/artifacts": "a name must contain a usable file name (the schema allows '  ' or '..')",
+    "/agent/forks/tasks/{task_id}/result": "what a host built is checked against the fork (depu.forks.tasks)",
+    "/agent/register": "the machine's details are checked by the registry (a name, known GPUs, a fork host's URL)",
 }
 
 
@@ -170,7 +83,7 @@ def check_invariants(world: dict[str, Any]) -> None:
     jobs = list(Job.scan())
     assert len(jobs) == 1, "fuzzing must not create or lose jobs"
     job = jobs[0]
-    assert job.status in resolve({"$ref": "#/components/schemas/JobState"})["enum"]
+    assert job.status in JOB_STATES
     assert job.agent_id in (None, world["agent_id"]), "the job moved to an agent that never claimed it"
     balance = credits.balance(USER_ID)
     assert balance.credits >= 0 and balance.held >= 0
@@ -181,74 +94,80 @@ def check_invariants(world: dict[str, Any]) -> None:
         assert balance.credits == 6000 - int(job.charged or 0)  # starter 1000 + 5000, charged once
 
 
-def exercise(world: dict[str, Any], path: str, body: Any, own_job: bool, conforms: bool) -> None:
-    concrete = path.replace("{job_id}", world["job_id"] if own_job else "jfuzz0000")
+def as_schemathesis_response(status: int, answer: Any, url: str) -> schemathesis.Response:
+    """The in-process answer in the shape schemathesis validates (it would get the same over HTTP)."""
+    request = requests.Request("POST", url, json={}).prepare()
+    content = b"" if answer is None else json.dumps(answer).encode()
+    headers = {"content-type": ["application/json"]} if content else {}
+    return schemathesis.Response(status_code=status, headers=headers, content=content, request=request, elapsed=0.0,
+                                 verify=False, message="", encoding="utf-8", http_version="1.1")
+
+
+def body_of(case: Any) -> Any:
+    """The drawn body; an operation whose body is optional may be drawn without one (the route's defaults)."""
+    return None if isinstance(case.body, NotSet) else case.body
+
+
+def exercise(world: dict[str, Any], path: str, case: Any, own_job: bool, conforms: bool) -> None:
+    concrete = path.replace("{job_id}", world["job_id"] if own_job else "jfuzz0000").replace("{task_id}", "f_fuzz.1")
+    body = body_of(case)
     token = None if path == "/agent/register" else world["token"]
-    status, answer = world["api"].call(concrete, json.dumps(body, allow_nan=True), token)
+    if body is None:
+        raw = ""
+    elif isinstance(body, bytes):  # a negative case may send raw bytes instead of a JSON document
+        raw = body.decode("latin-1")
+    else:
+        raw = json.dumps(body, allow_nan=True)
+    status, answer = world["api"].call(concrete, raw, token)
     documented = {int(code) for code in operation(path)["responses"]}
     assert status in documented, (path, body, status, answer)
-    schema = response_schema(path, status)
-    if schema is not None:
-        assert validate(answer, schema) == [], (path, status, answer)
+    SCHEMA[path]["POST"].validate_response(as_schemathesis_response(status, answer, f"http://127.0.0.1{concrete}"))
     if conforms and status == 400 and path not in PROSE_RULES:
         raise AssertionError(f"{path}: a body that conforms to the published schema was refused: {body} -> {answer}")
     check_invariants(world)
 
 
 FUZZ_SETTINGS = settings(max_examples=60, deadline=None,
-                         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+                         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                                HealthCheck.filter_too_much])
 PATHS = sorted(SPEC["paths"])
 
 
 @FUZZ_SETTINGS
 @given(data=st.data(), path=st.sampled_from(PATHS), own_job=st.booleans())
 def test_schema_conforming_bodies_get_documented_answers(world, data, path, own_job):
-    body = data.draw(conforming(request_schema(path)), label="body")
-    exercise(world, path, body, own_job, conforms=True)
+    case = data.draw(SCHEMA[path]["POST"].as_strategy(GenerationMode.POSITIVE), label="case")
+    exercise(world, path, case, own_job, conforms=True)
 
 
 @FUZZ_SETTINGS
 @given(data=st.data(), path=st.sampled_from(PATHS), own_job=st.booleans())
-def test_bodies_with_one_wrong_field_get_documented_answers(world, data, path, own_job):
-    body = data.draw(mutated(request_schema(path)), label="body")
-    exercise(world, path, body, own_job, conforms=False)
+def test_bodies_that_break_the_schema_get_documented_answers(world, data, path, own_job):
+    case = data.draw(SCHEMA[path]["POST"].as_strategy(GenerationMode.NEGATIVE), label="case")
+    exercise(world, path, case, own_job, conforms=False)
 
 
-def test_the_schema_strategies_produce_what_the_validator_accepts():
-    """The fuzzer's own parts agree with each other, so the checks above mean what they say."""
+def test_the_document_and_the_models_agree():
+    """Every body schemathesis draws as conforming to the document is accepted by the route's model, so the
+    document (what clients read) and the models (what the server enforces) are one contract."""
+    from depu.contracts import fork_hosts
+
     for path in PATHS:
-        schema = request_schema(path)
+        ref = operation(path)["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        name = ref.rsplit("/", 1)[-1]
+        model = getattr(contract, name, None) or getattr(fork_hosts, name)
 
-        @settings(max_examples=20, deadline=None)
-        @given(conforming(schema))
-        def conforms(body):
-            assert validate(body, schema) == [], body
+        @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+        @given(SCHEMA[path]["POST"].as_strategy(GenerationMode.POSITIVE))
+        def accepted(case):
+            model.model_validate(body_of(case) or {})
 
-        conforms()
-    state = resolve(SPEC["components"]["responses"]["State"])["content"]["application/json"]["schema"]
-    assert validate({"state": "running"}, state) == []
-    assert validate({"state": "nope"}, state) and validate({}, state) and validate([], state)
+        accepted()
 
 
 # ---------------------------------------------------------------- schemathesis
-SCHEMATHESIS_DIR = Path(tempfile.gettempdir()) / "depu-schemathesis"
-
-
-def schemathesis_available() -> bool:
-    if (SCHEMATHESIS_DIR / "schemathesis").is_dir():
-        return True
-    try:
-        done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(SCHEMATHESIS_DIR),
-                               "schemathesis"], capture_output=True, timeout=240)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0 and (SCHEMATHESIS_DIR / "schemathesis").is_dir()
-
-
 @pytest.mark.e2e
 def test_schemathesis_finds_no_contract_violation(aws, tmp_path):
-    if not schemathesis_available():
-        pytest.skip("schemathesis could not be installed into a private folder (no package index?)")
     from local.runtime import LocalRuntime, RuntimeOptions
     from local.template import LocalTemplate
 
@@ -275,8 +194,7 @@ def test_schemathesis_finds_no_contract_violation(aws, tmp_path):
 
     handler_class.__getattr__ = any_method
     try:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(SCHEMATHESIS_DIR),
-               "HOME": str(tmp_path), "NO_COLOR": "1"}
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "NO_COLOR": "1"}
         command = [
             sys.executable, "-m", "schemathesis.cli", "run", str(SPEC_PATH), "--url", runtime.url,
             "-H", f"Authorization: Bearer {agent['agent_token']}",

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from depu.forks import policy, proxy
+from depu.ratelimit import KeyedBuckets
 from forks_support import rpc_event
 from proof_support import RecordingHost, invoke
 from telegram_harness import load_function
@@ -65,7 +66,7 @@ def rpc(aws, host, monkeypatch):
     from depu.forks.models import ACTIVE, Fork, utcnow_iso
 
     # no rate limit while fuzzing (the limit has its own test): a fresh proxy with a bottomless bucket
-    monkeypatch.setattr(proxy, "_default", proxy.ForkProxy(bucket=policy.TokenBucket(rate=1e9, burst=1e9)))
+    monkeypatch.setattr(proxy, "_default", proxy.ForkProxy(bucket=KeyedBuckets(rate=1e9, burst=1e9)))
     token, token_hash = tokens.issue("ffuzz001", USER, int(time.time()) + 3600)
     Fork("ffuzz001", user_id=USER, chat_id=USER, created_at=utcnow_iso(), status=ACTIVE, host_rpc_url=host.url,
          rpc_token_hash=token_hash, expires_at=int(time.time()) + 3600, base_block=1, chain_id=1,

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import TEST_WEBHOOK_SECRET
-from proof_support import diff, invoke, snapshot, webhook_event, telegram, webhook  # noqa: F401 - fixtures
+from proof_support import diff, invoke, snapshot, webhook_event, webhook  # noqa: F401 - fixtures
 
 ALLOWED = {200, 400, 401, 413}
 COMMANDS = ["/start", "/help", "/profile", "/jobs", "/cancel", "/rent_gpu", "/provider", "/shadow_fork", "/analytics",

@@ -260,3 +260,31 @@ def test_updates_wait_for_a_webhook_and_are_then_delivered_in_order(standin):
         assert "X-Telegram-Bot-Api-Secret-Token" not in recorder.requests[0][0]  # none was set
     finally:
         recorder.close()
+
+
+def test_a_method_in_its_own_module_is_served_recorded_and_scriptable(standin):
+    """The extension point other features use (one module under methods/): registered by name, answered over
+    HTTP with Telegram's envelope, case-insensitive, in ``calls``, and ``fail_next`` applies to it too."""
+    from local.telegram_standin import methods
+    from local.telegram_standin.methods import bot_method
+    from local.telegram_standin.models import ApiError
+
+    @bot_method("sendProbeForTests")
+    def send_probe(stand_in: TelegramStandIn, params: dict) -> dict:
+        if not params.get("value"):
+            raise ApiError(400, "Bad Request: value is empty")
+        return {"echo": params["value"], "bot": stand_in.bot_username}
+
+    assert "sendprobefortests" in methods.names()
+    assert api(standin, "sendProbeForTests", value="x").json() == {"ok": True, "result": {"echo": "x",
+                                                                                       "bot": "DePUTestBot"}}
+    assert api(standin, "SENDPROBEFORTESTS", value="y").json()["result"]["echo"] == "y"
+    refused = api(standin, "sendProbeForTests")
+    assert refused.status_code == 400 and refused.json()["description"] == "Bad Request: value is empty"
+    standin.fail_next("sendProbeForTests", 429, {"ok": False, "error_code": 429, "description": "slow down",
+                                                 "parameters": {"retry_after": 2}})
+    limited = api(standin, "sendProbeForTests", value="z")
+    assert limited.status_code == 429 and limited.json()["parameters"] == {"retry_after": 2}
+    assert [call.params.get("value") for call in standin.calls_of("sendProbeForTests")] == ["x", None, "z"]
+    with pytest.raises(ValueError, match="registered twice"):
+        bot_method("sendprobefortests")(lambda stand_in, params: None)

@@ -12,7 +12,7 @@ from depu.bot.registry import Document, Incoming
 from depu.errors import UserError
 from recording_chat import RecordingChat
 from rental_helpers import CPU_BENCHMARK, USER_ID, AgentApi, ensure_user, register_agent
-from telegram_fake_api import FakeTelegram
+from telegram_harness import bot_api_double
 
 
 def new_chat() -> RecordingChat:
@@ -127,7 +127,7 @@ def test_script_flow_stores_the_file_and_the_agent_gets_a_presigned_url(bot, cpu
     from depu.telegram.client import bot_api
     from rental_helpers import run_matcher
 
-    telegram = FakeTelegram(TEST_BOT_TOKEN).start()
+    telegram = bot_api_double(TEST_BOT_TOKEN)
     try:
         monkeypatch.setenv("TELEGRAM_API_BASE", telegram.base_url)
         get_settings.cache_clear()

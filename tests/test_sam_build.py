@@ -25,8 +25,7 @@ import pytest
 from conftest import TEST_BOT_TOKEN, TEST_WEBHOOK_SECRET
 from deadlines import scaled
 from local.template import LocalTemplate, load_template
-from telegram_fake_api import FakeTelegram
-from telegram_harness import api_event, sqs_event
+from telegram_harness import api_event, bot_api_double, sqs_event
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = ROOT / "tests" / "lambda_probe.py"
@@ -161,7 +160,7 @@ def _message(update_id: int, user_id: int, text: str) -> dict[str, Any]:
 def test_every_built_function_imports_and_answers_one_route_with_only_what_lambda_has(built, aws, tmp_path):
     manifest, runtime_dir = built
     endpoint = aws.endpoint
-    telegram = FakeTelegram(TEST_BOT_TOKEN).start()
+    telegram = bot_api_double(TEST_BOT_TOKEN)
     try:
         bot = {"TELEGRAM_API_BASE": telegram.base_url}
         # webhook: /start creates the profile and answers with the menu; then a chart, as /dashboard draws it

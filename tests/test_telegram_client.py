@@ -1,4 +1,4 @@
-"""BotApi against a real HTTP server on 127.0.0.1 speaking the Bot API's JSON (tests/telegram_fake_api.py)."""
+"""BotApi against a real HTTP server on 127.0.0.1 speaking the Bot API's JSON (the Telegram stand-in, local/telegram_standin)."""
 from __future__ import annotations
 
 import json
@@ -13,18 +13,14 @@ from depu.bot.registry import Button
 from depu.telegram.client import BotApi, TelegramError, inline_keyboard
 from depu.telegram.text import escape, split_message
 from local.moto_server import free_port
-from telegram_fake_api import FakeTelegram
+from local.telegram_standin import TelegramStandIn
 
 TOKEN = "424242:client-test-token"
 
 
 @pytest.fixture
-def telegram():
-    fake = FakeTelegram(TOKEN).start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
+def bot_token() -> str:
+    return TOKEN
 
 
 @pytest.fixture
@@ -33,7 +29,7 @@ def slept() -> list[float]:
 
 
 @pytest.fixture
-def api(telegram: FakeTelegram, slept: list[float]) -> BotApi:
+def api(telegram: TelegramStandIn, slept: list[float]) -> BotApi:
     return BotApi(token=TOKEN, base_url=telegram.base_url, sleep=slept.append, max_attempts=4, max_sleep=10)
 
 
@@ -42,7 +38,7 @@ def too_many(retry_after: int) -> dict:
             "parameters": {"retry_after": retry_after}}
 
 
-def test_send_message_is_html_and_returns_the_message_id(api: BotApi, telegram: FakeTelegram) -> None:
+def test_send_message_is_html_and_returns_the_message_id(api: BotApi, telegram: TelegramStandIn) -> None:
     message_id = api.send_message(7, "<b>hi</b> there")
     (call,) = telegram.calls
     assert call.method == "sendMessage"
@@ -52,12 +48,12 @@ def test_send_message_is_html_and_returns_the_message_id(api: BotApi, telegram: 
     assert message_id == max(mid for _, mid in telegram.texts)
 
 
-def test_reply_to_threads_the_first_part(api: BotApi, telegram: FakeTelegram) -> None:
+def test_reply_to_threads_the_first_part(api: BotApi, telegram: TelegramStandIn) -> None:
     api.send_message(-100, "answer", reply_to=55)
     assert telegram.calls[0].params["reply_parameters"] == {"message_id": 55, "allow_sending_without_reply": True}
 
 
-def test_429_retry_after_is_honoured(api: BotApi, telegram: FakeTelegram, slept: list[float]) -> None:
+def test_429_retry_after_is_honoured(api: BotApi, telegram: TelegramStandIn, slept: list[float]) -> None:
     telegram.fail_next("sendMessage", 429, too_many(3))
     message_id = api.send_message(7, "hello")
     assert slept == [3.0]
@@ -65,7 +61,7 @@ def test_429_retry_after_is_honoured(api: BotApi, telegram: FakeTelegram, slept:
     assert telegram.texts[(7, message_id)] == "hello"
 
 
-def test_429_longer_than_the_cap_is_raised_without_sleeping(telegram: FakeTelegram, slept: list[float]) -> None:
+def test_429_longer_than_the_cap_is_raised_without_sleeping(telegram: TelegramStandIn, slept: list[float]) -> None:
     api = BotApi(token=TOKEN, base_url=telegram.base_url, sleep=slept.append, max_sleep=2)
     telegram.fail_next("sendMessage", 429, too_many(30))
     with pytest.raises(TelegramError) as raised:
@@ -74,7 +70,7 @@ def test_429_longer_than_the_cap_is_raised_without_sleeping(telegram: FakeTelegr
     assert slept == [] and len(telegram.calls) == 1
 
 
-def test_server_errors_are_retried_with_backoff_then_given_up(api: BotApi, telegram: FakeTelegram, slept: list[float]) -> None:
+def test_server_errors_are_retried_with_backoff_then_given_up(api: BotApi, telegram: TelegramStandIn, slept: list[float]) -> None:
     failure = {"ok": False, "error_code": 502, "description": "Bad Gateway"}
     telegram.fail_next("sendMessage", 502, failure, times=2)
     assert api.send_message(7, "eventually") > 0
@@ -87,7 +83,7 @@ def test_server_errors_are_retried_with_backoff_then_given_up(api: BotApi, teleg
     assert len(telegram.calls_of("sendMessage")) == 3 + 4  # bounded: max_attempts calls, no more
 
 
-def test_client_errors_are_not_retried_and_never_show_the_token(api: BotApi, telegram: FakeTelegram) -> None:
+def test_client_errors_are_not_retried_and_never_show_the_token(api: BotApi, telegram: TelegramStandIn) -> None:
     telegram.fail_next("sendMessage", 400, {"ok": False, "error_code": 400, "description": f"Bad Request: chat not found {TOKEN}"})
     with pytest.raises(TelegramError) as raised:
         api.send_message(7, "x")
@@ -107,7 +103,7 @@ def test_network_errors_are_retried_and_redacted(slept: list[float]) -> None:
     assert TOKEN not in rendered and "424242" not in rendered
 
 
-def test_retries_stop_at_the_overall_deadline(telegram: FakeTelegram, slept: list[float]) -> None:
+def test_retries_stop_at_the_overall_deadline(telegram: TelegramStandIn, slept: list[float]) -> None:
     readings = iter(range(0, 1000, 7))  # every look at the clock: 7 s later (slow Telegram answers)
     api = BotApi(token=TOKEN, base_url=telegram.base_url, sleep=slept.append, max_attempts=10, max_total=20,
                  clock=lambda: next(readings))
@@ -117,13 +113,13 @@ def test_retries_stop_at_the_overall_deadline(telegram: FakeTelegram, slept: lis
     assert len(telegram.calls) == 3  # 0 s, 7 s, 14 s; a fourth try would end past 20 s
 
 
-def test_wrong_token_is_a_clear_error(telegram: FakeTelegram) -> None:
+def test_wrong_token_is_a_clear_error(telegram: TelegramStandIn) -> None:
     with pytest.raises(TelegramError) as raised:
         BotApi(token="1:wrong", base_url=telegram.base_url).send_message(7, "x")
     assert raised.value.error_code == 401
 
 
-def test_long_text_is_split_on_lines_with_buttons_on_the_last_part(api: BotApi, telegram: FakeTelegram) -> None:
+def test_long_text_is_split_on_lines_with_buttons_on_the_last_part(api: BotApi, telegram: TelegramStandIn) -> None:
     lines = [f"line {index:04d} " + "x" * 40 for index in range(200)]  # about 10 200 characters
     buttons = [[Button("Again", data="again:1"), Button("Docs", url="https://depu.example/docs")]]
     last_id = api.send_message(9, "\n".join(lines), buttons)
@@ -211,7 +207,7 @@ def test_keyboards_accept_buttons_and_notice_dicts() -> None:
         inline_keyboard([[{"text": "Too long", "data": "x" * 65}]])
 
 
-def test_edit_to_identical_text_is_a_no_op(api: BotApi, telegram: FakeTelegram) -> None:
+def test_edit_to_identical_text_is_a_no_op(api: BotApi, telegram: TelegramStandIn) -> None:
     message_id = api.send_message(7, "50%")
     api.edit_message_text(7, message_id, "75%", [[Button("Cancel", data="job:cancel")]])
     api.edit_message_text(7, message_id, "75%")  # Telegram: "message is not modified" -> swallowed
@@ -221,12 +217,12 @@ def test_edit_to_identical_text_is_a_no_op(api: BotApi, telegram: FakeTelegram) 
         api.edit_message_text(7, 999_999, "gone")
 
 
-def test_answer_callback_query(api: BotApi, telegram: FakeTelegram) -> None:
+def test_answer_callback_query(api: BotApi, telegram: TelegramStandIn) -> None:
     api.answer_callback_query("cb-1", "Done", alert=True)
     assert telegram.calls[0].params == {"callback_query_id": "cb-1", "text": "Done", "show_alert": True}
 
 
-def test_document_download(api: BotApi, telegram: FakeTelegram) -> None:
+def test_document_download(api: BotApi, telegram: TelegramStandIn) -> None:
     script = b"import torch\nprint(torch.cuda.is_available())\n" * 100
     telegram.add_file("FILE-1", "documents/file_1.py", script)
     assert api.download_file("FILE-1") == script
@@ -236,7 +232,7 @@ def test_document_download(api: BotApi, telegram: FakeTelegram) -> None:
         api.download_file("NOPE")
 
 
-def test_photo_and_document_uploads_are_multipart(api: BotApi, telegram: FakeTelegram) -> None:
+def test_photo_and_document_uploads_are_multipart(api: BotApi, telegram: TelegramStandIn) -> None:
     png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
     api.send_photo(7, png, caption="<b>gas</b>", filename="gas.png")
     api.send_document(7, b"a,b\n1,2\n", "export.csv", caption="your export",
@@ -247,13 +243,13 @@ def test_photo_and_document_uploads_are_multipart(api: BotApi, telegram: FakeTel
     assert json.loads(document.params["reply_markup"]) == {"inline_keyboard": [[{"text": "More", "callback_data": "export:more"}]]}
 
 
-def test_caption_over_the_limit_follows_as_a_message(api: BotApi, telegram: FakeTelegram) -> None:
+def test_caption_over_the_limit_follows_as_a_message(api: BotApi, telegram: TelegramStandIn) -> None:
     api.send_photo(7, b"png", caption="c" * 1500)
     assert [call.method for call in telegram.calls] == ["sendPhoto", "sendMessage"]
     assert "caption" not in telegram.calls[0].params
 
 
-def test_bot_setup_calls(api: BotApi, telegram: FakeTelegram) -> None:
+def test_bot_setup_calls(api: BotApi, telegram: TelegramStandIn) -> None:
     api.set_my_commands([("help", "What I can do"), ("profile", "Your profile")])
     api.set_webhook("https://api.depu.example/dev/telegram/webhook", "s3cret", ["message", "callback_query"])
     api.delete_webhook()
@@ -264,7 +260,7 @@ def test_bot_setup_calls(api: BotApi, telegram: FakeTelegram) -> None:
     assert webhook.params["allowed_updates"] == ["message", "callback_query"]
 
 
-def test_empty_text_is_refused_before_any_call(api: BotApi, telegram: FakeTelegram) -> None:
+def test_empty_text_is_refused_before_any_call(api: BotApi, telegram: TelegramStandIn) -> None:
     with pytest.raises(ValueError):
         api.send_message(7, "  ")
     assert telegram.calls == []

@@ -7,13 +7,26 @@ import json
 import boto3
 import pytest
 
-from conftest import TEST_BOT_TOKEN
 from depu.config import get_settings
 from depu.notify import Notice, enqueue
 from depu.telegram.client import bot_api
 from depu.telegram.delivery import RateLimited, RateLimiter
-from telegram_fake_api import FakeTelegram
-from telegram_harness import FakeLambdaContext, load_function, sqs_event
+from local.telegram_standin import TelegramStandIn
+from telegram_harness import FakeLambdaContext, load_function
+from telegram_harness import sqs_event as standard_sqs_event
+
+
+def sqs_event(bodies: list[str]) -> dict:
+    """The event Lambda builds from the FIFO NotifyQueue: each record carries its message group, the chat id
+    as depu.notify sends it (a body without a readable chat id gets a group of its own)."""
+    event = standard_sqs_event(bodies)
+    for record in event["Records"]:
+        try:
+            group = str(json.loads(record["body"])["chat_id"])
+        except (ValueError, KeyError, TypeError):
+            group = record["messageId"]
+        record["attributes"]["MessageGroupId"] = group
+    return event
 
 
 class FakeTime:
@@ -85,19 +98,10 @@ def test_idle_chats_are_forgotten() -> None:
     for chat in range(50):
         limiter.reserve(chat, max_wait=100)
         time.now += 2
-    assert len(limiter._next_chat) <= 11
+    assert limiter.tracked_chats <= 11
 
 
 # ---------------------------------------------------------------- the notifier function
-@pytest.fixture
-def telegram():
-    fake = FakeTelegram(TEST_BOT_TOKEN).start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
 @pytest.fixture
 def fake_time() -> FakeTime:
     return FakeTime()
@@ -125,7 +129,7 @@ def notice(chat_id: int, text: str, **extra) -> str:
     return Notice(chat_id=chat_id, text=text, **extra).to_json()
 
 
-def sent(telegram: FakeTelegram) -> list[tuple[int, str]]:
+def sent(telegram: TelegramStandIn) -> list[tuple[int, str]]:
     return [(call.params["chat_id"], call.params["text"]) for call in telegram.calls_of("sendMessage")]
 
 

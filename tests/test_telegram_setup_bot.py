@@ -9,7 +9,6 @@ import pytest
 
 from conftest import TEST_BOT_TOKEN, TEST_WEBHOOK_SECRET
 from depu.bot.dispatch import load_features
-from telegram_fake_api import FakeTelegram
 from telegram_harness import ROOT
 
 WEBHOOK_URL = "https://abc123.execute-api.us-east-1.amazonaws.com/dev/telegram/webhook"
@@ -20,15 +19,6 @@ def load_script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture
-def telegram():
-    fake = FakeTelegram(TEST_BOT_TOKEN).start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The whole loop with the local Telegram stand-in (local/telegram_standin.py), an independent implementation
+"""The whole loop with the local Telegram stand-in (local/telegram_standin/), an independent implementation
 of the Bot API that validates HTML, keyboards and callback data the way Telegram does:
 
 stand-in user types -> webhook POST over HTTP -> the real handler (moto) -> BotApi -> stand-in's chat.
@@ -126,7 +126,7 @@ def test_document_is_downloaded_through_get_file(loop, features_under_test) -> N
 
 
 def test_forged_update_to_the_relay_is_refused(loop) -> None:
-    loop._webhook_secret = "not-the-secret"  # a sender that does not know our secret
+    loop.webhook_secret = "not-the-secret"  # a sender that does not know our secret
     delivery = loop.send_user_message(USER, text="/treport")
     assert delivery.status == 401
     assert loop.messages(USER) == []

@@ -18,7 +18,7 @@ from depu.bot.registry import Button, registry
 from depu.config import get_settings
 from depu.errors import UserError
 from depu.telegram.client import bot_api
-from telegram_fake_api import FakeTelegram
+from local.telegram_standin import TelegramStandIn
 from telegram_harness import ROOT, FakeLambdaContext, api_event, load_function
 
 PATH = "/telegram/webhook"
@@ -52,15 +52,6 @@ class Recorder:
 
     def silent_button(self, incoming, chat) -> None:
         self.calls.append(("silent", incoming.callback_data))
-
-
-@pytest.fixture
-def telegram():
-    fake = FakeTelegram(TEST_BOT_TOKEN).start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 @pytest.fixture
@@ -108,7 +99,7 @@ def idempotency_items() -> list[dict]:
     return boto3.client("dynamodb").scan(TableName=get_settings().idempotency_table)["Items"]
 
 
-def sent_texts(telegram: FakeTelegram) -> list[str]:
+def sent_texts(telegram: TelegramStandIn) -> list[str]:
     return [call.params["text"] for call in telegram.calls_of("sendMessage")]
 
 

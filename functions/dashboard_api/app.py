@@ -13,64 +13,70 @@ push; the upgrade path is an API Gateway WebSocket API fed by the jobs' metric w
 """
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
+from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from depu import jsonbody, tracing
+from depu import tracing
 from depu.config import get_settings
+from depu.contracts import dashboard_api as c
+from depu.contracts.common import answers
 from depu.dashboard import initdata, overview, sessions, site
+from depu.web import bodies, errors
+from depu.web.bearer import bearer_token
+from depu.web.responses import error_response, json_response
 
 logger = Logger()
 tracer = tracing.tracer()
-app = APIGatewayRestResolver(json_body_deserializer=jsonbody.loads)
 
 _LOGIN_CODE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 # POST /dashboard/session parses before it authenticates: an outsider's body gets a small limit. Telegram's
 # initData is a few hundred bytes to a few KiB; a login code is under 256 characters.
 SESSION_MAX_BODY_BYTES = 16 * 1024
 _JSON_HEADERS = {**site.SECURITY_HEADERS, "Cache-Control": "no-store"}
+app = APIGatewayRestResolver(enable_validation=True, response_validation_error_http_code=500,
+                             json_body_deserializer=bodies.limited_json(lambda: SESSION_MAX_BODY_BYTES))
+SEND = "send a JSON object with init_data (inside Telegram) or login_code (from the bot's link)"
+errors.install(app, _JSON_HEADERS, hint=SEND)
 
 
-def _json(status: int, body: dict[str, Any]) -> Response:
-    return Response(status_code=status, content_type="application/json", body=json.dumps(body), headers=_JSON_HEADERS)
+class NoCredentials(Exception):
+    """A session request with neither init_data nor login_code."""
+
+
+@app.exception_handler(NoCredentials)
+def _no_credentials(_: NoCredentials) -> Response:
+    return error_response(400, SEND, _JSON_HEADERS)
 
 
 def _bot_token() -> str:
     return str(parameters.get_secret(get_settings().telegram_bot_token_secret, max_age=300))
 
 
-def _bearer() -> str | None:
-    header = app.current_event.headers.get("Authorization") or app.current_event.headers.get("authorization") or ""
-    scheme, _, value = header.partition(" ")
-    # tokens are ASCII; anything else (a lone surrogate included) is no token, not a crash in hashing
-    return value.strip() if scheme.lower() == "bearer" and value.strip() and value.isascii() else None
-
-
 def _session() -> sessions.Session:
-    return sessions.session_for(_bearer())
+    return sessions.session_for(bearer_token(app.current_event.headers))
 
 
 @app.exception_handler(sessions.SessionError)
 def _refused_session(error: sessions.SessionError) -> Response:
-    return _json(401, {"error": str(error)})
+    return error_response(401, str(error), _JSON_HEADERS)
 
 
 @app.exception_handler(initdata.InitDataError)
 def _refused_init_data(error: initdata.InitDataError) -> Response:
     logger.info("initData refused", extra={"reason": str(error)})
-    return _json(401, {"error": str(error)})
+    return error_response(401, str(error), _JSON_HEADERS)
 
 
 # ------------------------------------------------------------------------------------------- the page
-@app.get("/dashboard/app")
-def app_index() -> Response:
+@app.get("/dashboard/app", include_in_schema=False)
+def app_index() -> Response[str]:
     # The page uses relative URLs (stage prefixes differ per deployment), so it must be served from
     # ``.../app/``. The resolver matches ``/app`` and ``/app/`` alike; the raw path tells them apart.
     if not app.current_event.path.endswith("/"):
@@ -78,12 +84,12 @@ def app_index() -> Response:
     return _static(None)
 
 
-@app.get("/dashboard/app/<name>")
-def app_file(name: str) -> Response:
+@app.get("/dashboard/app/<name>", include_in_schema=False)
+def app_file(name: str) -> Response[str]:
     return _static(name)
 
 
-def _static(name: str | None) -> Response:
+def _static(name: str | None) -> Response[str]:
     try:
         found = site.static_file(name)
     except site.NotFound:
@@ -91,9 +97,10 @@ def _static(name: str | None) -> Response:
     return Response(status_code=200, content_type=found.content_type, body=found.body, headers=site.SECURITY_HEADERS)
 
 
-@app.get("/dashboard/login")
-def login_link() -> Response:
-    code = app.current_event.get_query_string_value("code", "") or ""
+@app.get("/dashboard/login", operation_id="loginLink",
+         responses={302: {"description": "To the page, with the code in the URL fragment.", "content": {}}},
+         summary="The bot's one-time browser link (never redeemed by a GET, so link previews cannot burn it).")
+def login_link(code: Annotated[str, Query()] = "") -> Response[None]:
     target = f"app/#login={code}" if _LOGIN_CODE.fullmatch(code) else "app/#login_error=1"
     return Response(
         status_code=302, body="", headers={"Location": target, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
@@ -101,42 +108,36 @@ def login_link() -> Response:
 
 
 # ------------------------------------------------------------------------------------------- sessions
-@app.post("/dashboard/session")
-def open_session() -> Response:
-    event = app.current_event
-    raw = event.body or ""
-    if len(raw) > 2 * SESSION_MAX_BODY_BYTES:  # sized before any base64 decoding (4/3 growth)
-        return _json(413, {"error": f"body over {SESSION_MAX_BODY_BYTES} bytes"})
-    try:
-        body = jsonbody.loads(event.decoded_body or "", max_bytes=SESSION_MAX_BODY_BYTES)
-    except jsonbody.TooLarge as error:
-        return _json(413, {"error": str(error)})
-    except jsonbody.NotUnicode as error:
-        return _json(400, {"error": str(error)})
-    except (ValueError, TypeError):
-        body = None
-    if not isinstance(body, dict):
-        return _json(400, {"error": "send a JSON object with init_data or login_code"})
-    init_data, login_code = body.get("init_data"), body.get("login_code")
-    if isinstance(init_data, str) and init_data:
+@app.post("/dashboard/session", operation_id="openSession",
+          responses=answers("A 15-minute bearer session.",
+                            (400, "Neither init_data nor login_code, or a body that does not fit."),
+                            (401, "initData refused (signature, age) or the login code is unknown or used."),
+                            (413, "The body is over 16 KiB (it is read before anything is checked)."), status=201),
+          summary="Open a session: init_data inside Telegram, login_code from the bot's browser link.")
+def open_session(request: Annotated[c.SessionRequest, Body()] = c.SessionRequest()) -> Response[c.SessionReply]:
+    init_data, login_code = request.init_data, request.login_code
+    if init_data:
         user = initdata.verify(init_data, _bot_token())
         token, session = sessions.open_session(user.id)
-        who = {"id": user.id, "first_name": user.first_name, "username": user.username}
-    elif isinstance(login_code, str) and login_code:
+        who = c.SessionUser(id=user.id, first_name=user.first_name, username=user.username)
+    elif login_code:
         token, session = sessions.redeem_login_code(login_code)
-        who = {"id": session.user_id, "first_name": _first_name(session.user_id), "username": None}
+        who = c.SessionUser(id=session.user_id, first_name=_first_name(session.user_id))
     else:
-        return _json(400, {"error": "send init_data (inside Telegram) or login_code (from the bot's link)"})
+        raise NoCredentials()
     logger.info("dashboard session opened", extra={"user_id": session.user_id})
-    return _json(201, {"token": token, "expires_at": session.expires_at, "user": who})
+    return Response(201, "application/json", c.SessionReply(token=token, expires_at=int(session.expires_at), user=who),
+                    headers=_JSON_HEADERS)
 
 
-@app.delete("/dashboard/session")
-def close_session() -> Response:
-    token = _bearer()
+@app.delete("/dashboard/session", operation_id="closeSession",
+            responses={204: {"description": "Signed out (also when already signed out).", "content": {}}},
+            summary="Sign out: the session's token stops working at once.")
+def close_session() -> Response[None]:
+    token = bearer_token(app.current_event.headers)
     if token:
         sessions.close_session(token)
-    return Response(status_code=204, body="", headers=_JSON_HEADERS)
+    return json_response(204, None, _JSON_HEADERS)
 
 
 def _first_name(user_id: int) -> str:
@@ -151,13 +152,16 @@ def _first_name(user_id: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------- data
-@app.get("/dashboard/overview")
+@app.get("/dashboard/overview", operation_id="overview",
+         responses=answers("The overview; each section has its own state.", (401, "No session, or it expired or was closed.")),
+         summary="The session user's credits, jobs with GPU metrics, forks, watches and chain (polled).")
+def get_overview() -> Response[c.Overview]:
+    return Response(200, "application/json", _overview(_session()), headers=_JSON_HEADERS)
+
+
 @tracer.capture_method(capture_response=False, capture_error=False)
-def get_overview() -> Response:
-    session = _session()
-    data = overview.build_overview(session.user_id)
-    data["session_expires_at"] = session.expires_at
-    return _json(200, data)
+def _overview(session: sessions.Session) -> c.Overview:
+    return c.Overview(**overview.build_overview(session.user_id), session_expires_at=int(session.expires_at))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

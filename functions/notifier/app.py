@@ -4,6 +4,14 @@ Repeats are dropped through the idempotency table, keyed by the notice's ``dedup
 by the SQS message id, which covers the queue's own at-least-once redelivery). A record that fails (Telegram
 down, rate limited, unreadable notice) is reported as a batch item failure: SQS retries it and after the
 queue's maxReceiveCount moves it to the dead-letter queue, where an alarm fires. Nothing is lost silently.
+
+Per-chat order: NotifyQueue is FIFO with one message group per chat (depu.notify), so SQS hands a chat's
+notices out in the order they were sent, and none of a group's later messages while earlier ones are in
+flight. Powertools' SqsFifoPartialProcessor with ``skip_group_on_error`` keeps that within a batch: once a
+chat's notice fails, the chat's later records in the batch are reported failed unsent, and they all come back
+in order; other chats go on. What one invocation's records share (its time left, the seconds spent waiting
+for slots) lives in an ``Invocation`` made per call, never in module state; only the rate limiter outlives an
+invocation, on purpose.
 """
 from __future__ import annotations
 
@@ -11,7 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
@@ -28,7 +36,8 @@ from depu.telegram.delivery import RateLimiter, deliver
 
 logger = Logger()
 tracer = tracing.tracer()
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+processor.raise_on_entire_batch_failure = False  # all records failing is a normal answer: SQS retries them
 limiter = RateLimiter()
 
 MAX_WAIT_SECONDS = 5.0  # longer than this for one slot: give the record back to the queue
@@ -39,12 +48,6 @@ DEDUPE_SECONDS = 24 * 3600
 
 idempotency_config = IdempotencyConfig(event_key_jmespath="key", raise_on_no_idempotency_key=True,
                                        expires_after_seconds=DEDUPE_SECONDS)
-_invocation: dict[str, Any] = {"context": None, "waited": 0.0, "held_chats": set()}
-
-
-class HeldBack(Exception):
-    """An earlier notice for the same chat failed in this batch: keep this one back too, so the chat's
-    messages are not delivered out of order (a stale progress edit after the final result, say)."""
 
 
 @lru_cache(maxsize=1)
@@ -64,18 +67,36 @@ def fetch_artifact(key: str) -> bytes:
     return _s3().get_object(Bucket=get_settings().artifacts_bucket, Key=key)["Body"].read()
 
 
-def _max_wait() -> float:
-    """How long this record may wait for its slot: bounded per record, per batch and by the time left."""
-    allowance = min(MAX_WAIT_SECONDS, max(MIN_WAIT_SECONDS, MAX_BATCH_WAIT_SECONDS - _invocation["waited"]))
-    context = _invocation["context"]
-    if context is not None:
-        allowance = min(allowance, (context.get_remaining_time_in_millis() - SAFETY_MARGIN_MS) / 1000)
-    return max(0.0, allowance)
+class Invocation:
+    """One invocation's shared budget: its Lambda context (time left) and the seconds its records have
+    waited for send slots so far. (A plain class: a handler module is loaded by path, outside sys.modules,
+    where dataclasses cannot resolve its annotations.)"""
+
+    def __init__(self, context: LambdaContext | None = None) -> None:
+        self.context = context
+        self.waited = 0.0
+
+    def max_wait(self) -> float:
+        """How long the next record may wait for its slot: bounded per record, per batch and by time left."""
+        allowance = min(MAX_WAIT_SECONDS, max(MIN_WAIT_SECONDS, MAX_BATCH_WAIT_SECONDS - self.waited))
+        if self.context is not None:
+            allowance = min(allowance, (self.context.get_remaining_time_in_millis() - SAFETY_MARGIN_MS) / 1000)
+        return max(0.0, allowance)
+
+    def handle(self, record: SQSRecord) -> dict[str, Any]:
+        """Deliver one record's notice once (the processor skips it if its chat's earlier one failed)."""
+        notice = Notice.from_json(record.body)  # an unreadable notice fails here and ends in the DLQ
+        if not isinstance(notice.chat_id, int) or isinstance(notice.chat_id, bool) or not isinstance(notice.text, str):
+            raise ValueError("a notice needs an integer chat_id and a text")
+        key = f"dedupe:{notice.dedupe_key}" if notice.dedupe_key else f"sqs:{record.message_id}"
+        result = _send_once()(delivery={"key": key, "body": record.body}, invocation=self)
+        logger.info("notice delivered", extra={"chat_id": notice.chat_id, "message_id": result.get("message_id")})
+        return result
 
 
-def send(notice: Notice) -> dict[str, Any]:
+def send(notice: Notice, invocation: Invocation) -> dict[str, Any]:
     """Wait for a send slot, then deliver; feeds Telegram's 429 back into the limiter."""
-    _invocation["waited"] += limiter.acquire(notice.chat_id, _max_wait())
+    invocation.waited += limiter.acquire(notice.chat_id, invocation.max_wait())
     try:
         message_id = deliver(notice, _api(), fetch_artifact)
     except TelegramError as exc:
@@ -91,31 +112,15 @@ def _send_once():
 
     @idempotent_function(data_keyword_argument="delivery", persistence_store=persistence,
                          config=idempotency_config, key_prefix="notice")
-    def send_once(delivery: dict[str, Any]) -> dict[str, Any]:
-        return send(Notice.from_json(delivery["body"]))
+    def send_once(delivery: dict[str, Any], invocation: Invocation) -> dict[str, Any]:
+        return send(Notice.from_json(delivery["body"]), invocation)
 
     return send_once
-
-
-def record_handler(record: SQSRecord) -> dict[str, Any]:
-    notice = Notice.from_json(record.body)  # an unreadable notice fails here and ends in the DLQ
-    if not isinstance(notice.chat_id, int) or isinstance(notice.chat_id, bool) or not isinstance(notice.text, str):
-        raise ValueError("a notice needs an integer chat_id and a text")
-    if notice.chat_id in _invocation["held_chats"]:
-        raise HeldBack(f"an earlier notice for chat {notice.chat_id} failed in this batch")
-    key = f"dedupe:{notice.dedupe_key}" if notice.dedupe_key else f"sqs:{record.message_id}"
-    try:
-        result = _send_once()(delivery={"key": key, "body": record.body})
-    except Exception:
-        _invocation["held_chats"].add(notice.chat_id)
-        raise
-    logger.info("notice delivered", extra={"chat_id": notice.chat_id, "message_id": result.get("message_id")})
-    return result
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     idempotency_config.register_lambda_context(context)
-    _invocation.update(context=context, waited=0.0, held_chats=set())
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    invocation = Invocation(context)
+    return process_partial_response(event=event, record_handler=invocation.handle, processor=processor, context=context)

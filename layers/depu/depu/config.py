@@ -1,13 +1,19 @@
-"""Runtime settings, read once from the environment that template.yaml (or the local stack) sets.
+"""Runtime settings: the only module that reads the environment template.yaml (or the local stack) sets.
+
+``get_settings()`` is read once per process (cached). A few settings are read at each use instead, because
+the local stack and the tests change them within one process: the indexer's tuning (``chain_tuning``) and
+the paths the local stack points at its own checkout (``local_overrides``).
 
 Secrets are not settings: only the *names* of secrets live here; their values are fetched through
-Powertools Parameters (see ``depu.secrets``) so they never sit in environment variables or logs.
+Powertools Parameters where they are used (the Bot API client, the webhook's and dashboard's handlers,
+``depu.agents.signing``), so they never sit in environment variables or logs.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 
 def _env(name: str, default: str = "") -> str:
@@ -79,3 +85,60 @@ class Settings:
 def get_settings() -> Settings:
     """The process's settings. Tests that change the environment call ``get_settings.cache_clear()``."""
     return Settings.from_env()
+
+
+@dataclass(frozen=True)
+class ChainTuning:
+    """The indexer's optional tuning (docs/analytics.md); None: the indexer's own default."""
+
+    confirmations: int | None
+    chunk_blocks: int | None
+    start_block: int | None
+    backfill: int | None
+    max_reorg_depth: int | None
+    rpc_rate: float | None
+    aggregate_workers: int  # aggregate updates in flight per block
+
+
+def _optional(name: str, cast: type = int):
+    value = _env(name)
+    return cast(value) if value else None
+
+
+def chain_tuning() -> ChainTuning:
+    """Read at each use (not cached): the local stack sets these per chain before it starts the indexer."""
+    return ChainTuning(
+        confirmations=_optional("CHAIN_CONFIRMATIONS"),
+        chunk_blocks=_optional("CHAIN_CHUNK_BLOCKS"),
+        start_block=_optional("CHAIN_START_BLOCK"),
+        backfill=_optional("CHAIN_BACKFILL_BLOCKS"),
+        max_reorg_depth=_optional("CHAIN_MAX_REORG_DEPTH"),
+        rpc_rate=_optional("CHAIN_RPC_RATE", float),
+        aggregate_workers=int(_env("CHAIN_AGGREGATE_WORKERS", "8")),
+    )
+
+
+@dataclass(frozen=True)
+class LocalOverrides:
+    """What only the local stack and the tests set; a deployed function has none of them."""
+
+    agent_dir: Path | None  # DEPU_AGENT_DIR: the agent sources to package (default: the checkout's agent/)
+    dashboard_site_dir: Path | None  # DASHBOARD_SITE_DIR: the Mini App's files (default: web/dashboard/)
+    agent_signing_key_file: Path | None  # DEPU_AGENT_SIGNING_KEY_FILE: the local stack's own signing key
+
+
+AGENT_SIGNING_KEY_FILE_ENV = "DEPU_AGENT_SIGNING_KEY_FILE"
+
+
+def local_overrides() -> LocalOverrides:
+    """Read at each use (not cached): tests point these at a folder or key of their own."""
+
+    def path(name: str) -> Path | None:
+        value = _env(name)
+        return Path(value) if value else None
+
+    return LocalOverrides(
+        agent_dir=path("DEPU_AGENT_DIR"),
+        dashboard_site_dir=path("DASHBOARD_SITE_DIR"),
+        agent_signing_key_file=path(AGENT_SIGNING_KEY_FILE_ENV),
+    )

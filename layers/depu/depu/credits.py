@@ -13,7 +13,6 @@ Amounts are integer credits (1 credit = 0.001 USD).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from pynamodb.connection import Connection
@@ -23,10 +22,10 @@ from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
 from depu.config import get_settings
-from depu.profiles import Profile, utcnow
+from depu.retry import LEDGER_TRANSACTION
+from depu.users import Profile, utcnow
 
 STARTER_ENTRY = "grant#starter"
-_TRANSACTION_ATTEMPTS = 4  # DynamoDB cancels transactions that collide on an item; they are safe to retry
 
 
 class LedgerError(Exception):
@@ -128,9 +127,11 @@ class _Transaction:
         self._updates.append((label, (model, actions, condition)))
 
     def commit(self) -> set[str]:
-        """Apply all items or none. Returns the labels whose condition failed (empty set: applied)."""
+        """Apply all items or none. Returns the labels whose condition failed (empty set: applied). A
+        transaction DynamoDB cancelled for a conflict or throttling is retried by LEDGER_TRANSACTION."""
         labels = [label for label, _ in self._checks + self._puts + self._updates]
-        for attempt in range(_TRANSACTION_ATTEMPTS):
+
+        def attempt() -> set[str]:
             try:
                 with TransactWrite(connection=Connection()) as transaction:
                     for _, (model_cls, hash_key, condition) in self._checks:
@@ -141,20 +142,27 @@ class _Transaction:
                         transaction.update(model, actions=actions, condition=condition)
                 return set()
             except TransactWriteError as error:
-                if error.cause_response_code != "TransactionCanceledException":
-                    raise
-                reasons = error.cancellation_reasons or []
-                codes = {labels[i]: reason.code for i, reason in enumerate(reasons) if reason is not None}
-                failed = {label for label, code in codes.items() if code == "ConditionalCheckFailed"}
+                codes = _cancellation_codes(error)
+                failed = {labels[i] for i, code in codes.items() if code == "ConditionalCheckFailed"}
                 if failed:
                     return failed
-                if attempt + 1 < _TRANSACTION_ATTEMPTS and any(
-                    code in ("TransactionConflict", "ThrottlingError") for code in codes.values()
-                ):
-                    time.sleep(0.05 * (2**attempt))
-                    continue
                 raise
-        raise AssertionError("unreachable")
+
+        return LEDGER_TRANSACTION.retrying(_collided)(attempt)
+
+
+def _cancellation_codes(error: TransactWriteError) -> dict[int, str]:
+    """Each cancelled item's reason code, by the item's position (none unless DynamoDB cancelled it)."""
+    if error.cause_response_code != "TransactionCanceledException":
+        return {}
+    return {i: reason.code for i, reason in enumerate(error.cancellation_reasons or []) if reason is not None}
+
+
+def _collided(error: BaseException) -> bool:
+    """A transaction cancelled because another one touched an item, or throttled: safe to run again."""
+    return isinstance(error, TransactWriteError) and any(
+        code in ("TransactionConflict", "ThrottlingError") for code in _cancellation_codes(error).values()
+    )
 
 
 def _entry(account: str, entry_id: str, kind: str, amount: int, **fields) -> LedgerEntry:

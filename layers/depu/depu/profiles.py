@@ -8,62 +8,14 @@ profile and the ledger cannot disagree. What /profile shows is the bot's (``depu
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
 
-from pynamodb.attributes import (
-    JSONAttribute,
-    MapAttribute,
-    NumberAttribute,
-    UnicodeAttribute,
-    UTCDateTimeAttribute,
-)
-from pynamodb.models import Model
-
+from depu import credits
 from depu.config import get_settings
+from depu.users import ConversationState, Profile, get_profile, utcnow
+
+__all__ = ["ConversationState", "Profile", "get_profile", "utcnow"]  # the model lives in depu.users
 
 log = logging.getLogger(__name__)
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class ConversationState(MapAttribute):
-    """Where a user is in a multi-step flow (see ``depu.conversation``); ``version`` guards concurrent steps."""
-
-    flow = UnicodeAttribute()
-    step = UnicodeAttribute()
-    data = JSONAttribute(null=True)
-    expires_at = NumberAttribute()  # epoch seconds
-    version = NumberAttribute(default=0)
-
-
-class Profile(Model):
-    """A user. Amounts are integer credits (1 credit = 0.001 USD)."""
-
-    class Meta:
-        table_name = get_settings().users_table
-
-    user_id = NumberAttribute(hash_key=True)
-    first_name = UnicodeAttribute(null=True)
-    username = UnicodeAttribute(null=True)
-    language_code = UnicodeAttribute(null=True)
-    created_at = UTCDateTimeAttribute(null=True)
-    updated_at = UTCDateTimeAttribute(null=True)
-    credits = NumberAttribute(default=0)  # available to spend
-    held = NumberAttribute(default=0)  # reserved for running jobs
-    earned = NumberAttribute(default=0)  # earned as a GPU provider
-    starts = NumberAttribute(default=0)  # how many times /start was sent
-    referred_by = UnicodeAttribute(null=True)  # the first deep-link referral payload, e.g. "ref_42"
-    conversation = ConversationState(null=True)
-
-
-def get_profile(user_id: int) -> Profile | None:
-    """The user's profile, read consistently (balances just changed must show), or None if never started."""
-    try:
-        return Profile.get(user_id, consistent_read=True)
-    except Profile.DoesNotExist:
-        return None
 
 
 def ensure_profile(
@@ -80,8 +32,6 @@ def ensure_profile(
     profile row that was created some other way (a provider credited before ever sending /start) still
     gets it once. Returns ``(profile, created)``.
     """
-    from depu import credits  # credits imports this module's Profile; import here to avoid a cycle
-
     now = utcnow()
     starter = max(0, get_settings().starter_credits)
     created = credits.open_account(

@@ -109,11 +109,8 @@ def is_due(agent: Agent, now: float | None = None) -> bool:
 
 
 def reliability(agent: Agent) -> float:
-    """Share of good outcomes (challenges passed, leases completed) among all, with one of each assumed so a
-    new agent starts at 0.5, not at 0 or 1. Only what the cloud observed counts; nothing the agent reports."""
-    good = int(agent.challenges_passed or 0) + int(agent.jobs_done or 0)
-    bad = int(agent.challenges_failed or 0) + int(agent.leases_lost or 0)
-    return round((good + 1) / (good + bad + 2), 3)
+    """The agent's reliability (``Agent.reliability``: challenges passed and leases completed among all)."""
+    return agent.reliability
 
 
 def _swap(agent_id: str, expected_id: str | None, actions: list, must_be_pending: bool = True) -> None:

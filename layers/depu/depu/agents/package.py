@@ -25,13 +25,12 @@ import binascii
 import gzip
 import hashlib
 import io
-import os
 import tarfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from depu.config import get_settings
+from depu.config import get_settings, local_overrides
 
 SITE_PREFIX = "site/agent/"
 INSTALL_SCRIPT = "install.sh"
@@ -39,7 +38,6 @@ PACKAGE_B64 = "package.b64"
 PACKAGE_SHA256 = "package.sha256"
 INSTALL_SIGNATURE = "install.sh.sig"  # base64 of the Ed25519 signature over install.sh's bytes
 PACKAGE_SIGNATURE = "package.sig"  # base64 of the Ed25519 signature over the tarball (the decoded package)
-LOCAL_SIGNING_KEY_ENV = "DEPU_AGENT_SIGNING_KEY_FILE"
 TOP_DIR = "depu-agent"  # the tarball's single top-level directory: install.sh pip-installs <dir>/depu-agent
 TOP_FILES = ("pyproject.toml", "requirements.txt", "README.md")
 PACKAGE_DIR = "depu_agent"
@@ -70,9 +68,9 @@ class InstallScript:
 
 def default_agent_dir() -> Path:
     """agent/ of the repository this package sits in (absent in a deployed Lambda)."""
-    override = os.environ.get("DEPU_AGENT_DIR")
+    override = local_overrides().agent_dir
     if override:
-        return Path(override)
+        return override
     return Path(__file__).resolve().parents[4] / "agent"
 
 
@@ -136,12 +134,12 @@ def signed(tarball: bytes, private_key) -> AgentPackage:
 
 def _local_signing_key():
     """The local stack's key (a deployed function has none: it serves what the operator signed)."""
-    path = os.environ.get(LOCAL_SIGNING_KEY_ENV)
+    path = local_overrides().agent_signing_key_file
     if not path:
         return None
     from depu.agents import signing
 
-    return signing.read_key_file(Path(path))
+    return signing.read_key_file(path)
 
 
 def agent_package(agent_dir: Path | None = None) -> AgentPackage:

@@ -25,10 +25,10 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from depu.agents import tokens
+from depu.agents.gpuclass import CPU_CLASS, gpu_class_of
 from depu.agents.verification import BenchmarkVerdict, judge_benchmark
 from depu.config import get_settings
 
-CPU_CLASS = "cpu"
 AWAITING_CHALLENGE = "awaiting its first hardware challenge"
 RENTAL_CAPABILITY = "gpu"  # "runs rental jobs" (a CPU-only agent declares it too); fork hosts say "fork_host"
 MAX_GPUS_PER_AGENT = 16
@@ -37,9 +37,6 @@ MAX_FAULT_CHARS = 300
 _UNCHANGED: Any = object()
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]+")
-_VENDOR_WORDS = {"nvidia", "geforce", "tesla", "quadro", "corporation", "graphics"}
-_MEMORY_SIZES_GB = (2, 4, 6, 8, 10, 11, 12, 16, 20, 24, 32, 40, 48, 64, 80, 94, 96, 141, 192)
-_NAME_NOISE = re.compile(r"\b(pcie|sxm\d?|hbm\d?e?|nvl|\d+\s*gb)\b", re.IGNORECASE)
 
 
 class AgentsByProvider(GlobalSecondaryIndex):
@@ -119,27 +116,17 @@ class Agent(Model):
 
     @property
     def reliability(self) -> float:
-        from depu.agents.challenges import reliability
-
-        return reliability(self)
+        """Share of good outcomes (challenges passed, leases completed) among all, with one of each assumed so
+        a new agent starts at 0.5, not at 0 or 1. Only what the cloud observed counts; nothing the agent
+        reports."""
+        good = int(self.challenges_passed or 0) + int(self.jobs_done or 0)
+        bad = int(self.challenges_failed or 0) + int(self.leases_lost or 0)
+        return round((good + 1) / (good + bad + 2), 3)
 
     @property
     def load(self) -> float:
         """Share of this agent's GPUs that are assigned or running a job."""
         return float(self.busy or 0) / max(int(self.gpu_count or 1), 1)
-
-
-def _memory_gb(memory_mb: float) -> int:
-    """The marketed memory size nearest (by ratio) to what NVML reports, e.g. 81559 MiB -> 80."""
-    gb = max(float(memory_mb), 1.0) / 1024
-    return min(_MEMORY_SIZES_GB, key=lambda size: abs(math.log(size / gb)))
-
-
-def gpu_class_of(name: str, memory_mb: float) -> str:
-    """A stable key for a GPU model and memory size: 'NVIDIA H100 80GB HBM3', 81559 -> 'h100-80gb'."""
-    words = [word for word in re.split(r"[^a-z0-9]+", _NAME_NOISE.sub(" ", name.lower())) if word]
-    model = "".join(word for word in words if word not in _VENDOR_WORDS) or "gpu"
-    return f"{model[:24]}-{_memory_gb(memory_mb)}gb"
 
 
 @dataclass(frozen=True)

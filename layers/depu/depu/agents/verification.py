@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from depu.agents.gpuclass import gpu_class_of
+
 # model key (as in gpu_class_of, without the memory) -> (dense FP32 TFLOP/s, memory bandwidth GB/s), published
 _PUBLISHED: dict[str, tuple[float, float]] = {
     "h200": (67.0, 4800.0),
@@ -61,8 +63,6 @@ def _number(value: Any) -> float:
 
 def _model(gpu_name: str) -> str:
     """'NVIDIA H100 80GB HBM3' -> 'h100' (the class key without its memory size)."""
-    from depu.agents.registry import gpu_class_of
-
     return gpu_class_of(gpu_name, 1024).rsplit("-", 1)[0]
 
 

@@ -16,7 +16,6 @@ beyond that is counted in ``oversized`` instead of being summed (the raw row kee
 """
 from __future__ import annotations
 
-import os
 import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ from typing import Any, Iterable
 from botocore.exceptions import ClientError
 
 from depu.chain import store
+from depu.config import chain_tuning
 
 HOUR = 3600
 MAX_EXACT = 10**37
@@ -33,7 +33,6 @@ AGGREGATED_SHAPES = {"standard", "nft", "unindexed", "native"}
 Delta = dict[str, int]
 # Each item's update is guarded on its own, so a block's updates can go out together: a busy mainnet block
 # touches over a thousand items, and one at a time at DynamoDB's latency would fall behind the chain.
-WORKERS = int(os.environ.get("CHAIN_AGGREGATE_WORKERS", "8"))
 _pool: ThreadPoolExecutor | None = None
 _local = threading.local()
 
@@ -53,10 +52,11 @@ def _table():
 
 def _each(work: list[tuple[tuple[str, str], Delta]], run) -> int:
     global _pool
-    if WORKERS <= 1 or len(work) < 8:
+    workers = chain_tuning().aggregate_workers
+    if workers <= 1 or len(work) < 8:
         return sum(run(key, delta) for key, delta in work)
     if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="depu-aggregates")
+        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="depu-aggregates")
     return sum(_pool.map(lambda item: run(*item), work))
 
 

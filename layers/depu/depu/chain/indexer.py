@@ -20,7 +20,6 @@ deleted, Parquet parts truncated. Unlike lag-only indexers, confirmations only r
 from __future__ import annotations
 
 import logging
-import os
 import statistics
 import time
 from collections import defaultdict
@@ -33,6 +32,7 @@ from depu.analytics import aggregates, metadata, raw, watches
 from depu.chain import store
 from depu.chain.decode import DECODED_SHAPES, NFT, TRANSFER_TOPIC, decode_transfer
 from depu.chain.rpc import RpcClient
+from depu.config import chain_tuning
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +64,17 @@ class IndexerConfig:
 
     @classmethod
     def from_env(cls) -> "IndexerConfig":
-        def number(name: str, default: Any, cast: Callable[[str], Any] = int) -> Any:
-            value = os.environ.get(name, "")
-            return cast(value) if value else default
-
-        return cls(
-            confirmations=number("CHAIN_CONFIRMATIONS", 6),
-            chunk_blocks=number("CHAIN_CHUNK_BLOCKS", 50),
-            start_block=number("CHAIN_START_BLOCK", None),
-            backfill=number("CHAIN_BACKFILL_BLOCKS", 100),
-            max_reorg_depth=number("CHAIN_MAX_REORG_DEPTH", 128),
-            rpc_rate=number("CHAIN_RPC_RATE", None, float),
-        )
+        """The defaults above, with what the deployment's settings (depu.config.chain_tuning) override."""
+        tuning = chain_tuning()
+        overrides = {
+            "confirmations": tuning.confirmations,
+            "chunk_blocks": tuning.chunk_blocks,
+            "start_block": tuning.start_block,
+            "backfill": tuning.backfill,
+            "max_reorg_depth": tuning.max_reorg_depth,
+            "rpc_rate": tuning.rpc_rate,
+        }
+        return cls(**{name: value for name, value in overrides.items() if value is not None})
 
 
 @dataclass(frozen=True)

@@ -1,24 +1,38 @@
 """A small batched JSON-RPC client: many calls per HTTP request, a few requests in flight, a rate limit.
 
 Paid providers bill and throttle per request (and per call within a batch), so the client spends a token per
-call from a token bucket before sending; transient failures (connection errors, 429, 5xx, a batch answered
-with an error object) are retried with exponential backoff a bounded number of times.
+call from a blocking bucket before sending. Transient failures are retried by the ``CHAIN_RPC`` policy
+(depu.retry): connection errors, 429 and 5xx, an error object the node may not give next time (overloaded,
+internal error, limit exceeded), and a batch answered incompletely. A call the node calls invalid (unknown
+method, bad params, a revert) is raised at once: asking again gets the same answer.
+
+Batch answers are matched to calls by their ids, never by position: a node may answer in any order. Each id is
+unique within the client, so an answer to some other request cannot be taken for this one's; a call left
+without an answer is an error (``MissingAnswer``), never a ``None`` that reads as "block not found".
 """
 from __future__ import annotations
 
+import itertools
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import requests
 
+from depu.ratelimit import BlockingBucket
+from depu.retry import CHAIN_RPC
+
 Call = tuple[str, list[Any]]
+
+# JSON-RPC's own codes for a request the node will never accept, and EIP-1474's "execution reverted"
+_INVALID_CODES = frozenset({-32700, -32600, -32601, -32602, 3})
+_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 class RpcError(RuntimeError):
-    """The node answered a call with an error object (not retried when the node says the call is invalid)."""
+    """The node answered a call with an error object. Retried unless the node says the call is invalid
+    (``invalid``): an unknown method, bad params, a parse error or a revert."""
 
     def __init__(self, method: str, error: Any):
         self.method = method
@@ -26,32 +40,29 @@ class RpcError(RuntimeError):
         message = error.get("message", error) if isinstance(error, dict) else error
         super().__init__(f"{method}: {message}")
 
+    @property
+    def invalid(self) -> bool:
+        if not isinstance(self.error, dict):
+            return False
+        code = self.error.get("code")
+        message = str(self.error.get("message", "")).lower()
+        return code in _INVALID_CODES or "revert" in message
 
-class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` saved up; ``take(n)`` blocks until n are available."""
 
-    def __init__(self, rate: float, burst: float | None = None):
-        self.rate = rate
-        self.capacity = burst if burst is not None else max(rate, 1.0)
-        self.tokens = self.capacity
-        self.updated = time.monotonic()
-        self.lock = threading.Lock()
+class MissingAnswer(RpcError):
+    """A batch came back without an answer for some call, or with one for a call never made: retried."""
 
-    def take(self, count: float = 1.0) -> float:
-        """Spend ``count`` tokens, sleeping as needed; returns the seconds slept."""
-        count = min(count, self.capacity)
-        slept = 0.0
-        while True:
-            with self.lock:
-                now = time.monotonic()
-                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-                self.updated = now
-                if self.tokens >= count:
-                    self.tokens -= count
-                    return slept
-                wait = (count - self.tokens) / self.rate
-            time.sleep(wait)
-            slept += wait
+    def __init__(self, method: str, detail: str):
+        super().__init__(method, {"message": detail})
+
+
+def _transient(error: BaseException) -> bool:
+    if isinstance(error, RpcError):
+        return not error.invalid
+    if isinstance(error, requests.HTTPError):
+        status = getattr(error.response, "status_code", None)
+        return status is None or status in _RETRY_STATUS
+    return isinstance(error, (requests.ConnectionError, requests.Timeout))
 
 
 @dataclass
@@ -63,9 +74,9 @@ class RpcStats:
 
 class RpcClient:
     """JSON-RPC over HTTP. ``batch_size`` calls per request, ``workers`` requests in flight,
-    ``rate`` calls per second (None: unlimited, e.g. a local node)."""
+    ``rate`` calls per second (None: unlimited, e.g. a local node), ``retries`` after the first try."""
 
-    RETRY_STATUS = {429, 500, 502, 503, 504}
+    RETRY_STATUS = _RETRY_STATUS
 
     def __init__(
         self,
@@ -74,17 +85,19 @@ class RpcClient:
         batch_size: int = 50,
         workers: int = 4,
         rate: float | None = None,
-        retries: int = 4,
+        retries: int = CHAIN_RPC.attempts - 1,
         timeout: float = 30.0,
     ):
         self.url = url
         self.batch_size = batch_size
         self.workers = workers
-        self.bucket = TokenBucket(rate) if rate else None
+        self.bucket = BlockingBucket(rate) if rate else None
         self.retries = retries
+        self.policy = CHAIN_RPC.but(attempts=retries + 1)
         self.timeout = timeout
         self.stats = RpcStats()
         self._local = threading.local()
+        self._ids = itertools.count(1)  # next() on a count is atomic under the GIL: ids unique across threads
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -93,48 +106,68 @@ class RpcClient:
         return session
 
     def _post(self, payload: Any, calls: int) -> Any:
-        delay = 0.2
-        for attempt in range(self.retries + 1):
-            if self.bucket:
-                self.bucket.take(calls)
-            try:
-                response = self._session().post(self.url, json=payload, timeout=self.timeout)
-                if response.status_code in self.RETRY_STATUS:
-                    raise requests.HTTPError(f"HTTP {response.status_code}", response=response)
-                response.raise_for_status()
-                self.stats.requests += 1
-                self.stats.calls += calls
-                return response.json()
-            except (requests.ConnectionError, requests.Timeout, requests.HTTPError) as error:
-                status = getattr(getattr(error, "response", None), "status_code", None)
-                if attempt == self.retries or (status is not None and status not in self.RETRY_STATUS):
-                    raise
-                self.stats.retries += 1
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        raise AssertionError("unreachable")
+        """One HTTP exchange; raises on a status worth retrying (and on any other non-2xx)."""
+        if self.bucket:
+            self.bucket.take(calls)
+        response = self._session().post(self.url, json=payload, timeout=self.timeout)
+        if response.status_code in self.RETRY_STATUS:
+            raise requests.HTTPError(f"HTTP {response.status_code}", response=response)
+        response.raise_for_status()
+        self.stats.requests += 1
+        self.stats.calls += calls
+        return response.json()
+
+    def _with_retries(self, exchange: Any) -> Any:
+        def count(error: BaseException, retry: int, wait: float) -> None:
+            self.stats.retries += 1
+
+        return self.policy.retrying(_transient, on_retry=count)(exchange)
 
     def call(self, method: str, *params: Any) -> Any:
-        body = self._post({"jsonrpc": "2.0", "id": 0, "method": method, "params": list(params)}, 1)
-        if "error" in body:
-            raise RpcError(method, body["error"])
-        return body.get("result")
+        def exchange() -> Any:
+            call_id = next(self._ids)
+            body = self._post({"jsonrpc": "2.0", "id": call_id, "method": method, "params": list(params)}, 1)
+            if not isinstance(body, dict) or (body.get("id") != call_id and "error" not in body):
+                raise MissingAnswer(method, "the answer is not for this call")
+            if "error" in body:
+                raise RpcError(method, body["error"])
+            return body.get("result")
+
+        return self._with_retries(exchange)
 
     def _batch_once(self, calls: Sequence[Call], allow_errors: bool) -> list[Any]:
-        payload = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(calls)]
-        body = self._post(payload, len(calls))
-        if isinstance(body, dict):  # a node that rejects the whole batch answers with one error object
-            raise RpcError("batch", body.get("error", body))
-        results: list[Any] = [None] * len(calls)
-        for answer in body:
-            index = answer["id"]
-            if "error" in answer:
-                if not allow_errors:
-                    raise RpcError(calls[index][0], answer["error"])
-                results[index] = RpcError(calls[index][0], answer["error"])
-            else:
-                results[index] = answer.get("result")
-        return results
+        """One chunk, sent again as a whole while it fails transiently. With ``allow_errors`` an error object
+        is that call's answer (kept in place), not a failure of the chunk."""
+
+        def exchange() -> list[Any]:
+            ids = [next(self._ids) for _ in calls]
+            slot = {call_id: index for index, call_id in enumerate(ids)}
+            payload = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in zip(ids, calls)]
+            body = self._post(payload, len(calls))
+            if isinstance(body, dict):  # a node that rejects the whole batch answers with one error object
+                raise RpcError("batch", body.get("error", body))
+            answers: dict[int, Any] = {}
+            for answer in body if isinstance(body, list) else []:
+                index = slot.get(answer.get("id")) if isinstance(answer, dict) else None
+                if index is None or index in answers:
+                    raise MissingAnswer("batch", "an answer for a call this batch did not make")
+                answers[index] = answer
+            missing = [index for index in range(len(calls)) if index not in answers]
+            if missing:
+                raise MissingAnswer(calls[missing[0]][0], f"{len(missing)} of {len(calls)} calls got no answer")
+            results: list[Any] = []
+            for index, (method, _) in enumerate(calls):
+                answer = answers[index]
+                if "error" in answer:
+                    error = RpcError(method, answer["error"])
+                    if not allow_errors:
+                        raise error
+                    results.append(error)
+                else:
+                    results.append(answer.get("result"))
+            return results
+
+        return self._with_retries(exchange)
 
     def batch(self, calls: Sequence[Call], *, allow_errors: bool = False) -> list[Any]:
         """Results in the order of ``calls``; chunks go out concurrently. With ``allow_errors`` a failed call's

@@ -10,13 +10,12 @@ Only plain file names with known extensions are served: no paths, so nothing out
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from depu.config import get_settings
+from depu.config import get_settings, local_overrides
 
 SITE_PREFIX = "site/dashboard/"
 INDEX = "index.html"
@@ -56,9 +55,9 @@ class StaticFile:
 
 def default_site_dir() -> Path:
     """web/dashboard/ of the repository this package sits in (absent in a deployed Lambda)."""
-    override = os.environ.get("DASHBOARD_SITE_DIR")
+    override = local_overrides().dashboard_site_dir
     if override:
-        return Path(override)
+        return override
     return Path(__file__).resolve().parents[4] / "web" / "dashboard"
 
 

@@ -6,8 +6,7 @@ rebuild would lose.
 """
 from __future__ import annotations
 
-import threading
-import time
+from depu.ratelimit import KeyedBuckets
 
 READS = frozenset(
     {
@@ -70,27 +69,11 @@ def is_allowed(method: str) -> bool:
     return method in READS or method in WRITES or method == REVERT
 
 
-class TokenBucket:
-    """An in-memory token bucket per fork.
+def fork_buckets(rate: float = RATE_PER_SECOND, burst: float = BURST) -> KeyedBuckets:
+    """The proxy's per-fork rate limit: a bucket per fork id that refuses (never waits) when it runs dry.
 
     Why in memory and not in DynamoDB: a DynamoDB bucket costs a conditional write on every call, doubling the
     proxy's latency for reads; per-container buckets are free and, with API Gateway's throttling in front,
     bound a fork to RATE_PER_SECOND times the number of warm containers serving it (few, for one user).
     """
-
-    def __init__(self, rate: float = RATE_PER_SECOND, burst: float = BURST):
-        self.rate = rate
-        self.burst = burst
-        self._levels: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def take(self, key: str, cost: float = 1.0) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            level, at = self._levels.get(key, (self.burst, now))
-            level = min(self.burst, level + (now - at) * self.rate)
-            if level < cost:
-                self._levels[key] = (level, now)
-                return False
-            self._levels[key] = (level - cost, now)
-            return True
+    return KeyedBuckets(rate, burst)

@@ -39,6 +39,7 @@ import requests
 from depu import jsonbody
 from depu.forks import chainids, hosturl, journal, limits, outcomes, policy, tokens
 from depu.forks.models import PROVISIONING, REQUESTED, SERVING, Fork
+from depu.ratelimit import KeyedBuckets
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,8 @@ class Unavailable(Exception):
 
 
 class ForkProxy:
-    def __init__(self, bucket: policy.TokenBucket | None = None, cache_seconds: float | None = None):
-        self.bucket = bucket or policy.TokenBucket()
+    def __init__(self, bucket: KeyedBuckets | None = None, cache_seconds: float | None = None):
+        self.bucket = bucket or policy.fork_buckets()
         self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, tokens.ForkRpcToken, Fork]] = {}
         self._local = threading.local()

@@ -1,62 +1,36 @@
-"""Fork RPC URL tokens: random, shown to the owner once, stored only as SHA-256 hashes in TokensTable."""
+"""Fork RPC URL tokens: random, shown to the owner once, stored only as SHA-256 hashes in TokensTable.
+
+The rules every token follows (hashing, kinds, expiry, revocation) are depu.tokens'; a fork token is the
+``fork_rpc`` kind, lives as long as its fork (the caller's ``expires_at``) and is read eventually consistent,
+because it is checked on every RPC call and a fresh fork's first call waits for its creation anyway.
+"""
 from __future__ import annotations
 
-import hashlib
-import secrets
-import time
-
-from pynamodb.attributes import NumberAttribute, UnicodeAttribute
-from pynamodb.exceptions import DoesNotExist
-from pynamodb.models import Model
-
 from depu.config import get_settings
+from depu.tokens import TokenKind, TokenRecord, hash_token
 
-KIND = "fork_rpc"
 PREFIX = "dpf_"
+FORK_RPC = TokenKind("fork_rpc", PREFIX, ttl=None, max_chars=100, consistent_read=False)
+KIND = FORK_RPC.name
+ForkRpcToken = TokenRecord
+"""The record a fork token names (TokensTable's one model; a fork token's carries ``fork_id``)."""
 
-
-class ForkRpcToken(Model):
-    class Meta:
-        table_name = get_settings().tokens_table
-
-    token_hash = UnicodeAttribute(hash_key=True)
-    kind = UnicodeAttribute()
-    user_id = NumberAttribute()
-    fork_id = UnicodeAttribute()
-    created_at = NumberAttribute()
-    expires_at = NumberAttribute(null=True)  # TTL: the fork's expiry
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+__all__ = ["FORK_RPC", "KIND", "PREFIX", "ForkRpcToken", "fork_for", "hash_token", "issue", "revoke", "rpc_url"]
 
 
 def issue(fork_id: str, user_id: int, expires_at: int) -> tuple[str, str]:
     """A new token for the fork; returns ``(token, token_hash)``. The token itself is never stored."""
-    token = PREFIX + secrets.token_urlsafe(32)
-    digest = hash_token(token)
-    ForkRpcToken(
-        digest, kind=KIND, user_id=user_id, fork_id=fork_id, created_at=int(time.time()), expires_at=expires_at
-    ).save(condition=ForkRpcToken.token_hash.does_not_exist())
-    return token, digest
+    issued = FORK_RPC.issue(user_id=user_id, fork_id=fork_id, expires_at=expires_at)
+    return issued.token, issued.token_hash
 
 
 def revoke(token_hash: str | None) -> None:
-    if token_hash:
-        ForkRpcToken(token_hash).delete()
+    FORK_RPC.revoke(token_hash)
 
 
-def fork_for(token: str | None) -> ForkRpcToken | None:
+def fork_for(token: str | None) -> TokenRecord | None:
     """The token's record if it is a live fork token, else None (unknown, other kind, expired, malformed)."""
-    if not token or len(token) > 100 or not token.startswith(PREFIX) or not token.isascii():
-        return None
-    try:
-        record = ForkRpcToken.get(hash_token(token))
-    except DoesNotExist:
-        return None
-    if record.kind != KIND or (record.expires_at is not None and record.expires_at < time.time()):
-        return None
-    return record
+    return FORK_RPC.check(token)
 
 
 def rpc_url(token: str) -> str:

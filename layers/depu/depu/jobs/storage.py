@@ -20,7 +20,6 @@ from botocore.config import Config
 
 from depu.config import get_settings
 
-MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
 UPLOAD_URL_SECONDS = 15 * 60
 JOB_FILES_DAYS = 30  # template.yaml's expire-job-files rule; the summary's links say so
 WRITE_ONCE_HEADERS = {"If-None-Match": "*"}

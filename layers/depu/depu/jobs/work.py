@@ -3,12 +3,15 @@
 An agent sees only its own jobs: any job that is not (or no longer) in its hands is reported as not found,
 exactly like a job that does not exist. Calls that move a job go through ``lifecycle`` and answer
 ``Conflict`` (409, with the current state) when the move is not legal any more.
+
+Every argument arrives typed and shape-checked by the agent API's contract (depu.contracts.agent_api); the
+rules here are the ones that need the job: its state, its owner, its budgets.
 """
 from __future__ import annotations
 
 import json
-import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +20,7 @@ from pynamodb.expressions.condition import size as size_of
 
 from depu.agents import challenges, registry
 from depu.agents.registry import Agent
+from depu.contracts.agent_api import GpuMetrics, JobOffer
 from depu.jobs import lifecycle, messages, service, storage
 from depu.jobs.leases import (
     CLAIM_POLL_INTERVAL_SECONDS,
@@ -27,8 +31,6 @@ from depu.jobs.leases import (
 )
 from depu.jobs.models import Job
 
-MAX_JOBS_PER_CALL = 64
-MAX_LOG_LINES = 500
 MAX_LOG_LINE_CHARS = 2000
 LOG_TAIL_KEPT = 50
 MAX_RESULT_BYTES = 32 * 1024
@@ -63,58 +65,19 @@ class Offer:
     script_url: str | None
     input_urls: list[dict[str, str]] | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "job_id": self.job.job_id,
-            "workload": self.job.workload,
-            "params": self.job.params or {},
-            "time_limit_s": int(self.job.time_limit_s),
-            "gpu_index": int(self.job.gpu_index) if self.job.gpu_index is not None else 0,
-            "gpu_indices": [int(i) for i in (self.job.gpu_indices or [self.job.gpu_index or 0])],
-            "attempt": int(self.job.attempt),
-            "gpu_class": self.job.gpu_class,
-        }
-        if self.script_url:
-            body["script_url"] = self.script_url
-        if self.input_urls:
-            body["inputs"] = self.input_urls
-        return body
-
-
-def _indices(values: Any, what: str) -> list[int]:
-    if values is None:
-        return []
-    if not isinstance(values, list) or len(values) > MAX_JOBS_PER_CALL:
-        raise BadRequest(f"{what} must be a list of at most {MAX_JOBS_PER_CALL} items")
-    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_JOBS_PER_CALL for v in values):
-        raise BadRequest(f"{what} must hold GPU indices from 0 to {MAX_JOBS_PER_CALL - 1}")
-    return list(values)
-
-
-_METRIC_FIELDS = ("utilization_pct", "memory_used_mb", "memory_total_mb", "temperature_c", "power_w")
-
-
-def clean_metrics(item: Any) -> dict[str, float] | None:
-    """Only the known numeric NVML readings of one GPU (whatever else an agent sends is dropped)."""
-    if not isinstance(item, dict):
-        return None
-    clean: dict[str, float] = {}
-    index = item.get("gpu_index")
-    if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < MAX_JOBS_PER_CALL:
-        clean["gpu_index"] = index
-    for name in _METRIC_FIELDS:
-        value = item.get(name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            clean[name] = float(value)
-    return clean
-
-
-def _job_ids(values: Any, what: str) -> list[str]:
-    if values is None:
-        return []
-    if not isinstance(values, list) or len(values) > MAX_JOBS_PER_CALL or not all(isinstance(v, str) for v in values):
-        raise BadRequest(f"{what} must be a list of at most {MAX_JOBS_PER_CALL} job ids")
-    return [value for value in values if 0 < len(value) <= 40]
+    def as_contract(self) -> JobOffer:
+        return JobOffer(
+            job_id=self.job.job_id,
+            workload=self.job.workload,
+            params=self.job.params or {},
+            time_limit_s=int(self.job.time_limit_s),
+            gpu_index=int(self.job.gpu_index) if self.job.gpu_index is not None else 0,
+            attempt=int(self.job.attempt),
+            gpu_class=self.job.gpu_class,
+            script_url=self.script_url or None,
+            gpu_indices=[int(i) for i in (self.job.gpu_indices or [self.job.gpu_index or 0])],
+            inputs=self.input_urls or None,
+        )
 
 
 def own_job(agent_id: str, job_id: str) -> Job:
@@ -133,16 +96,16 @@ def own_job(agent_id: str, job_id: str) -> Job:
 # ---------------------------------------------------------------- heartbeat
 
 
-def heartbeat(agent: Agent, metrics: Any, running_jobs: Any, free_gpus: Any, fault: Any = None,
-              env_hashes: Any = None) -> list[str]:
+def heartbeat(agent: Agent, metrics: Sequence[GpuMetrics], running_jobs: Sequence[str], free_gpus: Sequence[int],
+              fault: str | None = None, env_hashes: Sequence[str] | None = None) -> list[str]:
     """Renew the leases of the listed jobs this agent runs; returns the ids it must stop (cancelled by the
     user, taken back after a lost lease, over their time limit or setup bound, or never its own). ``fault`` is
     the agent's reason it cannot take work (None when it can); ``env_hashes`` the job environments it holds
     built (the matcher prefers it for those)."""
-    running_ids = _job_ids(running_jobs, "running_jobs")
-    metrics_list = [m for m in map(clean_metrics, metrics[:16] if isinstance(metrics, list) else []) if m]
-    registry.record_heartbeat(agent.agent_id, metrics_list, _indices(free_gpus, "free_gpus"),
-                              fault=registry.clean_fault(fault), env_hashes=registry.clean_env_hashes(env_hashes))
+    running_ids = list(running_jobs)
+    metrics_list = [readings for readings in (item.readings() for item in metrics) if readings]
+    registry.record_heartbeat(agent.agent_id, metrics_list, list(free_gpus), fault=registry.clean_fault(fault),
+                              env_hashes=registry.clean_env_hashes(list(env_hashes) if env_hashes is not None else None))
     challenges.lapse_if_ignored(agent)
     by_gpu = {item["gpu_index"]: item for item in metrics_list if "gpu_index" in item}
     cancel: list[str] = []
@@ -237,11 +200,10 @@ def _claim_once(agent: Agent, free: list[int]) -> Offer | None:
     return None
 
 
-def claim(agent: Agent, free_gpus: Any, wait_seconds: Any, *, sleep=time.sleep) -> Offer | None:
-    """Long poll: the next job assigned to this agent for one of its free GPUs, within ``wait_seconds``."""
-    free = _indices(free_gpus, "free_gpus")
-    if isinstance(wait_seconds, bool) or not isinstance(wait_seconds, (int, float)) or not 0 <= wait_seconds <= 3600:
-        raise BadRequest(f"wait_seconds must be a number of seconds (at most {CLAIM_WAIT_SECONDS} are used)")
+def claim(agent: Agent, free_gpus: Sequence[int], wait_seconds: float, *, sleep=time.sleep) -> Offer | None:
+    """Long poll: the next job assigned to this agent for one of its free GPUs, within ``wait_seconds`` (at
+    most CLAIM_WAIT_SECONDS are used)."""
+    free = list(free_gpus)
     wait = min(float(wait_seconds), CLAIM_WAIT_SECONDS)
     registry.record_heartbeat(agent.agent_id, agent.metrics or [], free)
     if agent.fault:  # it said it cannot run jobs: offer it none, even if it asks
@@ -267,20 +229,19 @@ def _running(agent_id: str, job_id: str, wanted: str) -> Job:
 PHASES = ("setup", "running")
 
 
-def progress(agent: Agent, job_id: str, fraction: Any, message: Any, metrics: Any = None, phase: Any = None) -> Job:
-    """The agent's progress report. A job spec reports ``phase`` 'setup' while it installs and fetches, then
-    'running' once when the user's code starts: billing starts at that moment (lifecycle.code_started)."""
+def progress(agent: Agent, job_id: str, fraction: float, message: str | None,
+             metrics: GpuMetrics | None = None, phase: str | None = None) -> Job:
+    """Record how far a running job is (0..1) and the agent's one-line note. A job spec reports ``phase``
+    'setup' while it installs and fetches, then 'running' once its code starts: billing starts at that moment
+    (lifecycle.code_started)."""
     job = _running(agent.agent_id, job_id, lifecycle.RUNNING)
     if phase is not None and phase not in PHASES:
         raise BadRequest(f"phase must be one of {', '.join(PHASES)}")
     if phase == "running" and job.started_at is None:
         lifecycle.code_started(job, agent.agent_id)
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
-        raise BadRequest("progress must be a number between 0 and 1")
-    value = float(fraction)
-    actions = [Job.progress.set(value), Job.message.set(str(message or "")[:MAX_MESSAGE_CHARS] or None)]
-    if isinstance(metrics, dict):
-        actions.append(Job.metrics.set(clean_metrics(metrics)))
+    actions = [Job.progress.set(float(fraction)), Job.message.set((message or "")[:MAX_MESSAGE_CHARS] or None)]
+    if metrics is not None:
+        actions.append(Job.metrics.set(metrics.readings()))
     try:
         job.update(actions=actions, condition=(Job.status == lifecycle.RUNNING) & (Job.agent_id == agent.agent_id))
     except UpdateError as error:
@@ -296,22 +257,18 @@ def log_chunk_budget(job: Job) -> int:
     return (int(job.time_limit_s) + TIME_LIMIT_GRACE_SECONDS) * LOG_CHUNKS_PER_SECOND + LOG_CHUNK_SLACK
 
 
-def append_logs(agent: Agent, job_id: str, seq: Any, lines: Any) -> bool:
+def append_logs(agent: Agent, job_id: str, seq: int, lines: Sequence[str]) -> bool:
     """Store one numbered chunk of a job this agent is running; True if new, False for a repeat (retries are
     safe, and a repeat writes nothing). The full log goes to S3 (one object per chunk, within the job's chunk
     and byte budgets, OverBudget beyond them); the job keeps the last LOG_TAIL_KEPT lines for the chat.
     A job that ended takes no more chunks (Conflict)."""
     job = _running(agent.agent_id, job_id, lifecycle.RUNNING)
-    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 10_000_000:
-        raise BadRequest("seq must be an integer from 0")
-    if not isinstance(lines, list) or len(lines) > MAX_LOG_LINES:
-        raise BadRequest(f"lines must be a list of at most {MAX_LOG_LINES} strings")
     budget = log_chunk_budget(job)
     if seq >= budget:
         raise OverBudget(f"this job's log budget is {budget} chunks (seq 0..{budget - 1})")
     if seq <= int(job.log_seq_max if job.log_seq_max is not None else -1):
         return False  # stored already (or older than what is stored): nothing is written twice
-    clean = [str(line)[:MAX_LOG_LINE_CHARS] for line in lines]
+    clean = [line[:MAX_LOG_LINE_CHARS] for line in lines]
     body = "\n".join(clean).encode()
     used = int(job.log_bytes or 0)
     if used + len(body) > MAX_LOG_BYTES_PER_JOB:
@@ -331,16 +288,14 @@ def append_logs(agent: Agent, job_id: str, seq: Any, lines: Any) -> bool:
     return True
 
 
-def artifact_upload(agent: Agent, job_id: str, name: Any, size: Any) -> dict[str, Any]:
+def artifact_upload(agent: Agent, job_id: str, name: str, size: int) -> dict[str, Any]:
     """A write-once upload link for one output file of a job this agent is running. Each job may name at
     most MAX_ARTIFACTS_PER_JOB files and be signed for at most MAX_ARTIFACT_BYTES_PER_JOB bytes in all (a
     repeated request for a name is charged its bytes again); the budget is taken in the same conditional
     write that checks the job still runs, so no link is handed out for an ended job."""
     job = _running(agent.agent_id, job_id, lifecycle.RUNNING)
-    if not isinstance(name, str) or not name.strip():
+    if not name.strip():
         raise BadRequest("name is required")
-    if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= storage.MAX_ARTIFACT_BYTES:
-        raise BadRequest(f"size must be 1..{storage.MAX_ARTIFACT_BYTES} bytes")
     safe = storage.safe_name(name)
     names = set(job.artifact_names or ())
     if safe not in names and len(names) >= MAX_ARTIFACTS_PER_JOB:
@@ -363,7 +318,7 @@ def artifact_upload(agent: Agent, job_id: str, name: Any, size: Any) -> dict[str
             "expires_in": storage.UPLOAD_URL_SECONDS}
 
 
-def complete(agent: Agent, job_id: str, result: Any, artifacts: Any) -> Job:
+def complete(agent: Agent, job_id: str, result: Mapping[str, Any], artifacts: Sequence[str]) -> Job:
     """Finish the job. A retry after success (the agent did not see our answer) settles again, which the
     ledger makes a no-op, and answers the same: the user is charged once. Only artifacts that were uploaded
     are kept, each with its ETag: a later write to its key (which S3 refuses anyway: links are write-once)
@@ -373,10 +328,10 @@ def complete(agent: Agent, job_id: str, result: Any, artifacts: Any) -> Job:
         if not job.settled:
             service.finish(job)
         return job
-    if not isinstance(result, dict) or len(json.dumps(result, default=str)) > MAX_RESULT_BYTES:
+    if len(json.dumps(result, default=str)) > MAX_RESULT_BYTES:
         raise BadRequest(f"result must be a JSON object under {MAX_RESULT_BYTES // 1024} KiB")
     prefix = storage.artifact_prefix(job.job_id)
-    keys = _job_ids_or_keys(artifacts)
+    keys = list(artifacts)
     if any(not key.startswith(prefix) for key in keys):
         raise BadRequest(f"artifact keys must start with {prefix}")
     if job.status != lifecycle.RUNNING:
@@ -387,36 +342,28 @@ def complete(agent: Agent, job_id: str, result: Any, artifacts: Any) -> Job:
         if found is not None:
             kept.append(key)
             etags.append(found[1])
-    lifecycle.complete(job, agent.agent_id, result, kept, etags)
+    lifecycle.complete(job, agent.agent_id, dict(result), kept, etags)
     registry.Agent(agent.agent_id).update(actions=[Agent.jobs_done.add(1)])
     service.finish(job)
     return job
 
 
-def _job_ids_or_keys(values: Any) -> list[str]:
-    if values is None:
-        return []
-    if not isinstance(values, list) or len(values) > 50 or not all(isinstance(v, str) and len(v) < 300 for v in values):
-        raise BadRequest("artifacts must be a list of at most 50 keys")
-    return values
-
-
-def fail(agent: Agent, job_id: str, error: Any, retryable: Any) -> Job:
+def fail(agent: Agent, job_id: str, error: str | None, retryable: bool) -> Job:
     job = own_job(agent.agent_id, job_id)
     if job.status == lifecycle.FAILED:
         return job
-    reason = str(error).strip() if error else ""
+    reason = error.strip() if error else ""
     lifecycle.fail(job, agent.agent_id, (reason or "the provider's agent gave no reason")[:2000], bool(retryable))
     service.after_move(job, retry=True)
     return job
 
 
-def release(agent: Agent, job_ids: Any) -> list[str]:
+def release(agent: Agent, job_ids: Sequence[str]) -> list[str]:
     """Graceful shutdown: hand back assigned or running jobs; returns the ids actually requeued. The agent is
     marked offline before its first job is requeued, so the matcher gives the jobs to another agent, not back
     to this one."""
     released = []
-    for job_id in _job_ids(job_ids, "job_ids"):
+    for job_id in job_ids:
         try:
             job = own_job(agent.agent_id, job_id)
             registry.mark_draining(agent.agent_id)

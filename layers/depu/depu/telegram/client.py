@@ -20,6 +20,7 @@ import requests
 
 from depu.chat import Button
 from depu.config import get_settings
+from depu.retry import TELEGRAM_CALL
 from depu.telegram import redact
 from depu.telegram.text import CAPTION_LIMIT, split_message
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 redact.install()  # urllib3 would log the token-bearing URL at DEBUG
 
 # most of a Lambda's 30 s: waiting longer for Telegram is better done by the queue's retry
-DEFAULT_MAX_SLEEP = 10.0
+DEFAULT_MAX_SLEEP = TELEGRAM_CALL.maximum
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # the Bot API serves files up to 20 MB
 
 
@@ -96,11 +97,11 @@ class BotApi:
         base_url: str | None = None,
         *,
         session: requests.Session | None = None,
-        max_attempts: int = 4,
+        max_attempts: int = TELEGRAM_CALL.attempts,
         max_sleep: float = DEFAULT_MAX_SLEEP,
         timeout: tuple[float, float] = (3.05, 10.0),  # (connect, read): a 30 s Lambda must outlast retries
         sleep: Callable[[float], None] = time.sleep,
-        max_total: float = 20.0,
+        max_total: float = TELEGRAM_CALL.budget or 20.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._token = token
@@ -112,6 +113,7 @@ class BotApi:
         self._sleep = sleep
         self.max_total = max_total  # no retry that would end after this many seconds from the first try
         self._clock = clock
+        self.policy = TELEGRAM_CALL.but(attempts=self.max_attempts, maximum=max_sleep, budget=max_total)
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -125,57 +127,53 @@ class BotApi:
 
     def call(self, method: str, params: dict[str, Any] | None = None, files: dict[str, Any] | None = None) -> Any:
         """Call ``method`` and return its ``result``. Retries 429 (after ``retry_after``), 5xx and network
-        errors with bounded attempts; raises ``TelegramError`` otherwise."""
+        errors by the TELEGRAM_CALL policy, within this client's limits; raises ``TelegramError`` otherwise."""
         url = f"{self.base_url}/bot{self.token}/{method}"
         payload = {key: value for key, value in (params or {}).items() if value is not None}
-        last_error: TelegramError | None = None
-        started = self._clock()
 
-        def may_retry(attempt: int, wait: float) -> bool:
-            return attempt < self.max_attempts and self._clock() - started + wait <= self.max_total
+        def worth_retrying(error: BaseException) -> bool:
+            if not isinstance(error, TelegramError):
+                return False
+            if error.rate_limited:
+                return (error.retry_after or 0.0) <= self.max_sleep
+            return error.error_code is None or error.error_code >= 500  # None: the network failed
 
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                if files:
-                    form = {key: _form_value(value) for key, value in payload.items()}
-                    response = self.session.post(url, data=form, files=files, timeout=self.timeout)
-                else:
-                    response = self.session.post(url, json=payload, timeout=self.timeout)
-            except requests.RequestException as exc:
-                # the exception text contains the URL, hence the token: keep only a redacted summary
-                last_error = TelegramError(method, f"network error: {type(exc).__name__}")
-                wait = self._backoff(attempt)
-                if not may_retry(attempt, wait):
-                    break
-                log.warning("telegram %s network error (attempt %d), retrying in %.1fs", method, attempt, wait)
-                self._sleep(wait)
-                continue
-            body = self._json(response)
-            if response.status_code == 200 and body.get("ok") is True:
-                return body.get("result")
-            description = self._redact(str(body.get("description") or response.reason or "no description"))
-            code = body.get("error_code") if isinstance(body.get("error_code"), int) else response.status_code
-            parameters = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
-            if code == 429:
-                retry_after = _number(parameters.get("retry_after"), default=1.0)
-                last_error = TelegramError(method, description, error_code=429, retry_after=retry_after)
-                if retry_after > self.max_sleep or not may_retry(attempt, retry_after):
-                    raise last_error
-                log.warning("telegram %s rate limited, retrying after %.1fs", method, retry_after)
-                self._sleep(retry_after)
-                continue
-            if code >= 500:
-                last_error = TelegramError(method, description, error_code=code)
-                if not may_retry(attempt, self._backoff(attempt)):
-                    break
-                self._sleep(self._backoff(attempt))
-                continue
-            raise TelegramError(method, description, error_code=code)
-        assert last_error is not None
-        raise last_error
+        def wait(error: BaseException, retry: int) -> float:
+            if isinstance(error, TelegramError) and error.rate_limited and error.retry_after is not None:
+                return error.retry_after
+            return self._backoff(retry)
 
-    def _backoff(self, attempt: int) -> float:
-        return min(self.max_sleep, 0.25 * 2 ** (attempt - 1))
+        def log_retry(error: BaseException, retry: int, wait: float) -> None:
+            log.warning("telegram %s failed (%s, attempt %d), retrying in %.1fs", method,
+                        getattr(error, "error_code", None) or "network", retry, wait)
+
+        retrying = self.policy.retrying(worth_retrying, wait=wait, sleep=self._sleep, clock=self._clock, on_retry=log_retry)
+        return retrying(self._attempt, method, url, payload, files)
+
+    def _attempt(self, method: str, url: str, payload: dict[str, Any], files: dict[str, Any] | None) -> Any:
+        """One request: the result, or a TelegramError saying what went wrong (code None: the network)."""
+        try:
+            if files:
+                form = {key: _form_value(value) for key, value in payload.items()}
+                response = self.session.post(url, data=form, files=files, timeout=self.timeout)
+            else:
+                response = self.session.post(url, json=payload, timeout=self.timeout)
+        except requests.RequestException as exc:
+            # the exception text contains the URL, hence the token: keep only a redacted summary
+            raise TelegramError(method, f"network error: {type(exc).__name__}") from None
+        body = self._json(response)
+        if response.status_code == 200 and body.get("ok") is True:
+            return body.get("result")
+        description = self._redact(str(body.get("description") or response.reason or "no description"))
+        code = body.get("error_code") if isinstance(body.get("error_code"), int) else response.status_code
+        parameters = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
+        if code == 429:
+            retry_after = _number(parameters.get("retry_after"), default=1.0)
+            raise TelegramError(method, description, error_code=429, retry_after=retry_after)
+        raise TelegramError(method, description, error_code=code)
+
+    def _backoff(self, retry: int) -> float:
+        return self.policy.delay(retry)
 
     @staticmethod
     def _json(response: requests.Response) -> dict[str, Any]:

@@ -63,6 +63,13 @@ class RateLimiter:
     def interval(self, chat_id: int) -> float:
         return self.group_interval if chat_id < 0 else self.private_interval
 
+    @property
+    def tracked_chats(self) -> int:
+        """How many chats' next slots it remembers: idle ones are forgotten past ``max_chats``, so a warm
+        notifier's memory stays bounded however many chats it has served."""
+        with self._lock:
+            return len(self._next_chat)
+
     def reserve(self, chat_id: int, max_wait: float) -> float:
         """Book the next slot for ``chat_id``; returns how long to wait for it, or raises ``RateLimited``
         (booking nothing) if that is longer than ``max_wait``."""
