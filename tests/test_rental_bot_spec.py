@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import TEST_BOT_TOKEN
 from rental_helpers import USER_ID, run_matcher
-from telegram_fake_api import FakeTelegram
+from telegram_harness import bot_api_double
 from test_rental_bot import command, new_chat, press, run, sent_document, typed
 import test_rental_bot
 
@@ -16,7 +16,7 @@ def test_own_job_flow_submits_a_spec_with_command_packages_and_gpus(bot, cpu_age
     from depu.jobs import service
     from depu.telegram.client import bot_api
 
-    telegram = FakeTelegram(TEST_BOT_TOKEN).start()
+    telegram = bot_api_double(TEST_BOT_TOKEN)
     try:
         monkeypatch.setenv("TELEGRAM_API_BASE", telegram.base_url)
         get_settings.cache_clear()
