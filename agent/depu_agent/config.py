@@ -81,6 +81,18 @@ class AgentConfig:
     max_artifact_mb: int = 256
     max_artifact_files: int = 64
     max_log_line_chars: int = 2000
+    # Job specs (depu_agent.envcache): where packages for a job's requirements.txt come from, the provider's
+    # choice, never the renter's: a folder of wheels (or a URL) for pip's --find-links, and/or an index URL.
+    # With neither, a job that needs packages fails its setup (unbilled), saying so. Only wheels are
+    # installed (no package's build script runs on this machine), into environments cached by their hash.
+    package_find_links: str = ""
+    package_index_url: str = ""
+    env_cache_dir: str = ""  # default <sandbox runtime dir>/envs
+    max_cached_envs: int = 20
+    setup_timeout_seconds: float = 600.0  # installing one environment (the cloud bounds the whole setup too)
+    max_input_mb: int = 2048  # all of one job's input files together
+    # A CPU-only machine may offer several job slots (a job spec's gpu_count counts them like GPUs).
+    cpu_slots: int = 1
 
     config_path: str = ""
 

@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import __version__, challenge, forktls, gpus, verify_runner
+from . import __version__, challenge, envcache, forktls, gpus, verify_runner
 from .api import AgentRejected, ApiClient, ApiUnavailable, Backoff
 from .job import JobRun
 from .outbox import Outbox
@@ -60,9 +60,9 @@ class Agent:
             backoff=Backoff(config.backoff_initial_seconds, config.backoff_max_seconds), stop=self.hard_stop,
         )
         self.outbox = Outbox(Path(config.work_dir) / "outbox", self.api)
-        self.devices = {gpu.index: gpu for gpu in gpus.discover()}
+        self.devices = {gpu.index: gpu for gpu in gpus.discover(config.cpu_slots)}
         self.shared = config.shared_gpu_indices(sorted(self.devices))
-        self.jobs: dict[int, JobRun] = {}  # gpu index -> running job
+        self.jobs: dict[int, JobRun] = {}  # gpu index -> running job (a job spec may hold several)
         self.lock = threading.Lock()
         self.slot_freed = threading.Event()
         self.heartbeat_seconds = config.heartbeat_seconds
@@ -146,7 +146,7 @@ class Agent:
 
     def running_job_ids(self) -> list[str]:
         with self.lock:
-            running = [run.job_id for run in self.jobs.values()]
+            running = list(dict.fromkeys(run.job_id for run in self.jobs.values()))
         return running + [job_id for job_id in self.outbox.pending_job_ids() if job_id not in running]
 
     # ------------------------------------------------------------------ heartbeat
@@ -173,6 +173,7 @@ class Agent:
             "running_jobs": self.running_job_ids(),
             "free_gpus": self.free_gpus(),
             "fault": self.fault,
+            "env_hashes": envcache.ready_hashes(self.config),  # warm environments: the matcher prefers us
         }
         status, answer = self.api.post("/agent/heartbeat", body, attempts=2)
         if status >= 300:
@@ -269,23 +270,32 @@ class Agent:
     def _accept(self, job: dict) -> None:
         job_id = str(job.get("job_id"))
         index = int(job.get("gpu_index", self.free_gpus()[0] if self.free_gpus() else -1))
-        if self.stop.is_set() or index not in self.shared or index in self.jobs:
-            log.warning("handing back job %s (gpu %s not available here or shutting down)", job_id, index)
+        indices = job.get("gpu_indices") if isinstance(job.get("gpu_indices"), list) else [index]
+        indices = list(dict.fromkeys(int(i) for i in indices)) or [index]
+        with self.lock:
+            taken = self.stop.is_set() or index not in indices or any(
+                i not in self.shared or i in self.jobs for i in indices)
+            if not taken:
+                run = JobRun(job, self.devices[index], self.config, self.api, self.outbox,
+                             gpus=[self.devices[index]] + [self.devices[i] for i in indices if i != index])
+                for i in indices:
+                    self.jobs[i] = run
+        if taken:
+            log.warning("handing back job %s (gpus %s not available here or shutting down)", job_id, indices)
             self.outbox.put(job_id, "release", {"job_ids": [job_id]})
             return
-        run = JobRun(job, self.devices[index], self.config, self.api, self.outbox)
-        with self.lock:
-            self.jobs[index] = run
-        log.info("job %s (%s, attempt %s) on GPU %s", job_id, run.workload, job.get("attempt"), index)
-        thread = threading.Thread(target=self._run_job, args=(index, run), name=f"job-{job_id[:8]}", daemon=True)
+        log.info("job %s (%s, attempt %s) on GPU %s", job_id, run.workload, job.get("attempt"),
+                 ",".join(map(str, indices)))
+        thread = threading.Thread(target=self._run_job, args=(indices, run), name=f"job-{job_id[:8]}", daemon=True)
         thread.start()
 
-    def _run_job(self, index: int, run: JobRun) -> None:
+    def _run_job(self, indices: list[int], run: JobRun) -> None:
         try:
             run.run()
         finally:
             with self.lock:
-                self.jobs.pop(index, None)
+                for index in indices:
+                    self.jobs.pop(index, None)
             self.slot_freed.set()
 
     # ------------------------------------------------------------------ shutdown
@@ -322,7 +332,7 @@ def register(config, provider_token: str, api: ApiClient | None = None, fault: s
     """Discover and verify the GPUs, register with the provider token, store the agent token (mode 600).
     ``fault`` (from check_sandbox) is registered with it, so the agent is never offered work it cannot run."""
     api = api or ApiClient(config.api_url, timeout=config.request_timeout_seconds, attempts=config.api_attempts)
-    devices = gpus.discover()
+    devices = gpus.discover(config.cpu_slots)
     shared = config.shared_gpu_indices([gpu.index for gpu in devices])
     offered = [gpu for gpu in devices if gpu.index in shared]
     benchmark = verify_runner.verify_devices(offered, config) if config.verify else {
@@ -337,6 +347,8 @@ def register(config, provider_token: str, api: ApiClient | None = None, fault: s
         "benchmark": benchmark,
         "version": __version__,
     }
+    if not body["gpus"] and len(offered) > 1:
+        body["cpu_slots"] = len(offered)  # a CPU-only machine running several jobs at once
     if config.fork_rpc_base_url:
         body["fork_rpc_base_url"] = config.fork_rpc_base_url
         # an https fork front's certificate, made now and kept in work_dir: the API pins its fingerprint

@@ -5,6 +5,7 @@ cloud sees it as a device named "CPU ..." with cuda_capability None and prices i
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -60,10 +61,11 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def discover() -> list[Gpu]:
+def discover(cpu_slots: int = 1) -> list[Gpu]:
+    """The machine's GPUs, or without any its CPU as ``cpu_slots`` slots (indices 0..n-1, one job each)."""
     nvml = _nvml()
     if nvml is None:
-        return [cpu_device()]
+        return cpu_devices(cpu_slots)
     driver = _text(nvml.nvmlSystemGetDriverVersion())
     found = []
     for index in range(nvml.nvmlDeviceGetCount()):
@@ -79,7 +81,12 @@ def discover() -> list[Gpu]:
                 cuda_capability=f"{major}.{minor}",
             )
         )
-    return found or [cpu_device()]
+    return found or cpu_devices(cpu_slots)
+
+
+def cpu_devices(slots: int = 1) -> list[Gpu]:
+    device = cpu_device()
+    return [dataclasses.replace(device, index=index) for index in range(max(1, min(int(slots), 8)))]
 
 
 def cpu_device() -> Gpu:

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 CAP_SETUID_BIT = 7
 ENV_PASSTHROUGH_PREFIXES = ("CUDA_", "NVIDIA_", "LD_LIBRARY_PATH")
 OUTPUTS_DIR = "outputs"
+INPUTS_DIR = "inputs"
 SCRIPT_NAME = "script.py"
 BWRAP_MISSING = ("bubblewrap (bwrap) is not installed: renters' scripts cannot be isolated (apt-get install "
                  "bubblewrap, or set allow_unisolated_scripts to run them without namespaces)")
@@ -341,15 +342,17 @@ def scrubbed_environment(visible_devices: str, home: str) -> dict[str, str]:
 
 
 def make_workspace(root: str | None, user: SandboxUser | None, script: bytes, *, uid: int | None = None,
-                   gid: int | None = None) -> Path:
-    """A fresh directory only the script's uid can enter, holding the script and an empty outputs/."""
+                   gid: int | None = None, with_inputs: bool = False) -> Path:
+    """A fresh directory only the script's uid can enter, holding the script and an empty outputs/ (and, for
+    a job spec, inputs/: its input files are placed there by the agent before its code starts)."""
     workspace = Path(tempfile.mkdtemp(prefix="depu-job-", dir=root))
-    (workspace / OUTPUTS_DIR).mkdir()
-    (workspace / "tmp").mkdir()
+    folders = [OUTPUTS_DIR, "tmp"] + ([INPUTS_DIR] if with_inputs else [])
+    for folder in folders:
+        (workspace / folder).mkdir()
     (workspace / SCRIPT_NAME).write_bytes(script)
     if user is not None:
         uid, gid = user.uid, user.gid
-    for path in (workspace, workspace / OUTPUTS_DIR, workspace / "tmp", workspace / SCRIPT_NAME):
+    for path in (workspace, *(workspace / folder for folder in folders), workspace / SCRIPT_NAME):
         if uid is not None:
             os.chown(path, uid, gid)
         os.chmod(path, 0o700 if path.is_dir() else 0o600)
@@ -363,7 +366,8 @@ def _protected_paths(config) -> list[str]:
 
 
 def bwrap_argv(config, runtime: SandboxRuntime, workspace: Path, gpu_index: int, on_cpu: bool,
-               info_fd: int) -> list[str]:
+               info_fd: int, *, program: list[str] | None = None, gpu_indices: list[int] | None = None,
+               extra_roots: tuple[str, ...] = ()) -> list[str]:
     """bubblewrap's command line: new namespaces, an empty root, and only what the interpreter needs."""
     binary = bwrap_path()
     if binary is None:
@@ -383,7 +387,7 @@ def bwrap_argv(config, runtime: SandboxRuntime, workspace: Path, gpu_index: int,
              "--tmpfs", "/tmp"]
     protected = _protected_paths(config)
     library_dirs = [part for part in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if part]
-    for root in (*runtime.roots, *library_dirs):
+    for root in (*runtime.roots, *extra_roots, *library_dirs):
         if not os.path.isabs(root):
             continue
         real = os.path.realpath(root)
@@ -395,11 +399,12 @@ def bwrap_argv(config, runtime: SandboxRuntime, workspace: Path, gpu_index: int,
         argv += ["--ro-bind-try", root, root]
         bound.append(real)
     if not on_cpu:
-        for node in gpu_device_nodes(gpu_index):
+        nodes = dict.fromkeys(node for index in (gpu_indices or [gpu_index]) for node in gpu_device_nodes(index))
+        for node in nodes:
             argv += ["--dev-bind", node, node]
         argv += ["--ro-bind-try", "/sys", "/sys"]  # the driver's libraries read the PCI topology (as under Docker)
     argv += ["--bind", str(workspace), str(workspace), "--chdir", str(workspace)]
-    return argv + ["--", runtime.python, "-s", SCRIPT_NAME]
+    return argv + ["--", *(program or [runtime.python, "-s", SCRIPT_NAME])]
 
 
 def plan_script(
@@ -412,20 +417,29 @@ def plan_script(
     config,
     use_docker: bool | None = None,
     gpu_uuid: str | None = None,
+    job: JobProgram | None = None,
 ) -> SandboxPlan:
+    """How a script (or, with ``job``, a job spec's command or script in its environment, on all its GPUs)
+    runs in the sandbox."""
     use_docker = uses_docker(config) if use_docker is None else use_docker
     if use_docker:
+        if job is not None:
+            raise SandboxUnusable("job specs run in the bubblewrap sandbox; this agent is set to use Docker")
         return _docker_plan(job_id, script, gpu_index, on_cpu, config)
     isolated = bwrap_path() is not None or not config.allow_unisolated_scripts
     if isolated and bwrap_path() is None:
         raise SandboxUnusable(BWRAP_MISSING)
     user = job_user(config, gpu_index)
     runtime = runtime_for(user, config)
-    workspace = make_workspace(config.sandbox_workspace_dir or None, user, script)
+    workspace = make_workspace(config.sandbox_workspace_dir or None, user, script, with_inputs=job is not None)
     # inside bwrap the script sees its GPU's device node only, so the index would be wrong: the uuid is not
     env = scrubbed_environment("" if on_cpu else (gpu_uuid or str(gpu_index)), str(workspace))
     for key, value in runtime.environment().items():
         env[key] = os.pathsep.join(part for part in (value, env.get(key)) if part)
+    program, extra_roots, indices = None, (), None
+    if job is not None:
+        program, extra_roots, indices = job.program(runtime), job.roots, job.gpu_indices
+        env.update(job.environment(env))
     limits = Limits(
         time_limit_s=time_limit_s,
         memory_mb=config.script_memory_mb if on_cpu else None,
@@ -433,11 +447,12 @@ def plan_script(
         max_processes=config.script_max_processes if user is not None else None,
         max_file_mb=config.script_max_file_mb,
     )
-    argv, info_fds = [runtime.python, "-s", SCRIPT_NAME], None
+    argv, info_fds = program or [runtime.python, "-s", SCRIPT_NAME], None
     if isolated:
         info_fds = os.pipe()
         try:
-            argv = bwrap_argv(config, runtime, workspace, gpu_index, on_cpu, info_fds[1])
+            argv = bwrap_argv(config, runtime, workspace, gpu_index, on_cpu, info_fds[1], program=program,
+                              gpu_indices=indices, extra_roots=extra_roots)
         except SandboxUnusable:
             for fd in info_fds:
                 os.close(fd)
@@ -455,6 +470,38 @@ def plan_script(
         owner_uid=user.uid if user is not None else os.geteuid(),
         info_fds=info_fds,
     )
+
+
+@dataclass(frozen=True)
+class JobProgram:
+    """What a job spec adds to a script's sandbox: a shell command or the script, run by its environment's
+    interpreter (on PATH as ``python``), its non-secret variables, and every GPU it was given (each one's
+    device node bound, all of them in CUDA_VISIBLE_DEVICES)."""
+
+    command: str | None
+    gpu_indices: list[int]
+    visible_devices: str
+    variables: dict[str, str]
+    python: str | None = None  # the environment's interpreter (None: the runtime's)
+    env_root: str | None = None  # the environment's folder, bound read-only
+
+    @property
+    def roots(self) -> tuple[str, ...]:
+        return (self.env_root,) if self.env_root else ()
+
+    def program(self, runtime: SandboxRuntime) -> list[str]:
+        if self.command:
+            return ["/bin/sh", "-c", self.command]
+        return [self.python or runtime.python, "-s", SCRIPT_NAME]
+
+    def environment(self, base: dict[str, str]) -> dict[str, str]:
+        env = {name: value for name, value in self.variables.items()
+               if name not in base and not name.startswith(("LD_", "PYTHON", "CUDA_", "NVIDIA_", "DEPU_"))}
+        bin_dir = os.path.dirname(self.python) if self.python else None
+        env["PATH"] = os.pathsep.join(part for part in (bin_dir, base.get("PATH")) if part)
+        env["CUDA_VISIBLE_DEVICES"] = self.visible_devices
+        env["DEPU_JOB_SLOTS"] = ",".join(str(index) for index in self.gpu_indices)
+        return env
 
 
 def uses_docker(config) -> bool:
@@ -549,14 +596,15 @@ COPY_CHUNK = 1 << 20
 
 
 def collect_outputs(plan: SandboxPlan, destination: Path, max_total_bytes: int,
-                    max_files: int = 64) -> list[tuple[str, Path]]:
+                    max_files: int = 64, left_out: list[str] | None = None) -> list[tuple[str, Path]]:
     """Copy the regular files the script wrote to outputs/ into ``destination`` (the agent's own folder) and
     return (name, copy) pairs. Only once every process of the job has gone (nothing can swap a file while it is
     read); every name is opened relative to the workspace's directory descriptor with O_NOFOLLOW, so a symlink
     (to the token file, or outputs/ itself swapped for a link to a folder) is never followed; a file must be
     regular, have one link (a hard link to someone else's file is refused) and belong to the script's uid; the
     bytes copied are those of the descriptor that was checked. At most ``max_files`` files and
-    ``max_total_bytes`` together."""
+    ``max_total_bytes`` together; ``left_out`` (when given) gets a line for each entry not collected and why."""
+    skipped = left_out if left_out is not None else []
     if plan.started and not plan.ended():
         raise SandboxNotEnded("processes of the job were still running after it ended; outputs not collected")
     chosen: list[tuple[str, Path]] = []
@@ -573,19 +621,24 @@ def collect_outputs(plan: SandboxPlan, destination: Path, max_total_bytes: int,
     try:
         for name in sorted(os.listdir(outputs_fd)):
             if len(chosen) >= max_files:
-                break
+                skipped.append(f"{name}: more than {max_files} files")
+                continue
             try:
                 fd = os.open(name, _OPEN_FILE, dir_fd=outputs_fd)
             except OSError:  # a symlink (ELOOP), a fifo that would block, gone
+                skipped.append(f"{name}: not a regular file")
                 continue
             with os.fdopen(fd, "rb") as source:
                 info = os.fstat(source.fileno())
                 if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+                    skipped.append(f"{name}: not a regular file of the job's")
                     continue
                 if plan.owner_uid is not None and info.st_uid != plan.owner_uid:
+                    skipped.append(f"{name}: not a regular file of the job's")
                     continue
                 if total + info.st_size > max_total_bytes:
-                    break
+                    skipped.append(f"{name}: over the job's output cap of {max_total_bytes} bytes")
+                    continue
                 target = destination / name
                 copied = _copy_at_most(source, target, info.st_size)
                 total += copied

@@ -15,12 +15,13 @@ import json
 import logging
 import os
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
-from . import failures, isolation
+from . import envcache, failures, inputs, isolation
 from .gpus import Gpu
 from .logship import JobChannel
 from .runner import EVENTS_FD, ChildProcess, Outcome, StopRequest
@@ -28,6 +29,8 @@ from .runner import EVENTS_FD, ChildProcess, Outcome, StopRequest
 log = logging.getLogger(__name__)
 AGENT_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 CHILD_WORKLOADS = ("benchmark", "train")
+SPEC_WORKLOAD = "job"  # a job spec (depu.jobs.spec): setup (packages), then the user's command or script
+ZIP_NAME = "outputs.zip"
 
 
 @dataclass
@@ -38,13 +41,14 @@ class Report:
 
 
 class JobRun:
-    def __init__(self, job: dict, gpu: Gpu, config, api, outbox):
+    def __init__(self, job: dict, gpu: Gpu, config, api, outbox, gpus: list[Gpu] | None = None):
         self.job = job
         self.job_id = str(job["job_id"])
         self.workload = str(job.get("workload", ""))
         self.params = job.get("params") or {}
         self.time_limit_s = float(job.get("time_limit_s") or 3600)
         self.gpu = gpu
+        self.gpus = list(gpus or [gpu])  # a job spec's gpu_count slots, gpu first
         self.config = config
         self.api = api
         self.outbox = outbox
@@ -71,6 +75,8 @@ class JobRun:
                 self.report = self._run_child_workload(channel)
             elif self.workload == "script":
                 self.report = self._run_script(channel)
+            elif self.workload == SPEC_WORKLOAD:
+                self.report = self._run_spec(channel)
             else:
                 self.report = Report("fail", {"error": f"unknown workload {self.workload!r}", "retryable": False}, [])
         except Exception as exc:  # an agent-side problem: let another provider try
@@ -88,7 +94,7 @@ class JobRun:
 
     # ------------------------------------------------------------------ workloads
     def _visible_devices(self) -> str:
-        return "" if self.gpu.is_cpu else self.gpu.uuid
+        return "" if self.gpu.is_cpu else ",".join(gpu.uuid for gpu in self.gpus)
 
     def _run_child_workload(self, channel: JobChannel) -> Report:
         out_dir = self.directory / "out"
@@ -131,6 +137,59 @@ class JobRun:
         except (isolation.SandboxUnusable, OSError) as exc:  # this machine's fault: another provider may try
             return Report("fail", {"error": f"sandbox could not start: {exc}"[:500], "retryable": True}, [])
         channel.add_line(f"[depu] running your script in a {plan.kind} sandbox")
+        return self._run_plan(plan, channel)
+
+    def _run_spec(self, channel: JobChannel) -> Report:
+        """A job spec: setup (its environment from the cache, or built now), unbilled and bounded, then its
+        code, billed from the moment it starts (the 'running' phase tells the cloud)."""
+        channel.set_progress(0.0, "setting up: preparing the environment", phase="setup")
+        command = self.params.get("command") if isinstance(self.params.get("command"), str) else None
+        try:
+            source = b"" if command else self._script_source()
+        except ValueError as exc:
+            return Report("fail", {"error": str(exc), "retryable": False}, [])
+        try:
+            user = isolation.job_user(self.config, self.gpu.index)
+            runtime = isolation.runtime_for(user, self.config)
+        except (isolation.SandboxUnusable, OSError) as exc:
+            return Report("fail", {"error": f"sandbox could not start: {exc}"[:500], "retryable": True}, [])
+        environment = None
+        try:
+            lines = envcache.requirement_lines(self.params.get("requirements") or [])
+            if lines:
+                channel.add_line(f"[depu] setup: the environment for {len(lines)} requirement(s)")
+                environment = envcache.ensure(self.config, runtime, lines, channel.add_line)
+                channel.add_line("[depu] setup: environment " + (
+                    "cached on this machine" if environment.hit else f"built in {environment.seconds:g} s"))
+        except (envcache.SetupFailed, OSError) as exc:
+            return Report("fail", {"error": f"setup failed (nothing was billed): {exc}"[:600], "retryable": False}, [])
+        if self.stop.is_set():
+            return self._interrupted_report() or Report("release", {"job_ids": [self.job_id]}, [])
+        variables = self.params.get("env") if isinstance(self.params.get("env"), dict) else {}
+        program = isolation.JobProgram(
+            command=command, gpu_indices=[gpu.index for gpu in self.gpus], visible_devices=self._visible_devices(),
+            variables={str(k): str(v) for k, v in variables.items()},
+            python=environment.python if environment else runtime.python,
+            env_root=environment.path if environment else None)
+        try:
+            plan = isolation.plan_script(
+                job_id=self.job_id, script=source, gpu_index=self.gpu.index, on_cpu=self.gpu.is_cpu,
+                time_limit_s=self.time_limit_s, config=self.config, use_docker=False, job=program)
+        except (isolation.SandboxUnusable, OSError) as exc:
+            return Report("fail", {"error": f"sandbox could not start: {exc}"[:500], "retryable": True}, [])
+        try:
+            inputs.fetch(self.job.get("inputs") or [], Path(plan.cwd) / isolation.INPUTS_DIR, plan.owner_uid,
+                         self.config.max_input_mb * 1024 * 1024, channel.add_line)
+        except (envcache.SetupFailed, OSError) as exc:
+            isolation.remove_workspace(plan)
+            return Report("fail", {"error": f"setup failed (nothing was billed): {exc}"[:600], "retryable": False}, [])
+        channel.add_line(f"[depu] running your {'command' if command else 'script'} on {len(self.gpus)} "
+                         f"slot(s) in a {plan.kind} sandbox")
+        channel.set_progress(0.0, "running your code", phase="running")
+        return self._run_plan(plan, channel, zip_many=True, facts={"env_hash": environment.hash if environment else None,
+                                                          "env_cached": environment.hit if environment else None})
+
+    def _run_plan(self, plan, channel: JobChannel, *, zip_many: bool = False, facts: dict | None = None) -> Report:
         try:
             try:
                 child = plan.start(on_line=channel.add_line, max_output_bytes=self.config.max_output_bytes,
@@ -150,9 +209,16 @@ class JobRun:
                                        "retryable": False}, [])
             kept = self.directory / "out"
             kept.mkdir(parents=True, exist_ok=True)
+            left_out: list[str] = []
             uploads = [{"name": name, "path": str(path)} for name, path in isolation.collect_outputs(
-                plan, kept, self.config.max_artifact_mb * 1024 * 1024, self.config.max_artifact_files)]
-            result = {"exit_code": 0, "output_files": [item["name"] for item in uploads], "sandbox": plan.kind}
+                plan, kept, self.config.max_artifact_mb * 1024 * 1024, self.config.max_artifact_files, left_out)]
+            result = {"exit_code": 0, "output_files": [item["name"] for item in uploads], "sandbox": plan.kind,
+                      **(facts or {})}
+            if left_out:
+                result["outputs_left_out"] = left_out[:20]
+            if zip_many and len(uploads) > 1:
+                uploads = [{"name": ZIP_NAME, "path": str(_zip(uploads, self.directory / ZIP_NAME))}]
+                result["outputs_zip"] = ZIP_NAME
             return Report("complete", {"result": self._with_run_facts(result)}, uploads)
         finally:
             isolation.remove_workspace(plan)
@@ -210,3 +276,11 @@ class JobRun:
         if self.outcome and self.outcome.output_truncated:
             facts["output_truncated"] = True
         return facts
+
+
+def _zip(uploads: list[dict], target: Path) -> Path:
+    """Many outputs as one file: the copies the agent collected (its own files, never the job's)."""
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for item in uploads:
+            archive.write(item["path"], arcname=item["name"])
+    return target

@@ -35,6 +35,7 @@ class JobChannel:
         self.on_cancelled = on_cancelled or on_gone
         self._lines: list[str] = []
         self._progress: dict | None = None
+        self.phase: str | None = None  # a job spec's phase, once it has one (set_progress)
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name=f"logs-{job_id[:8]}")
@@ -53,10 +54,18 @@ class JobChannel:
             self._lines.append(line)
             self.tail = (self.tail + [line])[-50:]
 
-    def set_progress(self, progress: float, message: str, metrics: dict | None = None) -> None:
+    def set_progress(self, progress: float, message: str, metrics: dict | None = None,
+                     phase: str | None = None) -> None:
+        """The next progress report (only the latest is sent). A job spec's ``phase`` ('setup', then 'running'
+        when its code starts, which starts its billing) sticks to every later report, so coalescing reports
+        never drops the start."""
         body = {"progress": progress, "message": message[:500]}
         if metrics:
             body["metrics"] = metrics
+        if phase:
+            self.phase = phase
+        if self.phase:
+            body["phase"] = self.phase
         with self._lock:
             self._progress = body
 

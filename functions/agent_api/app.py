@@ -161,6 +161,7 @@ def register(request: Annotated[c.RegisterRequest, Body()] = c.RegisterRequest()
         fork_rpc_base_url=request.fork_rpc_base_url,
         fork_tls_sha256=request.fork_tls_sha256,
         fault=request.fault,
+        cpu_slots=request.cpu_slots,
     )
     if registration is None:
         raise Unauthorized()
@@ -179,7 +180,8 @@ def register(request: Annotated[c.RegisterRequest, Body()] = c.RegisterRequest()
           summary="Say the agent is alive, report GPU metrics, renew the leases of running jobs.")
 def heartbeat(report: Annotated[c.HeartbeatRequest, Body()] = c.HeartbeatRequest()) -> c.HeartbeatReply:
     agent = _agent()
-    cancel = work.heartbeat(agent, report.metrics, report.running_jobs, report.free_gpus, report.fault)
+    cancel = work.heartbeat(agent, report.metrics, report.running_jobs, report.free_gpus, report.fault,
+                            env_hashes=report.env_hashes)
     return c.HeartbeatReply(cancel=cancel, lease_seconds=LEASE_SECONDS, heartbeat_seconds=HEARTBEAT_SECONDS,
                             renew_token=_renew_hint(), challenge_due=challenges.is_due(agent),
                             verified=bool(agent.verified))
@@ -247,7 +249,7 @@ def claim(request: Annotated[c.ClaimRequest, Body()] = c.ClaimRequest()) -> c.Cl
 @app.post("/agent/jobs/<job_id>/progress", operation_id="progress", responses=answers("The job's state after the call.", *JOB, extra=CONFLICT),
           summary="Report how far the job is (0..1), with a one-line message and the GPU's readings.")
 def progress(job_id: str, report: Annotated[c.ProgressRequest, Body()] = c.ProgressRequest()) -> c.StateReply:
-    job = work.progress(_agent(), job_id, report.progress, report.message, report.metrics)
+    job = work.progress(_agent(), job_id, report.progress, report.message, report.metrics, phase=report.phase)
     return c.StateReply(state=job.status)
 
 

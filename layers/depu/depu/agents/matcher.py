@@ -9,6 +9,10 @@ passed and leases completed against those failed and lost: what the cloud observ
 reports), then most recently seen. The first is offered the job with one
 conditional transaction (job queued -> assigned, agent busy < GPUs); if that agent filled up meanwhile the next
 one is tried. Nobody fits: the job stays queued and SQS offers it again after a backoff.
+
+A job spec may take several GPUs of one machine (``gpu_count``): only an agent with that many free slots of
+the class is a candidate, and it takes them all at once. A job whose requirements an agent holds built (its
+heartbeat's ``env_hashes``) goes to such a warm agent first: its setup is then instant.
 """
 from __future__ import annotations
 
@@ -25,17 +29,23 @@ def candidates(job: Job, now: float | None = None) -> list[Agent]:
     """Agents that could take ``job`` now, best first."""
     now = now or time.time()
     excluded = set(job.failed_agents or [])
+    slots = lifecycle.slots_of(job)
+    wanted_env = (job.params or {}).get("env_hash")
     fit = [
         agent
         for agent in Agent.by_gpu_class.query(job.gpu_class, Agent.last_seen_at >= int(now - ONLINE_SECONDS))
         if agent.verified
         and not agent.fault
         and RENTAL_CAPABILITY in (agent.capabilities or [])
-        and int(agent.busy or 0) < int(agent.gpu_count)
+        and int(agent.busy or 0) + slots <= int(agent.gpu_count)
         and agent.agent_id not in excluded
         and not is_due(agent, now)
     ]
-    return sorted(fit, key=lambda agent: (agent.load, -agent.reliability, -int(agent.last_seen_at)))
+
+    def cold(agent: Agent) -> bool:
+        return bool(wanted_env) and wanted_env not in (agent.env_hashes or [])
+
+    return sorted(fit, key=lambda agent: (cold(agent), agent.load, -agent.reliability, -int(agent.last_seen_at)))
 
 
 def match(job: Job, now: float | None = None) -> Agent | None:

@@ -32,6 +32,7 @@ from depu.config import get_settings
 AWAITING_CHALLENGE = "awaiting its first hardware challenge"
 RENTAL_CAPABILITY = "gpu"  # "runs rental jobs" (a CPU-only agent declares it too); fork hosts say "fork_host"
 MAX_GPUS_PER_AGENT = 16
+MAX_CPU_SLOTS = 8  # a CPU-only machine may offer several job slots (tests use two)
 MAX_FAULT_CHARS = 300
 _UNCHANGED: Any = object()
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -79,6 +80,9 @@ class Agent(Model):
     busy = NumberAttribute(default=0)
     free_gpus = ListAttribute(of=NumberAttribute, default=list)
     metrics = JSONAttribute(null=True)
+    # The job environments (depu.jobs.spec.env_hash) this agent holds built, from its last heartbeat: the
+    # matcher prefers such a warm agent for a job whose requirements match (its setup is then instant).
+    env_hashes = ListAttribute(of=UnicodeAttribute, null=True)
     jobs_done = NumberAttribute(default=0)
     # Why the agent says it cannot take work (its sandbox cannot run a script), from its last heartbeat.
     fault = UnicodeAttribute(null=True)
@@ -193,6 +197,7 @@ def register(
     fork_rpc_base_url: str | None = None,
     fork_tls_sha256: Any = None,
     fault: Any = None,
+    cpu_slots: Any = None,
 ) -> Registration | None:
     """Register a machine for the provider that owns ``provider_token``; None if the token is not valid (or
     was used already: an enrolment token enrols one machine). The request is checked before the token is
@@ -230,7 +235,7 @@ def register(
             registered_at=now,
             name=name.strip()[:64],
             gpus=clean_gpus,
-            gpu_count=max(len(clean_gpus), 1),
+            gpu_count=len(clean_gpus) or clean_cpu_slots(cpu_slots),
             capabilities=[str(c)[:32] for c in (capabilities or [])][:8],
             benchmark=_clean_benchmark(benchmark or {}),
             benchmark_score=verdict.score,
@@ -240,7 +245,7 @@ def register(
             fork_rpc_base_url=(fork_rpc_base_url or '')[:300] or None,
             fork_tls_sha256=pin,
             busy=0,
-            free_gpus=[gpu["index"] for gpu in clean_gpus] or [0],
+            free_gpus=[gpu["index"] for gpu in clean_gpus] or list(range(clean_cpu_slots(cpu_slots))),
             fault=clean_fault(fault),
             token_hash=token_hash,
             challenge_due_at=now if precheck.verified else None,
@@ -250,6 +255,25 @@ def register(
         raise
     tokens.save_agent_token(token_hash, agent_id, provider_id, now)
     return Registration(agent_id, agent_token, gpu_class, verdict.verified, verdict.reason, precheck.verified)
+
+
+def clean_cpu_slots(value: Any) -> int:
+    """How many jobs a CPU-only machine runs at once (its slots stand for GPUs): 1 unless it says 2..8."""
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_CPU_SLOTS:
+        return value
+    return 1
+
+
+MAX_ENV_HASHES = 64
+_ENV_HASH = re.compile(r"^[0-9a-f]{24}$")
+
+
+def clean_env_hashes(values: Any) -> list[str] | None:
+    """The environment names an agent reports ready (24 hex digits each, at most MAX_ENV_HASHES); None when
+    it reported none (an older agent)."""
+    if not isinstance(values, list):
+        return None
+    return sorted({value for value in values[:MAX_ENV_HASHES] if isinstance(value, str) and _ENV_HASH.match(value)})
 
 
 def clean_tls_pin(pin: Any, base_url: str | None) -> str | None:
@@ -353,7 +377,8 @@ def clean_fault(fault: Any) -> str | None:
     return text or None
 
 
-def record_heartbeat(agent_id: str, metrics: Any, free_gpus: list[int], fault: str | None = _UNCHANGED) -> None:
+def record_heartbeat(agent_id: str, metrics: Any, free_gpus: list[int], fault: str | None = _UNCHANGED,
+                     env_hashes: list[str] | None = None) -> None:
     """Mark the agent alive and keep its latest metrics and fault (one UpdateItem); a claim, which carries no
     fault, leaves the last one as it is."""
     agent = Agent(agent_id)
@@ -364,6 +389,8 @@ def record_heartbeat(agent_id: str, metrics: Any, free_gpus: list[int], fault: s
     ]
     if fault is not _UNCHANGED:
         actions.append(Agent.fault.set(fault) if fault else Agent.fault.remove())
+    if env_hashes is not None:
+        actions.append(Agent.env_hashes.set(env_hashes) if env_hashes else Agent.env_hashes.remove())
     agent.update(actions=actions, condition=Agent.agent_id.exists())
 
 

@@ -15,6 +15,7 @@ from depu.jobs.leases import MAX_ATTEMPTS
 from depu.jobs.models import Job
 
 LOG_TAIL_LINES = 15
+LIVE_LOG_LINES = 4  # the progress message's live log lines (edited at most every PROGRESS_EDIT_SECONDS)
 CANCEL_PREFIX = "rj"  # the rental feature's job buttons (depu.bot.rental.JOBS)
 MAX_REASON_CHARS = 800  # the agent keeps its reasons under this (exit status and the last stderr lines)
 
@@ -63,9 +64,14 @@ def status_text(job: Job) -> str:
         lines.append(f"{bar} {done * 100:.0f}%  (attempt {int(job.attempt)})")
         if job.message:
             lines.append(html.escape(job.message[:200]))
+        if job.workload == "job" and job.started_at is None:
+            lines.append("Setting up (packages, inputs): not billed.")
         metrics = _metrics_line(job.metrics)
         if metrics:
             lines.append(metrics)
+        live = [line[:160] for line in (job.logs_tail or [])[-LIVE_LOG_LINES:] if line.strip()]
+        if live:
+            lines.append("<pre>" + html.escape("\n".join(live)) + "</pre>")
     elif job.status == lifecycle.QUEUED and int(job.attempt or 0) > 0:
         lines.append("Retrying on another provider.")
     elif job.status in lifecycle.TERMINAL and job.status != lifecycle.SUCCEEDED and job.error:

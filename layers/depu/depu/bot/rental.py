@@ -26,7 +26,7 @@ from depu.bot.registry import Button, Chat, Command, Feature, Incoming
 from depu.bot.sections import Section
 from depu.config import get_settings
 from depu.errors import UserError
-from depu.jobs import lifecycle, service, workloads
+from depu.jobs import lifecycle, service, spec, workloads
 from depu.jobs.metering import max_cost
 from depu.jobs.models import Job
 from depu.profiles import ensure_profile
@@ -42,7 +42,9 @@ WORKLOAD_LABELS = {
     "benchmark": "Benchmark (TFLOP/s, bandwidth)",
     "train": "Train a small model",
     "script": "Run my Python script",
+    "job": "My own job: command or script, packages, GPUs",
 }
+GPU_COUNT_CHOICES = (1, 2, 4, 8)
 
 
 def _button(label: str, *parts: object) -> Button:
@@ -86,8 +88,13 @@ def _workload_menu(turn: Turn) -> None:
     turn.show(f"<b>{html.escape(catalogue.describe(turn.data['gpu_class']))}</b>\nWhat should it run?", rows)
 
 
+def _price(data: dict) -> int:
+    """The hourly price of the job: a job spec pays for each of its GPUs."""
+    return catalogue.price_per_hour(data["gpu_class"]) * int(data.get("gpu_count") or 1)
+
+
 def _limit_menu(turn: Turn, note: str = "") -> None:
-    price = catalogue.price_per_hour(turn.data["gpu_class"])
+    price = _price(turn.data)
     rows = [
         [_button(f"{_minutes(seconds)} · at most {max_cost(price, seconds)} credits", "t", seconds)]
         for seconds in workloads.TIME_LIMIT_CHOICES
@@ -98,12 +105,17 @@ def _limit_menu(turn: Turn, note: str = "") -> None:
 
 def _summary(data: dict) -> str:
     gpu_class, workload, limit = data["gpu_class"], data["workload"], int(data["time_limit_s"])
-    price = catalogue.price_per_hour(gpu_class)
+    price = _price(data)
     details = ""
     if workload == "train":
         details = f" · {int(data['epochs'])} epochs on {html.escape(data['dataset'])}"
     elif workload == "script":
         details = f" · <code>{html.escape(data['file_name'])}</code>"
+    elif workload == spec.WORKLOAD:
+        code = data.get("command") or data.get("file_name") or ""
+        packages = len(spec.requirement_lines(data.get("requirements") or ""))
+        details = (f" · <code>{html.escape(code[:80])}</code> · {packages} package(s) · "
+                   f"{int(data.get('gpu_count') or 1)} GPU(s)")
     return (
         f"<b>{html.escape(catalogue.describe(gpu_class))}</b> · {workload}{details}\n"
         f"Time limit {_minutes(limit)} at {price} credits/h.\n"
@@ -122,6 +134,13 @@ def _params(data: dict) -> dict:
         return {"epochs": data["epochs"], "dataset": data["dataset"]}
     if data["workload"] == "script":
         return {"file_name": data["file_name"], "file_size": data["file_size"]}
+    if data["workload"] == spec.WORKLOAD:
+        fields = {"requirements": data.get("requirements") or "", "gpu_count": int(data.get("gpu_count") or 1)}
+        if data.get("command"):
+            fields["command"] = data["command"]
+        else:
+            fields.update(file_name=data["file_name"], file_size=data["file_size"])
+        return fields
     return {}
 
 
@@ -129,10 +148,16 @@ def _submit(turn: Turn) -> None:
     """Runs once the flow is at ``submitting`` (the write a second tap loses)."""
     incoming, chat, data = turn.incoming, turn.chat, turn.data
     script = None
-    if data["workload"] == "script":
+    if data["workload"] == "script" or (data["workload"] == spec.WORKLOAD and data.get("file_id")):
         from depu.telegram.client import bot_api
 
         script = bot_api().download_file(data["file_id"], max_bytes=workloads.MAX_SCRIPT_BYTES)
+    inputs = None
+    if data["workload"] == spec.WORKLOAD and data.get("inputs"):
+        from depu.telegram.client import bot_api
+
+        inputs = [(item["name"], bot_api().download_file(item["file_id"], max_bytes=spec.MAX_INPUT_FILE_BYTES))
+                  for item in data["inputs"]]
     try:
         job = service.submit(
             incoming.user_id,
@@ -142,6 +167,7 @@ def _submit(turn: Turn) -> None:
             params=_params(data),
             time_limit_s=int(data["time_limit_s"]),
             script=script,
+            inputs=inputs,
         )
     except UserError as error:
         turn.advance("limit")
@@ -177,7 +203,14 @@ def _script_prompt(turn: Turn) -> None:
               "Files it writes to <code>outputs/</code> come back to you.")
 
 
-_AFTER_WORKLOAD = {"benchmark": ("limit", _limit_menu), "train": ("epochs", _epochs_menu), "script": ("script", _script_prompt)}
+def _code_prompt(turn: Turn) -> None:
+    turn.show("Type the command to run (for example <code>python train.py --epochs 3</code>), or send a "
+              f"<b>.py</b> file (at most {workloads.MAX_SCRIPT_BYTES // 1024} KiB). It has no network; files it "
+              "writes to <code>outputs/</code> come back to you.")
+
+
+_AFTER_WORKLOAD = {"benchmark": ("limit", _limit_menu), "train": ("epochs", _epochs_menu), "script": ("script", _script_prompt),
+                   spec.WORKLOAD: ("code", _code_prompt)}
 
 
 def choose_workload(turn: Turn) -> Next:
@@ -213,6 +246,84 @@ def script_file(turn: Turn) -> Next:
                     then=lambda turn: _limit_menu(turn, note=f"Got <code>{html.escape(doc.file_name)}</code>."))
 
 
+def _packages_prompt(turn: Turn, note: str = "") -> None:
+    turn.show((note + "\n\n" if note else "") + "Packages? Send your <b>requirements.txt</b> as a document "
+              "(installed before your code starts, not billed), or tap <b>No packages</b>.",
+              [[_button("No packages", "np")], [_button("Cancel", "x")]])
+
+
+def _gpus_menu(turn: Turn, note: str = "") -> None:
+    turn.show((note + "\n\n" if note else "") + "How many GPUs of one machine?",
+              [[_button(str(n), "g", n) for n in GPU_COUNT_CHOICES], [_button("Cancel", "x")]])
+
+
+def job_command(turn: Turn) -> Next:
+    command = turn.incoming.text.strip()
+    spec.JobSpec.parse({"command": command})  # a UserError keeps the question open
+    return flows.go("packages", {"command": command}, then=_packages_prompt)
+
+
+def job_script(turn: Turn) -> Next:
+    doc = turn.incoming.document
+    assert doc is not None
+    workloads.validate_script_file(doc.file_name, doc.file_size)
+    return flows.go("packages", {"file_id": doc.file_id, "file_name": doc.file_name[:100],
+                                 "file_size": int(doc.file_size or 0)},
+                    then=lambda turn: _packages_prompt(turn, note=f"Got <code>{html.escape(doc.file_name)}</code>."))
+
+
+def requirements_file(turn: Turn) -> Next:
+    doc = turn.incoming.document
+    assert doc is not None
+    if not (doc.file_name or "").lower().endswith(".txt") or not 0 < int(doc.file_size or 0) <= spec.MAX_REQUIREMENTS_BYTES:
+        raise UserError(f"Send a <b>requirements.txt</b> of at most {spec.MAX_REQUIREMENTS_BYTES // 1024} KiB.")
+    from depu.telegram.client import bot_api
+
+    raw = bot_api().download_file(doc.file_id, max_bytes=spec.MAX_REQUIREMENTS_BYTES)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError("requirements.txt must be UTF-8 text.") from error
+    lines = spec.requirement_lines(text)  # a UserError names the line to fix
+    return flows.go("inputs", {"requirements": "\n".join(lines)},
+                    then=lambda turn: _inputs_prompt(turn, note=f"Got {len(lines)} package(s)."))
+
+
+def no_packages(turn: Turn) -> Next:
+    return flows.go("inputs", {"requirements": ""}, then=_inputs_prompt)
+
+
+def _inputs_prompt(turn: Turn, note: str = "") -> None:
+    count = len(turn.data.get("inputs") or [])
+    turn.show((note + "\n\n" if note else "") + "Input files? Send each as a document (at most "
+              f"{spec.MAX_INPUT_FILE_BYTES // (1024 * 1024)} MB each, {spec.MAX_INPUT_FILES} files): your code finds "
+              "them in <code>inputs/</code>." + (f" {count} so far." if count else ""),
+              [[_button("Done" if count else "No input files", "nd")], [_button("Cancel", "x")]])
+
+
+def input_file(turn: Turn) -> Next:
+    doc = turn.incoming.document
+    assert doc is not None
+    held = list(turn.data.get("inputs") or [])
+    if len(held) >= spec.MAX_INPUT_FILES:
+        raise UserError(f"A job takes at most {spec.MAX_INPUT_FILES} input files: tap Done.")
+    if not 0 < int(doc.file_size or 0) <= spec.MAX_INPUT_FILE_BYTES:
+        raise UserError(f"Each input file is at most {spec.MAX_INPUT_FILE_BYTES // (1024 * 1024)} MB "
+                        "(the most a bot can download from Telegram).")
+    held.append({"file_id": doc.file_id, "name": (doc.file_name or "input")[:100], "size": int(doc.file_size)})
+    return flows.go("inputs", {"inputs": held},
+                    then=lambda turn: _inputs_prompt(turn, note=f"Got <code>{html.escape(held[-1]['name'])}</code>."))
+
+
+def inputs_done(turn: Turn) -> Next:
+    return flows.go("gpus", then=_gpus_menu)
+
+
+def choose_gpus(turn: Turn) -> Next:
+    count = turn.int_arg(0, allowed=GPU_COUNT_CHOICES)
+    return flows.go("limit", {"gpu_count": count}, then=_limit_menu)
+
+
 def choose_limit(turn: Turn) -> Next:
     seconds = turn.int_arg(0, allowed=tuple(workloads.TIME_LIMIT_CHOICES))
     return flows.go("confirm", {"time_limit_s": seconds}, then=_confirm)
@@ -232,6 +343,13 @@ RENT = Flow(
         ("dataset", button("d")): synthetic_dataset,
         ("dataset", TEXT): dataset_url,
         ("script", DOCUMENT): script_file,
+        ("code", TEXT): job_command,
+        ("code", DOCUMENT): job_script,
+        ("packages", DOCUMENT): requirements_file,
+        ("packages", button("np")): no_packages,
+        ("inputs", DOCUMENT): input_file,
+        ("inputs", button("nd")): inputs_done,
+        ("gpus", button("g")): choose_gpus,
         ("limit", button("t")): choose_limit,
         ("confirm", button("ok")): submit,
     },

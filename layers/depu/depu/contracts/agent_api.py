@@ -71,6 +71,8 @@ class RegisterRequest(Contract):
     fork_tls_sha256: str | None = Field(None, description="SHA-256 of the certificate the host's https fork fronts "
                                         "serve, 64 hex digits (colons allowed); required with an https fork_rpc_base_url.")
     fault: Fault = None
+    cpu_slots: int | None = Field(None, ge=1, le=8, description="a CPU-only machine's job slots (default 1); a job "
+                                  "spec's gpu_count counts them like GPUs")
 
 
 class RegisterReply(Contract):
@@ -101,6 +103,9 @@ class HeartbeatRequest(Contract):
     running_jobs: list[JobId] = Field(default_factory=list, max_length=MAX_JOBS_PER_CALL)
     free_gpus: list[GpuIndex] = Field(default_factory=list, max_length=MAX_JOBS_PER_CALL)
     fault: Fault = None
+    env_hashes: list[Annotated[str, Field(pattern=r"^[0-9a-f]{24}$")]] | None = Field(
+        None, max_length=64, description="job environments (a job spec's requirements hash) this agent holds built; "
+                                         "the matcher prefers it for jobs that need them")
 
 
 class HeartbeatReply(Contract):
@@ -119,13 +124,18 @@ class ClaimRequest(Contract):
 
 class JobOffer(Contract):
     job_id: str
-    workload: Literal["benchmark", "train", "script"]
-    params: dict[str, Any] = Field(description="train: {epochs, dataset}; script: {file_name}; benchmark: {}")
+    workload: Literal["benchmark", "train", "script", "job"]
+    params: dict[str, Any] = Field(description="train: {epochs, dataset}; script: {file_name}; benchmark: {}; job (a "
+                                   "job spec): {command | file_name, requirements, env, gpu_count, image, env_hash}")
     time_limit_s: int
     gpu_index: int
     attempt: int = Field(ge=1)
     gpu_class: str | None = None
     script_url: str | None = Field(None, description="presigned GET of the user's script (script only)")
+    gpu_indices: list[int] | None = Field(None, description="every slot the job holds (a job spec's gpu_count), "
+                                          "gpu_index first")
+    inputs: list[dict[str, str]] | None = Field(None, description="a job spec's input files {name, url}: presigned "
+                                                "GETs, fetched into inputs/ during setup")
 
 
 class ClaimReply(Contract):
@@ -138,6 +148,8 @@ class ProgressRequest(Contract):
     progress: float = Field(0, ge=0, le=1, allow_inf_nan=False)
     message: str | None = None
     metrics: GpuMetrics | None = None
+    phase: Literal["setup", "running"] | None = Field(None, description="a job spec's phase; the first 'running' "
+                                                      "starts its billing")
 
 
 class StateReply(Contract):

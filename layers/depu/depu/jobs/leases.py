@@ -51,3 +51,7 @@ def match_backoff(receive_count: int) -> int:
     """Seconds before SQS offers an unmatched job to the matcher again."""
     index = min(max(receive_count, 1), len(MATCH_BACKOFF_SECONDS)) - 1
     return MATCH_BACKOFF_SECONDS[index]
+
+# A job spec's setup (installing its requirements, fetching its inputs) is not billed and has its own bound:
+# a job still setting up this long after its claim fails, unbilled, saying so.
+SETUP_LIMIT_SECONDS = 15 * 60

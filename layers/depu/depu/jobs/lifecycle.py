@@ -24,6 +24,7 @@ from pynamodb.transactions import TransactWrite
 from depu.agents.registry import RENTAL_CAPABILITY, Agent
 from depu.jobs.leases import LEASE_SECONDS, MAX_ATTEMPTS, MAX_QUEUE_SECONDS, OFFER_SECONDS
 from depu.jobs.models import Job
+from depu.jobs.spec import WORKLOAD as SPEC_WORKLOAD
 
 if TYPE_CHECKING:
     from pynamodb.expressions.condition import Condition
@@ -112,11 +113,19 @@ def transition(
         return job
 
     with_agent = assign_to if takes_slot else Agent(job.agent_id)
-    agent_actions = [Agent.busy.add(1 if takes_slot else -1)]
+    slots = slots_of(job)
+    agent_actions = [Agent.busy.add(slots if takes_slot else -slots)]
     agent_condition = None
     if takes_slot:
+        if slots == 1:
+            room = Agent.busy < Agent.gpu_count
+        else:  # DynamoDB cannot add to an attribute in a condition: the busy count read must still hold
+            seen = int(assign_to.busy or 0)
+            if seen + slots > int(assign_to.gpu_count or 1):
+                raise AgentFull(assign_to.agent_id)
+            room = (Agent.busy == seen) if assign_to.busy is not None else Agent.busy.does_not_exist()
         agent_condition = (
-            (Agent.busy < Agent.gpu_count)
+            room
             & (Agent.verified == True)  # noqa: E712 - a PynamoDB condition, not a comparison
             & (Agent.gpu_class == job.gpu_class)
             & Agent.capabilities.contains(RENTAL_CAPABILITY)
@@ -137,6 +146,11 @@ def transition(
     return job
 
 
+def slots_of(job: Job) -> int:
+    """How many of an agent's GPU slots the job takes (a job spec's gpu_count; 1 for every other job)."""
+    return max(1, int(job.gpu_count or 1))
+
+
 def _condition_failed(error: Exception) -> bool:
     return getattr(error, "cause_response_code", None) == "ConditionalCheckFailedException"
 
@@ -154,22 +168,38 @@ def assign(job: Job, agent: Agent) -> Job:
     return transition(job, ASSIGNED, assign_to=agent, actions=[Job.lease_expires_at.set(_now() + OFFER_SECONDS)])
 
 
-def claim(job: Job, agent_id: str, gpu_index: int) -> Job:
-    """Agent: start the job it was offered; this starts an attempt and its lease."""
+def claim(job: Job, agent_id: str, gpu_index: int, gpu_indices: list[int] | None = None) -> Job:
+    """Agent: start the job it was offered; this starts an attempt and its lease. A job spec's billing starts
+    later, when its code starts (``code_started``): until then it is setting up, unbilled."""
     _require_owner(job, agent_id, RUNNING)
     now = _now()
+    start = [Job.setup_started_at.set(now), Job.started_at.remove()] if job.workload == SPEC_WORKLOAD \
+        else [Job.started_at.set(now)]
     return transition(
         job,
         RUNNING,
         actions=[
             Job.attempt.add(1),
             Job.gpu_index.set(gpu_index),
-            Job.started_at.set(now),
+            Job.gpu_indices.set(list(gpu_indices or [gpu_index])),
+            *start,
             Job.lease_expires_at.set(now + LEASE_SECONDS),
             Job.progress.set(0),
             Job.error.remove(),
         ],
     )
+
+
+def code_started(job: Job, agent_id: str) -> bool:
+    """A job spec's code starts now (its setup is done): billing starts here. True the first time."""
+    try:
+        job.update(actions=[Job.started_at.set(_now())],
+                   condition=(Job.status == RUNNING) & (Job.agent_id == agent_id) & Job.started_at.does_not_exist())
+    except UpdateError as error:
+        if _condition_failed(error):
+            return False
+        raise
+    return True
 
 
 def renew_lease(job: Job, agent_id: str, also: list[Action] | None = None) -> bool:
@@ -294,6 +324,8 @@ def _requeue(
     actions = [
         Job.lease_expires_at.set(_now() + MAX_QUEUE_SECONDS),
         Job.gpu_index.remove(),
+        Job.gpu_indices.remove(),
+        Job.setup_started_at.remove(),
         Job.started_at.remove(),
         Job.progress.set(0),
         *(extra or []),

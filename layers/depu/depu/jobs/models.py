@@ -76,6 +76,7 @@ class Job(Model):
     params = JSONAttribute(default=dict)
     time_limit_s = NumberAttribute()
     script_key = UnicodeAttribute(null=True)
+    input_keys = ListAttribute(of=UnicodeAttribute, null=True)  # a job spec's input files (storage.input_key)
 
     price_per_hour = NumberAttribute()
     max_cost = NumberAttribute()
@@ -84,6 +85,12 @@ class Job(Model):
     attempt = NumberAttribute(default=0)
     failed_agents = ListAttribute(of=UnicodeAttribute, default=list)
     gpu_index = NumberAttribute(null=True)
+    # A job spec (depu.jobs.spec) may take several GPUs of one machine: gpu_index is the first of gpu_indices.
+    gpu_count = NumberAttribute(default=1)
+    gpu_indices = ListAttribute(of=NumberAttribute, null=True)
+    # For a job spec, started_at is when the user's code started (billing starts there); setup (packages,
+    # inputs) starts at claim, setup_started_at, and is bounded on its own (depu.jobs.leases.SETUP_LIMIT_SECONDS).
+    setup_started_at = NumberAttribute(null=True)
     started_at = NumberAttribute(null=True)
     finished_at = NumberAttribute(null=True)
     billed_seconds = NumberAttribute(default=0)

@@ -17,6 +17,8 @@ from depu.agents.catalogue import price_per_hour
 from depu.config import get_settings
 from depu.errors import UserError
 from depu.jobs import lifecycle, messages, metering, storage, workloads
+from depu.jobs.spec import WORKLOAD as SPEC_WORKLOAD
+from depu.jobs.spec import JobSpec, clean_inputs
 from depu.jobs.leases import MAX_QUEUE_SECONDS
 from depu.jobs.models import Job
 
@@ -46,18 +48,34 @@ def submit(
     time_limit_s: int,
     script: bytes | None = None,
     job_id: str | None = None,
+    inputs: list[tuple[str, bytes]] | None = None,
 ) -> Job:
     """Validate, hold the maximum cost, save the job queued and enqueue it. Raises ``UserError`` for
     anything the user can fix (including too few credits); on any failure after the hold, the hold is
-    released, so nothing is lost."""
-    clean = workloads.validate(workload, params)
-    limit = workloads.validate_time_limit(time_limit_s)
-    if workload == "script":
+    released, so nothing is lost.
+
+    The ``job`` workload takes a job spec (``depu.jobs.spec``) as ``params``: a command or a script file
+    (``file_name``/``file_size`` with ``script``), requirements, environment and ``gpu_count``, and
+    ``inputs`` as (name, bytes) files the agent places in the job's inputs/ before its code starts."""
+    gpu_count = 1
+    if inputs and workload != SPEC_WORKLOAD:
+        raise UserError("Only your own jobs take input files.")
+    files = clean_inputs(inputs)
+    if workload == SPEC_WORKLOAD:
+        fields = {key: value for key, value in (params or {}).items() if key not in ("file_name", "file_size")}
+        fields.setdefault("time_limit_s", time_limit_s)
+        job_spec = JobSpec.parse(fields, script_name=(params or {}).get("file_name") if script is not None else None,
+                                 script_size=len(script) if script is not None else None)
+        clean, limit, gpu_count = job_spec.params, job_spec.time_limit_s, job_spec.gpu_count
+    else:
+        clean = workloads.validate(workload, params)
+        limit = workloads.validate_time_limit(time_limit_s)
+    if workload == "script" or (workload == SPEC_WORKLOAD and script is not None):
         if not script:
             raise UserError("The script file is empty.")
         if len(script) > workloads.MAX_SCRIPT_BYTES:
             raise UserError(f"The script must be at most {workloads.MAX_SCRIPT_BYTES // 1024} KiB.")
-    price = price_per_hour(gpu_class)
+    price = price_per_hour(gpu_class) * gpu_count  # each GPU of the job at the class price
     most = metering.max_cost(price, limit)
     job_id = job_id or new_job_id()
     hold_id = f"job-{job_id}"
@@ -83,6 +101,7 @@ def submit(
             workload=workload,
             params=clean,
             time_limit_s=limit,
+            gpu_count=gpu_count,
             price_per_hour=price,
             max_cost=most,
             hold_id=hold_id,
@@ -92,6 +111,10 @@ def submit(
         if script is not None:
             job.script_key = storage.script_key(job_id)
             storage.put(job.script_key, script, "text/x-python")
+        if files:
+            job.input_keys = [storage.input_key(job_id, name) for name, _body in files]
+            for (name, body), key in zip(files, job.input_keys):
+                storage.put(key, body)
         job.save(condition=Job.job_id.does_not_exist())
         saved = True
         enqueue(job_id)

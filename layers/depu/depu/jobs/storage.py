@@ -37,6 +37,11 @@ def script_key(job_id: str) -> str:
     return f"jobs/{job_id}/script.py"
 
 
+def input_key(job_id: str, name: str) -> str:
+    """One of a job spec's input files (placed in the job's inputs/ by the agent)."""
+    return f"jobs/{job_id}/inputs/{safe_name(name)}"
+
+
 def log_key(job_id: str, seq: int) -> str:
     return f"jobs/{job_id}/logs/{seq:08d}.log"
 

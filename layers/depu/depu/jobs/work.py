@@ -22,7 +22,13 @@ from depu.agents import challenges, registry
 from depu.agents.registry import Agent
 from depu.contracts.agent_api import GpuMetrics, JobOffer
 from depu.jobs import lifecycle, messages, service, storage
-from depu.jobs.leases import CLAIM_POLL_INTERVAL_SECONDS, CLAIM_WAIT_SECONDS, MAX_QUEUE_SECONDS, TIME_LIMIT_GRACE_SECONDS
+from depu.jobs.leases import (
+    CLAIM_POLL_INTERVAL_SECONDS,
+    CLAIM_WAIT_SECONDS,
+    MAX_QUEUE_SECONDS,
+    SETUP_LIMIT_SECONDS,
+    TIME_LIMIT_GRACE_SECONDS,
+)
 from depu.jobs.models import Job
 
 MAX_LOG_LINE_CHARS = 2000
@@ -57,6 +63,7 @@ class Offer:
 
     job: Job
     script_url: str | None
+    input_urls: list[dict[str, str]] | None = None
 
     def as_contract(self) -> JobOffer:
         return JobOffer(
@@ -68,6 +75,8 @@ class Offer:
             attempt=int(self.job.attempt),
             gpu_class=self.job.gpu_class,
             script_url=self.script_url or None,
+            gpu_indices=[int(i) for i in (self.job.gpu_indices or [self.job.gpu_index or 0])],
+            inputs=self.input_urls or None,
         )
 
 
@@ -88,13 +97,15 @@ def own_job(agent_id: str, job_id: str) -> Job:
 
 
 def heartbeat(agent: Agent, metrics: Sequence[GpuMetrics], running_jobs: Sequence[str], free_gpus: Sequence[int],
-              fault: str | None = None) -> list[str]:
+              fault: str | None = None, env_hashes: Sequence[str] | None = None) -> list[str]:
     """Renew the leases of the listed jobs this agent runs; returns the ids it must stop (cancelled by the
-    user, taken back after a lost lease, over their time limit, or never its own). ``fault`` is the agent's
-    reason it cannot take work (None when it can)."""
+    user, taken back after a lost lease, over their time limit or setup bound, or never its own). ``fault`` is
+    the agent's reason it cannot take work (None when it can); ``env_hashes`` the job environments it holds
+    built (the matcher prefers it for those)."""
     running_ids = list(running_jobs)
     metrics_list = [readings for readings in (item.readings() for item in metrics) if readings]
-    registry.record_heartbeat(agent.agent_id, metrics_list, list(free_gpus), fault=registry.clean_fault(fault))
+    registry.record_heartbeat(agent.agent_id, metrics_list, list(free_gpus), fault=registry.clean_fault(fault),
+                              env_hashes=registry.clean_env_hashes(list(env_hashes) if env_hashes is not None else None))
     challenges.lapse_if_ignored(agent)
     by_gpu = {item["gpu_index"]: item for item in metrics_list if "gpu_index" in item}
     cancel: list[str] = []
@@ -116,6 +127,16 @@ def heartbeat(agent: Agent, metrics: Sequence[GpuMetrics], running_jobs: Sequenc
                 pass
             cancel.append(job_id)
             continue
+        if job.started_at is None and job.setup_started_at is not None \
+                and now > float(job.setup_started_at) + SETUP_LIMIT_SECONDS + TIME_LIMIT_GRACE_SECONDS:
+            try:  # unbilled: its code never started
+                lifecycle.fail(job, agent.agent_id, f"setup took longer than {SETUP_LIMIT_SECONDS // 60} minutes "
+                               "(installing packages, fetching inputs); nothing was billed", False)
+                service.after_move(job)
+            except lifecycle.Conflict:
+                pass
+            cancel.append(job_id)
+            continue
         gpu_metrics = by_gpu.get(int(job.gpu_index)) if job.gpu_index is not None else None
         also = [Job.metrics.set(gpu_metrics)] if gpu_metrics is not None else []
         if not lifecycle.renew_lease(job, agent.agent_id, also):
@@ -130,11 +151,10 @@ def heartbeat(agent: Agent, metrics: Sequence[GpuMetrics], running_jobs: Sequenc
 
 
 def _used_gpus(agent_id: str) -> set[int]:
-    return {
-        int(job.gpu_index)
-        for job in Job.by_agent.query(agent_id, Job.status == lifecycle.RUNNING)
-        if job.gpu_index is not None
-    }
+    used: set[int] = set()
+    for job in Job.by_agent.query(agent_id, Job.status == lifecycle.RUNNING):
+        used.update(int(index) for index in (job.gpu_indices or ([job.gpu_index] if job.gpu_index is not None else [])))
+    return used
 
 
 def _steal(agent: Agent, now: int) -> Job | None:
@@ -165,13 +185,18 @@ def _claim_once(agent: Agent, free: list[int]) -> Offer | None:
         stolen = _steal(agent, int(time.time()))
         offered = [stolen] if stolen else []
     for job in offered:
+        slots = lifecycle.slots_of(job)
+        if slots > len(choices):
+            continue  # its slots are not all free yet (a job there is still ending): offered again next poll
         try:
-            lifecycle.claim(job, agent.agent_id, choices[0])
+            lifecycle.claim(job, agent.agent_id, choices[0], choices[:slots])
         except lifecycle.Conflict:
             continue
         script_url = storage.download_url(job.script_key, seconds=storage.SCRIPT_URL_SECONDS) if job.script_key else None
+        inputs = [{"name": key.rsplit("/", 1)[-1], "url": storage.download_url(key, seconds=storage.SCRIPT_URL_SECONDS)}
+                  for key in (job.input_keys or [])]
         messages.maybe_update_progress(job, force=True)
-        return Offer(job, script_url)
+        return Offer(job, script_url, inputs or None)
     return None
 
 
@@ -201,10 +226,19 @@ def _running(agent_id: str, job_id: str, wanted: str) -> Job:
     return job
 
 
+PHASES = ("setup", "running")
+
+
 def progress(agent: Agent, job_id: str, fraction: float, message: str | None,
-             metrics: GpuMetrics | None = None) -> Job:
-    """Record how far a running job is (0..1) and the agent's one-line note."""
+             metrics: GpuMetrics | None = None, phase: str | None = None) -> Job:
+    """Record how far a running job is (0..1) and the agent's one-line note. A job spec reports ``phase``
+    'setup' while it installs and fetches, then 'running' once its code starts: billing starts at that moment
+    (lifecycle.code_started)."""
     job = _running(agent.agent_id, job_id, lifecycle.RUNNING)
+    if phase is not None and phase not in PHASES:
+        raise BadRequest(f"phase must be one of {', '.join(PHASES)}")
+    if phase == "running" and job.started_at is None:
+        lifecycle.code_started(job, agent.agent_id)
     actions = [Job.progress.set(float(fraction)), Job.message.set((message or "")[:MAX_MESSAGE_CHARS] or None)]
     if metrics is not None:
         actions.append(Job.metrics.set(metrics.readings()))
@@ -250,6 +284,7 @@ def append_logs(agent: Agent, job_id: str, seq: int, lines: Sequence[str]) -> bo
         )
     except UpdateError:
         return False  # a concurrent retry of this or a later chunk got there first (or the job just ended)
+    messages.maybe_update_progress(job)  # live logs in the chat, at most one edit every few seconds
     return True
 
 

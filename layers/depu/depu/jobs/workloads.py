@@ -5,6 +5,7 @@
   the agent downloads); reports loss per epoch and returns the weights.
 - ``script``: the user's own .py file (sent as a Telegram document); stored in S3 at submit and handed to the
   agent as a short-lived presigned GET ``script_url``.
+- ``job``: a job spec (``depu.jobs.spec``): a command or a script, requirements, environment, ``gpu_count``.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from urllib.parse import urlparse
 
 from depu.errors import UserError
 
-WORKLOADS = ("benchmark", "train", "script")
+WORKLOADS = ("benchmark", "train", "script", "job")  # "job": a job spec (depu.jobs.spec)
 MAX_EPOCHS = 100
 MAX_URL_LENGTH = 400
 MAX_SCRIPT_BYTES = 1024 * 1024
@@ -73,6 +74,11 @@ def validate(workload: str, params: dict[str, Any]) -> dict[str, Any]:
         raise UserError("Workload parameters are missing.")
     if workload == "benchmark":
         return {}
+    if workload == "job":
+        from depu.jobs.spec import JobSpec  # (spec builds on this module)
+
+        fields = {key: value for key, value in params.items() if key not in ("file_name", "file_size")}
+        return JobSpec.parse(fields, script_name=params.get("file_name"), script_size=params.get("file_size")).params
     if workload == "train":
         try:
             epochs = int(params.get("epochs", 3))
