@@ -194,3 +194,4 @@ class JobSpec:
         if self.env_hash:
             params["env_hash"] = self.env_hash
         return params
+

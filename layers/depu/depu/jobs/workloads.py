@@ -67,7 +67,8 @@ def validate_time_limit(time_limit_s: Any) -> int:
 
 
 def validate(workload: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The normalised parameters the agent receives, or a ``UserError`` saying what to fix."""
+    """The normalised parameters of a built-in workload the agent receives, or a ``UserError`` saying what to
+    fix (a user's own job is a ``depu.jobs.spec.JobSpec``, which builds on this module)."""
     if workload not in WORKLOADS:
         raise UserError(f"Unknown workload; choose one of {', '.join(WORKLOADS)}.")
     if not isinstance(params, dict):
@@ -75,10 +76,7 @@ def validate(workload: str, params: dict[str, Any]) -> dict[str, Any]:
     if workload == "benchmark":
         return {}
     if workload == "job":
-        from depu.jobs.spec import JobSpec  # (spec builds on this module)
-
-        fields = {key: value for key, value in params.items() if key not in ("file_name", "file_size")}
-        return JobSpec.parse(fields, script_name=params.get("file_name"), script_size=params.get("file_size")).params
+        raise ValueError("a job spec is checked by depu.jobs.spec.JobSpec.parse (depu.jobs.service does)")
     if workload == "train":
         try:
             epochs = int(params.get("epochs", 3))
