@@ -241,10 +241,62 @@ def test_a_script_job_is_submitted_with_the_chats_spec_and_cancelled(aws):
     assert_error(call("POST", f"/v1/jobs/{job.job_id}/cancel", key=key, json_body={}), 400, "invalid_request")
 
 
-def test_images_and_requirements_are_refused_as_unsupported(aws):
+def test_a_job_spec_is_submitted_with_requirements_env_and_gpu_count_as_the_chats_own_job(aws):
+    from depu import credits
+    from depu.agents.catalogue import price_per_hour
+    from depu.jobs import spec
+
     key = user_with_key(ALICE)
-    refused = call("POST", "/v1/jobs", key=key, json_body={**JOB_SPEC, "image": "pytorch/pytorch:latest"})
+    source = b"import os; print(os.environ['MODE'])\n"
+    requirements = "# tools\nNumPy>=1.26\nrequests[socks]==2.32.3\n"
+    created = call("POST", "/v1/jobs", key=key, json_body={
+        "gpu_class": "cpu", "workload": "job", "time_limit_s": 120, "file_name": "train.py",
+        "script_b64": base64.b64encode(source).decode(), "requirements": requirements,
+        "env": {"MODE": "fast"}, "gpu_count": 2, "image": "default"})
+    assert created["statusCode"] == 201, created["body"]
+    job = Job.get(created["json"]["job_id"])
+    lines = ["numpy>=1.26", "requests[socks]==2.32.3"]
+    assert job.workload == "job" and int(job.gpu_count) == 2 and storage.get(job.script_key) == source
+    assert job.params == {"requirements": lines, "env": {"MODE": "fast"}, "gpu_count": 2, "image": "default",
+                          "file_name": "train.py", "env_hash": spec.env_hash(lines)}
+    assert created["json"]["params"]["env_hash"] == spec.env_hash(lines)
+    assert int(job.price_per_hour) == 2 * price_per_hour("cpu") > 0  # each of its GPUs pays the class price
+    assert credits.balance(ALICE).held == job.max_cost
+    command = call("POST", "/v1/jobs", key=key, json_body={"gpu_class": "cpu", "workload": "job",
+                                                            "time_limit_s": 60, "command": "nvidia-smi"})
+    assert command["statusCode"] == 201, command["body"]
+    assert Job.get(command["json"]["job_id"]).params["command"] == "nvidia-smi"
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({"requirements": "torch\nhttps://evil.example/pkg.whl\n"}, "line 2"),
+    ({"requirements": "--extra-index-url http://10.0.0.1/simple\nnumpy\n"}, "line 1"),
+    ({"env": {"AWS_SECRET_ACCESS_KEY": "x"}}, "looks like a secret"),
+    ({"env": {"HF_TOKEN": "x"}}, "looks like a secret"),
+    ({"env": {"LD_PRELOAD": "/tmp/x.so"}}, "set by the sandbox"),
+    ({"gpu_count": 9}, "gpu_count is from 1 to 8"),
+    ({"image": "pytorch/pytorch:latest"}, "default image"),
+    ({}, "a command or a script"),
+])
+def test_a_job_spec_the_domain_refuses_is_a_clear_400_with_its_message_and_nothing_held(aws, fields, words):
+    from depu import credits
+
+    key = user_with_key(ALICE)
+    body = {"gpu_class": "cpu", "workload": "job", "time_limit_s": 60,
+            **({} if not fields else {"command": "python -c 'print(1)'"}), **fields}
+    refused = call("POST", "/v1/jobs", key=key, json_body=body)
+    assert_error(refused, 400, "invalid_request")
+    assert words in refused["json"]["error"]["message"], refused["json"]["error"]["message"]
+    assert list(Job.by_user.query(ALICE)) == [] and credits.balance(ALICE).held == 0
+
+
+@pytest.mark.parametrize("fields", [{"image": "pytorch/pytorch:latest"}, {"requirements": "numpy\n"},
+                                    {"env": {"MODE": "x"}}, {"gpu_count": 2}])
+def test_job_spec_fields_on_another_workload_are_refused_as_unsupported(aws, fields):
+    key = user_with_key(ALICE)
+    refused = call("POST", "/v1/jobs", key=key, json_body={**JOB_SPEC, **fields})
     assert_error(refused, 400, "unsupported")
+    assert "'job' workload" in refused["json"]["error"]["message"]
     assert list(Job.by_user.query(ALICE)) == []
 
 

@@ -273,9 +273,6 @@ def submit_job(spec: models.JobSpec, idempotency_key: IdempotencyKey = None) -> 
     def run() -> dict[str, Any]:
         from depu.jobs import service
 
-        if spec.image or spec.requirements:
-            raise ApiError(400, "unsupported", "Custom images and requirements are not offered: DePU agents run "
-                                               "your script in their own sandbox with Python and torch.")
         script, params = _workload(spec)
         user = caller().user_id
         job = service.submit(user, user, gpu_class=spec.gpu_class, workload=spec.workload, params=params,
@@ -285,18 +282,40 @@ def submit_job(spec: models.JobSpec, idempotency_key: IdempotencyKey = None) -> 
     return models.JobOut.model_validate(once(idempotency_key, run))
 
 
+JOB_ONLY_FIELDS = ("command", "requirements", "env", "gpu_count", "image")
+
+
 def _workload(spec: models.JobSpec) -> tuple[bytes | None, dict[str, Any]]:
+    """The script and params ``service.submit`` takes; a ``job`` spec's fields pass through unjudged (the
+    domain's ``JobSpec`` refuses what is not allowed, as the chat's "My own job" does)."""
+    if spec.workload == "job":
+        if spec.epochs is not None or spec.dataset is not None:
+            raise ApiError(400, "unsupported", "epochs and dataset belong to the 'train' workload, not to 'job'.")
+        params = {name: getattr(spec, name) for name in JOB_ONLY_FIELDS if getattr(spec, name) is not None}
+        if spec.script_b64 is None:
+            return None, params
+        script = _script(spec)
+        return script, {**params, "file_name": spec.file_name or "script.py", "file_size": len(script)}
+    given = [name for name in JOB_ONLY_FIELDS if getattr(spec, name) is not None]
+    if given:
+        raise ApiError(400, "unsupported", f"{', '.join(given)}: only the 'job' workload takes these (your own "
+                                           "command or script, requirements, env and GPU count).")
     if spec.workload == "train":
         return None, {k: v for k, v in (("epochs", spec.epochs), ("dataset", spec.dataset)) if v is not None}
     if spec.workload != "script":
         return None, {}
     if not spec.script_b64:
         raise ApiError(400, "invalid_request", "A script job needs script_b64 (the .py file, base64).")
+    script = _script(spec)
+    return script, {"file_name": spec.file_name or "script.py", "file_size": len(script)}
+
+
+def _script(spec: models.JobSpec) -> bytes:
     try:
         script = base64.b64decode(spec.script_b64, validate=True)
     except (binascii.Error, ValueError):
         raise ApiError(400, "invalid_request", "script_b64 is not valid base64.") from None
-    return script, {"file_name": spec.file_name or "script.py", "file_size": len(script)}
+    return script
 
 
 @app.get("/v1/jobs", tags=["jobs"], summary="Your jobs, newest first")

@@ -36,21 +36,30 @@ class ErrorBody(BaseModel):
 
 # ------------------------------------------------------------------------------------------------ jobs
 class JobSpec(Request):
-    """The same job the chat's /rent_gpu builds: a GPU class, a workload and a time limit."""
+    """The same job the chat's /rent_gpu builds: a GPU class, a workload and a time limit.
+
+    ``job`` is the chat's "My own job": a ``command`` or a script (``script_b64``), a requirements.txt, non-secret
+    ``env`` and ``gpu_count``. Only its shape is checked here: what is allowed (requirement lines, env names,
+    GPU counts, the image) is the domain's job spec (``depu.jobs.spec``), whose refusals come back as 400s."""
 
     gpu_class: str = Field(pattern=GPU_CLASS_PATTERN, examples=["cpu", "a100-80gb"])
-    workload: Literal["benchmark", "train", "script"]
+    workload: Literal["benchmark", "train", "script", "job"]
     time_limit_s: int = Field(default=900, ge=60, le=4 * 3600)
     epochs: Optional[int] = Field(default=None, ge=1, le=100, description="train: epochs (default 3)")
     dataset: Optional[str] = Field(default=None, max_length=400,
                                    description="train: 'synthetic' or an https URL of a public host")
     script_b64: Optional[str] = Field(default=None, max_length=1_400_000,
-                                      description="script: the .py file, base64 (at most 1 MiB decoded)")
+                                      description="script, job: the .py file, base64 (at most 1 MiB decoded)")
     file_name: Optional[str] = Field(default=None, max_length=100, pattern=r"^[^/\\]+\.py$")
-    image: Optional[str] = Field(default=None, max_length=200,
-                                 description="a container image; refused: DePU agents run scripts in their own sandbox")
+    command: Optional[str] = Field(default=None, max_length=4000,
+                                   description="job: a shell command to run instead of a script")
     requirements: Optional[str] = Field(default=None, max_length=20_000,
-                                        description="pip requirements; refused: agents offer a fixed environment")
+                                        description="job: requirements.txt text, package names with optional "
+                                                    "versions (no URLs, paths or pip options)")
+    env: Optional[dict[str, str]] = Field(default=None, description="job: non-secret environment variables")
+    gpu_count: Optional[int] = Field(default=None, description="job: GPUs of one machine (default 1)")
+    image: Optional[str] = Field(default=None, max_length=200,
+                                 description="job: only 'default' (the provider's CUDA and PyTorch image)")
 
 
 class JobOut(BaseModel):
