@@ -150,6 +150,63 @@ def test_the_cli_reports_refusals_in_one_line_with_exit_status_2(rental, tmp_pat
     assert bad.returncode == 2 and not (tmp_path / "config" / "config.json").read_text().count("not-a-real-key")
 
 
+PROBE = """
+import os, depu_probe
+print("value", depu_probe.VALUE, "greeting", os.environ["GREETING"], "slots", os.environ["DEPU_JOB_SLOTS"], flush=True)
+"""
+
+
+@pytest.fixture
+def spec_rental(aws, tmp_path):
+    """An agent with two slots whose provider serves a wheel built here by --find-links (as in
+    test_rental_jobspec), behind the local runtime's public API."""
+    import shutil
+    import tempfile
+
+    from rental_helpers import enrol_provider
+    from test_agent_envcache import _package
+
+    root = Path(tempfile.mkdtemp(prefix="depu-provider-"))
+    os.chmod(root, 0o755)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+                    "-w", str(root / "wheels"), str(_package(root / "build", "depu-probe", "VALUE = 42\n"))],
+                   check=True)
+    runtime = start_runtime(aws, "PublicApiFunction", "AgentApiFunction", "MatcherFunction", "LeaseReaperFunction")
+    agent = AgentProcess(runtime.url, tmp_path / "agent", "rig-cli-spec", enrolment_token=enrol_provider(),
+                         settings={"cpu_slots": 2, "package_find_links": str(root / "wheels"),
+                                   "env_cache_dir": str(root / "envs")})
+    try:
+        agent.wait_registered()
+        yield SimpleNamespace(runtime=runtime, agent=agent)
+    finally:
+        agent.stop()
+        runtime.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_run_a_script_with_requirements_env_and_two_gpus_as_a_job_spec(spec_rental, tmp_path):
+    key = user_with_key(USER, credits=5000)
+    cli = Cli(spec_rental.runtime.url, tmp_path)
+    assert cli("login", "--key", key).returncode == 0
+    (tmp_path / "probe.py").write_text(PROBE)
+    (tmp_path / "requirements.txt").write_text("# the provider's wheel\ndepu-probe==1.2.0\n")
+    ran = cli("jobs", "run", "--gpu", "cpu", "--requirements", "requirements.txt", "--env", "GREETING=hello",
+              "--gpus", "2", "--time-limit", "120", "probe.py", "--follow")
+    assert ran.returncode == 0, (ran.stdout, ran.stderr, spec_rental.agent.log_text()[-2000:])
+    assert "value 42 greeting hello slots 0,1" in ran.stdout.splitlines(), ran.stdout
+    [job] = json.loads(cli("--json", "jobs", "list").stdout)["jobs"]
+    assert job["workload"] == "job" and job["status"] == "succeeded" and job["params"]["gpu_count"] == 2
+    assert job["params"]["requirements"] == ["depu-probe==1.2.0"] and job["params"]["env"] == {"GREETING": "hello"}
+
+    (tmp_path / "bad.txt").write_text("depu-probe @ https://example.invalid/probe.whl\n")
+    for args, words in ((("--env", "API_TOKEN=x"), "looks like a secret"),
+                        (("--requirements", "bad.txt"), "line 1"),
+                        (("--image", "pytorch/pytorch:latest"), "default image")):
+        refused = cli("jobs", "run", "--gpu", "cpu", *args, "probe.py")
+        assert refused.returncode == 2 and words in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+    assert len(json.loads(cli("--json", "jobs", "list").stdout)["jobs"]) == 1
+
+
 # ------------------------------------------------------------------------------------------------ forks
 @pytest.fixture
 def fork_stack(aws, monkeypatch, tmp_path):
