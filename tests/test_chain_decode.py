@@ -79,6 +79,7 @@ def test_shapes_by_construction():
 
 
 hex_chars = st.text(alphabet="0123456789abcdefABCDEFxz", max_size=200)
+hexish = st.text(alphabet="0123456789abcdefABCDEFxz_ -+", max_size=64)  # what int(..., 16) half-accepts
 
 
 @settings(max_examples=300, deadline=None)
@@ -119,7 +120,7 @@ def test_standard_row_fast_path_builds_the_general_paths_row_for_every_chain_log
 
 
 @settings(max_examples=400, deadline=None)
-@given(topics=st.lists(hex_chars.map(lambda s: "0x" + s), max_size=4), data=hex_chars,
+@given(topics=st.lists(hex_chars.map(lambda s: "0x" + s), max_size=4), data=hexish,
        address=st.sampled_from(["0x" + "Ab" * 20, "0x" + "22" * 20]))
 def test_standard_row_fast_path_agrees_with_the_general_path_on_arbitrary_logs(topics, data, address):
     words = ["0x" + topic[2:].rjust(64, "0")[:64] for topic in topics]

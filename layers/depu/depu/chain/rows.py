@@ -108,19 +108,21 @@ def standard_row(entry: dict[str, Any], number: int, block_hash: str, timestamp:
     row is exactly the one the general path builds (tests compare the two)."""
     topics = entry.get("topics")
     data = entry.get("data")
-    if (not topics or len(topics) != 3 or not data or len(data) != 66 or data[:2] != "0x"
-            or len(topics[1]) != 66 or len(topics[2]) != 66 or topics[0].lower() != TRANSFER_TOPIC):
+    if not topics or len(topics) != 3 or not data or len(data) != 66 or data[:2] != "0x":
+        return None
+    topic0, sender, recipient = topics
+    if len(sender) != 66 or len(recipient) != 66 or (topic0 != TRANSFER_TOPIC and topic0.lower() != TRANSFER_TOPIC):
         return None
     try:
-        amount = int(data[2:], 16)
+        amount = int(data[2:], 16)  # the same int() call as the general path: the same answers, "_" included
     except ValueError:
         return None  # non-hex: the general path calls it malformed
     log_index = int(entry["logIndex"], 16)
     return {
-        "pos": f"L{log_index:06d}", "block_number": number, "block_hash": block_hash,
+        "pos": "L%06d" % log_index, "block_number": number, "block_hash": block_hash,
         "block_timestamp": timestamp, "tx_hash": entry["transactionHash"],
         "tx_index": int(entry["transactionIndex"], 16), "log_index": log_index,
         "asset": entry["address"].lower(), "kind": "erc20", "shape": STANDARD,
-        "sender": "0x" + topics[1][-40:].lower(), "recipient": "0x" + topics[2][-40:].lower(),
+        "sender": "0x" + sender[26:].lower(), "recipient": "0x" + recipient[26:].lower(),
         "amount": str(amount), "token_id": None,
     }
