@@ -79,6 +79,7 @@ def test_shapes_by_construction():
 
 
 hex_chars = st.text(alphabet="0123456789abcdefABCDEFxz", max_size=200)
+hexish = st.text(alphabet="0123456789abcdefABCDEFxz_ -+", max_size=64)  # what int(..., 16) half-accepts
 
 
 @settings(max_examples=300, deadline=None)
@@ -95,3 +96,41 @@ def test_arbitrary_transfer_logs_never_crash(topics, data):
         assert decoded.token_id is not None and decoded.amount is None
     else:
         assert decoded.amount is None and decoded.token_id is None
+
+
+def _row_both_ways(log):
+    """(fast path row, general path row) for one log, as ``transfer_rows`` would build it."""
+    from depu.chain.rows import decoded_row, standard_row
+
+    return standard_row(log, 7, "0x" + "ab" * 32, 1_700_000_000), decoded_row(log, 7, "0x" + "ab" * 32, 1_700_000_000)
+
+
+@pytest.mark.e2e
+def test_standard_row_fast_path_builds_the_general_paths_row_for_every_chain_log(chain_logs):
+    chain, truth, logs = chain_logs
+    fast_rows = 0
+    for log in logs:
+        fast, general = _row_both_ways(log)
+        if fast is not None:
+            fast_rows += 1
+            assert fast == general
+        else:
+            assert general is None or general["shape"] != "standard"
+    assert fast_rows > 0 and fast_rows == sum(1 for log in logs if decode_transfer(log).shape == "standard")
+
+
+@settings(max_examples=400, deadline=None)
+@given(topics=st.lists(hex_chars.map(lambda s: "0x" + s), max_size=4), data=hexish,
+       address=st.sampled_from(["0x" + "Ab" * 20, "0x" + "22" * 20]))
+def test_standard_row_fast_path_agrees_with_the_general_path_on_arbitrary_logs(topics, data, address):
+    words = ["0x" + topic[2:].rjust(64, "0")[:64] for topic in topics]
+    # arbitrary; one data word; one data word and whole-word topics (the fast path's shape)
+    for body, args in ((data, topics), (data.rjust(64, "0")[:64], topics), (data.rjust(64, "0")[:64], words)):
+        log = {"address": address, "topics": [TRANSFER_TOPIC] + args, "data": "0x" + body,
+               "blockNumber": "0x1", "blockHash": "0x" + "ab" * 32, "transactionHash": "0x" + "cd" * 32,
+               "transactionIndex": "0x2", "logIndex": "0x5"}
+        fast, general = _row_both_ways(log)
+        if fast is not None:
+            assert fast == general and general["shape"] == "standard"
+        else:  # left to the general path: not standard, or topics that are not whole words
+            assert general["shape"] != "standard" or any(len(topic) != 66 for topic in log["topics"][1:])

@@ -6,7 +6,7 @@ import statistics
 from typing import Any
 
 from depu.chain import store
-from depu.chain.decode import DECODED_SHAPES, NFT, decode_transfer
+from depu.chain.decode import DECODED_SHAPES, NFT, STANDARD, TRANSFER_TOPIC, decode_transfer
 
 
 class ChainMoved(RuntimeError):
@@ -70,18 +70,59 @@ def transfer_rows(block: dict[str, Any], logs: list[dict[str, Any]], receipts: d
     for entry in logs:
         if entry.get("removed"):
             continue
-        decoded = decode_transfer(entry)
-        if decoded is None:
+        row = standard_row(entry, number, block_hash, timestamp)
+        if row is not None:
+            if shapes is not None:
+                shapes[STANDARD] += 1
+            rows.append(row)
             continue
-        if shapes is not None:
-            shapes[decoded.shape] += 1
-        kind = "nft" if decoded.shape == NFT else ("erc20" if decoded.shape in DECODED_SHAPES else "odd")
-        rows.append({
-            "pos": f"L{decoded.log_index:06d}", "block_number": number, "block_hash": block_hash,
-            "block_timestamp": timestamp, "tx_hash": decoded.tx_hash, "tx_index": decoded.tx_index,
-            "log_index": decoded.log_index, "asset": decoded.token, "kind": kind, "shape": decoded.shape,
-            "sender": decoded.sender, "recipient": decoded.recipient,
-            "amount": None if decoded.amount is None else str(decoded.amount),
-            "token_id": None if decoded.token_id is None else str(decoded.token_id),
-        })
+        row = decoded_row(entry, number, block_hash, timestamp, shapes)
+        if row is not None:
+            rows.append(row)
     return rows
+
+
+def decoded_row(entry: dict[str, Any], number: int, block_hash: str, timestamp: int,
+                shapes: dict[str, int] | None = None) -> dict[str, Any] | None:
+    """The row of any Transfer-signature log, through the general decoder (None if topic0 is not Transfer)."""
+    decoded = decode_transfer(entry)
+    if decoded is None:
+        return None
+    if shapes is not None:
+        shapes[decoded.shape] += 1
+    kind = "nft" if decoded.shape == NFT else ("erc20" if decoded.shape in DECODED_SHAPES else "odd")
+    return {
+        "pos": f"L{decoded.log_index:06d}", "block_number": number, "block_hash": block_hash,
+        "block_timestamp": timestamp, "tx_hash": decoded.tx_hash, "tx_index": decoded.tx_index,
+        "log_index": decoded.log_index, "asset": decoded.token, "kind": kind, "shape": decoded.shape,
+        "sender": decoded.sender, "recipient": decoded.recipient,
+        "amount": None if decoded.amount is None else str(decoded.amount),
+        "token_id": None if decoded.token_id is None else str(decoded.token_id),
+    }
+
+
+def standard_row(entry: dict[str, Any], number: int, block_hash: str, timestamp: int) -> dict[str, Any] | None:
+    """The row of a standard ERC-20 Transfer (3 topics, one data word), built straight from the log's strings;
+    None for any other log, which goes through ``decoded_row``. Nearly every log of a backfill is this
+    shape, and skipping the general classifier and its intermediate objects halves the time per row. The
+    row is exactly the one the general path builds (tests compare the two)."""
+    topics = entry.get("topics")
+    data = entry.get("data")
+    if not topics or len(topics) != 3 or not data or len(data) != 66 or data[:2] != "0x":
+        return None
+    topic0, sender, recipient = topics
+    if len(sender) != 66 or len(recipient) != 66 or (topic0 != TRANSFER_TOPIC and topic0.lower() != TRANSFER_TOPIC):
+        return None
+    try:
+        amount = int(data[2:], 16)  # the same int() call as the general path: the same answers, "_" included
+    except ValueError:
+        return None  # non-hex: the general path calls it malformed
+    log_index = int(entry["logIndex"], 16)
+    return {
+        "pos": "L%06d" % log_index, "block_number": number, "block_hash": block_hash,
+        "block_timestamp": timestamp, "tx_hash": entry["transactionHash"],
+        "tx_index": int(entry["transactionIndex"], 16), "log_index": log_index,
+        "asset": entry["address"].lower(), "kind": "erc20", "shape": STANDARD,
+        "sender": "0x" + sender[26:].lower(), "recipient": "0x" + recipient[26:].lower(),
+        "amount": str(amount), "token_id": None,
+    }
