@@ -71,8 +71,8 @@ class RegisterRequest(Contract):
     fork_tls_sha256: str | None = Field(None, description="SHA-256 of the certificate the host's https fork fronts "
                                         "serve, 64 hex digits (colons allowed); required with an https fork_rpc_base_url.")
     fault: Fault = None
-    cpu_slots: int | None = Field(None, ge=1, le=8, description="a CPU-only machine's job slots (default 1); a job "
-                                  "spec's gpu_count counts them like GPUs")
+    cpu_slots: whole(ge=1, le=8) | None = Field(None, description="a CPU-only machine's job slots (default 1); a "
+                                                "job spec's gpu_count counts them like GPUs")
 
 
 class RegisterReply(Contract):
