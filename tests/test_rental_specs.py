@@ -30,7 +30,7 @@ def test_a_spec_is_normalised_into_what_the_agent_receives():
 
 
 @pytest.mark.parametrize("fields, says", [
-    ({"image": "docker.io/me/mine:latest"}, "default image"),
+    ({"image": "images.example/me/mine:latest"}, "default image"),
     ({"env": {"HF_TOKEN": "x"}}, "secret"),
     ({"env": {"AWS_SECRET_ACCESS_KEY": "x"}}, "secret"),
     ({"env": {"LD_PRELOAD": "/tmp/x.so"}}, "set by the sandbox"),
