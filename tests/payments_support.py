@@ -5,30 +5,15 @@ from __future__ import annotations
 import pytest
 import requests
 
-from conftest import TEST_BOT_TOKEN, TEST_WEBHOOK_SECRET
-from depu.config import get_settings
-from depu.telegram.client import BotApi, bot_api
 from local.telegram_standin import TelegramStandIn
-from telegram_harness import load_function
-from test_telegram_standin_loop import WebhookRelay
+from test_telegram_standin_loop import webhook_loop
 
 
 @pytest.fixture
 def stars(aws, monkeypatch):
     """A stand-in whose webhook is the real TelegramWebhookFunction handler."""
-    standin = TelegramStandIn(TEST_BOT_TOKEN, port=0).start()
-    monkeypatch.setenv("TELEGRAM_API_BASE", standin.api_base)
-    get_settings.cache_clear()
-    bot_api.cache_clear()
-    webhook = load_function("telegram_webhook")
-    relay = WebhookRelay(webhook.lambda_handler)
-    BotApi(token=TEST_BOT_TOKEN, base_url=standin.api_base).set_webhook(relay.url, TEST_WEBHOOK_SECRET)
-    try:
+    with webhook_loop(monkeypatch) as standin:
         yield standin
-    finally:
-        relay.stop()
-        standin.stop()
-        bot_api.cache_clear()
 
 
 def start(standin: TelegramStandIn, user_id: int, text: str = "/start") -> None:

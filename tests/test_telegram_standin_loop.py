@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -81,8 +82,9 @@ def features_under_test(monkeypatch):
         registry.documents.remove(script)
 
 
-@pytest.fixture
-def loop(aws, features_under_test, monkeypatch):
+@contextmanager
+def webhook_loop(monkeypatch):
+    """The stand-in posting every update to the real TelegramWebhookFunction handler through a loopback relay."""
     standin = TelegramStandIn(TEST_BOT_TOKEN, port=0).start()
     monkeypatch.setenv("TELEGRAM_API_BASE", standin.api_base)
     get_settings.cache_clear()
@@ -96,6 +98,12 @@ def loop(aws, features_under_test, monkeypatch):
         relay.stop()
         standin.stop()
         bot_api.cache_clear()
+
+
+@pytest.fixture
+def loop(aws, features_under_test, monkeypatch):
+    with webhook_loop(monkeypatch) as standin:
+        yield standin
 
 
 def test_long_html_reply_is_accepted_by_the_standin_in_parts(loop) -> None:
