@@ -93,6 +93,14 @@ class AgentConfig:
     max_input_mb: int = 2048  # all of one job's input files together
     # A CPU-only machine may offer several job slots (a job spec's gpu_count counts them like GPUs).
     cpu_slots: int = 1
+    # Egress (depu_agent.egress): a job spec may ask for it only where the provider allows it. Off by default;
+    # when on, such a job reaches public addresses (ports 80 and 443) through the agent's filtering proxy,
+    # never this machine's loopback, its LAN or the cloud metadata address. Told to the cloud with each
+    # heartbeat; renters see it on the offer.
+    allow_egress: bool = False
+    egress_max_connections: int = 16  # one job's connections open at once
+    egress_max_mb: int = 2048  # one job's bytes through the proxy, both ways together
+    egress_idle_seconds: float = 60.0  # a connection with no byte either way for this long is cut
 
     config_path: str = ""
 

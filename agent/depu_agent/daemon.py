@@ -48,6 +48,15 @@ def check_sandbox(config) -> str | None:
     return fault
 
 
+def egress_offered(config) -> str:
+    """The provider's egress policy as the cloud is told it: "allowed" only when the provider set
+    allow_egress and the bubblewrap sandbox (a network namespace per job) is what runs the jobs."""
+    from . import egress, isolation
+
+    usable = config.allow_egress and isolation.bwrap_path() is not None
+    return "allowed" if usable else egress.NETWORK_NONE
+
+
 class Agent:
     def __init__(self, config, api: ApiClient | None = None, fault: str | None = _UNCHECKED):
         self.config = config
@@ -174,6 +183,7 @@ class Agent:
             "free_gpus": self.free_gpus(),
             "fault": self.fault,
             "env_hashes": envcache.ready_hashes(self.config),  # warm environments: the matcher prefers us
+            "egress": egress_offered(self.config),  # the provider's policy: egress jobs only where allowed
         }
         status, answer = self.api.post("/agent/heartbeat", body, attempts=2)
         if status >= 300:
@@ -346,6 +356,7 @@ def register(config, provider_token: str, api: ApiClient | None = None, fault: s
         "capabilities": list(config.capabilities),
         "benchmark": benchmark,
         "version": __version__,
+        "egress": egress_offered(config),
     }
     if not body["gpus"] and len(offered) > 1:
         body["cpu_slots"] = len(offered)  # a CPU-only machine running several jobs at once

@@ -8,7 +8,10 @@ Two ways, best first:
   user namespaces). Its file system is an empty tmpfs holding read-only binds of /usr (and the /lib links), a
   few files of /etc, the interpreter's folders, its slot's GPU device nodes, a fresh /proc of its own PID
   namespace, a small /tmp, and its workspace read-write: never /var/lib/depu-agent, the agent's config or
-  token, another job's workspace or the host's processes. It has no network at all (only its own loopback).
+  token, another job's workspace or the host's processes. It has no network at all (only its own loopback);
+  a job spec that asked for egress, on a machine whose provider allows it, gets one way out: the agent's
+  filtering proxy (``depu_agent.egress``), through a unix socket bound into the sandbox read-only, still in a
+  network namespace of its own with no route anywhere.
   Around that: an environment holding only PATH, locale and CUDA variables, resource limits (address space,
   open files, processes, file size, CPU seconds, no core dumps), no capabilities, no-new-privileges.
   When the script's first process exits, bwrap exits and its PID namespace's init dies with it, and the
@@ -46,7 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import sandbox_runtime
+from . import egress, sandbox_runtime
 from .sandbox_runtime import SandboxRuntime, SandboxUnusable
 
 log = logging.getLogger(__name__)
@@ -367,8 +370,9 @@ def _protected_paths(config) -> list[str]:
 
 def bwrap_argv(config, runtime: SandboxRuntime, workspace: Path, gpu_index: int, on_cpu: bool,
                info_fd: int, *, program: list[str] | None = None, gpu_indices: list[int] | None = None,
-               extra_roots: tuple[str, ...] = ()) -> list[str]:
-    """bubblewrap's command line: new namespaces, an empty root, and only what the interpreter needs."""
+               extra_roots: tuple[str, ...] = (), egress_folder: str | None = None) -> list[str]:
+    """bubblewrap's command line: new namespaces, an empty root, and only what the interpreter needs (and,
+    for an egress job, its proxy's folder, read-only: the socket and the bridge)."""
     binary = bwrap_path()
     if binary is None:
         raise SandboxUnusable(BWRAP_MISSING)
@@ -403,6 +407,8 @@ def bwrap_argv(config, runtime: SandboxRuntime, workspace: Path, gpu_index: int,
         for node in nodes:
             argv += ["--dev-bind", node, node]
         argv += ["--ro-bind-try", "/sys", "/sys"]  # the driver's libraries read the PCI topology (as under Docker)
+    if egress_folder:
+        argv += ["--ro-bind", egress_folder, egress.SANDBOX_FOLDER]
     argv += ["--bind", str(workspace), str(workspace), "--chdir", str(workspace)]
     return argv + ["--", *(program or [runtime.python, "-s", SCRIPT_NAME])]
 
@@ -429,6 +435,8 @@ def plan_script(
     isolated = bwrap_path() is not None or not config.allow_unisolated_scripts
     if isolated and bwrap_path() is None:
         raise SandboxUnusable(BWRAP_MISSING)
+    if job is not None and job.egress_folder and not isolated:
+        raise SandboxUnusable("egress needs the bubblewrap sandbox (its own network namespace)")
     user = job_user(config, gpu_index)
     runtime = runtime_for(user, config)
     workspace = make_workspace(config.sandbox_workspace_dir or None, user, script, with_inputs=job is not None)
@@ -452,7 +460,8 @@ def plan_script(
         info_fds = os.pipe()
         try:
             argv = bwrap_argv(config, runtime, workspace, gpu_index, on_cpu, info_fds[1], program=program,
-                              gpu_indices=indices, extra_roots=extra_roots)
+                              gpu_indices=indices, extra_roots=extra_roots,
+                              egress_folder=job.egress_folder if job is not None else None)
         except SandboxUnusable:
             for fd in info_fds:
                 os.close(fd)
@@ -484,15 +493,15 @@ class JobProgram:
     variables: dict[str, str]
     python: str | None = None  # the environment's interpreter (None: the runtime's)
     env_root: str | None = None  # the environment's folder, bound read-only
+    egress_folder: str | None = None  # the job's egress proxy's folder (None: no network at all)
 
     @property
     def roots(self) -> tuple[str, ...]:
         return (self.env_root,) if self.env_root else ()
 
     def program(self, runtime: SandboxRuntime) -> list[str]:
-        if self.command:
-            return ["/bin/sh", "-c", self.command]
-        return [self.python or runtime.python, "-s", SCRIPT_NAME]
+        code = ["/bin/sh", "-c", self.command] if self.command else [self.python or runtime.python, "-s", SCRIPT_NAME]
+        return egress.bridge_program(runtime.python, code) if self.egress_folder else code
 
     def environment(self, base: dict[str, str]) -> dict[str, str]:
         env = {name: value for name, value in self.variables.items()
@@ -501,6 +510,8 @@ class JobProgram:
         env["PATH"] = os.pathsep.join(part for part in (bin_dir, base.get("PATH")) if part)
         env["CUDA_VISIBLE_DEVICES"] = self.visible_devices
         env["DEPU_JOB_SLOTS"] = ",".join(str(index) for index in self.gpu_indices)
+        if self.egress_folder:
+            env.update(egress.sandbox_environment())
         return env
 
 

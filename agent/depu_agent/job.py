@@ -21,7 +21,7 @@ from pathlib import Path
 
 import requests
 
-from . import envcache, failures, inputs, isolation
+from . import egress, envcache, failures, inputs, isolation
 from .gpus import Gpu
 from .logship import JobChannel
 from .runner import EVENTS_FD, ChildProcess, Outcome, StopRequest
@@ -41,7 +41,8 @@ class Report:
 
 
 class JobRun:
-    def __init__(self, job: dict, gpu: Gpu, config, api, outbox, gpus: list[Gpu] | None = None):
+    def __init__(self, job: dict, gpu: Gpu, config, api, outbox, gpus: list[Gpu] | None = None,
+                 egress_policy: egress.EgressPolicy | None = None):
         self.job = job
         self.job_id = str(job["job_id"])
         self.workload = str(job.get("workload", ""))
@@ -59,6 +60,8 @@ class JobRun:
         self.outcome: Outcome | None = None
         self.report: Report | None = None
         self.directory = Path(config.work_dir) / "jobs" / f"{self.job_id}-a{job.get('attempt', 0)}"
+        # an egress job's bounds: the provider's settings (a test may pass its own; nothing else can)
+        self.egress_policy = egress_policy
 
     # ------------------------------------------------------------------ lifecycle
     def run(self) -> Report:
@@ -166,11 +169,28 @@ class JobRun:
         if self.stop.is_set():
             return self._interrupted_report() or Report("release", {"job_ids": [self.job_id]}, [])
         variables = self.params.get("env") if isinstance(self.params.get("env"), dict) else {}
+        proxy = None
+        if self.params.get("network") == egress.NETWORK_EGRESS:
+            if not self.config.allow_egress:  # the cloud should not have offered it: another provider may
+                return Report("fail", {"error": "this provider does not allow egress", "retryable": True}, [])
+            proxy = egress.EgressProxy(self.egress_policy or egress.policy_for(self.config), channel.add_line,
+                                       self.config.sandbox_workspace_dir or None)
+        try:
+            return self._run_spec_code(channel, command, source, runtime, environment, variables, proxy)
+        finally:
+            if proxy is not None:
+                proxy.close()
+                channel.add_line(f"[depu] egress: {len(proxy.destinations)} connection(s), "
+                                 f"{proxy.bytes_moved} bytes, {len(proxy.refusals)} refused")
+
+    def _run_spec_code(self, channel: JobChannel, command: str | None, source: bytes, runtime, environment,
+                       variables: dict, proxy: egress.EgressProxy | None) -> Report:
         program = isolation.JobProgram(
             command=command, gpu_indices=[gpu.index for gpu in self.gpus], visible_devices=self._visible_devices(),
             variables={str(k): str(v) for k, v in variables.items()},
             python=environment.python if environment else runtime.python,
-            env_root=environment.path if environment else None)
+            env_root=environment.path if environment else None,
+            egress_folder=str(proxy.folder) if proxy is not None else None)
         try:
             plan = isolation.plan_script(
                 job_id=self.job_id, script=source, gpu_index=self.gpu.index, on_cpu=self.gpu.is_cpu,
@@ -184,7 +204,9 @@ class JobRun:
             isolation.remove_workspace(plan)
             return Report("fail", {"error": f"setup failed (nothing was billed): {exc}"[:600], "retryable": False}, [])
         channel.add_line(f"[depu] running your {'command' if command else 'script'} on {len(self.gpus)} "
-                         f"slot(s) in a {plan.kind} sandbox")
+                         f"slot(s) in a {plan.kind} sandbox" + (
+                             f", egress through the provider's filtering proxy (http_proxy=127.0.0.1:"
+                             f"{egress.PROXY_PORT})" if proxy is not None else ", no network"))
         channel.set_progress(0.0, "running your code", phase="running")
         return self._run_plan(plan, channel, zip_many=True, facts={"env_hash": environment.hash if environment else None,
                                                           "env_cached": environment.hit if environment else None})

@@ -1,0 +1,376 @@
+"""Abuse (issue 15 §5): a job that asked for egress, on a provider that allows it, tries to reach what egress
+must never reach: the provider's loopback, its LAN, the cloud metadata address, by every spelling. Each
+attempt goes through the real job path (``JobRun`` -> bubblewrap with its own network namespace -> the
+in-sandbox bridge -> the agent's filtering proxy outside), and each fails; a loopback server started here
+records that not one connection reached it.
+
+The internet is not reachable from this machine, so the ALLOWED path is shown with a test-only policy whose
+``treat_as_public`` lets 127.0.0.1 stand for a public address (a constructor argument: no agent setting and
+no job field can set it): the script fetches from the test's server through the proxy, over plain http and
+through CONNECT, while the default policy refuses the very same request.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import socket
+import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from agent_process import private_uid_base
+
+from depu_agent import daemon, egress, gpus, isolation
+from depu_agent.api import ApiClient, Backoff
+from depu_agent.config import ConfigError, load_config
+from depu_agent.job import JobRun
+from depu_agent.outbox import Outbox
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not isolation.can_switch_user(), reason="needs root or CAP_SETUID (the installed agent has it)"),
+    pytest.mark.skipif(isolation.bwrap_path() is None, reason="bubblewrap is installed by make deps and install.sh"),
+]
+
+SLOT_UID_BASE = private_uid_base(3)
+REBIND_NAME = "rebind.depu-test"  # what an attacker's DNS would answer with a loopback address
+FLIP_NAME = "flip.depu-test"  # public (by the test override) to the first lookup, loopback to any later one
+
+
+class Api(BaseHTTPRequestHandler):
+    """The agent API's job routes: keeps each job's log lines."""
+
+    lines: dict[str, list[str]] = {}
+    lock = threading.Lock()
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        if self.path.endswith("/logs"):
+            job_id = self.path.split("/")[3]
+            with Api.lock:
+                Api.lines.setdefault(job_id, []).extend(body.get("lines") or [])
+        payload = b"{}"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+class Target(BaseHTTPRequestHandler):
+    """A server on the provider's loopback (as a fork host's anvil, or a local admin panel, would be): it
+    counts every connection that reaches it."""
+
+    def setup(self):
+        with self.server.lock:
+            self.server.connections += 1
+        super().setup()
+
+    def do_GET(self):  # noqa: N802
+        payload = f"secret of {self.server.server_address[0]}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+def serve(handler, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), handler)
+    server.connections = 0
+    server.lock = threading.Lock()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def api():
+    Api.lines = {}
+    server = serve(Api)
+    yield ApiClient(f"http://127.0.0.1:{server.server_address[1]}", token="t", attempts=2, backoff=Backoff(0.01, 0.02))
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def target():
+    server = serve(Target)
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def agent_config(tmp_path, **settings):
+    config = load_config(tmp_path / "agent" / "agent.json", environ={}, docker="never", work_dir=str(tmp_path / "work"),
+                         cancel_grace_seconds=1, log_interval_seconds=0.1, script_max_processes=64,
+                         sandbox_uid_base=SLOT_UID_BASE, **settings)
+    config.write_token("depa_not-a-real-token")
+    return config
+
+
+def resolver(flips: list[str]):
+    """The name service the proxy asks: the test's two attacker names, the host's own resolver for the rest."""
+
+    def resolve(name: str, port: int) -> list[str]:
+        if name == REBIND_NAME:
+            return ["127.0.0.1"]
+        if name == FLIP_NAME:
+            flips.append(name)
+            return ["127.0.0.1"] if len(flips) == 1 else ["127.0.0.2"]
+        return egress.system_resolver(name, port)
+
+    return resolve
+
+
+def run_job(config, api, tmp_path, job_id: str, source: str, *, network: str | None = "egress",
+            policy: egress.EgressPolicy | None = None) -> tuple[dict, list[str], object]:
+    params = {"source": textwrap.dedent(source), "requirements": [], "env": {}, "gpu_count": 1, "image": "default"}
+    if network is not None:
+        params["network"] = network
+    job = {"job_id": job_id, "workload": "job", "time_limit_s": 60, "attempt": 1, "params": params}
+    run = JobRun(job, gpus.discover()[0], config, api, Outbox(tmp_path / "outbox", api), egress_policy=policy)
+    report = run.run()
+    assert report.action == "complete", report.body
+    (seen,) = [item for item in report.uploads if item["name"] == "seen.json"]
+    with open(seen["path"], encoding="utf-8") as handle:
+        return json.load(handle), list(Api.lines.get(job_id, [])), report
+
+
+# The probe: every way a script might try to get out. CONNECT requests go raw (the status line is what
+# counts); plain http requests go through urllib with the proxy the sandbox's environment names.
+PROBE = """
+    import json, os, socket, urllib.error, urllib.request
+    PORT = {port}
+    proxy = os.environ.get("HTTP_PROXY")
+    seen = {{"proxy_env": proxy, "https_proxy_env": os.environ.get("https_proxy"),
+            "egress_folder": os.path.exists("/run/depu-egress")}}
+
+    def connect(authority):
+        try:
+            with socket.create_connection(("127.0.0.1", 3128), timeout=10) as sock:
+                sock.sendall(f"CONNECT {{authority}} HTTP/1.1\\r\\nHost: {{authority}}\\r\\n\\r\\n".encode())
+                answer = sock.recv(4096).decode(errors="replace")
+                if answer.startswith("HTTP/1.1 200"):
+                    sock.sendall(b"GET /through-the-tunnel HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+                    answer += "|" + b"".join(iter(lambda: sock.recv(4096), b"")).decode(errors="replace")
+                return answer.split("\\r\\n")[0] + ("|" + answer.rsplit("\\r\\n", 1)[-1] if "|" in answer else "")
+        except OSError as error:
+            return "error " + type(error).__name__
+
+    def fetch(url):
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({{"http": proxy}} if proxy else {{}}))
+        try:
+            with opener.open(url, timeout=10) as answer:
+                return f"{{answer.status}} {{answer.read().decode()}}"
+        except urllib.error.HTTPError as error:
+            return f"{{error.code}} {{error.read().decode().strip()}}"
+        except OSError as error:
+            return "error " + type(error).__name__
+
+    def direct(host, port):
+        try:
+            socket.create_connection((host, port), timeout=3).close()
+            return "connected"
+        except OSError as error:
+            return type(error).__name__
+
+    seen["connect"] = {{authority: connect(authority) for authority in {connects!r}}}
+    seen["fetch"] = {{url: fetch(url) for url in {fetches!r}}}
+    seen["direct"] = {{f"{{host}}:{{port}}": direct(host, port) for host, port in {directs!r}}}
+    open("outputs/seen.json", "w").write(json.dumps(seen))
+"""
+
+
+def probe(port: int, connects=(), fetches=(), directs=()) -> str:
+    return PROBE.format(port=port, connects=list(connects), fetches=list(fetches), directs=list(directs))
+
+
+def attacks(port: int) -> dict[str, list]:
+    return {
+        "connects": [f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", f"0x7f000001:{port}",
+                     f"2130706433:{port}", f"0177.0.0.1:{port}", f"127.1:{port}", f"[::ffff:127.0.0.1]:{port}",
+                     f"[::ffff:7f00:1]:{port}", f"{REBIND_NAME}:{port}", f"0.0.0.0:{port}", "10.0.0.1:443",
+                     "192.168.1.1:443", "172.16.0.1:443", "100.64.0.1:443", "169.254.169.254:80",
+                     "[fd00:ec2::254]:80", "[fe80::1]:443", "[64:ff9b::7f00:1]:443", "[2002:7f00:1::1]:443",
+                     f"127.0.0.1:{port + 1 if port < 65535 else port - 1}"],
+        "fetches": [f"http://127.0.0.1:{port}/", f"http://localhost:{port}/", f"http://[::1]:{port}/",
+                    f"http://2130706433:{port}/", f"http://0x7f000001:{port}/", f"http://{REBIND_NAME}:{port}/",
+                    "http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/latest/meta-data/"],
+        # no proxy at all: straight at the host's loopback server, a LAN and a public address
+        "directs": [("127.0.0.1", port), ("10.0.0.1", 443), ("192.0.2.1", 443), ("8.8.8.8", 53)],
+    }
+
+
+def test_an_egress_job_reaches_nothing_on_the_providers_loopback_lan_or_metadata_by_any_spelling(
+        tmp_path, api, target):
+    port = target.server_address[1]
+    config = agent_config(tmp_path, allow_egress=True)
+    # the test server's port opened, so every refusal below is about the address, never the port
+    policy = egress.EgressPolicy(ports=frozenset({80, 443, port}), resolver=resolver([]))
+    seen, lines, _report = run_job(config, api, tmp_path, "jegress-attacks", probe(port, **attacks(port)),
+                                   policy=policy)
+    assert seen["proxy_env"] == seen["https_proxy_env"] == f"http://127.0.0.1:{egress.PROXY_PORT}"
+    for authority, answer in seen["connect"].items():
+        assert answer.startswith("HTTP/1.1 403"), (authority, answer)
+    for url, answer in seen["fetch"].items():
+        assert answer.startswith("403 egress refused"), (url, answer)
+    for where, answer in seen["direct"].items():
+        assert answer in ("ConnectionRefusedError", "OSError", "TimeoutError"), (where, answer)
+    assert seen["direct"]["192.0.2.1:443"] == "OSError"  # ENETUNREACH: no route out of the namespace
+    assert target.connections == 0, "a connection reached the provider's loopback server"
+    refused = [line for line in lines if line.startswith("[depu] egress refused")]
+    assert len(refused) == len(seen["connect"]) + len(seen["fetch"]), lines
+    assert any("169.254.169.254:80: 169.254.169.254: link-local" in line for line in refused), refused
+    assert any(f"{REBIND_NAME}:{port}: {REBIND_NAME} resolves to 127.0.0.1: loopback" in line for line in refused)
+    assert any("0x7f000001" in line and "non-standard form" in line for line in refused)
+    assert any(line.startswith("[depu] egress: 0 connection(s)") for line in lines), lines[-3:]
+
+
+def test_the_allowed_path_works_with_a_test_only_public_stand_in_and_the_default_policy_refuses_it(
+        tmp_path, api, target):
+    port = target.server_address[1]
+    config = agent_config(tmp_path, allow_egress=True)
+    requests = {"fetches": [f"http://127.0.0.1:{port}/page?q=1"], "connects": [f"127.0.0.1:{port}"]}
+    stand_in = egress.EgressPolicy(ports=frozenset({port}), treat_as_public=frozenset({ipaddress.ip_address("127.0.0.1")}))
+    seen, lines, _ = run_job(config, api, tmp_path, "jegress-allowed", probe(port, **requests), policy=stand_in)
+    assert seen["fetch"][f"http://127.0.0.1:{port}/page?q=1"] == "200 secret of 127.0.0.1", seen
+    assert seen["connect"][f"127.0.0.1:{port}"] == "HTTP/1.1 200 Connection established|secret of 127.0.0.1", seen
+    assert target.connections == 2
+    assert f"[depu] egress HTTP 127.0.0.1:{port} (127.0.0.1)" in lines, lines
+    assert f"[depu] egress CONNECT 127.0.0.1:{port} (127.0.0.1)" in lines
+    assert not any("secret of" in line for line in lines), "a payload reached the job log"
+
+    default = egress.EgressPolicy(ports=frozenset({port}))
+    seen, lines, _ = run_job(config, api, tmp_path, "jegress-default", probe(port, **requests), policy=default)
+    assert seen["fetch"][f"http://127.0.0.1:{port}/page?q=1"].startswith("403 egress refused: 127.0.0.1: loopback")
+    assert seen["connect"][f"127.0.0.1:{port}"].startswith("HTTP/1.1 403")
+    assert target.connections == 2, "the default policy let a connection through"
+
+
+def test_curl_in_a_job_command_uses_the_proxy_from_the_environment(tmp_path, api, target):
+    port = target.server_address[1]
+    config = agent_config(tmp_path, allow_egress=True)
+    stand_in = egress.EgressPolicy(ports=frozenset({port}), treat_as_public=frozenset({ipaddress.ip_address("127.0.0.1")}))
+    job = {"job_id": "jegress-curl", "workload": "job", "time_limit_s": 60, "attempt": 1,
+           "params": {"command": f"curl -sS http://127.0.0.1:{port}/ > outputs/seen.txt", "network": "egress"}}
+    report = JobRun(job, gpus.discover()[0], config, api, Outbox(tmp_path / "outbox", api),
+                    egress_policy=stand_in).run()
+    assert report.action == "complete", report.body
+    with open(report.uploads[0]["path"], encoding="utf-8") as handle:
+        assert handle.read() == "secret of 127.0.0.1"
+    assert target.connections == 1
+
+
+def test_a_name_is_resolved_once_and_the_checked_address_is_the_one_connected_dns_rebinding(tmp_path, api, target):
+    """The name answers a (stand-in) public address to the first lookup and a loopback one to any later: a
+    proxy that checked one answer and connected by name would reach the second server. This one asks once
+    and connects to what it checked."""
+    port = target.server_address[1]
+    victim = serve(Target, "127.0.0.2", port)  # the same port: only the address tells them apart
+    try:
+        flips: list[str] = []
+        policy = egress.EgressPolicy(ports=frozenset({port}), resolver=resolver(flips),
+                                     treat_as_public=frozenset({ipaddress.ip_address("127.0.0.1")}))
+        seen, lines, _ = run_job(config := agent_config(tmp_path, allow_egress=True), api, tmp_path, "jegress-flip",
+                                 probe(port, fetches=[f"http://{FLIP_NAME}:{port}/"]), policy=policy)
+        assert seen["fetch"][f"http://{FLIP_NAME}:{port}/"] == "200 secret of 127.0.0.1", seen
+        assert flips == [FLIP_NAME]  # asked once
+        assert victim.connections == 0 and target.connections == 1
+        seen, _, _ = run_job(config, api, tmp_path, "jegress-flip2", probe(port, fetches=[f"http://{FLIP_NAME}:{port}/"]),
+                             policy=policy)
+        assert seen["fetch"][f"http://{FLIP_NAME}:{port}/"].startswith(
+            f"403 egress refused: {FLIP_NAME} resolves to 127.0.0.2: loopback"), seen
+        assert victim.connections == 0
+    finally:
+        victim.shutdown()
+        victim.server_close()
+
+
+def test_a_job_without_egress_gets_no_proxy_at_all(tmp_path, api, target):
+    port = target.server_address[1]
+    config = agent_config(tmp_path, allow_egress=True)  # allowed by the provider, not asked for by the job
+    seen, lines, report = run_job(config, api, tmp_path, "jnoegress", probe(
+        port, connects=[f"127.0.0.1:{port}"], directs=[("127.0.0.1", egress.PROXY_PORT), ("192.0.2.1", 443)]),
+        network=None)
+    assert seen["proxy_env"] is None and seen["egress_folder"] is False
+    assert seen["connect"][f"127.0.0.1:{port}"] == "error ConnectionRefusedError"  # nothing listens on 3128
+    assert seen["direct"] == {f"127.0.0.1:{egress.PROXY_PORT}": "ConnectionRefusedError", "192.0.2.1:443": "OSError"}
+    assert target.connections == 0
+    assert not any(line.startswith("[depu] egress") for line in lines), lines
+    assert any(line.endswith(", no network") for line in lines), lines
+
+
+def test_an_egress_job_on_a_provider_that_does_not_allow_it_is_handed_back_without_running(tmp_path, api):
+    config = agent_config(tmp_path)  # allow_egress defaults to False
+    job = {"job_id": "jegress-refused", "workload": "job", "time_limit_s": 60, "attempt": 1,
+           "params": {"command": "touch outputs/ran", "network": "egress"}}
+    report = JobRun(job, gpus.discover()[0], config, api, Outbox(tmp_path / "outbox", api)).run()
+    assert report.action == "fail" and report.body["retryable"] is True
+    assert report.body["error"] == "this provider does not allow egress"
+
+
+def test_egress_bounds_cut_connections_over_the_byte_budget_and_the_connection_cap(tmp_path, api):
+    """A budget of a few KiB: the download is cut once it is used up; more connections than the cap at once
+    are answered 503."""
+    big = serve(type("Big", (Target,), {"do_GET": lambda self: (
+        self.send_response(200), self.send_header("Content-Length", str(1 << 20)), self.end_headers(),
+        self.wfile.write(b"x" * (1 << 20)))}))
+    try:
+        port = big.server_address[1]
+        policy = egress.EgressPolicy(ports=frozenset({port}), max_bytes=64 * 1024, max_connections=2,
+                                     treat_as_public=frozenset({ipaddress.ip_address("127.0.0.1")}))
+        source = f"""
+            import json, select, socket
+            seen = {{}}
+            held = [socket.create_connection(("127.0.0.1", 3128), timeout=10) for _ in range(3)]
+            answered, _, _ = select.select(held, [], [], 3)   # the cap's refusal comes at once; the others wait
+            seen["answered"] = [sock.recv(200).decode(errors="replace").split("\\r\\n")[0] for sock in answered]
+            open_one = next(sock for sock in held if sock not in answered)
+            open_one.sendall(b"GET http://127.0.0.1:{port}/ HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+            got = 0
+            while True:
+                data = open_one.recv(65536)
+                if not data:
+                    break
+                got += len(data)
+            seen["downloaded"] = got
+            for sock in held:
+                sock.close()
+            with socket.create_connection(("127.0.0.1", 3128), timeout=10) as late:
+                seen["after_budget"] = late.recv(300).decode(errors="replace").split("\\r\\n")[0]
+            open("outputs/seen.json", "w").write(json.dumps(seen))
+        """
+        seen, lines, _ = run_job(agent_config(tmp_path, allow_egress=True), api, tmp_path, "jegress-bounds", source,
+                                 policy=policy)
+        assert seen["answered"] == ["HTTP/1.1 503 Service Unavailable"], seen
+        assert 0 < seen["downloaded"] < 200 * 1024, seen  # of 1 MiB: cut at the 64 KiB budget
+        assert seen["after_budget"] == "HTTP/1.1 503 Service Unavailable", seen
+        assert "[depu] egress refused a connection: 2 already open" in lines, lines
+        assert any(line.startswith("[depu] egress stopped: this job's budget") for line in lines), lines
+    finally:
+        big.shutdown()
+        big.server_close()
+
+
+# ---------------------------------------------------------------- the policy's edges (no sandbox needed)
+def test_the_public_stand_in_cannot_come_from_the_agents_settings(tmp_path):
+    path = tmp_path / "agent.json"
+    path.write_text(json.dumps({"allow_egress": True, "egress_treat_as_public": ["127.0.0.1"]}))
+    with pytest.raises(ConfigError, match="unknown setting 'egress_treat_as_public'"):
+        load_config(path, environ={})
+    config = load_config(None, environ={"DEPU_AGENT_ALLOW_EGRESS": "1", "DEPU_AGENT_TREAT_AS_PUBLIC": "127.0.0.1"})
+    assert egress.policy_for(config).treat_as_public == frozenset()
+    assert egress.policy_for(config).ports == frozenset({80, 443})
+
+
+def test_the_agent_tells_the_cloud_its_egress_policy(tmp_path):
+    assert daemon.egress_offered(agent_config(tmp_path)) == "none"
+    assert daemon.egress_offered(agent_config(tmp_path, allow_egress=True)) == "allowed"
