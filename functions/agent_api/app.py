@@ -162,6 +162,7 @@ def register(request: Annotated[c.RegisterRequest, Body()] = c.RegisterRequest()
         fork_tls_sha256=request.fork_tls_sha256,
         fault=request.fault,
         cpu_slots=request.cpu_slots,
+        egress=request.egress,
     )
     if registration is None:
         raise Unauthorized()
@@ -181,7 +182,7 @@ def register(request: Annotated[c.RegisterRequest, Body()] = c.RegisterRequest()
 def heartbeat(report: Annotated[c.HeartbeatRequest, Body()] = c.HeartbeatRequest()) -> c.HeartbeatReply:
     agent = _agent()
     cancel = work.heartbeat(agent, report.metrics, report.running_jobs, report.free_gpus, report.fault,
-                            env_hashes=report.env_hashes)
+                            env_hashes=report.env_hashes, egress=report.egress)
     return c.HeartbeatReply(cancel=cancel, lease_seconds=LEASE_SECONDS, heartbeat_seconds=HEARTBEAT_SECONDS,
                             renew_token=_renew_hint(), challenge_due=challenges.is_due(agent),
                             verified=bool(agent.verified))

@@ -282,7 +282,7 @@ def submit_job(spec: models.JobSpec, idempotency_key: IdempotencyKey = None) -> 
     return models.JobOut.model_validate(once(idempotency_key, run))
 
 
-JOB_ONLY_FIELDS = ("command", "requirements", "env", "gpu_count", "image")
+JOB_ONLY_FIELDS = ("command", "requirements", "env", "gpu_count", "image", "network")
 
 
 def _workload(spec: models.JobSpec) -> tuple[bytes | None, dict[str, Any]]:
@@ -299,7 +299,7 @@ def _workload(spec: models.JobSpec) -> tuple[bytes | None, dict[str, Any]]:
     given = [name for name in JOB_ONLY_FIELDS if getattr(spec, name) is not None]
     if given:
         raise ApiError(400, "unsupported", f"{', '.join(given)}: only the 'job' workload takes these (your own "
-                                           "command or script, requirements, env and GPU count).")
+                                           "command or script, requirements, env, GPU count and network).")
     if spec.workload == "train":
         return None, {k: v for k, v in (("epochs", spec.epochs), ("dataset", spec.dataset)) if v is not None}
     if spec.workload != "script":

@@ -145,17 +145,20 @@ class _UploadProgress(io.BytesIO):
 @click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE",
               help="A non-secret environment variable for the script; repeat for more.")
 @click.option("--gpus", "gpu_count", type=int, help="GPUs of one machine for the job (default 1).")
+@click.option("--egress", is_flag=True, default=False,
+              help="Let the job reach public addresses (ports 80, 443) through the provider's filtering proxy; "
+                   "only providers whose offer says 'egress: allowed' take it. Default: no network.")
 @click.option("--time-limit", default=900, show_default=True, help="Seconds; the job is stopped at this limit.")
 @click.option("--follow/--no-follow", default=False, help="Stream the logs until the job ends.")
 @click.argument("script", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @json_option
 @click.pass_context
 def jobs_run(ctx: click.Context, gpu_class: str, image: Optional[str], requirements: Optional[Path],
-             env_pairs: tuple[str, ...], gpu_count: Optional[int], time_limit: int, follow: bool, script: Path,
-             json_output: bool) -> None:
+             env_pairs: tuple[str, ...], gpu_count: Optional[int], egress: bool, time_limit: int, follow: bool,
+             script: Path, json_output: bool) -> None:
     """Upload SCRIPT (a .py file) and run it on a GPU of class --gpu.
 
-    With --requirements, --env, --gpus or --image it is a job spec (the chat's "My own job"); the API says
+    With --requirements, --env, --gpus, --egress or --image it is a job spec (the chat's "My own job"); the API says
     what it refuses (a URL in requirements.txt, a secret-looking variable name, another image).
     The most the job can cost is held from your credits at submit; you pay per second of run time.
     Files the script writes to outputs/ come back as artifacts (`depu jobs artifacts ID`).
@@ -165,6 +168,8 @@ def jobs_run(ctx: click.Context, gpu_class: str, image: Optional[str], requireme
     spec: dict[str, Any] = {"gpu_class": gpu_class, "workload": "script", "time_limit_s": time_limit,
                             "script_b64": base64.b64encode(source).decode(), "file_name": script.name}
     job_fields = _job_fields(image, requirements, env_pairs, gpu_count)
+    if egress:
+        job_fields["network"] = "egress"
     if job_fields:
         spec.update(job_fields, workload="job")
     payload = json.dumps(spec).encode()

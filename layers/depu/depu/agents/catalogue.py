@@ -57,6 +57,18 @@ class Offer:
     gpus_free: int
     # the best reliability among its online verified agents (challenges passed, leases completed; 0..1)
     reliability: float = 0.0
+    # how many of them allow egress (their providers' policy): a job asking for it runs only on those
+    egress_agents: int = 0
+
+    @property
+    def egress(self) -> str:
+        """The class's egress policy as the offer shows it."""
+        return "allowed" if self.egress_agents else "none"
+
+
+def egress_offered(gpu_class: str, now: float | None = None) -> bool:
+    """Whether an online verified agent of ``gpu_class`` allows egress (a job asking for it can run now)."""
+    return any(offer.gpu_class == gpu_class and offer.egress_agents for offer in offers(now))
 
 
 def offers(now: float | None = None) -> list[Offer]:
@@ -74,6 +86,7 @@ def offers(now: float | None = None) -> list[Offer]:
             len(agents),
             sum(max(0, int(a.gpu_count) - int(a.busy or 0)) for a in agents),
             max(a.reliability for a in agents),
+            sum(1 for a in agents if a.egress_allowed),
         )
         for gpu_class, agents in online.items()
     ]

@@ -10,6 +10,9 @@ reports), then most recently seen. The first is offered the job with one
 conditional transaction (job queued -> assigned, agent busy < GPUs); if that agent filled up meanwhile the next
 one is tried. Nobody fits: the job stays queued and SQS offers it again after a backoff.
 
+A job spec that asks for egress (``params.network``) goes only to an agent whose provider allows it (its
+registration's and heartbeats' ``egress``); one without network may go to any.
+
 A job spec may take several GPUs of one machine (``gpu_count``): only an agent with that many free slots of
 the class is a candidate, and it takes them all at once. A job whose requirements an agent holds built (its
 heartbeat's ``env_hashes``) goes to such a warm agent first: its setup is then instant.
@@ -23,6 +26,7 @@ from depu.agents.registry import RENTAL_CAPABILITY, Agent
 from depu.jobs import lifecycle
 from depu.jobs.leases import ONLINE_SECONDS
 from depu.jobs.models import Job
+from depu.jobs.spec import wants_egress
 
 
 def candidates(job: Job, now: float | None = None) -> list[Agent]:
@@ -31,6 +35,7 @@ def candidates(job: Job, now: float | None = None) -> list[Agent]:
     excluded = set(job.failed_agents or [])
     slots = lifecycle.slots_of(job)
     wanted_env = (job.params or {}).get("env_hash")
+    egress = wants_egress(job.params)
     fit = [
         agent
         for agent in Agent.by_gpu_class.query(job.gpu_class, Agent.last_seen_at >= int(now - ONLINE_SECONDS))
@@ -40,6 +45,7 @@ def candidates(job: Job, now: float | None = None) -> list[Agent]:
         and int(agent.busy or 0) + slots <= int(agent.gpu_count)
         and agent.agent_id not in excluded
         and not is_due(agent, now)
+        and (agent.egress_allowed or not egress)
     ]
 
     def cold(agent: Agent) -> bool:

@@ -34,6 +34,7 @@ RENTAL_CAPABILITY = "gpu"  # "runs rental jobs" (a CPU-only agent declares it to
 MAX_GPUS_PER_AGENT = 16
 MAX_CPU_SLOTS = 8  # a CPU-only machine may offer several job slots (tests use two)
 MAX_FAULT_CHARS = 300
+EGRESS_ALLOWED = "allowed"  # what an agent whose provider allows egress reports (contracts.agent_api.EgressPolicy)
 _UNCHANGED: Any = object()
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]+")
@@ -84,6 +85,9 @@ class Agent(Model):
     # matcher prefers such a warm agent for a job whose requirements match (its setup is then instant).
     env_hashes = ListAttribute(of=UnicodeAttribute, null=True)
     jobs_done = NumberAttribute(default=0)
+    # The provider's egress policy (its agent's allow_egress), from registration and each heartbeat: only an
+    # agent that allows it is offered a job spec that asks for egress. None (an older agent): not allowed.
+    egress_allowed = BooleanAttribute(null=True)
     # Why the agent says it cannot take work (its sandbox cannot run a script), from its last heartbeat.
     fault = UnicodeAttribute(null=True)
     # Fork hosting is an operator's decision, never the agent's (depu.forks.hosts): registration never writes
@@ -198,6 +202,7 @@ def register(
     fork_tls_sha256: Any = None,
     fault: Any = None,
     cpu_slots: Any = None,
+    egress: str | None = None,
 ) -> Registration | None:
     """Register a machine for the provider that owns ``provider_token``; None if the token is not valid (or
     was used already: an enrolment token enrols one machine). The request is checked before the token is
@@ -247,6 +252,7 @@ def register(
             busy=0,
             free_gpus=[gpu["index"] for gpu in clean_gpus] or list(range(clean_cpu_slots(cpu_slots))),
             fault=clean_fault(fault),
+            egress_allowed=egress == EGRESS_ALLOWED,
             token_hash=token_hash,
             challenge_due_at=now if precheck.verified else None,
         ).save(condition=Agent.agent_id.does_not_exist())
@@ -378,7 +384,7 @@ def clean_fault(fault: Any) -> str | None:
 
 
 def record_heartbeat(agent_id: str, metrics: Any, free_gpus: list[int], fault: str | None = _UNCHANGED,
-                     env_hashes: list[str] | None = None) -> None:
+                     env_hashes: list[str] | None = None, egress: str | None = None) -> None:
     """Mark the agent alive and keep its latest metrics and fault (one UpdateItem); a claim, which carries no
     fault, leaves the last one as it is."""
     agent = Agent(agent_id)
@@ -391,6 +397,8 @@ def record_heartbeat(agent_id: str, metrics: Any, free_gpus: list[int], fault: s
         actions.append(Agent.fault.set(fault) if fault else Agent.fault.remove())
     if env_hashes is not None:
         actions.append(Agent.env_hashes.set(env_hashes) if env_hashes else Agent.env_hashes.remove())
+    if egress is not None:
+        actions.append(Agent.egress_allowed.set(egress == EGRESS_ALLOWED))
     agent.update(actions=actions, condition=Agent.agent_id.exists())
 
 

@@ -3,7 +3,10 @@
 The rent flow is an explicit conversation ("rent") with named steps, each answered by a button or, for the
 two inputs a button cannot carry, a typed URL or a document:
 
-    class -> workload -> [epochs -> dataset | script] -> limit -> confirm -> submitting
+    class -> workload -> [epochs -> dataset | script | code -> packages -> inputs -> gpus -> [network]] -> limit
+          -> confirm -> submitting
+
+(``network`` is asked only when the class's offer allows egress: a job has no network unless it asks.)
 
 The steps are the table ``RENT`` (``depu.bot.flows``). Callback data is ``rg:1:<action>:<value>``; the
 flow's state lives on the profile, so a button from an abandoned or finished flow is answered, never
@@ -73,7 +76,7 @@ def rent_gpu(incoming: Incoming, chat: Chat) -> None:
     flows.begin(incoming.user_id, RENT, "class")
     rows = [
         [_button(f"{offer.label} · {offer.agents_online} online · {offer.price_per_hour} cr/h"
-                 f" · {round(offer.reliability * 100)}% reliable", "c", offer.gpu_class)]
+                 f" · {round(offer.reliability * 100)}% reliable · egress: {offer.egress}", "c", offer.gpu_class)]
         for offer in offers[:8]
     ]
     rows.append([_button("Cancel", "x")])
@@ -115,7 +118,8 @@ def _summary(data: dict) -> str:
         code = data.get("command") or data.get("file_name") or ""
         packages = len(spec.requirement_lines(data.get("requirements") or ""))
         details = (f" · <code>{html.escape(code[:80])}</code> · {packages} package(s) · "
-                   f"{int(data.get('gpu_count') or 1)} GPU(s)")
+                   f"{int(data.get('gpu_count') or 1)} GPU(s) · "
+                   + ("egress (public addresses only)" if data.get("network") == spec.NETWORK_EGRESS else "no network"))
     return (
         f"<b>{html.escape(catalogue.describe(gpu_class))}</b> · {workload}{details}\n"
         f"Time limit {_minutes(limit)} at {price} credits/h.\n"
@@ -136,6 +140,8 @@ def _params(data: dict) -> dict:
         return {"file_name": data["file_name"], "file_size": data["file_size"]}
     if data["workload"] == spec.WORKLOAD:
         fields = {"requirements": data.get("requirements") or "", "gpu_count": int(data.get("gpu_count") or 1)}
+        if data.get("network") == spec.NETWORK_EGRESS:
+            fields["network"] = spec.NETWORK_EGRESS
         if data.get("command"):
             fields["command"] = data["command"]
         else:
@@ -205,8 +211,9 @@ def _script_prompt(turn: Turn) -> None:
 
 def _code_prompt(turn: Turn) -> None:
     turn.show("Type the command to run (for example <code>python train.py --epochs 3</code>), or send a "
-              f"<b>.py</b> file (at most {workloads.MAX_SCRIPT_BYTES // 1024} KiB). It has no network; files it "
-              "writes to <code>outputs/</code> come back to you.")
+              f"<b>.py</b> file (at most {workloads.MAX_SCRIPT_BYTES // 1024} KiB). It has no network unless you "
+              "ask for egress later (where a provider allows it); files it writes to <code>outputs/</code> come "
+              "back to you.")
 
 
 _AFTER_WORKLOAD = {"benchmark": ("limit", _limit_menu), "train": ("epochs", _epochs_menu), "script": ("script", _script_prompt),
@@ -321,7 +328,24 @@ def inputs_done(turn: Turn) -> Next:
 
 def choose_gpus(turn: Turn) -> Next:
     count = turn.int_arg(0, allowed=GPU_COUNT_CHOICES)
+    if catalogue.egress_offered(turn.data["gpu_class"]):
+        return flows.go("network", {"gpu_count": count}, then=_network_menu)
     return flows.go("limit", {"gpu_count": count}, then=_limit_menu)
+
+
+def _network_menu(turn: Turn) -> None:
+    turn.show("Network? By default your job has none. <b>Egress</b> lets it reach public addresses (ports 80 "
+              "and 443, through the provider's filtering proxy: <code>pip</code>, <code>curl</code> and "
+              "<code>requests</code> use it) on a provider that allows it; never the provider's own machine or "
+              "network.", [[_button("No network", "n", spec.NETWORK_NONE), _button("Egress", "n", spec.NETWORK_EGRESS)],
+                           [_button("Cancel", "x")]])
+
+
+def choose_network(turn: Turn) -> Next:
+    network = turn.arg(0)
+    if network not in spec.NETWORKS:
+        raise flows.StaleButton()
+    return flows.go("limit", {"network": network}, then=_limit_menu)
 
 
 def choose_limit(turn: Turn) -> Next:
@@ -350,6 +374,7 @@ RENT = Flow(
         ("inputs", DOCUMENT): input_file,
         ("inputs", button("nd")): inputs_done,
         ("gpus", button("g")): choose_gpus,
+        ("network", button("n")): choose_network,
         ("limit", button("t")): choose_limit,
         ("confirm", button("ok")): submit,
     },

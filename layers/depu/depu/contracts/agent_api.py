@@ -25,6 +25,10 @@ GpuIndex = whole(ge=0, lt=MAX_JOBS_PER_CALL)
 JobId = Annotated[str, Field(min_length=1, max_length=JOB_ID_CHARS)]
 Reading = Annotated[float | None, Field(allow_inf_nan=False)]
 JobState = Literal["queued", "assigned", "running", "succeeded", "failed", "cancelled", "expired"]
+EgressPolicy = Annotated[Literal["allowed", "none"] | None, Field(
+    description="The provider's egress policy (agent setting allow_egress): 'allowed' takes job specs that ask for "
+                "egress (public addresses through the agent's filtering proxy), 'none' takes only jobs without "
+                "network; null (an older agent) leaves the last one stored as it is.")]
 Fault = Annotated[str | None, Field(description="Why this agent cannot take jobs (its sandbox self-check failed), "
                                                 "or null. The matcher offers a faulted agent nothing; its "
                                                 "provider sees the reason in /provider (first 300 characters).")]
@@ -73,6 +77,7 @@ class RegisterRequest(Contract):
     fault: Fault = None
     cpu_slots: whole(ge=1, le=8) | None = Field(None, description="a CPU-only machine's job slots (default 1); a "
                                                 "job spec's gpu_count counts them like GPUs")
+    egress: EgressPolicy = None
 
 
 class RegisterReply(Contract):
@@ -106,6 +111,7 @@ class HeartbeatRequest(Contract):
     env_hashes: list[Annotated[str, Field(pattern=r"^[0-9a-f]{24}$")]] | None = Field(
         None, max_length=64, description="job environments (a job spec's requirements hash) this agent holds built; "
                                          "the matcher prefers it for jobs that need them")
+    egress: EgressPolicy = None
 
 
 class HeartbeatReply(Contract):
@@ -126,7 +132,8 @@ class JobOffer(Contract):
     job_id: str
     workload: Literal["benchmark", "train", "script", "job"]
     params: dict[str, Any] = Field(description="train: {epochs, dataset}; script: {file_name}; benchmark: {}; job (a "
-                                   "job spec): {command | file_name, requirements, env, gpu_count, image, env_hash}")
+                                   "job spec): {command | file_name, requirements, env, gpu_count, image, env_hash, "
+                                   "network ('egress' when it asked for it; absent: none)}")
     time_limit_s: int
     gpu_index: int
     attempt: int = Field(ge=1)

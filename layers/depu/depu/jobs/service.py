@@ -13,12 +13,12 @@ from typing import Any
 import boto3
 
 from depu import credits
-from depu.agents.catalogue import price_per_hour
+from depu.agents.catalogue import egress_offered, price_per_hour
 from depu.config import get_settings
 from depu.errors import UserError
 from depu.jobs import lifecycle, messages, metering, storage, workloads
 from depu.jobs.spec import WORKLOAD as SPEC_WORKLOAD
-from depu.jobs.spec import JobSpec, clean_inputs
+from depu.jobs.spec import JobSpec, clean_inputs, wants_egress
 from depu.jobs.leases import MAX_QUEUE_SECONDS
 from depu.jobs.models import Job
 
@@ -67,6 +67,9 @@ def submit(
         job_spec = JobSpec.parse(fields, script_name=(params or {}).get("file_name") if script is not None else None,
                                  script_size=len(script) if script is not None else None)
         clean, limit, gpu_count = job_spec.params, job_spec.time_limit_s, job_spec.gpu_count
+        if wants_egress(clean) and not egress_offered(gpu_class):
+            raise UserError("No online provider of this class allows egress right now: run the job without "
+                            "network (network 'none'), or choose a class whose offer says 'egress: allowed'.")
     else:
         clean = workloads.validate(workload, params)
         limit = workloads.validate_time_limit(time_limit_s)

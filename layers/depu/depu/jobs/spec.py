@@ -6,6 +6,11 @@ cached by its hash on the provider's machine, so the same requirements start at 
 environment variables, ``gpu_count`` GPUs of one machine, and a time limit. The image is the provider's default
 one: containers of the user's choosing are not offered yet, so any other image is refused rather than ignored.
 
+Network: ``none`` (the default) or ``egress``. A job has no network at all unless it asks for egress, and then it
+runs only on a machine whose provider allows it (the matcher's rule); even there it reaches public addresses
+through the agent's filtering proxy only, never the machine's loopback, its LAN or the cloud metadata address
+(agent/depu_agent/egress.py, docs/security.md "Egress").
+
 Requirements are names with optional extras and version specifiers only: no URLs, paths, ``-e`` or pip options
 (``--index-url``, ``--extra-index-url``, ``-f``): where packages come from is the provider's choice, and a line
 cannot point the provider's machine at a host of the user's choosing. The agent checks the same again.
@@ -32,6 +37,8 @@ MAX_INPUT_FILES = 10
 MAX_INPUT_FILE_BYTES = 20 * 1024 * 1024
 MAX_INPUT_BYTES = 64 * 1024 * 1024
 MAX_ENV_VALUE_CHARS = 1000
+NETWORK_NONE, NETWORK_EGRESS = "none", "egress"
+NETWORKS = (NETWORK_NONE, NETWORK_EGRESS)
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # What a job may not set: how the sandbox finds its interpreter and devices, and names that hold secrets.
 RESERVED_ENV = re.compile(r"^(PATH|HOME|TMPDIR|LD_.*|PYTHON.*|CUDA_VISIBLE_DEVICES|NVIDIA_.*|DEPU_.*)$", re.I)
@@ -120,6 +127,20 @@ def clean_inputs(inputs: Any) -> list[tuple[str, bytes]]:
     return list(clean.items())
 
 
+def clean_network(value: Any) -> str:
+    if value is None or value == "":
+        return NETWORK_NONE
+    if value not in NETWORKS:
+        raise UserError("network is 'none' (the default: no network at all) or 'egress' (public addresses "
+                        "through the provider's filtering proxy, on providers that allow it).")
+    return value
+
+
+def wants_egress(params: dict[str, Any] | None) -> bool:
+    """Whether a stored job's params ask for egress (the matcher places it only where it is allowed)."""
+    return (params or {}).get("network") == NETWORK_EGRESS
+
+
 def clean_gpu_count(value: Any) -> int:
     if isinstance(value, bool):
         raise UserError("gpu_count is a whole number.")
@@ -145,6 +166,7 @@ class JobSpec:
     env: dict[str, str] = field(default_factory=dict)
     gpu_count: int = 1
     image: str = DEFAULT_IMAGE
+    network: str = NETWORK_NONE
 
     @property
     def env_hash(self) -> str | None:
@@ -156,7 +178,7 @@ class JobSpec:
         it. Raises ``UserError`` saying what to fix."""
         if not isinstance(body, dict):
             raise UserError("The job spec is an object of fields.")
-        unknown = set(body) - {"command", "requirements", "env", "gpu_count", "time_limit_s", "image"}
+        unknown = set(body) - {"command", "requirements", "env", "gpu_count", "time_limit_s", "image", "network"}
         if unknown:
             raise UserError(f"Unknown job field(s): {', '.join(sorted(map(str, unknown)))[:200]}.")
         image = body.get("image") or DEFAULT_IMAGE
@@ -181,6 +203,7 @@ class JobSpec:
             env=clean_env(body.get("env")),
             gpu_count=clean_gpu_count(body.get("gpu_count", 1)),
             image=DEFAULT_IMAGE,
+            network=clean_network(body.get("network")),
         )
 
     @property
@@ -193,5 +216,7 @@ class JobSpec:
             params["file_name"] = self.script_name
         if self.env_hash:
             params["env_hash"] = self.env_hash
+        if self.network != NETWORK_NONE:  # absent means none (jobs stored before the field had it too)
+            params["network"] = self.network
         return params
 

@@ -21,7 +21,7 @@ from pynamodb.expressions.condition import size as size_of
 from depu.agents import challenges, registry
 from depu.agents.registry import Agent
 from depu.contracts.agent_api import GpuMetrics, JobOffer
-from depu.jobs import lifecycle, messages, service, storage
+from depu.jobs import lifecycle, messages, service, spec, storage
 from depu.jobs.leases import (
     CLAIM_POLL_INTERVAL_SECONDS,
     CLAIM_WAIT_SECONDS,
@@ -97,15 +97,18 @@ def own_job(agent_id: str, job_id: str) -> Job:
 
 
 def heartbeat(agent: Agent, metrics: Sequence[GpuMetrics], running_jobs: Sequence[str], free_gpus: Sequence[int],
-              fault: str | None = None, env_hashes: Sequence[str] | None = None) -> list[str]:
+              fault: str | None = None, env_hashes: Sequence[str] | None = None,
+              egress: str | None = None) -> list[str]:
     """Renew the leases of the listed jobs this agent runs; returns the ids it must stop (cancelled by the
     user, taken back after a lost lease, over their time limit or setup bound, or never its own). ``fault`` is
     the agent's reason it cannot take work (None when it can); ``env_hashes`` the job environments it holds
-    built (the matcher prefers it for those)."""
+    built (the matcher prefers it for those); ``egress`` its provider's egress policy ('allowed' or 'none';
+    None leaves the stored one)."""
     running_ids = list(running_jobs)
     metrics_list = [readings for readings in (item.readings() for item in metrics) if readings]
     registry.record_heartbeat(agent.agent_id, metrics_list, list(free_gpus), fault=registry.clean_fault(fault),
-                              env_hashes=registry.clean_env_hashes(list(env_hashes) if env_hashes is not None else None))
+                              env_hashes=registry.clean_env_hashes(list(env_hashes) if env_hashes is not None else None),
+                              egress=egress)
     challenges.lapse_if_ignored(agent)
     by_gpu = {item["gpu_index"]: item for item in metrics_list if "gpu_index" in item}
     cancel: list[str] = []
@@ -165,6 +168,8 @@ def _steal(agent: Agent, now: int) -> Job | None:
     newest = now + MAX_QUEUE_SECONDS - STEAL_AFTER_SECONDS
     for job in Job.by_status.query(lifecycle.QUEUED, Job.lease_expires_at.between(now, newest), limit=25):
         if job.gpu_class != agent.gpu_class or agent.agent_id in (job.failed_agents or []):
+            continue
+        if spec.wants_egress(job.params) and not agent.egress_allowed:
             continue
         try:
             return lifecycle.assign(job, agent)

@@ -60,6 +60,10 @@ class JobSpec(Request):
     gpu_count: Optional[int] = Field(default=None, description="job: GPUs of one machine (default 1)")
     image: Optional[str] = Field(default=None, max_length=200,
                                  description="job: only 'default' (the provider's CUDA and PyTorch image)")
+    network: Optional[str] = Field(default=None, max_length=20,
+                                   description="job: 'none' (the default: no network at all) or 'egress' (public "
+                                               "addresses, ports 80 and 443, through the provider's filtering "
+                                               "proxy; only on providers whose offer says 'egress: allowed')")
 
 
 class JobOut(BaseModel):
