@@ -337,21 +337,21 @@ class EgressProxy:
         try:
             head, extra = _read_head(client, self.policy.head_seconds)
             request = parse_head(head)
-            where = f"{request.host}:{request.port}"
+            where = f"{_printable(request.host)[:200]}:{request.port}"
             try:
                 addresses = self.policy.addresses(request.host, request.port)
             except Refused as refused:
                 self.refusals.append(where)
-                self._say(f"[depu] egress refused {where[:200]}: {refused}")
+                self._say(f"[depu] egress refused {where}: {_printable(str(refused))[:300]}")
                 _reply(client, 403, f"egress refused: {refused}")
                 return
             upstream = self._connect(addresses, request.port)
             if upstream is None:
-                self._say(f"[depu] egress to {where[:200]} failed: no connection")
+                self._say(f"[depu] egress to {where} failed: no connection")
                 _reply(client, 502, "could not connect")
                 return
             self.destinations.append(where)
-            self._say(f"[depu] egress {'CONNECT' if request.tunnel else 'HTTP'} {where[:200]} "
+            self._say(f"[depu] egress {'CONNECT' if request.tunnel else 'HTTP'} {where} "
                       f"({upstream.getpeername()[0]})")
             if request.tunnel:
                 client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -362,7 +362,7 @@ class EgressProxy:
                 self._count(len(extra))
             self._splice(client, upstream)
         except Refused as refused:
-            self._say(f"[depu] egress refused a request: {refused}")
+            self._say(f"[depu] egress refused a request: {_printable(str(refused))[:300]}")
             _reply(client, 400, str(refused))
         except OSError:
             pass  # the job or the far end closed; nothing to report
@@ -396,9 +396,8 @@ class EgressProxy:
 
     def _splice(self, client: socket.socket, upstream: socket.socket) -> None:
         peers = {client: upstream, upstream: client}
-        for sock in peers:
-            sock.setblocking(True)
-            sock.settimeout(None)
+        for sock in peers:  # a side that stops reading blocks a send for at most the idle time
+            sock.settimeout(self.policy.idle_seconds)
         open_ends = set(peers)
         while open_ends and not self.closed.is_set():
             ready, _, _ = select.select(list(open_ends), [], [], self.policy.idle_seconds)
@@ -454,6 +453,11 @@ class EgressProxy:
         self.listener.close()
         self.close_connections()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _printable(text: str) -> str:
+    """A host as the job's log shows it: control characters (a terminal escape in a CONNECT line) as '?'."""
+    return "".join(char if char.isprintable() else "?" for char in text)
 
 
 def _read_head(client: socket.socket, seconds: float) -> tuple[bytes, bytes]:
