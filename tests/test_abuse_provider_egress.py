@@ -15,8 +15,11 @@ import ipaddress
 import json
 import os
 import socket
+import subprocess
+import sys
 import textwrap
 import threading
+import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -267,6 +270,68 @@ def test_curl_in_a_job_command_uses_the_proxy_from_the_environment(tmp_path, api
     with open(report.uploads[0]["path"], encoding="utf-8") as handle:
         assert handle.read() == "secret of 127.0.0.1"
     assert target.connections == 1
+
+
+class Files(Target):
+    """A folder of wheels over http (pip's --find-links), counting connections like Target."""
+
+    folder = ""
+
+    def do_GET(self):  # noqa: N802
+        names = sorted(os.listdir(self.folder))
+        if self.path == "/":
+            payload = "".join(f'<a href="/{name}">{name}</a>' for name in names).encode()
+        elif self.path.lstrip("/") in names:
+            with open(os.path.join(self.folder, self.path.lstrip("/")), "rb") as handle:
+                payload = handle.read()
+        else:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html" if self.path == "/" else "application/octet-stream")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+def test_pip_in_a_job_command_downloads_through_the_proxy_and_the_default_policy_stops_it(tmp_path, api):
+    from test_agent_envcache import _package
+
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+                    "-w", str(wheels), str(_package(tmp_path / "build", "depu-probe", "VALUE = 7\n"))], check=True)
+    Files.folder = str(wheels)
+    server = serve(Files)
+    try:
+        port = server.server_address[1]
+        command = (f"python -m pip download --no-deps --no-index --disable-pip-version-check --retries 0 "
+                   f"--timeout 10 --trusted-host 127.0.0.1 --find-links http://127.0.0.1:{port}/ -d outputs "
+                   "depu-probe > outputs/pip.txt 2>&1; echo $? > outputs/status.txt")
+        config = agent_config(tmp_path, allow_egress=True)
+        stand_in = egress.EgressPolicy(ports=frozenset({port}),
+                                       treat_as_public=frozenset({ipaddress.ip_address("127.0.0.1")}))
+        default = egress.EgressPolicy(ports=frozenset({port}))
+        for policy, job_id in ((stand_in, "jegress-pip"), (default, "jegress-pip0")):
+            job = {"job_id": job_id, "workload": "job", "time_limit_s": 120, "attempt": 1,
+                   "params": {"command": command, "network": "egress"}}
+            report = JobRun(job, gpus.discover()[0], config, api, Outbox(tmp_path / f"outbox-{job_id}", api),
+                            egress_policy=policy).run()
+            assert report.action == "complete", report.body
+            with zipfile.ZipFile(report.uploads[0]["path"]) as outputs:
+                files = {name: outputs.read(name) for name in outputs.namelist()}
+            if policy is stand_in:
+                assert files["status.txt"] == b"0\n", files["pip.txt"].decode()[-2000:]
+                assert any(name.startswith("depu_probe-") and name.endswith(".whl") for name in files), sorted(files)
+                assert server.connections >= 2  # the listing and the wheel, through the proxy
+                reached = server.connections
+            else:
+                assert files["status.txt"] != b"0\n" and not any(name.endswith(".whl") for name in files)
+                assert server.connections == reached, "the default policy let pip through"
+        assert any(line.startswith(f"[depu] egress refused 127.0.0.1:{port}: 127.0.0.1: loopback")
+                   for line in Api.lines["jegress-pip0"]), Api.lines["jegress-pip0"]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_name_is_resolved_once_and_the_checked_address_is_the_one_connected_dns_rebinding(tmp_path, api, target):
