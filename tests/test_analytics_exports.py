@@ -45,12 +45,12 @@ def request(last: int, fmt: str):
 def test_a_range_beyond_ten_thousand_blocks_exports_with_progress_edited_in_place(history, aws):
     import boto3
 
-    from depu.analytics import export
+    from depu.analytics import export_run
     from depu.config import get_settings
 
     last = BLOCKS - 1
     progress: list = []  # an edit after every part (no pause between edits), to see them all
-    notice = export.build(request(last, "csv"), notify=progress.append, progress_seconds=0.0)
+    notice = export_run.build(request(last, "csv"), notify=progress.append, progress_seconds=0.0)
     assert notice.document_key and notice.filename.endswith(".csv")
     slots = {n.slot for n in progress}
     assert len(slots) == 1, "one progress message"
@@ -65,11 +65,11 @@ def test_a_range_beyond_ten_thousand_blocks_exports_with_progress_edited_in_plac
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_over_the_upload_limit_the_file_comes_as_a_presigned_link(history, aws, fmt):
-    from depu.analytics import export
+    from depu.analytics import export_run
 
     last = BLOCKS - 1
     progress: list = []
-    notice = export.build(request(last, fmt), notify=progress.append, document_limit=1_000)
+    notice = export_run.build(request(last, fmt), notify=progress.append, document_limit=1_000)
     assert notice.document_key is None
     [[button]] = notice.buttons
     downloaded = requests.get(button["url"], timeout=30)

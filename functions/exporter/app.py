@@ -1,9 +1,13 @@
-"""Exporter: turns one /export request from the export queue into a file in S3 and a chat notice.
+"""Exporter: one run of one export from the export queue (``depu.analytics.export_run``).
 
-A request that cannot be parsed is logged and dropped (retrying cannot fix it); a failure while building
-is reported as a batch item failure, so SQS retries it and finally dead-letters it."""
+The handler turns Lambda's remaining time into a deadline for the domain (less the hand-over margin), so a
+long export checkpoints and queues its continuation on this same queue before the timeout. A request that
+cannot be parsed is logged and dropped (retrying cannot fix it); a failure while building is a batch item
+failure, so SQS retries it from the last checkpoint. On the last receive the user is told the export failed,
+their export slot is freed, and the message goes on to the dead-letter queue."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -12,9 +16,9 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from depu import tracing
-from depu.analytics import export_quota
-from depu.analytics.export import ExportError, ExportRequest, build
-from depu.notify import enqueue
+from depu.analytics import export_run
+from depu.analytics.export import ExportError, ExportRequest, hop_of
+from depu.config import get_settings
 
 logger = Logger()
 tracer = tracing.tracer()
@@ -22,18 +26,26 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 
 @tracer.capture_method(capture_response=False, capture_error=False)
-def record_handler(record: SQSRecord) -> None:
+def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
     try:
-        request = ExportRequest.from_json(record.body)
+        request, hop = ExportRequest.from_json(record.body), hop_of(record.body)
     except (ExportError, KeyError, TypeError, ValueError) as error:
         logger.error("unreadable export request dropped", extra={"message_id": record.message_id,
                                                                   "error": str(error)})
         return
-    notice = build(request)
-    enqueue(notice)
-    export_quota.release(request.user_id, request.request_id)  # the user may start the next one
-    logger.info("export delivered", extra={"request_id": request.request_id, "dataset": request.dataset,
-                                           "format": request.format, "blocks": request.end - request.start + 1})
+    remaining = lambda_context.get_remaining_time_in_millis() / 1000
+    deadline = time.monotonic() + remaining - get_settings().export_handover_margin_seconds
+    try:
+        outcome = export_run.run(request, hop, deadline=deadline)
+    except Exception:
+        receives = int(record.attributes.approximate_receive_count or 1)
+        if receives >= export_run.MAX_RECEIVES:
+            export_run.give_up(request)
+            logger.exception("export failed for good", extra={"request_id": request.request_id, "hop": hop})
+        raise
+    logger.info("export run", extra={"request_id": request.request_id, "hop": hop, "outcome": outcome.kind,
+                                     "dataset": request.dataset, "format": request.format,
+                                     "blocks": request.end - request.start + 1})
 
 
 @logger.inject_lambda_context
