@@ -22,7 +22,18 @@ from depu.config import get_settings
 
 logger = Logger()
 tracer = tracing.tracer()
-processor = BatchProcessor(event_type=EventType.SQS)
+# a failed run is reported as the batch's item failure, not raised (the batch is one message anyway)
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+def _run_budget(remaining: float) -> float:
+    """Seconds this run may start chunks in: the time left less the hand-over margin (at most a tenth of
+    it, so a short test timeout still leaves work time), capped by ``EXPORT_RUN_SECONDS`` when set."""
+    settings = get_settings()
+    budget = remaining - min(settings.export_handover_margin_seconds, remaining / 10)
+    if settings.export_run_seconds is not None:
+        budget = min(budget, settings.export_run_seconds)
+    return max(0.0, budget)
 
 
 @tracer.capture_method(capture_response=False, capture_error=False)
@@ -33,10 +44,10 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
         logger.error("unreadable export request dropped", extra={"message_id": record.message_id,
                                                                   "error": str(error)})
         return
-    remaining = lambda_context.get_remaining_time_in_millis() / 1000
-    deadline = time.monotonic() + remaining - get_settings().export_handover_margin_seconds
+    budget = _run_budget(lambda_context.get_remaining_time_in_millis() / 1000)
     try:
-        outcome = export_run.run(request, hop, deadline=deadline)
+        outcome = export_run.run(request, hop, deadline=time.monotonic() + budget,
+                                 compose_seconds=min(export_run.COMPOSE_SECONDS, 0.4 * budget))
     except Exception:
         receives = int(record.attributes.approximate_receive_count or 1)
         if receives >= export_run.MAX_RECEIVES:

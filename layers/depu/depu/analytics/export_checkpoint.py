@@ -10,6 +10,9 @@ Every move is a conditional write, so at-least-once delivery cannot duplicate ro
 
 - ``claim``: a message of hop h takes the export if the record's hop is ≤ h; an older hop's message (a late
   redelivery, or the run that queued the continuation and then crashed) finds a newer hop and stops.
+- ``handed_over``: after a run has queued hop h+1 it records so; a copy of hop h's message that arrives later
+  (SQS delivers at least once) is then stale too. Recorded only after the send, so a crash between the two
+  leaves the redelivered message to carry on, never an export nobody continues.
 - ``advance``: a chunk's part is counted only if hop, cursor and part count are still what the run read, so
   of two runs holding the same hop (a duplicated continuation) exactly one moves the cursor; the other stops.
   Part objects are named by their position, so a run that crashed after writing a part and before its
@@ -82,7 +85,8 @@ def claim(request_id: str, hop: int, start: int) -> Checkpoint | None:
             raise
     try:
         item = store.table().update_item(
-            Key=_key(request_id), ConditionExpression="hop <= :hop",
+            Key=_key(request_id),
+            ConditionExpression="hop <= :hop AND (attribute_not_exists(handed_to) OR handed_to <= :hop)",
             UpdateExpression="SET hop = :hop, runs = runs + :one",
             ExpressionAttributeValues={":hop": hop, ":one": 1}, ReturnValues="ALL_NEW")["Attributes"]
     except ClientError as error:
@@ -90,6 +94,18 @@ def claim(request_id: str, hop: int, start: int) -> Checkpoint | None:
             raise
         return None
     return _from_item(item)
+
+
+def handed_over(held: Checkpoint) -> None:
+    """Record that the run holding ``held`` has queued hop ``held.hop + 1`` (nothing if that hop has already
+    claimed the export)."""
+    try:
+        store.table().update_item(Key=_key(held.request_id), ConditionExpression="hop = :hop",
+                                  UpdateExpression="SET handed_to = :next",
+                                  ExpressionAttributeValues={":hop": held.hop, ":next": held.hop + 1})
+    except ClientError as error:
+        if not _is_condition_failure(error):
+            raise
 
 
 def advance(held: Checkpoint, moved: Checkpoint) -> bool:

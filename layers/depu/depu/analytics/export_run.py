@@ -202,10 +202,12 @@ def _build(request: ExportRequest, held: Checkpoint, deadline: float, clock: Cal
 
 
 def _hand_over(request: ExportRequest, held: Checkpoint, continue_with: Callable[[ExportRequest, int], None]) -> None:
-    """Queue the next hop. The record is not touched: the next run's claim takes the export, so a crash
-    right after this send leaves the old message to find a newer hop and stop, or to be superseded."""
+    """Queue the next hop, then record that it was queued. The next run's claim takes the export; a copy of
+    this run's message that comes later finds the hand-over and stops, and one that comes after a crash
+    between the send and the record carries on and is superseded by the first checkpoint it races."""
     export_quota.renew(request.user_id, request.request_id)
     continue_with(request, held.hop + 1)
+    checkpoints.handed_over(held)
 
 
 def _deliver(request: ExportRequest, held: Checkpoint, progress: _Progress, deliver: Callable[["Notice"], None],
