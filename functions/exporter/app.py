@@ -47,7 +47,7 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
     budget = _run_budget(lambda_context.get_remaining_time_in_millis() / 1000)
     try:
         outcome = export_run.run(request, hop, deadline=time.monotonic() + budget,
-                                 compose_seconds=min(export_run.COMPOSE_SECONDS, 0.4 * budget))
+                                 compose_seconds=export_run.compose_reserve(request.format, budget))
     except Exception:
         receives = int(record.attributes.approximate_receive_count or 1)
         if receives >= export_run.MAX_RECEIVES:

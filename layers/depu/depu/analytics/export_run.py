@@ -13,7 +13,7 @@ of the range, in block order (``depu.analytics.raw``):
    margin; the domain never sees Lambda's context), and always does at least one, so every run moves the
    export on. At the deadline it queues the next hop's message and stops; the user's export slot is renewed.
 3. **Compose.** With the range done (and, if the run has worked, ``COMPOSE_SECONDS`` left, else in a fresh
-   run), the parts become one file (``depu.analytics.export_compose``), sent as a document up to the Bot
+   run; Parquet keeps more, as it re-encodes: ``compose_reserve``), the parts become one file (``depu.analytics.export_compose``), sent as a document up to the Bot
    API's 50 MB, as a presigned link beyond; then the slot is freed and the parts are deleted (the bucket's
    7-day expiry of ``exports/`` takes any a crash leaves).
 
@@ -41,7 +41,10 @@ if TYPE_CHECKING:
 
 PART_TARGET_BYTES = 64 * 1024 * 1024  # a part object's size before it is stored (and memory-free: a temp file)
 MAX_RECEIVES = 3  # ExportQueue's maxReceiveCount (template.yaml): the last try before the dead-letter queue
-COMPOSE_SECONDS = 240.0  # the time a run keeps for composing; with less left, a fresh run composes
+# the time a run keeps for composing (with less left, a fresh run composes): CSV/JSON copy parts inside S3,
+# Parquet re-encodes every row group, so it keeps most of a run
+COMPOSE_SECONDS = {"csv": 240.0, "jsonl": 240.0, "parquet": 480.0}
+COMPOSE_SHARE = {"csv": 0.4, "jsonl": 0.4, "parquet": 0.9}
 DELIVERED_OUTCOME, CONTINUED, STALE, SUPERSEDED, FINISHED = "delivered", "continued", "stale", "superseded", "finished"
 
 
@@ -129,7 +132,7 @@ def run(request: ExportRequest, hop: int, *, deadline: float,
         notify: Callable[["Notice"], None] | None = None, deliver: Callable[["Notice"], None] | None = None,
         clock: Callable[[], float] = time.monotonic, document_limit: int = DOCUMENT_LIMIT,
         progress_seconds: float = PROGRESS_SECONDS, part_target_bytes: int = PART_TARGET_BYTES,
-        compose_seconds: float = COMPOSE_SECONDS) -> Outcome:
+        compose_seconds: float | None = None) -> Outcome:
     """One exporter run of ``request``, started by a message of ``hop``; ``deadline`` is on ``clock``."""
     from depu.notify import enqueue as queue_notice
 
@@ -150,10 +153,16 @@ def run(request: ExportRequest, hop: int, *, deadline: float,
             _hand_over(request, built.checkpoint, continue_with)
             return Outcome(CONTINUED, built.checkpoint)
         held, worked = built.checkpoint, built.worked
-    if worked and clock() + compose_seconds >= deadline:
+    reserve = COMPOSE_SECONDS[request.format] if compose_seconds is None else compose_seconds
+    if worked and clock() + reserve >= deadline:
         _hand_over(request, held, continue_with)
         return Outcome(CONTINUED, held)
     return _deliver(request, held, progress, deliver or queue_notice, document_limit)
+
+
+def compose_reserve(fmt: str, budget: float) -> float:
+    """Seconds a run of ``budget`` seconds keeps for composing a file in ``fmt``."""
+    return min(COMPOSE_SECONDS[fmt], COMPOSE_SHARE[fmt] * budget)
 
 
 @dataclass(frozen=True)
