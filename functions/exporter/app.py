@@ -26,6 +26,9 @@ tracer = tracing.tracer()
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
+STOP_SECONDS = 15.0  # a compose still under way this long before the timeout gives up, so the failure is seen
+
+
 def _run_budget(remaining: float) -> float:
     """Seconds this run may start chunks in: the time left less the hand-over margin (at most a tenth of
     it, so a short test timeout still leaves work time), capped by ``EXPORT_RUN_SECONDS`` when set."""
@@ -44,10 +47,12 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
         logger.error("unreadable export request dropped", extra={"message_id": record.message_id,
                                                                   "error": str(error)})
         return
-    budget = _run_budget(lambda_context.get_remaining_time_in_millis() / 1000)
+    remaining = lambda_context.get_remaining_time_in_millis() / 1000
+    budget, started = _run_budget(remaining), time.monotonic()
     try:
-        outcome = export_run.run(request, hop, deadline=time.monotonic() + budget,
-                                 compose_seconds=export_run.compose_reserve(request.format, budget))
+        outcome = export_run.run(request, hop, deadline=started + budget,
+                                 compose_seconds=export_run.compose_reserve(request.format, budget),
+                                 stop_at=started + remaining - min(STOP_SECONDS, remaining / 20))
     except Exception:
         receives = int(record.attributes.approximate_receive_count or 1)
         if receives >= export_run.MAX_RECEIVES:

@@ -26,6 +26,11 @@ class ExportTooLarge(RuntimeError):
     """The file would need more than S3's 10,000 upload parts."""
 
 
+class ComposeOutOfTime(RuntimeError):
+    """The run's time is up before the file is composed: raised (and the upload aborted) before Lambda's
+    timeout would kill the run silently, so the failure is retried and, on the last try, told to the user."""
+
+
 class MultipartSink:
     """A write-only file object whose bytes become one S3 object (``tell`` for pyarrow's writer)."""
 
@@ -111,18 +116,18 @@ class MultipartSink:
 
 
 def compose(s3: Any, bucket: str, key: str, content_type: str, fmt: str, part_keys: Iterable[str],
-            on_part: Callable[[int], None] | None = None) -> int:
-    """Write the parts, in order, as one object at ``key``; returns its size in bytes."""
+            in_time: Callable[[], bool] = lambda: True) -> int:
+    """Write the parts, in order, as one object at ``key``; returns its size in bytes. ``in_time`` is asked
+    before each part (Parquet: each row group); False raises ``ComposeOutOfTime``."""
     sink = MultipartSink(s3, bucket, key, content_type)
     try:
         if fmt == "parquet":
-            _compose_parquet(s3, bucket, sink, part_keys, on_part)
+            _compose_parquet(s3, bucket, sink, part_keys, in_time)
         else:
-            for index, part_key in enumerate(part_keys):
+            for part_key in part_keys:
+                _check(in_time)
                 size = int(s3.head_object(Bucket=bucket, Key=part_key)["ContentLength"])
                 sink.copy_object(part_key, size)
-                if on_part:
-                    on_part(index)
         sink.close()
     except BaseException:
         sink.abort()
@@ -130,21 +135,25 @@ def compose(s3: Any, bucket: str, key: str, content_type: str, fmt: str, part_ke
     return sink.tell()
 
 
+def _check(in_time: Callable[[], bool]) -> None:
+    if not in_time():
+        raise ComposeOutOfTime("the exporter run ended before the file was composed")
+
+
 def _compose_parquet(s3: Any, bucket: str, sink: MultipartSink, part_keys: Iterable[str],
-                     on_part: Callable[[int], None] | None) -> None:
+                     in_time: Callable[[], bool]) -> None:
     import io
 
     import pyarrow.parquet as pq
 
     writer = None
-    for index, part_key in enumerate(part_keys):
+    for part_key in part_keys:
         part = pq.ParquetFile(io.BytesIO(s3.get_object(Bucket=bucket, Key=part_key)["Body"].read()))
         for group in range(part.num_row_groups):
+            _check(in_time)
             table = part.read_row_group(group)
             if writer is None:
                 writer = pq.ParquetWriter(sink, table.schema, compression="zstd")
             writer.write_table(table)
-        if on_part:
-            on_part(index)
     if writer is not None:
         writer.close()

@@ -132,8 +132,10 @@ def run(request: ExportRequest, hop: int, *, deadline: float,
         notify: Callable[["Notice"], None] | None = None, deliver: Callable[["Notice"], None] | None = None,
         clock: Callable[[], float] = time.monotonic, document_limit: int = DOCUMENT_LIMIT,
         progress_seconds: float = PROGRESS_SECONDS, part_target_bytes: int = PART_TARGET_BYTES,
-        compose_seconds: float | None = None) -> Outcome:
-    """One exporter run of ``request``, started by a message of ``hop``; ``deadline`` is on ``clock``."""
+        compose_seconds: float | None = None, stop_at: float = float("inf")) -> Outcome:
+    """One exporter run of ``request``, started by a message of ``hop``. On ``clock``: ``deadline`` is when
+    the run stops starting chunks and hands over; ``stop_at`` is when a compose still under way gives up
+    (``ComposeOutOfTime``), before the run's timeout."""
     from depu.notify import enqueue as queue_notice
 
     held = checkpoints.claim(request.request_id, hop, request.start)
@@ -157,7 +159,8 @@ def run(request: ExportRequest, hop: int, *, deadline: float,
     if worked and clock() + reserve >= deadline:
         _hand_over(request, held, continue_with)
         return Outcome(CONTINUED, held)
-    return _deliver(request, held, progress, deliver or queue_notice, document_limit)
+    return _deliver(request, held, progress, deliver or queue_notice, document_limit,
+                    lambda: clock() < stop_at)
 
 
 def compose_reserve(fmt: str, budget: float) -> float:
@@ -220,7 +223,7 @@ def _hand_over(request: ExportRequest, held: Checkpoint, continue_with: Callable
 
 
 def _deliver(request: ExportRequest, held: Checkpoint, progress: _Progress, deliver: Callable[["Notice"], None],
-             document_limit: int) -> Outcome:
+             document_limit: int, in_time: Callable[[], bool]) -> Outcome:
     from depu.notify import Notice
 
     blocks = request.end - request.start + 1
@@ -233,7 +236,8 @@ def _deliver(request: ExportRequest, held: Checkpoint, progress: _Progress, deli
                         "(they may not be indexed yet).", dedupe_key=dedupe)
         size = 0
     else:
-        size = export_compose.compose(s3, bucket, request.key, FORMATS[request.format][1], request.format, keys)
+        size = export_compose.compose(s3, bucket, request.key, FORMATS[request.format][1], request.format, keys,
+                                      in_time)
         caption = (f"Export: {held.rows:,} {request.dataset} rows, blocks {request.start}–{request.end}, "
                    f"{request.format.upper()}, {size / 1e6:,.1f} MB")
         if size <= document_limit:
