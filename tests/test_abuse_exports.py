@@ -129,3 +129,45 @@ def test_the_exporter_has_reserved_concurrency_that_its_queue_never_exceeds():
     assert 1 <= reserved <= 5
     maximum = int(exporter["Events"]["Exports"]["Properties"]["ScalingConfig"]["MaximumConcurrency"])
     assert 2 <= maximum <= reserved  # SQS's minimum is 2; above the reservation, receives would be throttled
+
+
+def test_a_long_export_shares_the_exporter_run_by_run_instead_of_holding_it(aws, monkeypatch):
+    """A user's export of a long range hands over after each run and its continuation queues behind the
+    others: another user's export, queued while it runs, is delivered long before it ends. The long export
+    keeps its owner's slot across runs (renewed at each hand-over), so they still cannot start a second."""
+    from depu.analytics import export, export_checkpoint, raw
+    from depu.config import get_settings
+
+    monkeypatch.setenv("EXPORT_RUN_SECONDS", "0")  # every run: one raw part, then hand over
+    get_settings.cache_clear()
+    for start in range(0, 12_000, 1_000):
+        raw.write_part("transfers", start, start + 999, [{
+            "block_number": start + 1, "block_hash": "0x1", "block_timestamp": 1, "tx_hash": f"0x{start:064x}",
+            "tx_index": 0, "log_index": 0, "asset": "0x" + "ab" * 20, "kind": "erc20", "shape": "standard",
+            "sender": "0x" + "01" * 20, "recipient": "0x" + "02" * 20, "amount": "1", "token_id": None}])
+    long = export.ExportRequest("long0001", USER_ID, USER_ID, "transfers", 0, 11_999, "csv")
+    short = export.ExportRequest("short001", USER_ID + 1, USER_ID + 1, "transfers", 0, 999, "csv")
+    export_quota.acquire(USER_ID, long.request_id, now=time.time() - export_quota.RUNNING_LEASE_SECONDS + 5)
+    export_quota.acquire(USER_ID + 1, short.request_id)
+    export.enqueue(long)
+    sqs, url = boto3.client("sqs"), get_settings().export_queue_url
+    delivered: list[str] = []
+    for turn in range(40):  # one message at a time, in queue order
+        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, WaitTimeSeconds=0).get("Messages", [])
+        if not batch:
+            break
+        run_exporter([json.loads(batch[0]["Body"])])
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=batch[0]["ReceiptHandle"])
+        if turn == 0:
+            export.enqueue(short)  # while the long one is under way
+        if turn == 5:  # the first acquisition would have lapsed 5 s from the start; hand-overs renewed it
+            with pytest.raises(export_quota.ExportLimited, match="still being prepared"):
+                export_quota.acquire(USER_ID, "second", now=time.time() + 10)
+        for request in (long, short):
+            record = export_checkpoint.read(request.request_id)
+            if record and record.state == export_checkpoint.DELIVERED and request.request_id not in delivered:
+                delivered.append(request.request_id)
+    get_settings.cache_clear()
+    assert delivered == [short.request_id, long.request_id]
+    assert export_checkpoint.read(long.request_id).runs == 13
+    export_quota.acquire(USER_ID, "next")  # delivered: free again

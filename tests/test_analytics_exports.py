@@ -45,12 +45,12 @@ def request(last: int, fmt: str):
 def test_a_range_beyond_ten_thousand_blocks_exports_with_progress_edited_in_place(history, aws):
     import boto3
 
-    from depu.analytics import export
+    from depu.analytics import export_run
     from depu.config import get_settings
 
     last = BLOCKS - 1
     progress: list = []  # an edit after every part (no pause between edits), to see them all
-    notice = export.build(request(last, "csv"), notify=progress.append, progress_seconds=0.0)
+    notice = export_run.build(request(last, "csv"), notify=progress.append, progress_seconds=0.0)
     assert notice.document_key and notice.filename.endswith(".csv")
     slots = {n.slot for n in progress}
     assert len(slots) == 1, "one progress message"
@@ -65,11 +65,11 @@ def test_a_range_beyond_ten_thousand_blocks_exports_with_progress_edited_in_plac
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_over_the_upload_limit_the_file_comes_as_a_presigned_link(history, aws, fmt):
-    from depu.analytics import export
+    from depu.analytics import export_run
 
     last = BLOCKS - 1
     progress: list = []
-    notice = export.build(request(last, fmt), notify=progress.append, document_limit=1_000)
+    notice = export_run.build(request(last, fmt), notify=progress.append, document_limit=1_000)
     assert notice.document_key is None
     [[button]] = notice.buttons
     downloaded = requests.get(button["url"], timeout=30)
@@ -85,3 +85,315 @@ def test_over_the_upload_limit_the_file_comes_as_a_presigned_link(history, aws, 
         rows = parquet.read().to_pylist()
     assert {(r["block_number"], r["tx_hash"]) for r in rows} == truth
     assert "download link follows" in progress[-1].text
+
+
+# ------------------------------------------------------------------------- exports longer than one run
+def s3_body(key: str) -> bytes:
+    import boto3
+
+    from depu.config import get_settings
+
+    return boto3.client("s3").get_object(Bucket=get_settings().artifacts_bucket, Key=key)["Body"].read()
+
+
+def s3_keys(prefix: str) -> list[str]:
+    import boto3
+
+    from depu.config import get_settings
+
+    listed = boto3.client("s3").list_objects_v2(Bucket=get_settings().artifacts_bucket, Prefix=prefix)
+    return sorted(obj["Key"] for obj in listed.get("Contents", []))
+
+
+def parts_prefix(request) -> str:
+    return f"exports/{request.user_id}/{request.request_id}/parts/"
+
+
+def one_run_export(fmt: str) -> bytes:
+    """The same range exported by a single run (no deadline), for comparison."""
+    from depu.analytics import export_run
+
+    reference = request(BLOCKS - 1, fmt)
+    export_run.build(reference, notify=lambda notice: None)
+    return s3_body(reference.key)
+
+
+def parquet_rows(body: bytes) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(io.BytesIO(body)).to_pylist()
+
+
+def drain_queue(url: str) -> list[str]:
+    import boto3
+
+    sqs, bodies = boto3.client("sqs"), []
+    while True:
+        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        if not batch:
+            return bodies
+        for item in batch:
+            bodies.append(item["Body"])
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=item["ReceiptHandle"])
+
+
+@pytest.fixture
+def one_chunk_runs(monkeypatch):
+    """Every exporter run does one chunk and hands over (its budget is 0 s), as a 600 s run does with a
+    range that takes longer."""
+    from depu.config import get_settings
+
+    monkeypatch.setenv("EXPORT_RUN_SECONDS", "0")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def exporter_run(body: str, receives: int = 1) -> dict:
+    from telegram_harness import FakeLambdaContext, load_function, sqs_event
+
+    event = sqs_event([body])
+    event["Records"][0]["attributes"]["ApproximateReceiveCount"] = str(receives)
+    return load_function("exporter").lambda_handler(event, FakeLambdaContext())
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_a_tiny_deadline_chains_runs_and_the_file_equals_a_one_run_export(history, aws, fmt):
+    from depu.analytics import export_checkpoint, export_run
+
+    chained = request(BLOCKS - 1, fmt)
+    progress: list = []
+    notice = export_run.build(chained, notify=progress.append, deadline=float("-inf"), progress_seconds=0.0,
+                              document_limit=10**9)
+    record = export_checkpoint.read(chained.request_id)
+    assert record.state == export_checkpoint.DELIVERED
+    assert record.runs == BLOCKS // PART + 1 >= 4, "one run per raw part, then one that composes"
+    assert record.parts == BLOCKS // PART and record.rows == len(history)
+    chained_body = s3_body(notice.document_key)
+    reference = one_run_export(fmt)
+    if fmt == "parquet":
+        assert parquet_rows(chained_body) == parquet_rows(reference)
+        import pyarrow.parquet as pq
+
+        assert pq.ParquetFile(io.BytesIO(chained_body)).num_row_groups == BLOCKS // PART
+    else:
+        assert chained_body == reference, "byte for byte"
+    assert len({n.slot for n in progress}) == 1 and [n.slot_version for n in progress] == list(range(len(progress)))
+    assert "100%" in progress[-1].text and f"{len(history):,} rows" in progress[-1].text
+    assert s3_keys(parts_prefix(chained)) == [], "the parts are deleted once the file is composed"
+
+
+def test_parts_of_5_mib_and_more_are_copied_inside_s3_and_the_file_equals_a_streamed_compose(aws, monkeypatch):
+    """Big parts (~6 MB of JSON lines each): the compose copies them inside S3 (UploadPartCopy, no bytes
+    through the exporter) and streams the small one; the file equals a compose that streams every byte."""
+    from depu.analytics import export_compose, export_run, raw
+
+    rng = random.Random(5)
+    truth = []
+    for start, count in ((0, 16_000), (1_000, 16_000), (2_000, 50)):
+        rows = [{"block_number": start + i % 1_000, "block_hash": f"0x{start + i % 1_000:064x}", "block_timestamp": 1,
+                 "tx_hash": f"0x{rng.getrandbits(256):064x}", "tx_index": i, "log_index": i, "asset": "0x" + "ab" * 20,
+                 "kind": "erc20", "shape": "standard", "sender": "0x" + "01" * 20, "recipient": "0x" + "02" * 20,
+                 "amount": str(rng.getrandbits(200)), "token_id": None} for i in range(count)]
+        raw.write_part("transfers", start, start + 999, rows)
+        truth += rows
+    copies: list[str] = []
+    original = export_compose.MultipartSink.copy_object
+
+    def counted(sink, source_key, size):
+        if not sink._buffer and size >= export_compose.MIN_PART_BYTES:
+            copies.append(source_key)
+        return original(sink, source_key, size)
+
+    monkeypatch.setattr(export_compose.MultipartSink, "copy_object", counted)
+    copied = export_run.build(request(2_999, "jsonl"), notify=lambda n: None, deadline=float("-inf"),
+                              part_target_bytes=1, document_limit=10**9)
+    assert len(copies) == 2, "the two big parts were copied inside S3"
+    monkeypatch.setattr(export_compose, "MIN_PART_BYTES", 10**12)  # nothing qualifies: every byte streamed
+    streamed = export_run.build(request(2_999, "jsonl"), notify=lambda n: None, deadline=float("-inf"),
+                                part_target_bytes=1, document_limit=10**9)
+    body = s3_body(copied.document_key)
+    assert body == s3_body(streamed.document_key) and len(body) > 12_000_000
+    rows = [json.loads(line) for line in body.decode().splitlines()]
+    assert sorted((r["tx_hash"], r["amount"]) for r in rows) == sorted((t["tx_hash"], t["amount"]) for t in truth)
+
+
+def test_every_message_delivered_twice_adds_no_row_and_one_file(history, aws, one_chunk_runs):
+    """Through the exporter handler and the real export queue: each run's message (the first and every
+    continuation) is handled twice, as SQS may deliver it; the copy finds the export handed over and stops."""
+    from depu.analytics import export, export_checkpoint, export_quota
+    from depu.config import get_settings
+
+    chained = request(BLOCKS - 1, "csv")
+    export_quota.acquire(42, chained.request_id)
+    export.enqueue(chained)
+    hops: list[int] = []
+    for _ in range(100):  # bounded: 12 parts need 13 runs
+        bodies = drain_queue(get_settings().export_queue_url)
+        if not bodies:
+            break
+        for body in bodies:
+            hops.append(json.loads(body)["hop"])
+            for _copy in range(2):
+                assert exporter_run(body) == {"batchItemFailures": []}
+    assert len([hop for hop in hops if hop > 0]) >= 3 and hops == list(range(len(hops))), "one chain, no fork"
+    # every copy but the last message's found the export handed over; that one found it delivered
+    assert export_checkpoint.read(chained.request_id).runs == len(hops) + 1
+    assert s3_body(chained.key) == one_run_export("csv")
+    notices = [json.loads(body) for body in drain_queue(get_settings().notify_queue_url)]
+    assert len([n for n in notices if n["document_key"]]) == 1
+    versions = [n["slot_version"] for n in notices if n["slot"]]
+    assert versions == sorted(versions) and len(set(versions)) == len(versions), "edits in order, none twice"
+    export_quota.acquire(42, "next")  # delivered: the slot was freed
+
+
+def test_a_twin_run_of_the_same_hop_that_checkpoints_first_supersedes_the_other(history, aws):
+    """Two runs of one message at once (a duplicate delivered to two exporters): the second writes its part,
+    the first moves the checkpoint before it; the second's checkpoint is refused and it stops."""
+    from depu.analytics import export_checkpoint, export_run
+
+    chained = request(BLOCKS - 1, "csv")
+    original = export_checkpoint.advance
+    outcomes: list[str] = []
+
+    def twin_first(held, moved):
+        if not outcomes:
+            outcomes.append("twin")
+            outcomes.append(export_run.run(chained, 0, deadline=float("-inf"), continue_with=lambda r, h: None,
+                                           notify=lambda n: None).kind)
+        return original(held, moved)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(export_checkpoint, "advance", twin_first)
+        first = export_run.run(chained, 0, deadline=float("-inf"), continue_with=lambda r, h: None,
+                               notify=lambda n: None)
+    assert outcomes == ["twin", export_run.CONTINUED] and first.kind == export_run.SUPERSEDED
+    record = export_checkpoint.read(chained.request_id)
+    assert record.parts == 1 and record.cursor == PART and record.rows == 40
+
+
+def test_a_crash_between_part_and_checkpoint_resumes_without_loss_or_duplicates(history, aws, one_chunk_runs):
+    from depu.analytics import export, export_checkpoint
+    from depu.config import get_settings
+
+    chained = request(BLOCKS - 1, "jsonl")
+    export.enqueue(chained)
+    original, crashes = export_checkpoint.advance, []
+
+    def crash_after_the_third_part(held, moved):
+        if moved.parts == 3 and held.parts == 2 and not crashes:
+            crashes.append(s3_keys(parts_prefix(chained)))
+            raise RuntimeError("the exporter died between its part and its checkpoint")
+        return original(held, moved)
+
+    failed = 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(export_checkpoint, "advance", crash_after_the_third_part)
+        for _ in range(100):
+            bodies = drain_queue(get_settings().export_queue_url)
+            if not bodies:
+                break
+            for body in bodies:
+                result = exporter_run(body)
+                if result["batchItemFailures"]:  # SQS offers it again after the visibility timeout
+                    failed += 1
+                    assert exporter_run(body, receives=2) == {"batchItemFailures": []}
+    assert failed == 1 and len(crashes[0]) == 3, "the third part was written, then the run died"
+    rows = [json.loads(line) for line in s3_body(chained.key).decode().splitlines()]
+    assert len(rows) == len(history) and len({(r["block_number"], r["tx_hash"]) for r in rows}) == len(history)
+    assert s3_body(chained.key) == one_run_export("jsonl")
+
+
+def test_a_poison_export_fails_on_its_last_try_with_the_user_told_and_its_slot_freed(aws):
+    from depu.analytics import export, export_checkpoint, export_quota, export_run
+    from depu.config import get_settings
+    from depu.publicapi import exports as api_exports
+    from local.template import LocalTemplate
+
+    import boto3
+
+    boto3.client("s3").put_object(Bucket=get_settings().artifacts_bucket, Body=b"not parquet",
+                                  Key="raw/transfers/blocks=000000000000-000000000099/part.parquet")
+    started = api_exports.start(42, "transfers", 0, 99, "csv", notify_chat=True)
+    body = drain_queue(get_settings().export_queue_url)[0]
+    for receives in (1, 2):
+        assert exporter_run(body, receives)["batchItemFailures"], "retried"
+        assert api_exports.find(42, started.export_id).status == "pending"
+    assert not [n for n in drain_queue(get_settings().notify_queue_url) if "failed" in n]
+    assert exporter_run(body, export_run.MAX_RECEIVES)["batchItemFailures"], "on to the dead-letter queue"
+    told = [json.loads(n) for n in drain_queue(get_settings().notify_queue_url)]
+    assert any("failed after 3 tries" in n["text"] and started.export_id in n["text"] for n in told)
+    assert export_checkpoint.read(started.export_id).state == export_checkpoint.FAILED
+    assert api_exports.find(42, started.export_id).status == "failed"
+    export_quota.acquire(42, "next")  # the slot is free at once, not after the lease
+    redrive = LocalTemplate().raw["Resources"]["ExportQueue"]["Properties"]["RedrivePolicy"]
+    assert int(redrive["maxReceiveCount"]) == export_run.MAX_RECEIVES
+    assert export.ExportRequest.from_json(body).chat is True
+
+
+@pytest.mark.parametrize("notify_chat", [False, True])
+def test_an_api_export_is_polled_and_says_nothing_in_the_chat_unless_asked(history, aws, notify_chat):
+    from depu.config import get_settings
+    from depu.publicapi import exports as api_exports
+
+    started = api_exports.start(42, "transfers", 0, BLOCKS - 1, "csv", notify_chat=notify_chat)
+    for body in drain_queue(get_settings().export_queue_url):
+        assert exporter_run(body) == {"batchItemFailures": []}
+    found = api_exports.find(42, started.export_id)
+    assert found.status == "ready" and found.download_url and found.rows == len(history) and found.percent == 100
+    assert requests.get(found.download_url, timeout=30).content == one_run_export("csv")
+    notices = [json.loads(n) for n in drain_queue(get_settings().notify_queue_url)]
+    if notify_chat:
+        assert [n for n in notices if n["document_key"]] and [n for n in notices if n["slot"]]
+    else:
+        assert notices == [], "nothing in the chat"
+
+
+def test_the_local_runtime_carries_an_export_across_runs_through_its_queue(history, aws):
+    """The local runtime's SQS poller delivers the continuations: every run does one chunk
+    (``EXPORT_RUN_SECONDS=0``) and the file still comes out whole."""
+    from depu.analytics import export, export_checkpoint
+    from forks_support import wait_for
+    from local.moto_server import free_port
+    from local.runtime import LocalRuntime, RuntimeOptions
+    from local.template import LocalTemplate
+
+    chained = request(BLOCKS - 1, "csv")
+    runtime = LocalRuntime(LocalTemplate(), aws.endpoint, RuntimeOptions(
+        port=free_port(), poll_wait_seconds=1, extra_environment={"EXPORT_RUN_SECONDS": "0"}))
+    runtime.functions = {name: fn for name, fn in runtime.functions.items() if name == "ExporterFunction"}
+    runtime.start()
+    try:
+        export.enqueue(chained)
+        record = wait_for(lambda: (lambda r: r if r and r.state == export_checkpoint.DELIVERED else None)(
+            export_checkpoint.read(chained.request_id)), 120, "the export delivered")
+    finally:
+        runtime.stop()
+    assert record.runs == BLOCKS // PART + 1
+    assert s3_body(chained.key) == one_run_export("csv")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_compose_out_of_time_fails_loudly_leaves_no_half_file_and_resumes_from_the_parts(history, aws, fmt):
+    """A compose still under way near the run's timeout raises (so SQS retries it, and the last try tells the
+    user) instead of being killed silently; its upload is aborted and the parts stay for the retry."""
+    import boto3
+
+    from depu.analytics import export_checkpoint, export_compose, export_run
+    from depu.config import get_settings
+
+    chained = request(BLOCKS - 1, fmt)
+    quiet = {"continue_with": lambda r, h: None, "notify": lambda n: None, "deliver": lambda n: None}
+    with pytest.raises(export_compose.ComposeOutOfTime):
+        export_run.run(chained, 0, deadline=float("inf"), stop_at=float("-inf"), **quiet)
+    bucket = get_settings().artifacts_bucket
+    assert s3_keys(chained.key) == [] and not boto3.client("s3").list_multipart_uploads(Bucket=bucket).get("Uploads")
+    record = export_checkpoint.read(chained.request_id)
+    assert record.state == export_checkpoint.COMPOSING and len(s3_keys(parts_prefix(chained))) == record.parts
+    redelivered = export_run.run(chained, 0, deadline=float("inf"), **quiet)
+    assert redelivered.kind == export_run.DELIVERED_OUTCOME
+    body = s3_body(chained.key)
+    if fmt == "parquet":
+        assert parquet_rows(body) == parquet_rows(one_run_export(fmt))
+    else:
+        assert body == one_run_export(fmt)

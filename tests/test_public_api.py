@@ -371,7 +371,7 @@ def test_an_export_of_an_empty_range_ends_empty(aws):
 
 
 def test_the_exporter_filters_an_api_exports_transfers_by_token(aws):
-    from depu.analytics import export, raw
+    from depu.analytics import export, export_run, raw
 
     token, other = "0x" + "ab" * 20, "0x" + "cd" * 20
     rows = [{"block_number": 5, "block_hash": "0x1", "block_timestamp": 1, "tx_hash": f"0x{i}", "tx_index": i,
@@ -379,7 +379,7 @@ def test_the_exporter_filters_an_api_exports_transfers_by_token(aws):
              "recipient": "0x" + "02" * 20, "amount": "7", "token_id": None} for i, asset in enumerate((token, other, token))]
     raw.write_part("transfers", 0, 9, rows)
     request = export.ExportRequest.from_json(export.ExportRequest("abc123", ALICE, ALICE, "transfers", 0, 9, "jsonl", token).to_json())
-    export.build(request)
+    export_run.build(request)
     body = storage.get(request.key).decode().splitlines()
     assert len(body) == 2 and all(token in line for line in body)
     # a request queued before the filter existed (no asset field) still builds every asset

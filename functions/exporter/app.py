@@ -1,9 +1,13 @@
-"""Exporter: turns one /export request from the export queue into a file in S3 and a chat notice.
+"""Exporter: one run of one export from the export queue (``depu.analytics.export_run``).
 
-A request that cannot be parsed is logged and dropped (retrying cannot fix it); a failure while building
-is reported as a batch item failure, so SQS retries it and finally dead-letters it."""
+The handler turns Lambda's remaining time into a deadline for the domain (less the hand-over margin), so a
+long export checkpoints and queues its continuation on this same queue before the timeout. A request that
+cannot be parsed is logged and dropped (retrying cannot fix it); a failure while building is a batch item
+failure, so SQS retries it from the last checkpoint. On the last receive the user is told the export failed,
+their export slot is freed, and the message goes on to the dead-letter queue."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -12,28 +16,52 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from depu import tracing
-from depu.analytics import export_quota
-from depu.analytics.export import ExportError, ExportRequest, build
-from depu.notify import enqueue
+from depu.analytics import export_run
+from depu.analytics.export import ExportError, ExportRequest, hop_of
+from depu.config import get_settings
 
 logger = Logger()
 tracer = tracing.tracer()
-processor = BatchProcessor(event_type=EventType.SQS)
+# a failed run is reported as the batch's item failure, not raised (the batch is one message anyway)
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+STOP_SECONDS = 15.0  # a compose still under way this long before the timeout gives up, so the failure is seen
+
+
+def _run_budget(remaining: float) -> float:
+    """Seconds this run may start chunks in: the time left less the hand-over margin (at most a tenth of
+    it, so a short test timeout still leaves work time), capped by ``EXPORT_RUN_SECONDS`` when set."""
+    settings = get_settings()
+    budget = remaining - min(settings.export_handover_margin_seconds, remaining / 10)
+    if settings.export_run_seconds is not None:
+        budget = min(budget, settings.export_run_seconds)
+    return max(0.0, budget)
 
 
 @tracer.capture_method(capture_response=False, capture_error=False)
-def record_handler(record: SQSRecord) -> None:
+def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
     try:
-        request = ExportRequest.from_json(record.body)
+        request, hop = ExportRequest.from_json(record.body), hop_of(record.body)
     except (ExportError, KeyError, TypeError, ValueError) as error:
         logger.error("unreadable export request dropped", extra={"message_id": record.message_id,
                                                                   "error": str(error)})
         return
-    notice = build(request)
-    enqueue(notice)
-    export_quota.release(request.user_id, request.request_id)  # the user may start the next one
-    logger.info("export delivered", extra={"request_id": request.request_id, "dataset": request.dataset,
-                                           "format": request.format, "blocks": request.end - request.start + 1})
+    remaining = lambda_context.get_remaining_time_in_millis() / 1000
+    budget, started = _run_budget(remaining), time.monotonic()
+    try:
+        outcome = export_run.run(request, hop, deadline=started + budget,
+                                 compose_seconds=export_run.compose_reserve(request.format, budget),
+                                 stop_at=started + remaining - min(STOP_SECONDS, remaining / 20))
+    except Exception:
+        receives = int(record.attributes.approximate_receive_count or 1)
+        if receives >= export_run.MAX_RECEIVES:
+            export_run.give_up(request)
+            logger.exception("export failed for good", extra={"request_id": request.request_id, "hop": hop})
+        raise
+    logger.info("export run", extra={"request_id": request.request_id, "hop": hop, "outcome": outcome.kind,
+                                     "dataset": request.dataset, "format": request.format,
+                                     "blocks": request.end - request.start + 1})
 
 
 @logger.inject_lambda_context

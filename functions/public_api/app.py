@@ -516,7 +516,8 @@ def _export_out(found) -> models.ExportOut:
     return models.ExportOut(
         export_id=found.export_id, status=found.status, dataset=request.dataset, from_block=request.start,
         to_block=request.end, format=request.format, token=request.asset, created_at=found.created_at,
-        size=found.size, download_url=found.download_url, filename=request.filename,
+        size=found.size, download_url=found.download_url, filename=request.filename, rows=found.rows,
+        percent=found.percent,
     )
 
 
@@ -527,7 +528,7 @@ def create_export(request: models.ExportCreate, idempotency_key: IdempotencyKey 
         from depu.publicapi import exports
 
         started = exports.start(caller().user_id, request.dataset, request.from_block, request.to_block,
-                                request.format, request.token)
+                                request.format, request.token, notify_chat=request.notify_chat)
         return _export_out(started).model_dump(mode="json")
 
     return models.ExportOut.model_validate(once(idempotency_key, run))

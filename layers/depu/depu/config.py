@@ -68,6 +68,11 @@ class Settings:
     payout_daily_total_credits: int = 10_000_000
     treasury_low_credits: int = 100_000
     payout_address_delay_seconds: int = 24 * 3600
+    # an exporter run hands its export over to the next run this long before its timeout (depu.analytics.export_run)
+    export_handover_margin_seconds: float = 60.0
+    # at most this long per exporter run before handing over (None: as long as the timeout allows); the local
+    # runtime's tests set it to 0 to make every run one chunk
+    export_run_seconds: float | None = None
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -117,6 +122,8 @@ class Settings:
             payout_daily_total_credits=int(_env("PAYOUT_DAILY_TOTAL_CREDITS", "10000000")),
             treasury_low_credits=int(_env("TREASURY_LOW_CREDITS", "100000")),
             payout_address_delay_seconds=int(_env("PAYOUT_ADDRESS_DELAY_SECONDS", str(24 * 3600))),
+            export_handover_margin_seconds=float(_env("EXPORT_HANDOVER_MARGIN_SECONDS", "60")),
+            export_run_seconds=float(_env("EXPORT_RUN_SECONDS")) if _env("EXPORT_RUN_SECONDS") else None,
         )
 
 

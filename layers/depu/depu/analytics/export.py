@@ -1,12 +1,9 @@
 """/export: a dataset (transfers or blocks) over any block range as CSV, JSON lines or Parquet.
 
-The bot validates the request and puts it on the export queue; the exporter function builds the file from
-the raw Parquet parts in S3, one part at a time into a temporary file (memory holds one part, whatever the
-range: Parquet gets one row group per part), stores it under ``exports/<user id>/`` (the bucket expires that
-prefix after 7 days) and sends it as a document up to the Bot API's 50 MB upload limit, as a presigned link
-beyond. While it works, one progress message is edited in place (a message slot, ``depu.message_slots``:
-blocks and rows done, percent), and at the end says where the file is. The object key comes from the
-request id, so a redelivered message rewrites the same file and every notice is deduplicated.
+The bot (or the public API) validates the request and puts it on the export queue; the exporter builds the
+file from the raw Parquet parts in S3, one raw part at a time, across as many exporter runs as the range needs
+(``depu.analytics.export_run``: checkpoints, continuations, composing the parts into one file). This module
+holds what the request is, how it is checked, and how rows are written in each format.
 """
 from __future__ import annotations
 
@@ -15,10 +12,8 @@ import io
 import json
 import re
 import secrets
-import tempfile
-import time
 from dataclasses import asdict, dataclass
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 import boto3
 
@@ -50,6 +45,7 @@ class ExportRequest:
     end: int
     format: str
     asset: str | None = None  # transfers of this token only (the public API's exports); None: every asset
+    chat: bool = True  # progress and the file in the chat; the public API's exports are polled instead
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -98,8 +94,21 @@ def parse(args: str, user_id: int, chat_id: int) -> ExportRequest:
     return ExportRequest(secrets.token_hex(8), user_id, chat_id, dataset, start, end, fmt)
 
 
-def enqueue(request: ExportRequest) -> None:
-    boto3.client("sqs").send_message(QueueUrl=get_settings().export_queue_url, MessageBody=request.to_json())
+def message(request: ExportRequest, hop: int = 0) -> str:
+    """The export queue's message for one exporter run: the request, and which hop of its chain of runs."""
+    return json.dumps({**asdict(request), "hop": hop})
+
+
+def hop_of(body: str) -> int:
+    hop = json.loads(body).get("hop", 0)
+    if not isinstance(hop, int) or isinstance(hop, bool) or hop < 0:
+        raise ExportError("A continuation's hop is a whole number.")
+    return hop
+
+
+def enqueue(request: ExportRequest, hop: int = 0) -> None:
+    """Queue a run of the exporter: hop 0 starts the export, a later hop continues it."""
+    boto3.client("sqs").send_message(QueueUrl=get_settings().export_queue_url, MessageBody=message(request, hop))
 
 
 def render(dataset: str, rows: list[dict[str, Any]], fmt: str) -> bytes:
@@ -117,14 +126,16 @@ def render(dataset: str, rows: list[dict[str, Any]], fmt: str) -> bytes:
     return text.getvalue().encode()
 
 
-class _Writer:
-    """Rows appended part by part to a file in one format (Parquet: one row group per part)."""
+class PartWriter:
+    """Rows appended raw part by raw part to one file in one format (Parquet: one row group per raw part).
+    ``header``: a CSV file that starts the export carries the column names; the parts after it do not, so
+    the parts concatenate into one CSV."""
 
-    def __init__(self, dataset: str, fmt: str, out: IO[bytes]):
+    def __init__(self, dataset: str, fmt: str, out: IO[bytes], header: bool = True):
         self.dataset, self.fmt, self.out = dataset, fmt, out
         self.columns = list(raw.COLUMNS[dataset])
         self._parquet = None
-        self._header = fmt == "csv"
+        self._header = fmt == "csv" and header
 
     def add(self, rows: list[dict[str, Any]]) -> None:
         if self.fmt == "parquet":
@@ -153,68 +164,8 @@ class _Writer:
             self._parquet.close()
 
 
-def _progress_text(request: ExportRequest, blocks_done: int, rows: int, state: str) -> str:
+def progress_text(request: ExportRequest, blocks_done: int, rows: int, state: str) -> str:
     total = request.end - request.start + 1
     percent = 100 * blocks_done // total if total else 100
     return (f"📦 Export of {request.dataset}, blocks {request.start:,}–{request.end:,} as "
             f"{request.format.upper()}: {state}\n{percent}% of the range, {rows:,} rows so far")
-
-
-def build(request: ExportRequest, notify: Callable[[Any], None] | None = None,
-          document_limit: int = DOCUMENT_LIMIT, progress_seconds: float = PROGRESS_SECONDS):
-    """Write the export to S3, editing the progress message as it goes; returns the Notice that delivers
-    the file (a document, or a link beyond ``document_limit`` bytes)."""
-    from depu.notify import Notice
-    from depu.notify import enqueue as default_notify
-
-    notify = notify or default_notify
-    slot = f"export:{request.request_id}"
-    version = 0
-
-    def progress(text: str) -> None:
-        nonlocal version
-        notify(Notice(request.chat_id, text, slot=slot, slot_version=version, dedupe_key=f"{slot}:{version}"))
-        version += 1
-
-    dedupe = f"export:{request.request_id}"
-    progress(_progress_text(request, 0, 0, "started"))
-    pieces = [(start, end, key) for start, end, key in raw.parts(request.dataset)
-              if end >= request.start and start <= request.end]
-    order = raw.ORDER[request.dataset]
-    rows_written = 0
-    last_progress = time.monotonic()
-    with tempfile.TemporaryFile() as out:
-        writer = _Writer(request.dataset, request.format, out)
-        for start, end, key in pieces:
-            rows = [row for row in raw.read_part(key) if request.start <= row[order] <= request.end
-                    and (request.asset is None or row.get("asset") == request.asset)]
-            rows.sort(key=lambda row: (row[order], row.get("log_index") if row.get("log_index") is not None else -1,
-                                       row.get("tx_index") or 0))
-            if rows:
-                writer.add(rows)
-                rows_written += len(rows)
-            if time.monotonic() - last_progress >= progress_seconds:
-                progress(_progress_text(request, min(end, request.end) - request.start + 1, rows_written, "working"))
-                last_progress = time.monotonic()
-        writer.close()
-        size = out.tell()
-        if not rows_written:
-            progress(_progress_text(request, request.end - request.start + 1, 0, "nothing there"))
-            return Notice(request.chat_id, f"Export: no {request.dataset} in blocks {request.start}–{request.end} "
-                          "(they may not be indexed yet).", dedupe_key=dedupe)
-        out.seek(0)
-        s3 = boto3.client("s3")
-        bucket = get_settings().artifacts_bucket
-        s3.upload_fileobj(out, bucket, request.key, ExtraArgs={"ContentType": FORMATS[request.format][1]})
-    caption = (f"Export: {rows_written:,} {request.dataset} rows, blocks {request.start}–{request.end}, "
-               f"{request.format.upper()}, {size / 1e6:,.1f} MB")
-    if size <= document_limit:
-        progress(_progress_text(request, request.end - request.start + 1, rows_written, "done: the file follows"))
-        return Notice(request.chat_id, caption, document_key=request.key, filename=request.filename,
-                      dedupe_key=dedupe)
-    progress(_progress_text(request, request.end - request.start + 1, rows_written,
-                            "done: too big for a chat file, the download link follows"))
-    link = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": request.key},
-                                     ExpiresIn=LINK_SECONDS)
-    return Notice(request.chat_id, caption + " (over the Bot API's 50 MB upload limit: download link valid 24 h)",
-                  buttons=[[{"text": "Download", "url": link}]], dedupe_key=dedupe)

@@ -7,7 +7,8 @@ two /export commands racing each other cannot both pass: DynamoDB decides.
 
 The item holds the request that is running (``running``, ``running_since``) and a fixed hourly window
 (``window_start``, ``window_count``). The bot takes the slot before it queues a request; the exporter gives it
-back when the file is delivered. If the exporter never does (every retry failed and the request went to the
+back when the file is delivered, and renews it while an export runs on over several exporter runs
+(``renew``). If the exporter never does (every retry failed and the request went to the
 dead-letter queue), the slot lapses after ``RUNNING_LEASE_SECONDS``: the longest the queue keeps retrying.
 A fixed window lets a user start up to twice ``MAX_PER_HOUR`` around the turn of an hour; the running limit
 still holds them to one at a time.
@@ -90,6 +91,20 @@ def release(user_id: int, request_id: str) -> None:
         store.table().update_item(Key=_key(user_id), ConditionExpression="running = :rid",
                                   UpdateExpression="REMOVE running, running_since",
                                   ExpressionAttributeValues={":rid": request_id})
+    except ClientError as error:
+        if not _is_condition_failure(error):
+            raise
+
+
+def renew(user_id: int, request_id: str, *, now: float | None = None) -> None:
+    """Keep the slot of an export that is still being built: each exporter run that hands over to the next
+    renews it, so an export longer than ``RUNNING_LEASE_SECONDS`` never lets the user start a second one
+    beside it, while a dead one still lapses a lease after its last run."""
+    current = int(time.time() if now is None else now)
+    try:
+        store.table().update_item(Key=_key(user_id), ConditionExpression="running = :rid",
+                                  UpdateExpression="SET running_since = :now",
+                                  ExpressionAttributeValues={":rid": request_id, ":now": current})
     except ClientError as error:
         if not _is_condition_failure(error):
             raise

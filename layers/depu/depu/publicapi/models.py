@@ -278,11 +278,13 @@ class ExportCreate(Request):
     format: Literal["csv", "jsonl", "parquet"] = "parquet"
     token: Optional[str] = Field(default=None, pattern=ADDRESS_PATTERN,
                                  description="transfers of this token only (filtered when the file is built)")
+    notify_chat: bool = Field(default=False, description="also show progress and send the file in the Telegram "
+                              "chat; by default an API export is only polled here")
 
 
 class ExportOut(BaseModel):
     export_id: str
-    status: Literal["pending", "ready", "empty"]
+    status: Literal["pending", "ready", "empty", "failed"]
     dataset: str
     from_block: int
     to_block: int
@@ -292,6 +294,8 @@ class ExportOut(BaseModel):
     size: Optional[int] = None
     download_url: Optional[str] = Field(default=None, description="presigned, valid for a day")
     filename: Optional[str] = None
+    rows: Optional[int] = Field(default=None, description="rows exported so far (of the whole range once ready)")
+    percent: Optional[int] = Field(default=None, description="how much of the block range is done, 0-100")
 
 
 # ------------------------------------------------------------------------------------------------ profile
