@@ -84,6 +84,16 @@ def held_digests(config) -> list[str]:
     return sorted({line.strip() for line in answer.stdout.splitlines() if DIGEST.match(line.strip())})[:64]
 
 
+def heartbeat_fields(config) -> dict[str, list[str]]:
+    """What the heartbeat says about containers: the registries this agent runs images from (none unless the
+    probe passed) and the image digests it holds. Omitted entirely when the provider offers no containers."""
+    if not offered(config):
+        return {}
+    if check(config) is not None:
+        return {"container_registries": [], "image_digests": []}
+    return {"container_registries": sorted(set(config.container_registries))[:16], "image_digests": held_digests(config)}
+
+
 def check(config) -> str | None:
     """Run the probe image exactly as a job's container runs (cached per runtime): None when it works, else
     why not. An agent whose check fails offers no registries, so it is never sent an image job."""
