@@ -200,7 +200,8 @@ class JobRun:
             ready = containers.ensure_image(self.config, image, channel.add_line)
             channel.add_line("[depu] setup: image " + ("cached on this machine" if ready.hit else "pulled"))
         except (envcache.SetupFailed, OSError, subprocess.SubprocessError) as exc:
-            return Report("fail", {"error": f"setup failed (nothing was billed): {exc}"[:600], "retryable": False}, [])
+            # this machine cannot get or run the image: another provider may (the cloud excludes this one)
+            return Report("fail", {"error": f"setup failed (nothing was billed): {exc}"[:600], "retryable": True}, [])
         if self.stop.is_set():
             return self._interrupted_report() or Report("release", {"job_ids": [self.job_id]}, [])
         variables = self.params.get("env") if isinstance(self.params.get("env"), dict) else {}
