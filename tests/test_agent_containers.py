@@ -153,6 +153,13 @@ def test_the_digests_podman_holds_are_reported_and_none_without_registries(confi
     assert containers.held_digests(closed) == []
 
 
+def test_the_heartbeat_names_only_well_formed_registries_and_the_held_digests(config, image, tmp_path):
+    sloppy = load_config(Path(config.config_path), environ={}, container_registries=["localhost", "Bad Host/x"])
+    fields = containers.heartbeat_fields(sloppy)
+    assert fields["container_registries"] == ["localhost"] and image.split("@", 1)[1] in fields["image_digests"]
+    assert containers.heartbeat_fields(load_config(tmp_path / "none.json", environ={})) == {}
+
+
 def test_a_runtime_that_cannot_start_containers_is_detected_and_reports_no_digests(config):
     broken = load_config(Path(config.config_path), environ={}, container_oci_runtime="no-such-runtime")
     fault = containers.check(broken)

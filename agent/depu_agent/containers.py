@@ -42,6 +42,7 @@ DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 # registry host[:port] / path @ sha256:digest, the form the cloud's job spec accepts
 REFERENCE = re.compile(r"^(?P<registry>[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?(?::[0-9]{1,5})?)"
                        r"/(?P<path>[a-z0-9]+(?:[._/-][a-z0-9]+){0,30})@(?P<digest>sha256:[0-9a-f]{64})$")
+REGISTRY = re.compile(r"^[a-z0-9][a-z0-9.-]{0,252}(:[0-9]{1,5})?$")
 QUERY_SECONDS = 30
 
 
@@ -91,7 +92,9 @@ def heartbeat_fields(config) -> dict[str, list[str]]:
         return {}
     if check(config) is not None:
         return {"container_registries": [], "image_digests": []}
-    return {"container_registries": sorted(set(config.container_registries))[:16], "image_digests": held_digests(config)}
+    # only well-formed names: one the API's contract refuses would cost every heartbeat, not just the offer
+    registries = sorted({name for name in config.container_registries if REGISTRY.match(name)})[:16]
+    return {"container_registries": registries, "image_digests": held_digests(config)}
 
 
 def check(config) -> str | None:
