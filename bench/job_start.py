@@ -43,10 +43,14 @@ IMAGE_COMMAND = f"echo '{MARKER}'"
 USER, PROVIDER = 9400, 9401
 
 
+class QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
 def serve(folder: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     """The wheel folder over HTTP on 127.0.0.1 (pip's --find-links reads its index page)."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *args: None
+    handler = functools.partial(QuietFiles, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.handle_error = lambda request, address: None  # pip closing a kept-alive connection is not news
     threading.Thread(target=server.serve_forever, daemon=True).start()
