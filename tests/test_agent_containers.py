@@ -34,7 +34,7 @@ pytestmark = pytest.mark.skipif(not isolation.can_switch_user(),
 
 TOKEN = "depa_" + "Y29udGFpbmVyLXRva2Vu" * 2
 SLOT_UID_BASE = private_uid_base(5)
-IMAGE_BINARIES = ("/bin/sh", "/bin/cat", "/bin/ls", "/bin/ln", "/bin/echo")
+IMAGE_BINARIES = ("/bin/sh", "/bin/cat", "/bin/ls", "/bin/ln", "/bin/echo", "/bin/sleep")
 
 
 class Recorder(BaseHTTPRequestHandler):
@@ -107,8 +107,8 @@ def config(tmp_path):
     return config
 
 
-def run_job(config, api, job_id: str, image: str, command: str):
-    job = {"job_id": job_id, "workload": "job", "time_limit_s": 60, "attempt": 1,
+def run_job(config, api, job_id: str, image: str, command: str, time_limit_s: float = 60):
+    job = {"job_id": job_id, "workload": "job", "time_limit_s": time_limit_s, "attempt": 1,
            "params": {"image": image, "command": command, "env": {"GREETING": "hello"}, "requirements": []}}
     outbox = Outbox(Path(config.work_dir) / "outbox", api)
     return JobRun(job, gpus.discover()[0], config, api, outbox).run()
@@ -145,6 +145,15 @@ def test_an_image_from_a_registry_the_provider_does_not_list_fails_setup_unbille
     assert "nothing was billed" in report.body["error"]
     assert "does not take images from registry.example.invalid" in report.body["error"]
     assert "should-not-run" not in Recorder.lines
+
+
+def test_a_container_past_its_time_limit_is_stopped_and_nothing_of_it_is_left(config, api, image):
+    report = run_job(config, api, "ctr-slow", image, "sleep 300 & sleep 300", time_limit_s=3)
+    assert report.action == "fail" and "time limit" in report.body["error"], report.body
+    left = subprocess.run(["podman", "ps", "-a", "--filter", "name=depu-job-ctr-slow", "--format", "{{.Names}}"],
+                          capture_output=True, text=True, timeout=60).stdout.split()
+    assert left == []
+    assert not isolation.processes_of(SLOT_UID_BASE)  # neither sleep outlived the job
 
 
 def test_the_digests_podman_holds_are_reported_and_none_without_registries(config, image, tmp_path):
