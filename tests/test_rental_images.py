@@ -15,7 +15,7 @@ import pytest
 from agent_process import wait_for
 from rental_helpers import USER_ID, ensure_user, submit_job
 import test_rental_e2e as e2e
-from test_agent_containers import image  # noqa: F401  (the module-scoped, digest-pinned local image)
+import test_agent_containers
 from test_rental_e2e import finished
 
 from depu.agents import matcher
@@ -25,6 +25,7 @@ from depu.jobs import lifecycle, spec, work
 from depu.jobs.models import Job
 
 cloud, agents = e2e.cloud, e2e.agents  # the e2e module's fixtures: the cloud in this process, agent processes
+image = test_agent_containers.image  # the module-scoped, digest-pinned local image
 DIGEST = "sha256:" + "ab" * 32
 OTHER_DIGEST = "sha256:" + "cd" * 32
 REFERENCE = f"images.example:5000/team/train@{DIGEST}"
@@ -119,7 +120,7 @@ def test_a_heartbeat_stores_only_well_formed_claims_and_a_claim_that_is_false_on
 
 
 @pytest.mark.e2e
-def test_a_real_agent_runs_a_job_in_a_pinned_local_image_and_reports_it_warm(agents, image):  # noqa: F811
+def test_a_real_agent_runs_a_job_in_a_pinned_local_image_and_reports_it_warm(agents, image):
     from depu.jobs import service
 
     ensure_user(USER_ID, credits=1000)
