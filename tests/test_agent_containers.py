@@ -156,6 +156,14 @@ def test_a_container_past_its_time_limit_is_stopped_and_nothing_of_it_is_left(co
     assert not isolation.processes_of(SLOT_UID_BASE)  # neither sleep outlived the job
 
 
+def test_a_job_in_an_own_image_that_asks_for_egress_is_refused_not_run_without_it(config, api, image):
+    job = {"job_id": "ctr-egress", "workload": "job", "time_limit_s": 60, "attempt": 1,
+           "params": {"image": image, "command": "echo should-not-run", "network": "egress"}}
+    report = JobRun(job, gpus.discover()[0], config, api, Outbox(Path(config.work_dir) / "outbox", api)).run()
+    assert report.action == "fail" and "egress is offered with the default image only" in report.body["error"]
+    assert "should-not-run" not in Recorder.lines
+
+
 def test_the_digests_podman_holds_are_reported_and_none_without_registries(config, image, tmp_path):
     assert image.split("@", 1)[1] in containers.held_digests(config)
     closed = load_config(tmp_path / "closed.json", environ={}, container_registries=[])

@@ -196,6 +196,9 @@ class JobRun:
     def _run_in_container(self, channel: JobChannel, image: str, command: str | None, source: bytes) -> Report:
         """A job spec in the renter's image: the image from this machine's store or pulled (setup, unbilled),
         then its command (or script, by the image's own python) in a container as locked down as the sandbox."""
+        if self.params.get("network") not in (None, "none"):  # the egress bridge exists for the sandbox only
+            return Report("fail", {"error": "a job in your own image has no network: egress is offered with the "
+                                            "default image only (nothing was billed)", "retryable": False}, [])
         try:
             ready = containers.ensure_image(self.config, image, channel.add_line)
             channel.add_line("[depu] setup: image " + ("cached on this machine" if ready.hit else "pulled"))
