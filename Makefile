@@ -9,14 +9,19 @@ SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: up chat test lint build bench deps clean bwrap browser openapi
+.PHONY: up chat test lint build bench deps clean bwrap podman browser openapi
 
-deps: $(STAMP) $(NODE_STAMP) bwrap browser
+deps: $(STAMP) $(NODE_STAMP) bwrap podman browser
 
 bwrap:  ## bubblewrap: the agent runs renters' scripts in namespaces of their own (Debian package bubblewrap)
 	@command -v bwrap >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get install -y -q bubblewrap || { apt-get update -q && apt-get install -y -q bubblewrap; }; \
 	else echo "need bubblewrap for the agent's sandbox: sudo apt-get install bubblewrap"; exit 1; fi; }
+
+podman:  ## podman and runc: job specs in a renter's own image (depu_agent.containers; crun refuses cgroup v1 hosts)
+	@{ command -v podman >/dev/null && command -v runc >/dev/null; } || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -q --no-install-recommends podman runc || { apt-get update -q && apt-get install -y -q --no-install-recommends podman runc; }; \
+	else echo "need podman and runc for the container path: sudo apt-get install podman runc"; exit 1; fi; }
 
 browser: $(NODE_STAMP)  ## Chromium (Debian package chromium) for the dashboard's browser test; playwright-core drives it
 	@bash scripts/install_browser.sh

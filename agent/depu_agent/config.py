@@ -91,6 +91,11 @@ class AgentConfig:
     max_cached_envs: int = 20
     setup_timeout_seconds: float = 600.0  # installing one environment (the cloud bounds the whole setup too)
     max_input_mb: int = 2048  # all of one job's input files together
+    # Job specs in the renter's own image (depu_agent.containers): the registries this provider accepts images
+    # from (empty: none, only the default sandbox), and the OCI runtime podman uses (runc: crun refuses cgroup
+    # v1 hosts). Offered only when the start-up probe container runs.
+    container_registries: list[str] = field(default_factory=list)
+    container_oci_runtime: str = "runc"
     # A CPU-only machine may offer several job slots (a job spec's gpu_count counts them like GPUs).
     cpu_slots: int = 1
     # Egress (depu_agent.egress): a job spec may ask for it only where the provider allows it. Off by default;

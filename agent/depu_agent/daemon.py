@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import __version__, challenge, envcache, forktls, gpus, verify_runner
+from . import __version__, challenge, containers, envcache, forktls, gpus, verify_runner
 from .api import AgentRejected, ApiClient, ApiUnavailable, Backoff
 from .job import JobRun
 from .outbox import Outbox
@@ -45,6 +45,12 @@ def check_sandbox(config) -> str | None:
         log.error("this agent takes no jobs: %s", fault)
     else:
         log.info("sandbox self-check passed")
+    if containers.offered(config):  # a failed probe only withdraws the container offer, not the agent
+        container_fault = containers.check(config)
+        if container_fault:
+            log.error("no jobs in renters' images here (%s): only the default sandbox is offered", container_fault)
+        else:
+            log.info("container probe passed: images from %s are offered", ", ".join(config.container_registries))
     return fault
 
 
@@ -184,6 +190,7 @@ class Agent:
             "fault": self.fault,
             "env_hashes": envcache.ready_hashes(self.config),  # warm environments: the matcher prefers us
             "egress": egress_offered(self.config),  # the provider's policy: egress jobs only where allowed
+            **containers.heartbeat_fields(self.config),  # warm images, and the registries we run images from
         }
         status, answer = self.api.post("/agent/heartbeat", body, attempts=2)
         if status >= 300:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import requests
 
-from . import egress, envcache, failures, inputs, isolation
+from . import containers, egress, envcache, failures, inputs, isolation
 from .gpus import Gpu
 from .logship import JobChannel
 from .runner import EVENTS_FD, ChildProcess, Outcome, StopRequest
@@ -151,6 +152,9 @@ class JobRun:
             source = b"" if command else self._script_source()
         except ValueError as exc:
             return Report("fail", {"error": str(exc), "retryable": False}, [])
+        image = str(self.params.get("image") or "default")
+        if image != "default":
+            return self._run_in_container(channel, image, command, source)
         try:
             user = isolation.job_user(self.config, self.gpu.index)
             runtime = isolation.runtime_for(user, self.config)
@@ -210,6 +214,41 @@ class JobRun:
         channel.set_progress(0.0, "running your code", phase="running")
         return self._run_plan(plan, channel, zip_many=True, facts={"env_hash": environment.hash if environment else None,
                                                           "env_cached": environment.hit if environment else None})
+
+    def _run_in_container(self, channel: JobChannel, image: str, command: str | None, source: bytes) -> Report:
+        """A job spec in the renter's image: the image from this machine's store or pulled (setup, unbilled),
+        then its command (or script, by the image's own python) in a container as locked down as the sandbox."""
+        if self.params.get("network") not in (None, "none"):  # the egress bridge exists for the sandbox only
+            return Report("fail", {"error": "a job in your own image has no network: egress is offered with the "
+                                            "default image only (nothing was billed)", "retryable": False}, [])
+        try:
+            ready = containers.ensure_image(self.config, image, channel.add_line)
+            channel.add_line("[depu] setup: image " + ("cached on this machine" if ready.hit else "pulled"))
+        except (envcache.SetupFailed, OSError, subprocess.SubprocessError) as exc:
+            # this machine cannot get or run the image: another provider may (the cloud excludes this one)
+            return Report("fail", {"error": f"setup failed (nothing was billed): {exc}"[:600], "retryable": True}, [])
+        if self.stop.is_set():
+            return self._interrupted_report() or Report("release", {"job_ids": [self.job_id]}, [])
+        variables = self.params.get("env") if isinstance(self.params.get("env"), dict) else {}
+        program = ["/bin/sh", "-c", command] if command else ["python", "-s", isolation.SCRIPT_NAME]
+        try:
+            plan = containers.plan_container(
+                self.config, job_id=self.job_id, script=source, reference=image, program=program,
+                variables={str(k): str(v) for k, v in variables.items()},
+                gpu_indices=[gpu.index for gpu in self.gpus], visible_devices=self._visible_devices(),
+                on_cpu=self.gpu.is_cpu)
+        except OSError as exc:
+            return Report("fail", {"error": f"sandbox could not start: {exc}"[:500], "retryable": True}, [])
+        try:
+            inputs.fetch(self.job.get("inputs") or [], Path(plan.cwd) / isolation.INPUTS_DIR, plan.owner_uid,
+                         self.config.max_input_mb * 1024 * 1024, channel.add_line)
+        except (envcache.SetupFailed, OSError) as exc:
+            isolation.remove_workspace(plan)
+            return Report("fail", {"error": f"setup failed (nothing was billed): {exc}"[:600], "retryable": False}, [])
+        channel.add_line(f"[depu] running your {'command' if command else 'script'} on {len(self.gpus)} "
+                         f"slot(s) in a container of {image}")
+        channel.set_progress(0.0, "running your code", phase="running")
+        return self._run_plan(plan, channel, zip_many=True, facts={"image": image, "image_cached": ready.hit})
 
     def _run_plan(self, plan, channel: JobChannel, *, zip_many: bool = False, facts: dict | None = None) -> Report:
         try:

@@ -182,7 +182,9 @@ def register(request: Annotated[c.RegisterRequest, Body()] = c.RegisterRequest()
 def heartbeat(report: Annotated[c.HeartbeatRequest, Body()] = c.HeartbeatRequest()) -> c.HeartbeatReply:
     agent = _agent()
     cancel = work.heartbeat(agent, report.metrics, report.running_jobs, report.free_gpus, report.fault,
-                            env_hashes=report.env_hashes, egress=report.egress)
+                            env_hashes=report.env_hashes, egress=report.egress,
+                            image_digests=report.image_digests,
+                            container_registries=report.container_registries)
     return c.HeartbeatReply(cancel=cancel, lease_seconds=LEASE_SECONDS, heartbeat_seconds=HEARTBEAT_SECONDS,
                             renew_token=_renew_hint(), challenge_due=challenges.is_due(agent),
                             verified=bool(agent.verified))

@@ -139,7 +139,7 @@ class _UploadProgress(io.BytesIO):
 
 @jobs.command("run")
 @click.option("--gpu", "gpu_class", required=True, help="GPU class, e.g. a100-80gb, rtx4090-24gb, or cpu.")
-@click.option("--image", help="Only 'default' (the provider's CUDA and PyTorch image) is offered for now.")
+@click.option("--image", help="'default' (the provider's CUDA and PyTorch image) or registry/path@sha256:<digest>.")
 @click.option("--requirements", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A requirements.txt installed before the script starts (package names and versions only).")
 @click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE",

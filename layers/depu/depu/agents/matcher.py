@@ -15,7 +15,11 @@ registration's and heartbeats' ``egress``); one without network may go to any.
 
 A job spec may take several GPUs of one machine (``gpu_count``): only an agent with that many free slots of
 the class is a candidate, and it takes them all at once. A job whose requirements an agent holds built (its
-heartbeat's ``env_hashes``) goes to such a warm agent first: its setup is then instant.
+heartbeat's ``env_hashes``) goes to such a warm agent first: its setup is then instant. A job in the user's own
+image (``image_registry``/``image_digest``) goes only to agents that run images from that registry (heartbeat
+``container_registries``: reported only when the agent's container probe passed), those holding the image
+(``image_digests``) first. Both are preferences an agent reports about itself: a false claim only moves it up
+the order, and the job then pulls by digest or builds its environment like anywhere else.
 """
 from __future__ import annotations
 
@@ -36,6 +40,8 @@ def candidates(job: Job, now: float | None = None) -> list[Agent]:
     slots = lifecycle.slots_of(job)
     wanted_env = (job.params or {}).get("env_hash")
     egress = wants_egress(job.params)
+    wanted_registry = (job.params or {}).get("image_registry")
+    wanted_image = (job.params or {}).get("image_digest")
     fit = [
         agent
         for agent in Agent.by_gpu_class.query(job.gpu_class, Agent.last_seen_at >= int(now - ONLINE_SECONDS))
@@ -46,12 +52,17 @@ def candidates(job: Job, now: float | None = None) -> list[Agent]:
         and agent.agent_id not in excluded
         and not is_due(agent, now)
         and (agent.egress_allowed or not egress)
+        and (not wanted_registry or wanted_registry in (agent.container_registries or []))
     ]
 
     def cold(agent: Agent) -> bool:
         return bool(wanted_env) and wanted_env not in (agent.env_hashes or [])
 
-    return sorted(fit, key=lambda agent: (cold(agent), agent.load, -agent.reliability, -int(agent.last_seen_at)))
+    def image_cold(agent: Agent) -> bool:
+        return bool(wanted_image) and wanted_image not in (agent.image_digests or [])
+
+    return sorted(fit, key=lambda agent: (image_cold(agent), cold(agent), agent.load, -agent.reliability,
+                                          -int(agent.last_seen_at)))
 
 
 def match(job: Job, now: float | None = None) -> Agent | None:

@@ -84,6 +84,8 @@ class Agent(Model):
     # The job environments (depu.jobs.spec.env_hash) this agent holds built, from its last heartbeat: the
     # matcher prefers such a warm agent for a job whose requirements match (its setup is then instant).
     env_hashes = ListAttribute(of=UnicodeAttribute, null=True)
+    image_digests = ListAttribute(of=UnicodeAttribute, null=True)  # container images held (heartbeat)
+    container_registries = ListAttribute(of=UnicodeAttribute, null=True)  # registries it runs images from
     jobs_done = NumberAttribute(default=0)
     # The provider's egress policy (its agent's allow_egress), from registration and each heartbeat: only an
     # agent that allows it is offered a job spec that asks for egress. None (an older agent): not allowed.
@@ -282,6 +284,26 @@ def clean_env_hashes(values: Any) -> list[str] | None:
     return sorted({value for value in values[:MAX_ENV_HASHES] if isinstance(value, str) and _ENV_HASH.match(value)})
 
 
+MAX_IMAGE_DIGESTS = 64
+MAX_CONTAINER_REGISTRIES = 16
+_IMAGE_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_REGISTRY = re.compile(r"^[a-z0-9][a-z0-9.-]{0,252}(:[0-9]{1,5})?$")
+
+
+def clean_image_digests(values: Any) -> list[str] | None:
+    """The container image digests an agent reports holding (sha256:<64 hex>); None when it reported none."""
+    if not isinstance(values, list):
+        return None
+    return sorted({value for value in values[:MAX_IMAGE_DIGESTS] if isinstance(value, str) and _IMAGE_DIGEST.match(value)})
+
+
+def clean_container_registries(values: Any) -> list[str] | None:
+    """The registries an agent runs images from (host[:port]); None when it reported none."""
+    if not isinstance(values, list):
+        return None
+    return sorted({value for value in values[:MAX_CONTAINER_REGISTRIES] if isinstance(value, str) and _REGISTRY.match(value)})
+
+
 def clean_tls_pin(pin: Any, base_url: str | None) -> str | None:
     """The fork front's certificate fingerprint as the proxy compares it (64 lowercase hex digits), required
     with an https ``fork_rpc_base_url``: the proxy talks to an https host only if it knows which certificate
@@ -384,7 +406,9 @@ def clean_fault(fault: Any) -> str | None:
 
 
 def record_heartbeat(agent_id: str, metrics: Any, free_gpus: list[int], fault: str | None = _UNCHANGED,
-                     env_hashes: list[str] | None = None, egress: str | None = None) -> None:
+                     env_hashes: list[str] | None = None, egress: str | None = None,
+                     image_digests: list[str] | None = None,
+                     container_registries: list[str] | None = None) -> None:
     """Mark the agent alive and keep its latest metrics and fault (one UpdateItem); a claim, which carries no
     fault, leaves the last one as it is."""
     agent = Agent(agent_id)
@@ -399,6 +423,11 @@ def record_heartbeat(agent_id: str, metrics: Any, free_gpus: list[int], fault: s
         actions.append(Agent.env_hashes.set(env_hashes) if env_hashes else Agent.env_hashes.remove())
     if egress is not None:
         actions.append(Agent.egress_allowed.set(egress == EGRESS_ALLOWED))
+    if image_digests is not None:
+        actions.append(Agent.image_digests.set(image_digests) if image_digests else Agent.image_digests.remove())
+    if container_registries is not None:
+        actions.append(Agent.container_registries.set(container_registries) if container_registries
+                       else Agent.container_registries.remove())
     agent.update(actions=actions, condition=Agent.agent_id.exists())
 
 

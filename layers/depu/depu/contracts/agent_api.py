@@ -112,6 +112,12 @@ class HeartbeatRequest(Contract):
         None, max_length=64, description="job environments (a job spec's requirements hash) this agent holds built; "
                                          "the matcher prefers it for jobs that need them")
     egress: EgressPolicy = None
+    image_digests: list[Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]] | None = Field(
+        None, max_length=64, description="container images this agent's runtime holds; the matcher prefers it for "
+                                         "jobs naming one (a preference only: the image is pulled by digest anyway)")
+    container_registries: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,252}(:[0-9]{1,5})?$")]] | None = Field(
+        None, max_length=16, description="registries whose images this agent runs (empty: its container runtime "
+                                         "failed its probe, or it offers none); only such agents get image jobs")
 
 
 class HeartbeatReply(Contract):
@@ -133,7 +139,8 @@ class JobOffer(Contract):
     workload: Literal["benchmark", "train", "script", "job"]
     params: dict[str, Any] = Field(description="train: {epochs, dataset}; script: {file_name}; benchmark: {}; job (a "
                                    "job spec): {command | file_name, requirements, env, gpu_count, image, env_hash, "
-                                   "network ('egress' when it asked for it; absent: none)}")
+                                   "network ('egress' when it asked for it; absent: none), "
+                                   "image_registry, image_digest}")
     time_limit_s: int
     gpu_index: int
     attempt: int = Field(ge=1)

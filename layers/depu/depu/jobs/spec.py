@@ -4,7 +4,10 @@ A spec is the ``job`` workload. It names the code (a shell ``command``, or a scr
 ``script`` workload's), a ``requirements.txt`` the agent installs before the code starts (into an environment
 cached by its hash on the provider's machine, so the same requirements start at once the next time), non-secret
 environment variables, ``gpu_count`` GPUs of one machine, and a time limit. The image is the provider's default
-one: containers of the user's choosing are not offered yet, so any other image is refused rather than ignored.
+one, or the user's own pinned by its digest (``registry/path@sha256:<64 hex>``: a tag could point at other code
+by the time it runs), which goes only to an agent whose provider accepts that registry and whose container
+runtime passed its start-up probe. Such an image brings its own packages: requirements come with the default
+image only.
 
 Network: ``none`` (the default) or ``egress``. A job has no network at all unless it asks for egress, and then it
 runs only on a machine whose provider allows it (the matcher's rule); even there it reaches public addresses
@@ -39,6 +42,10 @@ MAX_INPUT_BYTES = 64 * 1024 * 1024
 MAX_ENV_VALUE_CHARS = 1000
 NETWORK_NONE, NETWORK_EGRESS = "none", "egress"
 NETWORKS = (NETWORK_NONE, NETWORK_EGRESS)
+MAX_IMAGE_CHARS = 400
+# registry host[:port] / path @ sha256:digest (the agent's containers.REFERENCE reads the same)
+IMAGE_REFERENCE = re.compile(r"^(?P<registry>[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?(?::[0-9]{1,5})?)"
+                             r"/(?P<path>[a-z0-9]+(?:[._/-][a-z0-9]+){0,30})@(?P<digest>sha256:[0-9a-f]{64})$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # What a job may not set: how the sandbox finds its interpreter and devices, and names that hold secrets.
 RESERVED_ENV = re.compile(r"^(PATH|HOME|TMPDIR|LD_.*|PYTHON.*|CUDA_VISIBLE_DEVICES|NVIDIA_.*|DEPU_.*)$", re.I)
@@ -141,6 +148,22 @@ def wants_egress(params: dict[str, Any] | None) -> bool:
     return (params or {}).get("network") == NETWORK_EGRESS
 
 
+def clean_image(value: Any) -> str:
+    """``default`` (or nothing), or an image reference pinned by digest, lower-case as registries spell it."""
+    if value is None or value == "" or value == DEFAULT_IMAGE:
+        return DEFAULT_IMAGE
+    if not isinstance(value, str) or len(value) > MAX_IMAGE_CHARS or not IMAGE_REFERENCE.match(value):
+        raise UserError("The image is the provider's default image (leave it out, or 'default') or your own as "
+                        "registry/path@sha256:<64 hex digits>, pinned by its digest: tags are not accepted.")
+    return value
+
+
+def image_parts(reference: str) -> tuple[str, str]:
+    """(registry, digest) of a pinned reference: what the matcher compares with an agent's heartbeat."""
+    found = IMAGE_REFERENCE.match(reference)
+    return found.group("registry"), found.group("digest")
+
+
 def clean_gpu_count(value: Any) -> int:
     if isinstance(value, bool):
         raise UserError("gpu_count is a whole number.")
@@ -181,10 +204,14 @@ class JobSpec:
         unknown = set(body) - {"command", "requirements", "env", "gpu_count", "time_limit_s", "image", "network"}
         if unknown:
             raise UserError(f"Unknown job field(s): {', '.join(sorted(map(str, unknown)))[:200]}.")
-        image = body.get("image") or DEFAULT_IMAGE
-        if image != DEFAULT_IMAGE:
-            raise UserError("Only the provider's default image (CUDA and PyTorch) is offered for now: leave image "
-                            "out or set it to 'default'.")
+        image = clean_image(body.get("image"))
+        if image != DEFAULT_IMAGE and body.get("requirements"):
+            raise UserError("An image of your own brings its own packages: requirements.txt goes with the default "
+                            "image only.")
+        network = clean_network(body.get("network"))
+        if image != DEFAULT_IMAGE and network != NETWORK_NONE:
+            raise UserError("Egress goes with the default image only: a job in an image of your own has no "
+                            "network.")
         command = body.get("command")
         if command is not None:
             if not isinstance(command, str) or not command.strip() or len(command) > MAX_COMMAND_CHARS \
@@ -202,8 +229,8 @@ class JobSpec:
             requirements=tuple(requirement_lines(body.get("requirements"))),
             env=clean_env(body.get("env")),
             gpu_count=clean_gpu_count(body.get("gpu_count", 1)),
-            image=DEFAULT_IMAGE,
-            network=clean_network(body.get("network")),
+            image=image,
+            network=network,
         )
 
     @property
@@ -218,5 +245,7 @@ class JobSpec:
             params["env_hash"] = self.env_hash
         if self.network != NETWORK_NONE:  # absent means none (jobs stored before the field had it too)
             params["network"] = self.network
+        if self.image != DEFAULT_IMAGE:
+            params["image_registry"], params["image_digest"] = image_parts(self.image)
         return params
 

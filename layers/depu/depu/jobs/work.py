@@ -98,17 +98,23 @@ def own_job(agent_id: str, job_id: str) -> Job:
 
 def heartbeat(agent: Agent, metrics: Sequence[GpuMetrics], running_jobs: Sequence[str], free_gpus: Sequence[int],
               fault: str | None = None, env_hashes: Sequence[str] | None = None,
-              egress: str | None = None) -> list[str]:
+              egress: str | None = None, image_digests: Sequence[str] | None = None,
+              container_registries: Sequence[str] | None = None) -> list[str]:
     """Renew the leases of the listed jobs this agent runs; returns the ids it must stop (cancelled by the
     user, taken back after a lost lease, over their time limit or setup bound, or never its own). ``fault`` is
     the agent's reason it cannot take work (None when it can); ``env_hashes`` the job environments it holds
     built (the matcher prefers it for those); ``egress`` its provider's egress policy ('allowed' or 'none';
-    None leaves the stored one)."""
+    None leaves the stored one); ``image_digests`` the container images it holds (preferred the same way as
+    environments) and ``container_registries`` those it runs images from (only such agents get image jobs)."""
     running_ids = list(running_jobs)
     metrics_list = [readings for readings in (item.readings() for item in metrics) if readings]
     registry.record_heartbeat(agent.agent_id, metrics_list, list(free_gpus), fault=registry.clean_fault(fault),
                               env_hashes=registry.clean_env_hashes(list(env_hashes) if env_hashes is not None else None),
-                              egress=egress)
+                              egress=egress,
+                              image_digests=registry.clean_image_digests(
+                                  list(image_digests) if image_digests is not None else None),
+                              container_registries=registry.clean_container_registries(
+                                  list(container_registries) if container_registries is not None else None))
     challenges.lapse_if_ignored(agent)
     by_gpu = {item["gpu_index"]: item for item in metrics_list if "gpu_index" in item}
     cancel: list[str] = []

@@ -59,7 +59,8 @@ class JobSpec(Request):
     env: Optional[dict[str, str]] = Field(default=None, description="job: non-secret environment variables")
     gpu_count: Optional[int] = Field(default=None, description="job: GPUs of one machine (default 1)")
     image: Optional[str] = Field(default=None, max_length=200,
-                                 description="job: only 'default' (the provider's CUDA and PyTorch image)")
+                                 description="job: 'default' (the provider's CUDA and PyTorch image) or your own, "
+                                             "pinned by digest: registry/path@sha256:<64 hex>")
     network: Optional[str] = Field(default=None, max_length=20,
                                    description="job: 'none' (the default: no network at all) or 'egress' (public "
                                                "addresses, ports 80 and 443, through the provider's filtering "
