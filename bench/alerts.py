@@ -10,7 +10,9 @@ template's timeout, overlapping and handing the follower lease over), ChainTable
 moto, the notifier Lambda handler fed by an SQS poller, and the stand-in recording each message and edit.
 
 Goals (issue 18): unconfirmed alert p50 ≤ 3 s, p95 ≤ 6 s after inclusion; confirmation edit within
-N blocks + 3 s (N = ``CHAIN_CONFIRMATIONS``).
+N blocks + 3 s (N = ``CHAIN_CONFIRMATIONS``). The edit's time is also broken down (``STAGES``): until block
+inclusion+N is visible, until the follower queues the edit, until the notifier takes it off the queue, and
+until the stand-in records it.
 
 ``python bench/alerts.py [--samples N] [--confirmations N] [--block-time S]``
 """
