@@ -94,7 +94,8 @@ def test_alert_at_inclusion_then_the_same_message_is_confirmed(aws, chain, notif
 
 def test_the_head_that_makes_a_block_n_deep_confirms_it_before_the_indexer_applies_it(aws, chain):
     """The confirmation edit is queued by the tip follower's turn on the N-th block, not after the confirmed
-    indexer's work on that height; a reorganisation deeper than N then still edits it to dropped."""
+    indexer's work on that height; a reorganisation deeper than N before the indexer applied the height still
+    edits it to dropped (the indexer having applied it: test_a_reorg_deeper_than_the_confirmations_...)."""
     from depu.analytics import alerts, watches
     from depu.chain import indexer as chain_indexer
     from depu.chain.indexer import RunReport
@@ -120,15 +121,16 @@ def test_the_head_that_makes_a_block_n_deep_confirms_it_before_the_indexer_appli
     confirmed = slots_of(notices, tx)
     assert [n.slot_version for n in confirmed] == [0, 1] and "✅ <b>confirmed</b>" in confirmed[1].text
     assert alerts.record(5, f"{tx}:L0", watched.lower())["state"] == alerts.CONFIRMED
-    indexer.run(until_caught_up=True)
-    assert len(slots_of(notices, tx)) == 2, "the indexer applying the height sends nothing more"
 
-    chain.revert(fork_point)  # deeper than the confirmations: the confirmed message must say dropped
+    # deeper than the confirmations, before the indexer stored the height: its settle edits it to dropped
+    chain.revert(fork_point)
     chain.mine(CONFIRMATIONS + 3)
     notices.clear()
     indexer.run(until_caught_up=True)
     assert [(n.slot_version, "dropped" in n.text) for n in slots_of(notices, tx)] == [(2, True)]
     assert alerts.record(5, f"{tx}:L0", watched.lower())["state"] == alerts.DROPPED
+    indexer.run(until_caught_up=True)
+    assert len(slots_of(notices, tx)) == 1, "nothing more once dropped"
 
 
 def test_a_reorg_moves_one_alert_and_drops_the_other_in_their_own_messages(aws, chain, notifier, telegram):
