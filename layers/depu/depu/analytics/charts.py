@@ -49,10 +49,16 @@ class Chart:
     values: tuple[float, ...]
 
 
-def _drawn(fig, ax, value_label: str, *, horizontal: bool = False) -> Chart:
-    """Read what the figure shows back from its own artists, then render it."""
+def _drawn(fig, ax, title: str, value_label: str, *, horizontal: bool = False) -> Chart:
+    """Read the bars back from the figure's own artists, then render it."""
     values = tuple(float(bar.get_width() if horizontal else bar.get_height()) for bar in ax.patches)
-    return Chart(_png(fig), ax.get_title(), value_label, values)
+    return Chart(_png(fig), title, value_label, values)
+
+
+def _plain(text: str) -> str:
+    """Text drawn as it is: a token's symbol comes from its (anyone's) contract, and matplotlib would read
+    text between two ``$`` as mathematics, and fail the whole chart on a bad formula (``$^$``)."""
+    return text.replace("$", r"\$")
 
 
 def _labels(hours: Sequence[int]) -> list[str]:
@@ -92,9 +98,9 @@ def draw_flows(title: str, hours: Sequence[int], inflow: Sequence[float], outflo
         step = max(1, len(hours) // 6)
         ax.set_xticks(list(x)[::step], _labels(hours)[::step], rotation=20)
         ax.set_xlabel("hour (UTC)")
-        ax.set_ylabel(unit)
-    ax.set_title(title)
-    return _drawn(fig, ax, ax.get_ylabel())
+        ax.set_ylabel(_plain(unit))
+    ax.set_title(_plain(title))
+    return _drawn(fig, ax, title, unit)
 
 
 def bars_chart(title: str, labels: Sequence[str], values: Sequence[float], ylabel: str) -> bytes:
@@ -109,11 +115,11 @@ def draw_bars(title: str, labels: Sequence[str], values: Sequence[float], ylabel
         _empty(ax, "Nothing in this window")
     else:
         ax.barh(range(len(labels)), values, color=COLOURS[2])
-        ax.set_yticks(range(len(labels)), labels)
+        ax.set_yticks(range(len(labels)), [_plain(label) for label in labels])
         ax.invert_yaxis()
-        ax.set_xlabel(ylabel)
-    ax.set_title(title)
-    return _drawn(fig, ax, ax.get_xlabel(), horizontal=True)
+        ax.set_xlabel(_plain(ylabel))
+    ax.set_title(_plain(title))
+    return _drawn(fig, ax, title, ylabel, horizontal=True)
 
 
 def series_chart(title: str, x: Sequence[int], series: dict[str, Sequence[float]], ylabel: str,
