@@ -10,7 +10,9 @@ template's timeout, overlapping and handing the follower lease over), ChainTable
 moto, the notifier Lambda handler fed by an SQS poller, and the stand-in recording each message and edit.
 
 Goals (issue 18): unconfirmed alert p50 ≤ 3 s, p95 ≤ 6 s after inclusion; confirmation edit within
-N blocks + 3 s (N = ``CHAIN_CONFIRMATIONS``).
+N blocks + 3 s (N = ``CHAIN_CONFIRMATIONS``). The edit's time is also broken down (``STAGES``): until block
+inclusion+N is visible, until the follower queues the edit, until the notifier takes it off the queue, and
+until the stand-in records it.
 
 ``python bench/alerts.py [--samples N] [--confirmations N] [--block-time S]``
 """
@@ -39,6 +41,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "depu")]
 BOT_TOKEN = "4242:bench-alerts"
 CHAT = 777
 TX = re.compile(r"0x[0-9a-f]{64}")
+STAGES = {  # the confirmation edit's path, one stage after the other
+    "deep": "inclusion → block inclusion+N visible on the node",
+    "queued": "block inclusion+N visible → edit queued by the follower",
+    "received": "queued → taken off the notify queue by the notifier",
+    "delivered": "taken off the queue → edit recorded at the stand-in",
+}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -67,6 +75,41 @@ class BlockWatcher(threading.Thread):
             time.sleep(0.02)
 
 
+class Stages:
+    """Where a confirmation edit's time goes: when its notice was queued and when the notifier took it off the
+    queue, by transaction hash (the handlers run on threads of this process, so the bench can watch the calls)."""
+
+    def __init__(self):
+        self.queued: dict[str, float] = {}
+        self.received: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def _mark(self, marks: dict[str, float], text: str) -> None:
+        if "confirmed</b>" not in text or "unconfirmed" in text:
+            return
+        now = time.time()
+        with self._lock:
+            for tx in TX.findall(text):
+                marks.setdefault(tx, now)
+
+    def watch_queue(self) -> None:
+        import depu.notify as notify
+
+        enqueue = notify.enqueue
+
+        def traced(notice):
+            enqueue(notice)
+            self._mark(self.queued, notice.text)
+
+        notify.enqueue = traced
+
+    def received_batch(self, messages: list[dict]) -> None:
+        import json
+
+        for message in messages:
+            self._mark(self.received, json.loads(message["Body"]).get("text", ""))
+
+
 class Deliveries(threading.Thread):
     """Every message and edit the stand-in records, timestamped as it happens, by transaction hash."""
 
@@ -93,7 +136,7 @@ class Deliveries(threading.Thread):
                         self.edited.setdefault(tx, []).append((now, text))
 
 
-def notifier_poller(function, queue_url: str, queue_arn: str, stop: threading.Event) -> None:
+def notifier_poller(function, queue_url: str, queue_arn: str, stop: threading.Event, stages: Stages) -> None:
     """What Lambda's SQS event source mapping does: long-poll, invoke with the batch, delete what succeeded."""
     import boto3
 
@@ -105,6 +148,7 @@ def notifier_poller(function, queue_url: str, queue_arn: str, stop: threading.Ev
                                        AttributeNames=["All"]).get("Messages", [])
         if not messages:
             continue
+        stages.received_batch(messages)
         result = function.invoke(sqs_event(messages, queue_arn)) or {}
         failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
         done = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
@@ -139,11 +183,13 @@ def measure(chain, standin, functions, queue, *, samples: int, confirmations: in
     get_settings.cache_clear()
     watched = chain.accounts[3]
     watches.add(CHAT, CHAT, watched.lower(), 0)
-    blocks, deliveries = BlockWatcher(chain), Deliveries(standin)
+    blocks, deliveries, stages = BlockWatcher(chain), Deliveries(standin), Stages()
+    stages.watch_queue()
     stop = threading.Event()
     runs: list[threading.Thread] = []
     threads = [blocks, deliveries,
-               threading.Thread(target=notifier_poller, args=(functions["NotifierFunction"], *queue, stop), daemon=True),
+               threading.Thread(target=notifier_poller, args=(functions["NotifierFunction"], *queue, stop, stages),
+                                daemon=True),
                threading.Thread(target=schedule, args=(functions["IndexerFunction"], rate, stop, runs), daemon=True)]
     for thread in threads:
         thread.start()
@@ -162,6 +208,7 @@ def measure(chain, standin, functions, queue, *, samples: int, confirmations: in
     blocks.stop.set()
     deliveries.stop.set()
     alert, confirm, messages = [], [], []
+    breakdown: dict[str, list[float]] = {"deep": [], "queued": [], "received": [], "delivered": []}
     for tx in sent:
         number, included = blocks.included.get(tx, (None, None))
         if included is None or tx not in deliveries.sent:
@@ -172,10 +219,16 @@ def measure(chain, standin, functions, queue, *, samples: int, confirmations: in
                         next((t for t, text in deliveries.edited.get(tx, []) if "confirmed" in text), None))
         if confirmed_at is not None:
             confirm.append(confirmed_at - included)
+            deep = blocks.block_seen.get(number + confirmations)
+            if tip and deep is not None and tx in stages.queued and tx in stages.received:
+                breakdown["deep"].append(deep - included)
+                breakdown["queued"].append(stages.queued[tx] - deep)
+                breakdown["received"].append(stages.received[tx] - stages.queued[tx])
+                breakdown["delivered"].append(confirmed_at - stages.received[tx])
     watches.remove(CHAT, watched.lower())
     for run in runs:  # the next configuration starts from a chain nobody follows
         run.join()
-    return {"alert": alert, "confirm": confirm, "sent": len(sent), "messages": messages}
+    return {"alert": alert, "confirm": confirm, "sent": len(sent), "messages": messages, "breakdown": breakdown}
 
 
 def main() -> int:
@@ -244,6 +297,7 @@ def main() -> int:
         ("DePU two-phase: inclusion → unconfirmed alert delivered", figures(ours["alert"])),
         ("DePU two-phase: inclusion → confirmation edit delivered",
          figures(ours["confirm"]) + f"; goal {n} blocks + 3 s = {n * bt + 3:g} s"),
+        *[(f"  confirmation edit, {what}", figures(ours["breakdown"][stage])) for stage, what in STAGES.items()],
         ("messages per transfer (two-phase)", f"{max(ours['messages'] or [0])} at most, over {ours['sent']} transfers"),
         ("DePU before (confirmed-only alerts, 2 s poll): inclusion → alert", figures(before["alert"])),
     ]

@@ -110,6 +110,9 @@ def test_views_show_exact_figures_and_send_charts(indexed):
     biggest = max(moved, key=lambda t: t.amount)
     assert fmt(biggest.amount, 6, "USDD") in chat.text.split("Top transfers")[1]
     assert chat.photos[-1][0].startswith(PNG)
+    # USDD is a stablecoin: its charts are in dollars, and the captions say so
+    assert [caption for _, caption, _ in chat.photos[-2:]] == [
+        "USDD: volume per hour in US dollars, last 24 h", "USDD: top movers (sent + received) in US dollars, last 24 h"]
 
     # an address: balances seen equal the truth's in/out for the 18-decimal token
     holder = chain.accounts[2]
@@ -129,6 +132,83 @@ def test_views_show_exact_figures_and_send_charts(indexed):
     odd = chain.tokens["ODD"].address
     bot.analytics(message("analytics", odd), chat)
     assert odd.lower() in chat.text and "amounts are in base units" in chat.text
+    assert chat.photos[-2][1].endswith(": volume per hour in base units, last 24 h"), "no decimals: no dollars"
+
+
+@contextmanager
+def drawn_charts(monkeypatch):
+    """Every chart the bot draws (really drawn by matplotlib), as ``charts.Chart``: values read off the figure."""
+    from depu.analytics import charts
+
+    drawn: list = []
+    for name in ("draw_flows", "draw_bars"):
+        real = getattr(charts, name)
+
+        def spy(*args, _real=real, **kwargs):
+            chart = _real(*args, **kwargs)
+            drawn.append(chart)
+            return chart
+
+        monkeypatch.setattr(charts, name, spy)
+    yield drawn
+
+
+def test_charts_plot_dollars_where_a_price_exists_else_token_units(aws, monkeypatch):
+    """DETH is priced by the local chain's DepuPair at 3,000 USDD: its volume, top movers and an address's
+    flows are charted in dollars (3,000 times the token amounts); a token without a pool stays in tokens."""
+    from decimal import Decimal
+
+    from depu.analytics import views
+
+    with DevChain(accounts=5) as chain:
+        chain.deploy_defaults()
+        chain.deploy_market(eth_price=3000, depth_eth=1000)
+        # no pool; and its symbol is a formula matplotlib cannot draw: the charts must draw it as text
+        plain = chain.deploy_token("Plain Token", "$^$", 18, 10**6 * 10**18)
+        monkeypatch.setenv("CHAIN_RPC_URL", chain.rpc_url)
+        monkeypatch.setenv("CHAIN_CONFIRMATIONS", "0")
+        monkeypatch.setenv("CHAIN_START_BLOCK", "0")
+        from depu.config import get_settings
+
+        get_settings.cache_clear()
+        for _ in range(2):  # price history: the time-weighted price needs a few minutes of it
+            chain.rpc("evm_increaseTime", 600)
+            chain.rpc("evm_mine")
+            index_to_head(chain)
+        deth, holder, other = chain.tokens["DETH"], chain.accounts[2], chain.accounts[3]
+        chain.transfer(deth, chain.accounts[0], holder, 5 * 10**18)
+        chain.transfer(deth, holder, other, 2 * 10**18)
+        chain.transfer(plain, chain.accounts[0], holder, 7 * 10**18)
+        index_to_head(chain)
+        from depu.bot import analytics as bot
+
+        chat = new_chat()
+        with drawn_charts(monkeypatch) as drawn:
+            bot.analytics(message("analytics", deth.address), chat)
+            view = views.token_view(deth.address.lower(), "24h")
+            assert abs(view.price_usd - 3000) < Decimal("0.01")
+            volume, movers = drawn
+            assert volume.value_label == movers.value_label == views.USD_LABEL
+            assert sum(volume.values) == pytest.approx(float(view.volume_usd), rel=1e-9)
+            assert sum(volume.values) == pytest.approx(float(view.volume) / 1e18 * 3000, rel=1e-4)
+            assert list(movers.values) == pytest.approx([float(view.usd(moved)) for _, moved in view.top_movers])
+            assert [caption for _, caption, _ in chat.photos] == [
+                "DETH: volume per hour in US dollars, last 24 h",
+                "DETH: top movers (sent + received) in US dollars, last 24 h"]
+
+            drawn.clear()
+            bot.analytics(message("analytics", other), chat)  # received 2 DETH: $6,000 in
+            [flows] = drawn
+            assert flows.value_label == views.USD_LABEL and sum(flows.values) == pytest.approx(6000, rel=1e-4)
+            assert chat.photos[-1][1] == "DETH in and out per hour in US dollars, last 24 h"
+
+            drawn.clear()
+            bot.analytics(message("analytics", plain.address), chat)  # no pool: tokens, and the label says so
+            volume, movers = drawn
+            assert volume.value_label == movers.value_label == "$^$ (no dollar price)"
+            assert 7.0 in movers.values, "the holder received 7 tokens: plotted as 7"
+            assert chat.photos[-2][1] == "$^$: volume per hour in $^$, last 24 h"
+            assert all(photo.startswith(PNG) for photo, _, _ in chat.photos)
 
 
 def test_bad_input_gets_a_clear_error(indexed):

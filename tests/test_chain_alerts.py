@@ -92,6 +92,47 @@ def test_alert_at_inclusion_then_the_same_message_is_confirmed(aws, chain, notif
     assert len({n.slot for n in all_seen if n.slot and tx in n.slot}) == 1
 
 
+def test_the_head_that_makes_a_block_n_deep_confirms_it_before_the_indexer_applies_it(aws, chain):
+    """The confirmation edit is queued by the tip follower's turn on the N-th block, not after the confirmed
+    indexer's work on that height; a reorganisation deeper than N before the indexer applied the height still
+    edits it to dropped (the indexer having applied it: test_a_reorg_deeper_than_the_confirmations_...)."""
+    from depu.analytics import alerts, watches
+    from depu.chain import indexer as chain_indexer
+    from depu.chain.indexer import RunReport
+
+    watched = chain.accounts[0]  # holds the DUSD supply
+    watches.add(5, 5, watched.lower(), Decimal(0))
+    notices: list = []
+    indexer = make_indexer(chain, notices)
+    indexer.run(until_caught_up=True)
+    notices.clear()
+    fork_point = chain.snapshot()
+    tx = chain.transfer(chain.tokens["DUSD"], watched, chain.accounts[2], 10**18)
+    included = chain.w3.eth.get_transaction_receipt(tx)["blockNumber"]
+    report = RunReport()
+    indexer.tip.step(report)
+    assert [n.slot_version for n in slots_of(notices, tx)] == [0]
+    chain.mine(CONFIRMATIONS - 1)
+    indexer.tip.step(report)
+    assert [n.slot_version for n in slots_of(notices, tx)] == [0], "not confirmed before N blocks"
+    chain.mine(1)
+    indexer.tip.step(report)  # the tip's turn alone: the confirmed indexer has not applied the height
+    assert chain_indexer.load_checkpoint().number < included
+    confirmed = slots_of(notices, tx)
+    assert [n.slot_version for n in confirmed] == [0, 1] and "✅ <b>confirmed</b>" in confirmed[1].text
+    assert alerts.record(5, f"{tx}:L0", watched.lower())["state"] == alerts.CONFIRMED
+
+    # deeper than the confirmations, before the indexer stored the height: its settle edits it to dropped
+    chain.revert(fork_point)
+    chain.mine(CONFIRMATIONS + 3)
+    notices.clear()
+    indexer.run(until_caught_up=True)
+    assert [(n.slot_version, "dropped" in n.text) for n in slots_of(notices, tx)] == [(2, True)]
+    assert alerts.record(5, f"{tx}:L0", watched.lower())["state"] == alerts.DROPPED
+    indexer.run(until_caught_up=True)
+    assert len(slots_of(notices, tx)) == 1, "nothing more once dropped"
+
+
 def test_a_reorg_moves_one_alert_and_drops_the_other_in_their_own_messages(aws, chain, notifier, telegram):
     """T1 and T2 are alerted at inclusion; a reorg replaces their blocks with a chain holding only T1 (the
     same transaction, one block later): T1's message says it moved, then confirmed; T2's says dropped."""

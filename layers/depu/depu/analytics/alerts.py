@@ -1,8 +1,9 @@
 """Two-phase chain alerts: one chat message per (watch, transfer), sent at inclusion, edited in place after.
 
 The tip follower (``depu.chain.tip``) sees a block as soon as it is mined and sends each watch's alert for it
-marked *unconfirmed*; the confirmed indexer reaches the same height ``CHAIN_CONFIRMATIONS`` blocks later and
-edits that very message to *confirmed*. A reorganisation edits it again: *moved* when the transfer is in
+marked *unconfirmed*; on the head that makes that block ``CHAIN_CONFIRMATIONS`` deep it edits that very
+message to *confirmed* (``confirm_deep``), and the confirmed indexer, applying the height just after, settles
+what the tip could not (``settle``: transfers the tip never linked, and drops). A reorganisation edits it again: *moved* when the transfer is in
 another block now (or changed: a new amount), *dropped* when the block that held it is gone and the transfer
 is not in the chain. There is never a second message for one transfer: the message is a slot
 (``depu.message_slots``) named after the chat, the transfer and the watched address, and every state change
@@ -155,6 +156,23 @@ class AlertBook:
                 queued += self._change(int(chat), transfer, address, old, CONFIRMED)
             elif old["state"] != DROPPED and old["block_hash"] != canonical_hash:
                 queued += self._change(int(chat), transfer, address, old, DROPPED)
+        return queued
+
+    def confirm_deep(self, number: int, block_hash: str) -> int:
+        """The tip follower has seen ``block_hash`` at ``number`` reach ``confirmations`` blocks deep, on a chain
+        whose parent links it checked: its unconfirmed alerts become confirmed now, on the head that made them
+        deep, without waiting for the confirmed indexer to apply the height. Dropping stays ``settle``'s: it
+        sees the whole replaced block, and it also re-edits a message confirmed here if a reorganisation deeper
+        than the confirmations replaces the block before the indexer gets there. Returns notices queued."""
+        queued = 0
+        for index in store.query_all(f"ALERTBLK#{number}"):
+            if index["block_hash"] != block_hash:
+                continue
+            chat, transfer, address = index["sk"].split("#")
+            old = record(int(chat), transfer, address)
+            if (old is not None and old["state"] == UNCONFIRMED and old["block_hash"] == block_hash
+                    and int(old["block_number"]) == number):
+                queued += self._change(int(chat), transfer, address, old, CONFIRMED)
         return queued
 
     def retract(self, number: int, block_hash: str) -> int:

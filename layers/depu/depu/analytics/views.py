@@ -5,6 +5,8 @@ consistent picture instead of an empty last hour) and sum the hourly aggregates 
 
 Dollar values: every view carries the time-weighted price of each asset it shows, where a pool prices it
 (``depu.analytics.prices``), as of the newest indexed block; ``usd(asset, amount)`` is None without one.
+Charts follow the same rule through ``AmountAxis``: dollars where a price exists, else token units, and the
+axis label says which.
 """
 from __future__ import annotations
 
@@ -51,6 +53,37 @@ def usd(asset: str, amount: int, meta: metadata.TokenMeta | None, book: Any = No
     return book.usd(asset, amount, meta.decimals if meta else None)
 
 
+USD_LABEL = "US dollars (time-weighted price)"
+
+
+@dataclass(frozen=True)
+class AmountAxis:
+    """How a chart plots one asset's amounts: in dollars at the view's time-weighted price where a pool prices
+    the asset, else in whole tokens (or base units, for a token that reports no decimals). ``label`` is the
+    axis label and ``unit`` the short word for captions; both say which it is."""
+
+    label: str
+    unit: str
+    in_usd: bool
+    decimals: int | None
+    price_usd: Decimal | None = None
+
+    def value(self, amount: int) -> float:
+        """``amount`` base units as plotted (a float: for axes only, every number in text stays exact)."""
+        scaled = Decimal(amount) if self.decimals is None else Decimal(amount).scaleb(-self.decimals)
+        return float(scaled * self.price_usd) if self.in_usd and self.price_usd is not None else float(scaled)
+
+
+def amount_axis(asset: str, meta: metadata.TokenMeta | None, price_usd: Decimal | None) -> AmountAxis:
+    """Dollars where both a price and the token's decimals exist; otherwise the token units, said so."""
+    if meta is not None and meta.decimals is not None:
+        if price_usd is not None:
+            return AmountAxis(USD_LABEL, "US dollars", True, meta.decimals, price_usd)
+        return AmountAxis(f"{meta.label} (no dollar price)", meta.label, False, meta.decimals)
+    name = meta.label if meta is not None else asset[:8] + "…"
+    return AmountAxis(f"{name}, base units (no decimals, no dollar price)", "base units", False, None)
+
+
 @dataclass
 class AssetFlow:
     asset: str
@@ -68,6 +101,10 @@ class AssetFlow:
         if self.price_usd is None or self.meta is None or self.meta.decimals is None:
             return None
         return Decimal(amount).scaleb(-self.meta.decimals) * self.price_usd
+
+    @property
+    def axis(self) -> AmountAxis:
+        return amount_axis(self.asset, self.meta, self.price_usd)
 
 
 @dataclass
@@ -134,6 +171,10 @@ class TokenView:
     @property
     def volume_usd(self) -> Decimal | None:
         return self.usd(self.volume)
+
+    @property
+    def axis(self) -> AmountAxis:
+        return amount_axis(self.token, self.meta, self.price_usd)
 
 
 def token_view(token: str, window: str = "24h") -> TokenView:

@@ -13,7 +13,7 @@ from decimal import Decimal
 from depu import conversation
 from depu.analytics import views, watches
 from depu.analytics.labels import tx_link
-from depu.analytics.amounts import fmt, scale
+from depu.analytics.amounts import fmt
 from depu.analytics.metadata import TokenMeta
 from depu.bot import flows
 from depu.bot.flows import ANY, TEXT, Flow, Next, Turn, button
@@ -45,11 +45,6 @@ def _amount(amount: int, meta: TokenMeta | None, asset: str) -> str:
     if meta is None:
         return fmt(amount, None, _short(asset))
     return fmt(amount, meta.decimals, meta.label)
-
-
-def _float(amount: int, meta: TokenMeta | None) -> float:
-    """For chart axes only; every number in text stays exact."""
-    return float(scale(amount, meta.decimals if meta else None))
 
 
 def _usd(value) -> str:
@@ -228,11 +223,17 @@ def token_view(incoming: Incoming, chat: Chat, token: str, window: str) -> None:
         for address, moved in view.top_movers:
             lines.append(f"{_who(names, address)} {html.escape(_amount(moved, meta, token))}{_usd(view.usd(moved))}")
     show(incoming, chat, "\n".join(lines), _windows("t", window, token))
+    axis = view.axis  # dollars where a price exists, else token units: the label and captions say which
     hours = [hour for hour, _, _ in view.series]
-    chart = charts.flows_chart(f"{meta.label if meta else _short(token)} volume per hour", hours,
-                               [_float(volume, meta) for _, volume, _ in view.series], [0.0] * len(hours),
-                               meta.label if meta and meta.decimals is not None else "base units")
-    chat.send_photo(chart, f"{name}: volume per hour, last {WINDOW_LABELS[window]}")
+    chart = charts.draw_flows(f"{meta.label if meta else _short(token)} volume per hour", hours,
+                              [axis.value(volume) for _, volume, _ in view.series], [0.0] * len(hours), axis.label)
+    chat.send_photo(chart.png, f"{name}: volume per hour in {axis.unit}, last {WINDOW_LABELS[window]}")
+    if view.top_movers:
+        movers = charts.draw_bars(f"{meta.label if meta else _short(token)}: top movers",
+                                  [names.label(address) or _short(address) for address, _ in view.top_movers],
+                                  [axis.value(moved) for _, moved in view.top_movers], axis.label)
+        chat.send_photo(movers.png, f"{name}: top movers (sent + received) in {axis.unit}, "
+                                    f"last {WINDOW_LABELS[window]}")
 
 
 def address_view(incoming: Incoming, chat: Chat, address: str, window: str) -> None:
@@ -270,10 +271,12 @@ def address_view(incoming: Incoming, chat: Chat, address: str, window: str) -> N
     if busiest is not None:
         series = sorted(view.series[busiest.asset])
         label = busiest.meta.label if busiest.meta else _short(busiest.asset)
-        chart = charts.flows_chart(f"{_short(address)}: {label} per hour", [h for h, _, _ in series],
-                                   [_float(i, busiest.meta) for _, i, _ in series],
-                                   [_float(o, busiest.meta) for _, _, o in series], label)
-        chat.send_photo(chart, f"{html.escape(label)} in and out per hour, last {WINDOW_LABELS[window]}")
+        axis = busiest.axis
+        chart = charts.draw_flows(f"{_short(address)}: {label} per hour", [h for h, _, _ in series],
+                                  [axis.value(i) for _, i, _ in series], [axis.value(o) for _, _, o in series],
+                                  axis.label)
+        chat.send_photo(chart.png, f"{html.escape(label)} in and out per hour in {axis.unit}, "
+                                   f"last {WINDOW_LABELS[window]}")
 
 
 # ---------------------------------------------------------------- watches

@@ -3,7 +3,9 @@
 The confirmed indexer (``depu.chain.indexer``) writes rows, aggregates and Parquet only for blocks
 ``CHAIN_CONFIRMATIONS`` deep, so that reorganisations stay rare for what it stores. Watchers should not wait
 that long: each loop turn this follower fetches the blocks above the confirmed head up to the chain head,
-decodes their transfers in memory, and hands them to ``depu.analytics.alerts`` marked unconfirmed. It stores
+decodes their transfers in memory, and hands them to ``depu.analytics.alerts`` marked unconfirmed; the same
+turn confirms the alerts of the block the new head made ``CHAIN_CONFIRMATIONS`` deep, before the confirmed
+indexer applies that height (so the confirmation edit waits for no other work). It stores
 nothing but its cursor (the last block it saw and the hashes of the last ``TIP_HASHES``), and the alert
 records themselves. When the chain head's parent is not the block it saw last, it walks back through those
 hashes to the highest block still canonical and goes on from there: alerts of the dropped blocks are edited
@@ -63,6 +65,7 @@ class TipFollower:
         last = min(head, first + TIP_MAX_BLOCKS - 1)
         blocks, logs_by_block, receipts = ix.fetch(first, last)
         expected = cursor.hashes.get(cursor.number) if cursor and first == cursor.number + 1 else None
+        linked = expected is not None  # this turn's blocks extend the cursor's run of checked heights
         for block in blocks:
             if expected is not None and block["parentHash"] != expected:
                 if _int(block["number"]) == first:
@@ -70,18 +73,36 @@ class TipFollower:
                     return 0
                 raise ChainMoved(f"tip block {_int(block['number'])} does not follow the block fetched before it")
             expected = block["hash"]
+        hashes = dict(cursor.hashes) if cursor else {}
+        for block in blocks:
+            hashes[_int(block["number"])] = block["hash"]
+        # confirmations first: the head that makes a block N deep edits its alerts at once (see confirm_deep)
+        report.alerts += self.confirm_deep(hashes, first, last, linked)
         ix.metas = metadata.ensure(ix.rpc, {entry["address"].lower() for logs in logs_by_block.values()
                                             for entry in logs}, ix.metas)
-        hashes = dict(cursor.hashes) if cursor else {}
         for block in blocks:
             rows = transfer_rows(block, logs_by_block.get(block["hash"], []), receipts)
             current = watches.watching(watches.moved_addresses(rows))
             report.alerts += ix.book.include(rows, current, ix.metas, confirmed=False,
                                              usd=ix.dollars(None) if current else None)
-            hashes[_int(block["number"])] = block["hash"]
         save(TipCursor(last, hashes))
         report.tip_blocks += len(blocks)
         return len(blocks)
+
+    def confirm_deep(self, hashes: dict[int, str], first: int, last: int, linked: bool) -> int:
+        """Confirm the alerts of the heights that blocks ``first..last`` made ``confirmations`` deep, where the
+        follower knows the block there as an ancestor of ``last``: every height from it up to ``last`` is in
+        ``hashes`` and was checked parent by parent (the cursor's run of heights, when this turn's blocks
+        extend it, else this turn's blocks only). Other heights wait for the confirmed indexer's ``settle``."""
+        depth = self.indexer.config.confirmations
+        lowest = first
+        if linked:
+            while lowest - 1 in hashes:
+                lowest -= 1
+        queued = 0
+        for number in range(max(lowest, first - depth), last - depth + 1):
+            queued += self.indexer.book.confirm_deep(number, hashes[number])
+        return queued
 
     def rewind(self, cursor: TipCursor, report: "RunReport") -> None:
         """Move the cursor back to the highest block it saw that is still canonical (or forget it)."""
