@@ -4,6 +4,7 @@
 // the job's view is open, so the test's agent starts shipping log lines, and waits until the job has finished
 // and its outputs are listed. Inside the page, a MutationObserver notes when each log line appeared and what
 // the job's state was then; a securitypolicyviolation listener notes anything the page's CSP had to block.
+// Once the outputs are listed it waits `settleMs` more and counts the log requests made meanwhile.
 import { chromium } from "playwright-core";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -88,6 +89,12 @@ try {
     scenario.outputs, { timeout: scenario.timeoutMs, polling: 100 },
   );
   const seen = await page.evaluate(inspect);
+  // polling must stop once the job has finished: count the log requests over a few more poll intervals
+  const logRequests = () => requests.filter((url) => url.includes("/logs?")).length;
+  const logRequestsAtEnd = logRequests();
+  await page.waitForTimeout(scenario.settleMs || 0);
+  seen.logRequestsAfterEnd = logRequests() - logRequestsAtEnd;
+  seen.logRequests = logRequests();
   if (scenario.screenshot) {
     mkdirSync(dirname(scenario.screenshot), { recursive: true });
     await page.screenshot({ path: scenario.screenshot, fullPage: true });

@@ -44,6 +44,7 @@ LINES = ["epoch 1/5 loss=0.91", "epoch 2/5 loss=0.62", HOSTILE[0], "epoch 3/5 lo
 THEME = {"bg_color": "#0f1b2d", "text_color": "#f0f4f8", "hint_color": "#7d8fa3", "button_color": "#e0528a",
          "button_text_color": "#ffffff", "secondary_bg_color": "#1b2a40"}
 OUTPUTS = {"weights.pt": b"\x00\x01weights" * 300, "metrics.json": b'{"loss": 0.27}'}
+LOG_POLL_MS = 2000  # jobs.js's default
 SHIP_EVERY_S = 1.5  # the agent's pace between lines: several Mini App polls (every 2 s) see the log grow
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -136,7 +137,7 @@ def test_live_logs_then_outputs_in_headless_chromium(browser_ready, aws, tmp_pat
     scenario.write_text(json.dumps({
         "executablePath": shutil.which("chromium") or "/usr/bin/chromium", "url": launch_url(runtime.url, init_data),
         "jobId": job_id, "openedFile": str(opened), "outputs": len(OUTPUTS), "screenshot": str(SCREENSHOT),
-        "timeoutMs": int(scaled(90) * 1000),
+        "timeoutMs": int(scaled(90) * 1000), "settleMs": 3 * LOG_POLL_MS,
     }))
     SCREENSHOT.unlink(missing_ok=True)
     agent.start()
@@ -164,6 +165,9 @@ def test_live_logs_then_outputs_in_headless_chromium(browser_ready, aws, tmp_pat
     assert appeared[0]["t"] / 1000 < agent.shipped_at[-1]  # on screen before the agent had even sent the last
     assert appeared[0]["status"] == "running"  # shown while the job was still running
     assert len({entry["t"] for entry in appeared}) >= 3  # several polls, not one page at the end
+
+    # polled every ~2 s while running, with nothing after it finished
+    assert seen["logRequests"] >= 4 and seen["logRequestsAfterEnd"] == 0
 
     # then it finished: state, and the outputs as working links to exactly what the agent uploaded
     assert seen["viewStatus"] == "succeeded" and seen["viewFinished"] and seen["stateText"] == "succeeded"
