@@ -40,8 +40,9 @@ most 20 artifact names and 2 GiB signed for per job, else 413. Fork hosts an ope
 `error` naming the field. Generated from the code by scripts/openapi.py: do not edit."""
 DASHBOARD_DESCRIPTION = """The live dashboard's API, under /dashboard/ (the page itself is served there too). \
 Sign in with Telegram's initData inside the Mini App or with the bot's one-time login code in a browser; the \
-answer is a 15-minute bearer session for the overview, which the page polls. Generated from the code by \
-scripts/openapi.py: do not edit."""
+answer is a 15-minute bearer session for the overview, which the page polls. A job's log is read from a cursor \
+(polled every ~2 s while it runs) and its outputs as 10-minute links; another user's job answers 404, exactly like \
+a job that does not exist. Generated from the code by scripts/openapi.py: do not edit."""
 
 # name -> (function, title, description, bearer scheme, the operations that need no token)
 DOCUMENTS = {

@@ -9,6 +9,9 @@ Routes:
 - ``GET  /dashboard/overview``: the session user's credits, jobs with GPU metrics, forks, watches, chain.
 - ``GET/POST /dashboard/api-keys``, ``DELETE /dashboard/api-keys/<key_id>``: the user's API keys for the public
   API and the ``depu`` command (``depu.apikeys.keys``): listed without the keys, made (shown once), revoked.
+- ``GET  /dashboard/jobs``, ``/dashboard/jobs/<job_id>/logs?cursor=``, ``/dashboard/jobs/<job_id>/outputs``: the
+  user's jobs, one job's log from a cursor (polled every ~2 s while it runs), its outputs as short-lived links
+  (``depu.dashboard.jobs``); another user's job answers 404, like a job that does not exist.
 
 Live updates are polling: the page asks for the overview every few seconds. API Gateway REST APIs cannot
 push; the upgrade path is an API Gateway WebSocket API fed by the jobs' metric writes.
@@ -20,7 +23,8 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -31,8 +35,11 @@ from depu.config import get_settings
 from depu.contracts import dashboard_api as c
 from depu.contracts.common import answers
 from depu.dashboard import initdata, overview, sessions, site
+from depu.dashboard import jobs as dashboard_jobs
 from depu.errors import UserError
+from depu.jobs.logs import BadPosition
 from depu.web import bodies, errors
+from depu.web.bodies import validation_message
 from depu.web.bearer import bearer_token
 from depu.web.responses import error_response, json_response
 
@@ -48,6 +55,15 @@ app = APIGatewayRestResolver(enable_validation=True, response_validation_error_h
                              json_body_deserializer=bodies.limited_json(lambda: SESSION_MAX_BODY_BYTES))
 SEND = "send a JSON object with init_data (inside Telegram) or login_code (from the bot's link)"
 errors.install(app, _JSON_HEADERS, hint=SEND)
+
+
+@app.exception_handler(RequestValidationError)
+def _invalid_request(error: RequestValidationError) -> Response:
+    """As errors.install answers, but the sign-in hint only where a sign-in body was expected: a bad query
+    on a jobs route is told what is wrong with the query alone."""
+    message = validation_message(list(error.errors()))
+    signing_in = app.current_event.path.rstrip("/").endswith("/dashboard/session")
+    return error_response(400, f"{message} ({SEND})" if signing_in else message, _JSON_HEADERS)
 
 
 class NoCredentials(Exception):
@@ -230,6 +246,67 @@ def make_api_key(request: Annotated[c.ApiKeyRequest, Body()] = c.ApiKeyRequest()
 def revoke_api_key(key_id: str) -> Response[c.ApiKeyInfo]:
     info = keys.revoke(_session().user_id, key_id)
     return Response(200, "application/json", _key_info(info), headers=_JSON_HEADERS)
+
+
+# ------------------------------------------------------------------------------------------- jobs
+JobId = Annotated[str, Path(pattern=dashboard_jobs.ID_PATTERN, description="a job id, as the jobs list gives it")]
+Cursor = Annotated[str, Query(max_length=24, description="'<chunk>:<line>' from the previous page; 0:0 for the start")]
+NO_SESSION = (401, "No session, or it expired or was closed.")
+NO_SUCH_JOB = (404, "No such job of yours (another user's job answers the same).")
+
+
+@app.exception_handler(dashboard_jobs.JobNotFound)
+def _no_such_job(_: dashboard_jobs.JobNotFound) -> Response:
+    return error_response(404, "no such job of yours", _JSON_HEADERS)
+
+
+@app.exception_handler(BadPosition)
+def _bad_cursor(error: BadPosition) -> Response:
+    return error_response(400, str(error), _JSON_HEADERS)
+
+
+def _job_item(job: Any) -> c.JobItem:
+    return c.JobItem(
+        job_id=job.job_id, status=job.status, phase=dashboard_jobs.phase(job),
+        finished=dashboard_jobs.finished(job), gpu_class=job.gpu_class, workload=job.workload,
+        progress=float(job.progress or 0), message=job.message, error=job.error, created_at=job.created_at,
+        started_at=_seconds(job.started_at), finished_at=_seconds(job.finished_at),
+    )
+
+
+def _seconds(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+@app.get("/dashboard/jobs", operation_id="jobs",
+         responses=answers("The session user's jobs, newest first.", (400, "limit is not 1-50."), NO_SESSION),
+         summary="The user's GPU jobs with their state (the Mini App's Jobs section).")
+def list_jobs(limit: Annotated[int, Query(ge=1, le=dashboard_jobs.MAX_LISTED)] = dashboard_jobs.DEFAULT_LISTED) -> Response[c.JobList]:
+    listed = dashboard_jobs.user_jobs(_session().user_id, limit)
+    return Response(200, "application/json", c.JobList(jobs=[_job_item(job) for job in listed]), headers=_JSON_HEADERS)
+
+
+@app.get("/dashboard/jobs/<job_id>/logs", operation_id="jobLogs",
+         responses=answers("The lines after the cursor, the job's state, and whether to keep polling.",
+                           (400, "A job id or cursor that is not one this API gives out."), NO_SESSION, NO_SUCH_JOB),
+         summary="One job's log from a cursor: poll every ~2 s until finished (at most 500 lines a page).")
+def job_logs(job_id: JobId, cursor: Cursor = "0:0") -> Response[c.JobLogPage]:
+    read = dashboard_jobs.job_log(_session().user_id, job_id, cursor)
+    page = c.JobLogPage(job=_job_item(read.job), lines=read.page.lines, cursor=str(read.page.cursor),
+                        more=read.page.more, finished=read.finished)
+    return Response(200, "application/json", page, headers=_JSON_HEADERS)
+
+
+@app.get("/dashboard/jobs/<job_id>/outputs", operation_id="jobOutputs",
+         responses=answers("The files the job completed with, as links valid for 10 minutes.",
+                           (400, "A job id that is not one this API gives out."), NO_SESSION, NO_SUCH_JOB),
+         summary="One job's outputs (name, size, a short-lived download link), once it has ended.")
+def job_outputs(job_id: JobId) -> Response[c.JobOutputs]:
+    found = dashboard_jobs.job_outputs(_session().user_id, job_id)
+    outputs = [c.JobOutput(name=item.name, state=item.state, size=item.size, url=item.url) for item in found.outputs]
+    reply = c.JobOutputs(job_id=found.job.job_id, finished=dashboard_jobs.finished(found.job), outputs=outputs,
+                         links_expire_at=found.links_expire_at)
+    return Response(200, "application/json", reply, headers=_JSON_HEADERS)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -72,6 +72,7 @@
     $("signin").hidden = false;
     if (message) showError(message);
     setState(message ? "error" : "signin");
+    document.dispatchEvent(new CustomEvent("depu:signed-out"));
   }
 
   // ------------------------------------------------------------------ API
@@ -456,6 +457,7 @@
     });
     signIn().then(function (opened) {
       if (!opened) return showSignin("");
+      document.dispatchEvent(new CustomEvent("depu:signed-in", { detail: { api: api } }));  // jobs.js
       loadKeys();
       return poll();
     }).catch(function (error) {

@@ -86,3 +86,50 @@ class ApiKeyRequest(Contract):
 class ApiKeyMade(Contract):
     key: str = Field(description="the key itself: shown this once, stored only as a hash")
     info: ApiKeyInfo
+
+
+# ------------------------------------------------------------------------------------------- jobs
+class JobItem(Contract):
+    """One of the session user's jobs as the Mini App's Jobs section lists it."""
+
+    job_id: str
+    status: str = Field(description="queued, assigned, running, succeeded, failed, cancelled or expired")
+    phase: str | None = Field(None, description="while running: 'setup' (packages, inputs; not billed) or 'running'")
+    finished: bool = Field(description="the job has ended (a terminal status)")
+    gpu_class: str
+    workload: str
+    progress: float = Field(description="0..1, as the agent last reported")
+    message: str | None = Field(None, description="the agent's latest one-line note")
+    error: str | None = Field(None, description="why it failed, when it did")
+    created_at: str
+    started_at: int | None = None
+    finished_at: int | None = None
+
+
+class JobList(Contract):
+    jobs: list[JobItem] = Field(description="newest first")
+
+
+class JobLogPage(Contract):
+    """Log lines after a cursor. Poll while ``finished`` is false (every ~2 s); when ``more`` is true, ask
+    again at once with the new cursor."""
+
+    job: JobItem
+    lines: list[str] = Field(description="the next lines, in order (at most 500, about 200,000 characters)")
+    cursor: str = Field(description="pass back as ?cursor= for the lines after these ('<chunk>:<line>')")
+    more: bool = Field(description="stored lines follow these: ask again at once")
+    finished: bool = Field(description="the job ended and every line it logged has been given: stop polling")
+
+
+class JobOutput(Contract):
+    name: str
+    state: str = Field(description="ok, missing (no longer stored) or withheld (changed after the job ended)")
+    size: int | None = Field(None, description="bytes")
+    url: str | None = Field(None, description="a presigned download link (state ok), valid for 10 minutes")
+
+
+class JobOutputs(Contract):
+    job_id: str
+    finished: bool = Field(description="outputs are recorded when the job ends; until then the list is empty")
+    outputs: list[JobOutput]
+    links_expire_at: int | None = Field(None, description="when the links stop working (ask again after)")

@@ -22,7 +22,9 @@ class Artifact:
     url: str | None = None
 
 
-def artifacts(job: Job) -> list[Artifact]:
+def artifacts(job: Job, link_seconds: int = storage.DOWNLOAD_URL_SECONDS) -> list[Artifact]:
+    """Each file the job completed with; a usable one with a download link valid for ``link_seconds`` (the
+    chat's summary keeps its links a day, the Mini App asks for short ones each time it shows them)."""
     prefix = storage.artifact_prefix(job.job_id)
     etags = list(job.artifact_etags or [])
     found: list[Artifact] = []
@@ -36,5 +38,5 @@ def artifacts(job: Job) -> list[Artifact]:
         elif index < len(etags) and stored[1] != etags[index]:
             found.append(Artifact(name, "withheld"))
         else:
-            found.append(Artifact(name, "ok", stored[0], storage.download_url(key, filename=name)))
+            found.append(Artifact(name, "ok", stored[0], storage.download_url(key, link_seconds, filename=name)))
     return found
