@@ -23,7 +23,6 @@ from typing import Any, Iterable
 
 from botocore.exceptions import ClientError
 
-from depu.chain import store
 from depu.config import chain_tuning
 
 HOUR = 3600
