@@ -68,6 +68,9 @@ class Settings:
     payout_daily_total_credits: int = 10_000_000
     treasury_low_credits: int = 100_000
     payout_address_delay_seconds: int = 24 * 3600
+    # a job's input files above Telegram's 20 MB download limit come through an upload link (depu.jobs.uploads):
+    # each file, and all of one job's inputs together, at most this (the agent's default max_input_mb)
+    upload_max_bytes: int = 2 * 1024 ** 3
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -117,6 +120,7 @@ class Settings:
             payout_daily_total_credits=int(_env("PAYOUT_DAILY_TOTAL_CREDITS", "10000000")),
             treasury_low_credits=int(_env("TREASURY_LOW_CREDITS", "100000")),
             payout_address_delay_seconds=int(_env("PAYOUT_ADDRESS_DELAY_SECONDS", str(24 * 3600))),
+            upload_max_bytes=int(_env("UPLOAD_MAX_BYTES", str(2 * 1024 ** 3))),
         )
 
 
