@@ -34,6 +34,7 @@ from depu.contracts import dashboard_api as c
 from depu.contracts.common import answers
 from depu.dashboard import initdata, overview, sessions, site
 from depu.errors import UserError
+from depu.jobs import storage
 from depu.web import bodies, errors
 from depu.web.bearer import bearer_token
 from depu.web.responses import error_response, json_response
@@ -105,7 +106,8 @@ def _static(name: str | None) -> Response[str]:
         found = site.static_file(name)
     except site.NotFound:
         return Response(status_code=404, content_type="text/plain", body="not found", headers=site.SECURITY_HEADERS)
-    return Response(status_code=200, content_type=found.content_type, body=found.body, headers=site.SECURITY_HEADERS)
+    headers = site.page_headers(storage.post_origin()) if found.content_type.startswith("text/html") else site.SECURITY_HEADERS
+    return Response(status_code=200, content_type=found.content_type, body=found.body, headers=headers)
 
 
 @app.get("/dashboard/login", operation_id="loginLink",

@@ -117,6 +117,15 @@ def post_form(key: str, max_bytes: int, seconds: int) -> tuple[str, dict[str, st
     return str(answer["url"]), {str(name): str(value) for name, value in answer["fields"].items()}
 
 
+def post_origin() -> str:
+    """The origin (scheme://host[:port]) that upload forms are posted to: the page's CSP must allow it."""
+    from urllib.parse import urlsplit
+
+    url, _fields = post_form("uploads/origin", 1, 60)
+    split = urlsplit(url)
+    return f"{split.scheme}://{split.netloc}"
+
+
 def list_after(prefix: str, start_after: str | None, max_keys: int) -> tuple[list[str], bool]:
     """Keys under ``prefix`` after ``start_after`` in key order (at most ``max_keys``), and whether more follow."""
     params: dict[str, Any] = {"Bucket": get_settings().artifacts_bucket, "Prefix": prefix, "MaxKeys": max_keys}
