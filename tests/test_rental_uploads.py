@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import subprocess
+import time
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, urlsplit
 
@@ -326,3 +327,51 @@ def test_a_21_mib_document_comes_by_upload_link_and_reaches_the_jobs_sandbox(age
     assert facts == {"size": size, "sha256": hashlib.sha256(body).hexdigest()}
     assert "[setup] input big.bin ready" in done.logs_tail
     assert done.setup_started_at is not None and done.started_at >= done.setup_started_at  # the fetch: unbilled
+
+
+# ------------------------------------------------------------------------------------------- the Mini App in Chromium
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+def test_the_mini_app_uploads_a_file_to_the_drafts_link_in_chromium(aws, tmp_path):
+    """Real headless Chromium: the page's CSP lets it post to the bucket's origin and the bucket's CORS (from
+    template.yaml, for the API's origin) lets it read S3's answer; the file lands at the draft's key."""
+    import shutil
+    from urllib.parse import quote
+
+    from conftest import TEST_BOT_TOKEN
+    from dashboard_support import telegram_user
+
+    from depu.bot import flows, rental
+    from depu.conversation import load
+    from depu.dashboard import initdata
+    from local.moto_server import free_port
+    from local.provision import provision
+    from local.runtime import LocalRuntime, RuntimeOptions
+    from local.template import LocalTemplate
+
+    assert shutil.which("chromium") and shutil.which("node"), "chromium or node missing: run `make deps`"
+    port = free_port()
+    template = LocalTemplate(parameters={"PublicApiUrl": f"http://127.0.0.1:{port}"})
+    provision(template, aws.endpoint, bot_token=TEST_BOT_TOKEN, webhook_secret="test-webhook-secret-0123456789")
+    runtime = LocalRuntime(template, aws.endpoint, RuntimeOptions(port=port)).start()
+    try:
+        ensure_user(USER_ID, credits=5000)
+        flows.begin(USER_ID, rental.RENT, "inputs", {"gpu_class": "cpu", "workload": "job", "command": "ls"})
+        launch = initdata.build(telegram_user(USER_ID, "Grace"), TEST_BOT_TOKEN, auth_date=int(time.time()) - 5)
+        body = os.urandom(3 * MIB + 7)
+        scenario, result = tmp_path / "scenario.json", tmp_path / "result.json"
+        scenario.write_text(json.dumps({
+            "executablePath": shutil.which("chromium"), "fileName": "weights.pt",
+            "fileBase64": base64.b64encode(body).decode(),
+            "url": f"{runtime.url}/dashboard/app/?poll=1000#tgWebAppData={quote(launch, safe='')}&tgWebAppVersion=7.10"}))
+        done = subprocess.run(["node", "tests/uploads_browser.mjs", str(scenario), str(result)], capture_output=True,
+                              text=True, timeout=240, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        assert done.returncode == 0, done.stderr[-2000:]
+        seen = json.loads(result.read_text())
+    finally:
+        runtime.stop()
+    assert seen["ok"] and seen["status"].startswith("Uploaded weights.pt"), seen
+    draft = load(USER_ID).data["draft"]
+    assert stored(f"uploads/{USER_ID}/{draft}/weights.pt") == body
+    posts = [line for line in seen["requests"] if line.startswith("POST ")]
+    assert any(line.endswith("/dashboard/uploads") for line in posts) and any(aws.endpoint in line for line in posts)
