@@ -375,3 +375,24 @@ def test_the_mini_app_uploads_a_file_to_the_drafts_link_in_chromium(aws, tmp_pat
     assert stored(f"uploads/{USER_ID}/{draft}/weights.pt") == body
     posts = [line for line in seen["requests"] if line.startswith("POST ")]
     assert any(line.endswith("/dashboard/uploads") for line in posts) and any(aws.endpoint in line for line in posts)
+
+
+# ------------------------------------------------------------------------------------------- outputs as links
+def test_the_end_of_job_message_gives_output_links_with_their_expiry(aws):
+    from dashboard_support import seed_running_job
+
+    from depu.bot import job_text
+    from depu.jobs import storage
+    from depu.jobs.models import Job
+
+    ensure_user(USER_ID)
+    seed_running_job(USER_ID, "jout01")
+    key = storage.artifact_prefix("jout01") + "outputs.zip"
+    etag = storage.put(key, b"PK" + os.urandom(64))
+    Job("jout01").update(actions=[Job.status.set("succeeded"), Job.artifacts.set([key]), Job.artifact_etags.set([etag]),
+                                  Job.charged.set(1), Job.billed_seconds.set(5), Job.max_cost.set(9)])
+    text = job_text.summary_text(Job.get("jout01"))
+    assert "links work for up to 24 h" in text and "/jobs jout01" in text
+    url = html.unescape(re.search(r'<a href="([^"]+)">outputs.zip</a>', text).group(1))
+    assert parse_qs(urlsplit(url).query)["X-Amz-Expires"] == ["86400"]
+    assert requests.get(url, timeout=30).content == stored(key)
