@@ -345,7 +345,7 @@ def _add_upload(data: dict, user_id: int, file_name: str, size: int | None) -> t
 def upload_link_text(link: uploads.UploadLink) -> str:
     command = link.curl()
     how = (f"<pre>{html.escape(command)}</pre>" if len(command) < 3200
-           else "Open the Mini App (/dashboard) and choose the file under <b>Upload an input file</b>.")
+           else "Open the Mini App (/webapp) and choose the file under <b>Upload an input file</b>.")
     return (f"<code>{html.escape(link.name)}</code> is over Telegram's {spec.MAX_INPUT_FILE_BYTES // (1024 * 1024)} MB: "
             f"upload it yourself within {link.expires_in // 60} min (at most {uploads.describe_cap()}), from the "
             f"folder that holds it:\n{how}\nThe job starts only once the file is there; then tap Done.")
