@@ -78,6 +78,19 @@ def _buckets(template: LocalTemplate, endpoint: str) -> None:
         if rules:
             s3.put_bucket_lifecycle_configuration(
                 Bucket=name, LifecycleConfiguration={"Rules": [_lifecycle_rule(rule) for rule in rules]})
+        cors = template.resolve(template.resources[logical_id].get("Properties", {}).get("CorsConfiguration", {}),
+                                endpoint).get("CorsRules")
+        if cors:  # the Mini App posts large input files to the bucket from the API's origin
+            s3.put_bucket_cors(Bucket=name, CORSConfiguration={"CORSRules": [_cors_rule(rule) for rule in cors]})
+
+
+def _cors_rule(rule: dict) -> dict:
+    """A template CorsRules entry in the S3 API's shape."""
+    converted = {key: list(rule[key]) for key in ("AllowedMethods", "AllowedOrigins", "AllowedHeaders",
+                                                   "ExposedHeaders") if key in rule}
+    if "MaxAge" in rule:
+        converted["MaxAgeSeconds"] = int(rule["MaxAge"])
+    return converted
 
 
 def _lifecycle_rule(rule: dict) -> dict:

@@ -389,12 +389,15 @@ def function_grants() -> dict[str, list]:
 def keys_the_code_writes() -> dict[str, list[str]]:
     from depu.analytics import raw
     from depu.analytics.export import ExportRequest
-    from depu.jobs import storage
+    from depu.jobs import storage, uploads
 
     job = "0b6f3a1e"
     export = ExportRequest(request_id="r1", user_id=42, chat_id=42, dataset="transfers", start=1, end=2, format="csv")
     return {
-        "TelegramWebhookFunction": [storage.script_key(job), storage.input_key(job, "data.csv")],  # /rent_gpu: script, inputs
+        # /rent_gpu: script, inputs; and it signs the upload links of inputs over 20 MB (depu.jobs.uploads)
+        "TelegramWebhookFunction": [storage.script_key(job), storage.input_key(job, "data.csv"),
+                                    uploads.draft_key(42, "d0123456789abcdef", "big.bin")],
+        "DashboardApiFunction": [uploads.draft_key(42, "d0123456789abcdef", "big.bin")],  # the Mini App's links
         "PublicApiFunction": [storage.script_key(job)],  # POST /v1/jobs stores the script it was sent
         "AgentApiFunction": [storage.log_key(job, 7), storage.artifact_prefix(job) + storage.safe_name("out.pt")],
         "IndexerFunction": [raw.part_key("transfers", 1, 99), raw.part_key("blocks", 1, 99)],
@@ -416,7 +419,8 @@ def test_no_function_may_write_site():
 
 def test_each_function_may_write_exactly_the_prefixes_it_uses():
     grants = function_grants()
-    expected = {"TelegramWebhookFunction": {"jobs/*/script.py", "jobs/*/inputs/*"},
+    expected = {"TelegramWebhookFunction": {"jobs/*/script.py", "jobs/*/inputs/*", "uploads/*"},
+                "DashboardApiFunction": {"uploads/*"},
                 "PublicApiFunction": {"jobs/*/script.py"},
                 "AgentApiFunction": {"jobs/*/logs/*", "jobs/*/artifacts/*"},
                 "IndexerFunction": {"raw/*"},

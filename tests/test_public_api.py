@@ -337,6 +337,8 @@ def test_artifacts_come_as_links_and_a_changed_file_is_withheld(aws):
     listed = call("GET", "/v1/jobs/jart01/artifacts", key=key)["json"]["artifacts"]
     assert [(a["name"], a["state"]) for a in listed] == [("weights.pt", "ok"), ("changed.txt", "withheld")]
     assert listed[0]["url"].startswith("http") and listed[1]["url"] is None
+    assert abs(listed[0]["expires_at"] - (time.time() + storage.DOWNLOAD_URL_SECONDS)) < 60  # the link says when it dies
+    assert listed[1]["expires_at"] is None
 
 
 # ------------------------------------------------------------------------------------------------ exports

@@ -34,7 +34,9 @@ def test_own_job_flow_submits_a_spec_with_command_packages_and_gpus(bot, cpu_age
         assert run(sent_document("requirements.txt", 30, file_id="req-ok"), chat) == "document", chat.text
         assert "2 package(s)" in chat.text
         telegram.add_file("data-1", "documents/data.csv", b"a,b\n1,2\n")
-        assert run(sent_document("data.csv", 10**9, file_id="data-1"), chat) == "user_error"  # over 20 MB
+        # over 20 MB it comes by upload link (tests/test_rental_uploads.py); over the 2 GiB cap not at all
+        assert run(sent_document("data.csv", 3 * 1024 ** 3, file_id="data-1"), chat) == "user_error"
+        assert "at most 2 GiB" in chat.text
         assert run(sent_document("data.csv", 8, file_id="data-1"), chat) == "document"
         assert "1 so far" in chat.text
         run(press(chat.button("Done")), chat)

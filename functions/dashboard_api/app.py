@@ -7,6 +7,8 @@ Routes:
 - ``POST /dashboard/session``: ``{"init_data": ...}`` (inside Telegram) or ``{"login_code": ...}`` (browser)
   in, a 15-minute bearer session out. ``DELETE`` signs out.
 - ``GET  /dashboard/overview``: the session user's credits, jobs with GPU metrics, forks, watches, chain.
+- ``POST /dashboard/uploads``: an upload link (presigned POST) for one input file of the user's job draft
+  (``depu.jobs.uploads``), for files over Telegram's 20 MB.
 - ``GET/POST /dashboard/api-keys``, ``DELETE /dashboard/api-keys/<key_id>``: the user's API keys for the public
   API and the ``depu`` command (``depu.apikeys.keys``): listed without the keys, made (shown once), revoked.
 - ``GET  /dashboard/jobs``, ``/dashboard/jobs/<job_id>/logs?cursor=``, ``/dashboard/jobs/<job_id>/outputs``: the
@@ -38,6 +40,7 @@ from depu.dashboard import initdata, overview, sessions, site
 from depu.dashboard import jobs as dashboard_jobs
 from depu.errors import UserError
 from depu.jobs.logs import BadPosition
+from depu.jobs import storage
 from depu.web import bodies, errors
 from depu.web.bodies import validation_message
 from depu.web.bearer import bearer_token
@@ -119,7 +122,8 @@ def _static(name: str | None) -> Response[str]:
         found = site.static_file(name)
     except site.NotFound:
         return Response(status_code=404, content_type="text/plain", body="not found", headers=site.SECURITY_HEADERS)
-    return Response(status_code=200, content_type=found.content_type, body=found.body, headers=site.SECURITY_HEADERS)
+    headers = site.page_headers(storage.post_origin()) if found.content_type.startswith("text/html") else site.SECURITY_HEADERS
+    return Response(status_code=200, content_type=found.content_type, body=found.body, headers=headers)
 
 
 @app.get("/dashboard/login", operation_id="loginLink",
@@ -201,6 +205,25 @@ def post_topup(request: Annotated[c.TopUpRequest, Body()]) -> Response[c.TopUpRe
 
     order = send_topup_invoice(bot_api(), _session().user_id, request.stars)  # UserError: not a pack on offer
     return Response(201, "application/json", c.TopUpReply(sent=True, stars=int(order.stars), credits=int(order.credits)),
+                    headers=_JSON_HEADERS)
+
+
+# ------------------------------------------------------------------------------------------- uploads
+@app.post("/dashboard/uploads", operation_id="uploadLink", status_code=201,
+          responses=answers("The upload form for the file: POST it to S3 within expires_in seconds.",
+                            (400, "No job draft at its input files step, too many files, a name already taken, or "
+                                  "over the cap."),
+                            (401, "No session, or it expired or was closed."),
+                            (413, "The body is over 16 KiB."), status=201),
+          summary="An upload link for one input file of the user's job draft (files over Telegram's 20 MB).")
+def post_upload(request: Annotated[c.UploadRequest, Body()]) -> Response[c.UploadLinkReply]:
+    from depu.bot import rental
+
+    session = _session()
+    link = rental.request_upload(session.user_id, request.file_name, request.size)  # UserError: 400
+    logger.info("upload link made", extra={"user_id": session.user_id, "size": request.size})
+    return Response(201, "application/json", c.UploadLinkReply(name=link.name, url=link.url, fields=link.fields,
+                                                               expires_in=link.expires_in, max_bytes=link.max_bytes),
                     headers=_JSON_HEADERS)
 
 

@@ -93,8 +93,9 @@ def summary_text(job: Job) -> str:
     links = _artifact_links(job)
     if links:
         # presigned with the function's role session, so a link can expire before its nominal 24 h
-        lines.append(f"<b>Artifacts</b> (links expire; <code>/jobs {job.job_id}</code> gives fresh ones; files are "
-                     f"kept {storage.JOB_FILES_DAYS} days)\n" + "\n".join(links))
+        lines.append(f"<b>Artifacts</b> (links work for up to {storage.DOWNLOAD_URL_SECONDS // 3600} h; "
+                     f"<code>/jobs {job.job_id}</code> gives fresh ones; files are kept {storage.JOB_FILES_DAYS} days)\n"
+                     + "\n".join(links))
     charged = int(job.charged or 0)
     lines.append(f"Charged: <b>{charged}</b> credits for {int(job.billed_seconds or 0)} s (held {int(job.max_cost)}).")
     return "\n\n".join(lines)

@@ -29,7 +29,7 @@ from depu.bot.registry import Button, Chat, Command, Feature, Incoming
 from depu.bot.sections import Section
 from depu.config import get_settings
 from depu.errors import UserError
-from depu.jobs import lifecycle, service, spec, workloads
+from depu.jobs import lifecycle, service, spec, uploads, workloads
 from depu.jobs.metering import max_cost
 from depu.jobs.models import Job
 from depu.profiles import ensure_profile
@@ -158,12 +158,20 @@ def _submit(turn: Turn) -> None:
         from depu.telegram.client import bot_api
 
         script = bot_api().download_file(data["file_id"], max_bytes=workloads.MAX_SCRIPT_BYTES)
-    inputs = None
+    inputs, uploaded = None, None
     if data["workload"] == spec.WORKLOAD and data.get("inputs"):
+        try:  # the large files first: nothing is downloaded or held while one of them is missing
+            uploaded = uploads.confirm(incoming.user_id, data.get("draft") or "",
+                                       [item["name"] for item in data["inputs"] if item.get("upload")])
+        except UserError as error:
+            turn.advance("limit")
+            turn.answer()
+            _limit_menu(turn, note=error.message)
+            return
         from depu.telegram.client import bot_api
 
         inputs = [(item["name"], bot_api().download_file(item["file_id"], max_bytes=spec.MAX_INPUT_FILE_BYTES))
-                  for item in data["inputs"]]
+                  for item in data["inputs"] if not item.get("upload")]
     try:
         job = service.submit(
             incoming.user_id,
@@ -174,6 +182,7 @@ def _submit(turn: Turn) -> None:
             time_limit_s=int(data["time_limit_s"]),
             script=script,
             inputs=inputs,
+            uploaded=uploaded,
         )
     except UserError as error:
         turn.advance("limit")
@@ -302,9 +311,10 @@ def no_packages(turn: Turn) -> Next:
 
 def _inputs_prompt(turn: Turn, note: str = "") -> None:
     count = len(turn.data.get("inputs") or [])
-    turn.show((note + "\n\n" if note else "") + "Input files? Send each as a document (at most "
-              f"{spec.MAX_INPUT_FILE_BYTES // (1024 * 1024)} MB each, {spec.MAX_INPUT_FILES} files): your code finds "
-              "them in <code>inputs/</code>." + (f" {count} so far." if count else ""),
+    turn.show((note + "\n\n" if note else "") + f"Input files? Send each as a document ({spec.MAX_INPUT_FILES} "
+              f"files at most; over {spec.MAX_INPUT_FILE_BYTES // (1024 * 1024)} MB you get an upload link, up to "
+              f"{uploads.describe_cap()}): your code finds them in <code>inputs/</code>."
+              + (f" {count} so far." if count else ""),
               [[_button("Done" if count else "No input files", "nd")], [_button("Cancel", "x")]])
 
 
@@ -314,12 +324,58 @@ def input_file(turn: Turn) -> Next:
     held = list(turn.data.get("inputs") or [])
     if len(held) >= spec.MAX_INPUT_FILES:
         raise UserError(f"A job takes at most {spec.MAX_INPUT_FILES} input files: tap Done.")
-    if not 0 < int(doc.file_size or 0) <= spec.MAX_INPUT_FILE_BYTES:
-        raise UserError(f"Each input file is at most {spec.MAX_INPUT_FILE_BYTES // (1024 * 1024)} MB "
-                        "(the most a bot can download from Telegram).")
+    if int(doc.file_size or 0) > spec.MAX_INPUT_FILE_BYTES:  # a bot cannot download it: it comes by upload link
+        return _upload_link_step(turn, doc.file_name or "input", int(doc.file_size))
+    if not 0 < int(doc.file_size or 0):
+        raise UserError("That file is empty.")
+    if any(item["name"] == (doc.file_name or "input")[:100] for item in held):
+        raise UserError("You already sent a file of that name.")
     held.append({"file_id": doc.file_id, "name": (doc.file_name or "input")[:100], "size": int(doc.file_size)})
     return flows.go("inputs", {"inputs": held},
                     then=lambda turn: _inputs_prompt(turn, note=f"Got <code>{html.escape(held[-1]['name'])}</code>."))
+
+
+def _add_upload(data: dict, user_id: int, file_name: str, size: int | None) -> tuple[dict, uploads.UploadLink]:
+    """The draft's data with one more file to come by upload link, and that link (``UserError`` if it does not
+    fit: too many files, a name already taken, over the cap)."""
+    held = list(data.get("inputs") or [])
+    if len(held) >= spec.MAX_INPUT_FILES:
+        raise UserError(f"A job takes at most {spec.MAX_INPUT_FILES} input files.")
+    draft = data.get("draft") or uploads.new_draft_id()
+    link = uploads.create_link(user_id, draft, file_name, size)
+    if any(item["name"] == link.name for item in held):
+        raise UserError(f"The job already has an input file named <code>{html.escape(link.name)}</code>.")
+    held.append({"name": link.name, "upload": True, "size": int(size or 0)})
+    return {"inputs": held, "draft": draft}, link
+
+
+def upload_link_text(link: uploads.UploadLink) -> str:
+    command = link.curl()
+    how = (f"<pre>{html.escape(command)}</pre>" if len(command) < 3200
+           else "Open the Mini App (/webapp) and choose the file under <b>Upload an input file</b>.")
+    return (f"<code>{html.escape(link.name)}</code> is over Telegram's {spec.MAX_INPUT_FILE_BYTES // (1024 * 1024)} MB: "
+            f"upload it yourself within {link.expires_in // 60} min (at most {uploads.describe_cap()}), from the "
+            f"folder that holds it:\n{how}\nThe job starts only once the file is there; then tap Done.")
+
+
+def _upload_link_step(turn: Turn, file_name: str, size: int) -> Next:
+    data, link = _add_upload(turn.data, turn.user_id, file_name, size)
+    return flows.go("inputs", data, then=lambda turn: _inputs_prompt(turn, note=upload_link_text(link)))
+
+
+class NoDraft(UserError):
+    """An upload link asked for outside the rent flow's input step."""
+
+
+def request_upload(user_id: int, file_name: str, size: int | None) -> uploads.UploadLink:
+    """An upload link for the user's job draft (the Mini App's file input): the rent flow must be at its input
+    files step; the file joins the draft, as a document sent in the chat does."""
+    current = conversation.load(user_id)
+    if current is None or current.flow != FLOW or current.step != "inputs":
+        raise NoDraft("Start a job with /rent_gpu → My own job and reach the input files step, then upload here.")
+    data, link = _add_upload(current.data, user_id, file_name, size)
+    conversation.advance(user_id, "inputs", data, flow=FLOW, current=current)
+    return link
 
 
 def inputs_done(turn: Turn) -> Next:

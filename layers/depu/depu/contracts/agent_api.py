@@ -148,8 +148,10 @@ class JobOffer(Contract):
     script_url: str | None = Field(None, description="presigned GET of the user's script (script only)")
     gpu_indices: list[int] | None = Field(None, description="every slot the job holds (a job spec's gpu_count), "
                                           "gpu_index first")
-    inputs: list[dict[str, str]] | None = Field(None, description="a job spec's input files {name, url}: presigned "
-                                                "GETs, fetched into inputs/ during setup")
+    inputs: list[dict[str, Any]] | None = Field(None, description="a job spec's input files {name, url, size?, "
+                                                "if_match?}: presigned GETs of one key each, fetched into inputs/ "
+                                                "during setup; send If-Match: <if_match> (a signed header) and "
+                                                "stop past size bytes")
 
 
 class ClaimReply(Contract):

@@ -133,3 +133,20 @@ class JobOutputs(Contract):
     finished: bool = Field(description="outputs are recorded when the job ends; until then the list is empty")
     outputs: list[JobOutput]
     links_expire_at: int | None = Field(None, description="when the links stop working (ask again after)")
+
+
+class UploadRequest(Contract):
+    """The Mini App's file input: one input file of the user's job draft (the rent flow's input files step)."""
+
+    file_name: str = Field(min_length=1, max_length=200, description="the file's name (cleaned: it is its name in inputs/)")
+    size: int = Field(ge=1, description="the file's size in bytes, for an early answer; S3's policy is what holds")
+
+
+class UploadLinkReply(Contract):
+    """A presigned POST: send ``fields`` and then the file (the last field, named ``file``) to ``url``."""
+
+    name: str = Field(description="the file's name in the job's inputs/")
+    url: str
+    fields: dict[str, str] = Field(description="the form's fields, sent as they are (the policy covers each)")
+    expires_in: int = Field(description="seconds the link is valid")
+    max_bytes: int = Field(description="the most the link accepts (the documented cap)")

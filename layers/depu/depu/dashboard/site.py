@@ -42,6 +42,13 @@ SECURITY_HEADERS = {
 }
 
 
+def page_headers(upload_origin: str) -> dict[str, str]:
+    """The security headers of the page itself: as SECURITY_HEADERS, except that the page may also post to
+    ``upload_origin``, the artifacts bucket's (a large input file goes there by upload link, depu.jobs.uploads)."""
+    policy = CONTENT_SECURITY_POLICY.replace("connect-src 'self';", f"connect-src 'self' {upload_origin};")
+    return {**SECURITY_HEADERS, "Content-Security-Policy": policy}
+
+
 class NotFound(Exception):
     pass
 

@@ -6,6 +6,7 @@ at completion.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from depu.jobs import storage
@@ -20,6 +21,7 @@ class Artifact:
     state: str  # "ok" | "missing" (no longer stored) | "withheld" (changed after the job ended)
     size: int | None = None
     url: str | None = None
+    expires_at: int | None = None  # when the link stops working at the latest (it may stop earlier: see storage)
 
 
 def artifacts(job: Job, link_seconds: int = storage.DOWNLOAD_URL_SECONDS) -> list[Artifact]:
@@ -38,5 +40,6 @@ def artifacts(job: Job, link_seconds: int = storage.DOWNLOAD_URL_SECONDS) -> lis
         elif index < len(etags) and stored[1] != etags[index]:
             found.append(Artifact(name, "withheld"))
         else:
-            found.append(Artifact(name, "ok", stored[0], storage.download_url(key, link_seconds, filename=name)))
+            found.append(Artifact(name, "ok", stored[0], storage.download_url(key, link_seconds, filename=name),
+                                  int(time.time()) + link_seconds))
     return found

@@ -77,6 +77,9 @@ class Job(Model):
     time_limit_s = NumberAttribute()
     script_key = UnicodeAttribute(null=True)
     input_keys = ListAttribute(of=UnicodeAttribute, null=True)  # a job spec's input files (storage.input_key)
+    # each input's size and ETag when it was checked (depu.jobs.uploads.confirm): the agent's link is pinned to it
+    input_sizes = ListAttribute(of=NumberAttribute, null=True)
+    input_etags = ListAttribute(of=UnicodeAttribute, null=True)
 
     price_per_hour = NumberAttribute()
     max_cost = NumberAttribute()

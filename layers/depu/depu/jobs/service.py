@@ -18,7 +18,8 @@ from depu.config import get_settings
 from depu.errors import UserError
 from depu.jobs import lifecycle, messages, metering, storage, workloads
 from depu.jobs.spec import WORKLOAD as SPEC_WORKLOAD
-from depu.jobs.spec import JobSpec, clean_inputs, wants_egress
+from depu.jobs.spec import MAX_INPUT_FILES, JobSpec, clean_inputs, wants_egress
+from depu.jobs.uploads import UploadedInput
 from depu.jobs.leases import MAX_QUEUE_SECONDS
 from depu.jobs.models import Job
 
@@ -49,6 +50,7 @@ def submit(
     script: bytes | None = None,
     job_id: str | None = None,
     inputs: list[tuple[str, bytes]] | None = None,
+    uploaded: list[UploadedInput] | None = None,
 ) -> Job:
     """Validate, hold the maximum cost, save the job queued and enqueue it. Raises ``UserError`` for
     anything the user can fix (including too few credits); on any failure after the hold, the hold is
@@ -56,11 +58,18 @@ def submit(
 
     The ``job`` workload takes a job spec (``depu.jobs.spec``) as ``params``: a command or a script file
     (``file_name``/``file_size`` with ``script``), requirements, environment and ``gpu_count``, and
-    ``inputs`` as (name, bytes) files the agent places in the job's inputs/ before its code starts."""
+    ``inputs`` as (name, bytes) files the agent places in the job's inputs/ before its code starts, and
+    ``uploaded`` files already in the bucket (``depu.jobs.uploads.confirm``: checked, pinned to their ETag)."""
     gpu_count = 1
-    if inputs and workload != SPEC_WORKLOAD:
+    if (inputs or uploaded) and workload != SPEC_WORKLOAD:
         raise UserError("Only your own jobs take input files.")
     files = clean_inputs(inputs)
+    uploaded = list(uploaded or [])
+    names = [name for name, _body in files] + [item.name for item in uploaded]
+    if len(set(names)) != len(names):
+        raise UserError("Two input files have the same name.")
+    if len(names) > MAX_INPUT_FILES:
+        raise UserError(f"A job takes at most {MAX_INPUT_FILES} input files.")
     if workload == SPEC_WORKLOAD:
         fields = {key: value for key, value in (params or {}).items() if key not in ("file_name", "file_size")}
         fields.setdefault("time_limit_s", time_limit_s)
@@ -114,10 +123,12 @@ def submit(
         if script is not None:
             job.script_key = storage.script_key(job_id)
             storage.put(job.script_key, script, "text/x-python")
-        if files:
-            job.input_keys = [storage.input_key(job_id, name) for name, _body in files]
-            for (name, body), key in zip(files, job.input_keys):
-                storage.put(key, body)
+        if files or uploaded:
+            keys = [storage.input_key(job_id, name) for name, _body in files]
+            etags = [storage.put(key, body) for (_name, body), key in zip(files, keys)]
+            job.input_keys = keys + [item.key for item in uploaded]
+            job.input_sizes = [len(body) for _name, body in files] + [item.size for item in uploaded]
+            job.input_etags = etags + [item.etag for item in uploaded]
         job.save(condition=Job.job_id.does_not_exist())
         saved = True
         enqueue(job_id)

@@ -3,6 +3,8 @@
 jobs/<job_id>/script.py            the user's script (read by the agent through a presigned GET)
 jobs/<job_id>/logs/<seq>.log       every log chunk, as sent (the full log; the job item keeps a tail)
 jobs/<job_id>/artifacts/<name>     files the agent uploaded through a presigned PUT
+uploads/<user_id>/<draft_id>/<name> a job draft's input file over Telegram's 20 MB, posted by the user through
+                                   a presigned POST (depu.jobs.uploads; expired by the bucket after 2 days)
 
 The bucket's lifecycle rule (template.yaml) deletes everything under jobs/ after JOB_FILES_DAYS.
 An upload link is write-once: its signature covers ``If-None-Match: *``, so S3 refuses any PUT to a key that
@@ -55,8 +57,10 @@ def safe_name(name: str) -> str:
     return cleaned or "artifact"
 
 
-def put(key: str, body: bytes, content_type: str = "application/octet-stream") -> None:
-    _s3().put_object(Bucket=get_settings().artifacts_bucket, Key=key, Body=body, ContentType=content_type)
+def put(key: str, body: bytes, content_type: str = "application/octet-stream") -> str:
+    """Store ``body`` at ``key``; its ETag (what the agent's download link is pinned to)."""
+    answer = _s3().put_object(Bucket=get_settings().artifacts_bucket, Key=key, Body=body, ContentType=content_type)
+    return str(answer["ETag"])
 
 
 def get(key: str) -> bytes:
@@ -91,11 +95,35 @@ def upload_url(key: str, size: int) -> str:
     )
 
 
-def download_url(key: str, seconds: int = DOWNLOAD_URL_SECONDS, filename: str | None = None) -> str:
+def download_url(key: str, seconds: int = DOWNLOAD_URL_SECONDS, filename: str | None = None,
+                 if_match: str | None = None) -> str:
+    """A presigned GET of one key. With ``if_match`` the ETag is a signed header: the fetcher must send
+    ``If-Match: <etag>``, and S3 answers 412 once the object is no longer that version."""
     params: dict[str, Any] = {"Bucket": get_settings().artifacts_bucket, "Key": key}
     if filename:
         params["ResponseContentDisposition"] = f'attachment; filename="{safe_name(filename)}"'
+    if if_match:
+        params["IfMatch"] = if_match
     return _s3().generate_presigned_url("get_object", Params=params, ExpiresIn=seconds)
+
+
+def post_form(key: str, max_bytes: int, seconds: int) -> tuple[str, dict[str, str]]:
+    """A presigned POST (an HTML form's action and hidden fields) that writes exactly ``key`` with 1 to
+    ``max_bytes`` bytes, for ``seconds``: S3 checks the signed policy (bucket, key, content-length-range,
+    expiration) before it stores a byte, so the form's holder can neither pick another key nor send more."""
+    answer = _s3().generate_presigned_post(
+        Bucket=get_settings().artifacts_bucket, Key=key,
+        Conditions=[["content-length-range", 1, int(max_bytes)]], ExpiresIn=seconds)
+    return str(answer["url"]), {str(name): str(value) for name, value in answer["fields"].items()}
+
+
+def post_origin() -> str:
+    """The origin (scheme://host[:port]) that upload forms are posted to: the page's CSP must allow it."""
+    from urllib.parse import urlsplit
+
+    url, _fields = post_form("uploads/origin", 1, 60)
+    split = urlsplit(url)
+    return f"{split.scheme}://{split.netloc}"
 
 
 def list_after(prefix: str, start_after: str | None, max_keys: int) -> tuple[list[str], bool]:

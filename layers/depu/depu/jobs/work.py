@@ -63,7 +63,7 @@ class Offer:
 
     job: Job
     script_url: str | None
-    input_urls: list[dict[str, str]] | None = None
+    input_urls: list[dict[str, Any]] | None = None
 
     def as_contract(self) -> JobOffer:
         return JobOffer(
@@ -78,6 +78,23 @@ class Offer:
             gpu_indices=[int(i) for i in (self.job.gpu_indices or [self.job.gpu_index or 0])],
             inputs=self.input_urls or None,
         )
+
+
+def input_links(job: Job) -> list[dict[str, Any]]:
+    """The job's input files as the agent fetches them: one presigned GET per file, of that key only, pinned to
+    the version checked at submit (a signed ``If-Match``), with the size the agent holds the download to."""
+    sizes, etags = list(job.input_sizes or []), list(job.input_etags or [])
+    links: list[dict[str, Any]] = []
+    for index, key in enumerate(job.input_keys or []):
+        etag = etags[index] if index < len(etags) else None
+        link: dict[str, Any] = {"name": key.rsplit("/", 1)[-1],
+                                "url": storage.download_url(key, seconds=storage.SCRIPT_URL_SECONDS, if_match=etag)}
+        if etag:
+            link["if_match"] = etag
+        if index < len(sizes):
+            link["size"] = int(sizes[index])
+        links.append(link)
+    return links
 
 
 def own_job(agent_id: str, job_id: str) -> Job:
@@ -204,8 +221,7 @@ def _claim_once(agent: Agent, free: list[int]) -> Offer | None:
         except lifecycle.Conflict:
             continue
         script_url = storage.download_url(job.script_key, seconds=storage.SCRIPT_URL_SECONDS) if job.script_key else None
-        inputs = [{"name": key.rsplit("/", 1)[-1], "url": storage.download_url(key, seconds=storage.SCRIPT_URL_SECONDS)}
-                  for key in (job.input_keys or [])]
+        inputs = input_links(job)
         messages.maybe_update_progress(job, force=True)
         return Offer(job, script_url, inputs or None)
     return None

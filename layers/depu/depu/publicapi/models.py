@@ -109,6 +109,8 @@ class ArtifactOut(BaseModel):
     state: Literal["ok", "missing", "withheld"]
     size: Optional[int] = None
     url: Optional[str] = Field(default=None, description="presigned download link (expires)")
+    expires_at: Optional[int] = Field(default=None, description="unix time the link stops working at the latest "
+                                      "(24 h; ask again for a fresh one)")
 
 
 class ArtifactList(BaseModel):

@@ -30,7 +30,8 @@ def job(item: Job) -> models.JobOut:
 
 
 def artifact(item: Artifact) -> models.ArtifactOut:
-    return models.ArtifactOut(name=item.name, state=item.state, size=item.size, url=item.url)  # type: ignore[arg-type]
+    return models.ArtifactOut(name=item.name, state=item.state, size=item.size, url=item.url,  # type: ignore[arg-type]
+                              expires_at=item.expires_at)
 
 
 def fork(item: Fork) -> models.ForkOut:

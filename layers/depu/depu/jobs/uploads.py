@@ -1,0 +1,115 @@
+"""Input files over Telegram's 20 MB download limit: an upload link for one file of a user's job draft.
+
+A bot cannot download a document over 20 MB from Telegram (getFile), so such a file comes to DePU directly:
+the user posts it to the artifacts bucket with a presigned POST that DePU signs. What the form may do is
+fixed by its signed policy, which S3 checks before it stores a byte:
+
+- the key is DePU's, ``uploads/<user_id>/<draft_id>/<safe name>``: the user picks neither the user nor the
+  draft (a random id the server made), and a form edited to name another key fails the policy;
+- 1 byte to ``upload_max_bytes`` (the documented cap, 2 GiB by default: ``content-length-range``);
+- it dies after UPLOAD_LINK_SECONDS.
+
+S3's check is the first line. The second is ``confirm``, before the job is dispatched: the object must exist
+and be within the cap (a HEAD), and its ETag is recorded, so the agent's download link is pinned to that
+version (``If-Match``): the same form posted again after the job started changes nothing the job reads (the
+agent gets 412 and the setup fails, unbilled).
+"""
+from __future__ import annotations
+
+import re
+import secrets
+import shlex
+from dataclasses import dataclass
+
+from depu.config import get_settings
+from depu.errors import UserError
+from depu.jobs import storage
+
+UPLOAD_LINK_SECONDS = 15 * 60
+UPLOADS_PREFIX = "uploads/"
+UPLOAD_FILES_DAYS = 2  # template.yaml's expire-uploads rule
+_DRAFT_ID = re.compile(r"^d[0-9a-f]{16}$")
+
+
+@dataclass(frozen=True)
+class UploadLink:
+    """One file's upload form: POST ``fields`` and then the file (as the form's last field) to ``url``."""
+
+    name: str  # the file's name in the job's inputs/
+    key: str
+    url: str
+    fields: dict[str, str]
+    expires_in: int
+    max_bytes: int
+
+    def curl(self, path: str | None = None) -> str:
+        """The one-line command that posts the file at ``path`` (the file's own name by default)."""
+        parts = ["curl", "-sS", "--fail"]
+        for field, value in self.fields.items():
+            parts += ["-F", f"{field}={value}"]
+        parts += ["-F", f"file=@{path or self.name}", self.url]
+        return " ".join(shlex.quote(part) for part in parts)
+
+
+@dataclass(frozen=True)
+class UploadedInput:
+    """An uploaded file as checked before dispatch: the agent fetches exactly this version of it."""
+
+    name: str
+    key: str
+    size: int
+    etag: str
+
+
+def max_bytes() -> int:
+    return get_settings().upload_max_bytes
+
+
+def describe_cap() -> str:
+    size = max_bytes()
+    for unit, name in ((1024 ** 3, "GiB"), (1024 ** 2, "MiB")):
+        if size % unit == 0:
+            return f"{size // unit} {name}"
+    return f"{size} bytes"
+
+
+def new_draft_id() -> str:
+    return "d" + secrets.token_hex(8)
+
+
+def draft_key(user_id: int, draft_id: str, file_name: str) -> str:
+    if not _DRAFT_ID.match(str(draft_id)):
+        raise ValueError("not a draft id")
+    return f"{UPLOADS_PREFIX}{int(user_id)}/{draft_id}/{storage.safe_name(str(file_name))}"
+
+
+def create_link(user_id: int, draft_id: str, file_name: str, size: int | None = None) -> UploadLink:
+    """The upload form for one file of the user's draft. ``size`` (as the user's client declares it) is only
+    checked for a clear early answer; the policy and ``confirm`` are what hold."""
+    cap = max_bytes()
+    if size is not None and not 0 < int(size) <= cap:
+        raise UserError(f"An input file is at most {describe_cap()}.")
+    key = draft_key(user_id, draft_id, file_name)
+    url, fields = storage.post_form(key, cap, UPLOAD_LINK_SECONDS)
+    return UploadLink(name=key.rsplit("/", 1)[-1], key=key, url=url, fields=fields,
+                      expires_in=UPLOAD_LINK_SECONDS, max_bytes=cap)
+
+
+def confirm(user_id: int, draft_id: str, names: list[str]) -> list[UploadedInput]:
+    """Each named upload of the draft as it is stored now, or a ``UserError`` saying which one is missing or
+    too large (and so nothing is dispatched). All of them together are within the cap too."""
+    cap = max_bytes()
+    found: list[UploadedInput] = []
+    for name in names:
+        key = draft_key(user_id, draft_id, name)
+        stored = storage.head(key)
+        if stored is None:
+            raise UserError(f"<code>{key.rsplit('/', 1)[-1]}</code> has not been uploaded yet: post it with its "
+                            f"upload link (valid {UPLOAD_LINK_SECONDS // 60} min), then submit again.")
+        size, etag = stored
+        if not 0 < size <= cap:
+            raise UserError(f"<code>{key.rsplit('/', 1)[-1]}</code> is over the {describe_cap()} cap.")
+        found.append(UploadedInput(name=key.rsplit("/", 1)[-1], key=key, size=size, etag=etag))
+    if sum(item.size for item in found) > cap:
+        raise UserError(f"A job's uploaded input files are at most {describe_cap()} together.")
+    return found
