@@ -56,6 +56,7 @@ class BackfillConfig:
     # True: token transfers only, like cryo's erc20_transfers: Transfer logs, dated by their blockTimestamp
     # where the node gives one (else by the block headers); no ETH transfers, no blocks dataset
     values_only: bool = False
+    keep_tables: bool = False  # True: the report keeps every chunk's transfers table (the benchmark checks them)
 
 
 @dataclass
@@ -66,6 +67,7 @@ class BackfillReport:
     rows: int = 0
     seconds: float = 0.0
     shapes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    tables: list[Any] = field(default_factory=list)  # with ``keep_tables``: each chunk's transfers, in no order
 
 
 def _int(value: str | None) -> int:
@@ -193,6 +195,8 @@ class Backfill:
             report.rows += table.num_rows
             for shape, count in shapes.items():
                 report.shapes[shape] += count
+            if self.config.keep_tables:
+                report.tables.append(table)
 
     @staticmethod
     def _raise_history(last: int) -> None:
