@@ -41,7 +41,7 @@ def log_type() -> "pa.StructType":
 def read_answer(body: bytes) -> dict[str, Any]:
     """A JSON-RPC answer whose result is a list of logs: ``{"id", "error", "result"}``, result an Arrow
     StructArray of ``log_type()``. A body pyarrow cannot read as that is parsed by orjson instead, with the
-    same answer (and orjson's error for a body that is not JSON)."""
+    same answer; a body that is not JSON raises orjson's error, logs that are not logs a ValueError."""
     import pyarrow as pa
     import pyarrow.json as pa_json
 
@@ -63,8 +63,21 @@ def read_answer(body: bytes) -> dict[str, Any]:
     }
     results = table.column("result").combine_chunks()
     if results.null_count == 0:
-        answer["result"] = results.flatten()
+        answer["result"] = _only_log_fields(results.flatten())
     return answer
+
+
+def _only_log_fields(logs: "pa.StructArray") -> "pa.StructArray":
+    """The logs without the fields a node adds beyond a log's (pyarrow infers those), so every answer's
+    array has one type and answers concatenate."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    fields = list(log_type())
+    if logs.type.num_fields == len(fields):
+        return logs
+    mask = pc.is_null(logs) if logs.null_count else None
+    return pa.StructArray.from_arrays([logs.field(f.name) for f in fields], fields=fields, mask=mask)
 
 
 def _read_answer_slowly(body: bytes) -> dict[str, Any]:
@@ -75,8 +88,28 @@ def _read_answer_slowly(body: bytes) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         return {"id": None, "error": None, "result": None}
     logs = parsed.get("result")
-    return {"id": parsed.get("id"), "error": parsed.get("error"),
-            "result": pa.array(logs, type=log_type()) if isinstance(logs, list) else None}
+    if isinstance(logs, list):
+        for entry in logs:
+            _check_log(entry)
+    result = pa.array(logs, type=log_type()) if isinstance(logs, list) else None
+    return {"id": parsed.get("id"), "error": parsed.get("error"), "result": result}
+
+
+def _check_log(entry: Any) -> None:
+    """pyarrow would take a string for a list of characters: refuse what is not a log, clearly."""
+    def fail(what: str) -> None:
+        raise ValueError(f"the node's answer holds something that is not an eth_getLogs log: {what}")
+
+    if not isinstance(entry, dict):
+        fail(repr(entry)[:80])
+    topics = entry.get("topics")
+    if topics is not None and not (isinstance(topics, list) and all(isinstance(t, str) for t in topics)):
+        fail(f"topics {topics!r:.80}")
+    for name in _STRING_FIELDS:
+        if not isinstance(entry.get(name), (str, type(None))):
+            fail(f"{name} {entry.get(name)!r:.80}")
+    if not isinstance(entry.get("removed"), (bool, type(None))):
+        fail(f"removed {entry.get('removed')!r:.80}")
 
 
 def empty_logs() -> "pa.StructArray":
@@ -241,9 +274,18 @@ def transfer_table(logs: "pa.StructArray", stamps: dict[str, int] | None = None,
             parts.append(table.append_column(_ORDER, pa.array(list(order), pa.int64())))
     if not parts:
         return raw.to_table("transfers", [])
+    if len(parts) == 1 and _ascending(parts[0].column("block_number")):
+        return parts[0].drop_columns([_GROUP, _ORDER])  # one kind of row, already in order: the usual chunk
     table = pa.concat_tables(parts).sort_by([("block_number", "ascending"), (_GROUP, "ascending"),
                                              (_ORDER, "ascending")])
     return table.drop_columns([_GROUP, _ORDER])
+
+
+def _ascending(numbers: "pa.ChunkedArray") -> bool:
+    import pyarrow.compute as pc
+
+    numbers = numbers.combine_chunks()
+    return len(numbers) < 2 or pc.all(pc.greater_equal(numbers[1:], numbers[:-1])).as_py()
 
 
 def shape_counts(table: "pa.Table") -> dict[str, int]:
