@@ -133,8 +133,8 @@ def _hex_ints(strings: "pa.Array") -> "pa.Array":
 def _address_of_topic(topics: "pa.Array", index: int) -> "pa.Array":
     import pyarrow.compute as pc
 
-    word = pc.list_element(topics, index)
-    return pc.binary_join_element_wise("0x", pc.ascii_lower(pc.utf8_slice_codeunits(word, 26)), "")
+    word = pc.list_element(topics, index)  # ASCII (checked): bytes are characters
+    return pc.ascii_lower(pc.binary_replace_slice(word, 2, 26, ""))  # "0x" + the word's last 40 characters
 
 
 def _candidates(logs: "pa.StructArray") -> "pa.Array":
