@@ -14,10 +14,16 @@
      (``/tmp/depu-etl-venv``); if it cannot be installed or run here, its row says why instead of a figure.
 3. History backfill (``depu.chain.backfill``), fetch + decode over the same range, beside cryo's
    ``erc20_transfers`` (the ``cryo`` package, pinned in requirements-dev.txt, its Rust core collecting into
-   a polars DataFrame): DePU's backfill of the same data (Transfer logs and the block headers that date
-   them, ``values_only``) and its full rows (plus ETH transfers from full blocks and receipts).
+   a polars DataFrame): DePU's backfill of the same data (Transfer logs dated by their ``blockTimestamp``,
+   ``values_only``) and its full rows (plus ETH transfers from full blocks and receipts). cryo runs twice:
+   with its own defaults (one eth_getLogs per block, up to 100 requests in flight) and on DePU's footing
+   (eth_getLogs over DePU's chunk, as many requests in flight as DePU has chunks). Fair by construction:
+   the same anvil and range for all, one untimed warm-up run of each (the node's caches, first-touch costs),
+   then ``--rounds`` rounds in which every contender runs once, the order rotating each round; each row
+   gives the median and the range of its rounds, and the ratios are of medians. The rows are checked, not
+   only counted: cryo's (block, log index) pairs are exactly DePU's rows minus the two shapes cryo skips.
 
-``python bench/analytics.py [--blocks N] [--logs N]``
+``python bench/analytics.py [--blocks N] [--logs N] [--rounds N]``
 """
 from __future__ import annotations
 
@@ -30,11 +36,14 @@ from _headline import headline  # noqa: E402
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "depu")]
@@ -152,37 +161,132 @@ def bench_full_indexer(rpc_url: str, head: int) -> tuple[float, int]:
         server.stop()
 
 
-def bench_backfill(rpc_url: str, head: int, values_only: bool) -> tuple[float, int]:
-    """DePU's history backfill, fetch + decode only (no writes), blocks 0..head: blocks/s and rows."""
+# cryo 0.3.2's erc20_transfers keeps the standard ERC-20 Transfers only (3 topics, one data word): DePU's
+# "standard" shape; DePU also keeps NFT transfers and the odd shapes (and ETH transfers in its full rows)
+CRYO_SHAPES = frozenset({"standard"})
+Row = tuple[int, int, str, str, str]  # block, log index, sender, recipient, amount: what both tools decode
+
+
+@dataclass
+class Contender:
+    """One tool's way through blocks 0..head: ``run`` does the timed work and returns its output; ``decoded``
+    (untimed) reads every ERC-20 row in it as a ``Row``, ``rows`` counts all its rows."""
+    name: str
+    run: Callable[[], Any]
+    decoded: Callable[[Any], set[Row]]
+    rows: Callable[[Any], int]
+    seconds: list[float] = field(default_factory=list)
+    output: Any = None
+    error: str = ""
+
+    def rates(self, blocks: int) -> list[float]:
+        return [blocks / second for second in self.seconds]
+
+
+def backfill_contender(name: str, rpc_url: str, head: int, values_only: bool) -> Contender:
+    """DePU's history backfill, fetch + decode only (no writes), its defaults (``BackfillConfig``); the
+    chunks' tables are kept, as cryo's DataFrame is."""
     from depu.chain.backfill import Backfill, BackfillConfig
 
-    config = BackfillConfig(write=False, values_only=values_only)  # its defaults: 50-block chunks, 8 at a time
-    rows = {}
+    config = BackfillConfig(write=False, values_only=values_only, keep_tables=True)
 
-    def run() -> None:
-        rows["n"] = Backfill(rpc_url, "bench", 0, head, config).run().rows
+    def decoded(report) -> set[Row]:
+        found: set[Row] = set()
+        names = ("block_number", "log_index", "sender", "recipient", "amount", "shape")
+        for table in report.tables:
+            for *row, shape in zip(*(table.column(name).to_pylist() for name in names)):
+                if shape in CRYO_SHAPES:
+                    found.add(tuple(row))
+        return found
 
-    return (head + 1) / best_of(3, run), rows["n"]
+    return Contender(name, lambda: Backfill(rpc_url, "bench", 0, head, config).run(), decoded,
+                     lambda report: report.rows)
 
 
-def bench_cryo(rpc_url: str, head: int) -> tuple[str, float | None, int | None]:
+def cryo_contender(name: str, rpc_url: str, head: int, **settings: Any) -> Contender:
     """cryo's erc20_transfers over blocks 0..head into a polars DataFrame, in this process."""
-    try:
+    def run():
         import cryo
-    except ImportError as error:
-        return f"unavailable (cryo does not import: {error})", None, None
-    found = {}
 
-    def run() -> None:
-        frame = cryo.collect("erc20_transfers", blocks=[f"0:{head + 1}"], rpc=rpc_url, no_verbose=True)
-        found["rows"] = len(frame)
+        return cryo.collect("erc20_transfers", blocks=[f"0:{head + 1}"], rpc=rpc_url, no_verbose=True, **settings)
 
+    def decoded(frame) -> set[Row]:
+        columns = [frame[name].to_list() for name in ("block_number", "log_index", "from_address", "to_address",
+                                                       "value_string")]
+        return {(n, i, "0x" + sender[-20:].hex(), "0x" + recipient[-20:].hex(), value)
+                for n, i, sender, recipient, value in zip(*columns)}
+
+    return Contender(name, run, decoded, len)
+
+
+def race(contenders: list[Contender], rounds: int) -> None:
+    """One untimed warm-up run of each, then ``rounds`` rounds, each contender once a round, the order rotating
+    so none always runs first or right after the same one. A contender that fails keeps its error."""
+    for contender in contenders:
+        try:
+            contender.output = contender.run()
+        except Exception as error:  # noqa: BLE001 - its row says why instead of a figure
+            contender.error = f"{type(error).__name__}: {str(error)[:160]}"
+    live = [contender for contender in contenders if not contender.error]
+    for round_ in range(rounds):
+        shift = round_ % len(live) if live else 0
+        for contender in live[shift:] + live[:shift]:
+            started = time.perf_counter()
+            contender.run()
+            contender.seconds.append(time.perf_counter() - started)
+
+
+def spread(rates: list[float]) -> str:
+    return (f"median {statistics.median(rates):,.0f} blocks/s (min {min(rates):,.0f}, max {max(rates):,.0f}, "
+            f"{len(rates)} rounds)")
+
+
+def bench_history(rpc_url: str, head: int, rounds: int) -> tuple[list[tuple[str, str]], tuple[float, float] | None]:
+    """The history race; rows for the table, and (DePU's median, cryo's median) for the headline."""
+    from depu.chain.backfill import BackfillConfig
+
+    defaults = BackfillConfig()
     try:
-        elapsed = best_of(3, run)
-    except Exception as error:  # noqa: BLE001 - the row says why instead of a figure
-        return f"unavailable (cryo.collect failed: {str(error)[:160]})", None, None
-    rate = (head + 1) / elapsed
-    return f"{rate:,.0f} blocks/s", rate, found["rows"]
+        import cryo  # noqa: F401
+    except ImportError as error:
+        cryo_missing = f"unavailable (cryo does not import: {error})"
+    else:
+        cryo_missing = ""
+    tokens = backfill_contender("DePU backfill, token transfers (eth_getLogs, dated by blockTimestamp)", rpc_url,
+                                head, True)
+    full = backfill_contender("DePU backfill, full rows (+ full blocks, value receipts)", rpc_url, head, False)
+    contenders = [tokens, full]
+    if not cryo_missing:
+        cryo_default = cryo_contender("cryo erc20_transfers, its defaults (cryo.collect → polars)", rpc_url, head)
+        cryo_same = cryo_contender(
+            f"cryo erc20_transfers on DePU's footing (inner_request_size={defaults.chunk_blocks}, "
+            f"max_concurrent_requests={defaults.workers})", rpc_url, head,
+            inner_request_size=defaults.chunk_blocks, max_concurrent_requests=defaults.workers)
+        contenders = [cryo_default, tokens, cryo_same, full]
+    race(contenders, rounds)
+    blocks = head + 1
+    rows = [(contender.name, f"unavailable ({contender.error})" if contender.error else
+             f"{spread(contender.rates(blocks))}, {contender.rows(contender.output):,} rows")
+            for contender in contenders]
+    if cryo_missing:
+        rows.insert(0, ("cryo erc20_transfers", cryo_missing))
+        return rows, None
+    medians = {c.name: statistics.median(c.rates(blocks)) for c in contenders if not c.error}
+    labels = {tokens.name: "DePU token transfers", full.name: "DePU full rows", cryo_default.name: "cryo, its defaults",
+              cryo_same.name: "cryo on DePU's footing"}
+    for reference in (cryo_default, cryo_same):
+        for ours in (tokens, full):
+            if reference.name in medians and ours.name in medians:
+                rows.append((f"ratio of medians: {labels[ours.name]} / {labels[reference.name]}",
+                             f"{medians[ours.name] / medians[reference.name]:.2f}x"))
+    if not cryo_default.error and not tokens.error:
+        theirs, ours = cryo_default.decoded(cryo_default.output), tokens.decoded(tokens.output)
+        rows.append(("same rows? cryo's (block, log index, from, to, value) vs DePU's standard ERC-20 rows",
+                     f"{'identical' if theirs == ours else 'DIFFERENT'}: {len(theirs):,} and {len(ours):,} "
+                     f"(DePU's other rows: NFTs, odd shapes{', ETH in the full rows' if full else ''})"))
+    if tokens.name not in medians or cryo_default.name not in medians:
+        return rows, None
+    return rows, (medians[tokens.name], medians[cryo_default.name])
 
 
 def etl_python() -> str | None:
@@ -268,6 +372,7 @@ def main() -> int:
     parser.add_argument("--blocks", type=int, default=1500, help="block range for fetch+decode and ethereum-etl")
     parser.add_argument("--per-block", type=int, default=60, help="Transfer logs in each busy block")
     parser.add_argument("--logs", type=int, default=30_000)
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds of the history race, after a warm-up")
     args = parser.parse_args()
     from local.devchain import DevChain
 
@@ -280,9 +385,6 @@ def main() -> int:
         indexer_head = mixed_head  # moto is slow: the full indexer runs over the mixed part only
         full, indexed_rows = bench_full_indexer(chain.rpc_url, indexer_head)
         etl_text, etl_rate, etl_rows = bench_etl(chain.rpc_url, head)
-        history, history_rows = bench_backfill(chain.rpc_url, head, values_only=True)
-        history_full, history_full_rows = bench_backfill(chain.rpc_url, head, values_only=False)
-        cryo_text, cryo_rate, cryo_rows = bench_cryo(chain.rpc_url, head)
         rows = [
             ("block range", f"0–{head}: {len(truth):,} Transfer logs, {len(chain.history) - len(truth)} ETH transfers; "
                             f"blocks {mixed_head + 1}–{head} hold {args.per_block} Transfers each"),
@@ -295,20 +397,13 @@ def main() -> int:
         ]
         print(table("Ingestion from the local chain (anvil), blocks per second", rows))
         print()
-        history_rows_table = [
-            ("cryo erc20_transfers (cryo.collect → polars)",
-             cryo_text + (f", {cryo_rows:,} rows" if cryo_rows is not None else "")),
-            ("DePU backfill, token transfers (eth_getLogs, dated by blockTimestamp)",
-             f"{history:,.0f} blocks/s, {history_rows:,} rows"),
-            ("DePU backfill, full rows (+ full blocks, value receipts)",
-             f"{history_full:,.0f} blocks/s, {history_full_rows:,} rows"),
-            ("ratio DePU backfill (same data) / cryo", f"{history / cryo_rate:.2f}x" if cryo_rate else "n/a"),
-            ("ratio DePU backfill (full rows) / cryo", f"{history_full / cryo_rate:.2f}x" if cryo_rate else "n/a"),
-        ]
-        print(table("History backfill beside cryo, same chain, same range", history_rows_table))
-        if cryo_rate:
-            headline(f"history backfill fetch + decode (0-{head})", f"{history:,.0f} blocks/s",
-                     "cryo erc20_transfers, same range", f"{cryo_rate:,.0f} blocks/s", f"{history / cryo_rate:.2f}x")
+        history_rows, medians = bench_history(chain.rpc_url, head, args.rounds)
+        print(table(f"History backfill beside cryo, same chain, same range (0-{head}), fetch + decode", history_rows))
+        if medians:
+            ours_median, cryo_median = medians
+            headline(f"history backfill fetch + decode, token transfers (0-{head}), median of {args.rounds} rounds",
+                     f"{ours_median:,.0f} blocks/s", "cryo erc20_transfers (its defaults), same range, alternating",
+                     f"{cryo_median:,.0f} blocks/s", f"{ours_median / cryo_median:.2f}x (goal 1.0x)")
         headline(f"blocks fetched + decoded from the local chain (0-{head})", f"{ours:,.0f} blocks/s",
                  "ethereum-etl export_token_transfers, same range", f"{etl_rate:,.0f} blocks/s" if etl_rate else etl_text,
                  f"{ours / etl_rate:.1f}x faster" if etl_rate else "no reference figure this run")

@@ -3,9 +3,13 @@ Parquet rows and aggregates as the live indexer, chunked and parallel, resumable
 counting anything twice, rate-limited, and kept below what the live indexer owns."""
 from __future__ import annotations
 
+import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 
 from local.devchain import DevChain
 from test_chain_indexer import assert_matches_truth, stored_balances, truth_balances
@@ -149,3 +153,123 @@ def test_the_operators_script_backfills_and_refuses_clearly(aws, chain, capsys):
     truth = [t for t in chain.history if t.block_number <= head]
     assert stored_balances() == {k: v for k, v in truth_balances(truth).items() if v != (0, 0)}
     assert f"{head + 1:,} blocks" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- a node that refuses big eth_getLogs answers
+class RefusingNode(BaseHTTPRequestHandler):
+    """Forwards to a real anvil, but answers an eth_getLogs (alone or in a batch) whose result holds more than
+    ``limit`` logs with the error providers give, as Infura words it; counts what it refused and served."""
+
+    upstream = ""
+    limit = 0
+    refused = 0
+    served: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        raw = self.rfile.read(int(self.headers["Content-Length"]))
+        request = json.loads(raw)
+        answer = requests.post(RefusingNode.upstream, data=raw, headers={"Content-Type": "application/json"},
+                               timeout=30).json()
+        pairs = zip(request, answer) if isinstance(request, list) else [(request, answer)]
+        spoiled = [self._refuse_if_big(call, reply) for call, reply in pairs]
+        payload = json.dumps(spoiled if isinstance(request, list) else spoiled[0]).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    @staticmethod
+    def _refuse_if_big(call: dict, reply: dict) -> dict:
+        if call.get("method") != "eth_getLogs" or not isinstance(reply.get("result"), list):
+            return reply
+        span = (int(call["params"][0]["fromBlock"], 16), int(call["params"][0]["toBlock"], 16))
+        with RefusingNode.lock:
+            if len(reply["result"]) > RefusingNode.limit:
+                RefusingNode.refused += 1
+                return {"jsonrpc": "2.0", "id": reply["id"], "error": {
+                    "code": -32005, "message": f"query returned more than {RefusingNode.limit} results"}}
+            RefusingNode.served.append(span)
+        return reply
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def busy_chain(chain):
+    """The chain fixture's mixed activity, then blocks of 30 standard Transfers each."""
+    dusd = chain.tokens["DUSD"]
+    accounts = chain.accounts
+    for number in range(12):
+        recipients = [accounts[(number + i) % len(accounts)] for i in range(30)]
+        chain.batch_transfer(dusd, accounts[1 + number % (len(accounts) - 1)], recipients,
+                             [10**15 + number * 1000 + i for i in range(30)])
+    chain.mine(3)
+    return chain
+
+
+@pytest.fixture
+def refusing_node(busy_chain):
+    RefusingNode.upstream, RefusingNode.limit, RefusingNode.refused, RefusingNode.served = (
+        busy_chain.rpc_url, 70, 0, [])
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RefusingNode)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def served_blocks_once(first: int, last: int) -> bool:
+    """The spans the node answered cover first..last with no block twice."""
+    blocks = [n for a, b in RefusingNode.served for n in range(a, b + 1)]
+    return sorted(blocks) == list(range(first, last + 1))
+
+
+def test_a_node_that_refuses_big_log_queries_gets_every_row_exactly_once(aws, busy_chain, refusing_node):
+    from depu.analytics import raw
+    from depu.chain.backfill import Backfill
+
+    last = busy_chain.block_number() - 2
+    # chunks of 40 blocks: every chunk holds more logs than the node gives at once, so each is halved
+    backfill = Backfill(refusing_node, "halved", 0, last, config(chunk_blocks=40, workers=2))
+    report = backfill.run()
+    assert RefusingNode.refused >= len(backfill.chunks()) and backfill.rpc.stats.splits == RefusingNode.refused
+    assert served_blocks_once(0, last)
+    truth = [t for t in busy_chain.history if t.block_number <= last]
+    assert report.rows == len(truth) > 12 * 30
+    rows = raw.read_range("transfers", 0, last)
+    found = [(r["block_number"], r["tx_hash"], r["log_index"], r["amount"]) for r in rows]
+    assert len(found) == len(set(found)) == len(truth)
+    assert set(found) == {(t.block_number, t.tx_hash, t.log_index, None if t.amount is None else str(t.amount))
+                          for t in truth}
+    assert stored_balances() == {k: v for k, v in truth_balances(truth).items() if v != (0, 0)}
+
+
+def test_the_indexers_batched_log_query_is_halved_too(busy_chain, refusing_node):
+    from depu.chain.decode import TRANSFER_TOPIC
+    from depu.chain.rpc import RpcClient
+
+    last = busy_chain.block_number()
+    client = RpcClient(refusing_node, batch_size=4, workers=1)
+    logs = client.logs(0, last, [TRANSFER_TOPIC], span=8)
+    direct = busy_chain.rpc("eth_getLogs", {"fromBlock": "0x0", "toBlock": hex(last), "topics": [TRANSFER_TOPIC]})
+    assert logs == direct and client.stats.splits == RefusingNode.refused > 0 and served_blocks_once(0, last)
+
+
+def test_a_single_block_over_the_nodes_limit_is_a_clear_error_not_a_loop(busy_chain, refusing_node):
+    from depu.chain.decode import TRANSFER_TOPIC
+    from depu.chain.rpc import RpcClient, RpcError
+
+    RefusingNode.limit = 10  # fewer than one busy block holds
+    busiest = max(range(busy_chain.block_number() + 1), key=lambda n: len(busy_chain.rpc(
+        "eth_getLogs", {"fromBlock": hex(n), "toBlock": hex(n), "topics": [TRANSFER_TOPIC]})))
+    client = RpcClient(refusing_node)
+    with pytest.raises(RpcError, match="more than 10 results") as raised:
+        client.logs_table(busiest - 3, busiest + 3, [TRANSFER_TOPIC])
+    assert raised.value.too_large and not raised.value.invalid
+    assert client.stats.retries == 0 and RefusingNode.refused <= 7  # halved down to the block, never asked again

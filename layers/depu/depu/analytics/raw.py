@@ -71,16 +71,28 @@ def _cell(value: Any, kind: str) -> Any:
 
 
 def parquet_bytes(dataset: str, rows: list[dict[str, Any]]) -> bytes:
+    return _table_bytes(to_table(dataset, rows))
+
+
+def _table_bytes(table) -> bytes:
     import pyarrow.parquet as pq
 
     sink = io.BytesIO()
-    pq.write_table(to_table(dataset, rows), sink, compression="zstd")
+    pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()
 
 
 def write_part(dataset: str, start: int, end: int, rows: list[dict[str, Any]]) -> str:
+    return write_table(dataset, start, end, to_table(dataset, rows))
+
+
+def write_table(dataset: str, start: int, end: int, table) -> str:
+    """A part from an Arrow table built elsewhere (the backfill's columns); its schema must be the dataset's."""
+    expected = to_table(dataset, []).schema
+    if not table.schema.equals(expected):
+        raise ValueError(f"a {dataset} part needs the schema {expected}, not {table.schema}")
     key = part_key(dataset, start, end)
-    _s3().put_object(Bucket=_bucket(), Key=key, Body=parquet_bytes(dataset, rows))
+    _s3().put_object(Bucket=_bucket(), Key=key, Body=_table_bytes(table))
     return key
 
 

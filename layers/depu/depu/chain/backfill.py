@@ -2,9 +2,11 @@
 
 The range is cut into chunks of ``chunk_blocks``; ``workers`` chunks are fetched and written at once, all
 through one RPC client whose token bucket (``rpc_rate`` calls/s) holds for the whole backfill. Each chunk:
-its blocks (full transactions) in batches, its Transfer logs in ``eth_getLogs`` spans, the receipts of value
-transfers; rows decoded exactly as the live indexer does (``transfer_rows``, ``block_header``); then one
-Parquet part per dataset (``raw/<dataset>/blocks=<start>-<end>``), the chunk's summed aggregate deltas
+its Transfer logs in one ``eth_getLogs`` (a span the node refuses as too large is halved until it answers,
+``RpcClient.logs_table``), its blocks (full transactions) in batches and the receipts of value transfers;
+rows decoded exactly as the live indexer decodes them, but as Arrow columns (``depu.chain.transfer_table``:
+the answer parsed and the standard Transfers decoded without a Python object per log, which is what made
+the client, not the node, the bottleneck); then one Parquet part per dataset (``raw/<dataset>/blocks=<start>-<end>``), the chunk's summed aggregate deltas
 (``aggregates.apply_history_chunk``: each item records the chunks it holds, so a retried chunk adds
 nothing twice), and last the chunk's progress item. A rerun of the same job skips the chunks marked done
 and redoes the others; a crash leaves at most the chunks in flight to redo.
@@ -25,12 +27,15 @@ import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from depu.analytics import aggregates, raw
 from depu.chain import store
 from depu.chain.decode import TRANSFER_TOPIC
 from depu.chain.rpc import RpcClient
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 HISTORY = "HISTORY"
 
@@ -51,6 +56,7 @@ class BackfillConfig:
     # True: token transfers only, like cryo's erc20_transfers: Transfer logs, dated by their blockTimestamp
     # where the node gives one (else by the block headers); no ETH transfers, no blocks dataset
     values_only: bool = False
+    keep_tables: bool = False  # True: the report keeps every chunk's transfers table (the benchmark checks them)
 
 
 @dataclass
@@ -61,6 +67,7 @@ class BackfillReport:
     rows: int = 0
     seconds: float = 0.0
     shapes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    tables: list[Any] = field(default_factory=list)  # with ``keep_tables``: each chunk's transfers, in no order
 
 
 def _int(value: str | None) -> int:
@@ -138,69 +145,58 @@ class Backfill:
         report.seconds = time.monotonic() - started
         return report
 
-    def fetch_rows(self, start: int, end: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """(transfer rows, block headers) of ``start..end``, decoded as the live indexer decodes them."""
+    def fetch_table(self, start: int, end: int) -> tuple["pa.Table", list[dict[str, Any]]]:
+        """(the raw transfers table, block headers) of ``start..end``: the rows the live indexer would build
+        for these blocks, as the Parquet part's columns. With ``values_only`` no headers (and, where the node
+        dates its logs by ``blockTimestamp``, no blocks fetched at all)."""
         from depu.chain.rows import block_header, transfer_rows
+        from depu.chain.transfer_table import transfer_table
 
-        logs = self.rpc.logs(start, end, [TRANSFER_TOPIC], span=self.config.chunk_blocks)
-        if self.config.values_only and all("blockTimestamp" in entry for entry in logs):
-            return self._rows_from_logs(logs), []
+        logs = self.rpc.logs_table(start, end, [TRANSFER_TOPIC], span=self.config.chunk_blocks)
+        if self.config.values_only and logs.field("blockTimestamp").null_count == 0:
+            return transfer_table(logs), []
         blocks = self.rpc.blocks(range(start, end + 1), full=not self.config.values_only)
         if any(block is None for block in blocks):
             raise RuntimeError(f"the node does not have every block of {start}..{end}")
-        by_block: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for entry in logs:
-            by_block[entry["blockHash"]].append(entry)
-        receipts: dict[str, dict[str, Any]] = {}
-        if not self.config.values_only:
-            value_txs = [tx["hash"] for block in blocks for tx in block["transactions"] if _int(tx.get("value")) > 0]
-            receipts = {h: r for h, r in zip(value_txs, self.rpc.receipts(value_txs)) if r is not None}
-        rows: list[dict[str, Any]] = []
-        headers: list[dict[str, Any]] = []
-        for block in blocks:
-            if self.config.values_only:
-                block = {**block, "transactions": []}
-            block_rows = transfer_rows(block, by_block.get(block["hash"], []), receipts)
-            rows.extend(block_rows)
-            headers.append(block_header(block, block_rows))
-        return rows, headers
-
-    @staticmethod
-    def _rows_from_logs(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from depu.chain.rows import transfer_rows
-
-        by_block: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for entry in logs:
-            by_block[entry["blockHash"]].append(entry)
-        rows: list[dict[str, Any]] = []
-        for block_hash, entries in by_block.items():
-            first = entries[0]
-            block = {"number": first["blockNumber"], "hash": block_hash, "timestamp": first["blockTimestamp"],
-                     "transactions": []}
-            rows.extend(transfer_rows(block, entries, {}))
-        return rows
+        stamps = {block["hash"]: _int(block["timestamp"]) for block in blocks}
+        if self.config.values_only:
+            return transfer_table(logs, stamps), []
+        value_txs = [tx["hash"] for block in blocks for tx in block["transactions"] if _int(tx.get("value")) > 0]
+        receipts = {h: r for h, r in zip(value_txs, self.rpc.receipts(value_txs)) if r is not None}
+        natives = {block["hash"]: transfer_rows(block, [], receipts) for block in blocks}
+        table = transfer_table(logs, stamps, [row for rows in natives.values() for row in rows])
+        token_rows = _token_rows_per_block(table)
+        headers = [block_header(block, natives[block["hash"]]) | {"transfer_count": token_rows.get(_int(block["number"]), 0)}
+                   for block in blocks]
+        return table, headers
 
     def chunk(self, start: int, end: int, report: BackfillReport) -> None:
-        rows, headers = self.fetch_rows(start, end)
+        from depu.chain.transfer_table import shape_counts
+
+        table, headers = self.fetch_table(start, end)
         if self.config.write:
-            raw.write_part("transfers", start, end, rows)
+            raw.write_table("transfers", start, end, table)
             if not self.config.values_only:
                 raw.write_part("blocks", start, end, headers)
             by_block: dict[int, list[dict[str, Any]]] = defaultdict(list)
-            for row in rows:
+            for row in table.to_pylist():
                 by_block[row["block_number"]].append(row)
             stamps = {header["number"]: header["timestamp"] for header in headers} or {
-                row["block_number"]: row["block_timestamp"] for row in rows}
+                number: rows[0]["block_timestamp"] for number, rows in by_block.items()}
             aggregates.apply_history_chunk(
                 f"{start}", aggregates.chunk_deltas((stamps[n], by_block[n]) for n in sorted(by_block)))
             store.table().put_item(Item={"pk": f"BACKFILL#{self.job}", "sk": store.block_key(start), "end": end,
-                                         "rows": len(rows), "blocks": len(headers), "done_at": int(time.time())})
+                                         "rows": table.num_rows, "blocks": len(headers),
+                                         "done_at": int(time.time())})
+        shapes = shape_counts(table)
         with self._lock:
             report.chunks += 1
             report.blocks += end - start + 1
-            report.rows += len(rows)
-            for row in rows:
-                report.shapes[row["shape"]] += 1
+            report.rows += table.num_rows
+            for shape, count in shapes.items():
+                report.shapes[shape] += count
+            if self.config.keep_tables:
+                report.tables.append(table)
 
     @staticmethod
     def _raise_history(last: int) -> None:
@@ -213,6 +209,14 @@ class Backfill:
         except ClientError as error:
             if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
+
+
+def _token_rows_per_block(table: "pa.Table") -> dict[int, int]:
+    """Block number → its token rows (every row but ETH transfers): a header's ``transfer_count``."""
+    import pyarrow.compute as pc
+
+    tokens = table.filter(pc.not_equal(table.column("kind"), "native"))
+    return {item["values"]: item["counts"] for item in pc.value_counts(tokens.column("block_number")).to_pylist()}
 
 
 def progress_of(job: str) -> tuple[int, int]:

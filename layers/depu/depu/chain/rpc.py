@@ -9,6 +9,11 @@ method, bad params, a revert) is raised at once: asking again gets the same answ
 Batch answers are matched to calls by their ids, never by position: a node may answer in any order. Each id is
 unique within the client, so an answer to some other request cannot be taken for this one's; a call left
 without an answer is an error (``MissingAnswer``), never a ``None`` that reads as "block not found".
+
+Providers cap what one eth_getLogs may return ("query returned more than 10000 results", "log response size
+exceeded", "block range is too large"). Such an answer is not retried as it stands: the span is halved and
+each half asked for, down to a single block (``RpcError.too_large``, ``RpcStats.splits``), so a caller may
+ask for big spans and still gets every log exactly once.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import orjson
 import requests
@@ -25,12 +30,19 @@ from urllib3.exceptions import ProtocolError, ReadTimeoutError
 from depu.ratelimit import BlockingBucket
 from depu.retry import CHAIN_RPC
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 Call = tuple[str, list[Any]]
 
 # JSON-RPC's own codes for a request the node will never accept, and EIP-1474's "execution reverted"
 _INVALID_CODES = frozenset({-32700, -32600, -32601, -32602, 3})
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _JSON_HEADERS = {"Content-Type": "application/json"}
+# how nodes and providers word "this eth_getLogs asks for too much": halve the span and ask again
+_TOO_LARGE_PHRASES = ("query returned more than", "too many results", "too many logs", "response size exceeded",
+                      "response size is larger", "response is too big", "block range", "range is too large",
+                      "range too large", "max results", "logs matched by query exceeds")
 
 
 class RpcError(RuntimeError):
@@ -51,6 +63,14 @@ class RpcError(RuntimeError):
         message = str(self.error.get("message", "")).lower()
         return code in _INVALID_CODES or "revert" in message
 
+    @property
+    def too_large(self) -> bool:
+        """The node refuses this eth_getLogs for the size of its span or answer: a smaller span will do."""
+        if self.method != "eth_getLogs" or not isinstance(self.error, dict):
+            return False
+        message = str(self.error.get("message", "")).lower()
+        return any(phrase in message for phrase in _TOO_LARGE_PHRASES)
+
 
 class MissingAnswer(RpcError):
     """A batch came back without an answer for some call, or with one for a call never made: retried."""
@@ -61,7 +81,7 @@ class MissingAnswer(RpcError):
 
 def _transient(error: BaseException) -> bool:
     if isinstance(error, RpcError):
-        return not error.invalid
+        return not (error.invalid or error.too_large)  # a span too large is split, not asked again
     if isinstance(error, requests.HTTPError):
         status = getattr(error.response, "status_code", None)
         return status is None or status in _RETRY_STATUS
@@ -73,6 +93,7 @@ class RpcStats:
     requests: int = 0
     calls: int = 0
     retries: int = 0
+    splits: int = 0  # eth_getLogs spans halved because the node refused them as too large
 
 
 class RpcClient:
@@ -109,7 +130,11 @@ class RpcClient:
         return session
 
     def _post(self, payload: Any, calls: int) -> Any:
-        """One HTTP exchange; raises on a status worth retrying (and on any other non-2xx)."""
+        """One HTTP exchange, its answer parsed; raises on a status worth retrying (and on any other non-2xx)."""
+        return orjson.loads(self._post_raw(payload, calls))  # not JSON: a json.JSONDecodeError, as before
+
+    def _post_raw(self, payload: Any, calls: int) -> bytes:
+        """One HTTP exchange, its answer's body as it came."""
         if self.bucket:
             self.bucket.take(calls)
         # orjson both ways, and the body read in one call: a backfill's eth_getLogs answers run to megabytes,
@@ -129,7 +154,7 @@ class RpcClient:
             raise requests.ConnectionError(error) from error
         self.stats.requests += 1
         self.stats.calls += calls
-        return orjson.loads(content)  # a body that is not JSON raises a json.JSONDecodeError, as before
+        return content
 
     def _with_retries(self, exchange: Any) -> Any:
         def count(error: BaseException, retry: int, wait: float) -> None:
@@ -149,9 +174,9 @@ class RpcClient:
 
         return self._with_retries(exchange)
 
-    def _batch_once(self, calls: Sequence[Call], allow_errors: bool) -> list[Any]:
-        """One chunk, sent again as a whole while it fails transiently. With ``allow_errors`` an error object
-        is that call's answer (kept in place), not a failure of the chunk."""
+    def _batch_once(self, calls: Sequence[Call], keep: Callable[[RpcError], bool] | None) -> list[Any]:
+        """One chunk, sent again as a whole while it fails transiently. An error object ``keep`` accepts is
+        that call's answer (kept in place), not a failure of the chunk."""
 
         def exchange() -> list[Any]:
             ids = [next(self._ids) for _ in calls]
@@ -174,7 +199,7 @@ class RpcClient:
                 answer = answers[index]
                 if "error" in answer:
                     error = RpcError(method, answer["error"])
-                    if not allow_errors:
+                    if keep is None or not keep(error):
                         raise error
                     results.append(error)
                 else:
@@ -183,14 +208,18 @@ class RpcClient:
 
         return self._with_retries(exchange)
 
-    def batch(self, calls: Sequence[Call], *, allow_errors: bool = False) -> list[Any]:
+    def batch(self, calls: Sequence[Call], *, allow_errors: bool = False,
+              keep: Callable[[RpcError], bool] | None = None) -> list[Any]:
         """Results in the order of ``calls``; chunks go out concurrently. With ``allow_errors`` a failed call's
-        slot holds its RpcError instead of raising (metadata lookups on contracts without symbol())."""
+        slot holds its RpcError instead of raising (metadata lookups on contracts without symbol()); with
+        ``keep``, only the errors it accepts do."""
+        if allow_errors:
+            keep = _keep_every_error
         chunks = [list(calls[i : i + self.batch_size]) for i in range(0, len(calls), self.batch_size)]
         if len(chunks) <= 1 or self.workers <= 1:
-            return [result for chunk in chunks for result in self._batch_once(chunk, allow_errors)]
+            return [result for chunk in chunks for result in self._batch_once(chunk, keep)]
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            answers = list(pool.map(lambda chunk: self._batch_once(chunk, allow_errors), chunks))
+            answers = list(pool.map(lambda chunk: self._batch_once(chunk, keep), chunks))
         return [result for answer in answers for result in answer]
 
     # -------------------------------------------------------------- the calls the indexer makes
@@ -201,12 +230,86 @@ class RpcClient:
         return self.batch([("eth_getBlockByNumber", [hex(n), full]) for n in numbers])
 
     def logs(self, start: int, end: int, topics: list[Any], span: int = 500) -> list[dict[str, Any]]:
-        """eth_getLogs over [start, end] in spans of ``span`` blocks (providers cap a call's range)."""
-        calls = [
-            ("eth_getLogs", [{"fromBlock": hex(a), "toBlock": hex(min(a + span - 1, end)), "topics": topics}])
-            for a in range(start, end + 1, span)
-        ]
-        return [log for answer in self.batch(calls) for log in answer]
+        """eth_getLogs over [start, end] in spans of ``span`` blocks (providers cap a call's range), in one
+        batch; a span the node refuses as too large is halved until it answers."""
+        spans = _spans(start, end, span)
+        answers = self.batch([("eth_getLogs", [_log_filter(a, b, topics)]) for a, b in spans],
+                             keep=_too_large)
+        found: list[dict[str, Any]] = []
+        for (a, b), answer in zip(spans, answers):
+            if isinstance(answer, RpcError):
+                found += self._split(answer, a, b, lambda x, y: self._logs_halving(x, y, topics), list.__add__)
+            else:
+                found += answer
+        return found
+
+    def _logs_halving(self, start: int, end: int, topics: list[Any]) -> list[dict[str, Any]]:
+        try:
+            return self.call("eth_getLogs", _log_filter(start, end, topics))
+        except RpcError as error:
+            return self._split(error, start, end, lambda a, b: self._logs_halving(a, b, topics), list.__add__)
+
+    def logs_table(self, start: int, end: int, topics: list[Any], span: int = 500) -> "pa.StructArray":
+        """The logs of [start, end] as Arrow columns (``depu.chain.transfer_table``): each answer's body is
+        parsed by pyarrow, never into a Python dict per log. One request per span, halved like ``logs``."""
+        import pyarrow as pa
+
+        from depu.chain.transfer_table import empty_logs
+
+        parts = [self._logs_table_halving(a, b, topics) for a, b in _spans(start, end, span)]
+        parts = [part for part in parts if len(part)]
+        return pa.concat_arrays(parts) if parts else empty_logs()
+
+    def _logs_table_halving(self, start: int, end: int, topics: list[Any]) -> "pa.StructArray":
+        import pyarrow as pa
+
+        try:
+            return self._logs_table_once(start, end, topics)
+        except RpcError as error:
+            return self._split(error, start, end, lambda a, b: self._logs_table_halving(a, b, topics),
+                               lambda x, y: pa.concat_arrays([x, y]))
+
+    def _split(self, error: RpcError, start: int, end: int, fetch: Callable[[int, int], Any],
+               join: Callable[[Any, Any], Any]) -> Any:
+        """The answer for [start, end] from its two halves, when ``error`` says the span was too large
+        (``fetch`` halves again as needed); any other error, or a single block refused, is raised."""
+        if not error.too_large or start >= end:
+            raise error
+        self.stats.splits += 1
+        middle = (start + end) // 2
+        return join(fetch(start, middle), fetch(middle + 1, end))
+
+    def _logs_table_once(self, start: int, end: int, topics: list[Any]) -> "pa.StructArray":
+        from depu.chain.transfer_table import read_answer
+
+        def exchange() -> "pa.StructArray":
+            call_id = next(self._ids)
+            payload = {"jsonrpc": "2.0", "id": call_id, "method": "eth_getLogs",
+                       "params": [_log_filter(start, end, topics)]}
+            answer = read_answer(self._post_raw(payload, 1))
+            if answer["error"] is not None:
+                raise RpcError("eth_getLogs", answer["error"])
+            if answer["id"] != call_id or answer["result"] is None:
+                raise MissingAnswer("eth_getLogs", "the answer is not for this call")
+            return answer["result"]
+
+        return self._with_retries(exchange)
 
     def receipts(self, tx_hashes: Sequence[str]) -> list[dict[str, Any] | None]:
         return self.batch([("eth_getTransactionReceipt", [h]) for h in tx_hashes])
+
+
+def _keep_every_error(error: RpcError) -> bool:
+    return True
+
+
+def _too_large(error: RpcError) -> bool:
+    return error.too_large
+
+
+def _spans(start: int, end: int, span: int) -> list[tuple[int, int]]:
+    return [(a, min(a + span - 1, end)) for a in range(start, end + 1, span)]
+
+
+def _log_filter(start: int, end: int, topics: list[Any]) -> dict[str, Any]:
+    return {"fromBlock": hex(start), "toBlock": hex(end), "topics": topics}
