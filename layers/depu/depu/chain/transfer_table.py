@@ -2,8 +2,9 @@
 
 A history backfill reads tens of megabytes of logs per thousand busy blocks. Parsed into Python dicts and
 decoded row by row, the client's CPU (under the GIL) costs more than the node's work; here the answer's body
-goes through pyarrow's JSON reader (C++, GIL released, so chunks in other threads parse at the same time)
-and the standard ERC-20 Transfers, nearly every log, are decoded by Arrow kernels straight into the columns
+is read in place from its bytes when it has a node's regular layout (``depu.chain.log_scan``, numpy) and
+otherwise by pyarrow's JSON reader (both C++ that releases the GIL, so chunks in other threads read at the
+same time), and the standard ERC-20 Transfers, nearly every log, are decoded by Arrow kernels straight into the columns
 the raw Parquet parts hold (``depu.analytics.raw.TRANSFER_COLUMNS``). Only two things stay in Python: hex
 quantities (each distinct value once: a chunk has few distinct block numbers and log indexes) and the
 uint256 amounts of 64 bits or more (``depu.chain.amounts``: one ``int(…, 16)`` each, the row path's call;
@@ -13,7 +14,7 @@ Every other log (NFTs, odd shapes, anything not strictly hex) goes through the g
 (``depu.chain.rows``), so the table is exactly ``raw.to_table("transfers", transfer_rows(...))`` of the same
 logs, in the same order; tests compare the two on every log of a DevChain.
 
-Needs pyarrow (the parquet-deps layer): imported by the functions that use it, never at import time.
+Needs pyarrow and numpy (the parquet-deps layer): imported by the functions that use it, never at import time.
 """
 from __future__ import annotations
 
