@@ -35,7 +35,7 @@ _QUOTE = 0x22
 def scan_answer(body: bytes) -> dict[str, Any] | None:
     """``{"id", "error": None, "result": StructArray of log_type()}``, exactly what parsing the body as JSON
     gives, or None when the body is not of the regular shape."""
-    from depu.chain.transfer_table import empty_logs
+    from depu.chain.log_schema import empty_logs
 
     head = _ENVELOPE.match(body)
     if head is None or not body.endswith(_END):
@@ -81,13 +81,13 @@ class _Skeleton:
 
 
 def _skeleton_of(first: bytes) -> _Skeleton | None:
-    from depu.chain.transfer_table import _STRING_FIELDS
+    from depu.chain.log_schema import STRING_FIELDS
 
     try:
         log = orjson.loads(first)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(log, dict) or not set(log) <= {*_STRING_FIELDS, "topics", "removed"}:
+    if not isinstance(log, dict) or not set(log) <= {*STRING_FIELDS, "topics", "removed"}:
         return None
     topics = log.get("topics", [])
     if not isinstance(topics, list) or not all(isinstance(topic, str) for topic in topics):
@@ -173,7 +173,7 @@ def _struct(pieces: "pa.StringArray", skeleton: _Skeleton, count: int) -> "pa.St
     import numpy as np
     import pyarrow as pa
 
-    from depu.chain.transfer_table import log_type
+    from depu.chain.log_schema import log_type
 
     values = len(skeleton.columns)
     value_at = np.arange(count, dtype=np.int64)[:, None] * (2 * values) + 1 + 2 * np.arange(values)

@@ -21,23 +21,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 from depu.chain.decode import STANDARD, TRANSFER_TOPIC
+from depu.chain.log_schema import STRING_FIELDS as _STRING_FIELDS
+from depu.chain.log_schema import log_type
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-_STRING_FIELDS = ("address", "data", "blockHash", "blockNumber", "blockTimestamp", "transactionHash",
-                  "transactionIndex", "logIndex")
 _ORDER = "__order"  # a log's place in the answer, so decoded logs of both paths keep the node's order
 _GROUP = "__group"  # 0: a block's ETH transfers, 1: its logs (the order transfer_rows gives them)
-
-
-def log_type() -> "pa.StructType":
-    """The Arrow type of one log as eth_getLogs gives it (fields a node leaves out read as null)."""
-    import pyarrow as pa
-
-    fields = [pa.field(name, pa.string()) for name in _STRING_FIELDS]
-    fields.insert(1, pa.field("topics", pa.list_(pa.string())))
-    return pa.struct(fields + [pa.field("removed", pa.bool_())])
 
 
 def read_answer(body: bytes) -> dict[str, Any]:
@@ -118,12 +109,6 @@ def _check_log(entry: Any) -> None:
             fail(f"{name} {entry.get(name)!r:.80}")
     if not isinstance(entry.get("removed"), (bool, type(None))):
         fail(f"removed {entry.get('removed')!r:.80}")
-
-
-def empty_logs() -> "pa.StructArray":
-    import pyarrow as pa
-
-    return pa.array([], type=log_type())
 
 
 def _hex_ints(strings: "pa.Array") -> "pa.Array":
