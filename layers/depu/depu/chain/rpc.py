@@ -254,7 +254,7 @@ class RpcClient:
         parsed by pyarrow, never into a Python dict per log. One request per span, halved like ``logs``."""
         import pyarrow as pa
 
-        from depu.chain.transfer_table import empty_logs
+        from depu.chain.log_schema import empty_logs
 
         parts = [self._logs_table_halving(a, b, topics) for a, b in _spans(start, end, span)]
         parts = [part for part in parts if len(part)]

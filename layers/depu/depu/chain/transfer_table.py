@@ -2,49 +2,48 @@
 
 A history backfill reads tens of megabytes of logs per thousand busy blocks. Parsed into Python dicts and
 decoded row by row, the client's CPU (under the GIL) costs more than the node's work; here the answer's body
-goes through pyarrow's JSON reader (C++, GIL released, so chunks in other threads parse at the same time)
-and the standard ERC-20 Transfers, nearly every log, are decoded by Arrow kernels straight into the columns
+is read in place from its bytes when it has a node's regular layout (``depu.chain.log_scan``, numpy) and
+otherwise by pyarrow's JSON reader (both C++ that releases the GIL, so chunks in other threads read at the
+same time), and the standard ERC-20 Transfers, nearly every log, are decoded by Arrow kernels straight into the columns
 the raw Parquet parts hold (``depu.analytics.raw.TRANSFER_COLUMNS``). Only two things stay in Python: hex
 quantities (each distinct value once: a chunk has few distinct block numbers and log indexes) and the
-uint256 amounts (one ``int(…, 16)`` each, the same call the row path makes).
+uint256 amounts of 64 bits or more (``depu.chain.amounts``: one ``int(…, 16)`` each, the row path's call;
+smaller ones by numpy and Arrow's exact uint64 cast).
 
 Every other log (NFTs, odd shapes, anything not strictly hex) goes through the general row path
 (``depu.chain.rows``), so the table is exactly ``raw.to_table("transfers", transfer_rows(...))`` of the same
 logs, in the same order; tests compare the two on every log of a DevChain.
 
-Needs pyarrow (the parquet-deps layer): imported by the functions that use it, never at import time.
+Needs pyarrow and numpy (the parquet-deps layer): imported by the functions that use it, never at import time.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
 from depu.chain.decode import STANDARD, TRANSFER_TOPIC
+from depu.chain.log_schema import STRING_FIELDS as _STRING_FIELDS
+from depu.chain.log_schema import log_type
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-_STRING_FIELDS = ("address", "data", "blockHash", "blockNumber", "blockTimestamp", "transactionHash",
-                  "transactionIndex", "logIndex")
 _ORDER = "__order"  # a log's place in the answer, so decoded logs of both paths keep the node's order
 _GROUP = "__group"  # 0: a block's ETH transfers, 1: its logs (the order transfer_rows gives them)
 
 
-def log_type() -> "pa.StructType":
-    """The Arrow type of one log as eth_getLogs gives it (fields a node leaves out read as null)."""
-    import pyarrow as pa
-
-    fields = [pa.field(name, pa.string()) for name in _STRING_FIELDS]
-    fields.insert(1, pa.field("topics", pa.list_(pa.string())))
-    return pa.struct(fields + [pa.field("removed", pa.bool_())])
-
-
 def read_answer(body: bytes) -> dict[str, Any]:
     """A JSON-RPC answer whose result is a list of logs: ``{"id", "error", "result"}``, result an Arrow
-    StructArray of ``log_type()``. A body pyarrow cannot read as that is parsed by orjson instead, with the
+    StructArray of ``log_type()``. The usual body is read by ``depu.chain.log_scan``; any other by
+    pyarrow's JSON reader. A body pyarrow cannot read as that is parsed by orjson instead, with the
     same answer; a body that is not JSON raises orjson's error, logs that are not logs a ValueError."""
     import pyarrow as pa
     import pyarrow.json as pa_json
 
+    from depu.chain.log_scan import scan_answer
+
+    scanned = scan_answer(body)  # the regular shape, read from its bytes; None: parse it as JSON
+    if scanned is not None:
+        return scanned
     schema = pa.schema([pa.field("result", pa.list_(log_type()))])
     try:
         table = pa_json.read_json(
@@ -112,12 +111,6 @@ def _check_log(entry: Any) -> None:
         fail(f"removed {entry.get('removed')!r:.80}")
 
 
-def empty_logs() -> "pa.StructArray":
-    import pyarrow as pa
-
-    return pa.array([], type=log_type())
-
-
 def _hex_ints(strings: "pa.Array") -> "pa.Array":
     """Hex quantities as int64, each distinct value converted once (Python's int(), as the row path)."""
     import pyarrow as pa
@@ -171,25 +164,7 @@ def _candidates(logs: "pa.StructArray") -> "pa.Array":
     return found if positions is None else positions.take(found)
 
 
-def _amounts(data: list[str]) -> tuple[list[str | None], list[int]]:
-    """Each data word's amount as a decimal string, by the very call ``rows.standard_row`` makes
-    (``int(data[2:], 16)``), and the indexes of the words it refuses (those go the general path)."""
-    try:
-        return [str(int(word[2:], 16)) for word in data], []
-    except ValueError:
-        pass  # some word is not hex: find which, one at a time
-    amounts: list[str | None] = []
-    refused: list[int] = []
-    for index, word in enumerate(data):
-        try:
-            amounts.append(str(int(word[2:], 16)))
-        except ValueError:
-            amounts.append(None)
-            refused.append(index)
-    return amounts, refused
-
-
-def _standard_columns(logs: "pa.StructArray", amounts: list[str | None],
+def _standard_columns(logs: "pa.StructArray", amounts: "pa.Array",
                       stamps: dict[str, int] | None) -> dict[str, "pa.Array"]:
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -207,7 +182,7 @@ def _standard_columns(logs: "pa.StructArray", amounts: list[str | None],
         "tx_index": _hex_ints(logs.field("transactionIndex")), "log_index": _hex_ints(logs.field("logIndex")),
         "asset": pc.ascii_lower(logs.field("address")), "kind": pa.repeat(pa.scalar("erc20"), count),
         "shape": pa.repeat(pa.scalar(STANDARD), count), "sender": _address_of_topic(topics, 1),
-        "recipient": _address_of_topic(topics, 2), "amount": pa.array(amounts, pa.string()),
+        "recipient": _address_of_topic(topics, 2), "amount": amounts,
         "token_id": pa.nulls(count, pa.string()),
     }
 
@@ -242,6 +217,7 @@ def transfer_table(logs: "pa.StructArray", stamps: dict[str, int] | None = None,
     import pyarrow.compute as pc
 
     from depu.analytics import raw
+    from depu.chain.amounts import amounts as amount_strings
 
     if stamps is not None and len(logs):
         logs = logs.filter(pc.is_in(logs.field("blockHash"), value_set=pa.array(list(stamps), pa.string())))
@@ -251,11 +227,10 @@ def transfer_table(logs: "pa.StructArray", stamps: dict[str, int] | None = None,
         pa.field(_ORDER, pa.int64()))
     standard = _candidates(logs)
     subset = logs if len(standard) == len(logs) else logs.take(standard)
-    amounts, refused = _amounts(subset.field("data").to_pylist())
+    amounts, refused = amount_strings(subset.field("data"))
     if refused:
         accepted = pc.invert(pc.is_in(pa.array(range(len(standard))), value_set=pa.array(refused)))
-        standard, subset = standard.filter(accepted), subset.filter(accepted)
-        amounts = [amount for amount in amounts if amount is not None]
+        standard, subset, amounts = standard.filter(accepted), subset.filter(accepted), amounts.filter(accepted)
     if len(standard) == len(logs):
         others = pa.array([], pa.uint64())
     else:
