@@ -134,6 +134,7 @@ def test_the_scanner_never_misreads_a_body(logs, topics, removed, data):
     fast, slow = both(body)
     plain = removed is not True and not any(set(v) & set('"\\{}') for e in logs for v in
                                             [*e["topics"], *(e[k] for k in e if k not in ("topics", "removed"))])
+    plain = plain and len({tuple(entry) for entry in logs}) == 1  # one key order (hypothesis may shuffle it)
     if plain:
         assert fast is not None
     if fast is not None:
