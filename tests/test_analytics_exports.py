@@ -198,14 +198,14 @@ def test_parts_of_5_mib_and_more_are_copied_inside_s3_and_the_file_equals_a_stre
         raw.write_part("transfers", start, start + 999, rows)
         truth += rows
     copies: list[str] = []
-    original = export_compose.MultipartSink.copy_object
+    original = export_compose.MultipartSink.copy_range
 
-    def counted(sink, source_key, size):
-        if not sink._buffer and size >= export_compose.MIN_PART_BYTES:
+    def counted(sink, source_key, start, end, whole):
+        if len(sink.buffer) < export_compose.MIN_PART_BYTES <= end - start:
             copies.append(source_key)
-        return original(sink, source_key, size)
+        return original(sink, source_key, start, end, whole)
 
-    monkeypatch.setattr(export_compose.MultipartSink, "copy_object", counted)
+    monkeypatch.setattr(export_compose.MultipartSink, "copy_range", counted)
     copied = export_run.build(request(2_999, "jsonl"), notify=lambda n: None, deadline=float("-inf"),
                               part_target_bytes=1, document_limit=10**9)
     assert len(copies) == 2, "the two big parts were copied inside S3"
@@ -371,29 +371,3 @@ def test_the_local_runtime_carries_an_export_across_runs_through_its_queue(histo
         runtime.stop()
     assert record.runs == BLOCKS // PART + 1
     assert s3_body(chained.key) == one_run_export("csv")
-
-
-@pytest.mark.parametrize("fmt", ["csv", "parquet"])
-def test_a_compose_out_of_time_fails_loudly_leaves_no_half_file_and_resumes_from_the_parts(history, aws, fmt):
-    """A compose still under way near the run's timeout raises (so SQS retries it, and the last try tells the
-    user) instead of being killed silently; its upload is aborted and the parts stay for the retry."""
-    import boto3
-
-    from depu.analytics import export_checkpoint, export_compose, export_run
-    from depu.config import get_settings
-
-    chained = request(BLOCKS - 1, fmt)
-    quiet = {"continue_with": lambda r, h: None, "notify": lambda n: None, "deliver": lambda n: None}
-    with pytest.raises(export_compose.ComposeOutOfTime):
-        export_run.run(chained, 0, deadline=float("inf"), stop_at=float("-inf"), **quiet)
-    bucket = get_settings().artifacts_bucket
-    assert s3_keys(chained.key) == [] and not boto3.client("s3").list_multipart_uploads(Bucket=bucket).get("Uploads")
-    record = export_checkpoint.read(chained.request_id)
-    assert record.state == export_checkpoint.COMPOSING and len(s3_keys(parts_prefix(chained))) == record.parts
-    redelivered = export_run.run(chained, 0, deadline=float("inf"), **quiet)
-    assert redelivered.kind == export_run.DELIVERED_OUTCOME
-    body = s3_body(chained.key)
-    if fmt == "parquet":
-        assert parquet_rows(body) == parquet_rows(one_run_export(fmt))
-    else:
-        assert body == one_run_export(fmt)
