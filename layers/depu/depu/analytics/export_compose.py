@@ -34,6 +34,7 @@ from depu.analytics import export_parquet_footer as parquet_footer
 MIN_PART_BYTES = 5 * 1024 * 1024  # S3: every part of a multipart upload but the last is at least 5 MiB
 PART_BYTES = 8 * 1024 * 1024  # the streamed buffer: memory per compose, and ~78 GiB at S3's 10,000 parts
 MAX_UPLOAD_PARTS = 10_000
+SINGLE_PUT_BYTES = PART_BYTES  # parts smaller than this in all make one PutObject, composed in one go
 READ_BYTES = 1024 * 1024
 
 
@@ -154,7 +155,7 @@ def compose(s3: Any, bucket: str, key: str, content_type: str, fmt: str, part_ke
     a twin's is registered, and this run's upload is aborted (``ComposeSuperseded``)."""
     if state.done:
         return state
-    if state.upload_id is None and parts_bytes < PART_BYTES:
+    if state.upload_id is None and parts_bytes < SINGLE_PUT_BYTES:
         return _compose_small(s3, bucket, key, content_type, fmt, part_keys)
     if state.upload_id is None:
         upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type)["UploadId"]
