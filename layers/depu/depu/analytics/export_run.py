@@ -164,7 +164,7 @@ def run(request: ExportRequest, hop: int, *, deadline: float,
     composed = _compose(request, held, lambda: clock() < compose_deadline)
     if composed is None:
         return Outcome(SUPERSEDED)
-    if not composed.compose.done:
+    if composed.rows and not composed.compose.done:  # an empty export has nothing to compose
         _hand_over(request, composed, continue_with)
         return Outcome(CONTINUED, composed)
     return _deliver(request, composed, progress, deliver or queue_notice, document_limit)
@@ -231,7 +231,8 @@ def _hand_over(request: ExportRequest, held: Checkpoint, continue_with: Callable
 
 def _compose(request: ExportRequest, held: Checkpoint, in_time: Callable[[], bool]) -> Checkpoint | None:
     """Compose from the checkpoint on while ``in_time``; returns the checkpoint moved (its ``compose.done``
-    says whether the file is whole), or None when a twin run moved it first."""
+    says whether the file is whole; an export of no rows is returned as it is), or None when a twin run
+    moved it first."""
     if not held.rows or held.compose.done:
         return held
     registered: list[Checkpoint] = []
