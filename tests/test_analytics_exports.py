@@ -198,14 +198,14 @@ def test_parts_of_5_mib_and_more_are_copied_inside_s3_and_the_file_equals_a_stre
         raw.write_part("transfers", start, start + 999, rows)
         truth += rows
     copies: list[str] = []
-    original = export_compose.MultipartSink.copy_object
+    original = export_compose.MultipartSink.copy_range
 
-    def counted(sink, source_key, size):
-        if not sink._buffer and size >= export_compose.MIN_PART_BYTES:
+    def counted(sink, source_key, start, end, whole):
+        if len(sink.buffer) < export_compose.MIN_PART_BYTES <= end - start:
             copies.append(source_key)
-        return original(sink, source_key, size)
+        return original(sink, source_key, start, end, whole)
 
-    monkeypatch.setattr(export_compose.MultipartSink, "copy_object", counted)
+    monkeypatch.setattr(export_compose.MultipartSink, "copy_range", counted)
     copied = export_run.build(request(2_999, "jsonl"), notify=lambda n: None, deadline=float("-inf"),
                               part_target_bytes=1, document_limit=10**9)
     assert len(copies) == 2, "the two big parts were copied inside S3"
@@ -373,27 +373,262 @@ def test_the_local_runtime_carries_an_export_across_runs_through_its_queue(histo
     assert s3_body(chained.key) == one_run_export("csv")
 
 
-@pytest.mark.parametrize("fmt", ["csv", "parquet"])
-def test_a_compose_out_of_time_fails_loudly_leaves_no_half_file_and_resumes_from_the_parts(history, aws, fmt):
-    """A compose still under way near the run's timeout raises (so SQS retries it, and the last try tells the
-    user) instead of being killed silently; its upload is aborted and the parts stay for the retry."""
+# ------------------------------------------------------------------------- composing longer than one run
+BIG_PARTS = ((0, 40_000), (1_000, 3_000), (2_000, 40_000), (3_000, 500))  # (first block, rows) per raw part
+BIG_LAST = 3_999
+
+
+@pytest.fixture
+def big_history(aws):
+    """Four raw parts, two of them big (a file of several S3 upload parts, some copied inside S3, some
+    streamed); returns their rows in export order."""
+    from depu.analytics import raw
+
+    rng = random.Random(21)
+    written = []
+    for start, count in BIG_PARTS:
+        rows = [{"block_number": start + i * 1_000 // count, "block_hash": f"0x{start + i * 1_000 // count:064x}",
+                 "block_timestamp": 1_700_000_000, "tx_hash": f"0x{rng.getrandbits(256):064x}", "tx_index": i,
+                 "log_index": i, "asset": "0x" + "ab" * 20, "kind": "erc20", "shape": "standard",
+                 "sender": "0x" + "01" * 20, "recipient": f"0x{rng.getrandbits(160):040x}",
+                 "amount": str(rng.getrandbits(200)), "token_id": None} for i in range(count)]
+        raw.write_part("transfers", start, start + 999, rows)
+        written += rows
+    return written
+
+
+def big_request(fmt: str):
+    from depu.analytics.export import parse
+
+    return parse(f"transfers 0-{BIG_LAST} {fmt}", 42, 42)
+
+
+def one_run_compose(fmt: str) -> bytes:
+    """The big range exported with a part per raw part, composed in a single run."""
+    from depu.analytics import export_run
+
+    reference = big_request(fmt)
+    export_run.build(reference, notify=lambda n: None, part_target_bytes=1, document_limit=10**9)
+    return s3_body(reference.key)
+
+
+def open_uploads() -> list:
     import boto3
 
-    from depu.analytics import export_checkpoint, export_compose, export_run
     from depu.config import get_settings
 
-    chained = request(BLOCKS - 1, fmt)
-    quiet = {"continue_with": lambda r, h: None, "notify": lambda n: None, "deliver": lambda n: None}
-    with pytest.raises(export_compose.ComposeOutOfTime):
-        export_run.run(chained, 0, deadline=float("inf"), stop_at=float("-inf"), **quiet)
-    bucket = get_settings().artifacts_bucket
-    assert s3_keys(chained.key) == [] and not boto3.client("s3").list_multipart_uploads(Bucket=bucket).get("Uploads")
-    record = export_checkpoint.read(chained.request_id)
-    assert record.state == export_checkpoint.COMPOSING and len(s3_keys(parts_prefix(chained))) == record.parts
-    redelivered = export_run.run(chained, 0, deadline=float("inf"), **quiet)
-    assert redelivered.kind == export_run.DELIVERED_OUTCOME
-    body = s3_body(chained.key)
+    return boto3.client("s3").list_multipart_uploads(Bucket=get_settings().artifacts_bucket).get("Uploads", [])
+
+
+def assert_same_rows(body: bytes, fmt: str, truth: list[dict]) -> None:
     if fmt == "parquet":
-        assert parquet_rows(body) == parquet_rows(one_run_export(fmt))
+        import polars
+
+        rows = parquet_rows(body)
+        assert polars.read_parquet(io.BytesIO(body)).height == len(truth), "another reader reads it whole"
+    elif fmt == "jsonl":
+        rows = [json.loads(line) for line in body.decode().splitlines()]
     else:
-        assert body == one_run_export(fmt)
+        rows = list(csv.DictReader(io.StringIO(body.decode())))
+    assert [(int(r["block_number"]), r["tx_hash"], str(r["amount"])) for r in rows] == [
+        (t["block_number"], t["tx_hash"], t["amount"]) for t in truth]
+
+
+@pytest.fixture
+def one_step_runs(monkeypatch):
+    """Through the handler: every run builds one chunk and composes one part, then hands over."""
+    from depu.config import get_settings
+
+    monkeypatch.setenv("EXPORT_RUN_SECONDS", "0")
+    monkeypatch.setenv("EXPORT_COMPOSE_SECONDS", "0")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def run_queue(handle) -> list[int]:
+    """Hand every message on the export queue to ``handle`` until none is left (bounded); returns the hops."""
+    from depu.config import get_settings
+
+    hops: list[int] = []
+    for _ in range(60):
+        bodies = drain_queue(get_settings().export_queue_url)
+        if not bodies:
+            return hops
+        for body in bodies:
+            hops.append(json.loads(body)["hop"])
+            handle(body)
+    raise AssertionError("the export queue never emptied")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_a_tiny_compose_deadline_resumes_the_upload_across_runs_and_equals_a_one_run_compose(big_history, aws, fmt):
+    """Every compose run composes one part and hands over (its compose deadline has always passed): the
+    upload, its parts and the buffer carry across four runs, and the file is the one a single run composes,
+    byte for byte (Parquet too: its row groups are copied, never re-encoded)."""
+    from depu.analytics import export_checkpoint, export_compose, export_run
+
+    chained = big_request(fmt)
+    compose_states: list = []
+    original = export_checkpoint.advance_compose
+
+    def recorded(held, compose):
+        compose_states.append(compose)
+        return original(held, compose)
+
+    with pytest.MonkeyPatch.context() as patch:
+        if fmt == "parquet":  # its parts are ~4 MB in all: a multipart upload of one final part all the same
+            patch.setattr(export_compose, "SINGLE_PUT_BYTES", 0)
+        patch.setattr(export_checkpoint, "advance_compose", recorded)
+        notice = export_run.build(chained, notify=lambda n: None, deadline=float("-inf"), part_target_bytes=1,
+                                  compose_deadline=float("-inf"), document_limit=10**9)
+    record = export_checkpoint.read(chained.request_id)
+    assert record.state == export_checkpoint.DELIVERED and record.parts == len(BIG_PARTS)
+    paused = [state for state in compose_states if not state.done and state.next_part]
+    assert [state.next_part for state in paused] == [1, 2, 3], "three hand-overs mid-compose"
+    assert len({state.upload_id for state in compose_states}) == 1, "one upload, resumed"
+    assert any(state.leftover for state in paused), "a buffer was carried from one run to the next"
+    assert record.runs == len(BIG_PARTS) + len(BIG_PARTS), "a run per chunk, then a run per part composed"
+    body = s3_body(notice.document_key)
+    assert fmt == "parquet" or len(body) > export_compose.PART_BYTES, "several upload parts"
+    assert body == one_run_compose(fmt), "byte for byte (the one-run file: Parquet's is one PutObject)"
+    assert_same_rows(body, fmt, big_history)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        assert pq.ParquetFile(io.BytesIO(body)).num_row_groups == len(BIG_PARTS)
+    assert open_uploads() == [] and s3_keys(parts_prefix(chained)) == []
+    assert s3_keys(export_compose.leftover_prefix(chained.key)) == [], "saved buffers deleted with the parts"
+
+
+def test_every_compose_message_delivered_twice_adds_no_byte_and_one_file(big_history, aws, one_step_runs):
+    from depu.analytics import export, export_checkpoint
+    from depu.config import get_settings
+
+    chained = big_request("jsonl")
+    export.enqueue(chained)
+    hops = run_queue(lambda body: [exporter_run(body) for _copy in range(2)])
+    assert hops == list(range(len(BIG_PARTS) * 2)), "one chain: a hop per chunk and per part composed"
+    assert export_checkpoint.read(chained.request_id).state == export_checkpoint.DELIVERED
+    assert s3_body(chained.key) == one_run_compose("jsonl")
+    notices = [json.loads(body) for body in drain_queue(get_settings().notify_queue_url)]
+    assert len([n for n in notices if n["document_key"]]) == 1 and open_uploads() == []
+
+
+def test_a_twin_compose_run_of_the_same_hop_supersedes_the_other_and_the_file_is_whole(big_history, aws):
+    """Two runs of one compose message at once: the twin uploads the same parts under the same numbers and
+    checkpoints first; the other's checkpoint is refused and it stops; the chain goes on to the same file."""
+    from depu.analytics import export_checkpoint, export_run
+
+    chained = big_request("csv")
+    options = {"continue_with": lambda r, h: None, "notify": lambda n: None, "deliver": lambda n: None,
+               "part_target_bytes": 1, "compose_deadline": float("-inf")}
+    for hop in range(len(BIG_PARTS) + 1):  # build, then the first compose run
+        assert export_run.run(chained, hop, deadline=float("-inf"), **options).kind == export_run.CONTINUED
+    compose_hop = len(BIG_PARTS) + 1
+    original, outcomes = export_checkpoint.advance_compose, []
+
+    def twin_first(held, compose):
+        if not outcomes and held.compose.next_part == 1:
+            outcomes.append("twin")
+            outcomes.append(export_run.run(chained, compose_hop, deadline=float("-inf"), **options).kind)
+        return original(held, compose)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(export_checkpoint, "advance_compose", twin_first)
+        first = export_run.run(chained, compose_hop, deadline=float("-inf"), **options)
+    assert outcomes == ["twin", export_run.CONTINUED] and first.kind == export_run.SUPERSEDED
+    assert export_checkpoint.read(chained.request_id).compose.next_part == 2
+    hop = compose_hop + 1
+    while export_run.run(chained, hop, deadline=float("-inf"), **options).kind == export_run.CONTINUED:
+        hop += 1
+    assert s3_body(chained.key) == one_run_compose("csv") and open_uploads() == []
+
+
+@pytest.mark.parametrize("crash", ["after parts uploaded", "after the upload completed"])
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_crash_mid_compose_resumes_without_loss_or_duplicates(big_history, aws, one_step_runs, crash, fmt):
+    """The run dies after S3 holds its work and before its compose checkpoint: the redelivered message
+    uploads the same parts again (a dead run's extra part is left out of the upload), or finds the file
+    already whole; either way the file is the one-run file."""
+    from depu.analytics import export, export_checkpoint
+
+    chained = big_request(fmt)
+    export.enqueue(chained)
+    original, crashes = export_checkpoint.advance_compose, []
+
+    def crash_once(held, compose):
+        hit = compose.done if crash == "after the upload completed" else compose.next_part == 3 and not compose.done
+        if hit and not crashes:
+            crashes.append(compose)
+            raise RuntimeError("the exporter died before its compose checkpoint")
+        return original(held, compose)
+
+    failed = []
+
+    def handle(body):
+        result = exporter_run(body)
+        if result["batchItemFailures"]:  # SQS offers it again after the visibility timeout
+            failed.append(body)
+            assert exporter_run(body, receives=2) == {"batchItemFailures": []}
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(export_checkpoint, "advance_compose", crash_once)
+        run_queue(handle)
+    assert len(failed) == 1 and crashes
+    if crash == "after the upload completed":
+        assert crashes[0].done
+    body = s3_body(chained.key)
+    assert body == one_run_compose(fmt)
+    assert_same_rows(body, fmt, big_history)
+    assert open_uploads() == []
+
+
+def test_a_compose_that_fails_for_good_aborts_its_upload_and_tells_the_user(big_history, aws, one_step_runs):
+    import boto3
+
+    from depu.analytics import export, export_checkpoint, export_run
+    from depu.config import get_settings
+
+    chained = big_request("csv")
+    export.enqueue(chained)
+    for _ in range(len(BIG_PARTS) + 1):  # the chunks, then the first compose run (it starts the upload)
+        [body] = drain_queue(get_settings().export_queue_url)
+        assert exporter_run(body) == {"batchItemFailures": []}
+    assert export_checkpoint.read(chained.request_id).compose.next_part == 1
+    assert len(open_uploads()) == 1, "a multipart upload is under way"
+    boto3.client("s3").delete_object(Bucket=get_settings().artifacts_bucket,  # a part gone: no run can go on
+                                     Key=export_run.part_key(chained, 1))
+    [body] = drain_queue(get_settings().export_queue_url)
+    for receives in range(1, export_run.MAX_RECEIVES):
+        assert exporter_run(body, receives)["batchItemFailures"], "retried"
+        assert len(open_uploads()) == 1, "kept for the retry"
+    assert exporter_run(body, export_run.MAX_RECEIVES)["batchItemFailures"], "on to the dead-letter queue"
+    assert open_uploads() == [], "the upload is aborted"
+    assert export_checkpoint.read(chained.request_id).state == export_checkpoint.FAILED
+    assert s3_keys(chained.key) == []
+    told = [json.loads(n) for n in drain_queue(get_settings().notify_queue_url)]
+    assert any("failed after 3 tries" in n["text"] for n in told)
+
+
+def test_the_local_runtime_carries_a_compose_across_runs_through_its_queue(big_history, aws):
+    from depu.analytics import export, export_checkpoint
+    from forks_support import wait_for
+    from local.moto_server import free_port
+    from local.runtime import LocalRuntime, RuntimeOptions
+    from local.template import LocalTemplate
+
+    chained = big_request("csv")
+    runtime = LocalRuntime(LocalTemplate(), aws.endpoint, RuntimeOptions(
+        port=free_port(), poll_wait_seconds=1,
+        extra_environment={"EXPORT_RUN_SECONDS": "0", "EXPORT_COMPOSE_SECONDS": "0"}))
+    runtime.functions = {name: fn for name, fn in runtime.functions.items() if name == "ExporterFunction"}
+    runtime.start()
+    try:
+        export.enqueue(chained)
+        record = wait_for(lambda: (lambda r: r if r and r.state == export_checkpoint.DELIVERED else None)(
+            export_checkpoint.read(chained.request_id)), 180, "the export delivered")
+    finally:
+        runtime.stop()
+    assert record.runs == 2 * len(BIG_PARTS), "a run per chunk, a run per part composed"
+    assert s3_body(chained.key) == one_run_compose("csv") and open_uploads() == []

@@ -2,8 +2,8 @@
 
 The handler turns Lambda's remaining time into a deadline for the domain (less the hand-over margin), so a
 long export checkpoints and queues its continuation on this same queue before the timeout. A request that
-cannot be parsed is logged and dropped (retrying cannot fix it); a failure while building is a batch item
-failure, so SQS retries it from the last checkpoint. On the last receive the user is told the export failed,
+cannot be parsed is logged and dropped (retrying cannot fix it); a failure while building or composing is
+a batch item failure, so SQS retries it from the last checkpoint. On the last receive the user is told the export failed,
 their export slot is freed, and the message goes on to the dead-letter queue."""
 from __future__ import annotations
 
@@ -26,16 +26,13 @@ tracer = tracing.tracer()
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
-STOP_SECONDS = 15.0  # a compose still under way this long before the timeout gives up, so the failure is seen
-
-
-def _run_budget(remaining: float) -> float:
-    """Seconds this run may start chunks in: the time left less the hand-over margin (at most a tenth of
-    it, so a short test timeout still leaves work time), capped by ``EXPORT_RUN_SECONDS`` when set."""
-    settings = get_settings()
-    budget = remaining - min(settings.export_handover_margin_seconds, remaining / 10)
-    if settings.export_run_seconds is not None:
-        budget = min(budget, settings.export_run_seconds)
+def _run_budget(remaining: float, cap: float | None) -> float:
+    """Seconds this run may work in: the time left less the hand-over margin (at most a tenth of it, so a
+    short test timeout still leaves work time), capped by ``cap`` when set (``EXPORT_RUN_SECONDS`` for
+    building, ``EXPORT_COMPOSE_SECONDS`` for composing)."""
+    budget = remaining - min(get_settings().export_handover_margin_seconds, remaining / 10)
+    if cap is not None:
+        budget = min(budget, cap)
     return max(0.0, budget)
 
 
@@ -48,11 +45,12 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
                                                                   "error": str(error)})
         return
     remaining = lambda_context.get_remaining_time_in_millis() / 1000
-    budget, started = _run_budget(remaining), time.monotonic()
+    settings, started = get_settings(), time.monotonic()
+    budget = _run_budget(remaining, settings.export_run_seconds)
     try:
         outcome = export_run.run(request, hop, deadline=started + budget,
                                  compose_seconds=export_run.compose_reserve(request.format, budget),
-                                 stop_at=started + remaining - min(STOP_SECONDS, remaining / 20))
+                                 compose_deadline=started + _run_budget(remaining, settings.export_compose_seconds))
     except Exception:
         receives = int(record.attributes.approximate_receive_count or 1)
         if receives >= export_run.MAX_RECEIVES:

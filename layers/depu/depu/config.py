@@ -73,6 +73,9 @@ class Settings:
     # at most this long per exporter run before handing over (None: as long as the timeout allows); the local
     # runtime's tests set it to 0 to make every run one chunk
     export_run_seconds: float | None = None
+    # at most this long composing per exporter run before handing the compose over (None: the run's time less
+    # the hand-over margin); the local runtime's tests set it to 0 to make every compose run one part
+    export_compose_seconds: float | None = None
     # a job's input files above Telegram's 20 MB download limit come through an upload link (depu.jobs.uploads):
     # each file, and all of one job's inputs together, at most this (the agent's default max_input_mb)
     upload_max_bytes: int = 2 * 1024 ** 3
@@ -127,6 +130,8 @@ class Settings:
             payout_address_delay_seconds=int(_env("PAYOUT_ADDRESS_DELAY_SECONDS", str(24 * 3600))),
             export_handover_margin_seconds=float(_env("EXPORT_HANDOVER_MARGIN_SECONDS", "60")),
             export_run_seconds=float(_env("EXPORT_RUN_SECONDS")) if _env("EXPORT_RUN_SECONDS") else None,
+            export_compose_seconds=(float(_env("EXPORT_COMPOSE_SECONDS")) if _env("EXPORT_COMPOSE_SECONDS")
+                                    else None),
             upload_max_bytes=int(_env("UPLOAD_MAX_BYTES", str(2 * 1024 ** 3))),
         )
 

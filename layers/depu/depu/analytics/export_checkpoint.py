@@ -26,6 +26,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from depu.analytics.export_compose import ComposeState
 from depu.chain import store
 
 BUILDING, COMPOSING, DELIVERED, FAILED = "building", "composing", "delivered", "failed"
@@ -46,6 +47,7 @@ class Checkpoint:
     state: str = BUILDING
     runs: int = 1  # exporter runs that claimed the export (the first one included)
     created: bool = False  # this claim made the record (the export's first run)
+    compose: ComposeState = ComposeState()
 
     def moved(self, **changes: Any) -> "Checkpoint":
         return replace(self, created=False, **changes)
@@ -60,9 +62,13 @@ def _is_condition_failure(error: ClientError) -> bool:
 
 
 def _from_item(item: dict[str, Any], created: bool = False) -> Checkpoint:
+    compose = ComposeState(item.get("compose_upload") or None, int(item.get("compose_next", 0)),
+                           int(item.get("compose_parts", 0)), int(item.get("compose_written", 0)),
+                           int(item.get("compose_leftover", 0)), bool(item.get("compose_done", False)))
     return Checkpoint(str(item["request_id"]), int(item["hop"]), int(item["cursor"]), int(item["parts"]),
                       int(item["rows"]), int(item["bytes"]), int(item["progress_version"]),
-                      float(item["progress_at"]), str(item["state"]), int(item.get("runs", 1)), created)
+                      float(item["progress_at"]), str(item["state"]), int(item.get("runs", 1)), created,
+                      compose)
 
 
 def read(request_id: str) -> Checkpoint | None:
@@ -129,13 +135,48 @@ def advance(held: Checkpoint, moved: Checkpoint) -> bool:
         return False
 
 
-def fail(request_id: str) -> None:
-    """Mark the export failed (its last retry is going to the dead-letter queue), whatever hop holds it."""
+def advance_compose(held: Checkpoint, compose: ComposeState) -> Checkpoint | None:
+    """Persist the compose's progress if the record still is ``held`` (same hop, composing, same next part
+    and upload parts, same upload or none yet); None: another run has moved it, and this one stops."""
+    before = held.compose
+    upload = ("(attribute_not_exists(compose_upload) OR compose_upload = :zero_upload)" if before.upload_id is None
+              else "compose_upload = :upload")
+    values: dict[str, Any] = {
+        ":hop": held.hop, ":composing": COMPOSING, ":next": before.next_part, ":parts": before.upload_parts,
+        ":new_next": compose.next_part, ":new_parts": compose.upload_parts, ":written": compose.written,
+        ":leftover": compose.leftover, ":done": compose.done, ":new_upload": compose.upload_id or ""}
+    # a record from before compose checkpoints has no compose fields: the same as a compose not started
+    position = "compose_next = :next AND compose_parts = :parts"
+    if before.next_part == 0 and before.upload_parts == 0:
+        position = "(attribute_not_exists(compose_next) OR (compose_next = :next AND compose_parts = :parts))"
+    values.update({":upload": before.upload_id} if before.upload_id is not None else {":zero_upload": ""})
     try:
-        store.table().update_item(Key=_key(request_id), UpdateExpression="SET #state = :failed",
-                                  ConditionExpression="attribute_exists(pk)",
-                                  ExpressionAttributeNames={"#state": "state"},
-                                  ExpressionAttributeValues={":failed": FAILED})
+        store.table().update_item(
+            Key=_key(held.request_id),
+            ConditionExpression=f"hop = :hop AND #state = :composing AND {upload} AND {position}",
+            UpdateExpression="SET compose_upload = :new_upload, compose_next = :new_next, "
+                             "compose_parts = :new_parts, compose_written = :written, "
+                             "compose_leftover = :leftover, compose_done = :done",
+            ExpressionAttributeNames={"#state": "state"}, ExpressionAttributeValues=values)
     except ClientError as error:
-        if not _is_condition_failure(error):  # never claimed: nothing to mark
+        if not _is_condition_failure(error):
             raise
+        return None
+    return held.moved(compose=compose)
+
+
+def fail(request_id: str) -> Checkpoint | None:
+    """Mark the export failed (its last retry is going to the dead-letter queue), whatever hop holds it;
+    returns the record as it was (None: never claimed, or already delivered, so nothing is marked)."""
+    try:
+        item = store.table().update_item(
+            Key=_key(request_id), UpdateExpression="SET #state = :failed",
+            ConditionExpression="attribute_exists(pk) AND #state <> :delivered",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={":failed": FAILED, ":delivered": DELIVERED},
+            ReturnValues="ALL_OLD")["Attributes"]
+    except ClientError as error:
+        if not _is_condition_failure(error):
+            raise
+        return None
+    return _from_item(item)

@@ -1,24 +1,40 @@
-"""Composing an export's part objects into the one file the user gets, with bounded memory and no /tmp.
+"""Composing an export's part objects into the one file the user gets: bounded memory, no /tmp, and
+resumable across exporter runs at any part boundary.
 
 The parts are written chunk by chunk, across exporter runs (``depu.analytics.export_run``); the deliverable is
-uploaded as an S3 multipart upload fed as it is produced:
+one S3 multipart upload, fed part by part:
 
-- CSV and JSON lines are byte concatenations of their parts (only part 0 carries the CSV header). A part of at
-  least ``MIN_PART_BYTES`` that starts on a part boundary is copied inside S3 (UploadPartCopy, no bytes
-  through the function); smaller ones are streamed through a buffer that is uploaded every ``PART_BYTES``.
-- Parquet parts are files of their own; their row groups are streamed into one ``ParquetWriter`` whose sink is
-  the multipart upload, so memory holds one part's row group and one buffer, whatever the range.
+- CSV and JSON lines are byte concatenations of their parts (only part 0 carries the CSV header).
+- Parquet is ``PAR1``, then each part's *body* (its column chunks, bytes 4 to its footer), then one footer
+  for all of them (``depu.analytics.export_parquet_footer``): row groups are copied as they are, never
+  decoded.
 
-A file smaller than one buffer is a single PutObject. An upload that fails is aborted, so no half file is left
-under the export's key, and the parts stay for the retry.
+A part's bytes of at least ``MIN_PART_BYTES`` that start an upload part are copied inside S3 (UploadPartCopy,
+no bytes through the function); smaller ones are streamed through a buffer that is uploaded every
+``PART_BYTES``. Where each upload part starts and what it holds follows from the parts alone, never from
+when a run stops, so a run that composes the same stretch again (a redelivered message, a twin run) uploads
+the same bytes under the same part numbers.
+
+A run composes until ``in_time`` says no (at least one part per run), then returns a ``ComposeState``: the
+upload id, the next part, the upload parts done and the buffer, which is saved at ``leftover_key``, one key
+per compose step. The caller checkpoints that state conditionally and hands over; the next run resumes it.
+CompleteMultipartUpload lists the upload's parts (S3 holds their ETags) and takes the first
+``upload_parts``: one uploaded by a run that died before its checkpoint is left out, and uploaded again by
+the run that resumes. A file smaller than one buffer is a single PutObject, composed in one go.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Sequence
+
+from botocore.exceptions import ClientError
+
+from depu.analytics import export_parquet_footer as parquet_footer
 
 MIN_PART_BYTES = 5 * 1024 * 1024  # S3: every part of a multipart upload but the last is at least 5 MiB
 PART_BYTES = 8 * 1024 * 1024  # the streamed buffer: memory per compose, and ~78 GiB at S3's 10,000 parts
 MAX_UPLOAD_PARTS = 10_000
+SINGLE_PUT_BYTES = PART_BYTES  # parts smaller than this in all make one PutObject, composed in one go
 READ_BYTES = 1024 * 1024
 
 
@@ -26,134 +42,226 @@ class ExportTooLarge(RuntimeError):
     """The file would need more than S3's 10,000 upload parts."""
 
 
-class ComposeOutOfTime(RuntimeError):
-    """The run's time is up before the file is composed: raised (and the upload aborted) before Lambda's
-    timeout would kill the run silently, so the failure is retried and, on the last try, told to the user."""
+class ComposeSuperseded(RuntimeError):
+    """A twin run registered its multipart upload for this export first; this run's upload was aborted."""
+
+
+@dataclass(frozen=True)
+class ComposeState:
+    """How far the compose has come: checkpointed between runs (``depu.analytics.export_checkpoint``)."""
+
+    upload_id: str | None = None
+    next_part: int = 0  # the first export part not yet in the upload or the buffer
+    upload_parts: int = 0  # upload parts 1..n are final
+    written: int = 0  # bytes of the file so far, the buffer included
+    leftover: int = 0  # bytes in the buffer, saved at leftover_key(key, next_part) when not 0
+    done: bool = False  # the file is whole at its key (``written`` is its size)
+
+
+def leftover_prefix(key: str) -> str:
+    """Where the saved buffers of the file at ``key`` lie (deleted with the parts once it is delivered)."""
+    return key.rsplit("/", 1)[0] + "/compose/"
+
+
+def leftover_key(key: str, step: int) -> str:
+    """The buffer saved by a run that stopped before part ``step``: one key per step, so a late twin that
+    stopped elsewhere never overwrites the buffer a checkpoint points at."""
+    return f"{leftover_prefix(key)}{step:06d}.buffer"
 
 
 class MultipartSink:
-    """A write-only file object whose bytes become one S3 object (``tell`` for pyarrow's writer)."""
+    """Bytes appended in order to a multipart upload, resumed from a ``ComposeState`` and its buffer."""
 
-    def __init__(self, s3: Any, bucket: str, key: str, content_type: str):
-        self.s3, self.bucket, self.key, self.content_type = s3, bucket, key, content_type
-        self._buffer = bytearray()
-        self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
-        self._written = 0
-        self.closed = False
+    def __init__(self, s3: Any, bucket: str, key: str, state: ComposeState, buffer: bytes = b""):
+        self.s3, self.bucket, self.key = s3, bucket, key
+        self.upload_id, self.upload_parts, self.written = state.upload_id, state.upload_parts, state.written
+        self.buffer = bytearray(buffer)
 
-    # the file-object surface pyarrow needs
-    def writable(self) -> bool:
-        return True
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.buffer += data
+        self.written += len(data)
+        while len(self.buffer) >= PART_BYTES:
+            self._send(bytes(self.buffer[:PART_BYTES]))
+            del self.buffer[:PART_BYTES]
 
-    def tell(self) -> int:
-        return self._written
-
-    def flush(self) -> None:
-        """Buffered bytes go out in ``PART_BYTES`` parts; nothing to do until then."""
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        self._buffer += data
-        self._written += len(data)
-        while len(self._buffer) >= PART_BYTES:
-            self._send(bytes(self._buffer[:PART_BYTES]))
-            del self._buffer[:PART_BYTES]
-        return len(data)
-
-    def copy_object(self, source_key: str, size: int) -> None:
-        """Append a whole object: copied inside S3 when S3 allows it here, streamed otherwise."""
-        if len(self._buffer) >= MIN_PART_BYTES:  # a legal part already: send it, so the copy starts a part
-            self._send(bytes(self._buffer))
-            self._buffer.clear()
-        if not self._buffer and size >= MIN_PART_BYTES:
-            self._start()
+    def copy_range(self, source_key: str, start: int, end: int, whole: bool) -> None:
+        """Append bytes ``[start, end)`` of an object (``whole``: all of it): copied inside S3 when they
+        start an upload part and are big enough to be one, streamed otherwise."""
+        size = end - start
+        if len(self.buffer) >= MIN_PART_BYTES:  # a legal part already: send it, so the copy starts a part
+            self._send(bytes(self.buffer))
+            self.buffer.clear()
+        if not self.buffer and size >= MIN_PART_BYTES:
             number = self._next_number()
-            answer = self.s3.upload_part_copy(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
-                                              PartNumber=number,
-                                              CopySource={"Bucket": self.bucket, "Key": source_key})
-            self._parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
-            self._written += size
+            source: dict[str, Any] = {"CopySource": {"Bucket": self.bucket, "Key": source_key}}
+            if not whole:
+                source["CopySourceRange"] = f"bytes={start}-{end - 1}"
+            self.s3.upload_part_copy(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                                     PartNumber=number, **source)
+            self.upload_parts = number
+            self.written += size
             return
-        body = self.s3.get_object(Bucket=self.bucket, Key=source_key)["Body"]
+        if size == 0:
+            return
+        options = {} if whole else {"Range": f"bytes={start}-{end - 1}"}
+        body = self.s3.get_object(Bucket=self.bucket, Key=source_key, **options)["Body"]
         for piece in iter(lambda: body.read(READ_BYTES), b""):
             self.write(piece)
 
-    def close(self) -> None:
-        if self.closed:
-            return
-        if self._upload_id is None:  # all of it fits one buffer: one plain object
-            self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self._buffer),
-                               ContentType=self.content_type)
-        else:
-            if self._buffer:
-                self._send(bytes(self._buffer))
-            self.s3.complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
-                                              MultipartUpload={"Parts": self._parts})
-        self._buffer.clear()
-        self.closed = True
+    def complete(self) -> None:
+        if self.buffer:
+            self._send(bytes(self.buffer))
+            self.buffer.clear()
+        self.s3.complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                                          MultipartUpload={"Parts": self._final_parts()})
 
-    def abort(self) -> None:
-        if self._upload_id is not None and not self.closed:
-            self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id)
-        self.closed = True
-
-    def _start(self) -> None:
-        if self._upload_id is None:
-            self._upload_id = self.s3.create_multipart_upload(Bucket=self.bucket, Key=self.key,
-                                                              ContentType=self.content_type)["UploadId"]
+    def _final_parts(self) -> list[dict[str, Any]]:
+        """Parts 1..upload_parts as S3 holds them (a later number is a dead run's, never checkpointed)."""
+        parts: list[dict[str, Any]] = []
+        marker = 0
+        while True:
+            page = self.s3.list_parts(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                                      PartNumberMarker=marker, MaxParts=1000)
+            parts += [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in page.get("Parts", [])
+                      if p["PartNumber"] <= self.upload_parts]
+            if not page.get("IsTruncated"):
+                break
+            marker = int(page["NextPartNumberMarker"])
+        if [p["PartNumber"] for p in parts] != list(range(1, self.upload_parts + 1)):
+            raise RuntimeError(f"upload {self.upload_id} lacks some of its parts 1..{self.upload_parts}")
+        return parts
 
     def _next_number(self) -> int:
-        if len(self._parts) >= MAX_UPLOAD_PARTS:
+        if self.upload_parts >= MAX_UPLOAD_PARTS:
             raise ExportTooLarge(f"more than {MAX_UPLOAD_PARTS:,} upload parts")
-        return len(self._parts) + 1
+        return self.upload_parts + 1
 
     def _send(self, data: bytes) -> None:
-        self._start()
         number = self._next_number()
-        answer = self.s3.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
-                                     PartNumber=number, Body=data)
-        self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+        self.s3.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number,
+                            Body=data)
+        self.upload_parts = number
 
 
-def compose(s3: Any, bucket: str, key: str, content_type: str, fmt: str, part_keys: Iterable[str],
-            in_time: Callable[[], bool] = lambda: True) -> int:
-    """Write the parts, in order, as one object at ``key``; returns its size in bytes. ``in_time`` is asked
-    before each part (Parquet: each row group); False raises ``ComposeOutOfTime``."""
-    sink = MultipartSink(s3, bucket, key, content_type)
+def compose(s3: Any, bucket: str, key: str, content_type: str, fmt: str, part_keys: Sequence[str],
+            parts_bytes: int, state: ComposeState = ComposeState(),
+            in_time: Callable[[], bool] = lambda: True,
+            register: Callable[[ComposeState], bool] = lambda state: True) -> ComposeState:
+    """Compose from ``state`` on: the parts at ``part_keys``, in order, as one object at ``key``.
+
+    ``parts_bytes`` (the parts' total size) picks a single PutObject under one buffer. ``in_time`` is asked
+    before each part after the first of this run; when it says no, the buffer is saved and the state
+    returned (``done`` False). A new upload is passed to ``register`` (a conditional checkpoint); False means
+    a twin's is registered, and this run's upload is aborted (``ComposeSuperseded``)."""
+    if state.done:
+        return state
+    if state.upload_id is None and parts_bytes < SINGLE_PUT_BYTES:
+        return _compose_small(s3, bucket, key, content_type, fmt, part_keys)
+    if state.upload_id is None:
+        upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type)["UploadId"]
+        state = replace(state, upload_id=upload_id)
+        if not register(state):
+            s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            raise ComposeSuperseded(f"a twin run composes {key}")
+    else:
+        size = _exists(s3, bucket, key)
+        if size is not None:  # completed by a run that died before its checkpoint
+            return replace(state, next_part=len(part_keys), written=size, leftover=0, done=True)
+    buffer = b""
+    if state.leftover:
+        buffer = s3.get_object(Bucket=bucket, Key=leftover_key(key, state.next_part))["Body"].read()
+    sink = MultipartSink(s3, bucket, key, state, buffer)
     try:
+        index = _append_parts(s3, bucket, fmt, part_keys, state.next_part, sink, in_time)
+        if index < len(part_keys):
+            if sink.buffer:
+                s3.put_object(Bucket=bucket, Key=leftover_key(key, index), Body=bytes(sink.buffer))
+            return replace(state, next_part=index, upload_parts=sink.upload_parts, written=sink.written,
+                           leftover=len(sink.buffer))
         if fmt == "parquet":
-            _compose_parquet(s3, bucket, sink, part_keys, in_time)
+            sink.write(_parquet_footer(s3, bucket, part_keys))
+        sink.complete()
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "NoSuchUpload" or _exists(s3, bucket, key) is None:
+            raise
+        # a twin completed the upload while this run composed: the file is there, the same bytes
+    size = _exists(s3, bucket, key)
+    return replace(state, next_part=len(part_keys), upload_parts=sink.upload_parts, written=size or 0,
+                   leftover=0, done=True)
+
+
+def abort(s3: Any, bucket: str, key: str, state: ComposeState) -> None:
+    """Abort the upload of a compose that is given up (nothing if there is none, or it is gone)."""
+    if state.upload_id is None or state.done:
+        return
+    try:
+        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=state.upload_id)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "NoSuchUpload":
+            raise
+
+
+def _append_parts(s3: Any, bucket: str, fmt: str, part_keys: Sequence[str], first: int, sink: MultipartSink,
+                  in_time: Callable[[], bool]) -> int:
+    """Append parts from ``first`` while there is time (at least one); returns the next part's index."""
+    index = first
+    if fmt == "parquet" and index == 0:
+        sink.write(parquet_footer.MAGIC)
+    while index < len(part_keys):
+        if index > first and not in_time():
+            return index
+        part_key = part_keys[index]
+        size = int(s3.head_object(Bucket=bucket, Key=part_key)["ContentLength"])
+        if fmt == "parquet":
+            start, end = parquet_footer.body_bounds(_tail(s3, bucket, part_key, size), size)
+            sink.copy_range(part_key, start, end, whole=False)
         else:
-            for part_key in part_keys:
-                _check(in_time)
-                size = int(s3.head_object(Bucket=bucket, Key=part_key)["ContentLength"])
-                sink.copy_object(part_key, size)
-        sink.close()
-    except BaseException:
-        sink.abort()
-        raise
-    return sink.tell()
+            sink.copy_range(part_key, 0, size, whole=True)
+        index += 1
+    return index
 
 
-def _check(in_time: Callable[[], bool]) -> None:
-    if not in_time():
-        raise ComposeOutOfTime("the exporter run ended before the file was composed")
+def _compose_small(s3: Any, bucket: str, key: str, content_type: str, fmt: str,
+                   part_keys: Sequence[str]) -> ComposeState:
+    """A file that fits one buffer: read whole, put once."""
+    out = bytearray(parquet_footer.MAGIC if fmt == "parquet" else b"")
+    for part_key in part_keys:
+        data = s3.get_object(Bucket=bucket, Key=part_key)["Body"].read()
+        if fmt == "parquet":
+            start, end = parquet_footer.body_bounds(data[-8:], len(data))
+            data = data[start:end]
+        out += data
+    if fmt == "parquet":
+        out += _parquet_footer(s3, bucket, part_keys)
+    s3.put_object(Bucket=bucket, Key=key, Body=bytes(out), ContentType=content_type)
+    return ComposeState(next_part=len(part_keys), written=len(out), done=True)
 
 
-def _compose_parquet(s3: Any, bucket: str, sink: MultipartSink, part_keys: Iterable[str],
-                     in_time: Callable[[], bool]) -> None:
-    import io
-
+def _parquet_footer(s3: Any, bucket: str, part_keys: Sequence[str]) -> bytes:
+    """The footer for all parts' row groups, read from each part's own footer (a ranged GET each)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    writer = None
+    metadatas, body_sizes = [], []
     for part_key in part_keys:
-        part = pq.ParquetFile(io.BytesIO(s3.get_object(Bucket=bucket, Key=part_key)["Body"].read()))
-        for group in range(part.num_row_groups):
-            _check(in_time)
-            table = part.read_row_group(group)
-            if writer is None:
-                writer = pq.ParquetWriter(sink, table.schema, compression="zstd")
-            writer.write_table(table)
-    if writer is not None:
-        writer.close()
+        size = int(s3.head_object(Bucket=bucket, Key=part_key)["ContentLength"])
+        tail = _tail(s3, bucket, part_key, size)
+        start, end = parquet_footer.body_bounds(tail, size)
+        footer = s3.get_object(Bucket=bucket, Key=part_key, Range=f"bytes={end}-{size - 1}")["Body"].read()
+        metadatas.append(pq.read_metadata(pa.BufferReader(parquet_footer.MAGIC + footer)))
+        body_sizes.append(end - start)
+    return parquet_footer.footer(metadatas, body_sizes)
+
+
+def _tail(s3: Any, bucket: str, key: str, size: int) -> bytes:
+    return s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={size - 8}-{size - 1}")["Body"].read()
+
+
+def _exists(s3: Any, bucket: str, key: str) -> int | None:
+    """The object's size, or None when there is none."""
+    try:
+        return int(s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise

@@ -12,10 +12,12 @@ of the range, in block order (``depu.analytics.raw``):
 2. **Hand over.** A run starts a chunk only before its ``deadline`` (the handler's remaining time less a
    margin; the domain never sees Lambda's context), and always does at least one, so every run moves the
    export on. At the deadline it queues the next hop's message and stops; the user's export slot is renewed.
-3. **Compose.** With the range done (and, if the run has worked, ``COMPOSE_SECONDS`` left, else in a fresh
-   run; Parquet keeps more, as it re-encodes: ``compose_reserve``), the parts become one file (``depu.analytics.export_compose``), sent as a document up to the Bot
-   API's 50 MB, as a presigned link beyond; then the slot is freed and the parts are deleted (the bucket's
-   7-day expiry of ``exports/`` takes any a crash leaves).
+3. **Compose.** With the range done (and, if the run has worked, ``compose_reserve`` left, else in a fresh
+   run), the parts become one file (``depu.analytics.export_compose``) until ``compose_deadline``: a compose
+   that needs longer checkpoints its multipart upload (``advance_compose``) and hands over like a build, and
+   the next run resumes it. The file is sent as a document up to the Bot API's 50 MB, as a presigned link
+   beyond; then the slot is freed and the parts and saved buffers are deleted (the bucket's 7-day expiry of
+   ``exports/`` takes any a crash leaves, its multipart-upload rule an upload nobody finished).
 
 The progress message is one message slot edited in place across runs: its next version and the time of the
 last edit are part of the checkpoint, so edits stay in order and at most one per ``progress_seconds``.
@@ -41,10 +43,10 @@ if TYPE_CHECKING:
 
 PART_TARGET_BYTES = 64 * 1024 * 1024  # a part object's size before it is stored (and memory-free: a temp file)
 MAX_RECEIVES = 3  # ExportQueue's maxReceiveCount (template.yaml): the last try before the dead-letter queue
-# the time a run keeps for composing (with less left, a fresh run composes): CSV/JSON copy parts inside S3,
-# Parquet re-encodes every row group, so it keeps most of a run
-COMPOSE_SECONDS = {"csv": 240.0, "jsonl": 240.0, "parquet": 480.0}
-COMPOSE_SHARE = {"csv": 0.4, "jsonl": 0.4, "parquet": 0.9}
+# the least time worth starting a compose in after building (with less left, a fresh run composes; a compose
+# resumes across runs, so this only saves a run that would do a part or two and hand over)
+COMPOSE_SECONDS = {"csv": 60.0, "jsonl": 60.0, "parquet": 60.0}
+COMPOSE_SHARE = {"csv": 0.1, "jsonl": 0.1, "parquet": 0.1}
 DELIVERED_OUTCOME, CONTINUED, STALE, SUPERSEDED, FINISHED = "delivered", "continued", "stale", "superseded", "finished"
 
 
@@ -132,10 +134,10 @@ def run(request: ExportRequest, hop: int, *, deadline: float,
         notify: Callable[["Notice"], None] | None = None, deliver: Callable[["Notice"], None] | None = None,
         clock: Callable[[], float] = time.monotonic, document_limit: int = DOCUMENT_LIMIT,
         progress_seconds: float = PROGRESS_SECONDS, part_target_bytes: int = PART_TARGET_BYTES,
-        compose_seconds: float | None = None, stop_at: float = float("inf")) -> Outcome:
+        compose_seconds: float | None = None, compose_deadline: float = float("inf")) -> Outcome:
     """One exporter run of ``request``, started by a message of ``hop``. On ``clock``: ``deadline`` is when
-    the run stops starting chunks and hands over; ``stop_at`` is when a compose still under way gives up
-    (``ComposeOutOfTime``), before the run's timeout."""
+    the run stops starting chunks and hands over; ``compose_deadline`` is when a compose stops starting
+    parts, checkpoints and hands over."""
     from depu.notify import enqueue as queue_notice
 
     held = checkpoints.claim(request.request_id, hop, request.start)
@@ -159,8 +161,13 @@ def run(request: ExportRequest, hop: int, *, deadline: float,
     if worked and clock() + reserve >= deadline:
         _hand_over(request, held, continue_with)
         return Outcome(CONTINUED, held)
-    return _deliver(request, held, progress, deliver or queue_notice, document_limit,
-                    lambda: clock() < stop_at)
+    composed = _compose(request, held, lambda: clock() < compose_deadline)
+    if composed is None:
+        return Outcome(SUPERSEDED)
+    if composed.rows and not composed.compose.done:  # an empty export has nothing to compose
+        _hand_over(request, composed, continue_with)
+        return Outcome(CONTINUED, composed)
+    return _deliver(request, composed, progress, deliver or queue_notice, document_limit)
 
 
 def compose_reserve(fmt: str, budget: float) -> float:
@@ -222,8 +229,31 @@ def _hand_over(request: ExportRequest, held: Checkpoint, continue_with: Callable
     checkpoints.handed_over(held)
 
 
+def _compose(request: ExportRequest, held: Checkpoint, in_time: Callable[[], bool]) -> Checkpoint | None:
+    """Compose from the checkpoint on while ``in_time``; returns the checkpoint moved (its ``compose.done``
+    says whether the file is whole; an export of no rows is returned as it is), or None when a twin run
+    moved it first."""
+    if not held.rows or held.compose.done:
+        return held
+    registered: list[Checkpoint] = []
+
+    def register(state: export_compose.ComposeState) -> bool:
+        moved = checkpoints.advance_compose(held, state)
+        registered.extend([moved] if moved else [])
+        return moved is not None
+
+    keys = [part_key(request, index) for index in range(held.parts)]
+    try:
+        state = export_compose.compose(boto3.client("s3"), get_settings().artifacts_bucket, request.key,
+                                       FORMATS[request.format][1], request.format, keys, held.bytes,
+                                       held.compose, in_time, register)
+    except export_compose.ComposeSuperseded:
+        return None
+    return checkpoints.advance_compose(registered[-1] if registered else held, state)
+
+
 def _deliver(request: ExportRequest, held: Checkpoint, progress: _Progress, deliver: Callable[["Notice"], None],
-             document_limit: int, in_time: Callable[[], bool]) -> Outcome:
+             document_limit: int) -> Outcome:
     from depu.notify import Notice
 
     blocks = request.end - request.start + 1
@@ -236,8 +266,7 @@ def _deliver(request: ExportRequest, held: Checkpoint, progress: _Progress, deli
                         "(they may not be indexed yet).", dedupe_key=dedupe)
         size = 0
     else:
-        size = export_compose.compose(s3, bucket, request.key, FORMATS[request.format][1], request.format, keys,
-                                      in_time)
+        size = held.compose.written
         caption = (f"Export: {held.rows:,} {request.dataset} rows, blocks {request.start}–{request.end}, "
                    f"{request.format.upper()}, {size / 1e6:,.1f} MB")
         if size <= document_limit:
@@ -255,8 +284,11 @@ def _deliver(request: ExportRequest, held: Checkpoint, progress: _Progress, deli
     delivered = held.moved(state=DELIVERED, bytes=size)
     checkpoints.advance(held.moved(state=COMPOSING), delivered)  # a twin that delivered first: already so
     export_quota.release(request.user_id, request.request_id)  # the user may start the next one
-    for first in range(0, len(keys), 1000):
-        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key} for key in keys[first:first + 1000]],
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                         Prefix=export_compose.leftover_prefix(request.key))
+    done_with = keys + [item["Key"] for page in pages for item in page.get("Contents", [])]
+    for first in range(0, len(done_with), 1000):
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key} for key in done_with[first:first + 1000]],
                                                  "Quiet": True})
     return Outcome(DELIVERED_OUTCOME, delivered, notice)
 
@@ -267,7 +299,12 @@ def give_up(request: ExportRequest) -> None:
     from depu.notify import Notice
     from depu.notify import enqueue as queue_notice
 
-    checkpoints.fail(request.request_id)
+    current = checkpoints.read(request.request_id)
+    if current is not None and current.state == DELIVERED:  # a twin delivered it: nothing failed
+        return
+    failed = checkpoints.fail(request.request_id)
+    if failed is not None:  # no half upload is left behind (the bucket's rule would take it, later)
+        export_compose.abort(boto3.client("s3"), get_settings().artifacts_bucket, request.key, failed.compose)
     export_quota.release(request.user_id, request.request_id)
     if request.chat:
         queue_notice(Notice(request.chat_id, f"⚠️ Export of {request.dataset}, blocks {request.start:,}–"
