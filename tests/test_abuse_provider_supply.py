@@ -398,7 +398,8 @@ def keys_the_code_writes() -> dict[str, list[str]]:
         "TelegramWebhookFunction": [storage.script_key(job), storage.input_key(job, "data.csv"),
                                     uploads.draft_key(42, "d0123456789abcdef", "big.bin")],
         "DashboardApiFunction": [uploads.draft_key(42, "d0123456789abcdef", "big.bin")],  # the Mini App's links
-        "PublicApiFunction": [storage.script_key(job)],  # POST /v1/jobs stores the script it was sent
+        # POST /v1/jobs stores the script it was sent; POST /v1/uploads signs upload links
+        "PublicApiFunction": [storage.script_key(job), uploads.upload_key(42, "u0123456789abcdef", "big.bin")],
         "AgentApiFunction": [storage.log_key(job, 7), storage.artifact_prefix(job) + storage.safe_name("out.pt")],
         "IndexerFunction": [raw.part_key("transfers", 1, 99), raw.part_key("blocks", 1, 99)],
         "ExporterFunction": [export.key],
@@ -421,7 +422,7 @@ def test_each_function_may_write_exactly_the_prefixes_it_uses():
     grants = function_grants()
     expected = {"TelegramWebhookFunction": {"jobs/*/script.py", "jobs/*/inputs/*", "uploads/*"},
                 "DashboardApiFunction": {"uploads/*"},
-                "PublicApiFunction": {"jobs/*/script.py"},
+                "PublicApiFunction": {"jobs/*/script.py", "uploads/*"},
                 "AgentApiFunction": {"jobs/*/logs/*", "jobs/*/artifacts/*"},
                 "IndexerFunction": {"raw/*"},
                 "ExporterFunction": {"exports/*"}}
