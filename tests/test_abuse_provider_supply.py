@@ -393,12 +393,17 @@ def keys_the_code_writes() -> dict[str, list[str]]:
 
     job = "0b6f3a1e"
     export = ExportRequest(request_id="r1", user_id=42, chat_id=42, dataset="transfers", start=1, end=2, format="csv")
+    # upload links of inputs over 20 MB (depu.jobs.uploads) are signed by three functions: the chat's and the
+    # Mini App's for a job draft, the public API's for an API upload. IAM cannot tell the two kinds of key
+    # apart under uploads/ (a "*" spans slashes); each link's signed policy names its one key exactly.
+    upload_keys = [uploads.draft_key(42, "d0123456789abcdef", "big.bin"),
+                   uploads.upload_key(42, "u0123456789abcdef", "big.bin")]
     return {
-        # /rent_gpu: script, inputs; and it signs the upload links of inputs over 20 MB (depu.jobs.uploads)
-        "TelegramWebhookFunction": [storage.script_key(job), storage.input_key(job, "data.csv"),
-                                    uploads.draft_key(42, "d0123456789abcdef", "big.bin")],
-        "DashboardApiFunction": [uploads.draft_key(42, "d0123456789abcdef", "big.bin")],  # the Mini App's links
-        "PublicApiFunction": [storage.script_key(job)],  # POST /v1/jobs stores the script it was sent
+        # /rent_gpu: script, inputs; and it signs upload links
+        "TelegramWebhookFunction": [storage.script_key(job), storage.input_key(job, "data.csv"), *upload_keys],
+        "DashboardApiFunction": upload_keys,  # the Mini App's links
+        # POST /v1/jobs stores the script it was sent; POST /v1/uploads signs upload links
+        "PublicApiFunction": [storage.script_key(job), *upload_keys],
         "AgentApiFunction": [storage.log_key(job, 7), storage.artifact_prefix(job) + storage.safe_name("out.pt")],
         "IndexerFunction": [raw.part_key("transfers", 1, 99), raw.part_key("blocks", 1, 99)],
         "ExporterFunction": [export.key],
@@ -421,7 +426,7 @@ def test_each_function_may_write_exactly_the_prefixes_it_uses():
     grants = function_grants()
     expected = {"TelegramWebhookFunction": {"jobs/*/script.py", "jobs/*/inputs/*", "uploads/*"},
                 "DashboardApiFunction": {"uploads/*"},
-                "PublicApiFunction": {"jobs/*/script.py"},
+                "PublicApiFunction": {"jobs/*/script.py", "uploads/*"},
                 "AgentApiFunction": {"jobs/*/logs/*", "jobs/*/artifacts/*"},
                 "IndexerFunction": {"raw/*"},
                 "ExporterFunction": {"exports/*"}}

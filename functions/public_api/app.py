@@ -273,13 +273,38 @@ def submit_job(spec: models.JobSpec, idempotency_key: IdempotencyKey = None) -> 
     def run() -> dict[str, Any]:
         from depu.jobs import service
 
+        from depu.publicapi import uploads
+
         script, params = _workload(spec)
+        uploaded = uploads.confirm(caller(), spec.inputs) if spec.inputs else None  # before anything is held
         user = caller().user_id
         job = service.submit(user, user, gpu_class=spec.gpu_class, workload=spec.workload, params=params,
-                             time_limit_s=spec.time_limit_s, script=script)
+                             time_limit_s=spec.time_limit_s, script=script, uploaded=uploaded)
         return views.job(job).model_dump(mode="json")
 
     return models.JobOut.model_validate(once(idempotency_key, run))
+
+
+@app.post("/v1/uploads", tags=["jobs"], summary="An upload link for one input file of a job (up to the cap)",
+          status_code=201)
+def create_upload(request: models.UploadRequest, idempotency_key: IdempotencyKey = None) -> models.UploadOut:
+    """A replay under the same Idempotency-Key is the same upload with a freshly signed form: the stored
+    answer holds no signed form."""
+    from depu.publicapi import uploads
+
+    def run() -> dict[str, Any]:
+        made = uploads.start(caller(), request.file_name, request.size)
+        return _upload_out(made.upload_id, made.link)
+
+    answer = once(idempotency_key, run, secret_fields=("url", "fields"))
+    if answer.get("url") is None:
+        answer = _upload_out(answer["upload_id"], uploads.form(caller(), answer["upload_id"]))
+    return models.UploadOut.model_validate(answer)
+
+
+def _upload_out(upload_id: str, link) -> dict[str, Any]:
+    return {"upload_id": upload_id, "name": link.name, "url": link.url, "fields": link.fields,
+            "expires_in": link.expires_in, "max_bytes": link.max_bytes}
 
 
 JOB_ONLY_FIELDS = ("command", "requirements", "env", "gpu_count", "image", "network")
@@ -296,10 +321,10 @@ def _workload(spec: models.JobSpec) -> tuple[bytes | None, dict[str, Any]]:
             return None, params
         script = _script(spec)
         return script, {**params, "file_name": spec.file_name or "script.py", "file_size": len(script)}
-    given = [name for name in JOB_ONLY_FIELDS if getattr(spec, name) is not None]
+    given = [name for name in (*JOB_ONLY_FIELDS, "inputs") if getattr(spec, name) is not None]
     if given:
         raise ApiError(400, "unsupported", f"{', '.join(given)}: only the 'job' workload takes these (your own "
-                                           "command or script, requirements, env, GPU count and network).")
+                                           "command or script, requirements, env, GPU count, network and input files).")
     if spec.workload == "train":
         return None, {k: v for k, v in (("epochs", spec.epochs), ("dataset", spec.dataset)) if v is not None}
     if spec.workload != "script":

@@ -148,18 +148,21 @@ class _UploadProgress(io.BytesIO):
 @click.option("--egress", is_flag=True, default=False,
               help="Let the job reach public addresses (ports 80, 443) through the provider's filtering proxy; "
                    "only providers whose offer says 'egress: allowed' take it. Default: no network.")
+@click.option("--input", "input_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A file the script finds in inputs/ (up to the API's cap, 2 GiB by default); repeat for more.")
 @click.option("--time-limit", default=900, show_default=True, help="Seconds; the job is stopped at this limit.")
 @click.option("--follow/--no-follow", default=False, help="Stream the logs until the job ends.")
 @click.argument("script", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @json_option
 @click.pass_context
 def jobs_run(ctx: click.Context, gpu_class: str, image: Optional[str], requirements: Optional[Path],
-             env_pairs: tuple[str, ...], gpu_count: Optional[int], egress: bool, time_limit: int, follow: bool,
-             script: Path, json_output: bool) -> None:
+             env_pairs: tuple[str, ...], gpu_count: Optional[int], egress: bool, input_files: tuple[Path, ...],
+             time_limit: int, follow: bool, script: Path, json_output: bool) -> None:
     """Upload SCRIPT (a .py file) and run it on a GPU of class --gpu.
 
-    With --requirements, --env, --gpus, --egress or --image it is a job spec (the chat's "My own job"); the API says
-    what it refuses (a URL in requirements.txt, a secret-looking variable name, another image).
+    With --requirements, --env, --gpus, --egress, --image or --input it is a job spec (the chat's "My own job");
+    the API says what it refuses (a URL in requirements.txt, a secret-looking variable name, another image).
+    Each --input file is uploaded first through its own upload link, then the job is submitted naming them.
     The most the job can cost is held from your credits at submit; you pay per second of run time.
     Files the script writes to outputs/ come back as artifacts (`depu jobs artifacts ID`).
     """
@@ -170,6 +173,8 @@ def jobs_run(ctx: click.Context, gpu_class: str, image: Optional[str], requireme
     job_fields = _job_fields(image, requirements, env_pairs, gpu_count)
     if egress:
         job_fields["network"] = "egress"
+    if input_files:
+        job_fields["inputs"] = _upload_inputs(client, input_files)
     if job_fields:
         spec.update(job_fields, workload="job")
     payload = json.dumps(spec).encode()
@@ -206,6 +211,24 @@ def _job_fields(image: Optional[str], requirements: Optional[Path], env_pairs: t
     if gpu_count is not None:
         fields["gpu_count"] = gpu_count
     return fields
+
+
+def _upload_inputs(client: Client, paths: tuple[Path, ...]) -> list[str]:
+    """Each file through its own upload link (streamed from disk, a progress bar on stderr); their upload ids."""
+    names = [path.name for path in paths]
+    if len(set(names)) != len(names):
+        raise click.BadParameter("two --input files have the same name (the job sees them by name in inputs/).",
+                                 param_hint="--input")
+    upload_ids = []
+    for path in paths:
+        size = path.stat().st_size
+        if size == 0:
+            raise click.BadParameter(f"{path} is empty.", param_hint="--input")
+        made = client.post("/v1/uploads", {"file_name": path.name, "size": size})
+        with click.progressbar(length=size, label=f"Uploading {path.name}", file=sys.stderr) as bar:
+            client.upload(made["url"], made["fields"], path, bar.update)
+        upload_ids.append(made["upload_id"])
+    return upload_ids
 
 
 class _Restart:

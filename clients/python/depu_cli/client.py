@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import time
 import uuid
@@ -21,6 +22,7 @@ USER_AGENT = "depu-cli/1.0"
 RETRIES = 3
 RETRY_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
 TIMEOUT_S = 35  # above the API's longest answer (a followed log page waits up to 20 s)
+UPLOAD_READ_TIMEOUT_S = 300  # S3 answers a POST once it has stored the whole file
 
 
 def config_dir() -> Path:
@@ -146,6 +148,80 @@ class Client:
                     if progress:
                         progress(len(chunk), total)
         return written
+
+
+    def upload(self, url: str, fields: dict[str, str], path: Path,
+               progress: Optional[Callable[[int], None]] = None) -> None:
+        """Post ``path`` with an upload form (``POST /v1/uploads``): no Authorization header, the signed form is
+        its own credential. The file is streamed from disk; a transport failure is retried from the start (the
+        form writes one fixed key, so a second post only replaces the first)."""
+        for attempt in range(RETRIES + 1):
+            body = MultipartFile(fields, path, progress)
+            try:
+                answer = requests.post(url, data=body, headers={"Content-Type": body.content_type},
+                                       timeout=(TIMEOUT_S, UPLOAD_READ_TIMEOUT_S))
+            except requests.RequestException as error:
+                if attempt == RETRIES:
+                    raise ApiError(0, "upload_failed", f"could not post {path.name}: {error}") from None
+                time.sleep(0.5 * 2**attempt)
+                continue
+            if answer.status_code in (200, 201, 204):
+                return
+            if answer.status_code >= 500 and attempt < RETRIES:
+                time.sleep(0.5 * 2**attempt)
+                continue
+            raise ApiError(answer.status_code, "upload_refused",
+                           f"the upload of {path.name} was refused: {_s3_reason(answer.text)}")
+        raise AssertionError("unreachable")
+
+
+class MultipartFile:
+    """A multipart/form-data body of an upload form: its fields, then one file read from disk a chunk at a time
+    (S3 wants the file as the last part and the whole length up front, so ``len`` is exact and nothing is
+    chunk-encoded). Each iteration starts over: a retry sends the same bytes again."""
+
+    CHUNK = 1024 * 1024
+
+    def __init__(self, fields: dict[str, str], path: Path, progress: Optional[Callable[[int], None]] = None):
+        self.path, self.progress = path, progress
+        boundary = uuid.uuid4().hex
+        self.content_type = f"multipart/form-data; boundary={boundary}"
+        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{_quoted(name)}"\r\n\r\n{value}\r\n'
+                 for name, value in fields.items()]
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{_quoted(path.name)}"'
+                     f"\r\nContent-Type: application/octet-stream\r\n\r\n")
+        self.head = "".join(parts).encode()
+        self.tail = f"\r\n--{boundary}--\r\n".encode()
+        self.size = path.stat().st_size
+
+    def __len__(self) -> int:
+        return len(self.head) + self.size + len(self.tail)
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.head
+        with open(self.path, "rb") as handle:
+            sent = 0
+            while sent < self.size:
+                chunk = handle.read(min(self.CHUNK, self.size - sent))
+                if not chunk:
+                    raise OSError(f"{self.path} shrank while it was being uploaded")
+                sent += len(chunk)
+                if self.progress:
+                    self.progress(len(chunk))
+                yield chunk
+        yield self.tail
+
+
+def _quoted(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\r", " ").replace("\n", " ")
+
+
+def _s3_reason(text: str) -> str:
+    """The <Code> and <Message> of an S3 error document, or its start."""
+    code, message = re.search(r"<Code>([^<]*)</Code>", text), re.search(r"<Message>([^<]*)</Message>", text)
+    if code:
+        return code.group(1) + (f": {message.group(1)}" if message else "")
+    return text[:200] or "no reason given"
 
 
 def _retry_after(answer: requests.Response, default: float) -> float:

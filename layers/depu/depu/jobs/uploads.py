@@ -1,11 +1,13 @@
-"""Input files over Telegram's 20 MB download limit: an upload link for one file of a user's job draft.
+"""Input files over Telegram's 20 MB download limit: an upload link for one file of a user's job draft, or
+of an API key's upload (``POST /v1/uploads``, ``depu.publicapi.uploads``).
 
 A bot cannot download a document over 20 MB from Telegram (getFile), so such a file comes to DePU directly:
 the user posts it to the artifacts bucket with a presigned POST that DePU signs. What the form may do is
 fixed by its signed policy, which S3 checks before it stores a byte:
 
-- the key is DePU's, ``uploads/<user_id>/<draft_id>/<safe name>``: the user picks neither the user nor the
-  draft (a random id the server made), and a form edited to name another key fails the policy;
+- the key is DePU's, ``uploads/<user_id>/<owner>/<safe name>``: the owner is the chat's job draft
+  (``d`` + 16 hex) or one public-API upload (``u`` + 16 hex), a random id the server made; the user picks
+  neither the user nor the owner, and a form edited to name another key fails the policy;
 - 1 byte to ``upload_max_bytes`` (the documented cap, 2 GiB by default: ``content-length-range``);
 - it dies after UPLOAD_LINK_SECONDS.
 
@@ -29,6 +31,7 @@ UPLOAD_LINK_SECONDS = 15 * 60
 UPLOADS_PREFIX = "uploads/"
 UPLOAD_FILES_DAYS = 2  # template.yaml's expire-uploads rule
 _DRAFT_ID = re.compile(r"^d[0-9a-f]{16}$")
+_UPLOAD_ID = re.compile(r"^u[0-9a-f]{16}$")
 
 
 @dataclass(frozen=True)
@@ -77,19 +80,42 @@ def new_draft_id() -> str:
     return "d" + secrets.token_hex(8)
 
 
+def new_upload_id() -> str:
+    """One public-API upload's id: the owner of exactly one file (the API key's record says which key)."""
+    return "u" + secrets.token_hex(8)
+
+
 def draft_key(user_id: int, draft_id: str, file_name: str) -> str:
     if not _DRAFT_ID.match(str(draft_id)):
         raise ValueError("not a draft id")
-    return f"{UPLOADS_PREFIX}{int(user_id)}/{draft_id}/{storage.safe_name(str(file_name))}"
+    return _key(user_id, draft_id, file_name)
+
+
+def upload_key(user_id: int, upload_id: str, file_name: str) -> str:
+    if not _UPLOAD_ID.match(str(upload_id)):
+        raise ValueError("not an upload id")
+    return _key(user_id, upload_id, file_name)
+
+
+def _key(user_id: int, owner: str, file_name: str) -> str:
+    return f"{UPLOADS_PREFIX}{int(user_id)}/{owner}/{storage.safe_name(str(file_name))}"
 
 
 def create_link(user_id: int, draft_id: str, file_name: str, size: int | None = None) -> UploadLink:
     """The upload form for one file of the user's draft. ``size`` (as the user's client declares it) is only
     checked for a clear early answer; the policy and ``confirm`` are what hold."""
+    return _link(draft_key(user_id, draft_id, file_name), size)
+
+
+def create_upload_link(user_id: int, upload_id: str, file_name: str, size: int | None = None) -> UploadLink:
+    """The upload form of one public-API upload: the same policy as a draft's file, under its own owner id."""
+    return _link(upload_key(user_id, upload_id, file_name), size)
+
+
+def _link(key: str, size: int | None) -> UploadLink:
     cap = max_bytes()
     if size is not None and not 0 < int(size) <= cap:
         raise UserError(f"An input file is at most {describe_cap()}.")
-    key = draft_key(user_id, draft_id, file_name)
     url, fields = storage.post_form(key, cap, UPLOAD_LINK_SECONDS)
     return UploadLink(name=key.rsplit("/", 1)[-1], key=key, url=url, fields=fields,
                       expires_in=UPLOAD_LINK_SECONDS, max_bytes=cap)
@@ -98,10 +124,18 @@ def create_link(user_id: int, draft_id: str, file_name: str, size: int | None = 
 def confirm(user_id: int, draft_id: str, names: list[str]) -> list[UploadedInput]:
     """Each named upload of the draft as it is stored now, or a ``UserError`` saying which one is missing or
     too large (and so nothing is dispatched). All of them together are within the cap too."""
+    return _confirm_keys([draft_key(user_id, draft_id, name) for name in names])
+
+
+def confirm_uploads(user_id: int, uploads: list[tuple[str, str]]) -> list[UploadedInput]:
+    """``confirm`` for public-API uploads, given as (upload id, file name): the same checks, the same pins."""
+    return _confirm_keys([upload_key(user_id, upload_id, name) for upload_id, name in uploads])
+
+
+def _confirm_keys(keys: list[str]) -> list[UploadedInput]:
     cap = max_bytes()
     found: list[UploadedInput] = []
-    for name in names:
-        key = draft_key(user_id, draft_id, name)
+    for key in keys:
         stored = storage.head(key)
         if stored is None:
             raise UserError(f"<code>{key.rsplit('/', 1)[-1]}</code> has not been uploaded yet: post it with its "

@@ -16,6 +16,7 @@ MAX_BODY_BYTES = 2 * 1024 * 1024  # a job's script (1 MiB) as base64 with its sp
 PUBLIC_PATHS = frozenset({"/v1/openapi.json"})
 AREAS = {
     "jobs": scopes.JOBS,
+    "uploads": scopes.JOBS,  # a job's input files
     "forks": scopes.FORKS,
     "analytics": scopes.ANALYTICS,
     "exports": scopes.ANALYTICS,

@@ -5,13 +5,15 @@ Requests forbid unknown fields, so a typo in a client is a clear 422 rather than
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
 GPU_CLASS_PATTERN = r"^[a-z0-9][a-z0-9.-]{0,39}$"
 ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,40}$"
+UPLOAD_ID_PATTERN = r"^u[0-9a-f]{16}$"
+MAX_INPUTS = 10  # depu.jobs.spec.MAX_INPUT_FILES (tests/test_public_api_uploads.py holds them equal)
 Window = Literal["1h", "24h", "7d"]
 
 
@@ -65,6 +67,10 @@ class JobSpec(Request):
                                    description="job: 'none' (the default: no network at all) or 'egress' (public "
                                                "addresses, ports 80 and 443, through the provider's filtering "
                                                "proxy; only on providers whose offer says 'egress: allowed')")
+    inputs: Optional[list[Annotated[str, Field(pattern=UPLOAD_ID_PATTERN)]]] = Field(
+        default=None, max_length=MAX_INPUTS,
+        description="job: upload ids (POST /v1/uploads) of this key, each file posted already; the job finds "
+                    "them in inputs/ under their names (distinct), each checked and pinned at submit")
 
 
 class JobOut(BaseModel):
@@ -88,6 +94,7 @@ class JobOut(BaseModel):
     error: Optional[str] = None
     metrics: Optional[dict[str, Any]] = None
     artifacts: list[str] = Field(default_factory=list)
+    inputs: list[str] = Field(default_factory=list, description="the names of the job's input files")
     finished: bool
 
 
@@ -116,6 +123,22 @@ class ArtifactOut(BaseModel):
 class ArtifactList(BaseModel):
     job_id: str
     artifacts: list[ArtifactOut]
+
+
+class UploadRequest(Request):
+    """One input file to come by upload link: its name in the job's inputs/ and its size in bytes."""
+
+    file_name: str = Field(min_length=1, max_length=100, pattern=r"^[^/\\]+$", examples=["data.parquet"])
+    size: int = Field(gt=0, description="bytes; at most max_bytes (the cap, 2 GiB by default)")
+
+
+class UploadOut(BaseModel):
+    upload_id: str = Field(description="name it in a job's inputs (with this same key), within 2 days")
+    name: str = Field(description="the file's name in the job's inputs/ (the given name, made safe)")
+    url: str = Field(description="POST a multipart form here: every one of fields, then the file as 'file', last")
+    fields: dict[str, str] = Field(description="the form's signed fields (key, policy, signature): send as given")
+    expires_in: int = Field(description="seconds the form is accepted for")
+    max_bytes: int = Field(description="the most the file may be (the policy's content-length-range)")
 
 
 # ------------------------------------------------------------------------------------------------ forks

@@ -25,6 +25,7 @@ def job(item: Job) -> models.JobOut:
         result=item.result if isinstance(item.result, dict) else None, error=item.error,
         metrics=item.metrics if isinstance(item.metrics, dict) else None,
         artifacts=[key.rsplit("/", 1)[-1] for key in (item.artifacts or [])],
+        inputs=[key.rsplit("/", 1)[-1] for key in (item.input_keys or [])],
         finished=item.status in lifecycle.TERMINAL,
     )
 
