@@ -20,8 +20,9 @@ import subprocess
 
 import pytest
 
+import test_agent_containers
 from oci_registry import RegistryServer, build_image
-from test_agent_containers import SLOT_UID_BASE, TOKEN, Recorder, api, run_job  # noqa: F401  (api: fixture)
+from test_agent_containers import SLOT_UID_BASE, TOKEN, Recorder, run_job
 
 from depu_agent import containers, isolation
 from depu_agent.config import ConfigError, load_config
@@ -31,6 +32,7 @@ pytestmark = [pytest.mark.skipif(not isolation.can_switch_user(),
               pytest.mark.xdist_group("podman")]
 
 REPOSITORY = "depu/registry-test"
+api = test_agent_containers.api  # the recording API server fixture
 
 
 @pytest.fixture
