@@ -29,8 +29,9 @@ from depu_agent.config import load_config
 from depu_agent.job import JobRun
 from depu_agent.outbox import Outbox
 
-pytestmark = pytest.mark.skipif(not isolation.can_switch_user(),
-                                reason="needs root or CAP_SETUID (the installed agent has it)")
+pytestmark = [pytest.mark.skipif(not isolation.can_switch_user(),
+                                 reason="needs root or CAP_SETUID (the installed agent has it)"),
+              pytest.mark.xdist_group("podman")]  # podman's store is shared: its tests take one worker
 
 TOKEN = "depa_" + "Y29udGFpbmVyLXRva2Vu" * 2
 SLOT_UID_BASE = private_uid_base(5)

@@ -10,6 +10,7 @@ import configparser
 import dataclasses
 import json
 import os
+import re
 import socket
 import stat
 from dataclasses import dataclass, field
@@ -96,6 +97,10 @@ class AgentConfig:
     # v1 hosts). Offered only when the start-up probe container runs.
     container_registries: list[str] = field(default_factory=list)
     container_oci_runtime: str = "runc"
+    # Registries on this machine's loopback that podman may pull from over plain HTTP (``--tls-verify=false``
+    # on that pull alone; a test or a local mirror). Empty by default; a name that is not loopback
+    # (localhost or 127.x.x.x, with an optional port) is refused at load. Every other pull verifies TLS.
+    container_insecure_loopback_registries: list[str] = field(default_factory=list)
     # A CPU-only machine may offer several job slots (a job spec's gpu_count counts them like GPUs).
     cpu_slots: int = 1
     # Egress (depu_agent.egress): a job spec may ask for it only where the provider allows it. Off by default;
@@ -118,6 +123,11 @@ class AgentConfig:
         self.api_url = self.api_url.rstrip("/")
         if self.docker not in {"auto", "always", "never"}:
             raise ConfigError("docker must be one of auto, always, never")
+        for name in self.container_insecure_loopback_registries:
+            if not is_loopback_registry(name):
+                raise ConfigError(f"container_insecure_loopback_registries: {name!r} is not a loopback registry "
+                                  "(localhost or 127.x.x.x, optionally :port); plain-HTTP pulls are allowed from "
+                                  "this machine's loopback only")
 
     # ------------------------------------------------------------------ token file
     def read_token(self) -> str | None:
@@ -159,6 +169,14 @@ class AgentConfig:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(self.to_file_dict(), handle, indent=2, sort_keys=True)
             handle.write("\n")
+
+
+_LOOPBACK_REGISTRY = re.compile(r"^(localhost|127(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3})(:[0-9]{1,5})?$")
+
+
+def is_loopback_registry(name: str) -> bool:
+    """A registry host[:port] that can only be this machine: plain HTTP to it never crosses a network."""
+    return bool(_LOOPBACK_REGISTRY.match(name or ""))
 
 
 def _coerce(name: str, kind: type | str, raw) -> object:

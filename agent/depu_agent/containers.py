@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import is_loopback_registry
 from .envcache import SetupFailed
 from .isolation import OUTPUTS_DIR, SandboxPlan, gpu_device_nodes, job_user, make_workspace
 
@@ -167,14 +168,36 @@ def ensure_image(config, reference: str, on_line: Callable[[str], None]) -> Imag
         return ImageReady(reference, hit=True)
     on_line(f"[depu] setup: pulling {reference}")
     try:
-        answer = subprocess.run([*base, "pull", "--quiet", reference], capture_output=True, text=True,
-                                timeout=config.setup_timeout_seconds)
+        answer = subprocess.run([*base, "pull", "--quiet", *pull_transport(config, registry), reference],
+                                capture_output=True, text=True, timeout=config.setup_timeout_seconds)
     except subprocess.TimeoutExpired as error:
         raise SetupFailed(f"pulling the image took over {config.setup_timeout_seconds:g} s") from error
     if answer.returncode != 0:
         last = (answer.stderr.strip().splitlines() or ["no output"])[-1]
         raise SetupFailed(f"the image could not be pulled: {last[:300]}")
+    confirm_digest(base, reference)
     return ImageReady(reference, hit=False)
+
+
+def pull_transport(config, registry: str) -> list[str]:
+    """How podman reaches ``registry``: TLS verified (podman's default), except a loopback registry the
+    provider named in ``container_insecure_loopback_registries``, pulled over plain HTTP by this pull's own
+    flag (no registries.conf edit that would outlive the job or reach other pulls)."""
+    if registry in config.container_insecure_loopback_registries and is_loopback_registry(registry):
+        return ["--tls-verify=false"]
+    return ["--tls-verify=true"]
+
+
+def confirm_digest(base: list[str], reference: str) -> None:
+    """What podman now holds under ``reference`` has the digest asked for: podman checks the manifest it
+    fetched by digest, and this reads it back from the store rather than trusting the pull's exit status."""
+    wanted = reference.rsplit("@", 1)[1]
+    answer = subprocess.run([*base, "image", "inspect", "--format", "{{.Digest}}", reference],
+                            capture_output=True, text=True, timeout=QUERY_SECONDS)
+    held = answer.stdout.strip() if answer.returncode == 0 else ""
+    if held != wanted:
+        subprocess.run([*base, "rmi", "-f", reference], capture_output=True, timeout=QUERY_SECONDS)
+        raise SetupFailed(f"the pulled image's digest is {held or 'unknown'}, not the {wanted} asked for")
 
 
 def plan_container(config, *, job_id: str, script: bytes, reference: str, program: list[str],

@@ -20,11 +20,16 @@ image (``image_registry``/``image_digest``) goes only to agents that run images 
 ``container_registries``: reported only when the agent's container probe passed), those holding the image
 (``image_digests``) first. Both are preferences an agent reports about itself: a false claim only moves it up
 the order, and the job then pulls by digest or builds its environment like anywhere else.
+
+Setup failures the cloud pins on an agent (depu.agents.setup_failures: a retryable failure before the job's
+code started, counted once the same job succeeded elsewhere) rank it after every agent without one, before
+any other preference; after several image setups in a row counted so, it gets no image job for a while.
 """
 from __future__ import annotations
 
 import time
 
+from depu.agents import setup_failures
 from depu.agents.challenges import is_due
 from depu.agents.registry import RENTAL_CAPABILITY, Agent
 from depu.jobs import lifecycle
@@ -40,7 +45,6 @@ def candidates(job: Job, now: float | None = None) -> list[Agent]:
     slots = lifecycle.slots_of(job)
     wanted_env = (job.params or {}).get("env_hash")
     egress = wants_egress(job.params)
-    wanted_registry = (job.params or {}).get("image_registry")
     wanted_image = (job.params or {}).get("image_digest")
     fit = [
         agent
@@ -52,7 +56,7 @@ def candidates(job: Job, now: float | None = None) -> list[Agent]:
         and agent.agent_id not in excluded
         and not is_due(agent, now)
         and (agent.egress_allowed or not egress)
-        and (not wanted_registry or wanted_registry in (agent.container_registries or []))
+        and setup_failures.may_offer_image(agent, job, now)
     ]
 
     def cold(agent: Agent) -> bool:
@@ -61,8 +65,8 @@ def candidates(job: Job, now: float | None = None) -> list[Agent]:
     def image_cold(agent: Agent) -> bool:
         return bool(wanted_image) and wanted_image not in (agent.image_digests or [])
 
-    return sorted(fit, key=lambda agent: (image_cold(agent), cold(agent), agent.load, -agent.reliability,
-                                          -int(agent.last_seen_at)))
+    return sorted(fit, key=lambda agent: (setup_failures.is_penalised(agent, now), image_cold(agent), cold(agent),
+                                          agent.load, -agent.reliability, -int(agent.last_seen_at)))
 
 
 def match(job: Job, now: float | None = None) -> Agent | None:

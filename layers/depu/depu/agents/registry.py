@@ -114,6 +114,11 @@ class Agent(Model):
     challenges_passed = NumberAttribute(default=0)
     challenges_failed = NumberAttribute(default=0)
     leases_lost = NumberAttribute(default=0)
+    # Setup failures pinned on this agent (depu.agents.setup_failures): counted only when the same job then
+    # succeeded elsewhere. A count that decays from setup_failed_at, and image setup failures in a row.
+    setup_failures = NumberAttribute(null=True)
+    setup_failed_at = NumberAttribute(null=True)
+    image_setup_streak = NumberAttribute(null=True)
     verified_at = NumberAttribute(null=True)
     measured_tflops = NumberAttribute(null=True)
 

@@ -242,12 +242,20 @@ def fail(job: Job, agent_id: str, error: str, retryable: bool) -> Job:
     _require_owner(job, agent_id, FAILED)
     now = _now()
     if retryable and int(job.attempt) < MAX_ATTEMPTS:
-        return _requeue(job, exclude_agent=agent_id, error=error)
+        # the whole list from this read: the move is conditioned on the job's state and owner, so it is current
+        noted = [Job.setup_failed_agents.set([*(job.setup_failed_agents or []), agent_id])] \
+            if in_setup(job) and agent_id not in (job.setup_failed_agents or []) else []
+        return _requeue(job, exclude_agent=agent_id, error=error, extra=noted)
     return transition(
         job,
         FAILED,
         actions=[Job.error.set(error[:2000]), Job.finished_at.set(now), Job.lease_expires_at.set(now)],
     )
+
+
+def in_setup(job: Job) -> bool:
+    """A running job spec whose code has not started: it is setting up (unbilled)."""
+    return job.workload == SPEC_WORKLOAD and job.status == RUNNING and job.started_at is None
 
 
 def release(job: Job, agent_id: str) -> Job:
@@ -303,13 +311,17 @@ def overran(job: Job, agent_id: str) -> Job:
 
 
 def expire(job: Job, now: int | None = None) -> Job:
-    """Reaper: no agent took the job before its queue deadline."""
+    """Reaper: no agent took the job before its queue deadline. A job that had attempts (each failed and
+    excluded its agent) keeps the last one's reason: "your image does not exist" beats "nobody took it"."""
     now = now or _now()
+    why = "no provider took the job in time"
+    if job.error and job.failed_agents:
+        why += f"; its last attempt failed: {job.error}"
     return transition(
         job,
         EXPIRED,
         when=Job.lease_expires_at < now,
-        actions=[Job.error.set("no provider took the job in time"), Job.finished_at.set(now), Job.lease_expires_at.set(now)],
+        actions=[Job.error.set(why[:2000]), Job.finished_at.set(now), Job.lease_expires_at.set(now)],
     )
 
 

@@ -87,6 +87,9 @@ class Job(Model):
 
     attempt = NumberAttribute(default=0)
     failed_agents = ListAttribute(of=UnicodeAttribute, default=list)
+    # Of those, the agents whose retryable failure came before the job's code started (its setup): charged to
+    # them only if the job then succeeds elsewhere (depu.agents.setup_failures).
+    setup_failed_agents = ListAttribute(of=UnicodeAttribute, null=True)
     gpu_index = NumberAttribute(null=True)
     # A job spec (depu.jobs.spec) may take several GPUs of one machine: gpu_index is the first of gpu_indices.
     gpu_count = NumberAttribute(default=1)

@@ -18,7 +18,7 @@ from typing import Any
 from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.condition import size as size_of
 
-from depu.agents import challenges, registry
+from depu.agents import challenges, registry, setup_failures
 from depu.agents.registry import Agent
 from depu.contracts.agent_api import GpuMetrics, JobOffer
 from depu.jobs import lifecycle, messages, service, spec, storage
@@ -193,6 +193,8 @@ def _steal(agent: Agent, now: int) -> Job | None:
         if job.gpu_class != agent.gpu_class or agent.agent_id in (job.failed_agents or []):
             continue
         if spec.wants_egress(job.params) and not agent.egress_allowed:
+            continue
+        if not setup_failures.may_offer_image(agent, job, now):
             continue
         try:
             return lifecycle.assign(job, agent)
@@ -371,6 +373,7 @@ def complete(agent: Agent, job_id: str, result: Mapping[str, Any], artifacts: Se
             etags.append(found[1])
     lifecycle.complete(job, agent.agent_id, dict(result), kept, etags)
     registry.Agent(agent.agent_id).update(actions=[Agent.jobs_done.add(1)])
+    setup_failures.job_succeeded(job, agent.agent_id)  # the setups that failed elsewhere were not the job's fault
     service.finish(job)
     return job
 
