@@ -159,10 +159,12 @@ def test_the_follower_coalesces_heads_and_writes_during_a_step_are_kept(mainnet,
     thread = threading.Thread(target=follower.run, args=(stop,), daemon=True)
     thread.start()
     try:
-        mainnet.rpc("anvil_mine", hex(5))  # five heads at once: one step to the newest
+        mainnet.rpc("anvil_mine", hex(5))  # five heads at once: coalesced into a step to the newest
         target = head(mainnet)
         wait_for(lambda: fork.block == target, 20, "the fork to follow")
-        assert fork.front.follow["steps"] == 1
+        # anvil mines the five one by one, so a poll may land on one in between (seen at load 10): at most two
+        # steps, never one per head
+        assert 1 <= fork.front.follow["steps"] <= 2
         for number in range(5):  # writes keep landing while the fork follows new heads
             client.value("anvil_setBalance", SOMEONE, hex(number + 2), write=True)
             mainnet.rpc("evm_mine")
