@@ -201,12 +201,9 @@ class JobRun:
                 time_limit_s=self.time_limit_s, config=self.config, use_docker=False, job=program)
         except (isolation.SandboxUnusable, OSError) as exc:
             return Report("fail", {"error": f"sandbox could not start: {exc}"[:500], "retryable": True}, [])
-        try:
-            inputs.fetch(self.job.get("inputs") or [], Path(plan.cwd) / isolation.INPUTS_DIR, plan.owner_uid,
-                         self.config.max_input_mb * 1024 * 1024, channel.add_line)
-        except (envcache.SetupFailed, OSError) as exc:
-            isolation.remove_workspace(plan)
-            return Report("fail", {"error": f"setup failed (nothing was billed): {exc}"[:600], "retryable": False}, [])
+        refused = self._fetch_inputs(plan, channel)
+        if refused is not None:
+            return refused
         channel.add_line(f"[depu] running your {'command' if command else 'script'} on {len(self.gpus)} "
                          f"slot(s) in a {plan.kind} sandbox" + (
                              f", egress through the provider's filtering proxy (http_proxy=127.0.0.1:"
@@ -214,6 +211,17 @@ class JobRun:
         channel.set_progress(0.0, "running your code", phase="running")
         return self._run_plan(plan, channel, zip_many=True, facts={"env_hash": environment.hash if environment else None,
                                                           "env_cached": environment.hit if environment else None})
+
+    def _fetch_inputs(self, plan, channel: JobChannel) -> Report | None:
+        """The job's input files into its workspace (setup, unbilled); a failure ends the job unbilled, with
+        the workspace removed, and is the renter's (a file missing or over the cap), so it is not retried."""
+        try:
+            inputs.fetch(self.job.get("inputs") or [], Path(plan.cwd) / isolation.INPUTS_DIR, plan.owner_uid,
+                         self.config.max_input_mb * 1024 * 1024, channel.add_line)
+        except (envcache.SetupFailed, OSError) as exc:
+            isolation.remove_workspace(plan)
+            return Report("fail", {"error": f"setup failed (nothing was billed): {exc}"[:600], "retryable": False}, [])
+        return None
 
     def _run_in_container(self, channel: JobChannel, image: str, command: str | None, source: bytes) -> Report:
         """A job spec in the renter's image: the image from this machine's store or pulled (setup, unbilled),
@@ -239,12 +247,9 @@ class JobRun:
                 on_cpu=self.gpu.is_cpu)
         except OSError as exc:
             return Report("fail", {"error": f"sandbox could not start: {exc}"[:500], "retryable": True}, [])
-        try:
-            inputs.fetch(self.job.get("inputs") or [], Path(plan.cwd) / isolation.INPUTS_DIR, plan.owner_uid,
-                         self.config.max_input_mb * 1024 * 1024, channel.add_line)
-        except (envcache.SetupFailed, OSError) as exc:
-            isolation.remove_workspace(plan)
-            return Report("fail", {"error": f"setup failed (nothing was billed): {exc}"[:600], "retryable": False}, [])
+        refused = self._fetch_inputs(plan, channel)
+        if refused is not None:
+            return refused
         channel.add_line(f"[depu] running your {'command' if command else 'script'} on {len(self.gpus)} "
                          f"slot(s) in a container of {image}")
         channel.set_progress(0.0, "running your code", phase="running")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from botocore.exceptions import ClientError
 
@@ -79,6 +79,18 @@ def _index_key(number: int, chat_id: int, transfer: str, address: str) -> dict[s
 
 def record(chat_id: int, transfer: str, address: str) -> dict[str, Any] | None:
     return store.get(**_record_key(chat_id, transfer, address))
+
+
+def alerts_of_block(number: int, block_hash: str) -> Iterator[tuple[int, str, str, dict[str, Any]]]:
+    """(chat, transfer, address, record) of each alert sent for a transfer of block ``block_hash`` at
+    ``number`` whose record still points at that block (a later sighting elsewhere has moved the others on)."""
+    for index in store.query_all(f"ALERTBLK#{number}"):
+        if index["block_hash"] != block_hash:
+            continue
+        chat, transfer, address = index["sk"].split("#")
+        old = record(int(chat), transfer, address)
+        if old is not None and old["block_hash"] == block_hash:
+            yield int(chat), transfer, address, old
 
 
 class AlertBook:
@@ -165,27 +177,18 @@ class AlertBook:
         sees the whole replaced block, and it also re-edits a message confirmed here if a reorganisation deeper
         than the confirmations replaces the block before the indexer gets there. Returns notices queued."""
         queued = 0
-        for index in store.query_all(f"ALERTBLK#{number}"):
-            if index["block_hash"] != block_hash:
-                continue
-            chat, transfer, address = index["sk"].split("#")
-            old = record(int(chat), transfer, address)
-            if (old is not None and old["state"] == UNCONFIRMED and old["block_hash"] == block_hash
-                    and int(old["block_number"]) == number):
-                queued += self._change(int(chat), transfer, address, old, CONFIRMED)
+        for chat, transfer, address, old in alerts_of_block(number, block_hash):
+            if old["state"] == UNCONFIRMED and int(old["block_number"]) == number:
+                queued += self._change(chat, transfer, address, old, CONFIRMED)
         return queued
 
     def retract(self, number: int, block_hash: str) -> int:
         """The confirmed block ``block_hash`` at ``number`` is being reverted (a reorganisation deeper than
         the confirmations): its alerts become dropped until the transfer is seen again."""
         queued = 0
-        for index in store.query_all(f"ALERTBLK#{number}"):
-            if index["block_hash"] != block_hash:
-                continue
-            chat, transfer, address = index["sk"].split("#")
-            old = record(int(chat), transfer, address)
-            if old is not None and old["block_hash"] == block_hash and old["state"] != DROPPED:
-                queued += self._change(int(chat), transfer, address, old, DROPPED)
+        for chat, transfer, address, old in alerts_of_block(number, block_hash):
+            if old["state"] != DROPPED:
+                queued += self._change(chat, transfer, address, old, DROPPED)
         return queued
 
     def _change(self, chat_id: int, transfer: str, address: str, old: dict[str, Any], state: str) -> int:
