@@ -40,7 +40,7 @@ def test_warns_once_before_expiry_then_deletes_at_expiry(janitor):
     notices(5)
     Fork(fork.fork_id).update(actions=[Fork.expires_at.set(int(time.time()) + 30 * 60)])
     assert janitor()["warned"] == [fork.fork_id]
-    [warning] = notices(5)
+    [warning] = notices(5, fork.fork_id)
     assert f"<b>{fork.fork_id}</b> expires in" in warning["text"] and "minutes" in warning["text"]
     assert janitor()["warned"] == []  # once
 
@@ -52,7 +52,7 @@ def test_warns_once_before_expiry_then_deletes_at_expiry(janitor):
     assert stop.kind == "stop"
     tasks.finish(_live_ids[-1], stop.task_id, {"ok": True, "stopped": True})
     wait_for(lambda: Fork.get(fork.fork_id).status == "deleted", 20, "deleted")
-    assert "reached the end of its lifetime" in notices(5)[0]["text"]
+    assert "reached the end of its lifetime" in notices(5, fork.fork_id)[0]["text"]
 
 
 def test_forks_on_live_hosts_are_left_alone_and_silent_hosts_forks_are_rebuilt(janitor):

@@ -76,7 +76,7 @@ def test_create_records_the_host_and_tells_the_user(fast):
     assert (fork.host_agent_id, fork.host_rpc_url, fork.base_block, fork.chain_id) == (HOST, _mainnet_url[0], 100, chainids.for_fork(fork.fork_id))
     assert chainids.is_forks(fork.chain_id)
     assert wait_execution(fork.create_execution) == "SUCCEEDED"
-    [notice] = notices(5)
+    [notice] = notices(5, fork.fork_id)
     assert notice["chat_id"] == USER and f"<b>{fork.fork_id}</b> is ready at block 100" in notice["text"]
     assert notice["buttons"] == [[{"text": "Open fork", "data": f"sf:1:i:{fork.fork_id}"}]]
     assert fork.pending_task is None
@@ -92,7 +92,7 @@ def test_a_failing_host_is_retried_once_then_the_execution_fails_and_the_user_is
     assert fork.failure == "ForkHostFailed"
     arn = f"{fast_arn('ForkCreate')}:{fork.fork_id}-create"
     assert wait_execution(arn) == "FAILED"
-    [notice] = notices(5)
+    [notice] = notices(5, fork.fork_id)
     assert "could not be started (ForkHostFailed)" in notice["text"]
 
 
@@ -109,7 +109,7 @@ def test_no_host_times_out_into_failed(fast, monkeypatch):
     arn = f"{fast_arn('ForkCreate')}:{created.fork.fork_id}-create"
     assert wait_execution(arn, 30) == "FAILED"
     assert Fork.get(created.fork.fork_id).failure == "States.Timeout"
-    assert "could not be started (States.Timeout)" in notices(5)[0]["text"]
+    assert "could not be started (States.Timeout)" in notices(5, created.fork.fork_id)[0]["text"]
     # the stale task message is answered as gone when a host finally claims it
     assert tasks.claim(HOST, 1) is None
 
@@ -129,7 +129,7 @@ def test_sync_now_rebases_records_the_new_base_and_reports_conflicts(fast):
     synced = wait_for(lambda: (f := Fork.get(fork.fork_id)).status == "active" and f.base_block == 130 and f, 20, "new base")
     assert synced.conflict_count == 1
     assert json.loads(synced.conflicts) == [{"seq": 1, "method": "eth_sendRawTransaction", "reason": "now fails: nonce too low"}]
-    [notice] = notices(5)
+    [notice] = notices(5, fork.fork_id)
     assert "now follows block 130" in notice["text"] and "#1 eth_sendRawTransaction: now fails: nonce too low" in notice["text"]
     # the journal now records what the entry does on the new base, so the next sync does not repeat it
     assert journal.entries(fork.fork_id)[1].outcome == {"kind": "error", "message": "nonce too low"}
@@ -148,7 +148,7 @@ def test_the_auto_sync_loop_rebases_until_switched_off(fast, monkeypatch):
     service.set_auto_sync(USER, fork.fork_id, False)
     arn = f"{fast_arn('ForkSync')}:{loop}"
     assert wait_execution(arn, 30) == "SUCCEEDED"
-    assert notices(1) == []  # rebases without conflicts are silent in the loop
+    assert notices(1, fork.fork_id) == []  # rebases without conflicts are silent in the loop
 
 
 def test_delete_proceeds_when_no_host_answers_and_tells_the_user(fast):
@@ -157,7 +157,7 @@ def test_delete_proceeds_when_no_host_answers_and_tells_the_user(fast):
     service.delete_fork(USER, fork.fork_id)
     gone = wait_for(lambda: (f := Fork.get(fork.fork_id)).status == "deleted" and f, 30, "deleted")
     assert gone.host_rpc_url is None and gone.rpc_token_hash is None
-    assert "Its RPC URL no longer answers" in notices(5)[0]["text"]
+    assert "Its RPC URL no longer answers" in notices(5, fork.fork_id)[0]["text"]
     # a second delete is refused clearly, and the fork can no longer be reached by its owner's commands
     with pytest.raises(Exception, match="already being deleted"):
         service.delete_fork(USER, fork.fork_id)
