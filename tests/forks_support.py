@@ -11,7 +11,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import boto3
 import pytest
@@ -141,9 +141,11 @@ def mined_anvil(blocks: int = 300) -> "Anvil":
     return chain
 
 
-def notices(timeout: float = 0.0, fork_id: str | None = None) -> list[dict[str, Any]]:
+def notices(timeout: float = 0.0, fork_id: str | None = None,
+            where: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
     """Drain the notify queue (the notices the back end asked to deliver); with ``fork_id``, only that fork's
-    (an execution of an earlier test, still running in moto after its reset, may post about its own fork)."""
+    (an execution of an earlier test, still running in moto after its reset, may post about its own fork), and
+    with ``where``, only the notices it accepts."""
     from depu.config import get_settings
 
     sqs = boto3.client("sqs")
@@ -152,7 +154,7 @@ def notices(timeout: float = 0.0, fork_id: str | None = None) -> list[dict[str, 
         answer = sqs.receive_message(QueueUrl=get_settings().notify_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
         for message in answer.get("Messages", []):
             notice = json.loads(message["Body"])
-            if fork_id is None or f"<b>{fork_id}</b>" in notice.get("text", ""):
+            if (fork_id is None or f"<b>{fork_id}</b>" in notice.get("text", "")) and (where is None or where(notice)):
                 found.append(notice)
             sqs.delete_message(QueueUrl=get_settings().notify_queue_url, ReceiptHandle=message["ReceiptHandle"])
         if answer.get("Messages"):

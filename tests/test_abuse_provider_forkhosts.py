@@ -127,8 +127,7 @@ def test_a_host_that_reports_a_wrong_base_is_suspended_and_the_fork_is_built_by_
     # no more fork tasks for it, and its provider is told
     refused = claim_http(api, liar_token)
     assert refused.status_code == 403 and "suspended" in refused.json()["error"]
-    told = notices(5)
-    assert any(n["chat_id"] == LIAR_PROVIDER and "no longer hosts shadow forks" in n["text"] for n in told)
+    assert notices(5, where=lambda n: n["chat_id"] == LIAR_PROVIDER and "no longer hosts shadow forks" in n["text"])
 
     # the state machine asks again, and the build goes to the other approved host
     retry = wait_for(lambda: claim_http(api, honest_token).json()["task"], 20, "the honest host's task")
@@ -148,7 +147,7 @@ def test_a_lying_host_with_no_other_host_ends_the_build_failed_and_the_user_is_t
     fork = wait_for(lambda: janitor.sweep() and (f := Fork.get(created.fork.fork_id)).status == "failed" and f, 30, "failed")
     assert fork.failure == "NoForkHost"
     assert wait_execution(fork.create_execution, 30) == "FAILED"
-    assert any(n["chat_id"] == USER and "could not be started (NoForkHost)" in n["text"] for n in notices(5))
+    assert notices(5, where=lambda n: n["chat_id"] == USER and "could not be started (NoForkHost)" in n["text"])
 
 
 def test_a_host_that_lies_on_a_sync_is_suspended_and_its_forks_are_rebuilt_elsewhere(api, chains):
