@@ -6,8 +6,13 @@ What it answers, as the spec's pull workflow asks:
   GET|HEAD /v2/<name>/manifests/<reference> the manifest by digest or tag, its media type and
                                             Docker-Content-Digest; 404 MANIFEST_UNKNOWN otherwise
   GET|HEAD /v2/<name>/blobs/<digest>        the blob (config or layer); 404 BLOB_UNKNOWN otherwise
-Anything else is 404 NAME_UNKNOWN / 405. Every request is counted (``requests``), so a test can show that a
-pull never reached it. ``tamper`` makes it lie on purpose: ``"manifest"`` serves other manifest bytes under
+Anything else is 404 NAME_UNKNOWN / 405. Every request is counted (``requests``, and its scheme in
+``schemes``), so a test can show that a pull never reached it.
+
+Given an ``ssl.SSLContext`` (``RegistryServer(tls=...)``) the same port speaks both: a connection whose first
+byte opens a TLS handshake is served over TLS, any other as plain HTTP, so a client that gave up on TLS and
+fell back to plain HTTP would be served, and seen (``schemes``). Every handshake's outcome is kept
+(``handshakes``: "ok", or the server's error when the client refused the certificate). ``tamper`` makes it lie on purpose: ``"manifest"`` serves other manifest bytes under
 the digest asked for, ``"blob"`` serves a layer whose content is not its digest.
 
 The image (``build_image``) is one uncompressed layer made of a few of the host's binaries and the libraries
@@ -20,6 +25,8 @@ import io
 import json
 import os
 import re
+import socket
+import ssl
 import subprocess
 import tarfile
 import threading
@@ -93,6 +100,8 @@ class Registry:
     """The server's state: repositories by name (tag or digest -> image), what it was asked, how it lies."""
     repositories: dict[str, dict[str, Image]] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
+    schemes: list[str] = field(default_factory=list)  # "https" or "http", one per request
+    handshakes: list[str] = field(default_factory=list)  # "ok" or why the TLS handshake failed
     tamper: str | None = None  # None, "manifest" or "blob"
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -125,6 +134,7 @@ class Registry:
 
 class _Handler(BaseHTTPRequestHandler):
     registry: Registry  # set on the subclass made per server
+    scheme = "http"  # "https" on a connection the server wrapped in TLS
 
     def _reply(self, status: int, body: bytes = b"", content_type: str = "application/json",
                digest: str | None = None) -> None:
@@ -144,6 +154,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         with self.registry.lock:
             self.registry.requests.append((self.command, self.path))
+            self.registry.schemes.append(self.scheme)
         if self.path.rstrip("/") == "/v2":
             return self._reply(200, b"{}")
         route = _ROUTE.match(self.path.split("?", 1)[0])
@@ -176,18 +187,57 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-class RegistryServer:
-    """A ``Registry`` served on 127.0.0.1 at a free port, in a thread; ``host`` is its ``host:port`` name."""
+class _DualServer(ThreadingHTTPServer):
+    """Plain HTTP, or TLS where the client opens with a handshake record (first byte 0x16)."""
+    daemon_threads = True
+    tls: ssl.SSLContext | None = None
+    registry: Registry
 
-    def __init__(self, registry: Registry | None = None):
+    def finish_request(self, request, client_address):
+        request.settimeout(15)
+        try:
+            first = request.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return
+        if self.tls is not None and first == b"\x16":
+            try:
+                request = self.tls.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError) as error:  # the client refused our certificate (or vice versa)
+                with self.registry.lock:
+                    self.registry.handshakes.append(f"{type(error).__name__}: {error}")
+                return
+            with self.registry.lock:
+                self.registry.handshakes.append("ok")
+            try:
+                self.RequestHandlerClass(request, client_address, self, scheme="https")
+            finally:
+                request.close()
+            return
+        self.RequestHandlerClass(request, client_address, self)
+
+
+class RegistryServer:
+    """A ``Registry`` served on 127.0.0.1 at a free port, in a thread; ``host`` is its ``host:port`` name.
+    With ``tls`` (a server context holding the certificate to present) it also answers over TLS."""
+
+    def __init__(self, registry: Registry | None = None, tls: ssl.SSLContext | None = None):
         self.registry = registry or Registry()
-        handler = type("RegistryHandler", (_Handler,), {"registry": self.registry})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+
+        def handler(request, client_address, server, scheme: str = "http"):
+            made = type("RegistryHandler", (_Handler,), {"registry": self.registry, "scheme": scheme})
+            return made(request, client_address, server)
+
+        self._server = _DualServer(("127.0.0.1", 0), handler)
+        self._server.tls, self._server.registry = tls, self.registry
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
     def host(self) -> str:
-        return f"127.0.0.1:{self._server.server_address[1]}"
+        return f"127.0.0.1:{self.port}"
 
     def __enter__(self) -> RegistryServer:
         self._thread.start()

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +102,11 @@ class AgentConfig:
     # on that pull alone; a test or a local mirror). Empty by default; a name that is not loopback
     # (localhost or 127.x.x.x, with an optional port) is refused at load. Every other pull verifies TLS.
     container_insecure_loopback_registries: list[str] = field(default_factory=list)
+    # A listed registry whose certificate is signed by the provider's own CA: registry host[:port] -> that CA's
+    # PEM file. Each pull from it trusts that CA (besides the system's) through a --cert-dir the agent makes
+    # for that pull alone under work_dir; TLS is still verified, name included. Checked at load: a listed
+    # registry, a readable PEM certificate, never one also marked insecure.
+    container_registry_ca_files: dict[str, str] = field(default_factory=dict)
     # A CPU-only machine may offer several job slots (a job spec's gpu_count counts them like GPUs).
     cpu_slots: int = 1
     # Egress (depu_agent.egress): a job spec may ask for it only where the provider allows it. Off by default;
@@ -128,6 +134,7 @@ class AgentConfig:
                 raise ConfigError(f"container_insecure_loopback_registries: {name!r} is not a loopback registry "
                                   "(localhost or 127.x.x.x, optionally :port); plain-HTTP pulls are allowed from "
                                   "this machine's loopback only")
+        _check_registry_cas(self)
 
     # ------------------------------------------------------------------ token file
     def read_token(self) -> str | None:
@@ -179,8 +186,35 @@ def is_loopback_registry(name: str) -> bool:
     return bool(_LOOPBACK_REGISTRY.match(name or ""))
 
 
+def _check_registry_cas(config: AgentConfig) -> None:
+    """Refuse a CA setting that would not do what the provider meant: a registry the agent never pulls from
+    (a typo would silently leave TLS to the system's CAs), one also pulled over plain HTTP (the CA would never
+    be checked), or a file that is not a readable PEM certificate (the pull would fail at the first job)."""
+    for registry, ca_file in config.container_registry_ca_files.items():
+        where = f"container_registry_ca_files[{registry!r}]"
+        if registry not in config.container_registries:
+            raise ConfigError(f"{where}: {registry!r} is not in container_registries")
+        if registry in config.container_insecure_loopback_registries:
+            raise ConfigError(f"{where}: {registry!r} is also in container_insecure_loopback_registries; a "
+                              "registry is pulled either over verified TLS or over plain HTTP, not both")
+        if not ca_file or not os.path.isabs(ca_file) or not os.path.isfile(ca_file):
+            raise ConfigError(f"{where}: {ca_file!r} is not an existing file (an absolute path is needed)")
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=ca_file)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ConfigError(f"{where}: {ca_file!r} is not a readable PEM CA certificate ({exc})") from exc
+
+
 def _coerce(name: str, kind: type | str, raw) -> object:
     try:
+        if kind in (dict[str, str], "dict[str, str]"):
+            if isinstance(raw, str):  # an INI value or an environment override: JSON, or host=path,host=path
+                text = raw.strip()
+                raw = json.loads(text) if text.startswith("{") else dict(
+                    part.split("=", 1) for part in text.split(",") if part.strip())
+            if not isinstance(raw, dict):
+                raise ValueError(raw)
+            return {str(key).strip(): str(value).strip() for key, value in raw.items()}
         if kind in (list[str], "list[str]"):
             if isinstance(raw, list):
                 return [str(item) for item in raw]

@@ -17,6 +17,7 @@ whole command line works by running a probe image built from the host's own /bin
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -25,7 +26,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,10 +169,13 @@ def ensure_image(config, reference: str, on_line: Callable[[str], None]) -> Imag
         return ImageReady(reference, hit=True)
     on_line(f"[depu] setup: pulling {reference}")
     try:
-        answer = subprocess.run([*base, "pull", "--quiet", *pull_transport(config, registry), reference],
-                                capture_output=True, text=True, timeout=config.setup_timeout_seconds)
+        with pull_transport(config, registry) as transport:
+            answer = subprocess.run([*base, "pull", "--quiet", *transport, reference],
+                                    capture_output=True, text=True, timeout=config.setup_timeout_seconds)
     except subprocess.TimeoutExpired as error:
         raise SetupFailed(f"pulling the image took over {config.setup_timeout_seconds:g} s") from error
+    except OSError as error:  # the provider's CA file went away or cannot be read since the config loaded
+        raise SetupFailed(f"the registry's CA certificate could not be read: {error}"[:400]) from error
     if answer.returncode != 0:
         last = (answer.stderr.strip().splitlines() or ["no output"])[-1]
         raise SetupFailed(f"the image could not be pulled: {last[:300]}")
@@ -179,13 +183,32 @@ def ensure_image(config, reference: str, on_line: Callable[[str], None]) -> Imag
     return ImageReady(reference, hit=False)
 
 
-def pull_transport(config, registry: str) -> list[str]:
-    """How podman reaches ``registry``: TLS verified (podman's default), except a loopback registry the
-    provider named in ``container_insecure_loopback_registries``, pulled over plain HTTP by this pull's own
-    flag (no registries.conf edit that would outlive the job or reach other pulls)."""
+@contextlib.contextmanager
+def pull_transport(config, registry: str) -> Iterator[list[str]]:
+    """How podman reaches ``registry``, for one pull: TLS verified (podman's default), except a loopback
+    registry the provider named in ``container_insecure_loopback_registries``, pulled over plain HTTP by this
+    pull's own flag (no registries.conf edit that would outlive the job or reach other pulls).
+
+    A registry with a CA in ``container_registry_ca_files`` is also trusted to present a certificate signed by
+    that CA: its file is copied, alone, as ``ca.crt`` into a fresh folder under the agent's work dir that this
+    pull names with ``--cert-dir`` and that is removed afterwards. Alone, because podman reads every ``*.crt``,
+    ``*.cert`` and ``*.key`` in that folder (a folder of the provider's would hand it whatever else lies there);
+    per pull, so nothing under /etc/containers changes and no other pull or process gains that trust."""
     if registry in config.container_insecure_loopback_registries and is_loopback_registry(registry):
-        return ["--tls-verify=false"]
-    return ["--tls-verify=true"]
+        yield ["--tls-verify=false"]
+        return
+    ca_file = config.container_registry_ca_files.get(registry)
+    if not ca_file:
+        yield ["--tls-verify=true"]
+        return
+    root = Path(config.work_dir) / "registry-certs"
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = Path(tempfile.mkdtemp(prefix="pull-", dir=root))
+    try:
+        (folder / "ca.crt").write_bytes(Path(ca_file).read_bytes())
+        yield ["--tls-verify=true", f"--cert-dir={folder}"]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def confirm_digest(base: list[str], reference: str) -> None:
