@@ -133,10 +133,13 @@ def resolver(flips: list[str]):
 
 
 def run_job(config, api, tmp_path, job_id: str, source: str, *, network: str | None = "egress",
-            policy: egress.EgressPolicy | None = None) -> tuple[dict, list[str], object]:
+            policy: egress.EgressPolicy | None = None, egress_hosts: list[str] | None = None,
+            ) -> tuple[dict, list[str], object]:
     params = {"source": textwrap.dedent(source), "requirements": [], "env": {}, "gpu_count": 1, "image": "default"}
     if network is not None:
         params["network"] = network
+    if egress_hosts is not None:  # as the cloud's spec stores it; the agent applies it to whatever policy runs
+        params["egress_hosts"] = egress_hosts
     job = {"job_id": job_id, "workload": "job", "time_limit_s": 60, "attempt": 1, "params": params}
     run = JobRun(job, gpus.discover()[0], config, api, Outbox(tmp_path / "outbox", api), egress_policy=policy)
     report = run.run()
@@ -177,6 +180,14 @@ PROBE = """
         except OSError as error:
             return "error " + type(error).__name__
 
+    def raw(head):  # a request head sent to the proxy as written (a Host header the URL does not name)
+        try:
+            with socket.create_connection(("127.0.0.1", 3128), timeout=10) as sock:
+                sock.sendall(head.encode())
+                return b"".join(iter(lambda: sock.recv(4096), b"")).decode(errors="replace").split("\\r\\n")[0]
+        except OSError as error:
+            return "error " + type(error).__name__
+
     def direct(host, port):
         try:
             socket.create_connection((host, port), timeout=3).close()
@@ -187,12 +198,14 @@ PROBE = """
     seen["connect"] = {{authority: connect(authority) for authority in {connects!r}}}
     seen["fetch"] = {{url: fetch(url) for url in {fetches!r}}}
     seen["direct"] = {{f"{{host}}:{{port}}": direct(host, port) for host, port in {directs!r}}}
+    seen["raw"] = {{head: raw(head) for head in {raws!r}}}
     open("outputs/seen.json", "w").write(json.dumps(seen))
 """
 
 
-def probe(port: int, connects=(), fetches=(), directs=()) -> str:
-    return PROBE.format(port=port, connects=list(connects), fetches=list(fetches), directs=list(directs))
+def probe(port: int, connects=(), fetches=(), directs=(), raws=()) -> str:
+    return PROBE.format(port=port, connects=list(connects), fetches=list(fetches), directs=list(directs),
+                        raws=list(raws))
 
 
 def attacks(port: int) -> dict[str, list]:
@@ -255,6 +268,68 @@ def test_the_allowed_path_works_with_a_test_only_public_stand_in_and_the_default
     assert seen["fetch"][f"http://127.0.0.1:{port}/page?q=1"].startswith("403 egress refused: 127.0.0.1: loopback")
     assert seen["connect"][f"127.0.0.1:{port}"].startswith("HTTP/1.1 403")
     assert target.connections == 2, "the default policy let a connection through"
+
+
+def test_a_job_with_egress_hosts_reaches_the_hosts_it_named_and_no_other_name_is_even_resolved(
+        tmp_path, api, target):
+    """Every name here resolves (through the test's name service) to 127.0.0.1, which the test-only policy
+    counts as public: so the only thing that can refuse the other names is the job's own egress_hosts list,
+    which the agent took from the job's params and applied to that policy."""
+    port = target.server_address[1]
+    looked_up: list[str] = []
+
+    def resolve(name: str, _port: int) -> list[str]:
+        looked_up.append(name)
+        return ["127.0.0.1"]
+
+    stand_in = egress.EgressPolicy(ports=frozenset({port}), resolver=resolve,
+                                   treat_as_public=frozenset({ipaddress.ip_address("127.0.0.1")}))
+    config = agent_config(tmp_path, allow_egress=True)
+    allowed = {"fetches": [f"http://allowed.test:{port}/", f"http://api.wild.test:{port}/"],
+               "connects": [f"allowed.test:{port}", f"deep.api.wild.test:{port}"]}
+    refused = {"fetches": [f"http://other.test:{port}/", f"http://127.0.0.1:{port}/", f"http://wild.test:{port}/",
+                           f"http://allowed.test.other.test:{port}/"],
+               "connects": [f"other.test:{port}", f"127.0.0.1:{port}", f"notallowed.test:{port}",
+                            f"evilwild.test:{port}", f"0x7f000001:{port}"],
+               "raws": [f"GET http://allowed.test:{port}/ HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n"]}
+    seen, lines, _ = run_job(config, api, tmp_path, "jegress-hosts", probe(
+        port, connects=allowed["connects"] + refused["connects"], fetches=allowed["fetches"] + refused["fetches"],
+        raws=refused["raws"]), policy=stand_in, egress_hosts=["allowed.test", "*.wild.test"])
+    for url in allowed["fetches"]:
+        assert seen["fetch"][url] == "200 secret of 127.0.0.1", (url, seen)
+    for authority in allowed["connects"]:
+        assert seen["connect"][authority] == "HTTP/1.1 200 Connection established|secret of 127.0.0.1", seen
+    reached = len(allowed["fetches"]) + len(allowed["connects"])
+    assert target.connections == reached  # and not one more: the refused ones made no connection
+    for url in refused["fetches"]:
+        assert seen["fetch"][url].startswith("403 egress refused"), (url, seen["fetch"][url])
+    for authority in refused["connects"]:
+        assert seen["connect"][authority].startswith("HTTP/1.1 403"), (authority, seen["connect"][authority])
+    [(head, answer)] = seen["raw"].items()
+    assert answer.startswith("HTTP/1.1 403"), answer
+    assert sorted(set(looked_up)) == ["allowed.test", "api.wild.test", "deep.api.wild.test"]  # refused: never asked
+    assert "[depu] egress: only to *.wild.test, allowed.test" in lines, lines
+    assert any(f"egress refused other.test:{port}: other.test is not among this job's egress_hosts" in line
+               for line in lines), lines
+    assert any(f"egress refused 127.0.0.1:{port}: 127.0.0.1 is an address" in line for line in lines), lines
+    assert any("does not name the URL's host" in line for line in lines), lines
+    assert any(line.startswith(f"[depu] egress: {reached} connection(s)") for line in lines), lines[-3:]
+
+    # the same policy without the job's list reaches the other name: the list is what refused it
+    seen, _, _ = run_job(config, api, tmp_path, "jegress-nolist", probe(port, fetches=[f"http://other.test:{port}/"]),
+                         policy=stand_in)
+    assert seen["fetch"][f"http://other.test:{port}/"] == "200 secret of 127.0.0.1", seen
+    assert target.connections == reached + 1
+
+
+def test_an_egress_hosts_list_the_agent_cannot_read_fails_the_job_before_anything_runs(tmp_path, api):
+    config = agent_config(tmp_path, allow_egress=True)
+    for bad in (["127.0.0.1"], ["*.test"], "allowed.test", []):
+        job = {"job_id": "jegress-badhosts", "workload": "job", "time_limit_s": 60, "attempt": 1,
+               "params": {"command": "touch outputs/ran", "network": "egress", "egress_hosts": bad}}
+        report = JobRun(job, gpus.discover()[0], config, api, Outbox(tmp_path / "outbox", api)).run()
+        assert report.action == "fail" and report.body["error"].startswith("egress_hosts: "), (bad, report.body)
+        assert not report.uploads
 
 
 def test_curl_in_a_job_command_uses_the_proxy_from_the_environment(tmp_path, api, target):

@@ -52,6 +52,45 @@ def test_the_job_spec_takes_network_none_or_egress_and_refuses_anything_else_cle
             JobSpec.parse({"command": "true", "network": bad})
 
 
+@pytest.mark.parametrize("fields, says", [
+    ({"egress_hosts": ["pypi.example.com"]}, "goes with network 'egress'"),
+    ({"network": "none", "egress_hosts": ["pypi.example.com"]}, "goes with network 'egress'"),
+    ({"network": "egress", "egress_hosts": "pypi.example.com"}, "is a list of host names"),
+    ({"network": "egress", "egress_hosts": []}, "at least one host; leave it out"),
+    ({"network": "egress", "egress_hosts": [f"h{n}.example.com" for n in range(33)]}, "at most 32 hosts"),
+    ({"network": "egress", "egress_hosts": [7]}, "host names as text"),
+    ({"network": "egress", "egress_hosts": ["10.0.0.1"]}, "'10.0.0.1' is not a host name"),
+    ({"network": "egress", "egress_hosts": ["[::1]"]}, "is not a host name"),
+    ({"network": "egress", "egress_hosts": ["localhost"]}, "'localhost' is not a host name"),
+    ({"network": "egress", "egress_hosts": ["*.com"]}, "is not a host name"),
+    ({"network": "egress", "egress_hosts": ["*"]}, "is not a host name"),
+    ({"network": "egress", "egress_hosts": ["a.*.example.com"]}, "is not a host name"),
+    ({"network": "egress", "egress_hosts": ["pypi.example.com:443"]}, "no addresses, ports"),
+    ({"network": "egress", "egress_hosts": ["https://pypi.example.com/simple"]}, "is not a host name"),
+    ({"network": "egress", "egress_hosts": ["-bad.example.com"]}, "is not a host name"),
+    ({"network": "egress", "egress_hosts": ["a" * 64 + ".example.com"]}, "is not a host name"),
+])
+def test_egress_hosts_is_a_short_list_of_names_that_goes_with_egress_only(fields, says):
+    from depu.errors import UserError
+    from depu.jobs.spec import JobSpec
+
+    with pytest.raises(UserError, match=says):
+        JobSpec.parse({"command": "true", **fields})
+
+
+def test_egress_hosts_are_stored_normalised_for_the_agent_and_absent_means_any_public_host():
+    from depu.jobs.egress_hosts import MAX_EGRESS_HOSTS
+    from depu.jobs.spec import JobSpec
+
+    job = JobSpec.parse({"command": "true", "network": "egress",
+                         "egress_hosts": ["PyPI.Example.com.", "*.files.example.org", "pypi.example.com"]})
+    assert job.params["egress_hosts"] == ["*.files.example.org", "pypi.example.com"]
+    assert "egress_hosts" not in JobSpec.parse({"command": "true", "network": "egress"}).params
+    most = [f"h{n}.example.com" for n in range(MAX_EGRESS_HOSTS)]
+    assert len(JobSpec.parse({"command": "true", "network": "egress", "egress_hosts": most}).params["egress_hosts"]) \
+        == MAX_EGRESS_HOSTS
+
+
 # ---------------------------------------------------------------- the provider's policy
 def test_registration_and_heartbeats_carry_the_providers_egress_policy(aws):
     api = AgentApi()
@@ -123,6 +162,16 @@ def test_an_egress_job_nobody_allows_is_refused_at_submit_and_bad_values_get_a_c
     accepted = call("POST", "/v1/jobs", key=key, json_body={"gpu_class": "cpu", "workload": "job", "command": "true",
                                                              "network": "egress"})
     assert accepted["statusCode"] == 201 and accepted["json"]["params"]["network"] == "egress", accepted["body"]
+    listed = call("POST", "/v1/jobs", key=key, json_body={"gpu_class": "cpu", "workload": "job", "command": "true",
+                                                           "network": "egress", "egress_hosts": ["Files.Example.com"]})
+    assert listed["statusCode"] == 201 and listed["json"]["params"]["egress_hosts"] == ["files.example.com"], \
+        listed["body"]
+    unlisted = call("POST", "/v1/jobs", key=key, json_body={"gpu_class": "cpu", "workload": "job", "command": "true",
+                                                             "egress_hosts": ["files.example.com"]})
+    assert unlisted["statusCode"] == 400 and "goes with network 'egress'" in unlisted["body"], unlisted["body"]
+    address = call("POST", "/v1/jobs", key=key, json_body={"gpu_class": "cpu", "workload": "job", "command": "true",
+                                                            "network": "egress", "egress_hosts": ["169.254.169.254"]})
+    assert address["statusCode"] == 400 and "is not a host name" in address["body"], address["body"]
 
 
 # ---------------------------------------------------------------- the chat

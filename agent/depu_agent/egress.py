@@ -15,6 +15,14 @@ ranges, the IPv4 inside IPv4-mapped, NAT64 and 6to4 IPv6 forms, and any address 
 form (decimal ``2130706433``, hex ``0x7f000001``, octal ``0177.0.0.1``, short ``127.1``), which resolvers
 would quietly read as an address. Only ports 80 and 443 by default.
 
+A job may name the only hosts it reaches (the job spec's ``egress_hosts``: names, or ``*.name`` for every name
+below one): then a CONNECT or http request for any other host, or for an address, is refused on its name
+before anything is resolved (``EgressPolicy.hosts``), a plain http request whose Host header names another
+host than its URL is refused too (one front serving several sites would otherwise pick the site by that
+header), and an allowed name still goes through every address check above. Not read: the name inside a
+CONNECT tunnel's TLS handshake (SNI), so a front that serves an allowed and another site on the same address
+could be asked for the other one through a tunnel opened to the allowed one.
+
 Bounded per job: connections at once, bytes both ways together, idle time per connection, time to send the
 request head and to connect. Each destination (host:port and the address used, never a payload) goes to the
 job's log, up to ``MAX_LOG_LINES`` lines.
@@ -193,6 +201,20 @@ class EgressPolicy:
     head_seconds: float = 10.0
     resolver: Resolver = system_resolver
     treat_as_public: frozenset[IPAddress] = field(default_factory=frozenset)
+    hosts: tuple[str, ...] | None = None  # the job's egress_hosts; None: any public host
+
+    def name_refusal(self, host: str) -> str | None:
+        """Why ``host`` (as the job wrote it) is not among the job's hosts; None when it is, or when the job
+        named none. Decided on the name alone: nothing is resolved for a name that is not allowed."""
+        if self.hosts is None:
+            return None
+        literal = literal_address(host)
+        if literal is not None:
+            return f"{literal} is an address; this job reaches only the hosts it named (egress_hosts)"
+        name = check_name(host)
+        if host_allowed(name, self.hosts):
+            return None
+        return f"{name} is not among this job's egress_hosts"
 
     def refusal(self, address: IPAddress) -> str | None:
         if address in self.treat_as_public:
@@ -204,6 +226,9 @@ class EgressPolicy:
         reason when the port is closed, the host is malformed, or ANY address it resolves to is not public."""
         if port not in self.ports:
             raise Refused(f"port {port} is closed for egress (open: {', '.join(map(str, sorted(self.ports)))})")
+        named = self.name_refusal(host)
+        if named:
+            raise Refused(named)
         literal = literal_address(host)
         if literal is not None:
             reason = self.refusal(literal)
@@ -222,6 +247,47 @@ class EgressPolicy:
         if not found:
             raise Refused(f"{name} has no address")
         return found
+
+
+def destination(policy: EgressPolicy, request: Request) -> list[IPAddress]:
+    """The checked addresses for one proxy request. With a host list, a plain http request must carry a Host
+    header naming its URL's host: the server at an allowed address would otherwise be asked for another site."""
+    if policy.hosts is not None and not request.tunnel:
+        header = (request.host_header or "").strip().lower()
+        named = header.rsplit(":", 1)[0] if re.fullmatch(r"[^:\[\]]+:[0-9]+", header) else header
+        if named.rstrip(".") != request.host.lower().rstrip("."):
+            raise Refused(f"the Host header ({_printable(header)[:100] or 'none'}) does not name the URL's host")
+    return policy.addresses(request.host, request.port)
+
+
+def host_allowed(name: str, hosts: tuple[str, ...]) -> bool:
+    """``name`` (lower case, no trailing dot) is one of ``hosts``, or below a ``*.`` entry of it."""
+    return any(name == entry or (entry.startswith("*.") and name.endswith(entry[1:])) for entry in hosts)
+
+
+MAX_JOB_HOSTS = 32  # the cloud's job spec allows as many (depu/jobs/egress_hosts.py)
+
+
+def job_hosts(value) -> tuple[str, ...] | None:
+    """A job's ``egress_hosts`` as the agent takes them, checked again here (the same rules as the cloud's
+    spec: names with a dot or ``*.`` wildcards of them, at most ``MAX_JOB_HOSTS``); None: the job named
+    none. Refused says what is wrong."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not 0 < len(value) <= MAX_JOB_HOSTS:
+        raise Refused(f"egress_hosts is a list of 1 to {MAX_JOB_HOSTS} host names")
+    clean: list[str] = []
+    for raw in value:
+        text = str(raw).strip().lower().rstrip(".") if isinstance(raw, str) else ""
+        name = text[2:] if text.startswith("*.") else text
+        try:
+            if not name or "*" in name or "." not in name or literal_address(name) is not None \
+                    or check_name(name) != name:
+                raise Refused("")
+        except Refused:
+            raise Refused(f"{_printable(str(raw))[:80]!r} is not a host name") from None
+        clean.append(text)
+    return tuple(sorted(set(clean)))
 
 
 def policy_for(config) -> EgressPolicy:
@@ -243,6 +309,7 @@ class Request:
     port: int
     tunnel: bool
     upstream_head: bytes | None
+    host_header: str | None = None  # a plain request's Host header, as sent
 
 
 def _authority(text: str) -> tuple[str, int]:
@@ -277,7 +344,8 @@ def parse_head(head: bytes) -> Request:
     path = (url.path or "/") + (f"?{url.query}" if url.query else "")
     headers = [line for line in rest.split("\r\n") if line and not line.lower().startswith("proxy-")]
     upstream = "\r\n".join([f"{method} {path} {version}", *headers]) + "\r\n\r\n"
-    return Request(url.hostname, port, False, upstream.encode("latin-1"))
+    host_header = next((line.split(":", 1)[1].strip() for line in headers if line.lower().startswith("host:")), None)
+    return Request(url.hostname, port, False, upstream.encode("latin-1"), host_header)
 
 
 class EgressProxy:
@@ -339,7 +407,7 @@ class EgressProxy:
             request = parse_head(head)
             where = f"{_printable(request.host)[:200]}:{request.port}"
             try:
-                addresses = self.policy.addresses(request.host, request.port)
+                addresses = destination(self.policy, request)
             except Refused as refused:
                 self.refusals.append(where)
                 self._say(f"[depu] egress refused {where}: {_printable(str(refused))[:300]}")

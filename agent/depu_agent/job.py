@@ -11,6 +11,7 @@ Outcomes and their reports:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -177,8 +178,15 @@ class JobRun:
         if self.params.get("network") == egress.NETWORK_EGRESS:
             if not self.config.allow_egress:  # the cloud should not have offered it: another provider may
                 return Report("fail", {"error": "this provider does not allow egress", "retryable": True}, [])
-            proxy = egress.EgressProxy(self.egress_policy or egress.policy_for(self.config), channel.add_line,
-                                       self.config.sandbox_workspace_dir or None)
+            try:
+                hosts = egress.job_hosts(self.params.get("egress_hosts"))
+            except egress.Refused as exc:  # the cloud's spec refuses the same: a malformed offer
+                return Report("fail", {"error": f"egress_hosts: {exc}"[:600], "retryable": False}, [])
+            policy = self.egress_policy or egress.policy_for(self.config)
+            if hosts is not None:
+                policy = dataclasses.replace(policy, hosts=hosts)
+                channel.add_line(f"[depu] egress: only to {', '.join(hosts)[:500]}")
+            proxy = egress.EgressProxy(policy, channel.add_line, self.config.sandbox_workspace_dir or None)
         try:
             return self._run_spec_code(channel, command, source, runtime, environment, variables, proxy)
         finally:

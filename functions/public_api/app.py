@@ -307,7 +307,7 @@ def _upload_out(upload_id: str, link) -> dict[str, Any]:
             "expires_in": link.expires_in, "max_bytes": link.max_bytes}
 
 
-JOB_ONLY_FIELDS = ("command", "requirements", "env", "gpu_count", "image", "network")
+JOB_ONLY_FIELDS = ("command", "requirements", "env", "gpu_count", "image", "network", "egress_hosts")
 
 
 def _workload(spec: models.JobSpec) -> tuple[bytes | None, dict[str, Any]]:

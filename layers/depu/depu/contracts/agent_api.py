@@ -139,7 +139,8 @@ class JobOffer(Contract):
     workload: Literal["benchmark", "train", "script", "job"]
     params: dict[str, Any] = Field(description="train: {epochs, dataset}; script: {file_name}; benchmark: {}; job (a "
                                    "job spec): {command | file_name, requirements, env, gpu_count, image, env_hash, "
-                                   "network ('egress' when it asked for it; absent: none), "
+                                   "network ('egress' when it asked for it; absent: none), egress_hosts (with egress: the only "
+                                   "host names it may reach, '*.' wildcards; absent: any public host), "
                                    "image_registry, image_digest}")
     time_limit_s: int
     gpu_index: int

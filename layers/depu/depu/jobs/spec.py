@@ -12,7 +12,8 @@ image only.
 Network: ``none`` (the default) or ``egress``. A job has no network at all unless it asks for egress, and then it
 runs only on a machine whose provider allows it (the matcher's rule); even there it reaches public addresses
 through the agent's filtering proxy only, never the machine's loopback, its LAN or the cloud metadata address
-(agent/depu_agent/egress.py, docs/security.md "Egress").
+(agent/depu_agent/egress.py, docs/security.md "Egress"). An egress job may also name the only hosts it may
+reach (``egress_hosts``, depu/jobs/egress_hosts.py): the proxy then refuses every other name before resolving it.
 
 Requirements are names with optional extras and version specifiers only: no URLs, paths, ``-e`` or pip options
 (``--index-url``, ``--extra-index-url``, ``-f``): where packages come from is the provider's choice, and a line
@@ -27,6 +28,7 @@ from typing import Any
 
 from depu.errors import UserError
 from depu.jobs import workloads
+from depu.jobs.egress_hosts import clean_egress_hosts
 
 WORKLOAD = "job"
 DEFAULT_IMAGE = "default"
@@ -190,6 +192,7 @@ class JobSpec:
     gpu_count: int = 1
     image: str = DEFAULT_IMAGE
     network: str = NETWORK_NONE
+    egress_hosts: tuple[str, ...] | None = None  # None: any public host (with egress)
 
     @property
     def env_hash(self) -> str | None:
@@ -201,7 +204,8 @@ class JobSpec:
         it. Raises ``UserError`` saying what to fix."""
         if not isinstance(body, dict):
             raise UserError("The job spec is an object of fields.")
-        unknown = set(body) - {"command", "requirements", "env", "gpu_count", "time_limit_s", "image", "network"}
+        unknown = set(body) - {"command", "requirements", "env", "gpu_count", "time_limit_s", "image", "network",
+                                "egress_hosts"}
         if unknown:
             raise UserError(f"Unknown job field(s): {', '.join(sorted(map(str, unknown)))[:200]}.")
         image = clean_image(body.get("image"))
@@ -212,6 +216,7 @@ class JobSpec:
         if image != DEFAULT_IMAGE and network != NETWORK_NONE:
             raise UserError("Egress goes with the default image only: a job in an image of your own has no "
                             "network.")
+        egress_hosts = clean_egress_hosts(body.get("egress_hosts"), egress=network == NETWORK_EGRESS)
         command = body.get("command")
         if command is not None:
             if not isinstance(command, str) or not command.strip() or len(command) > MAX_COMMAND_CHARS \
@@ -231,6 +236,7 @@ class JobSpec:
             gpu_count=clean_gpu_count(body.get("gpu_count", 1)),
             image=image,
             network=network,
+            egress_hosts=egress_hosts,
         )
 
     @property
@@ -245,6 +251,8 @@ class JobSpec:
             params["env_hash"] = self.env_hash
         if self.network != NETWORK_NONE:  # absent means none (jobs stored before the field had it too)
             params["network"] = self.network
+        if self.egress_hosts is not None:  # absent: any public host
+            params["egress_hosts"] = list(self.egress_hosts)
         if self.image != DEFAULT_IMAGE:
             params["image_registry"], params["image_digest"] = image_parts(self.image)
         return params

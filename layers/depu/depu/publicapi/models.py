@@ -67,6 +67,11 @@ class JobSpec(Request):
                                    description="job: 'none' (the default: no network at all) or 'egress' (public "
                                                "addresses, ports 80 and 443, through the provider's filtering "
                                                "proxy; only on providers whose offer says 'egress: allowed')")
+    egress_hosts: Optional[list[Annotated[str, Field(max_length=300)]]] = Field(
+        default=None, max_length=100,
+        description="job, with network 'egress': the only hosts it may reach (at most 32), names such as "
+                    "'pypi.example.com' or wildcards '*.example.com' (every name below it); the proxy refuses "
+                    "any other name before resolving it. Left out: any public host")
     inputs: Optional[list[Annotated[str, Field(pattern=UPLOAD_ID_PATTERN)]]] = Field(
         default=None, max_length=MAX_INPUTS,
         description="job: upload ids (POST /v1/uploads) of this key, each file posted already; the job finds "
