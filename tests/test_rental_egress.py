@@ -278,6 +278,8 @@ def test_depu_jobs_run_egress_runs_on_the_open_provider_behind_its_proxy(egress_
     closed = egress_rental.agent("rig-closed")
     refused = cli("jobs", "run", "--gpu", "cpu", "--egress", "probe.py")
     assert refused.returncode == 2 and "allows egress" in refused.stderr, (refused.stdout, refused.stderr)
+    not_a_host = cli("jobs", "run", "--gpu", "cpu", "--egress-host", "localhost", "probe.py")
+    assert not_a_host.returncode == 2 and "'localhost' is not a host name" in not_a_host.stderr, not_a_host.stderr
 
     opened = egress_rental.agent("rig-open", allow_egress=True)
     ran = cli("jobs", "run", "--gpu", "cpu", "--egress", "--time-limit", "120", "probe.py", "--follow")

@@ -148,6 +148,9 @@ class _UploadProgress(io.BytesIO):
 @click.option("--egress", is_flag=True, default=False,
               help="Let the job reach public addresses (ports 80, 443) through the provider's filtering proxy; "
                    "only providers whose offer says 'egress: allowed' take it. Default: no network.")
+@click.option("--egress-host", "egress_hosts", multiple=True, metavar="NAME",
+              help="With egress, the only hosts the job may reach (a DNS name or *.name); repeat for more. "
+                   "Implies --egress.")
 @click.option("--input", "input_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A file the script finds in inputs/ (up to the API's cap, 2 GiB by default); repeat for more.")
 @click.option("--time-limit", default=900, show_default=True, help="Seconds; the job is stopped at this limit.")
@@ -156,11 +159,12 @@ class _UploadProgress(io.BytesIO):
 @json_option
 @click.pass_context
 def jobs_run(ctx: click.Context, gpu_class: str, image: Optional[str], requirements: Optional[Path],
-             env_pairs: tuple[str, ...], gpu_count: Optional[int], egress: bool, input_files: tuple[Path, ...],
+             env_pairs: tuple[str, ...], gpu_count: Optional[int], egress: bool, egress_hosts: tuple[str, ...],
+             input_files: tuple[Path, ...],
              time_limit: int, follow: bool, script: Path, json_output: bool) -> None:
     """Upload SCRIPT (a .py file) and run it on a GPU of class --gpu.
 
-    With --requirements, --env, --gpus, --egress, --image or --input it is a job spec (the chat's "My own job");
+    With --requirements, --env, --gpus, --egress, --egress-host, --image or --input it is a job spec (the chat's "My own job");
     the API says what it refuses (a URL in requirements.txt, a secret-looking variable name, another image).
     Each --input file is uploaded first through its own upload link, then the job is submitted naming them.
     The most the job can cost is held from your credits at submit; you pay per second of run time.
@@ -171,8 +175,10 @@ def jobs_run(ctx: click.Context, gpu_class: str, image: Optional[str], requireme
     spec: dict[str, Any] = {"gpu_class": gpu_class, "workload": "script", "time_limit_s": time_limit,
                             "script_b64": base64.b64encode(source).decode(), "file_name": script.name}
     job_fields = _job_fields(image, requirements, env_pairs, gpu_count)
-    if egress:
+    if egress or egress_hosts:
         job_fields["network"] = "egress"
+    if egress_hosts:
+        job_fields["egress_hosts"] = list(egress_hosts)
     if input_files:
         job_fields["inputs"] = _upload_inputs(client, input_files)
     if job_fields:
