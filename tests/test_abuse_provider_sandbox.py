@@ -19,16 +19,15 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+import job_api_recorder
 from agent_process import private_uid_base
+from job_api_recorder import JobApiRecorder
 
 from depu_agent import gpus, isolation
-from depu_agent.api import ApiClient, Backoff
 from depu_agent.config import load_config
 from depu_agent.job import JobRun
 from depu_agent.outbox import Outbox
@@ -45,46 +44,10 @@ SLOT_UID_BASE = private_uid_base(0)  # no passwd entry needed; this worker's own
 SWAP_ROUNDS = 30
 
 
-class Recorder(BaseHTTPRequestHandler):
-    """The API's artifact and report routes, and the presigned PUT: keeps every uploaded body."""
-
-    uploads: list[bytes] = []
-    lock = threading.Lock()
-
-    def _answer(self, body: dict) -> None:
-        payload = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-        if self.path.endswith("/artifacts"):
-            port = self.server.server_address[1]
-            return self._answer({"upload_url": f"http://127.0.0.1:{port}/upload/{body['name']}",
-                                 "key": f"jobs/x/artifacts/{body['name']}"})
-        self._answer({"ok": True})
-
-    def do_PUT(self):  # noqa: N802
-        data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        with Recorder.lock:
-            Recorder.uploads.append(data)
-        self._answer({})
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def api():
-    Recorder.uploads = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield ApiClient(f"http://127.0.0.1:{server.server_address[1]}", token="t", attempts=2, backoff=Backoff(0.01, 0.02))
-    server.shutdown()
-    server.server_close()
+    with job_api_recorder.serve() as client:
+        yield client
 
 
 def agent_config(tmp_path, **settings):
@@ -150,8 +113,7 @@ def test_a_helper_swapping_outputs_for_links_to_the_token_never_gets_it_uploaded
         assert report.action == "complete", report.body
         completed += 1
         assert outbox.flush() is True
-    with Recorder.lock:
-        uploads = list(Recorder.uploads)
+    uploads = JobApiRecorder.bodies()
     assert completed == SWAP_ROUNDS
     assert not any(TOKEN.encode() in body for body in uploads), "an upload carried the agent token"
     assert set(uploads) <= {b"result 0", b"result 1", b"result 2"}, uploads[:5]
@@ -166,7 +128,7 @@ def test_the_outbox_never_follows_a_link_planted_where_an_artifact_was(tmp_path,
     outbox = Outbox(tmp_path / "outbox", api)
     outbox.put("jlink", "complete", {"result": {}}, [{"name": "kept.bin", "path": str(kept)}])
     assert outbox.flush() is True
-    assert Recorder.uploads == []
+    assert JobApiRecorder.uploads == []
 
 
 FORK_AND_EXIT = """
@@ -268,7 +230,7 @@ def test_the_script_reaches_no_network_no_host_process_no_agent_file_and_no_othe
         report = run_job(config, api, outbox, "jprobe", probe)
         assert report.action == "complete", report.body
         assert outbox.flush() is True
-        seen = json.loads(Recorder.uploads[-1])
+        seen = json.loads(JobApiRecorder.bodies()[-1])
         assert seen["tcp"] in ("ConnectionRefusedError", "OSError"), seen["tcp"]  # its own, empty loopback
         with pytest.raises(TimeoutError):
             listener.accept()

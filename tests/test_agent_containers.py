@@ -9,22 +9,20 @@ that cannot start containers is detected by the probe, and then no image digests
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import tarfile
 import tempfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+import job_api_recorder
 from agent_process import private_uid_base
+from job_api_recorder import JobApiRecorder
 
 from depu_agent import containers, gpus, isolation
-from depu_agent.api import ApiClient, Backoff
 from depu_agent.config import load_config
 from depu_agent.job import JobRun
 from depu_agent.outbox import Outbox
@@ -38,45 +36,10 @@ SLOT_UID_BASE = private_uid_base(5)
 IMAGE_BINARIES = ("/bin/sh", "/bin/cat", "/bin/ls", "/bin/ln", "/bin/echo", "/bin/sleep")
 
 
-class Recorder(BaseHTTPRequestHandler):
-    """The API's artifact and report routes, and the presigned PUT: keeps every uploaded body by name."""
-    uploads: dict[str, bytes] = {}
-    lines: list[str] = []
-
-    def _answer(self, body: dict) -> None:
-        payload = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-        if self.path.endswith("/artifacts"):
-            port = self.server.server_address[1]
-            return self._answer({"upload_url": f"http://127.0.0.1:{port}/upload/{body['name']}",
-                                 "key": f"jobs/x/artifacts/{body['name']}"})
-        if self.path.endswith("/logs"):
-            Recorder.lines.extend(str(line) for line in body.get("lines") or [])
-        self._answer({"ok": True})
-
-    def do_PUT(self):  # noqa: N802
-        Recorder.uploads[self.path.rsplit("/", 1)[-1]] = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self._answer({})
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def api():
-    Recorder.uploads, Recorder.lines = {}, []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield ApiClient(f"http://127.0.0.1:{server.server_address[1]}", token="t", attempts=2, backoff=Backoff(0.01, 0.02))
-    server.shutdown()
-    server.server_close()
+    with job_api_recorder.serve() as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +93,7 @@ def test_a_job_in_a_digest_pinned_image_runs_locked_down_and_its_outputs_come_ba
     assert result["output_files"] == ["result.txt"]
     assert [(item["name"], Path(item["path"]).read_text()) for item in report.uploads] == [("result.txt", "result\n")]
     assert any("token-link" in line for line in result["outputs_left_out"])
-    lines = [line.strip() for line in Recorder.lines]
+    lines = [line.strip() for line in JobApiRecorder.lines]
     status = {line.split(":", 1)[0]: line.split(":", 1)[1].split() for line in lines if ":" in line}
     assert status["CapEff"] == ["0000000000000000"] and status["CapPrm"] == ["0000000000000000"]
     assert status["NoNewPrivs"] == ["1"]
@@ -145,7 +108,7 @@ def test_an_image_from_a_registry_the_provider_does_not_list_fails_setup_unbille
     assert report.action == "fail" and report.body["retryable"] is True  # another provider may take it
     assert "nothing was billed" in report.body["error"]
     assert "does not take images from registry.example.invalid" in report.body["error"]
-    assert "should-not-run" not in Recorder.lines
+    assert "should-not-run" not in JobApiRecorder.lines
 
 
 def test_a_container_past_its_time_limit_is_stopped_and_nothing_of_it_is_left(config, api, image):
@@ -162,7 +125,7 @@ def test_a_job_in_an_own_image_that_asks_for_egress_is_refused_not_run_without_i
            "params": {"image": image, "command": "echo should-not-run", "network": "egress"}}
     report = JobRun(job, gpus.discover()[0], config, api, Outbox(Path(config.work_dir) / "outbox", api)).run()
     assert report.action == "fail" and "egress is offered with the default image only" in report.body["error"]
-    assert "should-not-run" not in Recorder.lines
+    assert "should-not-run" not in JobApiRecorder.lines
 
 
 def test_the_digests_podman_holds_are_reported_and_none_without_registries(config, image, tmp_path):

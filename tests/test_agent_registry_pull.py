@@ -36,7 +36,8 @@ import pytest
 import test_agent_containers
 from oci_registry import RegistryServer, build_image
 from throwaway_pki import authority
-from test_agent_containers import SLOT_UID_BASE, TOKEN, Recorder, run_job
+from job_api_recorder import JobApiRecorder
+from test_agent_containers import SLOT_UID_BASE, TOKEN, run_job
 
 from depu_agent import containers, isolation
 from depu_agent.config import ConfigError, load_config
@@ -95,8 +96,8 @@ def test_a_job_in_an_image_pulled_by_digest_from_a_loopback_registry_runs_and_it
     assert len(_asked_for(registry, "blobs")) == 2  # the config and the one layer
     [(name, path)] = [(item["name"], item["path"]) for item in report.uploads]
     assert name == "nonce.txt" and len(open(path).read()) == 32
-    assert "pulled-and-ran" in [line.strip() for line in Recorder.lines]
-    assert "greeting=hello" in [line.strip() for line in Recorder.lines]
+    assert "pulled-and-ran" in [line.strip() for line in JobApiRecorder.lines]
+    assert "greeting=hello" in [line.strip() for line in JobApiRecorder.lines]
     held = subprocess.run(["podman", "image", "inspect", "--format", "{{.Digest}}", reference], capture_output=True,
                           text=True, timeout=60).stdout.strip()
     assert held == digest
@@ -115,7 +116,7 @@ def test_a_registry_that_serves_other_bytes_than_the_digest_is_refused_unbilled_
     assert report.body["error"].startswith("setup failed (nothing was billed): the image could not be pulled")
     assert says in report.body["error"].lower()
     assert _asked_for(registry, "manifests")  # it was asked, and lied
-    assert "should-not-run" not in " ".join(Recorder.lines) and not report.uploads
+    assert "should-not-run" not in " ".join(JobApiRecorder.lines) and not report.uploads
     assert not _held(reference)
 
 
@@ -125,7 +126,7 @@ def test_an_image_from_a_registry_the_provider_does_not_list_sends_it_no_request
     assert report.action == "fail" and report.body["retryable"] is True
     assert f"does not take images from {registry.host}" in report.body["error"]
     assert registry.registry.requests == []  # not even GET /v2/
-    assert "should-not-run" not in Recorder.lines
+    assert "should-not-run" not in JobApiRecorder.lines
 
 
 def test_plain_http_is_not_used_for_a_listed_registry_the_provider_did_not_mark_insecure(
@@ -188,7 +189,7 @@ def _refused_before_any_request(report, server, reference, says: str) -> None:
     assert says in error, error
     assert server.registry.handshakes and "ok" not in server.registry.handshakes  # TLS was tried, and refused
     assert server.registry.requests == [] and server.registry.schemes == []  # no https request, no http one
-    assert "should-not-run" not in " ".join(Recorder.lines) and not report.uploads
+    assert "should-not-run" not in " ".join(JobApiRecorder.lines) and not report.uploads
     assert not _held(reference)
 
 
@@ -207,7 +208,7 @@ def test_a_registry_signed_by_the_providers_own_ca_is_pulled_over_verified_tls_a
         assert set(server.registry.schemes) == {"https"} and set(server.registry.handshakes) == {"ok"}
         [(name, path)] = [(item["name"], item["path"]) for item in report.uploads]
         assert name == "nonce.txt" and len(open(path).read()) == 32
-        assert "pulled-over-tls" in [line.strip() for line in Recorder.lines]
+        assert "pulled-over-tls" in [line.strip() for line in JobApiRecorder.lines]
         held = subprocess.run(["podman", "image", "inspect", "--format", "{{.Digest}}", reference],
                               capture_output=True, text=True, timeout=60).stdout.strip()
         assert held == digest
