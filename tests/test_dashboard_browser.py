@@ -63,11 +63,12 @@ def local_api(aws):
         runtime.stop()
 
 
-def launch_url(base: str, init_data: str, theme: dict | None = None) -> str:
+def launch_url(base: str, init_data: str, theme: dict | None = None, poll_ms: int = 1000) -> str:
+    """The Mini App's URL as Telegram opens it: launch data and theme in the fragment, the poll period in the query."""
     fragment = f"tgWebAppData={quote(init_data, safe='')}&tgWebAppVersion=7.10&tgWebAppPlatform=android"
     if theme:
         fragment += "&tgWebAppThemeParams=" + quote(json.dumps(theme), safe="")
-    return f"{base}/dashboard/app/?poll=1000#{fragment}"
+    return f"{base}/dashboard/app/?poll={poll_ms}#{fragment}"
 
 
 def drive(tmp_path: Path, scenarios: list[dict]) -> dict[str, dict]:

@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -34,6 +34,8 @@ from local.moto_server import free_port
 from rental_helpers import USER_ID, AgentApi, enrol_provider, ensure_user, register_agent, run_matcher, submit_job
 from tests.conftest import TEST_BOT_TOKEN
 from tests.dashboard_support import seed_profile, telegram_user
+import test_dashboard_browser
+from test_dashboard_browser import THEME, launch_url
 
 # the scripts index.html names, in its order: the page must run these and nothing a log line could add
 SITE_SCRIPTS = re.findall(r'<script src="([^"]+)"', (Path(__file__).parents[1] / "web/dashboard/index.html").read_text())
@@ -45,21 +47,12 @@ OTHER_ID = 8002
 HOSTILE = ['<img src=x onerror="window.__xss=1">', "</pre><script>window.__xss=2</script>"]
 LINES = ["epoch 1/5 loss=0.91", "epoch 2/5 loss=0.62", HOSTILE[0], "epoch 3/5 loss=0.40", HOSTILE[1],
          "epoch 4/5 loss=0.31", "epoch 5/5 loss=0.27"]
-THEME = {"bg_color": "#0f1b2d", "text_color": "#f0f4f8", "hint_color": "#7d8fa3", "button_color": "#e0528a",
-         "button_text_color": "#ffffff", "secondary_bg_color": "#1b2a40"}
 OUTPUTS = {"weights.pt": b"\x00\x01weights" * 300, "metrics.json": b'{"loss": 0.27}'}
 LOG_POLL_MS = 2000  # jobs.js's default
 SHIP_EVERY_S = 1.5  # the agent's pace between lines: several Mini App polls (every 2 s) see the log grow
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
-
-
-@pytest.fixture(scope="module")
-def browser_ready():
-    missing = [what for what, there in (("chromium", shutil.which("chromium")), ("node", shutil.which("node")),
-                                        ("playwright-core", (ROOT / "node_modules" / "playwright-core").is_dir()))
-               if not there]
-    assert not missing, f"{', '.join(missing)} missing: run `make deps` (scripts/install_browser.sh)"
+browser_ready = test_dashboard_browser.browser_ready
 
 
 def running_job() -> tuple[str, str]:
@@ -115,12 +108,6 @@ class Agent(threading.Thread):
             self.error = error
 
 
-def launch_url(base: str, init_data: str) -> str:
-    fragment = f"tgWebAppData={quote(init_data, safe='')}&tgWebAppVersion=7.10&tgWebAppPlatform=android"
-    fragment += "&tgWebAppThemeParams=" + quote(json.dumps(THEME), safe="")
-    return f"{base}/dashboard/app/?poll=2000#{fragment}"
-
-
 def test_live_logs_then_outputs_in_headless_chromium(browser_ready, aws, tmp_path):
     from local.runtime import LocalRuntime, RuntimeOptions
     from local.template import LocalTemplate
@@ -139,7 +126,7 @@ def test_live_logs_then_outputs_in_headless_chromium(browser_ready, aws, tmp_pat
     init_data = initdata.build(telegram_user(USER_ID, "Grace"), TEST_BOT_TOKEN, auth_date=int(time.time()) - 5)
     scenario, result_file = tmp_path / "scenario.json", tmp_path / "result.json"
     scenario.write_text(json.dumps({
-        "executablePath": shutil.which("chromium") or "/usr/bin/chromium", "url": launch_url(runtime.url, init_data),
+        "executablePath": shutil.which("chromium") or "/usr/bin/chromium", "url": launch_url(runtime.url, init_data, THEME, poll_ms=LOG_POLL_MS),
         "jobId": job_id, "openedFile": str(opened), "outputs": len(OUTPUTS), "screenshot": str(SCREENSHOT),
         "timeoutMs": int(scaled(90) * 1000), "settleMs": 3 * LOG_POLL_MS,
     }))
