@@ -23,7 +23,7 @@
    gives the median and the range of its rounds, and the ratios are of medians. The rows are checked, not
    only counted: cryo's (block, log index) pairs are exactly DePU's rows minus the two shapes cryo skips.
 
-``python bench/analytics.py [--blocks N] [--logs N] [--rounds N]``
+``python bench/analytics.py [--blocks N] [--logs N] [--rounds N] [--history-only]``
 """
 from __future__ import annotations
 
@@ -289,6 +289,18 @@ def bench_history(rpc_url: str, head: int, rounds: int) -> tuple[list[tuple[str,
     return rows, (medians[tokens.name], medians[cryo_default.name])
 
 
+def history(rpc_url: str, head: int, rounds: int) -> None:
+    """The history race's table and headline."""
+    history_rows, medians = bench_history(rpc_url, head, rounds)
+    print(table(f"History backfill beside cryo, same chain, same range (0-{head}), fetch + decode", history_rows))
+    if medians:
+        ours_median, cryo_median = medians
+        headline(f"history backfill fetch + decode, token transfers (0-{head}), median of {rounds} rounds",
+                 f"{ours_median:,.0f} blocks/s", "cryo erc20_transfers (its defaults), same range, alternating",
+                 f"{cryo_median:,.0f} blocks/s", f"{ours_median / cryo_median:.2f}x (goal 1.0x)")
+    print(f"machine load (1, 5, 15 min): {', '.join(f'{load:.1f}' for load in os.getloadavg())}")
+
+
 def etl_python() -> str | None:
     """An interpreter ethereum-etl runs on: its pinned dependencies (web3 5, parsimonious 0.8) use
     ``inspect.getargspec``, which Python 3.11 removed, so look for 3.10 or older next to this one."""
@@ -373,11 +385,16 @@ def main() -> int:
     parser.add_argument("--per-block", type=int, default=60, help="Transfer logs in each busy block")
     parser.add_argument("--logs", type=int, default=30_000)
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds of the history race, after a warm-up")
+    parser.add_argument("--history-only", action="store_true",
+                        help="only the history race beside cryo (the same chain; skips decoding, moto, ethereum-etl)")
     args = parser.parse_args()
     from local.devchain import DevChain
 
     with DevChain() as chain:
         mixed_head, head = build_chain(chain, args.blocks, args.per_block)
+        if args.history_only:
+            history(chain.rpc_url, head, args.rounds)
+            return 0
         truth = [t for t in chain.history if t.kind != "native"]
         print(table("Transfer decoding (same logs, same process)", bench_decoding(chain, args.logs)))
         print()
@@ -397,13 +414,7 @@ def main() -> int:
         ]
         print(table("Ingestion from the local chain (anvil), blocks per second", rows))
         print()
-        history_rows, medians = bench_history(chain.rpc_url, head, args.rounds)
-        print(table(f"History backfill beside cryo, same chain, same range (0-{head}), fetch + decode", history_rows))
-        if medians:
-            ours_median, cryo_median = medians
-            headline(f"history backfill fetch + decode, token transfers (0-{head}), median of {args.rounds} rounds",
-                     f"{ours_median:,.0f} blocks/s", "cryo erc20_transfers (its defaults), same range, alternating",
-                     f"{cryo_median:,.0f} blocks/s", f"{ours_median / cryo_median:.2f}x (goal 1.0x)")
+        history(chain.rpc_url, head, args.rounds)
         headline(f"blocks fetched + decoded from the local chain (0-{head})", f"{ours:,.0f} blocks/s",
                  "ethereum-etl export_token_transfers, same range", f"{etl_rate:,.0f} blocks/s" if etl_rate else etl_text,
                  f"{ours / etl_rate:.1f}x faster" if etl_rate else "no reference figure this run")

@@ -21,12 +21,14 @@ class FlakyNode(BaseHTTPRequestHandler):
     fail_status = 429
     requests_seen = 0
     calls_seen: list[int] = []
+    seen: list[tuple[str, str | None]] = []  # (request target, Authorization header) of each request
     lock = threading.Lock()
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with FlakyNode.lock:
             FlakyNode.requests_seen += 1
+            FlakyNode.seen.append((self.path, self.headers.get("Authorization")))
             failing = FlakyNode.requests_seen <= FlakyNode.fail_first
             FlakyNode.calls_seen.append(len(body) if isinstance(body, list) else 1)
         if failing:
@@ -54,6 +56,7 @@ class FlakyNode(BaseHTTPRequestHandler):
 @pytest.fixture
 def node():
     FlakyNode.fail_first, FlakyNode.fail_status, FlakyNode.requests_seen, FlakyNode.calls_seen = 0, 429, 0, []
+    FlakyNode.seen = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyNode)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -197,3 +200,21 @@ def test_a_block_anvil_does_not_have_is_none_and_an_invalid_call_is_not_retried(
     assert raised.value.invalid and Relay.requests_seen == 1 and client.stats.retries == 0
     results = client.batch([("eth_blockNumber", []), ("eth_getBalance", ["not an address", "latest"])], allow_errors=True)
     assert int(results[0], 16) == head and isinstance(results[1], RpcError)
+
+
+def test_the_environments_proxy_and_netrc_still_apply_though_read_once(node, monkeypatch, tmp_path):
+    """The client reads the environment's request settings once per client, not per request: a proxy and
+    netrc credentials given there must still be used, on every request of every thread."""
+    monkeypatch.setenv("HTTP_PROXY", node)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine node.invalid login reader password s3cret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    client = RpcClient("http://node.invalid:8545/", batch_size=2, workers=3, retries=0)  # resolvable only via the proxy
+    assert client.call("echo", 5) == [5]
+    assert client.batch([("echo", [i]) for i in range(6)]) == [[i] for i in range(6)]
+    assert len(FlakyNode.seen) == 4
+    expected = "Basic " + __import__("base64").b64encode(b"reader:s3cret").decode()
+    assert all(target == "http://node.invalid:8545/" and auth == expected for target, auth in FlakyNode.seen)

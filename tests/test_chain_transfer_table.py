@@ -184,3 +184,22 @@ def test_the_byte_scanner_reads_each_of_a_chains_answers_as_json_does(chain):
             assert fast["result"].equals(slow["result"]), number
         assert read_answer(body)["result"].equals(slow["result"])
     assert scanned and declined  # both ways taken on this chain
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(alphabet="0xab\u00e9\u212a", max_size=6)), max_size=12),
+       st.integers(0, 12), st.integers(0, 12))
+def test_the_whole_buffer_ascii_check_never_passes_a_non_ascii_string(strings, start, length):
+    """``_ascii_bytes`` stands in for ``string_is_ascii`` on every column: it may decline (the kernels then
+    check string by string) but must never pass an array holding a non-ASCII string, sliced or not."""
+    import pyarrow as pa
+
+    from depu.chain.transfer_table import _ascii_bytes
+
+    whole = pa.array(strings, pa.string())
+    for array in (whole, whole.slice(min(start, len(whole)), length)):
+        passed = _ascii_bytes([array])
+        if passed:
+            assert all(value is None or value.isascii() for value in array.to_pylist())
+        if all(value is None or value.isascii() for value in strings):
+            assert passed  # nothing non-ASCII anywhere in the buffer: no reason to decline
