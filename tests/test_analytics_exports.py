@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import random
+import re
 
 import pytest
 import requests
@@ -632,3 +633,48 @@ def test_the_local_runtime_carries_a_compose_across_runs_through_its_queue(big_h
         runtime.stop()
     assert record.runs == 2 * len(BIG_PARTS), "a run per chunk, a run per part composed"
     assert s3_body(chained.key) == one_run_compose("csv") and open_uploads() == []
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_composing_across_runs_edits_the_one_progress_message_in_order_then_delivers(big_history, aws,
+                                                                                    one_step_runs, fmt,
+                                                                                    monkeypatch):
+    """Through the handler, a run per part composed: each compose run edits the export's one progress
+    message ("composing: part k of n") as read from the notify queue, versions in order across the runs and
+    after the build's edits, then the "done" edit and the file; no second progress message."""
+    from depu.analytics import export, export_compose, export_run
+    from depu.config import get_settings
+
+    monkeypatch.setenv("EXPORT_PROGRESS_SECONDS", "0")  # every edit, to see them all
+    get_settings.cache_clear()
+    if fmt == "parquet":  # its parts are ~4 MB in all: a multipart upload all the same
+        monkeypatch.setattr(export_compose, "SINGLE_PUT_BYTES", 0)
+    chained = big_request(fmt)
+    export.enqueue(chained)
+    by_run: list[list[dict]] = []
+
+    def handle(body):
+        assert exporter_run(body) == {"batchItemFailures": []}
+        by_run.append([json.loads(n) for n in drain_queue(get_settings().notify_queue_url)])
+
+    run_queue(handle)
+    notices = [n for run in by_run for n in run]
+    slot = f"export:{chained.request_id}"
+    edits = [n for n in notices if n["slot"] is not None]
+    assert {n["slot"] for n in edits} == {slot}, "one progress message"
+    assert [n["slot_version"] for n in edits] == list(range(len(edits))), "versions in order, none repeated"
+    composing = [(run, n["text"]) for run, batch in enumerate(by_run) for n in batch
+                 if n["slot"] and "composing:" in n["text"]]
+    parts = len(BIG_PARTS)
+    assert [f"composing: part {k} of {parts}," in text for k, (_run, text) in zip(range(1, parts + 1), composing)] \
+        == [True] * parts and len(composing) == parts
+    assert len({run for run, _text in composing}) == parts, "one edit per compose run, each in its own run"
+    sizes = [float(re.search(r"part \d+ of \d+, ([\d,.]+) MB", text)[1].replace(",", "")) for _run, text in composing]
+    assert sizes == sorted(sizes) and sizes[-1] > 0, "the file's size grows"
+    first_compose = edits.index(next(n for n in edits if "composing:" in n["text"]))
+    assert all("composing:" not in n["text"] for n in edits[:first_compose]) and "started" in edits[0]["text"]
+    assert "file follows" in edits[-1]["text"] and notices[-1]["document_key"] == chained.key
+    assert notices.index(edits[-1]) == len(notices) - 2, "the done edit, then the file, last"
+    assert len([n for n in notices if n["document_key"]]) == 1
+    assert s3_body(chained.key) == one_run_compose(fmt)
+    assert export_run.part_key(chained, 0) not in s3_keys(parts_prefix(chained))

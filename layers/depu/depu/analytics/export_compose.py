@@ -146,13 +146,15 @@ class MultipartSink:
 def compose(s3: Any, bucket: str, key: str, content_type: str, fmt: str, part_keys: Sequence[str],
             parts_bytes: int, state: ComposeState = ComposeState(),
             in_time: Callable[[], bool] = lambda: True,
-            register: Callable[[ComposeState], bool] = lambda state: True) -> ComposeState:
+            register: Callable[[ComposeState], bool] = lambda state: True,
+            composed: Callable[[int, int], None] = lambda done, written: None) -> ComposeState:
     """Compose from ``state`` on: the parts at ``part_keys``, in order, as one object at ``key``.
 
     ``parts_bytes`` (the parts' total size) picks a single PutObject under one buffer. ``in_time`` is asked
     before each part after the first of this run; when it says no, the buffer is saved and the state
     returned (``done`` False). A new upload is passed to ``register`` (a conditional checkpoint); False means
-    a twin's is registered, and this run's upload is aborted (``ComposeSuperseded``)."""
+    a twin's is registered, and this run's upload is aborted (``ComposeSuperseded``). ``composed(parts done,
+    bytes written)`` is told after each part of a multipart compose (the progress message)."""
     if state.done:
         return state
     if state.upload_id is None and parts_bytes < SINGLE_PUT_BYTES:
@@ -172,7 +174,7 @@ def compose(s3: Any, bucket: str, key: str, content_type: str, fmt: str, part_ke
         buffer = s3.get_object(Bucket=bucket, Key=leftover_key(key, state.next_part))["Body"].read()
     sink = MultipartSink(s3, bucket, key, state, buffer)
     try:
-        index = _append_parts(s3, bucket, fmt, part_keys, state.next_part, sink, in_time)
+        index = _append_parts(s3, bucket, fmt, part_keys, state.next_part, sink, in_time, composed)
         if index < len(part_keys):
             if sink.buffer:
                 s3.put_object(Bucket=bucket, Key=leftover_key(key, index), Body=bytes(sink.buffer))
@@ -202,7 +204,7 @@ def abort(s3: Any, bucket: str, key: str, state: ComposeState) -> None:
 
 
 def _append_parts(s3: Any, bucket: str, fmt: str, part_keys: Sequence[str], first: int, sink: MultipartSink,
-                  in_time: Callable[[], bool]) -> int:
+                  in_time: Callable[[], bool], composed: Callable[[int, int], None]) -> int:
     """Append parts from ``first`` while there is time (at least one); returns the next part's index."""
     index = first
     if fmt == "parquet" and index == 0:
@@ -218,6 +220,7 @@ def _append_parts(s3: Any, bucket: str, fmt: str, part_keys: Sequence[str], firs
         else:
             sink.copy_range(part_key, 0, size, whole=True)
         index += 1
+        composed(index, sink.written)
     return index
 
 
