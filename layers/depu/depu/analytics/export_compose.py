@@ -7,7 +7,7 @@ one S3 multipart upload, fed part by part:
 - CSV and JSON lines are byte concatenations of their parts (only part 0 carries the CSV header).
 - Parquet is ``PAR1``, then each part's *body* (its column chunks, bytes 4 to its footer), then one footer
   for all of them (``depu.analytics.export_parquet_footer``): row groups are copied as they are, never
-  decoded.
+  decoded; only the part's offset indexes (page locations are absolute offsets) are written again.
 
 A part's bytes of at least ``MIN_PART_BYTES`` that start an upload part are copied inside S3 (UploadPartCopy,
 no bytes through the function); smaller ones are streamed through a buffer that is uploaded every
@@ -181,7 +181,7 @@ def compose(s3: Any, bucket: str, key: str, content_type: str, fmt: str, part_ke
             return replace(state, next_part=index, upload_parts=sink.upload_parts, written=sink.written,
                            leftover=len(sink.buffer))
         if fmt == "parquet":
-            sink.write(_parquet_footer(s3, bucket, part_keys))
+            sink.write(_parquet_footer(s3, bucket, part_keys, sink.written))
         sink.complete()
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") != "NoSuchUpload" or _exists(s3, bucket, key) is None:
@@ -215,8 +215,9 @@ def _append_parts(s3: Any, bucket: str, fmt: str, part_keys: Sequence[str], firs
         part_key = part_keys[index]
         size = int(s3.head_object(Bucket=bucket, Key=part_key)["ContentLength"])
         if fmt == "parquet":
-            start, end = parquet_footer.body_bounds(_tail(s3, bucket, part_key, size), size)
-            sink.copy_range(part_key, start, end, whole=False)
+            placed = _parquet_layout(s3, bucket, part_key, size, sink.written - len(parquet_footer.MAGIC))[1]
+            sink.copy_range(part_key, len(parquet_footer.MAGIC), placed.tail_start, whole=False)
+            sink.write(placed.tail)
         else:
             sink.copy_range(part_key, 0, size, whole=True)
         index += 1
@@ -228,32 +229,59 @@ def _compose_small(s3: Any, bucket: str, key: str, content_type: str, fmt: str,
                    part_keys: Sequence[str]) -> ComposeState:
     """A file that fits one buffer: read whole, put once."""
     out = bytearray(parquet_footer.MAGIC if fmt == "parquet" else b"")
+    metadatas, layouts = [], []
     for part_key in part_keys:
         data = s3.get_object(Bucket=bucket, Key=part_key)["Body"].read()
         if fmt == "parquet":
             start, end = parquet_footer.body_bounds(data[-8:], len(data))
-            data = data[start:end]
+            metadata, placed = _layout_of(data[end:-8], end, len(out) - len(parquet_footer.MAGIC),
+                                          lambda first, last, data=data: data[first:last])
+            metadatas.append(metadata)
+            layouts.append(placed)
+            data = data[start:placed.tail_start] + placed.tail
         out += data
     if fmt == "parquet":
-        out += _parquet_footer(s3, bucket, part_keys)
+        out += parquet_footer.footer(metadatas, layouts)
     s3.put_object(Bucket=bucket, Key=key, Body=bytes(out), ContentType=content_type)
     return ComposeState(next_part=len(part_keys), written=len(out), done=True)
 
 
-def _parquet_footer(s3: Any, bucket: str, part_keys: Sequence[str]) -> bytes:
-    """The footer for all parts' row groups, read from each part's own footer (a ranged GET each)."""
+def _parquet_footer(s3: Any, bucket: str, part_keys: Sequence[str], written: int) -> bytes:
+    """The footer for all parts' row groups, from each part's own footer and offset indexes (ranged GETs),
+    laid out again exactly as ``_append_parts`` laid them (``written``: the bytes before the footer, a check
+    that it did)."""
+    metadatas, layouts, position = [], [], len(parquet_footer.MAGIC)
+    for part_key in part_keys:
+        size = int(s3.head_object(Bucket=bucket, Key=part_key)["ContentLength"])
+        metadata, placed = _parquet_layout(s3, bucket, part_key, size, position - len(parquet_footer.MAGIC))
+        metadatas.append(metadata)
+        layouts.append(placed)
+        position += placed.body_size
+    if position != written:
+        raise RuntimeError(f"the parts' bodies add up to {position} bytes, the upload holds {written}")
+    return parquet_footer.footer(metadatas, layouts)
+
+
+def _parquet_layout(s3: Any, bucket: str, key: str, size: int, shift: int) -> tuple[Any, "parquet_footer.Layout"]:
+    """A Parquet part's ``FileMetaData`` and how its body is laid in at ``shift`` (ranged GETs: its last
+    8 bytes, its footer, and its offset indexes when it has them)."""
+    _start, end = parquet_footer.body_bounds(_tail(s3, bucket, key, size), size)
+    thrift = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={end}-{size - 9}")["Body"].read()
+
+    def read(first: int, last: int) -> bytes:
+        return s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={first}-{last - 1}")["Body"].read()
+
+    return _layout_of(thrift, end, shift, read)
+
+
+def _layout_of(thrift: bytes, body_end: int, shift: int,
+               read: Callable[[int, int], bytes]) -> tuple[Any, "parquet_footer.Layout"]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    metadatas, body_sizes = [], []
-    for part_key in part_keys:
-        size = int(s3.head_object(Bucket=bucket, Key=part_key)["ContentLength"])
-        tail = _tail(s3, bucket, part_key, size)
-        start, end = parquet_footer.body_bounds(tail, size)
-        footer = s3.get_object(Bucket=bucket, Key=part_key, Range=f"bytes={end}-{size - 1}")["Body"].read()
-        metadatas.append(pq.read_metadata(pa.BufferReader(parquet_footer.MAGIC + footer)))
-        body_sizes.append(end - start)
-    return parquet_footer.footer(metadatas, body_sizes)
+    metadata = pq.read_metadata(pa.BufferReader(parquet_footer.MAGIC + thrift + len(thrift).to_bytes(4, "little")
+                                                + parquet_footer.MAGIC))
+    return metadata, parquet_footer.layout(thrift, body_end, shift, read)
 
 
 def _tail(s3: Any, bucket: str, key: str, size: int) -> bytes:
