@@ -477,10 +477,18 @@ def test_a_tiny_compose_deadline_resumes_the_upload_across_runs_and_equals_a_one
         compose_states.append(compose)
         return original(held, compose)
 
+    footers_read: list[str] = []
+    layout_of = export_compose._parquet_layout
+
+    def read_footer(s3, bucket, key, size, shift):
+        footers_read.append(key)
+        return layout_of(s3, bucket, key, size, shift)
+
     with pytest.MonkeyPatch.context() as patch:
         if fmt == "parquet":  # its parts are ~4 MB in all: a multipart upload of one final part all the same
             patch.setattr(export_compose, "SINGLE_PUT_BYTES", 0)
         patch.setattr(export_checkpoint, "advance_compose", recorded)
+        patch.setattr(export_compose, "_parquet_layout", read_footer)
         notice = export_run.build(chained, notify=lambda n: None, deadline=float("-inf"), part_target_bytes=1,
                                   compose_deadline=float("-inf"), document_limit=10**9)
     record = export_checkpoint.read(chained.request_id)
@@ -498,6 +506,8 @@ def test_a_tiny_compose_deadline_resumes_the_upload_across_runs_and_equals_a_one
         import pyarrow.parquet as pq
 
         assert pq.ParquetFile(io.BytesIO(body)).num_row_groups == len(BIG_PARTS)
+        assert footers_read == [export_run.part_key(chained, i) for i in range(len(BIG_PARTS))], \
+            "each part's footer read once: the last run writes the footer from the one saved so far"
     assert open_uploads() == [] and s3_keys(parts_prefix(chained)) == []
     assert s3_keys(export_compose.leftover_prefix(chained.key)) == [], "saved buffers deleted with the parts"
 
@@ -802,3 +812,33 @@ def test_a_composed_parquet_keeps_page_indexes_and_bloom_filters_pointing_at_rea
     assert [row["tx_hash"] for row in found] == [wanted]
     assert polars.read_parquet(io.BytesIO(body)).height == len(big_history)
     assert_same_rows(body, "parquet", big_history)
+
+
+def test_a_parquet_compose_whose_saved_footer_is_gone_reads_the_parts_again_to_the_same_file(big_history, aws):
+    """The footer saved by a compose run that stopped (or a record from before footers were saved) is
+    missing: the next run reads the composed parts' footers again and the file is the same, byte for byte."""
+    from depu.analytics import export_checkpoint, export_compose, export_run
+
+    chained = big_request("parquet")
+    options = {"continue_with": lambda r, h: None, "notify": lambda n: None, "deliver": lambda n: None,
+               "part_target_bytes": 1, "compose_deadline": float("-inf"), "document_limit": 10**9}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(export_compose, "SINGLE_PUT_BYTES", 0)
+        hop = 0
+        while export_checkpoint.read(chained.request_id) is None or \
+                export_checkpoint.read(chained.request_id).compose.next_part < 2:
+            assert export_run.run(chained, hop, deadline=float("-inf"), **options).kind == export_run.CONTINUED
+            hop += 1
+        saved = export_compose.footer_key(chained.key, 2)
+        assert saved in s3_keys(export_compose.leftover_prefix(chained.key))
+        import boto3
+
+        from depu.config import get_settings
+
+        boto3.client("s3").delete_object(Bucket=get_settings().artifacts_bucket, Key=saved)
+        while export_run.run(chained, hop, deadline=float("-inf"), **options).kind == export_run.CONTINUED:
+            hop += 1
+    body = s3_body(chained.key)
+    assert body == one_run_compose("parquet")
+    assert_same_rows(body, "parquet", big_history)
+    assert s3_keys(export_compose.leftover_prefix(chained.key)) == []

@@ -17,7 +17,9 @@ the same bytes under the same part numbers.
 
 A run composes until ``in_time`` says no (at least one part per run), then returns a ``ComposeState``: the
 upload id, the next part, the upload parts done and the buffer, which is saved at ``leftover_key``, one key
-per compose step. The caller checkpoints that state conditionally and hands over; the next run resumes it.
+per compose step (for Parquet, the footer so far too, at ``footer_key``: the last run writes the footer
+from it, without reading every part again). The caller checkpoints that state conditionally and hands
+over; the next run resumes it.
 CompleteMultipartUpload lists the upload's parts (S3 holds their ETags) and takes the first
 ``upload_parts``: one uploaded by a run that died before its checkpoint is left out, and uploaded again by
 the run that resumes. A file smaller than one buffer is a single PutObject, composed in one go.
@@ -61,6 +63,12 @@ class ComposeState:
 def leftover_prefix(key: str) -> str:
     """Where the saved buffers of the file at ``key`` lie (deleted with the parts once it is delivered)."""
     return key.rsplit("/", 1)[0] + "/compose/"
+
+
+def footer_key(key: str, step: int) -> str:
+    """A Parquet compose's footer so far (``export_parquet_footer.Merged``), saved by a run that stopped
+    before part ``step``: the last run reads this one object, not every part's footer again."""
+    return f"{leftover_prefix(key)}{step:06d}.footer"
 
 
 def leftover_key(key: str, step: int) -> str:
@@ -172,16 +180,21 @@ def compose(s3: Any, bucket: str, key: str, content_type: str, fmt: str, part_ke
     buffer = b""
     if state.leftover:
         buffer = s3.get_object(Bucket=bucket, Key=leftover_key(key, state.next_part))["Body"].read()
+    merged = _merged_so_far(s3, bucket, key, part_keys, state.next_part) if fmt == "parquet" else None
     sink = MultipartSink(s3, bucket, key, state, buffer)
     try:
-        index = _append_parts(s3, bucket, fmt, part_keys, state.next_part, sink, in_time, composed)
+        index = _append_parts(s3, bucket, fmt, part_keys, state.next_part, sink, in_time, composed, merged)
         if index < len(part_keys):
             if sink.buffer:
                 s3.put_object(Bucket=bucket, Key=leftover_key(key, index), Body=bytes(sink.buffer))
+            if merged is not None:
+                s3.put_object(Bucket=bucket, Key=footer_key(key, index), Body=merged.to_bytes())
             return replace(state, next_part=index, upload_parts=sink.upload_parts, written=sink.written,
                            leftover=len(sink.buffer))
-        if fmt == "parquet":
-            sink.write(_parquet_footer(s3, bucket, part_keys, sink.written))
+        if merged is not None:
+            if merged.end != sink.written:
+                raise RuntimeError(f"the parts' bodies end at {merged.end}, the upload holds {sink.written}")
+            sink.write(merged.footer())
         sink.complete()
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") != "NoSuchUpload" or _exists(s3, bucket, key) is None:
@@ -204,8 +217,10 @@ def abort(s3: Any, bucket: str, key: str, state: ComposeState) -> None:
 
 
 def _append_parts(s3: Any, bucket: str, fmt: str, part_keys: Sequence[str], first: int, sink: MultipartSink,
-                  in_time: Callable[[], bool], composed: Callable[[int, int], None]) -> int:
-    """Append parts from ``first`` while there is time (at least one); returns the next part's index."""
+                  in_time: Callable[[], bool], composed: Callable[[int, int], None],
+                  merged: "parquet_footer.Merged | None" = None) -> int:
+    """Append parts from ``first`` while there is time (at least one); returns the next part's index.
+    Parquet parts are added to ``merged``, the footer so far."""
     index = first
     if fmt == "parquet" and index == 0:
         sink.write(parquet_footer.MAGIC)
@@ -215,7 +230,9 @@ def _append_parts(s3: Any, bucket: str, fmt: str, part_keys: Sequence[str], firs
         part_key = part_keys[index]
         size = int(s3.head_object(Bucket=bucket, Key=part_key)["ContentLength"])
         if fmt == "parquet":
-            placed = _parquet_layout(s3, bucket, part_key, size, sink.written - len(parquet_footer.MAGIC))[1]
+            metadata, placed = _parquet_layout(s3, bucket, part_key, size, sink.written - len(parquet_footer.MAGIC))
+            if merged is not None:
+                merged.add(metadata, placed)
             sink.copy_range(part_key, len(parquet_footer.MAGIC), placed.tail_start, whole=False)
             sink.write(placed.tail)
         else:
@@ -229,37 +246,40 @@ def _compose_small(s3: Any, bucket: str, key: str, content_type: str, fmt: str,
                    part_keys: Sequence[str]) -> ComposeState:
     """A file that fits one buffer: read whole, put once."""
     out = bytearray(parquet_footer.MAGIC if fmt == "parquet" else b"")
-    metadatas, layouts = [], []
+    merged = parquet_footer.Merged()
     for part_key in part_keys:
         data = s3.get_object(Bucket=bucket, Key=part_key)["Body"].read()
         if fmt == "parquet":
             start, end = parquet_footer.body_bounds(data[-8:], len(data))
             metadata, placed = _layout_of(data[end:-8], end, len(out) - len(parquet_footer.MAGIC),
                                           lambda first, last, data=data: data[first:last])
-            metadatas.append(metadata)
-            layouts.append(placed)
+            merged.add(metadata, placed)
             data = data[start:placed.tail_start] + placed.tail
         out += data
     if fmt == "parquet":
-        out += parquet_footer.footer(metadatas, layouts)
+        out += merged.footer()
     s3.put_object(Bucket=bucket, Key=key, Body=bytes(out), ContentType=content_type)
     return ComposeState(next_part=len(part_keys), written=len(out), done=True)
 
 
-def _parquet_footer(s3: Any, bucket: str, part_keys: Sequence[str], written: int) -> bytes:
-    """The footer for all parts' row groups, from each part's own footer and offset indexes (ranged GETs),
-    laid out again exactly as ``_append_parts`` laid them (``written``: the bytes before the footer, a check
-    that it did)."""
-    metadatas, layouts, position = [], [], len(parquet_footer.MAGIC)
-    for part_key in part_keys:
+def _merged_so_far(s3: Any, bucket: str, key: str, part_keys: Sequence[str],
+                   step: int) -> "parquet_footer.Merged":
+    """The footer of parts ``[0, step)``: the one the run that stopped at ``step`` saved (one GET), or,
+    where there is none (a compose checkpointed before footers were saved), read again from those parts,
+    laid out exactly as ``_append_parts`` laid them."""
+    merged = parquet_footer.Merged()
+    if step == 0:
+        return merged
+    try:
+        return parquet_footer.Merged.from_bytes(
+            s3.get_object(Bucket=bucket, Key=footer_key(key, step))["Body"].read())
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            raise
+    for part_key in part_keys[:step]:
         size = int(s3.head_object(Bucket=bucket, Key=part_key)["ContentLength"])
-        metadata, placed = _parquet_layout(s3, bucket, part_key, size, position - len(parquet_footer.MAGIC))
-        metadatas.append(metadata)
-        layouts.append(placed)
-        position += placed.body_size
-    if position != written:
-        raise RuntimeError(f"the parts' bodies add up to {position} bytes, the upload holds {written}")
-    return parquet_footer.footer(metadatas, layouts)
+        merged.add(*_parquet_layout(s3, bucket, part_key, size, merged.end - len(parquet_footer.MAGIC)))
+    return merged
 
 
 def _parquet_layout(s3: Any, bucket: str, key: str, size: int, shift: int) -> tuple[Any, "parquet_footer.Layout"]:

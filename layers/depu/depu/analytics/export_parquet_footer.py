@@ -18,8 +18,9 @@ structure landed), not merely shifted. A body without page indexes is copied who
 """
 from __future__ import annotations
 
+import json
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 MAGIC = b"PAR1"
@@ -66,13 +67,14 @@ class Layout:
     shift: int
     tail_start: int
     tail: bytes = b""
+    tail_size: int = 0  # len(tail), kept when the tail itself is dropped (``Merged``)
     # (old start, new start, rewritten) of each stretch of the tail, in order (file-relative positions)
     stretches: tuple[tuple[int, int, bool], ...] = ()
     lengths: dict[int, int] = field(default_factory=dict)  # an offset index's old offset -> its new length
 
     @property
     def body_size(self) -> int:
-        return self.tail_start - len(MAGIC) + len(self.tail)
+        return self.tail_start - len(MAGIC) + self.tail_size
 
     def relocate(self, offset: int) -> int:
         """Where a structure at ``offset`` in its own file lies in the composed file."""
@@ -126,18 +128,71 @@ def layout(thrift: bytes, body_end: int, shift: int, read: Callable[[int, int], 
     if position < body_end:
         stretches.append((position, tail_start + len(out), False))
         out += data[position - tail_start:]
-    return Layout(shift, tail_start, bytes(out), tuple(stretches), lengths)
+    return Layout(shift, tail_start, bytes(out), len(out), tuple(stretches), lengths)
+
+
+@dataclass
+class Merged:
+    """The footer of the files laid in so far: their row groups merged (offsets still each file's own) and
+    each file's layout. Saved between compose runs (``to_bytes``), so the run that lays in the last file
+    writes the footer from one saved object instead of reading every file's footer again."""
+
+    metadata: Any = None
+    layouts: list[Layout] = field(default_factory=list)
+    row_groups: list[int] = field(default_factory=list)  # per file
+
+    def add(self, metadata: Any, placed: Layout) -> None:
+        if self.metadata is None:
+            self.metadata = metadata  # appended to in place from now on
+        else:
+            self.metadata.append_row_groups(metadata)
+        self.layouts.append(replace(placed, tail=b""))
+        self.row_groups.append(metadata.num_row_groups)
+
+    @property
+    def end(self) -> int:
+        """Where the last body laid in ends (where the footer goes)."""
+        if not self.layouts:
+            return len(MAGIC)
+        last = self.layouts[-1]
+        return len(MAGIC) + last.shift + last.body_size
+
+    def footer(self) -> bytes:
+        """The closing bytes of the file: footer, its length, ``PAR1``."""
+        per_row_group = [each for each, count in zip(self.layouts, self.row_groups) for _ in range(count)]
+        thrift = relocate_offsets(encoded(self.metadata), per_row_group)
+        return thrift + len(thrift).to_bytes(4, "little") + MAGIC
+
+    def to_bytes(self) -> bytes:
+        thrift = encoded(self.metadata) if self.metadata is not None else b""
+        layouts = [{"shift": each.shift, "tail_start": each.tail_start, "tail_size": each.tail_size,
+                    "stretches": each.stretches, "lengths": sorted(each.lengths.items()), "row_groups": count}
+                   for each, count in zip(self.layouts, self.row_groups)]
+        return len(thrift).to_bytes(4, "little") + thrift + json.dumps(layouts).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Merged":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        size = int.from_bytes(data[:4], "little")
+        thrift = data[4:4 + size]
+        metadata = (pq.read_metadata(pa.BufferReader(MAGIC + thrift + size.to_bytes(4, "little") + MAGIC))
+                    if size else None)
+        layouts = json.loads(data[4 + size:])
+        return cls(metadata, [Layout(each["shift"], each["tail_start"], b"", each["tail_size"],
+                                     tuple(tuple(stretch) for stretch in each["stretches"]),
+                                     {int(old): int(new) for old, new in each["lengths"]}) for each in layouts],
+                   [int(each["row_groups"]) for each in layouts])
 
 
 def footer(metadatas: list[Any], layouts: list[Layout]) -> bytes:
     """The closing bytes of a file made of ``PAR1`` and these bodies in order: footer, its length, ``PAR1``.
     ``metadatas[i]`` is file i's ``FileMetaData``, ``layouts[i]`` how its body was laid in."""
-    per_row_group = [each for metadata, each in zip(metadatas, layouts) for _ in range(metadata.num_row_groups)]
-    merged = metadatas[0]  # appended to in place
-    for metadata in metadatas[1:]:
-        merged.append_row_groups(metadata)
-    thrift = relocate_offsets(encoded(merged), per_row_group)
-    return thrift + len(thrift).to_bytes(4, "little") + MAGIC
+    merged = Merged()
+    for metadata, placed in zip(metadatas, layouts):
+        merged.add(metadata, placed)
+    return merged.footer()
 
 
 def shift_offsets(thrift: bytes, shifts: list[int]) -> bytes:

@@ -19,8 +19,9 @@ of the range, in block order (``depu.analytics.raw``):
    beyond; then the slot is freed and the parts and saved buffers are deleted (the bucket's 7-day expiry of
    ``exports/`` takes any a crash leaves, its multipart-upload rule an upload nobody finished).
 
-The progress message is one message slot edited in place across runs: its next version and the time of the
-last edit are part of the checkpoint, so edits stay in order and at most one per ``progress_seconds``.
+The progress message is one message slot edited in place across runs, compose runs included ("composing:
+part k of n"): its next version and the time of the last edit are part of the checkpoint (the build's and
+the compose's), so edits stay in order and at most one per ``progress_seconds``.
 """
 from __future__ import annotations
 
