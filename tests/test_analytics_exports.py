@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import random
+import re
 
 import pytest
 import requests
@@ -476,10 +477,18 @@ def test_a_tiny_compose_deadline_resumes_the_upload_across_runs_and_equals_a_one
         compose_states.append(compose)
         return original(held, compose)
 
+    footers_read: list[str] = []
+    layout_of = export_compose._parquet_layout
+
+    def read_footer(s3, bucket, key, size, shift):
+        footers_read.append(key)
+        return layout_of(s3, bucket, key, size, shift)
+
     with pytest.MonkeyPatch.context() as patch:
         if fmt == "parquet":  # its parts are ~4 MB in all: a multipart upload of one final part all the same
             patch.setattr(export_compose, "SINGLE_PUT_BYTES", 0)
         patch.setattr(export_checkpoint, "advance_compose", recorded)
+        patch.setattr(export_compose, "_parquet_layout", read_footer)
         notice = export_run.build(chained, notify=lambda n: None, deadline=float("-inf"), part_target_bytes=1,
                                   compose_deadline=float("-inf"), document_limit=10**9)
     record = export_checkpoint.read(chained.request_id)
@@ -497,6 +506,8 @@ def test_a_tiny_compose_deadline_resumes_the_upload_across_runs_and_equals_a_one
         import pyarrow.parquet as pq
 
         assert pq.ParquetFile(io.BytesIO(body)).num_row_groups == len(BIG_PARTS)
+        assert footers_read == [export_run.part_key(chained, i) for i in range(len(BIG_PARTS))], \
+            "each part's footer read once: the last run writes the footer from the one saved so far"
     assert open_uploads() == [] and s3_keys(parts_prefix(chained)) == []
     assert s3_keys(export_compose.leftover_prefix(chained.key)) == [], "saved buffers deleted with the parts"
 
@@ -632,3 +643,202 @@ def test_the_local_runtime_carries_a_compose_across_runs_through_its_queue(big_h
         runtime.stop()
     assert record.runs == 2 * len(BIG_PARTS), "a run per chunk, a run per part composed"
     assert s3_body(chained.key) == one_run_compose("csv") and open_uploads() == []
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_composing_across_runs_edits_the_one_progress_message_in_order_then_delivers(big_history, aws,
+                                                                                    one_step_runs, fmt,
+                                                                                    monkeypatch):
+    """Through the handler, a run per part composed: each compose run edits the export's one progress
+    message ("composing: part k of n") as read from the notify queue, versions in order across the runs and
+    after the build's edits, then the "done" edit and the file; no second progress message."""
+    from depu.analytics import export, export_compose, export_run
+    from depu.config import get_settings
+
+    monkeypatch.setenv("EXPORT_PROGRESS_SECONDS", "0")  # every edit, to see them all
+    get_settings.cache_clear()
+    if fmt == "parquet":  # its parts are ~4 MB in all: a multipart upload all the same
+        monkeypatch.setattr(export_compose, "SINGLE_PUT_BYTES", 0)
+    chained = big_request(fmt)
+    export.enqueue(chained)
+    by_run: list[list[dict]] = []
+
+    def handle(body):
+        assert exporter_run(body) == {"batchItemFailures": []}
+        by_run.append([json.loads(n) for n in drain_queue(get_settings().notify_queue_url)])
+
+    run_queue(handle)
+    notices = [n for run in by_run for n in run]
+    slot = f"export:{chained.request_id}"
+    edits = [n for n in notices if n["slot"] is not None]
+    assert {n["slot"] for n in edits} == {slot}, "one progress message"
+    assert [n["slot_version"] for n in edits] == list(range(len(edits))), "versions in order, none repeated"
+    composing = [(run, n["text"]) for run, batch in enumerate(by_run) for n in batch
+                 if n["slot"] and "composing:" in n["text"]]
+    parts = len(BIG_PARTS)
+    assert [f"composing: part {k} of {parts}," in text for k, (_run, text) in zip(range(1, parts + 1), composing)] \
+        == [True] * parts and len(composing) == parts
+    assert len({run for run, _text in composing}) == parts, "one edit per compose run, each in its own run"
+    sizes = [float(re.search(r"part \d+ of \d+, ([\d,.]+) MB", text)[1].replace(",", "")) for _run, text in composing]
+    assert sizes == sorted(sizes) and sizes[-1] > 0, "the file's size grows"
+    first_compose = edits.index(next(n for n in edits if "composing:" in n["text"]))
+    assert all("composing:" not in n["text"] for n in edits[:first_compose]) and "started" in edits[0]["text"]
+    assert "file follows" in edits[-1]["text"] and notices[-1]["document_key"] == chained.key
+    assert notices.index(edits[-1]) == len(notices) - 2, "the done edit, then the file, last"
+    assert len([n for n in notices if n["document_key"]]) == 1
+    assert s3_body(chained.key) == one_run_compose(fmt)
+    assert export_run.part_key(chained, 0) not in s3_keys(parts_prefix(chained))
+
+
+# ------------------------------------------------------------------------- Parquet page indexes, bloom filters
+class CompactReader:
+    """A plain Thrift compact-protocol decoder (to dicts of field id -> value), independent of the exporter's
+    footer rewriter, to read what a composed file's offsets point at."""
+
+    def __init__(self, data: bytes, pos: int = 0):
+        self.data, self.pos = data, pos
+
+    def varint(self) -> int:
+        value = shift = 0
+        while True:
+            byte = self.data[self.pos]
+            self.pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    def zigzag(self) -> int:
+        raw = self.varint()
+        return (raw >> 1) ^ -(raw & 1)
+
+    def read(self, kind: int):
+        if kind in (1, 2):
+            return kind == 1
+        if kind == 3:
+            self.pos += 1
+            return self.data[self.pos - 1]
+        if kind in (4, 5, 6):
+            return self.zigzag()
+        if kind == 7:
+            self.pos += 8
+            return self.data[self.pos - 8:self.pos]
+        if kind == 8:
+            size = self.varint()
+            self.pos += size
+            return self.data[self.pos - size:self.pos]
+        if kind in (9, 10):
+            header = self.data[self.pos]
+            self.pos += 1
+            size, element = header >> 4, header & 0x0F
+            if size == 15:
+                size = self.varint()
+            return [self.data[self.pos - 1] == 1 if element in (1, 2) and not self._skip(1) else self.read(element)
+                    for _ in range(size)]
+        if kind == 12:
+            return self.struct()
+        raise AssertionError(f"compact type {kind}")
+
+    def _skip(self, count: int) -> bool:
+        self.pos += count
+        return False
+
+    def struct(self) -> dict:
+        fields, field = {}, 0
+        while True:
+            header = self.data[self.pos]
+            self.pos += 1
+            if header == 0:
+                return fields
+            field = field + (header >> 4) if header >> 4 else self.zigzag()
+            fields[field] = self.read(header & 0x0F)
+
+
+def thrift_at(body: bytes, offset: int) -> tuple[dict, int]:
+    """The struct encoded at ``offset`` and how many bytes it took."""
+    reader = CompactReader(body, offset)
+    value = reader.struct()
+    return value, reader.pos - offset
+
+
+def test_a_composed_parquet_keeps_page_indexes_and_bloom_filters_pointing_at_real_bytes(big_history, aws):
+    """Parquet parts carry page indexes and bloom filters; composed across runs, every shifted ColumnIndex,
+    OffsetIndex and bloom filter offset in the merged footer points at a whole Thrift structure of the length
+    the footer says, every page location at a real page header of that page's size, and readers that use
+    them (pyarrow with a filter, polars) read the rows back."""
+    import polars
+    import pyarrow.parquet as pq
+
+    from depu.analytics import export, export_compose, export_run
+
+    chained = big_request("parquet")
+    with pytest.MonkeyPatch.context() as patch:  # a multipart upload across four compose runs
+        patch.setattr(export_compose, "SINGLE_PUT_BYTES", 0)
+        notice = export_run.build(chained, notify=lambda n: None, deadline=float("-inf"), part_target_bytes=1,
+                                  compose_deadline=float("-inf"), document_limit=10**9)
+    body = s3_body(notice.document_key)
+    assert body == one_run_compose("parquet"), "the one-run compose lays the indexes the same way"
+    footer_length = int.from_bytes(body[-8:-4], "little")
+    meta, used = thrift_at(body, len(body) - 8 - footer_length)
+    assert used == footer_length
+    metadata = pq.ParquetFile(io.BytesIO(body)).metadata
+    names = [metadata.schema.column(j).name for j in range(metadata.num_columns)]
+    row_groups = meta[4]
+    assert len(row_groups) == metadata.num_row_groups == len(BIG_PARTS)
+    seen_bloom, first_row = 0, 0
+    for i, group in enumerate(row_groups):
+        for j, chunk in enumerate(group[1]):
+            column = metadata.row_group(i).column(j)
+            assert column.has_column_index and column.has_offset_index
+            offset_index, length = thrift_at(body, chunk[4])
+            assert length == chunk[5], "the offset index is as long as the footer says"
+            column_index, length = thrift_at(body, chunk[6])
+            assert length == chunk[7] and len(column_index[1]) == len(offset_index[1]), "a null flag per page"
+            pages = offset_index[1]
+            assert pages[0][1] == chunk[3][9], "the first page is the column's first data page"
+            for page in pages:
+                header, header_length = thrift_at(body, page[1])
+                assert header[1] in (0, 3) and header_length + header[3] == page[2], "a data page header, its size"
+            assert [page[3] for page in pages][0] == 0
+            if names[j] in export.BLOOM_COLUMNS["transfers"]:
+                bloom, header_length = thrift_at(body, chunk[3][14])
+                assert header_length + bloom[1] == chunk[3][15], "a bloom filter header and its bitset"
+                assert column.bloom_filter_offset == chunk[3][14]
+                seen_bloom += 1
+        first_row += group[3]
+    assert seen_bloom == len(BIG_PARTS) * len(export.BLOOM_COLUMNS["transfers"])
+    wanted = big_history[-1]["tx_hash"]  # in the last part, the one shifted furthest
+    found = pq.read_table(io.BytesIO(body), filters=[("tx_hash", "=", wanted)]).to_pylist()
+    assert [row["tx_hash"] for row in found] == [wanted]
+    assert polars.read_parquet(io.BytesIO(body)).height == len(big_history)
+    assert_same_rows(body, "parquet", big_history)
+
+
+def test_a_parquet_compose_whose_saved_footer_is_gone_reads_the_parts_again_to_the_same_file(big_history, aws):
+    """The footer saved by a compose run that stopped (or a record from before footers were saved) is
+    missing: the next run reads the composed parts' footers again and the file is the same, byte for byte."""
+    from depu.analytics import export_checkpoint, export_compose, export_run
+
+    chained = big_request("parquet")
+    options = {"continue_with": lambda r, h: None, "notify": lambda n: None, "deliver": lambda n: None,
+               "part_target_bytes": 1, "compose_deadline": float("-inf"), "document_limit": 10**9}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(export_compose, "SINGLE_PUT_BYTES", 0)
+        hop = 0
+        while export_checkpoint.read(chained.request_id) is None or \
+                export_checkpoint.read(chained.request_id).compose.next_part < 2:
+            assert export_run.run(chained, hop, deadline=float("-inf"), **options).kind == export_run.CONTINUED
+            hop += 1
+        saved = export_compose.footer_key(chained.key, 2)
+        assert saved in s3_keys(export_compose.leftover_prefix(chained.key))
+        import boto3
+
+        from depu.config import get_settings
+
+        boto3.client("s3").delete_object(Bucket=get_settings().artifacts_bucket, Key=saved)
+        while export_run.run(chained, hop, deadline=float("-inf"), **options).kind == export_run.CONTINUED:
+            hop += 1
+    body = s3_body(chained.key)
+    assert body == one_run_compose("parquet")
+    assert_same_rows(body, "parquet", big_history)
+    assert s3_keys(export_compose.leftover_prefix(chained.key)) == []

@@ -47,10 +47,13 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
     remaining = lambda_context.get_remaining_time_in_millis() / 1000
     settings, started = get_settings(), time.monotonic()
     budget = _run_budget(remaining, settings.export_run_seconds)
+    seconds = settings.export_progress_seconds
+    throttle = {} if seconds is None else {"progress_seconds": seconds}
     try:
         outcome = export_run.run(request, hop, deadline=started + budget,
                                  compose_seconds=export_run.compose_reserve(request.format, budget),
-                                 compose_deadline=started + _run_budget(remaining, settings.export_compose_seconds))
+                                 compose_deadline=started + _run_budget(remaining, settings.export_compose_seconds),
+                                 **throttle)
     except Exception:
         receives = int(record.attributes.approximate_receive_count or 1)
         if receives >= export_run.MAX_RECEIVES:

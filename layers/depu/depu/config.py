@@ -76,6 +76,9 @@ class Settings:
     # at most this long composing per exporter run before handing the compose over (None: the run's time less
     # the hand-over margin); the local runtime's tests set it to 0 to make every compose run one part
     export_compose_seconds: float | None = None
+    # at most one edit of an export's progress message this often (None: depu.analytics.export's 3 s); tests
+    # set 0 to see every edit
+    export_progress_seconds: float | None = None
     # a job's input files above Telegram's 20 MB download limit come through an upload link (depu.jobs.uploads):
     # each file, and all of one job's inputs together, at most this (the agent's default max_input_mb)
     upload_max_bytes: int = 2 * 1024 ** 3
@@ -132,6 +135,8 @@ class Settings:
             export_run_seconds=float(_env("EXPORT_RUN_SECONDS")) if _env("EXPORT_RUN_SECONDS") else None,
             export_compose_seconds=(float(_env("EXPORT_COMPOSE_SECONDS")) if _env("EXPORT_COMPOSE_SECONDS")
                                     else None),
+            export_progress_seconds=(float(_env("EXPORT_PROGRESS_SECONDS")) if _env("EXPORT_PROGRESS_SECONDS")
+                                     else None),
             upload_max_bytes=int(_env("UPLOAD_MAX_BYTES", str(2 * 1024 ** 3))),
         )
 

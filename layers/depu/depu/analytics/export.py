@@ -126,8 +126,22 @@ def render(dataset: str, rows: list[dict[str, Any]], fmt: str) -> bytes:
     return text.getvalue().encode()
 
 
+# columns a user looks a value up in (a transaction, an address, a token, a block): a Parquet export carries
+# a bloom filter for each, per row group, so a reader filtering on one skips the row groups without it
+BLOOM_COLUMNS = {"transfers": ("tx_hash", "sender", "recipient", "asset"), "blocks": ("hash",)}
+BLOOM_FPP = 0.05
+
+
+def bloom_filters(dataset: str, rows: int) -> dict[str, dict[str, float]]:
+    """Bloom filter options sized for row groups like the first (a raw part's rows; parts of one range are
+    alike), so a filter costs bits per row, not the writer's default of a million values."""
+    ndv = min(max(rows, 1024), 1 << 20)
+    return {column: {"ndv": ndv, "fpp": BLOOM_FPP} for column in BLOOM_COLUMNS[dataset]}
+
+
 class PartWriter:
-    """Rows appended raw part by raw part to one file in one format (Parquet: one row group per raw part).
+    """Rows appended raw part by raw part to one file in one format (Parquet: one row group per raw part,
+    with page indexes (column and offset indexes) and bloom filters, for readers that filter).
     ``header``: a CSV file that starts the export carries the column names; the parts after it do not, so
     the parts concatenate into one CSV."""
 
@@ -143,7 +157,8 @@ class PartWriter:
 
             table = raw.to_table(self.dataset, rows)
             if self._parquet is None:
-                self._parquet = pq.ParquetWriter(self.out, table.schema, compression="zstd")
+                self._parquet = pq.ParquetWriter(self.out, table.schema, compression="zstd", write_page_index=True,
+                                                 bloom_filter_options=bloom_filters(self.dataset, len(rows)))
             self._parquet.write_table(table)
             return
         if self._header:

@@ -136,15 +136,17 @@ def advance(held: Checkpoint, moved: Checkpoint) -> bool:
 
 
 def advance_compose(held: Checkpoint, compose: ComposeState) -> Checkpoint | None:
-    """Persist the compose's progress if the record still is ``held`` (same hop, composing, same next part
-    and upload parts, same upload or none yet); None: another run has moved it, and this one stops."""
+    """Persist the compose's progress, and ``held``'s progress-message version and time (the compose edits
+    that message too), if the record still is ``held`` (same hop, composing, same next part and upload
+    parts, same upload or none yet); None: another run has moved it, and this one stops."""
     before = held.compose
     upload = ("(attribute_not_exists(compose_upload) OR compose_upload = :zero_upload)" if before.upload_id is None
               else "compose_upload = :upload")
     values: dict[str, Any] = {
         ":hop": held.hop, ":composing": COMPOSING, ":next": before.next_part, ":parts": before.upload_parts,
         ":new_next": compose.next_part, ":new_parts": compose.upload_parts, ":written": compose.written,
-        ":leftover": compose.leftover, ":done": compose.done, ":new_upload": compose.upload_id or ""}
+        ":leftover": compose.leftover, ":done": compose.done, ":new_upload": compose.upload_id or "",
+        ":version": held.progress_version, ":at": repr(held.progress_at)}
     # a record from before compose checkpoints has no compose fields: the same as a compose not started
     position = "compose_next = :next AND compose_parts = :parts"
     if before.next_part == 0 and before.upload_parts == 0:
@@ -156,7 +158,8 @@ def advance_compose(held: Checkpoint, compose: ComposeState) -> Checkpoint | Non
             ConditionExpression=f"hop = :hop AND #state = :composing AND {upload} AND {position}",
             UpdateExpression="SET compose_upload = :new_upload, compose_next = :new_next, "
                              "compose_parts = :new_parts, compose_written = :written, "
-                             "compose_leftover = :leftover, compose_done = :done",
+                             "compose_leftover = :leftover, compose_done = :done, "
+                             "progress_version = :version, progress_at = :at",
             ExpressionAttributeNames={"#state": "state"}, ExpressionAttributeValues=values)
     except ClientError as error:
         if not _is_condition_failure(error):

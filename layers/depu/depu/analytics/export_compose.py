@@ -7,7 +7,7 @@ one S3 multipart upload, fed part by part:
 - CSV and JSON lines are byte concatenations of their parts (only part 0 carries the CSV header).
 - Parquet is ``PAR1``, then each part's *body* (its column chunks, bytes 4 to its footer), then one footer
   for all of them (``depu.analytics.export_parquet_footer``): row groups are copied as they are, never
-  decoded.
+  decoded; only the part's offset indexes (page locations are absolute offsets) are written again.
 
 A part's bytes of at least ``MIN_PART_BYTES`` that start an upload part are copied inside S3 (UploadPartCopy,
 no bytes through the function); smaller ones are streamed through a buffer that is uploaded every
@@ -17,7 +17,9 @@ the same bytes under the same part numbers.
 
 A run composes until ``in_time`` says no (at least one part per run), then returns a ``ComposeState``: the
 upload id, the next part, the upload parts done and the buffer, which is saved at ``leftover_key``, one key
-per compose step. The caller checkpoints that state conditionally and hands over; the next run resumes it.
+per compose step (for Parquet, the footer so far too, at ``footer_key``: the last run writes the footer
+from it, without reading every part again). The caller checkpoints that state conditionally and hands
+over; the next run resumes it.
 CompleteMultipartUpload lists the upload's parts (S3 holds their ETags) and takes the first
 ``upload_parts``: one uploaded by a run that died before its checkpoint is left out, and uploaded again by
 the run that resumes. A file smaller than one buffer is a single PutObject, composed in one go.
@@ -61,6 +63,12 @@ class ComposeState:
 def leftover_prefix(key: str) -> str:
     """Where the saved buffers of the file at ``key`` lie (deleted with the parts once it is delivered)."""
     return key.rsplit("/", 1)[0] + "/compose/"
+
+
+def footer_key(key: str, step: int) -> str:
+    """A Parquet compose's footer so far (``export_parquet_footer.Merged``), saved by a run that stopped
+    before part ``step``: the last run reads this one object, not every part's footer again."""
+    return f"{leftover_prefix(key)}{step:06d}.footer"
 
 
 def leftover_key(key: str, step: int) -> str:
@@ -146,13 +154,15 @@ class MultipartSink:
 def compose(s3: Any, bucket: str, key: str, content_type: str, fmt: str, part_keys: Sequence[str],
             parts_bytes: int, state: ComposeState = ComposeState(),
             in_time: Callable[[], bool] = lambda: True,
-            register: Callable[[ComposeState], bool] = lambda state: True) -> ComposeState:
+            register: Callable[[ComposeState], bool] = lambda state: True,
+            composed: Callable[[int, int], None] = lambda done, written: None) -> ComposeState:
     """Compose from ``state`` on: the parts at ``part_keys``, in order, as one object at ``key``.
 
     ``parts_bytes`` (the parts' total size) picks a single PutObject under one buffer. ``in_time`` is asked
     before each part after the first of this run; when it says no, the buffer is saved and the state
     returned (``done`` False). A new upload is passed to ``register`` (a conditional checkpoint); False means
-    a twin's is registered, and this run's upload is aborted (``ComposeSuperseded``)."""
+    a twin's is registered, and this run's upload is aborted (``ComposeSuperseded``). ``composed(parts done,
+    bytes written)`` is told after each part of a multipart compose (the progress message)."""
     if state.done:
         return state
     if state.upload_id is None and parts_bytes < SINGLE_PUT_BYTES:
@@ -170,16 +180,21 @@ def compose(s3: Any, bucket: str, key: str, content_type: str, fmt: str, part_ke
     buffer = b""
     if state.leftover:
         buffer = s3.get_object(Bucket=bucket, Key=leftover_key(key, state.next_part))["Body"].read()
+    merged = _merged_so_far(s3, bucket, key, part_keys, state.next_part) if fmt == "parquet" else None
     sink = MultipartSink(s3, bucket, key, state, buffer)
     try:
-        index = _append_parts(s3, bucket, fmt, part_keys, state.next_part, sink, in_time)
+        index = _append_parts(s3, bucket, fmt, part_keys, state.next_part, sink, in_time, composed, merged)
         if index < len(part_keys):
             if sink.buffer:
                 s3.put_object(Bucket=bucket, Key=leftover_key(key, index), Body=bytes(sink.buffer))
+            if merged is not None:
+                s3.put_object(Bucket=bucket, Key=footer_key(key, index), Body=merged.to_bytes())
             return replace(state, next_part=index, upload_parts=sink.upload_parts, written=sink.written,
                            leftover=len(sink.buffer))
-        if fmt == "parquet":
-            sink.write(_parquet_footer(s3, bucket, part_keys))
+        if merged is not None:
+            if merged.end != sink.written:
+                raise RuntimeError(f"the parts' bodies end at {merged.end}, the upload holds {sink.written}")
+            sink.write(merged.footer())
         sink.complete()
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") != "NoSuchUpload" or _exists(s3, bucket, key) is None:
@@ -202,8 +217,10 @@ def abort(s3: Any, bucket: str, key: str, state: ComposeState) -> None:
 
 
 def _append_parts(s3: Any, bucket: str, fmt: str, part_keys: Sequence[str], first: int, sink: MultipartSink,
-                  in_time: Callable[[], bool]) -> int:
-    """Append parts from ``first`` while there is time (at least one); returns the next part's index."""
+                  in_time: Callable[[], bool], composed: Callable[[int, int], None],
+                  merged: "parquet_footer.Merged | None" = None) -> int:
+    """Append parts from ``first`` while there is time (at least one); returns the next part's index.
+    Parquet parts are added to ``merged``, the footer so far."""
     index = first
     if fmt == "parquet" and index == 0:
         sink.write(parquet_footer.MAGIC)
@@ -213,11 +230,15 @@ def _append_parts(s3: Any, bucket: str, fmt: str, part_keys: Sequence[str], firs
         part_key = part_keys[index]
         size = int(s3.head_object(Bucket=bucket, Key=part_key)["ContentLength"])
         if fmt == "parquet":
-            start, end = parquet_footer.body_bounds(_tail(s3, bucket, part_key, size), size)
-            sink.copy_range(part_key, start, end, whole=False)
+            metadata, placed = _parquet_layout(s3, bucket, part_key, size, sink.written - len(parquet_footer.MAGIC))
+            if merged is not None:
+                merged.add(metadata, placed)
+            sink.copy_range(part_key, len(parquet_footer.MAGIC), placed.tail_start, whole=False)
+            sink.write(placed.tail)
         else:
             sink.copy_range(part_key, 0, size, whole=True)
         index += 1
+        composed(index, sink.written)
     return index
 
 
@@ -225,32 +246,62 @@ def _compose_small(s3: Any, bucket: str, key: str, content_type: str, fmt: str,
                    part_keys: Sequence[str]) -> ComposeState:
     """A file that fits one buffer: read whole, put once."""
     out = bytearray(parquet_footer.MAGIC if fmt == "parquet" else b"")
+    merged = parquet_footer.Merged()
     for part_key in part_keys:
         data = s3.get_object(Bucket=bucket, Key=part_key)["Body"].read()
         if fmt == "parquet":
             start, end = parquet_footer.body_bounds(data[-8:], len(data))
-            data = data[start:end]
+            metadata, placed = _layout_of(data[end:-8], end, len(out) - len(parquet_footer.MAGIC),
+                                          lambda first, last, data=data: data[first:last])
+            merged.add(metadata, placed)
+            data = data[start:placed.tail_start] + placed.tail
         out += data
     if fmt == "parquet":
-        out += _parquet_footer(s3, bucket, part_keys)
+        out += merged.footer()
     s3.put_object(Bucket=bucket, Key=key, Body=bytes(out), ContentType=content_type)
     return ComposeState(next_part=len(part_keys), written=len(out), done=True)
 
 
-def _parquet_footer(s3: Any, bucket: str, part_keys: Sequence[str]) -> bytes:
-    """The footer for all parts' row groups, read from each part's own footer (a ranged GET each)."""
+def _merged_so_far(s3: Any, bucket: str, key: str, part_keys: Sequence[str],
+                   step: int) -> "parquet_footer.Merged":
+    """The footer of parts ``[0, step)``: the one the run that stopped at ``step`` saved (one GET), or,
+    where there is none (a compose checkpointed before footers were saved), read again from those parts,
+    laid out exactly as ``_append_parts`` laid them."""
+    merged = parquet_footer.Merged()
+    if step == 0:
+        return merged
+    try:
+        return parquet_footer.Merged.from_bytes(
+            s3.get_object(Bucket=bucket, Key=footer_key(key, step))["Body"].read())
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            raise
+    for part_key in part_keys[:step]:
+        size = int(s3.head_object(Bucket=bucket, Key=part_key)["ContentLength"])
+        merged.add(*_parquet_layout(s3, bucket, part_key, size, merged.end - len(parquet_footer.MAGIC)))
+    return merged
+
+
+def _parquet_layout(s3: Any, bucket: str, key: str, size: int, shift: int) -> tuple[Any, "parquet_footer.Layout"]:
+    """A Parquet part's ``FileMetaData`` and how its body is laid in at ``shift`` (ranged GETs: its last
+    8 bytes, its footer, and its offset indexes when it has them)."""
+    _start, end = parquet_footer.body_bounds(_tail(s3, bucket, key, size), size)
+    thrift = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={end}-{size - 9}")["Body"].read()
+
+    def read(first: int, last: int) -> bytes:
+        return s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={first}-{last - 1}")["Body"].read()
+
+    return _layout_of(thrift, end, shift, read)
+
+
+def _layout_of(thrift: bytes, body_end: int, shift: int,
+               read: Callable[[int, int], bytes]) -> tuple[Any, "parquet_footer.Layout"]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    metadatas, body_sizes = [], []
-    for part_key in part_keys:
-        size = int(s3.head_object(Bucket=bucket, Key=part_key)["ContentLength"])
-        tail = _tail(s3, bucket, part_key, size)
-        start, end = parquet_footer.body_bounds(tail, size)
-        footer = s3.get_object(Bucket=bucket, Key=part_key, Range=f"bytes={end}-{size - 1}")["Body"].read()
-        metadatas.append(pq.read_metadata(pa.BufferReader(parquet_footer.MAGIC + footer)))
-        body_sizes.append(end - start)
-    return parquet_footer.footer(metadatas, body_sizes)
+    metadata = pq.read_metadata(pa.BufferReader(parquet_footer.MAGIC + thrift + len(thrift).to_bytes(4, "little")
+                                                + parquet_footer.MAGIC))
+    return metadata, parquet_footer.layout(thrift, body_end, shift, read)
 
 
 def _tail(s3: Any, bucket: str, key: str, size: int) -> bytes:

@@ -19,8 +19,9 @@ of the range, in block order (``depu.analytics.raw``):
    beyond; then the slot is freed and the parts and saved buffers are deleted (the bucket's 7-day expiry of
    ``exports/`` takes any a crash leaves, its multipart-upload rule an upload nobody finished).
 
-The progress message is one message slot edited in place across runs: its next version and the time of the
-last edit are part of the checkpoint, so edits stay in order and at most one per ``progress_seconds``.
+The progress message is one message slot edited in place across runs, compose runs included ("composing:
+part k of n"): its next version and the time of the last edit are part of the checkpoint (the build's and
+the compose's), so edits stay in order and at most one per ``progress_seconds``.
 """
 from __future__ import annotations
 
@@ -82,10 +83,16 @@ class _Progress:
                                dedupe_key=f"{slot}:{version}"))
         return held.moved(progress_version=version + 1, progress_at=time.time())
 
-    def maybe(self, held: Checkpoint, blocks_done: int, rows: int) -> Checkpoint:
+    def maybe(self, held: Checkpoint, blocks_done: int, rows: int, state: str = "working") -> Checkpoint:
         if time.time() - held.progress_at < self.seconds:
             return held
-        return self.send(held, "working", blocks_done, rows)
+        return self.send(held, state, blocks_done, rows)
+
+    def composing(self, held: Checkpoint, done: int, parts: int, written: int) -> Checkpoint:
+        """An edit while composing (throttled like the build's): the parts in the file so far and its size,
+        so a compose that takes several runs still shows it moving."""
+        blocks = self.request.end - self.request.start + 1
+        return self.maybe(held, blocks, held.rows, f"composing: part {done} of {parts}, {written / 1e6:,.1f} MB")
 
 
 class _OpenPart:
@@ -161,7 +168,7 @@ def run(request: ExportRequest, hop: int, *, deadline: float,
     if worked and clock() + reserve >= deadline:
         _hand_over(request, held, continue_with)
         return Outcome(CONTINUED, held)
-    composed = _compose(request, held, lambda: clock() < compose_deadline)
+    composed = _compose(request, held, lambda: clock() < compose_deadline, progress)
     if composed is None:
         return Outcome(SUPERSEDED)
     if composed.rows and not composed.compose.done:  # an empty export has nothing to compose
@@ -229,27 +236,34 @@ def _hand_over(request: ExportRequest, held: Checkpoint, continue_with: Callable
     checkpoints.handed_over(held)
 
 
-def _compose(request: ExportRequest, held: Checkpoint, in_time: Callable[[], bool]) -> Checkpoint | None:
-    """Compose from the checkpoint on while ``in_time``; returns the checkpoint moved (its ``compose.done``
-    says whether the file is whole; an export of no rows is returned as it is), or None when a twin run
-    moved it first."""
+def _compose(request: ExportRequest, held: Checkpoint, in_time: Callable[[], bool],
+             progress: _Progress) -> Checkpoint | None:
+    """Compose from the checkpoint on while ``in_time``, editing the progress message as parts are added;
+    returns the checkpoint moved (its ``compose.done`` says whether the file is whole; an export of no rows
+    is returned as it is), or None when a twin run moved it first. The progress message's version moves
+    with each compose checkpoint, so the next run's edits follow this run's instead of repeating them."""
     if not held.rows or held.compose.done:
         return held
-    registered: list[Checkpoint] = []
+    current = held  # the compose state checkpointed so far, and the progress message's next version
 
     def register(state: export_compose.ComposeState) -> bool:
-        moved = checkpoints.advance_compose(held, state)
-        registered.extend([moved] if moved else [])
+        nonlocal current
+        moved = checkpoints.advance_compose(current, state)
+        current = moved or current
         return moved is not None
+
+    def composed_part(done: int, written: int) -> None:
+        nonlocal current
+        current = progress.composing(current, done, held.parts, written)
 
     keys = [part_key(request, index) for index in range(held.parts)]
     try:
         state = export_compose.compose(boto3.client("s3"), get_settings().artifacts_bucket, request.key,
                                        FORMATS[request.format][1], request.format, keys, held.bytes,
-                                       held.compose, in_time, register)
+                                       held.compose, in_time, register, composed_part)
     except export_compose.ComposeSuperseded:
         return None
-    return checkpoints.advance_compose(registered[-1] if registered else held, state)
+    return checkpoints.advance_compose(current, state)
 
 
 def _deliver(request: ExportRequest, held: Checkpoint, progress: _Progress, deliver: Callable[["Notice"], None],
