@@ -761,6 +761,21 @@ def thrift_at(body: bytes, offset: int) -> tuple[dict, int]:
     return value, reader.pos - offset
 
 
+BLOOM_SALT = (0x47B6137B, 0x44974D91, 0x8824AD5B, 0xA2B7289D, 0x705495C7, 0x2DF1424B, 0x9EFC4947, 0x5C6BFB31)
+
+
+def bloom_holds(bitset: bytes, value: str) -> bool:
+    """Parquet's split-block bloom filter lookup (its spec): XXH64 of the value's plain bytes picks a 32-byte
+    block by the hash's upper half, and the lower half, times each salt, one bit in each of its eight words."""
+    import xxhash
+
+    digest = xxhash.xxh64_intdigest(value.encode())
+    block = ((digest >> 32) * (len(bitset) // 32)) >> 32
+    key = digest & 0xFFFFFFFF
+    words = [int.from_bytes(bitset[block * 32 + 4 * i:block * 32 + 4 * i + 4], "little") for i in range(8)]
+    return all(words[i] >> (((key * salt) & 0xFFFFFFFF) >> 27) & 1 for i, salt in enumerate(BLOOM_SALT))
+
+
 def test_a_composed_parquet_keeps_page_indexes_and_bloom_filters_pointing_at_real_bytes(big_history, aws):
     """Parquet parts carry page indexes and bloom filters; composed across runs, every shifted ColumnIndex,
     OffsetIndex and bloom filter offset in the merged footer points at a whole Thrift structure of the length
@@ -785,6 +800,7 @@ def test_a_composed_parquet_keeps_page_indexes_and_bloom_filters_pointing_at_rea
     names = [metadata.schema.column(j).name for j in range(metadata.num_columns)]
     row_groups = meta[4]
     assert len(row_groups) == metadata.num_row_groups == len(BIG_PARTS)
+    table = pq.read_table(io.BytesIO(body))
     seen_bloom, first_row = 0, 0
     for i, group in enumerate(row_groups):
         for j, chunk in enumerate(group[1]):
@@ -804,6 +820,12 @@ def test_a_composed_parquet_keeps_page_indexes_and_bloom_filters_pointing_at_rea
                 bloom, header_length = thrift_at(body, chunk[3][14])
                 assert header_length + bloom[1] == chunk[3][15], "a bloom filter header and its bitset"
                 assert column.bloom_filter_offset == chunk[3][14]
+                bitset = body[chunk[3][14] + header_length:chunk[3][15] + chunk[3][14]]
+                values = table.column(names[j]).to_pylist()[first_row:first_row + group[3]]
+                assert all(bloom_holds(bitset, value) for value in values), "every value of the group is in its filter"
+                others = [f"0x{index:064x}" for index in range(400)]  # hex strings no row holds
+                false_hits = sum(bloom_holds(bitset, other) for other in others if other not in values)
+                assert false_hits < 0.2 * len(others), f"{false_hits} of {len(others)} absent values seem present"
                 seen_bloom += 1
         first_row += group[3]
     assert seen_bloom == len(BIG_PARTS) * len(export.BLOOM_COLUMNS["transfers"])
