@@ -22,7 +22,7 @@ import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
+import throwaway_pki
 from agent_process import private_uid_base
 
 from depu_agent import daemon, egress, gpus, isolation
@@ -93,6 +93,42 @@ def serve(handler, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServe
     return server
 
 
+class TlsTarget(Target):
+    """Target over TLS (its server counts each TCP connection before any handshake)."""
+
+    def setup(self):
+        self.request.do_handshake()
+        BaseHTTPRequestHandler.setup(self)
+
+
+@pytest.fixture
+def tls_target(tmp_path):
+    """A TLS front on the provider's loopback with a throwaway CA's certificate for the names a host list
+    allows; ``server.names`` is each server name a handshake asked for, ``server.ca`` the CA as PEM."""
+    ca = throwaway_pki.authority(tmp_path / "pki", "front")
+    context = ca.issue(tmp_path / "pki", "front", dns=("allowed.test", "deep.api.wild.test"))
+    names: list[str | None] = []
+    context.sni_callback = lambda _sock, name, _context: names.append(name)
+
+    class Server(ThreadingHTTPServer):
+        def get_request(self):
+            sock, address = self.socket.accept()
+            with self.lock:
+                self.connections += 1
+            return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
+
+        def handle_error(self, request, client_address):
+            pass  # a client that refuses the certificate (the no-list run below) is expected
+
+    server = Server(("127.0.0.1", 0), TlsTarget)
+    server.connections, server.lock, server.names = 0, threading.Lock(), names
+    server.ca = ca.ca_file.read_text()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
 @pytest.fixture
 def api():
     Api.lines = {}
@@ -152,8 +188,9 @@ def run_job(config, api, tmp_path, job_id: str, source: str, *, network: str | N
 # The probe: every way a script might try to get out. CONNECT requests go raw (the status line is what
 # counts); plain http requests go through urllib with the proxy the sandbox's environment names.
 PROBE = """
-    import json, os, socket, urllib.error, urllib.request
+    import json, os, socket, ssl, urllib.error, urllib.request
     PORT = {port}
+    CA = {ca!r}
     proxy = os.environ.get("HTTP_PROXY")
     seen = {{"proxy_env": proxy, "https_proxy_env": os.environ.get("https_proxy"),
             "egress_folder": os.path.exists("/run/depu-egress")}}
@@ -195,7 +232,25 @@ PROBE = """
         except OSError as error:
             return type(error).__name__
 
+    def tls_connect(authority, sni):  # a real TLS handshake inside the tunnel, naming sni (None: no SNI)
+        answer = "error"
+        try:
+            with socket.create_connection(("127.0.0.1", 3128), timeout=10) as sock:
+                sock.sendall(f"CONNECT {{authority}} HTTP/1.1\\r\\nHost: {{authority}}\\r\\n\\r\\n".encode())
+                answer = sock.recv(4096).decode(errors="replace").split("\\r\\n")[0]
+                if not answer.startswith("HTTP/1.1 200"):
+                    return answer
+                context = ssl.create_default_context(cadata=CA)
+                context.check_hostname = sni is not None
+                with context.wrap_socket(sock, server_hostname=sni) as tls:
+                    tls.sendall(f"GET /tls HTTP/1.1\\r\\nHost: {{sni}}\\r\\nConnection: close\\r\\n\\r\\n".encode())
+                    body = b"".join(iter(lambda: tls.recv(4096), b"")).decode(errors="replace")
+                return answer + "|" + body.rsplit("\\r\\n", 1)[-1]
+        except OSError as error:
+            return answer + "|error " + type(error).__name__
+
     seen["connect"] = {{authority: connect(authority) for authority in {connects!r}}}
+    seen["tls"] = [[authority, sni, tls_connect(authority, sni)] for authority, sni in {tls_connects!r}]
     seen["fetch"] = {{url: fetch(url) for url in {fetches!r}}}
     seen["direct"] = {{f"{{host}}:{{port}}": direct(host, port) for host, port in {directs!r}}}
     seen["raw"] = {{head: raw(head) for head in {raws!r}}}
@@ -203,9 +258,9 @@ PROBE = """
 """
 
 
-def probe(port: int, connects=(), fetches=(), directs=(), raws=()) -> str:
+def probe(port: int, connects=(), fetches=(), directs=(), raws=(), tls_connects=(), ca: str = "") -> str:
     return PROBE.format(port=port, connects=list(connects), fetches=list(fetches), directs=list(directs),
-                        raws=list(raws))
+                        raws=list(raws), tls_connects=[list(pair) for pair in tls_connects], ca=ca)
 
 
 def attacks(port: int) -> dict[str, list]:
@@ -271,36 +326,52 @@ def test_the_allowed_path_works_with_a_test_only_public_stand_in_and_the_default
 
 
 def test_a_job_with_egress_hosts_reaches_the_hosts_it_named_and_no_other_name_is_even_resolved(
-        tmp_path, api, target):
+        tmp_path, api, target, tls_target):
     """Every name here resolves (through the test's name service) to 127.0.0.1, which the test-only policy
     counts as public: so the only thing that can refuse the other names is the job's own egress_hosts list,
-    which the agent took from the job's params and applied to that policy."""
-    port = target.server_address[1]
+    which the agent took from the job's params and applied to that policy. Its CONNECT tunnels carry a real
+    TLS handshake to a TLS front serving both allowed names; a tunnel opened to an allowed name whose
+    ClientHello asks for another (domain fronting), names none, or carries plain bytes is cut before the
+    front sees a connection."""
+    port, tls_port = target.server_address[1], tls_target.server_address[1]
     looked_up: list[str] = []
 
     def resolve(name: str, _port: int) -> list[str]:
         looked_up.append(name)
         return ["127.0.0.1"]
 
-    stand_in = egress.EgressPolicy(ports=frozenset({port}), resolver=resolve,
+    stand_in = egress.EgressPolicy(ports=frozenset({port, tls_port}), resolver=resolve,
                                    treat_as_public=frozenset({ipaddress.ip_address("127.0.0.1")}))
     config = agent_config(tmp_path, allow_egress=True)
     allowed = {"fetches": [f"http://allowed.test:{port}/", f"http://api.wild.test:{port}/"],
-               "connects": [f"allowed.test:{port}", f"deep.api.wild.test:{port}"]}
+               "tls_connects": [(f"allowed.test:{tls_port}", "allowed.test"),
+                                (f"deep.api.wild.test:{tls_port}", "deep.api.wild.test")]}
     refused = {"fetches": [f"http://other.test:{port}/", f"http://127.0.0.1:{port}/", f"http://wild.test:{port}/",
                            f"http://allowed.test.other.test:{port}/"],
                "connects": [f"other.test:{port}", f"127.0.0.1:{port}", f"notallowed.test:{port}",
                             f"evilwild.test:{port}", f"0x7f000001:{port}"],
                "raws": [f"GET http://allowed.test:{port}/ HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n"]}
+    # opened to an allowed name, then: another name in the ClientHello, an allowed one that is not the
+    # tunnel's, no SNI at all, and (through `connects`) plain http bytes
+    fronted = [(f"allowed.test:{tls_port}", "other.test"), (f"allowed.test:{tls_port}", "api.wild.test"),
+               (f"allowed.test:{tls_port}", None)]
+    plain_tunnels = [f"allowed.test:{tls_port}", f"deep.api.wild.test:{port}"]
     seen, lines, _ = run_job(config, api, tmp_path, "jegress-hosts", probe(
-        port, connects=allowed["connects"] + refused["connects"], fetches=allowed["fetches"] + refused["fetches"],
-        raws=refused["raws"]), policy=stand_in, egress_hosts=["allowed.test", "*.wild.test"])
+        port, connects=plain_tunnels + refused["connects"], fetches=allowed["fetches"] + refused["fetches"],
+        raws=refused["raws"], tls_connects=allowed["tls_connects"] + fronted, ca=tls_target.ca),
+        policy=stand_in, egress_hosts=["allowed.test", "*.wild.test"])
     for url in allowed["fetches"]:
         assert seen["fetch"][url] == "200 secret of 127.0.0.1", (url, seen)
-    for authority in allowed["connects"]:
-        assert seen["connect"][authority] == "HTTP/1.1 200 Connection established|secret of 127.0.0.1", seen
-    reached = len(allowed["fetches"]) + len(allowed["connects"])
-    assert target.connections == reached  # and not one more: the refused ones made no connection
+    tls = {(authority, sni): answer for authority, sni, answer in seen["tls"]}
+    for pair in allowed["tls_connects"]:
+        assert tls[pair] == "HTTP/1.1 200 Connection established|secret of 127.0.0.1", (pair, tls[pair])
+    assert target.connections == len(allowed["fetches"])  # and not one more: the refused ones made no connection
+    assert tls_target.connections == len(allowed["tls_connects"]), "a fronted tunnel reached the TLS front"
+    assert tls_target.names == [sni for _, sni in allowed["tls_connects"]]
+    for pair in fronted:  # the proxy said 200, read the ClientHello and hung up: the handshake fails
+        assert tls[pair].startswith("HTTP/1.1 200 Connection established|error "), (pair, tls[pair])
+    for authority in plain_tunnels:
+        assert "secret of" not in seen["connect"][authority], (authority, seen["connect"][authority])
     for url in refused["fetches"]:
         assert seen["fetch"][url].startswith("403 egress refused"), (url, seen["fetch"][url])
     for authority in refused["connects"]:
@@ -313,13 +384,28 @@ def test_a_job_with_egress_hosts_reaches_the_hosts_it_named_and_no_other_name_is
                for line in lines), lines
     assert any(f"egress refused 127.0.0.1:{port}: 127.0.0.1 is an address" in line for line in lines), lines
     assert any("does not name the URL's host" in line for line in lines), lines
-    assert any(line.startswith(f"[depu] egress: {reached} connection(s)") for line in lines), lines[-3:]
+    for reason in ("the ClientHello asks for other.test, not allowed.test",
+                   "the ClientHello asks for api.wild.test, not allowed.test", "the ClientHello names no server",
+                   "the tunnel's first bytes are not a TLS handshake"):
+        assert any(line.startswith(f"[depu] egress refused allowed.test:{tls_port}: {reason}") for line in lines), \
+            (reason, lines)
+    assert any(line.startswith(f"[depu] egress refused deep.api.wild.test:{port}: the tunnel's first bytes")
+               for line in lines), lines
+    reached = len(allowed["fetches"]) + len(allowed["tls_connects"])
+    refusals = len(refused["fetches"]) + len(refused["connects"]) + len(refused["raws"]) + len(fronted) \
+        + len(plain_tunnels)
+    assert any(line.startswith(f"[depu] egress: {reached} connection(s)") and line.endswith(f", {refusals} refused")
+               for line in lines), lines[-3:]
 
-    # the same policy without the job's list reaches the other name: the list is what refused it
-    seen, _, _ = run_job(config, api, tmp_path, "jegress-nolist", probe(port, fetches=[f"http://other.test:{port}/"]),
-                         policy=stand_in)
+    # the same policy without the job's list reaches the other name, and a tunnel carries what it is given:
+    # the list is what refused them
+    seen, _, _ = run_job(config, api, tmp_path, "jegress-nolist", probe(
+        port, fetches=[f"http://other.test:{port}/"], tls_connects=[(f"allowed.test:{tls_port}", "other.test")],
+        ca=tls_target.ca), policy=stand_in)
     assert seen["fetch"][f"http://other.test:{port}/"] == "200 secret of 127.0.0.1", seen
-    assert target.connections == reached + 1
+    assert target.connections == len(allowed["fetches"]) + 1
+    assert tls_target.connections == len(allowed["tls_connects"]) + 1  # reached; its certificate is not other.test's
+    assert seen["tls"][0][2].startswith("HTTP/1.1 200 Connection established|error SSLCertVerificationError"), seen
 
 
 def test_an_egress_hosts_list_the_agent_cannot_read_fails_the_job_before_anything_runs(tmp_path, api):

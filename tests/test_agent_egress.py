@@ -1,11 +1,16 @@
 """The egress proxy's rules without a sandbox (depu_agent.egress): which addresses are public, however they
 are written; what a proxy request's head may be; that every address a name resolves to is checked. The same
-proxy inside a real job is attacked in test_abuse_provider_egress.py."""
+proxy inside a real job is attacked in test_abuse_provider_egress.py; here, on its own socket, a host list's
+CONNECT tunnels are shown to reach a stand-in front only with a ClientHello naming the CONNECT host."""
 from __future__ import annotations
 
 import ipaddress
+import socket
+import threading
+import time
 
 import pytest
+from test_agent_tls_hello import built_hello, client_hello, records, server_name
 
 from depu_agent import egress
 from depu_agent.egress import EgressPolicy, Refused, address_refusal, parse_head
@@ -135,3 +140,131 @@ def test_the_sandbox_side_names_the_bridge_and_the_proxy_variables():
     assert argv[-4:] == ["--", "/bin/sh", "-c", "pip download x"]
     assert argv[3] == f"{egress.SANDBOX_FOLDER}/{egress.BRIDGE_NAME}"
     compile(egress.BRIDGE_SOURCE, "bridge.py", "exec")
+
+
+# ---------------------------------------------------------------- a host list's tunnels: the ClientHello's name
+class Recorder:
+    """A TCP server on 127.0.0.1 (standing in for a public front) that records every connection and the bytes
+    each one sent before it closed its side."""
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.received: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            with sock:
+                sock.settimeout(5)
+                data = b"".join(iter(lambda: sock.recv(65536), b""))
+                self.received.append(data)
+                sock.sendall(b"got %d" % len(data))
+
+
+@pytest.fixture
+def front():
+    recorder = Recorder()
+    yield recorder
+    recorder.listener.close()
+
+
+def sni_proxy(front: Recorder, hosts: tuple[str, ...] | None = ("allowed.test", "*.wild.test"), head_seconds=5.0):
+    lines: list[str] = []
+    policy = EgressPolicy(ports=frozenset({front.port}), resolver=lambda name, port: ["127.0.0.1"], hosts=hosts,
+                          treat_as_public=frozenset({ipaddress.ip_address("127.0.0.1")}), head_seconds=head_seconds)
+    return egress.EgressProxy(policy, lines.append), lines
+
+
+def tunnel(proxy, authority: str, pieces: list[bytes], pause: float = 0.0) -> tuple[bytes, bytes]:
+    """A CONNECT to ``authority`` through the proxy's socket, then ``pieces`` sent one TCP write each: the
+    proxy's status line and whatever came back after it."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(proxy.folder / egress.SOCKET_NAME))
+        sock.sendall(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode())
+        status = b""
+        while b"\r\n\r\n" not in status:
+            chunk = sock.recv(1)
+            if not chunk:
+                break
+            status += chunk
+        try:
+            for piece in pieces:
+                sock.sendall(piece)
+                time.sleep(pause)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the proxy closed already
+        try:
+            rest = b"".join(iter(lambda: sock.recv(65536), b""))
+        except OSError:
+            rest = b"(reset)"
+    return status.split(b"\r\n")[0], rest
+
+
+def test_a_host_lists_tunnel_reaches_the_front_only_with_a_clienthello_naming_the_connect_host(front):
+    proxy, lines = sni_proxy(front)
+    try:
+        port = front.port
+        hello = client_hello("allowed.test")
+        assert tunnel(proxy, f"allowed.test:{port}", [hello]) == (b"HTTP/1.1 200 Connection established",
+                                                                  b"got %d" % len(hello))
+        # the same hello split over TCP writes, and over TLS records; names differing in case and a trailing dot
+        split = records(hello[5:], [3, 40, 41, 300])
+        assert tunnel(proxy, f"allowed.test:{port}", [split[:2], split[2:9], split[9:200], split[200:]], 0.05)[1] \
+            == b"got %d" % len(split)
+        upper = client_hello("Deep.API.wild.test.")
+        assert tunnel(proxy, f"deep.api.WILD.test:{port}", [upper])[1] == b"got %d" % len(upper)
+        assert front.received == [hello, split, upper]  # exactly the bytes read for the check, forwarded
+
+        attacks = {
+            "asks for other.test, not allowed.test": [client_hello("other.test")],
+            "asks for evil.wild.test, not deep.api.wild.test": [client_hello("evil.wild.test")],
+            "names no server (SNI)": [client_hello(None)],
+            "carries encrypted_client_hello": [records(built_hello(
+                [(0, server_name((0, b"allowed.test"))), (0xFE0D, b"\x00" * 32)]), [])],
+            "first bytes are not a TLS handshake": [b"GET / HTTP/1.1\r\nHost: other.test\r\n\r\n"],
+            "appears twice": [records(built_hello([(0, server_name((0, b"allowed.test"))),
+                                                   (0, server_name((0, b"other.test")))]), [])],
+            "closed before its ClientHello ended": [hello[:100]],
+            # a 16 KiB hello one byte a record: over the read cap long before it ends
+            "no ClientHello in the first": [b"\x16\x03\x01\x00\x04\x01\x00\x40\x00"
+                                            + b"\x16\x03\x01\x00\x01\x00" * 7000],
+        }
+        for reason, pieces in attacks.items():
+            authority = f"{'deep.api.wild.test' if 'wild' in reason else 'allowed.test'}:{port}"
+            status, rest = tunnel(proxy, authority, pieces)
+            assert status == b"HTTP/1.1 200 Connection established" and rest in (b"", b"(reset)"), (reason, rest)
+            assert any(line.startswith(f"[depu] egress refused {authority}: ") and reason in line for line in lines), \
+                (reason, lines)
+        assert len(front.received) == 3, "a refused tunnel reached the front"
+        assert proxy.destinations == [f"allowed.test:{port}"] * 2 + [f"deep.api.WILD.test:{port}"]
+        assert len(proxy.refusals) == len(attacks)
+    finally:
+        proxy.close()
+
+
+def test_a_silent_tunnel_is_refused_after_the_head_time_and_a_tunnel_without_a_host_list_is_not_read(front):
+    proxy, lines = sni_proxy(front, head_seconds=0.5)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(proxy.folder / egress.SOCKET_NAME))
+            sock.sendall(f"CONNECT allowed.test:{front.port} HTTP/1.1\r\n\r\n".encode())
+            assert b"".join(iter(lambda: sock.recv(4096), b"")) == b"HTTP/1.1 200 Connection established\r\n\r\n"
+        assert any("no ClientHello within 0.5 s" in line for line in lines), lines
+        assert front.received == []
+    finally:
+        proxy.close()
+    proxy, lines = sni_proxy(front, hosts=None)
+    try:  # no host list: the tunnel is connected first and carries anything, as before
+        assert tunnel(proxy, f"other.test:{front.port}", [b"plain bytes"]) == (
+            b"HTTP/1.1 200 Connection established", b"got 11")
+        assert front.received == [b"plain bytes"] and not proxy.refusals
+    finally:
+        proxy.close()

@@ -19,9 +19,15 @@ A job may name the only hosts it reaches (the job spec's ``egress_hosts``: names
 below one): then a CONNECT or http request for any other host, or for an address, is refused on its name
 before anything is resolved (``EgressPolicy.hosts``), a plain http request whose Host header names another
 host than its URL is refused too (one front serving several sites would otherwise pick the site by that
-header), and an allowed name still goes through every address check above. Not read: the name inside a
-CONNECT tunnel's TLS handshake (SNI), so a front that serves an allowed and another site on the same address
-could be asked for the other one through a tunnel opened to the allowed one.
+header), and an allowed name still goes through every address check above. A CONNECT tunnel of such a job
+is answered 200 and then, BEFORE anything is connected, the client's first bytes are read (within the head
+time, at most ``tls_hello.MAX_READ`` bytes) and must be a TLS ClientHello whose server name (SNI) is the
+CONNECT host (case and a trailing dot aside): otherwise (plain bytes, no SNI, another name, an
+encrypted_client_hello that hides the name, a malformed or truncated hello) the tunnel is closed and counted
+as refused. A front that serves an allowed and another site on one address picks the site by that name, so a
+tunnel opened to the allowed name cannot ask it for the other. What the proxy still cannot see: the Host
+header inside the encrypted tunnel (a front that routes on it alone), and any later ClientHello (after a
+HelloRetryRequest or a TLS 1.2 renegotiation), which the server must hold to the first one's name.
 
 Bounded per job: connections at once, bytes both ways together, idle time per connection, time to send the
 request head and to connect. Each destination (host:port and the address used, never a payload) goes to the
@@ -42,10 +48,13 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from . import tls_hello
 
 log = logging.getLogger(__name__)
 
@@ -413,17 +422,30 @@ class EgressProxy:
                 self._say(f"[depu] egress refused {where}: {_printable(str(refused))[:300]}")
                 _reply(client, 403, f"egress refused: {refused}")
                 return
+            checked = request.tunnel and self.policy.hosts is not None
+            if checked:  # the ClientHello must name the CONNECT host before anything is connected
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                try:
+                    hello, extra = read_client_hello(client, extra, self.policy.head_seconds)
+                    reason = sni_refusal(request.host, hello)
+                except tls_hello.BadHello as bad:
+                    reason = str(bad)
+                if reason:  # no HTTP answer: the client speaks TLS by now
+                    self.refusals.append(where)
+                    self._say(f"[depu] egress refused {where}: {_printable(reason)[:300]}")
+                    return
             upstream = self._connect(addresses, request.port)
             if upstream is None:
                 self._say(f"[depu] egress to {where} failed: no connection")
-                _reply(client, 502, "could not connect")
+                if not checked:
+                    _reply(client, 502, "could not connect")
                 return
             self.destinations.append(where)
             self._say(f"[depu] egress {'CONNECT' if request.tunnel else 'HTTP'} {where} "
                       f"({upstream.getpeername()[0]})")
-            if request.tunnel:
+            if request.tunnel and not checked:
                 client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            else:
+            elif not request.tunnel:
                 upstream.sendall(request.upstream_head or b"")
             if extra:
                 upstream.sendall(extra)
@@ -541,6 +563,44 @@ def _read_head(client: socket.socket, seconds: float) -> tuple[bytes, bytes]:
         data += chunk
     head, _, extra = data.partition(b"\r\n\r\n")
     return head + b"\r\n\r\n", extra
+
+
+def read_client_hello(client: socket.socket, first: bytes, seconds: float) -> tuple[tls_hello.ClientHello, bytes]:
+    """The tunnel's ClientHello and every byte read for it (``first``: what came after the CONNECT head), read
+    within ``seconds`` and ``tls_hello.MAX_READ`` bytes, however the client splits it over TCP reads and TLS
+    records; ``tls_hello.BadHello`` says why there is none."""
+    deadline = time.monotonic() + seconds
+    data = first
+    while True:
+        hello = tls_hello.read_hello(data)
+        if hello is not None:
+            return hello, data
+        if len(data) >= tls_hello.MAX_READ:
+            raise tls_hello.BadHello(f"no ClientHello in the first {tls_hello.MAX_READ} bytes")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise tls_hello.BadHello(f"no ClientHello within {seconds:g} s")
+        client.settimeout(left)
+        try:
+            chunk = client.recv(min(4096, tls_hello.MAX_READ - len(data)))
+        except TimeoutError:
+            raise tls_hello.BadHello(f"no ClientHello within {seconds:g} s") from None
+        if not chunk:
+            raise tls_hello.BadHello("the tunnel closed before its ClientHello ended")
+        data += chunk
+
+
+def sni_refusal(host: str, hello: tls_hello.ClientHello) -> str | None:
+    """Why a tunnel opened to ``host`` may not carry this ClientHello (None: it asks for ``host`` itself). A
+    hello that hides its real name (ECH) is refused whatever its outer name says."""
+    if hello.hidden_name:
+        return f"the ClientHello carries {hello.hidden_name}, which hides the name it asks for"
+    if hello.server_name is None:
+        return "the ClientHello names no server (SNI); this job's tunnels must name the host they opened"
+    asked = hello.server_name.lower().rstrip(".")
+    if asked != host.strip().lower().rstrip("."):
+        return f"the ClientHello asks for {_printable(asked)[:100]}, not {host}"
+    return None
 
 
 def _reply(client: socket.socket, status: int, reason: str) -> None:
