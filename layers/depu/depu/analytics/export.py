@@ -8,6 +8,7 @@ holds what the request is, how it is checked, and how rows are written in each f
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import re
@@ -139,9 +140,33 @@ def bloom_filters(dataset: str, rows: int) -> dict[str, dict[str, float]]:
     return {column: {"ndv": ndv, "fpp": BLOOM_FPP} for column in BLOOM_COLUMNS[dataset]}
 
 
+@functools.lru_cache(maxsize=1)
+def writer_takes_bloom_filters() -> bool:
+    """Whether this pyarrow writes bloom filters (``bloom_filter_options`` came in a release after 22.0; the Lambda layer's
+    pin, 20.0.0, the newest with wheels its glibc runs, refuses the option): asked once, by trying it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pq.ParquetWriter(io.BytesIO(), pa.schema([("probe", pa.string())]),
+                         bloom_filter_options={"probe": {"ndv": 16, "fpp": BLOOM_FPP}}).close()
+    except TypeError:
+        return False
+    return True
+
+
+def writer_options(dataset: str, rows: int) -> dict[str, Any]:
+    """The Parquet writer's options: zstd, page indexes, and bloom filters where this pyarrow writes them."""
+    options: dict[str, Any] = {"compression": "zstd", "write_page_index": True}
+    if writer_takes_bloom_filters():
+        options["bloom_filter_options"] = bloom_filters(dataset, rows)
+    return options
+
+
 class PartWriter:
     """Rows appended raw part by raw part to one file in one format (Parquet: one row group per raw part,
-    with page indexes (column and offset indexes) and bloom filters, for readers that filter).
+    with page indexes (column and offset indexes) and, where pyarrow writes them, bloom filters, for readers
+    that filter).
     ``header``: a CSV file that starts the export carries the column names; the parts after it do not, so
     the parts concatenate into one CSV."""
 
@@ -157,8 +182,7 @@ class PartWriter:
 
             table = raw.to_table(self.dataset, rows)
             if self._parquet is None:
-                self._parquet = pq.ParquetWriter(self.out, table.schema, compression="zstd", write_page_index=True,
-                                                 bloom_filter_options=bloom_filters(self.dataset, len(rows)))
+                self._parquet = pq.ParquetWriter(self.out, table.schema, **writer_options(self.dataset, len(rows)))
             self._parquet.write_table(table)
             return
         if self._header:
