@@ -70,7 +70,9 @@ def test_the_link_is_a_fixed_key_a_size_range_and_a_short_expiry(draft):
     assert link.key == f"uploads/{USER_ID}/{draft}/etc_My_Data.bin" and link.name == "etc_My_Data.bin"
     policy = policy_of(link.fields)
     assert {"key": link.key} in policy["conditions"] and {"bucket": bucket()} in policy["conditions"]
-    assert ["content-length-range", 1, uploads.max_bytes()] in policy["conditions"]
+    assert ["content-length-range", 1, 30 * MIB] in policy["conditions"]  # the declared size (the room it took)
+    undeclared = uploads.create_link(USER_ID, draft, "other.bin")
+    assert ["content-length-range", 1, uploads.max_bytes()] in policy_of(undeclared.fields)["conditions"]
     assert uploads.max_bytes() == 2 * 1024 ** 3 and uploads.describe_cap() == "2 GiB"  # the documented cap
     expires = datetime.fromisoformat(policy["expiration"].replace("Z", "+00:00"))
     assert abs((expires - datetime.now(timezone.utc)).total_seconds() - 15 * 60) < 30 and link.expires_in == 900
