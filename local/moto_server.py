@@ -25,11 +25,12 @@ class MotoServer:
     def start(self) -> "MotoServer":
         from moto.server import ThreadedMotoServer
 
-        from local import dynamodb_atomic, kms_digest, s3_post_policy
+        from local import dynamodb_atomic, kms_digest, s3_post_policy, s3_presigned_get
 
         dynamodb_atomic.install()  # one request at a time per table item, as DynamoDB applies them
         kms_digest.install()  # AWS KMS's DIGEST signing, which moto lacks (the treasury key signs tx digests)
         s3_post_policy.install()  # S3's check of a POST upload's signed policy, which moto skips (upload links)
+        s3_presigned_get.install()  # S3's check of a presigned GET's SigV4 query signature, which moto skips
         os.environ["MOTO_PORT"] = str(self.port)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()

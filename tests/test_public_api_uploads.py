@@ -36,7 +36,7 @@ def assert_error(response: dict, status: int, code: str, words: str = "") -> str
     return error["message"]
 
 
-def new_upload(key: str, name: str = "data.bin", size: int = 2048) -> dict:
+def new_upload(key: str, name: str = "data.bin", size: int = 8192) -> dict:
     made = call("POST", "/v1/uploads", key=key, json_body={"file_name": name, "size": size})
     assert made["statusCode"] == 201, made["body"]
     return made["json"]
@@ -82,8 +82,8 @@ def test_the_link_is_a_fixed_key_under_the_users_prefix_with_the_cap_and_a_short
     policy = policy_of(link)
     assert {"key": object_key} in policy["conditions"]
     assert {"bucket": get_settings().artifacts_bucket} in policy["conditions"]
-    assert ["content-length-range", 1, 2 * 1024 ** 3] in policy["conditions"]
-    assert link["max_bytes"] == 2 * 1024 ** 3 and link["expires_in"] == 900
+    assert ["content-length-range", 1, 30 * MIB] in policy["conditions"]  # the declared size, under the cap
+    assert link["max_bytes"] == 30 * MIB and link["expires_in"] == 900
     body = os.urandom(4096)
     assert post(link, body).status_code == 204
     assert stored(object_key) == body
@@ -101,10 +101,13 @@ def test_an_upload_over_the_cap_is_refused_by_the_policy_and_a_declared_one_at_o
     declared = call("POST", "/v1/uploads", key=key, json_body={"file_name": "big.bin", "size": MIB + 1})
     assert_error(declared, 400, "invalid_request", "at most 1 MiB")
     link = new_upload(key, "big.bin", 100)  # a client that declares a small size and sends more
-    refused = post(link, b"x" * (MIB + 1))
-    assert refused.status_code == 400 and "<Code>EntityTooLarge</Code>" in refused.text
-    assert stored(link["fields"]["key"]) is None
-    assert post(link, b"x" * MIB).status_code == 204  # control: at the cap it is taken
+    for more in (MIB + 1, 101):  # over the cap, and just over the declared size (what the link reserved)
+        refused = post(link, b"x" * more)
+        assert refused.status_code == 400 and "<Code>EntityTooLarge</Code>" in refused.text
+        assert stored(link["fields"]["key"]) is None
+    assert post(link, b"x" * 100).status_code == 204  # control: the declared size is taken
+    at_cap = new_upload(key, "cap.bin", MIB)
+    assert post(at_cap, b"x" * MIB).status_code == 204  # control: at the cap it is taken
 
 
 def test_the_form_cannot_write_another_users_upload(aws):
@@ -229,6 +232,139 @@ def test_inputs_are_bounded_distinct_well_formed_and_for_own_jobs_only(aws):
     benchmark = {"gpu_class": "cpu", "workload": "benchmark", "inputs": [link["upload_id"]]}
     assert_error(call("POST", "/v1/jobs", key=key, json_body=benchmark), 400, "unsupported", "input files")
     nothing_held_or_queued(ALICE)
+
+
+# ------------------------------------------------------------------------------------------------ the bound
+def upload_state(user_id: int) -> tuple:
+    """What a refused link request must leave as it was: the user's ledger item, their upload records and the
+    bucket's uploads/ of the user."""
+    from depu.config import get_settings
+
+    table = boto3.resource("dynamodb").Table(get_settings().tokens_table)
+    items = sorted((item for item in table.scan(ConsistentRead=True)["Items"]
+                    if item.get("user_id") == user_id and item["token_hash"].startswith(("upload-room#", "api-upload#"))),
+                   key=lambda item: item["token_hash"])
+    listed = boto3.client("s3").list_objects_v2(Bucket=get_settings().artifacts_bucket, Prefix=f"uploads/{user_id}/")
+    return json.dumps(items, default=str, sort_keys=True), sorted(item["Key"] for item in listed.get("Contents", []))
+
+
+def fill(key: str, count: int, size: int = 10) -> list[dict]:
+    return [new_upload(key, f"f{index}.bin", size) for index in range(count)]
+
+
+def test_a_user_holds_at_most_n_unused_uploads_and_the_next_link_is_refused_with_nothing_written(aws):
+    from depu.config import get_settings
+
+    most = get_settings().upload_max_outstanding
+    alice, bob = user_with_key(ALICE), user_with_key(BOB)
+    fill(alice, most)
+    before = upload_state(ALICE)
+    refused = call("POST", "/v1/uploads", key=alice, json_body={"file_name": "one-more.bin", "size": 1})
+    message = assert_error(refused, 429, "quota_exceeded", f"they may hold at most {most} files at a time")
+    assert "Submit a job that uses them, or wait" in message and int(refused["headers"]["Retry-After"]) > 0
+    assert upload_state(ALICE) == before  # no record, no reservation, nothing in the bucket
+    second_key, _ = keys.create(ALICE, "ci", ["jobs"], 30)  # the bound is the user's, not one key's
+    assert_error(call("POST", "/v1/uploads", key=second_key, json_body={"file_name": "x.bin", "size": 1}),
+                 429, "quota_exceeded")
+    assert new_upload(bob)["upload_id"]  # another user's room is their own
+
+
+def test_the_declared_bytes_are_bounded_and_the_policy_holds_a_link_to_its_declared_size(aws):
+    from depu.config import get_settings
+
+    settings = get_settings()
+    key = user_with_key(ALICE)
+    count = settings.upload_max_outstanding_bytes // settings.upload_max_bytes
+    assert count < settings.upload_max_outstanding  # the bytes bound, not the count, is what refuses here
+    links = fill(key, count, settings.upload_max_bytes)
+    before = upload_state(ALICE)
+    refused = call("POST", "/v1/uploads", key=key, json_body={"file_name": "one-more.bin", "size": 1})
+    assert_error(refused, 429, "quota_exceeded", "at most 20 GiB declared at a time")
+    assert upload_state(ALICE) == before
+    small = call("POST", "/v1/uploads", key=user_with_key(BOB), json_body={"file_name": "s.bin", "size": 5})
+    refused = post(small["json"], b"x" * 6)  # a client that declares little cannot store more with the link
+    assert refused.status_code == 400 and "<Code>EntityTooLarge</Code>" in refused.text
+    assert all(["content-length-range", 1, settings.upload_max_bytes] in policy_of(link)["conditions"] for link in links)
+
+
+def test_a_job_that_uses_an_upload_frees_its_room(aws):
+    from depu.config import get_settings
+
+    most = get_settings().upload_max_outstanding
+    key = user_with_key(ALICE, credits=5000)
+    links = fill(key, most)
+    assert_error(call("POST", "/v1/uploads", key=key, json_body={"file_name": "x.bin", "size": 1}), 429, "quota_exceeded")
+    assert post(links[0], b"d" * 10, "f0.bin").status_code == 204
+    made = call("POST", "/v1/jobs", key=key, json_body=job_spec(links[0]["upload_id"]))
+    assert made["statusCode"] == 201, made["body"]
+    assert new_upload(key, "next.bin")  # the job's file no longer counts
+    assert_error(call("POST", "/v1/uploads", key=key, json_body={"file_name": "y.bin", "size": 1}), 429,
+                 "quota_exceeded")  # exactly one slot was freed
+
+
+def test_expiry_frees_the_room_an_unposted_link_after_its_window_a_posted_file_when_the_bucket_drops_it(aws,
+                                                                                                     monkeypatch):
+    from depu.config import get_settings
+    from depu.jobs import upload_room, uploads
+    from local.template import LocalTemplate
+
+    [rule] = [rule for rule in LocalTemplate().raw["Resources"]["ArtifactsBucket"]["Properties"]
+              ["LifecycleConfiguration"]["Rules"] if rule["Id"] == "expire-uploads"]
+    assert rule["Prefix"] == uploads.UPLOADS_PREFIX and rule["ExpirationInDays"] == uploads.UPLOAD_FILES_DAYS
+    most = get_settings().upload_max_outstanding
+    key = user_with_key(ALICE)
+    made = upload_room.clock()
+    links = fill(key, most)
+    posted = links[: most // 2]
+    for link in posted:
+        assert post(link, b"p" * 10).status_code == 204
+    monkeypatch.setattr(upload_room, "clock", lambda: made + uploads.UPLOAD_LINK_SECONDS - 30)
+    assert_error(call("POST", "/v1/uploads", key=key, json_body={"file_name": "x.bin", "size": 1}), 429,
+                 "quota_exceeded")  # control: every link may still be posted
+    monkeypatch.setattr(upload_room, "clock", lambda: made + uploads.UPLOAD_LINK_SECONDS + 5)
+    key, _ = keys.create(ALICE, "second", ["jobs"], 30)  # another key of hers: one key's throttle is 30 at once
+    fill(key, most - len(posted))  # the unposted links' room is free: their policy has expired, nothing is there
+    assert_error(call("POST", "/v1/uploads", key=key, json_body={"file_name": "x.bin", "size": 1}), 429,
+                 "quota_exceeded")  # the posted files still count
+    gone = upload_room.object_gone_by(made + uploads.UPLOAD_LINK_SECONDS, uploads.UPLOAD_FILES_DAYS)
+    assert 86_400 * uploads.UPLOAD_FILES_DAYS < gone - made <= 86_400 * (uploads.UPLOAD_FILES_DAYS + 1) + 900
+    monkeypatch.setattr(upload_room, "clock", lambda: gone + 1)  # past the bucket's rule: not even a HEAD
+    key, _ = keys.create(ALICE, "third", ["jobs"], 30)
+    assert len(fill(key, most)) == most
+
+
+def test_racing_requests_for_the_last_slot_exactly_one_wins(aws):
+    import threading
+
+    from depu.config import get_settings
+    from depu.jobs import upload_room, uploads
+
+    most = get_settings().upload_max_outstanding
+    key = user_with_key(ALICE)
+    fill(key, most - 1)
+    racers, start = 8, threading.Barrier(8)
+    won: list[str] = []
+    refused: list[str] = []
+    failed: list[BaseException] = []
+
+    def race(index: int) -> None:
+        start.wait()
+        try:
+            link = uploads.create_upload_link(ALICE, uploads.new_upload_id(), f"race{index}.bin", 10)
+            won.append(link.key)
+        except upload_room.UploadsFull as error:
+            refused.append(error.message)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            failed.append(error)
+
+    threads = [threading.Thread(target=race, args=(index,)) for index in range(racers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not failed and len(won) == 1 and len(refused) == racers - 1, (won, refused, failed)
+    held = upload_room.outstanding(ALICE)
+    assert len(held) == most and won[0] in {item.key for item in held}
 
 
 # ------------------------------------------------------------------------------------------------ the CLI

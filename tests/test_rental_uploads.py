@@ -70,7 +70,9 @@ def test_the_link_is_a_fixed_key_a_size_range_and_a_short_expiry(draft):
     assert link.key == f"uploads/{USER_ID}/{draft}/etc_My_Data.bin" and link.name == "etc_My_Data.bin"
     policy = policy_of(link.fields)
     assert {"key": link.key} in policy["conditions"] and {"bucket": bucket()} in policy["conditions"]
-    assert ["content-length-range", 1, uploads.max_bytes()] in policy["conditions"]
+    assert ["content-length-range", 1, 30 * MIB] in policy["conditions"]  # the declared size (the room it took)
+    undeclared = uploads.create_link(USER_ID, draft, "other.bin")
+    assert ["content-length-range", 1, uploads.max_bytes()] in policy_of(undeclared.fields)["conditions"]
     assert uploads.max_bytes() == 2 * 1024 ** 3 and uploads.describe_cap() == "2 GiB"  # the documented cap
     expires = datetime.fromisoformat(policy["expiration"].replace("Z", "+00:00"))
     assert abs((expires - datetime.now(timezone.utc)).total_seconds() - 15 * 60) < 30 and link.expires_in == 900
@@ -247,6 +249,79 @@ def test_an_agent_gets_links_to_its_own_jobs_inputs_only(draft):
     status, _ = AgentApi().call(f"/agent/jobs/{theirs.job_id}/progress", {"progress": 0.1},
                                 holder_of_mine["agent_token"])
     assert status == 404  # the other job is not this agent's: no route of it answers
+
+
+def _signed_get_check(url: str, headers: dict[str, str], now: datetime | None = None):
+    """The local S3's check of a presigned GET (local/s3_presigned_get.py) on ``url`` as a client sends it."""
+    from local import s3_presigned_get
+
+    split = urlsplit(url)
+    secrets = {os.environ["AWS_ACCESS_KEY_ID"]: os.environ["AWS_SECRET_ACCESS_KEY"]}
+    return s3_presigned_get.check("GET", split.path, split.query, {"host": split.netloc, **headers}, secrets, now)
+
+
+@pytest.mark.parametrize("key", ["uploads/1/d0123456789abcdef/plain.bin", "jobs/j1/outputs/a b+c=d&e%f~g.bin",
+                                 "jobs/j1/ünïcödé/(1)!*'.tar.gz"])
+def test_the_local_signature_check_accepts_what_botocore_signs_and_nothing_edited(aws, key):
+    """botocore (the SDK's reference signer) signs; the local check, written from the SigV4 spec, must accept
+    exactly that request and refuse it with any signed part changed."""
+    from botocore.config import Config
+
+    from local.s3_post_policy import Refused
+
+    s3 = boto3.client("s3", config=Config(signature_version="s3v4"))
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket(), "Key": key, "IfMatch": '"abc"'},
+                                    ExpiresIn=600)
+    _signed_get_check(url, {"If-Match": '"abc"', "Accept-Encoding": "gzip"})  # an unsigned header is not checked
+    plain = s3.generate_presigned_url("get_object", Params={"Bucket": bucket(), "Key": key}, ExpiresIn=60)
+    _signed_get_check(plain, {})
+    split = urlsplit(url)
+    edits = {"the key": (url.replace(split.path, split.path[:-1] + "X"), {"If-Match": '"abc"'}),
+             "a parameter": (url.replace("X-Amz-Expires=600", "X-Amz-Expires=601"), {"If-Match": '"abc"'}),
+             "a parameter added": (url + "&response-content-type=text%2Fhtml", {"If-Match": '"abc"'}),
+             "the signed header's value": (url, {"If-Match": '"abd"'}),
+             "the signed header dropped": (url, {})}
+    for edit, (edited, headers) in edits.items():
+        with pytest.raises(Refused, match="signature we calculated") as refused:
+            _signed_get_check(edited, headers)
+        assert refused.value.status == 403, edit
+    with pytest.raises(Refused, match="Request has expired"):
+        _signed_get_check(url, {"If-Match": '"abc"'}, now=datetime.now(timezone.utc) + timedelta(seconds=605))
+
+
+def test_s3_refuses_an_agent_that_edits_its_input_link_drops_if_match_or_comes_late(draft, monkeypatch):
+    """The agent's presigned GET of an input, over HTTP to the local S3 (which checks SigV4 as S3 does)."""
+    from depu.jobs import uploads
+    from local import s3_presigned_get
+
+    agent = _cpu_agent()
+    victim_link = uploads.create_link(OTHER_USER, uploads.new_draft_id(), "data.bin")
+    assert post(victim_link.url, victim_link.fields, b"the other user's data").status_code == 204
+    mine = os.urandom(2048)
+    job, link = _submit_with_upload(USER_ID, draft, mine)
+    run_matcher()
+    [item] = _claimed_inputs(job.job_id, agent["agent_token"])
+    honest = requests.get(item["url"], headers={"If-Match": item["if_match"]}, timeout=30)
+    assert honest.status_code == 200 and honest.content == mine  # control: the link as given
+
+    other_key = item["url"].replace(link.key, victim_link.key)
+    assert other_key != item["url"] and stored(victim_link.key) == b"the other user's data"
+    for name, url, headers in [("another user's object", other_key, {"If-Match": item["if_match"]}),
+                               ("If-Match dropped", item["url"], {}),
+                               ("If-Match changed", item["url"], {"If-Match": '"0123456789abcdef0123456789abcdef"'}),
+                               ("If-Match made a wildcard", item["url"], {"If-Match": "*"})]:
+        refused = requests.get(url, headers=headers, timeout=30)
+        assert refused.status_code == 403 and "<Code>SignatureDoesNotMatch</Code>" in refused.text, name
+        assert b"other user" not in refused.content
+    expires = int(parse_qs(urlsplit(item["url"]).query)["X-Amz-Expires"][0])
+    monkeypatch.setattr(s3_presigned_get, "clock", lambda: datetime.now(timezone.utc) + timedelta(seconds=expires + 5))
+    late = requests.get(item["url"], headers={"If-Match": item["if_match"]}, timeout=30)
+    assert late.status_code == 403 and "Request has expired" in late.text
+    monkeypatch.undo()
+    assert requests.get(item["url"], headers={"If-Match": item["if_match"]}, timeout=30).status_code == 200
+    unsigned = requests.get(f"{urlsplit(item['url']).scheme}://{urlsplit(item['url']).netloc}/{bucket()}/{link.key}",
+                            timeout=30)
+    assert unsigned.status_code == 403  # no signature at all: a private bucket's object, as before
 
 
 # ------------------------------------------------------------------------------------------- the Mini App's route

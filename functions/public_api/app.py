@@ -37,6 +37,7 @@ from depu.analytics import export_quota
 from depu.apikeys.keys import Caller
 from depu.config import get_settings
 from depu.errors import UserError
+from depu.jobs import upload_room
 from depu.publicapi import errors, gate, models, views
 from depu.publicapi.errors import ApiError
 
@@ -147,6 +148,12 @@ def _invalid(error: RequestValidationError) -> Response:
 @app.exception_handler(export_quota.ExportLimited)
 def _export_limited(error: export_quota.ExportLimited) -> Response:
     return _error_response(ApiError(429, "quota_exceeded", errors.plain(error.message)), _request_id())
+
+
+@app.exception_handler(upload_room.UploadsFull)
+def _uploads_full(error: upload_room.UploadsFull) -> Response:
+    return _error_response(ApiError(429, "quota_exceeded", errors.plain(error.message),
+                                    headers={"Retry-After": str(error.retry_after_s)}), _request_id())
 
 
 @app.exception_handler(UserError)

@@ -82,6 +82,10 @@ class Settings:
     # a job's input files above Telegram's 20 MB download limit come through an upload link (depu.jobs.uploads):
     # each file, and all of one job's inputs together, at most this (the agent's default max_input_mb)
     upload_max_bytes: int = 2 * 1024 ** 3
+    # what one user's upload links may hold at once, not yet used by a submitted job (depu.jobs.upload_room):
+    # so many files, and so many bytes declared (each link's policy takes at most its declared size)
+    upload_max_outstanding: int = 20
+    upload_max_outstanding_bytes: int = 20 * 1024 ** 3
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -138,6 +142,8 @@ class Settings:
             export_progress_seconds=(float(_env("EXPORT_PROGRESS_SECONDS")) if _env("EXPORT_PROGRESS_SECONDS")
                                      else None),
             upload_max_bytes=int(_env("UPLOAD_MAX_BYTES", str(2 * 1024 ** 3))),
+            upload_max_outstanding=int(_env("UPLOAD_MAX_OUTSTANDING", "20")),
+            upload_max_outstanding_bytes=int(_env("UPLOAD_MAX_OUTSTANDING_BYTES", str(20 * 1024 ** 3))),
         )
 
 

@@ -4,6 +4,7 @@ after a job moves (settle and tell the user at the end, re-enqueue on a retry).
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from depu.jobs.spec import MAX_INPUT_FILES, JobSpec, clean_inputs, wants_egress
 from depu.jobs.uploads import UploadedInput
 from depu.jobs.leases import MAX_QUEUE_SECONDS
 from depu.jobs.models import Job
+
+log = logging.getLogger(__name__)
 
 JOBS_LISTED = 10
 
@@ -135,7 +138,20 @@ def submit(
     except Exception:
         _abandon(job if saved else None, user_id, hold_id)
         raise
+    if uploaded:
+        _free_upload_room(user_id, [item.key for item in uploaded])
     return job
+
+
+def _free_upload_room(user_id: int, keys: list[str]) -> None:
+    """The uploads a saved job uses stop counting against the user's upload room (``depu.jobs.upload_room``).
+    The job stands either way: a failed release only leaves the room taken until the reservations expire."""
+    from depu.jobs import upload_room
+
+    try:
+        upload_room.release(user_id, keys)
+    except Exception:  # noqa: BLE001 - the job is queued; the reservation expires by itself
+        log.warning("upload room not released", extra={"user_id": user_id, "files": len(keys)})
 
 
 def _abandon(job: Job | None, user_id: int, hold_id: str) -> None:

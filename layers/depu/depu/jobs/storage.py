@@ -4,7 +4,7 @@ jobs/<job_id>/script.py            the user's script (read by the agent through 
 jobs/<job_id>/logs/<seq>.log       every log chunk, as sent (the full log; the job item keeps a tail)
 jobs/<job_id>/artifacts/<name>     files the agent uploaded through a presigned PUT
 uploads/<user_id>/<draft_id>/<name> a job draft's input file over Telegram's 20 MB, posted by the user through
-                                   a presigned POST (depu.jobs.uploads; expired by the bucket after 2 days)
+                                   a presigned POST (depu.jobs.uploads; expired by the bucket after 1 day)
 
 The bucket's lifecycle rule (template.yaml) deletes everything under jobs/ after JOB_FILES_DAYS.
 An upload link is write-once: its signature covers ``If-None-Match: *``, so S3 refuses any PUT to a key that

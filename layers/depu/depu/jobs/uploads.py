@@ -8,8 +8,12 @@ fixed by its signed policy, which S3 checks before it stores a byte:
 - the key is DePU's, ``uploads/<user_id>/<owner>/<safe name>``: the owner is the chat's job draft
   (``d`` + 16 hex) or one public-API upload (``u`` + 16 hex), a random id the server made; the user picks
   neither the user nor the owner, and a form edited to name another key fails the policy;
-- 1 byte to ``upload_max_bytes`` (the documented cap, 2 GiB by default: ``content-length-range``);
+- 1 byte to the size the user's client declared (the cap, ``upload_max_bytes``, 2 GiB by default, when none
+  was declared: ``content-length-range``), so what a link can store is what it reserved;
 - it dies after UPLOAD_LINK_SECONDS.
+
+Before a form is signed it reserves room in the user's ledger (``depu.jobs.upload_room``): a user's links
+hold at most so many files and bytes that no submitted job has used yet, whichever container signs them.
 
 S3's check is the first line. The second is ``confirm``, before the job is dispatched: the object must exist
 and be within the cap (a HEAD), and its ETag is recorded, so the agent's download link is pinned to that
@@ -25,11 +29,11 @@ from dataclasses import dataclass
 
 from depu.config import get_settings
 from depu.errors import UserError
-from depu.jobs import storage
+from depu.jobs import storage, upload_room
 
 UPLOAD_LINK_SECONDS = 15 * 60
 UPLOADS_PREFIX = "uploads/"
-UPLOAD_FILES_DAYS = 2  # template.yaml's expire-uploads rule
+UPLOAD_FILES_DAYS = 1  # template.yaml's expire-uploads rule (tests/test_rental_uploads.py holds them equal)
 _DRAFT_ID = re.compile(r"^d[0-9a-f]{16}$")
 _UPLOAD_ID = re.compile(r"^u[0-9a-f]{16}$")
 
@@ -103,22 +107,24 @@ def _key(user_id: int, owner: str, file_name: str) -> str:
 
 def create_link(user_id: int, draft_id: str, file_name: str, size: int | None = None) -> UploadLink:
     """The upload form for one file of the user's draft. ``size`` (as the user's client declares it) is only
-    checked for a clear early answer; the policy and ``confirm`` are what hold."""
-    return _link(draft_key(user_id, draft_id, file_name), size)
+    bounds the policy (and the room reserved); the policy and ``confirm`` are what hold."""
+    return _link(user_id, draft_key(user_id, draft_id, file_name), size)
 
 
 def create_upload_link(user_id: int, upload_id: str, file_name: str, size: int | None = None) -> UploadLink:
     """The upload form of one public-API upload: the same policy as a draft's file, under its own owner id."""
-    return _link(upload_key(user_id, upload_id, file_name), size)
+    return _link(user_id, upload_key(user_id, upload_id, file_name), size)
 
 
-def _link(key: str, size: int | None) -> UploadLink:
+def _link(user_id: int, key: str, size: int | None) -> UploadLink:
     cap = max_bytes()
     if size is not None and not 0 < int(size) <= cap:
         raise UserError(f"An input file is at most {describe_cap()}.")
-    url, fields = storage.post_form(key, cap, UPLOAD_LINK_SECONDS)
+    most = cap if size is None else int(size)
+    upload_room.reserve(user_id, key, most, UPLOAD_LINK_SECONDS, UPLOAD_FILES_DAYS)  # UploadsFull: nothing signed
+    url, fields = storage.post_form(key, most, UPLOAD_LINK_SECONDS)
     return UploadLink(name=key.rsplit("/", 1)[-1], key=key, url=url, fields=fields,
-                      expires_in=UPLOAD_LINK_SECONDS, max_bytes=cap)
+                      expires_in=UPLOAD_LINK_SECONDS, max_bytes=most)
 
 
 def confirm(user_id: int, draft_id: str, names: list[str]) -> list[UploadedInput]:

@@ -138,12 +138,12 @@ class UploadRequest(Request):
 
 
 class UploadOut(BaseModel):
-    upload_id: str = Field(description="name it in a job's inputs (with this same key), within 2 days")
+    upload_id: str = Field(description="name it in a job's inputs (with this same key), within 24 h")
     name: str = Field(description="the file's name in the job's inputs/ (the given name, made safe)")
     url: str = Field(description="POST a multipart form here: every one of fields, then the file as 'file', last")
     fields: dict[str, str] = Field(description="the form's signed fields (key, policy, signature): send as given")
     expires_in: int = Field(description="seconds the form is accepted for")
-    max_bytes: int = Field(description="the most the file may be (the policy's content-length-range)")
+    max_bytes: int = Field(description="the most the file may be (the policy's content-length-range: the declared size)")
 
 
 # ------------------------------------------------------------------------------------------------ forks

@@ -11,6 +11,9 @@ the key that made it. Another user's id is "no such upload of yours" (and its fi
 user's prefix anyway); another key's id of the same user is refused too, so a key that is revoked, or scoped
 to something else, cannot have its files run by a sibling key. The record sits in TokensTable beside the
 keys, ``api-upload#<id>``, and lives as long as the file (the bucket's expire-uploads rule).
+
+Each link reserves room in the user's upload ledger (``depu.jobs.upload_room``, through
+``depu.jobs.uploads``): over the bound, ``start`` raises ``UploadsFull`` (a 429) before any record or form.
 """
 from __future__ import annotations
 
@@ -61,7 +64,8 @@ def _record_key(upload_id: str) -> str:
 
 
 def start(caller: Caller, file_name: str, size: int) -> Upload:
-    """A new upload for the caller's key: the record, then the form (``UserError`` for a size over the cap)."""
+    """A new upload for the caller's key: the room and the form, then the record (``UserError`` for a size over
+    the cap, ``UploadsFull`` over the user's upload bound: then nothing is written)."""
     upload_id = uploads.new_upload_id()
     link = uploads.create_upload_link(caller.user_id, upload_id, file_name, size)
     now = int(time.time())
@@ -85,7 +89,7 @@ def _owned(caller: Caller, upload_id: str) -> ApiUpload:
         record = None
     if record is None or record.kind != KIND or int(record.user_id) != int(caller.user_id) \
             or int(record.expires_at) <= time.time():
-        raise UserError(f"No upload {upload_id} of yours (an upload lives {uploads.UPLOAD_FILES_DAYS} days): "
+        raise UserError(f"No upload {upload_id} of yours (an upload lives {uploads.UPLOAD_FILES_DAYS * 24} h): "
                         "ask for one with POST /v1/uploads.")
     if record.key_id != caller.key_id:
         raise UserError(f"Upload {upload_id} was made with another of your API keys: a job takes only the "
