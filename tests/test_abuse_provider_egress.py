@@ -380,7 +380,7 @@ def test_a_job_with_egress_hosts_reaches_the_hosts_it_named_and_no_other_name_is
     assert answer.startswith("HTTP/1.1 403"), answer
     assert sorted(set(looked_up)) == ["allowed.test", "api.wild.test", "deep.api.wild.test"]  # refused: never asked
     assert "[depu] egress: only to *.wild.test, allowed.test" in lines, lines
-    assert any(f"egress refused other.test:{port}: other.test is not among this job's egress_hosts" in line
+    assert any(f"egress refused other.test:{port}: other.test is not among the hosts this job may reach" in line
                for line in lines), lines
     assert any(f"egress refused 127.0.0.1:{port}: 127.0.0.1 is an address" in line for line in lines), lines
     assert any("does not name the URL's host" in line for line in lines), lines

@@ -213,17 +213,18 @@ class EgressPolicy:
     hosts: tuple[str, ...] | None = None  # the provider's and the job's lists combined; None: any public host
 
     def name_refusal(self, host: str) -> str | None:
-        """Why ``host`` (as the job wrote it) is not among the job's hosts; None when it is, or when the job
-        named none. Decided on the name alone: nothing is resolved for a name that is not allowed."""
+        """Why ``host`` (as the job wrote it) is not among the hosts this job may reach (its own list within the
+        provider's, ``effective_hosts``); None when it is, or when neither named any. Decided on the name
+        alone: nothing is resolved for a name that is not allowed."""
         if self.hosts is None:
             return None
         literal = literal_address(host)
         if literal is not None:
-            return f"{literal} is an address; this job reaches only the hosts it named (egress_hosts)"
+            return f"{literal} is an address; this job reaches only listed hosts (egress_hosts)"
         name = check_name(host)
         if host_allowed(name, self.hosts):
             return None
-        return f"{name} is not among this job's egress_hosts"
+        return f"{name} is not among the hosts this job may reach (its egress_hosts, within the provider's)"
 
     def refusal(self, address: IPAddress) -> str | None:
         if address in self.treat_as_public:
