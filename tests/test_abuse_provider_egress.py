@@ -380,7 +380,7 @@ def test_a_job_with_egress_hosts_reaches_the_hosts_it_named_and_no_other_name_is
     assert answer.startswith("HTTP/1.1 403"), answer
     assert sorted(set(looked_up)) == ["allowed.test", "api.wild.test", "deep.api.wild.test"]  # refused: never asked
     assert "[depu] egress: only to *.wild.test, allowed.test" in lines, lines
-    assert any(f"egress refused other.test:{port}: other.test is not among this job's egress_hosts" in line
+    assert any(f"egress refused other.test:{port}: other.test is not among the hosts this job may reach" in line
                for line in lines), lines
     assert any(f"egress refused 127.0.0.1:{port}: 127.0.0.1 is an address" in line for line in lines), lines
     assert any("does not name the URL's host" in line for line in lines), lines
@@ -406,6 +406,62 @@ def test_a_job_with_egress_hosts_reaches_the_hosts_it_named_and_no_other_name_is
     assert target.connections == len(allowed["fetches"]) + 1
     assert tls_target.connections == len(allowed["tls_connects"]) + 1  # reached; its certificate is not other.test's
     assert seen["tls"][0][2].startswith("HTTP/1.1 200 Connection established|error SSLCertVerificationError"), seen
+
+
+def test_a_providers_egress_hosts_refuse_what_the_job_did_not_restrict_and_narrow_what_it_did(
+        tmp_path, api, target):
+    """The provider set egress_hosts; every name resolves (through the test's name service) to 127.0.0.1, which
+    the test-only policy counts as public, and that policy carries no list of its own: so whatever refuses a
+    name here is the provider's setting, which the agent read from its config and combined with the job's."""
+    port = target.server_address[1]
+    looked_up: list[str] = []
+
+    def resolve(name: str, _port: int) -> list[str]:
+        looked_up.append(name)
+        return ["127.0.0.1"]
+
+    stand_in = egress.EgressPolicy(ports=frozenset({port}), resolver=resolve,
+                                   treat_as_public=frozenset({ipaddress.ip_address("127.0.0.1")}))
+    config = agent_config(tmp_path, allow_egress=True, egress_hosts=["Index.test", "*.hub.test"])
+    listed = [f"http://index.test:{port}/", f"http://models.hub.test:{port}/"]
+    others = [f"http://other.test:{port}/", f"http://hub.test:{port}/", f"http://127.0.0.1:{port}/"]
+    seen, lines, _ = run_job(config, api, tmp_path, "jprovider-nolist", probe(
+        port, fetches=listed + others, connects=[f"other.test:{port}", f"evilhub.test:{port}"]), policy=stand_in)
+    for url in listed:
+        assert seen["fetch"][url] == "200 secret of 127.0.0.1", (url, seen)
+    for url in others:
+        assert seen["fetch"][url].startswith("403 egress refused"), (url, seen["fetch"][url])
+    for authority, answer in seen["connect"].items():
+        assert answer.startswith("HTTP/1.1 403"), (authority, answer)
+    assert target.connections == len(listed)  # the refused names made no connection at all
+    assert sorted(set(looked_up)) == ["index.test", "models.hub.test"]  # nor a lookup
+    assert "[depu] egress: only to *.hub.test, index.test (this provider's list)" in lines, lines
+    assert any(f"egress refused other.test:{port}: other.test is not among the hosts this job may reach" in line
+               for line in lines), lines
+
+    # the job names its own list: only what both allow (a narrower wildcard inside the provider's stays)
+    looked_up.clear()
+    both = [f"http://deep.a.hub.test:{port}/", f"http://index.test:{port}/"]
+    cut = [f"http://models.hub.test:{port}/", f"http://other.test:{port}/"]  # one the job left out, one the provider
+    seen, lines, _ = run_job(config, api, tmp_path, "jprovider-both", probe(port, fetches=both + cut),
+                             policy=stand_in, egress_hosts=["*.a.hub.test", "index.test", "other.test"])
+    for url in both:
+        assert seen["fetch"][url] == "200 secret of 127.0.0.1", (url, seen)
+    for url in cut:
+        assert seen["fetch"][url].startswith("403 egress refused"), (url, seen["fetch"][url])
+    assert target.connections == len(listed) + len(both)
+    assert sorted(set(looked_up)) == ["deep.a.hub.test", "index.test"]
+    assert "[depu] egress: this provider does not allow other.test" in lines, lines
+    assert "[depu] egress: only to *.a.hub.test, index.test" in lines, lines
+
+    # a job whose list the provider allows none of is handed back (retryable) before its code runs
+    job = {"job_id": "jprovider-none", "workload": "job", "time_limit_s": 60, "attempt": 1,
+           "params": {"command": "touch outputs/ran", "network": "egress", "egress_hosts": ["other.test", "hub.test"]}}
+    report = JobRun(job, gpus.discover()[0], config, api, Outbox(tmp_path / "outbox", api),
+                    egress_policy=stand_in).run()
+    assert report.action == "fail" and report.body["retryable"] is True, report.body
+    assert "reaches none of this job's egress_hosts" in report.body["error"] and not report.uploads
+    assert target.connections == len(listed) + len(both)
 
 
 def test_an_egress_hosts_list_the_agent_cannot_read_fails_the_job_before_anything_runs(tmp_path, api):
@@ -599,3 +655,25 @@ def test_the_public_stand_in_cannot_come_from_the_agents_settings(tmp_path):
 def test_the_agent_tells_the_cloud_its_egress_policy(tmp_path):
     assert daemon.egress_offered(agent_config(tmp_path)) == "none"
     assert daemon.egress_offered(agent_config(tmp_path, allow_egress=True)) == "allowed"
+
+
+class RecordingApi:
+    """Answers every call and keeps the bodies the agent sent."""
+
+    has_token = True
+
+    def __init__(self):
+        self.bodies: list[tuple[str, dict]] = []
+
+    def post(self, path, body, **_):
+        self.bodies.append((path, body))
+        return 200, {"cancel": []}
+
+
+@pytest.mark.parametrize("hosts, sent", [(None, []), (["*.Hub.test", "index.test"], ["*.hub.test", "index.test"])])
+def test_each_heartbeat_tells_the_cloud_the_providers_host_list(tmp_path, hosts, sent):
+    settings = {"allow_egress": True, **({"egress_hosts": hosts} if hosts else {})}
+    recording = RecordingApi()
+    daemon.Agent(agent_config(tmp_path, **settings), api=recording, fault=None).heartbeat()
+    [(path, body)] = recording.bodies
+    assert path == "/agent/heartbeat" and body["egress"] == "allowed" and body["egress_hosts"] == sent

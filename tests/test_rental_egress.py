@@ -22,11 +22,13 @@ CPU_BENCHMARK = {"device": "cpu", "fp32_tflops": 0.2, "bf16_tflops": None, "mem_
                  "verified": False}
 
 
-def register(api: AgentApi, name: str, egress: str | None) -> dict:
+def register(api: AgentApi, name: str, egress: str | None, egress_hosts=None) -> dict:
     body = {"provider_token": enrol_provider(), "name": name, "gpus": [], "capabilities": ["gpu"],
             "benchmark": CPU_BENCHMARK, "version": "test"}
     if egress is not None:
         body["egress"] = egress
+    if egress_hosts is not None:
+        body["egress_hosts"] = egress_hosts
     status, answer = api.call("/agent/register", body)
     assert status == 201, answer
     vouch_for(answer["agent_id"])
@@ -172,6 +174,128 @@ def test_an_egress_job_nobody_allows_is_refused_at_submit_and_bad_values_get_a_c
     address = call("POST", "/v1/jobs", key=key, json_body={"gpu_class": "cpu", "workload": "job", "command": "true",
                                                             "network": "egress", "egress_hosts": ["169.254.169.254"]})
     assert address["statusCode"] == 400 and "is not a host name" in address["body"], address["body"]
+
+
+# ---------------------------------------------------------------- the provider's own host list
+PROVIDER_HOSTS = ["*.hub.example.org", "index.example.org"]
+HOSTILE_LISTS = [
+    [f"h{n}.example" for n in range(33)],            # one over the cap
+    ["x.example"] * 5000,                             # oversized (refused on its length, not read)
+    ["10.0.0.1"], ["169.254.169.254"], ["*.com"], ["a.example:443"], [7], [None], [["a.example"]],
+    ["<b>x</b>.example"], ["a.example\n[depu] fake line"], ["a" * 300 + ".example"],
+    "index.example.org", {"hosts": ["index.example.org"]}, 42, True,
+]
+
+
+def test_registration_and_heartbeats_carry_the_providers_list_and_a_hostile_one_withdraws_egress(aws):
+    api = AgentApi()
+    agent = register(api, "listed", "allowed", ["Index.Example.org.", "*.hub.example.org", "index.example.org"])
+    record = agent_record(agent["agent_id"])
+    assert record.egress_allowed is True and record.egress_hosts == PROVIDER_HOSTS  # normalised, deduplicated
+    token = agent["agent_token"]
+    for hostile in HOSTILE_LISTS:
+        status, answer = api.call("/agent/heartbeat", {"free_gpus": [0], "egress": "allowed",
+                                                       "egress_hosts": hostile}, token=token)
+        assert status == 200, (hostile, answer)  # the heartbeat itself goes through
+        record = agent_record(agent["agent_id"])
+        assert record.egress_allowed is False and record.egress_hosts is None, hostile  # never "any host"
+        assert int(record.last_seen_at) >= int(time.time()) - 5
+        status, _ = api.call("/agent/heartbeat", {"free_gpus": [0], "egress": "allowed",
+                                                  "egress_hosts": PROVIDER_HOSTS}, token=token)
+        assert status == 200 and agent_record(agent["agent_id"]).egress_hosts == PROVIDER_HOSTS
+        assert agent_record(agent["agent_id"]).egress_allowed is True
+    status, _ = api.call("/agent/heartbeat", {"free_gpus": [0], "egress": "allowed"}, token=token)  # older agent
+    assert status == 200 and agent_record(agent["agent_id"]).egress_hosts == PROVIDER_HOSTS  # left as stored
+    status, _ = api.call("/agent/heartbeat", {"free_gpus": [0], "egress": "allowed", "egress_hosts": []}, token=token)
+    assert status == 200 and agent_record(agent["agent_id"]).egress_hosts is None  # any public host now
+    assert agent_record(agent["agent_id"]).egress_allowed is True
+    hostile = register(api, "hostile", "allowed", ["x.example"] * 2000)  # under the 32 KiB body cap
+    assert agent_record(hostile["agent_id"]).egress_allowed is False
+    assert agent_record(hostile["agent_id"]).egress_hosts is None
+
+
+def test_the_matcher_and_the_steal_place_a_job_only_inside_a_providers_list(aws):
+    from depu.agents.registry import Agent
+    from depu.jobs import service, work
+    from depu.jobs.leases import MAX_QUEUE_SECONDS
+
+    ensure_user(USER_ID, credits=5000)
+    api = AgentApi()
+    listed, open_ = register(api, "listed", "allowed", PROVIDER_HOSTS), register(api, "open", "allowed")
+    Agent(listed["agent_id"]).update(actions=[Agent.challenges_passed.add(20)])  # it ranks first where it fits
+
+    def placed(hosts: list[str] | None):
+        params = {"command": "true", "network": "egress", **({"egress_hosts": hosts} if hosts else {})}
+        job = submit_job(gpu_class="cpu", workload="job", params=params)
+        run_matcher()
+        return service.user_job(USER_ID, job.job_id)
+
+    for hosts in (["index.example.org"], ["m.hub.example.org", "index.example.org"], ["*.x.hub.example.org"],
+                  ["*.hub.example.org"]):
+        job = placed(hosts)
+        assert job.agent_id == listed["agent_id"], hosts  # inside its list
+        service.cancel(USER_ID, job.job_id)
+    for hosts in (None, ["other.example.org"], ["hub.example.org"], ["*.example.org"],
+                  ["m.hub.example.org", "other.example.org"], ["aindex.example.org"]):
+        job = placed(hosts)
+        assert job.agent_id == open_["agent_id"], hosts  # not wholly inside it: only the open provider
+        service.cancel(USER_ID, job.job_id)
+
+    blocker = placed(None)  # the open provider is full now
+    assert blocker.agent_id == open_["agent_id"]
+    for hosts in (None, ["hub.example.org"], ["m.hub.example.org", "other.example.org"]):
+        waiting = placed(hosts)
+        assert waiting.status == "queued" and waiting.agent_id is None, hosts
+        waiting.update(actions=[type(waiting).lease_expires_at.set(int(time.time()) + MAX_QUEUE_SECONDS - 30)])
+        assert work.claim(agent_record(listed["agent_id"]), [0], 0) is None, hosts  # the steal refuses it too
+        assert service.user_job(USER_ID, waiting.job_id).status == "queued"
+        service.cancel(USER_ID, waiting.job_id)
+    fits = placed(["deep.m.hub.example.org"])
+    assert fits.agent_id == listed["agent_id"]
+
+
+def test_submit_says_which_lists_are_on_offer_when_none_takes_the_jobs(aws):
+    from depu.errors import UserError
+
+    key = user_with_key(7402, credits=5000)
+    register(AgentApi(), "listed", "allowed", PROVIDER_HOSTS)
+    with pytest.raises(UserError, match=r"reaches only listed hosts \(\*\.hub\.example\.org, index\.example\.org\)"):
+        submit_job(USER_ID, gpu_class="cpu", workload="job", params={"command": "true", "network": "egress"})
+    outside = call("POST", "/v1/jobs", key=key, json_body={"gpu_class": "cpu", "workload": "job", "command": "true",
+                                                            "network": "egress",
+                                                            "egress_hosts": ["index.example.org", "other.example.org"]})
+    assert outside["statusCode"] == 400, outside["body"]
+    assert "allows egress to all of index.example.org, other.example.org" in outside["json"]["error"]["message"]
+    assert "*.hub.example.org, index.example.org" in outside["json"]["error"]["message"]
+    inside = call("POST", "/v1/jobs", key=key, json_body={"gpu_class": "cpu", "workload": "job", "command": "true",
+                                                           "network": "egress", "egress_hosts": ["m.hub.example.org"]})
+    assert inside["statusCode"] == 201, inside["body"]
+
+
+def test_the_offer_says_egress_only_to_the_providers_list_and_the_chat_asks_no_network_then(aws):
+    from depu.agents import catalogue
+    from depu.bot import rental
+
+    ensure_user(USER_ID, credits=5000)
+    register(AgentApi(), "listed", "allowed", PROVIDER_HOSTS)
+    [offer] = catalogue.offers()
+    assert offer.egress == "only to *.hub.example.org, index.example.org"
+    chat = new_chat()
+    rental.rent_gpu(command("rent_gpu"), chat)
+    assert chat.timeline[-1][1][0][0].text.endswith("· egress: only to *.hub.example.org, index.example.org")
+    run(press(chat.button("CPU")), chat)
+    run(press(chat.button("My own job")), chat)
+    run(typed("echo one"), chat)
+    run(press(chat.button("No packages")), chat)
+    run(press(chat.button("No input files")), chat)
+    run(press(chat.button("1")), chat)
+    assert "Time limit?" in chat.text  # the chat's egress asks for any public host: nobody here offers that
+    run(press(chat.button("Cancel")), chat)
+    register(AgentApi(), "other-list", "allowed", ["models.example.org"])
+    [offer] = catalogue.offers()
+    assert offer.egress == "only to *.hub.example.org, index.example.org or models.example.org"
+    register(AgentApi(), "open", "allowed")
+    assert [offer.egress for offer in catalogue.offers()] == ["allowed"]
 
 
 # ---------------------------------------------------------------- the chat

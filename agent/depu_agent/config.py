@@ -17,6 +17,8 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import hostlist
+
 ENV_PREFIX = "DEPU_AGENT_"
 
 
@@ -114,6 +116,11 @@ class AgentConfig:
     # never this machine's loopback, its LAN or the cloud metadata address. Told to the cloud with each
     # heartbeat; renters see it on the offer.
     allow_egress: bool = False
+    # The only hosts this provider's egress reaches (names, or *.name for every name below one; the job spec's
+    # syntax, depu_agent.hostlist), checked at load. Empty: any public host. A job's own list then narrows it
+    # further (only names both allow); the cloud places here only jobs whose list lies inside this one, never
+    # a job without a list (it asked for any public host). Told to the cloud with each heartbeat.
+    egress_hosts: list[str] = field(default_factory=list)
     egress_max_connections: int = 16  # one job's connections open at once
     egress_max_mb: int = 2048  # one job's bytes through the proxy, both ways together
     egress_idle_seconds: float = 60.0  # a connection with no byte either way for this long is cut
@@ -135,6 +142,11 @@ class AgentConfig:
                                   "(localhost or 127.x.x.x, optionally :port); plain-HTTP pulls are allowed from "
                                   "this machine's loopback only")
         _check_registry_cas(self)
+        if self.egress_hosts:
+            try:
+                self.egress_hosts = list(hostlist.clean_list(self.egress_hosts))
+            except hostlist.HostListError as error:
+                raise ConfigError(f"egress_hosts: {error}") from None
 
     # ------------------------------------------------------------------ token file
     def read_token(self) -> str | None:

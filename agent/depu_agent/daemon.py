@@ -190,6 +190,7 @@ class Agent:
             "fault": self.fault,
             "env_hashes": envcache.ready_hashes(self.config),  # warm environments: the matcher prefers us
             "egress": egress_offered(self.config),  # the provider's policy: egress jobs only where allowed
+            "egress_hosts": list(self.config.egress_hosts),  # and where to (empty: any public host)
             **containers.heartbeat_fields(self.config),  # warm images, and the registries we run images from
         }
         status, answer = self.api.post("/agent/heartbeat", body, attempts=2)
@@ -364,6 +365,7 @@ def register(config, provider_token: str, api: ApiClient | None = None, fault: s
         "benchmark": benchmark,
         "version": __version__,
         "egress": egress_offered(config),
+        "egress_hosts": list(config.egress_hosts),
     }
     if not body["gpus"] and len(offered) > 1:
         body["cpu_slots"] = len(offered)  # a CPU-only machine running several jobs at once

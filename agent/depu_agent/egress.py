@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import tls_hello
+from . import hostlist, tls_hello
 
 log = logging.getLogger(__name__)
 
@@ -210,20 +210,21 @@ class EgressPolicy:
     head_seconds: float = 10.0
     resolver: Resolver = system_resolver
     treat_as_public: frozenset[IPAddress] = field(default_factory=frozenset)
-    hosts: tuple[str, ...] | None = None  # the job's egress_hosts; None: any public host
+    hosts: tuple[str, ...] | None = None  # the provider's and the job's lists combined; None: any public host
 
     def name_refusal(self, host: str) -> str | None:
-        """Why ``host`` (as the job wrote it) is not among the job's hosts; None when it is, or when the job
-        named none. Decided on the name alone: nothing is resolved for a name that is not allowed."""
+        """Why ``host`` (as the job wrote it) is not among the hosts this job may reach (its own list within the
+        provider's, ``effective_hosts``); None when it is, or when neither named any. Decided on the name
+        alone: nothing is resolved for a name that is not allowed."""
         if self.hosts is None:
             return None
         literal = literal_address(host)
         if literal is not None:
-            return f"{literal} is an address; this job reaches only the hosts it named (egress_hosts)"
+            return f"{literal} is an address; this job reaches only listed hosts (egress_hosts)"
         name = check_name(host)
         if host_allowed(name, self.hosts):
             return None
-        return f"{name} is not among this job's egress_hosts"
+        return f"{name} is not among the hosts this job may reach (its egress_hosts, within the provider's)"
 
     def refusal(self, address: IPAddress) -> str | None:
         if address in self.treat_as_public:
@@ -271,42 +272,50 @@ def destination(policy: EgressPolicy, request: Request) -> list[IPAddress]:
 
 def host_allowed(name: str, hosts: tuple[str, ...]) -> bool:
     """``name`` (lower case, no trailing dot) is one of ``hosts``, or below a ``*.`` entry of it."""
-    return any(name == entry or (entry.startswith("*.") and name.endswith(entry[1:])) for entry in hosts)
+    return hostlist.allowed(name, hosts)
 
 
-MAX_JOB_HOSTS = 32  # the cloud's job spec allows as many (depu/jobs/egress_hosts.py)
+MAX_JOB_HOSTS = hostlist.MAX_HOSTS  # the cloud's job spec allows as many (the same rule: depu_agent.hostlist)
 
 
 def job_hosts(value) -> tuple[str, ...] | None:
-    """A job's ``egress_hosts`` as the agent takes them, checked again here (the same rules as the cloud's
-    spec: names with a dot or ``*.`` wildcards of them, at most ``MAX_JOB_HOSTS``); None: the job named
-    none. Refused says what is wrong."""
+    """A job's ``egress_hosts`` as the agent takes them, checked again here with the cloud's own rule
+    (depu_agent.hostlist, of which the cloud holds a copy); None: the job named none. Refused says what is
+    wrong."""
     if value is None:
         return None
-    if not isinstance(value, list) or not 0 < len(value) <= MAX_JOB_HOSTS:
-        raise Refused(f"egress_hosts is a list of 1 to {MAX_JOB_HOSTS} host names")
-    clean: list[str] = []
-    for raw in value:
-        text = str(raw).strip().lower().rstrip(".") if isinstance(raw, str) else ""
-        name = text[2:] if text.startswith("*.") else text
-        try:
-            if not name or "*" in name or "." not in name or literal_address(name) is not None \
-                    or check_name(name) != name:
-                raise Refused("")
-        except Refused:
-            raise Refused(f"{_printable(str(raw))[:80]!r} is not a host name") from None
-        clean.append(text)
-    return tuple(sorted(set(clean)))
+    try:
+        return hostlist.clean_list(value)
+    except hostlist.HostListError as error:
+        raise Refused(str(error)) from None
+
+
+def effective_hosts(provider: tuple[str, ...] | None, job: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """The only hosts a job's egress reaches on this machine: the provider's list (None: any public host) and
+    the job's own (None: any public host), as one list of the names both allow (``hostlist.intersect``). A
+    job without a list on a restricted machine gets the provider's list; an empty result reaches nothing."""
+    if provider is None:
+        return job
+    if job is None:
+        return provider
+    return hostlist.intersect(job, provider)
 
 
 def policy_for(config) -> EgressPolicy:
-    """The provider's bounds for one job's egress (agent settings ``egress_*``); nothing counts as public
-    that is not."""
+    """The provider's bounds for one job's egress (agent settings ``egress_*``, its host list among them);
+    nothing counts as public that is not. The job's own list is combined with it at the job's start
+    (``effective_hosts``)."""
     return EgressPolicy(
         max_connections=max(1, int(config.egress_max_connections)),
         max_bytes=max(1, int(config.egress_max_mb)) * 1024 * 1024,
         idle_seconds=max(1.0, float(config.egress_idle_seconds)),
+        hosts=provider_hosts(config),
     )
+
+
+def provider_hosts(config) -> tuple[str, ...] | None:
+    """The provider's own host list (checked at config load), None when it set none."""
+    return tuple(config.egress_hosts or ()) or None
 
 
 # ---------------------------------------------------------------- the proxy (outside the sandbox)

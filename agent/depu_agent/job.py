@@ -23,7 +23,7 @@ from pathlib import Path
 
 import requests
 
-from . import containers, egress, envcache, failures, inputs, isolation
+from . import containers, egress, envcache, failures, hostlist, inputs, isolation
 from .gpus import Gpu
 from .logship import JobChannel
 from .runner import EVENTS_FD, ChildProcess, Outcome, StopRequest
@@ -183,9 +183,18 @@ class JobRun:
             except egress.Refused as exc:  # the cloud's spec refuses the same: a malformed offer
                 return Report("fail", {"error": f"egress_hosts: {exc}"[:600], "retryable": False}, [])
             policy = self.egress_policy or egress.policy_for(self.config)
-            if hosts is not None:
-                policy = dataclasses.replace(policy, hosts=hosts)
-                channel.add_line(f"[depu] egress: only to {', '.join(hosts)[:500]}")
+            provider = egress.provider_hosts(self.config)  # the provider's list holds whatever the policy says
+            effective = egress.effective_hosts(provider, hosts)
+            if effective is not None and not effective:  # the cloud places a job only inside the provider's list
+                return Report("fail", {"error": "this provider's egress reaches none of this job's egress_hosts "
+                                       f"(it allows only {', '.join(provider or ())})"[:600], "retryable": True}, [])
+            if effective is not None:
+                if hosts is not None and provider is not None and hostlist.uncovered(hosts, provider):
+                    channel.add_line("[depu] egress: this provider does not allow "
+                                     f"{', '.join(hostlist.uncovered(hosts, provider))[:300]}")
+                policy = dataclasses.replace(policy, hosts=effective)
+                channel.add_line(f"[depu] egress: only to {', '.join(effective)[:500]}"
+                                 + (" (this provider's list)" if hosts is None else ""))
             proxy = egress.EgressProxy(policy, channel.add_line, self.config.sandbox_workspace_dir or None)
         try:
             return self._run_spec_code(channel, command, source, runtime, environment, variables, proxy)

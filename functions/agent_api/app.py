@@ -163,6 +163,7 @@ def register(request: Annotated[c.RegisterRequest, Body()] = c.RegisterRequest()
         fault=request.fault,
         cpu_slots=request.cpu_slots,
         egress=request.egress,
+        egress_hosts=request.egress_hosts,
     )
     if registration is None:
         raise Unauthorized()
@@ -184,7 +185,8 @@ def heartbeat(report: Annotated[c.HeartbeatRequest, Body()] = c.HeartbeatRequest
     cancel = work.heartbeat(agent, report.metrics, report.running_jobs, report.free_gpus, report.fault,
                             env_hashes=report.env_hashes, egress=report.egress,
                             image_digests=report.image_digests,
-                            container_registries=report.container_registries)
+                            container_registries=report.container_registries,
+                            egress_hosts=report.egress_hosts)
     return c.HeartbeatReply(cancel=cancel, lease_seconds=LEASE_SECONDS, heartbeat_seconds=HEARTBEAT_SECONDS,
                             renew_token=_renew_hint(), challenge_due=challenges.is_due(agent),
                             verified=bool(agent.verified))

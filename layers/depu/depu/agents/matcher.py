@@ -11,7 +11,9 @@ conditional transaction (job queued -> assigned, agent busy < GPUs); if that age
 one is tried. Nobody fits: the job stays queued and SQS offers it again after a backoff.
 
 A job spec that asks for egress (``params.network``) goes only to an agent whose provider allows it (its
-registration's and heartbeats' ``egress``); one without network may go to any.
+registration's and heartbeats' ``egress``) and whose own host list, if it has one, wholly holds the job's
+(depu.agents.egress_fit: a job without a list goes only to providers without one); one without network may go
+to any.
 
 A job spec may take several GPUs of one machine (``gpu_count``): only an agent with that many free slots of
 the class is a candidate, and it takes them all at once. A job whose requirements an agent holds built (its
@@ -29,13 +31,12 @@ from __future__ import annotations
 
 import time
 
-from depu.agents import setup_failures
+from depu.agents import egress_fit, setup_failures
 from depu.agents.challenges import is_due
 from depu.agents.registry import RENTAL_CAPABILITY, Agent
 from depu.jobs import lifecycle
 from depu.jobs.leases import ONLINE_SECONDS
 from depu.jobs.models import Job
-from depu.jobs.spec import wants_egress
 
 
 def candidates(job: Job, now: float | None = None) -> list[Agent]:
@@ -44,7 +45,6 @@ def candidates(job: Job, now: float | None = None) -> list[Agent]:
     excluded = set(job.failed_agents or [])
     slots = lifecycle.slots_of(job)
     wanted_env = (job.params or {}).get("env_hash")
-    egress = wants_egress(job.params)
     wanted_image = (job.params or {}).get("image_digest")
     fit = [
         agent
@@ -55,7 +55,7 @@ def candidates(job: Job, now: float | None = None) -> list[Agent]:
         and int(agent.busy or 0) + slots <= int(agent.gpu_count)
         and agent.agent_id not in excluded
         and not is_due(agent, now)
-        and (agent.egress_allowed or not egress)
+        and egress_fit.takes(agent, job.params)
         and setup_failures.may_offer_image(agent, job, now)
     ]
 

@@ -28,6 +28,7 @@ from depu.agents import tokens
 from depu.agents.gpuclass import CPU_CLASS, gpu_class_of
 from depu.agents.verification import BenchmarkVerdict, judge_benchmark
 from depu.config import get_settings
+from depu.jobs import hostlist
 
 AWAITING_CHALLENGE = "awaiting its first hardware challenge"
 RENTAL_CAPABILITY = "gpu"  # "runs rental jobs" (a CPU-only agent declares it too); fork hosts say "fork_host"
@@ -90,6 +91,9 @@ class Agent(Model):
     # The provider's egress policy (its agent's allow_egress), from registration and each heartbeat: only an
     # agent that allows it is offered a job spec that asks for egress. None (an older agent): not allowed.
     egress_allowed = BooleanAttribute(null=True)
+    # The provider's own host list (agent setting egress_hosts; clean_egress_hosts): its egress reaches only
+    # these names. None: any public host. A list that breaks the rule withdraws egress altogether.
+    egress_hosts = ListAttribute(of=UnicodeAttribute, null=True)
     # Why the agent says it cannot take work (its sandbox cannot run a script), from its last heartbeat.
     fault = UnicodeAttribute(null=True)
     # Fork hosting is an operator's decision, never the agent's (depu.forks.hosts): registration never writes
@@ -210,6 +214,7 @@ def register(
     fault: Any = None,
     cpu_slots: Any = None,
     egress: str | None = None,
+    egress_hosts: Any = None,
 ) -> Registration | None:
     """Register a machine for the provider that owns ``provider_token``; None if the token is not valid (or
     was used already: an enrolment token enrols one machine). The request is checked before the token is
@@ -259,7 +264,8 @@ def register(
             busy=0,
             free_gpus=[gpu["index"] for gpu in clean_gpus] or list(range(clean_cpu_slots(cpu_slots))),
             fault=clean_fault(fault),
-            egress_allowed=egress == EGRESS_ALLOWED,
+            egress_allowed=egress == EGRESS_ALLOWED and clean_egress_hosts(egress_hosts) is not BAD_HOST_LIST,
+            egress_hosts=_stored_hosts(clean_egress_hosts(egress_hosts)),
             token_hash=token_hash,
             challenge_due_at=now if precheck.verified else None,
         ).save(condition=Agent.agent_id.does_not_exist())
@@ -300,6 +306,29 @@ def clean_image_digests(values: Any) -> list[str] | None:
     if not isinstance(values, list):
         return None
     return sorted({value for value in values[:MAX_IMAGE_DIGESTS] if isinstance(value, str) and _IMAGE_DIGEST.match(value)})
+
+
+BAD_HOST_LIST: Any = object()  # an egress_hosts report that breaks the rule
+
+
+def clean_egress_hosts(value: Any) -> tuple[str, ...] | None:
+    """A provider's host list as its agent reported it, judged as hostile input: None when it sent none
+    (leave the stored one), ``()`` for an empty list (any public host), the list as stored when it keeps the
+    job spec's rule (depu.jobs.hostlist: at most 32 names, each checked, the length before any entry), else
+    ``BAD_HOST_LIST``: the agent keeps its heartbeat but is offered no egress job until it sends a good one
+    (a list the cloud cannot read must never widen into "any public host")."""
+    if value is None:
+        return None
+    if isinstance(value, list) and not value:
+        return ()
+    try:
+        return hostlist.clean_list(value)
+    except hostlist.HostListError:
+        return BAD_HOST_LIST
+
+
+def _stored_hosts(hosts: Any) -> list[str] | None:
+    return list(hosts) if hosts and hosts is not BAD_HOST_LIST else None
 
 
 def clean_container_registries(values: Any) -> list[str] | None:
@@ -413,9 +442,10 @@ def clean_fault(fault: Any) -> str | None:
 def record_heartbeat(agent_id: str, metrics: Any, free_gpus: list[int], fault: str | None = _UNCHANGED,
                      env_hashes: list[str] | None = None, egress: str | None = None,
                      image_digests: list[str] | None = None,
-                     container_registries: list[str] | None = None) -> None:
+                     container_registries: list[str] | None = None, egress_hosts: Any = None) -> None:
     """Mark the agent alive and keep its latest metrics and fault (one UpdateItem); a claim, which carries no
-    fault, leaves the last one as it is."""
+    fault, leaves the last one as it is. ``egress_hosts`` is the agent's raw report (clean_egress_hosts):
+    None leaves the stored list, a malformed one withdraws egress until a good one comes."""
     agent = Agent(agent_id)
     actions = [
         Agent.last_seen_at.set(int(time.time())),
@@ -426,8 +456,14 @@ def record_heartbeat(agent_id: str, metrics: Any, free_gpus: list[int], fault: s
         actions.append(Agent.fault.set(fault) if fault else Agent.fault.remove())
     if env_hashes is not None:
         actions.append(Agent.env_hashes.set(env_hashes) if env_hashes else Agent.env_hashes.remove())
-    if egress is not None:
-        actions.append(Agent.egress_allowed.set(egress == EGRESS_ALLOWED))
+    hosts = clean_egress_hosts(egress_hosts)
+    if hosts is BAD_HOST_LIST:
+        actions += [Agent.egress_allowed.set(False), Agent.egress_hosts.remove()]
+    else:
+        if egress is not None:
+            actions.append(Agent.egress_allowed.set(egress == EGRESS_ALLOWED))
+        if hosts is not None:
+            actions.append(Agent.egress_hosts.set(list(hosts)) if hosts else Agent.egress_hosts.remove())
     if image_digests is not None:
         actions.append(Agent.image_digests.set(image_digests) if image_digests else Agent.image_digests.remove())
     if container_registries is not None:

@@ -29,6 +29,11 @@ EgressPolicy = Annotated[Literal["allowed", "none"] | None, Field(
     description="The provider's egress policy (agent setting allow_egress): 'allowed' takes job specs that ask for "
                 "egress (public addresses through the agent's filtering proxy), 'none' takes only jobs without "
                 "network; null (an older agent) leaves the last one stored as it is.")]
+EgressHosts = Annotated[Any, Field(
+    description="The only hosts this provider's egress reaches (agent setting egress_hosts): at most 32 names such "
+                "as pypi.example.com or *.example.com wildcards, the job spec's rule; [] any public host; null (an "
+                "older agent) leaves the stored list. Judged by the domain, not refused here: a list that breaks "
+                "the rule keeps the heartbeat but withdraws egress until a good one comes.")]
 Fault = Annotated[str | None, Field(description="Why this agent cannot take jobs (its sandbox self-check failed), "
                                                 "or null. The matcher offers a faulted agent nothing; its "
                                                 "provider sees the reason in /provider (first 300 characters).")]
@@ -78,6 +83,7 @@ class RegisterRequest(Contract):
     cpu_slots: whole(ge=1, le=8) | None = Field(None, description="a CPU-only machine's job slots (default 1); a "
                                                 "job spec's gpu_count counts them like GPUs")
     egress: EgressPolicy = None
+    egress_hosts: EgressHosts = None
 
 
 class RegisterReply(Contract):
@@ -112,6 +118,7 @@ class HeartbeatRequest(Contract):
         None, max_length=64, description="job environments (a job spec's requirements hash) this agent holds built; "
                                          "the matcher prefers it for jobs that need them")
     egress: EgressPolicy = None
+    egress_hosts: EgressHosts = None
     image_digests: list[Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]] | None = Field(
         None, max_length=64, description="container images this agent's runtime holds; the matcher prefers it for "
                                          "jobs naming one (a preference only: the image is pulled by digest anyway)")

@@ -14,7 +14,7 @@ from typing import Any
 import boto3
 
 from depu import credits
-from depu.agents.catalogue import egress_offered, price_per_hour
+from depu.agents.catalogue import egress_refusal, price_per_hour
 from depu.config import get_settings
 from depu.errors import UserError
 from depu.jobs import lifecycle, messages, metering, storage, workloads
@@ -79,9 +79,9 @@ def submit(
         job_spec = JobSpec.parse(fields, script_name=(params or {}).get("file_name") if script is not None else None,
                                  script_size=len(script) if script is not None else None)
         clean, limit, gpu_count = job_spec.params, job_spec.time_limit_s, job_spec.gpu_count
-        if wants_egress(clean) and not egress_offered(gpu_class):
-            raise UserError("No online provider of this class allows egress right now: run the job without "
-                            "network (network 'none'), or choose a class whose offer says 'egress: allowed'.")
+        refusal = egress_refusal(gpu_class, clean.get("egress_hosts")) if wants_egress(clean) else None
+        if refusal:
+            raise UserError(refusal)
     else:
         clean = workloads.validate(workload, params)
         limit = workloads.validate_time_limit(time_limit_s)

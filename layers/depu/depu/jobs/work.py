@@ -18,10 +18,10 @@ from typing import Any
 from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.condition import size as size_of
 
-from depu.agents import challenges, registry, setup_failures
+from depu.agents import challenges, egress_fit, registry, setup_failures
 from depu.agents.registry import Agent
 from depu.contracts.agent_api import GpuMetrics, JobOffer
-from depu.jobs import lifecycle, messages, service, spec, storage
+from depu.jobs import lifecycle, messages, service, storage
 from depu.jobs.leases import (
     CLAIM_POLL_INTERVAL_SECONDS,
     CLAIM_WAIT_SECONDS,
@@ -116,13 +116,14 @@ def own_job(agent_id: str, job_id: str) -> Job:
 def heartbeat(agent: Agent, metrics: Sequence[GpuMetrics], running_jobs: Sequence[str], free_gpus: Sequence[int],
               fault: str | None = None, env_hashes: Sequence[str] | None = None,
               egress: str | None = None, image_digests: Sequence[str] | None = None,
-              container_registries: Sequence[str] | None = None) -> list[str]:
+              container_registries: Sequence[str] | None = None, egress_hosts: Any = None) -> list[str]:
     """Renew the leases of the listed jobs this agent runs; returns the ids it must stop (cancelled by the
     user, taken back after a lost lease, over their time limit or setup bound, or never its own). ``fault`` is
     the agent's reason it cannot take work (None when it can); ``env_hashes`` the job environments it holds
     built (the matcher prefers it for those); ``egress`` its provider's egress policy ('allowed' or 'none';
     None leaves the stored one); ``image_digests`` the container images it holds (preferred the same way as
-    environments) and ``container_registries`` those it runs images from (only such agents get image jobs)."""
+    environments) and ``container_registries`` those it runs images from (only such agents get image jobs);
+    ``egress_hosts`` the provider's own host list, as sent (registry.clean_egress_hosts judges it)."""
     running_ids = list(running_jobs)
     metrics_list = [readings for readings in (item.readings() for item in metrics) if readings]
     registry.record_heartbeat(agent.agent_id, metrics_list, list(free_gpus), fault=registry.clean_fault(fault),
@@ -131,7 +132,8 @@ def heartbeat(agent: Agent, metrics: Sequence[GpuMetrics], running_jobs: Sequenc
                               image_digests=registry.clean_image_digests(
                                   list(image_digests) if image_digests is not None else None),
                               container_registries=registry.clean_container_registries(
-                                  list(container_registries) if container_registries is not None else None))
+                                  list(container_registries) if container_registries is not None else None),
+                              egress_hosts=egress_hosts)
     challenges.lapse_if_ignored(agent)
     by_gpu = {item["gpu_index"]: item for item in metrics_list if "gpu_index" in item}
     cancel: list[str] = []
@@ -192,7 +194,7 @@ def _steal(agent: Agent, now: int) -> Job | None:
     for job in Job.by_status.query(lifecycle.QUEUED, Job.lease_expires_at.between(now, newest), limit=25):
         if job.gpu_class != agent.gpu_class or agent.agent_id in (job.failed_agents or []):
             continue
-        if spec.wants_egress(job.params) and not agent.egress_allowed:
+        if not egress_fit.takes(agent, job.params):
             continue
         if not setup_failures.may_offer_image(agent, job, now):
             continue

@@ -71,7 +71,9 @@ class JobSpec(Request):
         default=None, max_length=100,
         description="job, with network 'egress': the only hosts it may reach (at most 32), names such as "
                     "'pypi.example.com' or wildcards '*.example.com' (every name below it); the proxy refuses "
-                    "any other name before resolving it. Left out: any public host")
+                    "any other name before resolving it. Left out: any public host, so only providers without a "
+                    "list of their own take it; a provider whose offer says 'egress: only to ...' takes a job "
+                    "whose list lies wholly inside its own")
     inputs: Optional[list[Annotated[str, Field(pattern=UPLOAD_ID_PATTERN)]]] = Field(
         default=None, max_length=MAX_INPUTS,
         description="job: upload ids (POST /v1/uploads) of this key, each file posted already; the job finds "
