@@ -272,6 +272,19 @@ def test_submit_says_which_lists_are_on_offer_when_none_takes_the_jobs(aws):
     assert inside["statusCode"] == 201, inside["body"]
 
 
+def own_job_to_its_network_step(chat, command_line: str, check=lambda: True) -> None:
+    """The chat's "My own job" from the GPU class up to where it asks about the network (or, where nobody offers
+    egress, the time limit): CPU, the command, no packages, no input files, one GPU. ``check`` runs once the
+    own-job step is shown."""
+    run(press(chat.button("CPU")), chat)
+    run(press(chat.button("My own job")), chat)
+    assert check(), chat.text
+    run(typed(command_line), chat)
+    run(press(chat.button("No packages")), chat)
+    run(press(chat.button("No input files")), chat)
+    run(press(chat.button("1")), chat)
+
+
 def test_the_offer_says_egress_only_to_the_providers_list_and_the_chat_asks_no_network_then(aws):
     from depu.agents import catalogue
     from depu.bot import rental
@@ -283,12 +296,7 @@ def test_the_offer_says_egress_only_to_the_providers_list_and_the_chat_asks_no_n
     chat = new_chat()
     rental.rent_gpu(command("rent_gpu"), chat)
     assert chat.timeline[-1][1][0][0].text.endswith("· egress: only to *.hub.example.org, index.example.org")
-    run(press(chat.button("CPU")), chat)
-    run(press(chat.button("My own job")), chat)
-    run(typed("echo one"), chat)
-    run(press(chat.button("No packages")), chat)
-    run(press(chat.button("No input files")), chat)
-    run(press(chat.button("1")), chat)
+    own_job_to_its_network_step(chat, "echo one")
     assert "Time limit?" in chat.text  # the chat's egress asks for any public host: nobody here offers that
     run(press(chat.button("Cancel")), chat)
     register(AgentApi(), "other-list", "allowed", ["models.example.org"])
@@ -310,13 +318,8 @@ def test_the_offer_shows_the_policy_and_the_own_job_flow_asks_for_egress_only_wh
     chat = new_chat()
     rental.rent_gpu(command("rent_gpu"), chat)
     assert chat.timeline[-1][1][0][0].text.endswith("· egress: none")
-    run(press(chat.button("CPU")), chat)
-    run(press(chat.button("My own job")), chat)
-    assert "no network unless you ask for egress" in chat.text
-    run(typed("echo one"), chat)
-    run(press(chat.button("No packages")), chat)
-    run(press(chat.button("No input files")), chat)
-    run(press(chat.button("1")), chat)
+    own_job_to_its_network_step(chat, "echo one",
+                                check=lambda: "no network unless you ask for egress" in chat.text)
     assert "Time limit?" in chat.text  # no network question: nobody of this class offers egress
     run(press(chat.button("Cancel")), chat)
 
@@ -329,12 +332,7 @@ def test_the_offer_shows_the_policy_and_the_own_job_flow_asks_for_egress_only_wh
         chat = new_chat()
         rental.rent_gpu(command("rent_gpu"), chat)
         assert chat.timeline[-1][1][0][0].text.endswith("· egress: allowed")
-        run(press(chat.button("CPU")), chat)
-        run(press(chat.button("My own job")), chat)
-        run(typed("pip download tqdm"), chat)
-        run(press(chat.button("No packages")), chat)
-        run(press(chat.button("No input files")), chat)
-        run(press(chat.button("1")), chat)
+        own_job_to_its_network_step(chat, "pip download tqdm")
         assert "Network?" in chat.text and "never the provider's own machine" in chat.text
         run(press(chat.button("Egress")), chat)
         run(press(chat.button("5 min")), chat)
