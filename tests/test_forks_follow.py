@@ -135,7 +135,9 @@ def test_a_transaction_mainnet_made_impossible_is_a_conflict_and_the_fork_stays_
     client = Client(fork)
     sent = client.value("eth_sendRawTransaction", signed_transfer(0), write=True)
     assert sent.startswith("0x")
-    mainnet.rpc("eth_sendTransaction", {"from": DEV, "to": RECIPIENT, "value": "0x1"})  # nonce 0, spent on mainnet
+    spent = mainnet.rpc("eth_sendTransaction", {"from": DEV, "to": RECIPIENT, "value": "0x1"})  # nonce 0, on mainnet
+    # anvil answers the hash before its automine block is sealed: the head that spends the nonce comes after
+    wait_for(lambda: mainnet.rpc("eth_getTransactionReceipt", spent), 10, "mainnet's block")
     done = step(fork, head(mainnet), cache.url, cache)
     [conflict] = done["conflicts"]
     assert conflict["seq"] == 0 and conflict["method"] == "eth_sendRawTransaction" and conflict["block"] == head(mainnet)
